@@ -1,0 +1,252 @@
+"""Population-batched networks: every parameter has a leading member dimension P.
+
+A population of P small recurrent networks is trained as one batch: linear layers are batched matrix products
+(``torch.baddbmm``) over per-member weights, and the LSTM cell is written with the same products because
+``nn.LSTM`` cannot be vmapped over stacked weights (pytorch issue 105982). On a CPU the per-call overhead of a
+small recurrent net dominates, so one call for 8 members costs little more than one call for 1 member.
+
+Shapes used throughout: P members, N environments (or sequences) per member, T time steps, L LSTM layers,
+H hidden units. Carried LSTM states are tensors of shape (P, L, N, H), one ``h`` and one ``c`` per LSTM.
+
+Initialization follows CleanRL's PPO-LSTM (orthogonal weights, zero biases; gain sqrt(2) for hidden layers,
+0.01 for the policy head, 1 for the value head), done member by member from each member's own
+``torch.Generator`` so that member i's initial weights depend only on member i's seed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+LSTMState = tuple[Tensor, Tensor]  # (h, c), each (P, L, N, H)
+
+
+def _orthogonal_(weight: Tensor, gain: float, generators: Sequence[torch.Generator]) -> None:
+    """Orthogonally initialize each member's (in, out) slice of ``weight`` (P, in, out) with its own generator."""
+    with torch.no_grad():
+        for i, gen in enumerate(generators):
+            w = torch.empty(weight.shape[2], weight.shape[1])  # torch's (out, in) convention
+            nn.init.orthogonal_(w, gain=gain, generator=gen)
+            weight[i].copy_(w.t())
+
+
+class PopLinear(nn.Module):
+    """A linear layer per member: ``y[p] = x[p] @ weight[p] + bias[p]``.
+
+    Parameters: ``weight`` (P, in, out), ``bias`` (P, out). ``forward`` takes x of shape (P, N, in) and returns
+    (P, N, out); any extra middle dimensions are flattened and restored.
+    """
+
+    def __init__(self, population: int, in_features: int, out_features: int):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.zeros(population, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(population, out_features))
+
+    def reset_parameters(self, gain: float, generators: Sequence[torch.Generator]) -> None:
+        _orthogonal_(self.weight, gain, generators)
+        with torch.no_grad():
+            self.bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        x2 = x.reshape(shape[0], -1, shape[-1])
+        y = torch.baddbmm(self.bias.unsqueeze(1), x2, self.weight)
+        return y.reshape(*shape[:-1], self.out_features)
+
+
+class PopLSTM(nn.Module):
+    """A multi-layer LSTM per member, written with batched matrix products.
+
+    Gate order (i, f, g, o) and equations as ``torch.nn.LSTM``:
+    ``i, f, o = sigmoid(.)``, ``g = tanh(.)``, ``c' = f*c + i*g``, ``h' = o*tanh(c')``.
+    Parameters per layer l: ``weight_ih_l`` (P, in_l, 4H), ``weight_hh_l`` (P, H, 4H), ``bias_l`` (P, 4H).
+
+    Episode starts reset the state: before step t, ``h`` and ``c`` of every sequence whose episode starts at t are
+    multiplied by zero, both while acting (:meth:`step`) and in replay (:meth:`sequence`).
+    """
+
+    def __init__(self, population: int, input_size: int, hidden_size: int, num_layers: int = 1):
+        super().__init__()
+        self.population, self.hidden_size, self.num_layers = population, hidden_size, num_layers
+        self.weight_ih = nn.ParameterList()
+        self.weight_hh = nn.ParameterList()
+        self.bias = nn.ParameterList()
+        for layer in range(num_layers):
+            in_size = input_size if layer == 0 else hidden_size
+            self.weight_ih.append(nn.Parameter(torch.zeros(population, in_size, 4 * hidden_size)))
+            self.weight_hh.append(nn.Parameter(torch.zeros(population, hidden_size, 4 * hidden_size)))
+            self.bias.append(nn.Parameter(torch.zeros(population, 4 * hidden_size)))
+
+    def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
+        for layer in range(self.num_layers):
+            _orthogonal_(self.weight_ih[layer], 1.0, generators)
+            _orthogonal_(self.weight_hh[layer], 1.0, generators)
+            with torch.no_grad():
+                self.bias[layer].zero_()
+
+    def initial_state(self, num_seqs: int, population: Optional[int] = None) -> LSTMState:
+        """Zero (h, c), each (P, L, N, H)."""
+        p = self.population if population is None else population
+        z = torch.zeros(p, self.num_layers, num_seqs, self.hidden_size)
+        return z, z.clone()
+
+    def _cell(self, gates: Tensor, c: Tensor) -> LSTMState:
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h_new = torch.sigmoid(o) * torch.tanh(c_new)
+        return h_new, c_new
+
+    def step(self, x: Tensor, state: LSTMState, episode_start: Tensor) -> tuple[Tensor, LSTMState]:
+        """One time step. x: (P, N, in); state: (h, c) each (P, L, N, H); episode_start: (P, N) bool or 0/1.
+
+        Returns the top layer's output (P, N, H) and the new state.
+        """
+        keep = (1.0 - episode_start.to(x.dtype)).unsqueeze(-1)  # (P, N, 1)
+        h, c = state
+        hs, cs = [], []
+        inp = x
+        for layer in range(self.num_layers):
+            h_l, c_l = h[:, layer] * keep, c[:, layer] * keep
+            gates = torch.baddbmm(self.bias[layer].unsqueeze(1), inp, self.weight_ih[layer])
+            gates = torch.baddbmm(gates, h_l, self.weight_hh[layer])
+            h_l, c_l = self._cell(gates, c_l)
+            hs.append(h_l)
+            cs.append(c_l)
+            inp = h_l
+        return inp, (torch.stack(hs, 1), torch.stack(cs, 1))
+
+    def sequence(self, x: Tensor, state: LSTMState, episode_starts: Tensor) -> tuple[Tensor, LSTMState]:
+        """Replay whole sequences. x: (P, T, N, in); state: initial (h, c) each (P, L, N, H);
+        episode_starts: (P, T, N). Returns outputs (P, T, N, H) and the final state.
+
+        The input projection of all T steps is one batched product; the recurrence loops over T.
+        """
+        p, t_len, n, _ = x.shape
+        keep = (1.0 - episode_starts.to(x.dtype)).unsqueeze(-1)  # (P, T, N, 1)
+        h, c = state
+        inp = x
+        h_final, c_final = [], []
+        for layer in range(self.num_layers):
+            pre = torch.baddbmm(
+                self.bias[layer].unsqueeze(1), inp.reshape(p, t_len * n, -1), self.weight_ih[layer]
+            ).reshape(p, t_len, n, -1)
+            w_hh = self.weight_hh[layer]
+            h_l, c_l = h[:, layer], c[:, layer]
+            outs = []
+            for t in range(t_len):
+                h_l, c_l = h_l * keep[:, t], c_l * keep[:, t]
+                gates = torch.baddbmm(pre[:, t], h_l, w_hh)
+                h_l, c_l = self._cell(gates, c_l)
+                outs.append(h_l)
+            inp = torch.stack(outs, 1)
+            h_final.append(h_l)
+            c_final.append(c_l)
+        return inp, (torch.stack(h_final, 1), torch.stack(c_final, 1))
+
+
+class PopMLP(nn.Module):
+    """A stack of :class:`PopLinear` layers with tanh activations (the encoder in front of the LSTM)."""
+
+    def __init__(self, population: int, in_features: int, sizes: Sequence[int]):
+        super().__init__()
+        self.layers = nn.ModuleList()
+        for size in sizes:
+            self.layers.append(PopLinear(population, in_features, size))
+            in_features = size
+        self.out_features = in_features
+
+    def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
+        for layer in self.layers:
+            layer.reset_parameters(math.sqrt(2.0), generators)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = torch.tanh(layer(x))
+        return x
+
+
+class RecurrentTrunk(nn.Module):
+    """Encoder MLP followed by an LSTM: the body of the actor and of each critic.
+
+    ``step``: x (P, N, obs) -> features (P, N, H); ``sequence``: x (P, T, N, obs) -> features (P, T, N, H).
+    """
+
+    def __init__(self, population: int, obs_dim: int, encoder_sizes: Sequence[int], hidden: int, layers: int):
+        super().__init__()
+        self.encoder = PopMLP(population, obs_dim, encoder_sizes)
+        self.lstm = PopLSTM(population, self.encoder.out_features, hidden, layers)
+
+    def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
+        self.encoder.reset_parameters(generators)
+        self.lstm.reset_parameters(generators)
+
+    def step(self, obs: Tensor, state: LSTMState, episode_start: Tensor) -> tuple[Tensor, LSTMState]:
+        return self.lstm.step(self.encoder(obs), state, episode_start)
+
+    def sequence(self, obs: Tensor, state: LSTMState, episode_starts: Tensor) -> tuple[Tensor, LSTMState]:
+        return self.lstm.sequence(self.encoder(obs), state, episode_starts)
+
+
+class PolicyHead(nn.Module):
+    """Maps LSTM features to an action distribution's parameters.
+
+    Discrete(n): logits (..., n). Box(d): mean (..., d) and a state-independent ``log_std`` parameter (P, d).
+    """
+
+    def __init__(self, population: int, hidden: int, action_dim: int, continuous: bool, log_std_init: float):
+        super().__init__()
+        self.continuous = continuous
+        self.linear = PopLinear(population, hidden, action_dim)
+        if continuous:
+            self.log_std = nn.Parameter(torch.full((population, action_dim), float(log_std_init)))
+
+    def reset_parameters(self, generators: Sequence[torch.Generator], log_std_init: float) -> None:
+        self.linear.reset_parameters(0.01, generators)
+        if self.continuous:
+            with torch.no_grad():
+                self.log_std.fill_(log_std_init)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.linear(features)
+
+
+def log_prob_entropy(
+    head_out: Tensor, actions: Tensor, continuous: bool, log_std: Optional[Tensor]
+) -> tuple[Tensor, Tensor]:
+    """Log-probability of ``actions`` and entropy of the distribution, both shaped like the batch.
+
+    head_out: logits (P, ..., A) for Discrete or means (P, ..., A) for Box; actions: (P, ...) integer indices for
+    Discrete, (P, ..., A) for Box; log_std: (P, A) for Box. Returns (logp, entropy), each (P, ...).
+    """
+    if not continuous:
+        logp_all = torch.log_softmax(head_out, dim=-1)
+        logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        return logp, entropy
+    assert log_std is not None
+    shape = (log_std.shape[0],) + (1,) * (head_out.dim() - 2) + (log_std.shape[1],)
+    ls = log_std.reshape(shape)
+    var = torch.exp(2 * ls)
+    logp = (-((actions - head_out) ** 2) / (2 * var) - ls - 0.5 * math.log(2 * math.pi)).sum(-1)
+    entropy = (0.5 + 0.5 * math.log(2 * math.pi) + ls).sum(-1).expand_as(logp)
+    return logp, entropy
+
+
+def kl_divergence(
+    p_out: Tensor, q_out: Tensor, continuous: bool, log_std: Optional[Tensor]
+) -> Tensor:
+    """KL(p || q) between two action distributions of the same family, shaped like the batch (P, ...).
+
+    For Box the log-std is shared (state-independent), so KL reduces to the squared mean difference over 2 var.
+    """
+    if not continuous:
+        lp, lq = torch.log_softmax(p_out, -1), torch.log_softmax(q_out, -1)
+        return (lp.exp() * (lp - lq)).sum(-1)
+    assert log_std is not None
+    shape = (log_std.shape[0],) + (1,) * (p_out.dim() - 2) + (log_std.shape[1],)
+    var = torch.exp(2 * log_std.reshape(shape))
+    return ((p_out - q_out) ** 2 / (2 * var)).sum(-1)

@@ -1,0 +1,83 @@
+"""Rollout storage of whole environment sequences, and GAE(lambda).
+
+A rollout holds, per member and environment, T consecutive steps plus the LSTM states at the rollout's start, so
+training can replay every environment's sequence from that stored state with the current weights (CleanRL's
+PPO-LSTM scheme). Tensors are laid out (P, T, N, ...): member, time, environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+def compute_gae(
+    rewards: Tensor,
+    values: Tensor,
+    dones: Tensor,
+    terminated: Tensor,
+    truncation_values: Tensor,
+    last_values: Tensor,
+    gamma: Tensor,
+    gae_lambda: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """Generalized advantage estimation (Schulman et al. 2016) per member, with time limits handled correctly.
+
+    Shapes: rewards, values, dones, terminated, truncation_values: (P, T, N); last_values: (P, N) (the value of
+    the observation after the last step); gamma, gae_lambda: (P,).
+
+    ``dones[:, t]`` marks that the episode ended at step t (terminated or truncated). The value after step t is
+    ``values[:, t+1]`` (``last_values`` for t = T-1) if the episode goes on, 0 if it terminated, and
+    ``truncation_values[:, t]`` (the value of the final observation) if it was truncated by a time limit — the
+    bootstrap that Pardo et al. 2018 ("Time Limits in Reinforcement Learning") ask for. The advantage recursion is
+    cut at every episode end: ``A_t = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}``.
+
+    Returns (advantages, returns) with returns = advantages + values, each (P, T, N).
+    """
+    p, t_len, n = rewards.shape
+    g = gamma.view(p, 1).to(rewards.dtype)
+    gl = (gamma * gae_lambda).view(p, 1).to(rewards.dtype)
+    advantages = torch.zeros_like(rewards)
+    next_adv = torch.zeros(p, n, dtype=rewards.dtype)
+    for t in reversed(range(t_len)):
+        following = last_values if t == t_len - 1 else values[:, t + 1]
+        done = dones[:, t].to(rewards.dtype)
+        ended_value = torch.where(terminated[:, t].bool(), torch.zeros_like(following), truncation_values[:, t])
+        next_value = torch.where(dones[:, t].bool(), ended_value, following)
+        delta = rewards[:, t] + g * next_value - values[:, t]
+        next_adv = delta + gl * (1.0 - done) * next_adv
+        advantages[:, t] = next_adv
+    return advantages, advantages + values
+
+
+@dataclass
+class Rollout:
+    """One rollout of P members x N environments x T steps.
+
+    obs: (P, T, N, D) normalized observations as the policy saw them; episode_starts: (P, T, N) (True where the
+    state was reset before step t); actions: (P, T, N) or (P, T, N, A); log_probs, rewards, dones, terminated,
+    truncation_values: (P, T, N); values: (C, P, T, N) in return units, one per critic (C = 1 or 2);
+    initial_states: {name: (h, c)} each (P, L, N, H), the LSTM states before step 0.
+    """
+
+    obs: Tensor
+    episode_starts: Tensor
+    actions: Tensor
+    log_probs: Tensor
+    rewards: Tensor
+    dones: Tensor
+    terminated: Tensor
+    truncation_values: Tensor
+    values: Tensor
+    initial_states: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    last_values: Tensor | None = None
+
+
+def take_envs(x: Tensor, idx: Tensor, env_dim: int = 2) -> Tensor:
+    """Select per-member environments: x (P, ..., N at env_dim, ...), idx (P, b) -> (P, ..., b, ...)."""
+    shape = [1] * x.dim()
+    shape[0], shape[env_dim] = idx.shape[0], idx.shape[1]
+    index = idx.view(shape).expand(*x.shape[:env_dim], idx.shape[1], *x.shape[env_dim + 1:])
+    return torch.gather(x, env_dim, index)

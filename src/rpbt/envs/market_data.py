@@ -1,0 +1,411 @@
+"""Market data for the trading environment: loading OHLC(V) bars and splitting them walk-forward.
+
+A :class:`MarketData` holds one instrument's bars as aligned 1-D arrays of length ``n`` (the number of bars),
+oldest first, with strictly increasing timestamps and positive, finite prices.
+
+* :func:`load_csv` reads the user's own CSV file (header row, one bar per line).
+* :func:`load_shipped` reads one of the series shipped inside the installed ``gym_anytrading`` package
+  (``"googl"``: daily GOOGL stock bars 2009-2018; ``"eurusd"``: hourly EUR/USD ask bars through 2017). Nothing is
+  downloaded.
+* :func:`walk_forward_split` cuts ``n`` bars into chronological, non-overlapping ``train`` / ``validation`` /
+  ``test`` slices, so a policy is selected on data after the data it was trained on and tested on data after that.
+
+Errors: :class:`MarketDataError` (a ``ValueError``). Messages from :func:`load_csv` name the file, the column
+(as spelled in the file's header) and the row, given both as the 1-based *data row* (the first line after the
+header is data row 1) and as the *line* of the file (the header is line 1, so line = data row + 1).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+__all__ = [
+    "MarketData",
+    "MarketDataError",
+    "SHIPPED",
+    "SPLIT_NAMES",
+    "TRADING_DAYS_PER_YEAR",
+    "infer_bars_per_year",
+    "load_csv",
+    "load_shipped",
+    "walk_forward_split",
+]
+
+TRADING_DAYS_PER_YEAR = 252.0
+CALENDAR_DAYS_PER_YEAR = 365.25
+SPLIT_NAMES = ("train", "validation", "test")
+
+# Header names accepted for the timestamp column, in order of preference (matched case-insensitively, stripped).
+DATE_COLUMNS = ("date", "timestamp", "datetime", "time")
+PRICE_COLUMNS = ("open", "high", "low", "close")
+
+# name -> (file inside gym_anytrading/datasets/data, explicit timestamp format of that file)
+SHIPPED: dict[str, tuple[str, Optional[str]]] = {
+    "googl": ("STOCKS_GOOGL.csv", "%Y-%m-%d"),  # Date,Open,High,Low,Close,Adj Close,Volume (daily)
+    "eurusd": ("FOREX_EURUSD_1H_ASK.csv", "%d.%m.%Y %H:%M:%S.%f"),  # Time,Open,High,Low,Close,Volume (hourly)
+}
+
+
+class MarketDataError(ValueError):
+    """Market data is missing, malformed or too short; the message names the file, row and column."""
+
+
+# --------------------------------------------------------------------------------------------------- MarketData
+
+
+def infer_bars_per_year(dates: np.ndarray) -> float:
+    """Bars per year of a series of bar timestamps, for annualising per-bar statistics (Sharpe ratio, volatility).
+
+    The rule, from the median spacing ``d`` (in days) between consecutive timestamps:
+
+    * A market is taken to trade ``D`` days a year: ``D = 365.25`` when more than 15% of the bars fall on a
+      Saturday or Sunday (a seven-day market such as crypto), otherwise ``D = 252`` trading days.
+    * Intraday bars (``d < 0.5``): ``D`` times the median number of bars per calendar date that has bars, so hourly
+      FX (24 bars a weekday) gives ``252 * 24 = 6048`` and hourly US stock bars over a 6.5-hour session (7 bars a
+      day) give ``252 * 7 = 1764``; the session length comes from the data rather than being assumed.
+    * Daily bars (``0.5 <= d < 4``; weekend and holiday gaps do not move the median off one day): ``D / d``, so
+      daily stock data gives 252.
+    * Coarser bars (``d >= 4``: weekly, monthly): ``365.25 / d`` calendar days (weekly 52.2, monthly about 12).
+
+    ``dates``: shape ``(n,)`` ``datetime64``, strictly increasing, ``n >= 2``. Returns a float > 0.
+    Raises :class:`MarketDataError` with fewer than two dates.
+    """
+    dates = np.asarray(dates).astype("datetime64[ns]")
+    if dates.shape[0] < 2:
+        raise MarketDataError("need at least two bars to infer bars_per_year")
+    spacing_days = np.diff(dates).astype(np.int64) / 86_400e9
+    d = float(np.median(spacing_days))
+    days = dates.astype("datetime64[D]")
+    weekday = (days.astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+    weekend_fraction = float(np.mean(weekday >= 5))
+    days_per_year = CALENDAR_DAYS_PER_YEAR if weekend_fraction > 0.15 else TRADING_DAYS_PER_YEAR
+    if d < 0.5:
+        _, counts = np.unique(days, return_counts=True)
+        return days_per_year * float(np.median(counts))
+    if d < 4.0:
+        return days_per_year / d
+    return CALENDAR_DAYS_PER_YEAR / d
+
+
+@dataclass
+class MarketData:
+    """One instrument's bars, oldest first.
+
+    Attributes (``n`` = number of bars):
+
+    * ``dates``: shape ``(n,)``, ``datetime64[ns]``, strictly increasing (timezone-aware input is converted to UTC
+      and stored naive).
+    * ``open``, ``high``, ``low``, ``close``: shape ``(n,)``, ``float64``, finite and > 0, in the quote currency.
+    * ``volume``: shape ``(n,)``, ``float64``, finite and >= 0 (units as in the source), or ``None`` when absent.
+    * ``name``: a short label (``"googl"``, the CSV file's stem, ...).
+    * ``source``: where the bars came from (file path), ``""`` for in-memory data.
+    * ``bars_per_year``: bars per year used to annualise; inferred from ``dates`` by :func:`infer_bars_per_year`
+      when not given.
+
+    Constructing validates shapes, prices and date order and raises :class:`MarketDataError` (without row numbers
+    in the file; :func:`load_csv` checks first and reports those).
+    """
+
+    dates: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: Optional[np.ndarray] = None
+    name: str = ""
+    source: str = ""
+    bars_per_year: Optional[float] = field(default=None)
+
+    def __post_init__(self) -> None:
+        label = self.source or self.name or "<market data>"
+        self.dates = np.asarray(self.dates).astype("datetime64[ns]")
+        n = self.dates.shape[0]
+        if self.dates.ndim != 1:
+            raise MarketDataError(f"{label}: dates must be 1-D, got shape {self.dates.shape}")
+        for col in PRICE_COLUMNS:
+            arr = np.asarray(getattr(self, col), dtype=np.float64)
+            if arr.shape != (n,):
+                raise MarketDataError(f"{label}: column {col!r} has shape {arr.shape}, expected ({n},) like dates")
+            bad = np.flatnonzero(~(np.isfinite(arr) & (arr > 0)))
+            if bad.size:
+                i = int(bad[0])
+                raise MarketDataError(f"{label}: column {col!r} at bar {i} is {arr[i]!r}; prices must be finite and > 0")
+            setattr(self, col, arr)
+        if self.volume is not None:
+            vol = np.asarray(self.volume, dtype=np.float64)
+            if vol.shape != (n,):
+                raise MarketDataError(f"{label}: column 'volume' has shape {vol.shape}, expected ({n},) like dates")
+            bad = np.flatnonzero(~(np.isfinite(vol) & (vol >= 0)))
+            if bad.size:
+                i = int(bad[0])
+                raise MarketDataError(f"{label}: column 'volume' at bar {i} is {vol[i]!r}; volume must be finite and >= 0")
+            self.volume = vol
+        if n >= 2:
+            step = np.diff(self.dates)
+            bad = np.flatnonzero(step <= np.timedelta64(0, "ns"))
+            if bad.size:
+                i = int(bad[0]) + 1
+                raise MarketDataError(
+                    f"{label}: dates not strictly increasing at bar {i} ({self.dates[i]} after {self.dates[i - 1]})"
+                )
+        if self.bars_per_year is None:
+            self.bars_per_year = infer_bars_per_year(self.dates) if n >= 2 else TRADING_DAYS_PER_YEAR
+        self.bars_per_year = float(self.bars_per_year)
+        if not (math.isfinite(self.bars_per_year) and self.bars_per_year > 0):
+            raise MarketDataError(f"{label}: bars_per_year must be > 0, got {self.bars_per_year}")
+
+    def __len__(self) -> int:
+        return int(self.dates.shape[0])
+
+    @property
+    def log_returns(self) -> np.ndarray:
+        """Close-to-close log returns, shape ``(n,)``: ``[i] = log(close[i] / close[i-1])``, ``[0] = nan``."""
+        out = np.full(len(self), np.nan)
+        out[1:] = np.diff(np.log(self.close))
+        return out
+
+
+# --------------------------------------------------------------------------------------------------- CSV loading
+
+
+def _where(path: str, index: int, column: str) -> str:
+    """'FILE: data row R (line L), column 'C'' for the 0-based data index ``index``."""
+    return f"{path}: data row {index + 1} (line {index + 2} of the file), column {column!r}"
+
+
+def _parse_dates(raw, date_format: Optional[str], dayfirst: Optional[bool]):
+    """Parse a column of date strings; returns (parsed UTC series, NaT mask). Tries month-first then day-first."""
+    import pandas as pd
+
+    def parse(**kw):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pd.to_datetime(raw.str.strip(), errors="coerce", utc=True, **kw)
+
+    if date_format is not None:
+        candidates = [parse(format=date_format)]
+    elif dayfirst is not None:
+        candidates = [parse(dayfirst=dayfirst)]
+    else:
+        # Inference picks a format from the first row; "01.02.2017" is ambiguous, so also try day-first and keep
+        # whichever parses more rows (then whichever is increasing; ties keep month-first / ISO).
+        candidates = [parse(), parse(dayfirst=True)]
+
+    def rank(parsed):
+        nat = int(parsed.isna().sum())
+        values = parsed.dropna().to_numpy()
+        increasing = bool(np.all(values[1:] > values[:-1])) if len(values) > 1 else True
+        return (nat, not increasing)
+
+    return min(candidates, key=rank)
+
+
+def load_csv(
+    path: Union[str, Path],
+    *,
+    name: Optional[str] = None,
+    min_rows: int = 2,
+    date_format: Optional[str] = None,
+    dayfirst: Optional[bool] = None,
+    bars_per_year: Optional[float] = None,
+) -> MarketData:
+    """Read OHLC(V) bars from a CSV file with a header row, one bar per line, oldest first.
+
+    Columns are matched by header name, case-insensitively after stripping spaces:
+
+    * timestamp: the first present of ``date``, ``timestamp``, ``datetime``, ``time`` (required). Parsed by pandas;
+      without ``date_format`` / ``dayfirst`` both month-first and day-first readings are tried and the one that
+      parses every row into increasing timestamps wins. Timezone offsets are converted to UTC.
+    * ``open``, ``high``, ``low``, ``close``: required, numbers > 0.
+    * ``volume``: optional, numbers >= 0. Other columns (``Adj Close``, ...) are ignored.
+
+    Wholly blank lines are skipped (line numbers in messages still count them).
+
+    Args:
+        path: the CSV file.
+        name: label for the series; default the file's stem.
+        min_rows: fewest data rows accepted (at least 2, so there is one return).
+        date_format: explicit ``strftime`` format of the timestamp column, e.g. ``"%d.%m.%Y %H:%M:%S.%f"``.
+        dayfirst: force day-first (True) or month-first (False) parsing of ambiguous dates.
+        bars_per_year: override the inferred value (see :func:`infer_bars_per_year`).
+
+    Returns: :class:`MarketData` with ``n`` = number of data rows.
+
+    Raises :class:`MarketDataError` naming the file, the column and the row (1-based data row and file line) for:
+    an unreadable or empty file; missing required columns (the message lists the columns found); duplicate
+    columns; an empty or unparsable timestamp; timestamps that do not strictly increase; a missing, non-numeric,
+    non-finite or non-positive price; a missing, non-numeric or negative volume; fewer than ``min_rows`` rows.
+    """
+    import pandas as pd
+
+    path_str = str(path)
+    min_rows = max(int(min_rows), 2)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
+    except FileNotFoundError:
+        raise MarketDataError(f"{path_str}: file not found") from None
+    except pd.errors.EmptyDataError:
+        raise MarketDataError(f"{path_str}: file is empty (expected a header row and data rows)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
+        raise MarketDataError(f"{path_str}: cannot read as CSV: {err}") from None
+
+    # Header: normalised name -> name as spelled in the file.
+    found = [str(c) for c in df.columns]
+    by_key: dict[str, str] = {}
+    for col in found:
+        key = col.strip().lower()
+        if key in by_key:
+            raise MarketDataError(f"{path_str}: duplicate column {key!r} in the header (columns found: {found})")
+        by_key[key] = col
+    date_col = next((by_key[k] for k in DATE_COLUMNS if k in by_key), None)
+    missing = [k for k in PRICE_COLUMNS if k not in by_key]
+    if date_col is None:
+        missing.insert(0, "date (or timestamp / datetime / time)")
+    if missing:
+        raise MarketDataError(
+            f"{path_str}: missing required column(s) {', '.join(missing)}; columns found in the header: {found}"
+        )
+
+    # Drop wholly blank rows but keep the original index so row/line numbers match the file.
+    blank = (df.apply(lambda s: s.str.strip()) == "").all(axis=1)
+    df = df[~blank]
+    if len(df) < min_rows:
+        raise MarketDataError(f"{path_str}: {len(df)} data rows, need at least {min_rows}")
+    index = df.index.to_numpy()
+
+    raw_dates = df[date_col]
+    parsed = _parse_dates(raw_dates, date_format, dayfirst)
+    nat = np.flatnonzero(parsed.isna().to_numpy())
+    if nat.size:
+        j = int(nat[0])
+        value = raw_dates.iloc[j]
+        what = "is empty" if value.strip() == "" else f"{value!r} is not a date/time"
+        hint = f" (format {date_format!r})" if date_format else ""
+        raise MarketDataError(f"{_where(path_str, int(index[j]), date_col)}: {what}{hint}")
+    dates = parsed.dt.tz_convert(None).to_numpy().astype("datetime64[ns]")
+    bad = np.flatnonzero(dates[1:] <= dates[:-1])
+    if bad.size:
+        j = int(bad[0]) + 1
+        raise MarketDataError(
+            f"{_where(path_str, int(index[j]), date_col)}: timestamp {raw_dates.iloc[j].strip()!r} is not after the "
+            f"previous row's {raw_dates.iloc[j - 1].strip()!r}; rows must be in strictly increasing time order"
+        )
+
+    def numeric(col: str, allow_zero: bool) -> np.ndarray:
+        raw = df[col]
+        values = pd.to_numeric(raw.str.strip(), errors="coerce").to_numpy(dtype=np.float64)
+        ok = np.isfinite(values) & ((values >= 0) if allow_zero else (values > 0))
+        bad = np.flatnonzero(~ok)
+        if bad.size:
+            j = int(bad[0])
+            text = raw.iloc[j].strip()
+            if text == "":
+                what = "is missing"
+            elif math.isnan(values[j]):
+                what = f"{text!r} is not a number"
+            elif not math.isfinite(values[j]):
+                what = f"{text!r} is not finite"
+            else:
+                what = f"{text!r} is {'negative' if allow_zero else 'not positive'}"
+            kind = "volume must be >= 0" if allow_zero else "prices must be > 0"
+            raise MarketDataError(f"{_where(path_str, int(index[j]), col)}: {what} ({kind})")
+        return values
+
+    prices = {k: numeric(by_key[k], allow_zero=False) for k in PRICE_COLUMNS}
+    volume = numeric(by_key["volume"], allow_zero=True) if "volume" in by_key else None
+    return MarketData(
+        dates=dates,
+        volume=volume,
+        name=name if name is not None else Path(path_str).stem,
+        source=path_str,
+        bars_per_year=bars_per_year,
+        **prices,
+    )
+
+
+def _shipped_dir() -> Path:
+    """The ``datasets/data`` folder of the installed gym_anytrading, found without importing the package.
+
+    (Importing ``gym_anytrading`` parses both CSVs and imports matplotlib; ``find_spec`` only locates it. Falls
+    back to :mod:`importlib.resources`, which imports it.)
+    """
+    spec = importlib.util.find_spec("gym_anytrading")
+    if spec is None:
+        raise MarketDataError(
+            "the shipped market data needs the gym-anytrading package (pip install gym-anytrading); "
+            "or use env.data.source: csv with your own file"
+        )
+    if spec.submodule_search_locations:
+        for base in spec.submodule_search_locations:
+            candidate = Path(base) / "datasets" / "data"
+            if candidate.is_dir():
+                return candidate
+    return Path(str(importlib.resources.files("gym_anytrading") / "datasets" / "data"))
+
+
+def load_shipped(name: str) -> MarketData:
+    """Load a series shipped with gym-anytrading: ``"googl"`` (daily GOOGL stock bars, 2335 rows, 2009-05-22 to
+    2018-08-29, ~252 bars/year) or ``"eurusd"`` (hourly EUR/USD ask bars, 6225 rows, 2017-01-01 22:00 to 2017-12-29 21:00,
+    252 * 24 = 6048 bars/year). No network access.
+
+    Raises :class:`MarketDataError` for an unknown name or when gym-anytrading is not installed.
+    """
+    key = name.strip().lower()
+    if key not in SHIPPED:
+        raise MarketDataError(f"unknown shipped market data {name!r}; choose one of {sorted(SHIPPED)}")
+    filename, date_format = SHIPPED[key]
+    path = _shipped_dir() / filename
+    if not path.is_file():
+        raise MarketDataError(f"{path}: shipped data file not found in the installed gym-anytrading package")
+    return load_csv(path, name=key, date_format=date_format)
+
+
+# --------------------------------------------------------------------------------------------------- splits
+
+
+def walk_forward_split(
+    n_bars: int,
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    min_length: int = 1,
+) -> dict[str, slice]:
+    """Chronological train / validation / test slices of ``range(n_bars)``.
+
+    Boundaries are ``b1 = round(n * f_train)`` and ``b2 = round(n * (f_train + f_validation))`` (halves rounded
+    up), giving
+    ``{"train": slice(0, b1), "validation": slice(b1, b2), "test": slice(b2, n)}``: in order, non-overlapping, and
+    together covering every bar exactly once.
+
+    Args:
+        n_bars: number of bars ``n`` (> 0).
+        fractions: three non-negative fractions summing to 1 (within 1e-6).
+        min_length: fewest bars a split with a positive fraction must have (at least 1). A split whose fraction
+            is exactly 0 is allowed to be empty (you asked for no such split).
+
+    Raises ``ValueError`` for bad fractions or a split with a positive fraction shorter than ``min_length``.
+    """
+    n = int(n_bars)
+    if n <= 0:
+        raise ValueError(f"walk_forward_split: n_bars must be > 0, got {n_bars}")
+    fr = [float(f) for f in fractions]
+    if len(fr) != 3 or any(not math.isfinite(f) or f < 0 for f in fr) or not math.isclose(sum(fr), 1.0, abs_tol=1e-6):
+        raise ValueError(f"walk_forward_split: fractions must be three non-negative numbers summing to 1, got {fractions}")
+    b1 = min(max(math.floor(n * fr[0] + 0.5), 0), n)
+    b2 = min(max(math.floor(n * (fr[0] + fr[1]) + 0.5), b1), n)
+    splits = {"train": slice(0, b1), "validation": slice(b1, b2), "test": slice(b2, n)}
+    need = max(int(min_length), 1)
+    for (split, sl), f in zip(splits.items(), fr):
+        length = sl.stop - sl.start
+        if f > 0 and length < need:
+            raise ValueError(
+                f"walk_forward_split: the {split} split would have {length} bars (fraction {f} of {n}), "
+                f"need at least {need}; use more data or a larger fraction"
+            )
+    return splits

@@ -1,0 +1,458 @@
+"""Reading a run directory for ``rpbt report`` (see RUNDIR_FORMAT.md, the contract with the runner).
+
+Everything here tolerates a run that is still going or that was resumed:
+
+* ``events.jsonl`` may be empty, or its last line may be cut mid-JSON (the runner is writing it): the complete lines
+  are used and a warning says what was skipped.
+* after a resume the runner re-runs rounds whose lines may already be in the file: :func:`clean_events` keeps the
+  last attempt (a ``resume`` event at round r drops the earlier lines of rounds > r; a ``round`` line for round r
+  drops the earlier lines of rounds >= r).
+* ``members/<i>/metrics.csv`` rows are deduplicated the same way on their ``(round, update)`` key; a cut last row
+  is ignored; columns are looked up by name (later issues append columns).
+* ``summary.json``, ``config.yaml`` and the checkpoints are optional: a missing or bad one is a warning.
+
+Errors: :class:`ReportError` (a ``ValueError``) naming the path when the run directory or its ``events.jsonl`` is
+missing or unusable. Partial problems are warnings (plain strings, collected and shown in the report).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+__all__ = [
+    "ReportError",
+    "MemberMetrics",
+    "RunData",
+    "read_events",
+    "clean_events",
+    "read_metrics",
+    "load_run",
+    "num_or_none",
+]
+
+#: Event types the report understands; others are kept but ignored.
+KNOWN_TYPES = ("start", "round", "exploit", "resume", "failure", "end")
+#: Events that belong to a round and are superseded when that round is re-run after a resume.
+_ROUND_SCOPED = ("round", "exploit", "failure")
+
+
+class ReportError(ValueError):
+    """The run directory or its events.jsonl is missing or unusable; the message names the path."""
+
+
+def num_or_none(value: Any) -> Optional[float]:
+    """A finite float, or None for null / NaN / non-numbers (scores and metrics may be missing)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _int_or_none(value: Any) -> Optional[int]:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+# --------------------------------------------------------------------------------------------------- events
+
+
+def read_events(path: Path | str) -> tuple[list[dict], list[str]]:
+    """Parse ``events.jsonl``: return ``(events, warnings)``, the events in file order.
+
+    Blank lines are skipped; a line that is not a JSON object is skipped with a warning naming its line number (a
+    cut last line - the runner is still writing - gets its own, milder warning). An empty file gives no events
+    and a warning.
+
+    Raises :class:`ReportError` naming the path when the file is missing, is not a regular file, cannot be read,
+    or has complete lines of which none is a JSON object (not an events file).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ReportError(f"{path}: events file not found (is this an rpbt run directory?)")
+    if not path.is_file():
+        raise ReportError(f"{path}: not a regular file")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot read events file: {exc}") from exc
+    text = raw.decode("utf-8", errors="replace")
+    warnings: list[str] = []
+    if not text.strip():
+        warnings.append(f"{path}: events file is empty (the run has not written any event yet)")
+        return [], warnings
+
+    lines = text.split("\n")
+    # text.split leaves "" after a final newline; a non-empty last piece is a line still being written.
+    last_is_partial = lines[-1].strip() != ""
+    if not last_is_partial:
+        lines = lines[:-1]
+    events: list[dict] = []
+    complete_bad = 0
+    complete_nonblank = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        is_last = number == len(lines)
+        partial = is_last and last_is_partial
+        if not partial:
+            complete_nonblank += 1
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if partial:
+                warnings.append(
+                    f"{path}: last line ({number}) is incomplete (cut mid-JSON; the run may still be writing it), "
+                    "ignored"
+                )
+            else:
+                complete_bad += 1
+                warnings.append(f"{path}: line {number} is not valid JSON ({exc.msg}), skipped")
+            continue
+        if not isinstance(obj, dict):
+            if not partial:
+                complete_bad += 1
+            warnings.append(f"{path}: line {number} is not a JSON object, skipped")
+            continue
+        if not isinstance(obj.get("type"), str):
+            warnings.append(f"{path}: line {number} has no \"type\" field, skipped")
+            continue
+        obj["_line"] = number
+        events.append(obj)
+    if not events and complete_nonblank > 0 and complete_bad == complete_nonblank:
+        raise ReportError(
+            f"{path}: none of its {complete_nonblank} line(s) is a JSON event object - not an rpbt events file?"
+        )
+    return events, warnings
+
+
+def clean_events(events: list[dict]) -> tuple[list[dict], list[str]]:
+    """Validate events and apply resume semantics; return ``(events, warnings)``. Pure; idempotent.
+
+    * ``round`` / ``exploit`` / ``failure`` events without an integer ``round`` are dropped with a warning, as are
+      exploits without integer ``donor`` and ``recipient``.
+    * A ``resume`` event at round r drops the earlier round-scoped events of rounds > r (the crashed attempt's,
+      redone after the resume).
+    * A ``round`` event for round r drops the earlier round-scoped events of rounds >= r (a duplicate round line:
+      keep the last).
+    * Several ``start`` events: all are kept (the last one wins where read); no truncation.
+    """
+    kept: list[dict] = []
+    warnings: list[str] = []
+    for ev in events:
+        if not isinstance(ev, dict):
+            continue
+        kind = ev.get("type")
+        where = f"events.jsonl line {ev['_line']}" if "_line" in ev else f"a {kind!r} event"
+        r = _int_or_none(ev.get("round"))
+        if kind in _ROUND_SCOPED or kind == "resume":
+            if r is None:
+                warnings.append(f"{where}: {kind!r} event without an integer \"round\", skipped")
+                continue
+        if kind == "exploit":
+            if _int_or_none(ev.get("donor")) is None or _int_or_none(ev.get("recipient")) is None:
+                warnings.append(f"{where}: exploit event without integer \"donor\"/\"recipient\", skipped")
+                continue
+        if kind == "resume":
+            kept = [e for e in kept if not (e.get("type") in _ROUND_SCOPED and _int_or_none(e.get("round")) > r)]
+        elif kind == "round":
+            before = len(kept)
+            kept = [e for e in kept if not (e.get("type") in _ROUND_SCOPED and _int_or_none(e.get("round")) >= r)]
+            if len(kept) != before and not any(e.get("type") == "resume" for e in kept):
+                warnings.append(
+                    f"{where}: round {r} appears again without a \"resume\" event; the last attempt is kept"
+                )
+        kept.append(ev)
+    return kept, warnings
+
+
+# --------------------------------------------------------------------------------------------------- metrics
+
+
+@dataclass
+class MemberMetrics:
+    """One member's ``metrics.csv``, deduplicated: columns by name, each a float array (NaN for empty cells)."""
+
+    path: Path
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def get(self, name: str) -> Optional[np.ndarray]:
+        return self.columns.get(name)
+
+    def has_data(self, name: str) -> bool:
+        col = self.columns.get(name)
+        return col is not None and bool(np.isfinite(col).any())
+
+
+def _cell(value: str) -> float:
+    value = value.strip()
+    if not value:
+        return math.nan
+    try:
+        return float(value)
+    except ValueError:
+        return math.nan
+
+
+def read_metrics(path: Path) -> tuple[Optional[MemberMetrics], list[str]]:
+    """Read one ``members/<i>/metrics.csv``; return ``(metrics or None, warnings)``. Never raises.
+
+    Rows are deduplicated on ``(round, update)`` (falling back to ``update``, then to row order): a row whose key is
+    not greater than the previous row's means the run was resumed, and the earlier rows with keys >= it are
+    dropped (keep the last attempt). A cut last line (no line end) is ignored.
+    """
+    warnings: list[str] = []
+    if not path.exists():
+        return None, [f"{path}: missing (no metrics for this member yet)"]
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as exc:
+        return None, [f"{path}: cannot read: {exc}"]
+    if not text.strip():
+        return None, [f"{path}: empty"]
+    if not text.endswith("\n") and "\n" in text:
+        cut = text.rfind("\n")
+        text = text[: cut + 1]
+        warnings.append(f"{path}: last row incomplete (the run may still be writing it), ignored")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except (StopIteration, csv.Error) as exc:
+        return None, [f"{path}: no header row ({exc})"]
+    header = [h.strip() for h in header]
+    if not text.endswith("\n"):
+        return None, warnings + [f"{path}: only a partial header, no rows yet"]
+    rows: list[list[float]] = []
+    keys: list[tuple] = []
+    r_idx = header.index("round") if "round" in header else None
+    u_idx = header.index("update") if "update" in header else None
+    bad = 0
+    try:
+        for line_no, row in enumerate(reader, start=2):
+            if not row or not any(c.strip() for c in row):
+                continue
+            if len(row) > len(header):
+                bad += 1
+                continue
+            values = [_cell(c) for c in row] + [math.nan] * (len(header) - len(row))
+            key = tuple(
+                values[i] for i in (r_idx, u_idx) if i is not None and math.isfinite(values[i])
+            )
+            if len(key) != sum(i is not None for i in (r_idx, u_idx)):
+                key = ()
+            if key and keys and keys[-1] and key <= keys[-1]:
+                # a resume redid these updates: keep the last attempt
+                keep = [j for j, k in enumerate(keys) if not (k and k >= key)]
+                rows = [rows[j] for j in keep]
+                keys = [keys[j] for j in keep]
+            rows.append(values)
+            keys.append(key)
+    except csv.Error as exc:
+        warnings.append(f"{path}: CSV error ({exc}); rows after it ignored")
+    if bad:
+        warnings.append(f"{path}: {bad} row(s) with more cells than the header, skipped")
+    arr = np.array(rows, dtype=float).reshape(len(rows), len(header))
+    columns = {name: arr[:, j] for j, name in enumerate(header) if name}
+    return MemberMetrics(path=path, columns=columns), warnings
+
+
+# --------------------------------------------------------------------------------------------------- run
+
+
+@dataclass
+class RunData:
+    """What the report reads from a run directory (all optional parts may be missing)."""
+
+    run_dir: Path
+    events: list[dict]  # cleaned (resume semantics applied), file order
+    population_size: int
+    start: Optional[dict]
+    rounds: list[dict]  # sorted by round, one per round
+    exploits: list[dict]  # sorted by round, file order within a round
+    resumes: list[dict]
+    failures: list[dict]
+    end: Optional[dict]
+    search_space: dict[str, dict]
+    hparam_names: list[str]
+    metrics: dict[int, Optional[MemberMetrics]]
+    summary: Optional[dict]
+    config: Optional[dict]
+    checkpoints_present: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def last_round(self) -> int:
+        candidates = [int(e["round"]) for e in self.rounds + self.exploits]
+        return max(candidates, default=0)
+
+    def round_env_steps(self, ev: dict, member: int) -> Optional[float]:
+        """Env steps of ``member`` after round event ``ev`` (a number per member, or a per-member list)."""
+        steps = ev.get("env_steps")
+        if isinstance(steps, list):
+            return num_or_none(steps[member]) if member < len(steps) else None
+        return num_or_none(steps)
+
+
+def _infer_population_size(start: Optional[dict], rounds: list[dict], exploits: list[dict], run_dir: Path) -> int:
+    if start is not None:
+        p = _int_or_none(start.get("population_size"))
+        if p is not None and p > 0:
+            return p
+        if isinstance(start.get("hparams"), list) and start["hparams"]:
+            return len(start["hparams"])
+    sizes = [len(e.get("scores") or []) for e in rounds] + [len(e.get("hparams") or []) for e in rounds]
+    sizes += [max(int(e["donor"]), int(e["recipient"])) + 1 for e in exploits]
+    members_dir = run_dir / "members"
+    if members_dir.is_dir():
+        sizes += [int(p.name) + 1 for p in members_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(sizes, default=0)
+
+
+def _read_config(path: Path, warnings: list[str]) -> Optional[dict]:
+    if not path.exists():
+        warnings.append(f"{path}: missing")
+        return None
+    try:
+        import yaml  # a dependency of rpbt (config.py); optional here
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except Exception as exc:  # noqa: BLE001 - any YAML problem is a warning, never a traceback
+        warnings.append(f"{path}: cannot be parsed as YAML ({type(exc).__name__}), ignored")
+        return None
+    if data is not None and not isinstance(data, dict):
+        warnings.append(f"{path}: not a mapping, ignored")
+        return None
+    return data
+
+
+def _read_summary(path: Path, warnings: list[str]) -> Optional[dict]:
+    if not path.exists():
+        return None  # written after the first round; absent early in a run
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        warnings.append(f"{path}: cannot be read as JSON ({exc}), ignored")
+        return None
+    if not isinstance(data, dict):
+        warnings.append(f"{path}: not a JSON object, ignored")
+        return None
+    return data
+
+
+def load_run(run_dir: Path | str) -> RunData:
+    """Read everything the report needs from ``run_dir``. Raises :class:`ReportError` naming the path when the
+    directory or its ``events.jsonl`` is missing/unusable; partial problems become ``RunData.warnings``."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ReportError(f"{run_dir}: run directory not found")
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: not a directory (expected an rpbt run directory)")
+    raw_events, warnings = read_events(run_dir / "events.jsonl")
+    events, more = clean_events(raw_events)
+    warnings += more
+
+    starts = [e for e in events if e.get("type") == "start"]
+    start = starts[-1] if starts else None
+    if len(starts) > 1:
+        sizes = {str(s.get("population_size")) for s in starts}
+        if len(sizes) > 1:
+            warnings.append(f"events.jsonl: {len(starts)} \"start\" events with different population sizes; "
+                            "the last one is used")
+    if start is None and events:
+        warnings.append("events.jsonl: no \"start\" event (population size and search space inferred)")
+
+    rounds = sorted((e for e in events if e.get("type") == "round"), key=lambda e: int(e["round"]))
+    exploits = sorted(
+        (e for e in events if e.get("type") == "exploit"), key=lambda e: int(e["round"])
+    )  # stable: file order within a round
+    resumes = [e for e in events if e.get("type") == "resume"]
+    failures = [e for e in events if e.get("type") == "failure"]
+    end = None
+    for e in events:
+        if e.get("type") == "end":
+            end = e
+        elif e.get("type") in ("round", "resume"):
+            end = None  # resumed / extended after an "end": the run is not over
+
+    population = _infer_population_size(start, rounds, exploits, run_dir)
+    valid_exploits = []
+    for e in exploits:
+        d, r = int(e["donor"]), int(e["recipient"])
+        if not (0 <= d < population and 0 <= r < population):
+            warnings.append(f"exploit in round {e['round']}: member index out of range "
+                            f"(donor {d}, recipient {r}, population {population}), skipped")
+            continue
+        valid_exploits.append(e)
+
+    search_space: dict[str, dict] = {}
+    if start is not None and isinstance(start.get("search_space"), dict):
+        search_space = {k: (v if isinstance(v, dict) else {}) for k, v in start["search_space"].items()}
+    names: list[str] = list(search_space)
+    if not names:
+        seen: dict[str, None] = {}
+        for src in ([start] if start else []) + rounds:
+            for hp in src.get("hparams") or []:
+                if isinstance(hp, dict):
+                    seen.update(dict.fromkeys(hp))
+        names = list(seen)
+
+    metrics: dict[int, Optional[MemberMetrics]] = {}
+    missing_metrics = []
+    for i in range(population):
+        path = run_dir / "members" / str(i) / "metrics.csv"
+        if not path.exists():
+            missing_metrics.append(i)
+            metrics[i] = None
+            continue
+        m, w = read_metrics(path)
+        metrics[i] = m
+        warnings += w
+    if missing_metrics and rounds:
+        warnings.append(f"{run_dir / 'members'}: no metrics.csv for member(s) {missing_metrics}")
+
+    ckpt = run_dir / "checkpoints"
+    checkpoints_present = sum((ckpt / f"member_{i}.pt").exists() for i in range(population)) if ckpt.is_dir() else 0
+
+    return RunData(
+        run_dir=run_dir,
+        events=events,
+        population_size=population,
+        start=start,
+        rounds=rounds,
+        exploits=valid_exploits,
+        resumes=resumes,
+        failures=failures,
+        end=end,
+        search_space=search_space,
+        hparam_names=names,
+        metrics=metrics,
+        summary=_read_summary(run_dir / "summary.json", warnings),
+        config=_read_config(run_dir / "config.yaml", warnings),
+        checkpoints_present=checkpoints_present,
+        warnings=warnings,
+    )
