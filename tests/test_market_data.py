@@ -46,7 +46,11 @@ def test_load_good_csv(tmp_path):
 
 
 def test_columns_case_insensitive_stripped_optional_volume_and_timestamp_alias(tmp_path):
-    text = " TIMESTAMP , open,HIGH , Low,CLOSE,Adj Close\n2020-01-02 10:00,1,2,0.5,1.5,9\n2020-01-02 11:00,1.5,2,1,1.8,9\n"
+    text = (
+        " TIMESTAMP , open,HIGH , Low,CLOSE,Adj Close\n"
+        "2020-01-02 10:00,1,2,0.5,1.5,9\n"
+        "2020-01-02 11:00,1.5,2,1,1.8,9\n"
+    )
     md = load_csv(write(tmp_path, text))
     assert md.volume is None
     np.testing.assert_allclose(md.close, [1.5, 1.8])
@@ -242,7 +246,7 @@ def test_shipped_googl_daily():
 def test_shipped_eurusd_hourly_day_first():
     md = load_shipped("eurusd")
     assert len(md) == 6225
-    assert str(md.dates[0]) .startswith("2017-01-01T22:00")
+    assert str(md.dates[0]).startswith("2017-01-01T22:00")
     assert str(md.dates[-1]).startswith("2017-12-29T21:00")
     assert md.bars_per_year == pytest.approx(252 * 24)
     # load_csv without the explicit format detects the day-first dates by itself

@@ -137,7 +137,9 @@ class MarketData:
             bad = np.flatnonzero(~(np.isfinite(arr) & (arr > 0)))
             if bad.size:
                 i = int(bad[0])
-                raise MarketDataError(f"{label}: column {col!r} at bar {i} is {arr[i]!r}; prices must be finite and > 0")
+                raise MarketDataError(
+                    f"{label}: column {col!r} at bar {i} is {arr[i]!r}; prices must be finite and > 0"
+                )
             setattr(self, col, arr)
         if self.volume is not None:
             vol = np.asarray(self.volume, dtype=np.float64)
@@ -146,7 +148,9 @@ class MarketData:
             bad = np.flatnonzero(~(np.isfinite(vol) & (vol >= 0)))
             if bad.size:
                 i = int(bad[0])
-                raise MarketDataError(f"{label}: column 'volume' at bar {i} is {vol[i]!r}; volume must be finite and >= 0")
+                raise MarketDataError(
+                    f"{label}: column 'volume' at bar {i} is {vol[i]!r}; volume must be finite and >= 0"
+                )
             self.volume = vol
         if n >= 2:
             step = np.diff(self.dates)
@@ -353,8 +357,8 @@ def _shipped_dir() -> Path:
 
 def load_shipped(name: str) -> MarketData:
     """Load a series shipped with gym-anytrading: ``"googl"`` (daily GOOGL stock bars, 2335 rows, 2009-05-22 to
-    2018-08-29, ~252 bars/year) or ``"eurusd"`` (hourly EUR/USD ask bars, 6225 rows, 2017-01-01 22:00 to 2017-12-29 21:00,
-    252 * 24 = 6048 bars/year). No network access.
+    2018-08-29, ~252 bars/year) or ``"eurusd"`` (hourly EUR/USD ask bars, 6225 rows, 2017-01-01 22:00 to
+    2017-12-29 21:00, 252 * 24 = 6048 bars/year). No network access.
 
     Raises :class:`MarketDataError` for an unknown name or when gym-anytrading is not installed.
     """
@@ -396,7 +400,9 @@ def walk_forward_split(
         raise ValueError(f"walk_forward_split: n_bars must be > 0, got {n_bars}")
     fr = [float(f) for f in fractions]
     if len(fr) != 3 or any(not math.isfinite(f) or f < 0 for f in fr) or not math.isclose(sum(fr), 1.0, abs_tol=1e-6):
-        raise ValueError(f"walk_forward_split: fractions must be three non-negative numbers summing to 1, got {fractions}")
+        raise ValueError(
+            f"walk_forward_split: fractions must be three non-negative numbers summing to 1, got {fractions}"
+        )
     b1 = min(max(math.floor(n * fr[0] + 0.5), 0), n)
     b2 = min(max(math.floor(n * (fr[0] + fr[1]) + 0.5), b1), n)
     splits = {"train": slice(0, b1), "validation": slice(b1, b2), "test": slice(b2, n)}

@@ -1,0 +1,161 @@
+"""Command line: ``rpbt train | resume | config | report | evaluate | spike-study``.
+
+``rpbt train [CONFIG] [key.sub=value ...]`` runs the shipped default when no CONFIG is given; overrides use dotted
+keys as Hydra / OmegaConf users expect. Errors in configs, run directories, checkpoints or data files are printed
+as one clear message (exit status 2), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import yaml
+
+
+def _split_config_and_overrides(items: Sequence[str]) -> tuple[Optional[str], list[str]]:
+    config, overrides = None, []
+    for item in items:
+        if "=" in item:
+            overrides.append(item)
+        elif config is None:
+            config = item
+        else:
+            raise SystemExit(f"rpbt: unexpected argument {item!r} (overrides look like key.sub=value)")
+    return config, overrides
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from rpbt.config import load_config
+
+    path, overrides = _split_config_and_overrides(args.items)
+    cfg = load_config(path, overrides)
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rpbt.config import load_config
+    from rpbt.pbt.runner import PopulationRunner
+    from rpbt.run.rundir import RunDirectory
+
+    path, overrides = _split_config_and_overrides(args.items)
+    cfg = load_config(path, overrides)
+    run_dir = Path(cfg.run.dir)
+    if not args.overwrite:
+        run_dir = RunDirectory.fresh_path(run_dir)
+    elif run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    cfg.run.dir = str(run_dir)
+    print(f"rpbt: run directory {run_dir}")
+    runner = PopulationRunner(cfg, run_dir)
+    runner.start()
+    summary = runner.run()
+    _print_summary(run_dir, summary)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from rpbt.pbt.runner import PopulationRunner
+    from rpbt.run.rundir import load_run_config
+
+    run_dir = Path(args.run_dir)
+    cfg = load_run_config(run_dir)
+    runner = PopulationRunner(cfg, run_dir)
+    runner.resume()
+    print(f"rpbt: resuming {run_dir} after round {runner.round}/{runner.total_rounds}")
+    summary = runner.run()
+    _print_summary(run_dir, summary)
+    return 0
+
+
+def _print_summary(run_dir: Path, summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"rpbt run {run_dir}")
+    table.add_column("member")
+    table.add_column("score", justify="right")
+    for m, s in enumerate(summary["scores"]):
+        mark = " (best)" if m == summary["best_member"] else ""
+        table.add_row(f"{m}{mark}", "n/a" if s is None else f"{s:.4f}")
+    console.print(table)
+    console.print(f"best member {summary['best_member']}  score {summary['best_score']}  "
+                  f"hyperparameters {json.dumps(summary['hparams'])}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rpbt.report import write_report
+
+    out = write_report(Path(args.run_dir))
+    print(f"rpbt: report written to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rpbt", description="Population-Based Training for recurrent PPO agents")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a population (default config when CONFIG is omitted)")
+    p.add_argument("items", nargs="*", metavar="[CONFIG] [key.sub=value ...]")
+    p.add_argument("--overwrite", action="store_true", help="replace run.dir instead of numbering a new one")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("resume", help="continue an interrupted run from its last completed round")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("config", help="print the resolved config with every default filled in")
+    p.add_argument("items", nargs="*", metavar="[CONFIG] [key.sub=value ...]")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("report", help="draw a run's history into RUN_DIR/report/")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from rpbt.agent.ppo import CheckpointError
+    from rpbt.config import ConfigError
+    from rpbt.run.rundir import RunDirError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    known: tuple[type[BaseException], ...] = (ConfigError, CheckpointError, RunDirError, FileNotFoundError)
+    try:
+        from rpbt.envs.factory import EnvError
+
+        known += (EnvError,)
+        from rpbt.envs.market_data import MarketDataError
+
+        known += (MarketDataError,)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from rpbt.report import ReportError
+
+        known += (ReportError,)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        return int(args.func(args) or 0)
+    except known as err:
+        print(f"rpbt: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rpbt: interrupted; continue with `rpbt resume RUN_DIR`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The in-process backend: the whole population is one batched learner (one shard).
+
+A backend trains members, reports what the runner needs to score them, and moves member states; it never decides
+anything (that is the scheduler's job) and never knows how a learner works inside beyond the learner API.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from rpbt.agent.ppo import MemberState, RecurrentPPO
+from rpbt.config import Config
+from rpbt.pbt.transfer import attach_history, exploit
+
+
+def metrics_to_rows(metrics: dict[str, torch.Tensor], members: Sequence[int]) -> dict[int, dict[str, float]]:
+    """Turn {key: (P,) tensor} into {member_id: {key: float}}."""
+    rows: dict[int, dict[str, float]] = {m: {} for m in members}
+    for key, value in metrics.items():
+        vals = value.detach().double().tolist()
+        for local, m in enumerate(members):
+            rows[m][key] = float(vals[local])
+    return rows
+
+
+class Shard:
+    """One batched learner holding a subset of the population (local: all of it).
+
+    Args:
+        cfg: run config. member_ids: global member indices. hparams: initial hyperparameters per member.
+        round_index: used to seed environments freshly when a shard is rebuilt on resume.
+    """
+
+    def __init__(self, cfg: Config, member_ids: Sequence[int], hparams: Sequence[dict]):
+        self.cfg = cfg
+        self.member_ids = list(member_ids)
+        self.local = {m: i for i, m in enumerate(self.member_ids)}
+        self.learner = RecurrentPPO(cfg, self.member_ids, hparams)
+        attach_history(self.learner, cfg.pbt.burn_in_max_steps)
+
+    def train(self, n_updates: int) -> dict[int, list[dict[str, float]]]:
+        """Run ``n_updates`` PPO updates; returns per member the list of per-update metric rows."""
+        out: dict[int, list[dict[str, float]]] = {m: [] for m in self.member_ids}
+        for _ in range(n_updates):
+            metrics = self.learner.train_update()
+            rows = metrics_to_rows(metrics, self.member_ids)
+            for m in self.member_ids:
+                i = self.local[m]
+                rows[m]["env_steps"] = int(self.learner.env_steps[i])
+                rows[m]["update"] = int(self.learner.updates[i])
+                out[m].append(rows[m])
+        return out
+
+    def member_info(self) -> dict[int, dict[str, Any]]:
+        """Per member: env_steps, updates, hparams, and the returns of its recent finished episodes."""
+        info = {}
+        for m in self.member_ids:
+            i = self.local[m]
+            info[m] = {
+                "env_steps": int(self.learner.env_steps[i]),
+                "updates": int(self.learner.updates[i]),
+                "hparams": self.learner.get_hparams(i),
+                "recent_returns": self.learner.recent_returns(i).tolist(),
+            }
+        return info
+
+    def snapshot(self, member: int) -> MemberState:
+        return self.learner.snapshot(self.local[member])
+
+    def restore(self, member: int, state: MemberState) -> None:
+        """Restore a member (e.g. from its checkpoint on resume); carried states are zeroed (new episodes)."""
+        i = self.local[member]
+        self.learner.restore(i, state)
+        for h, c in self.learner.hidden_states.values():
+            h[i], c[i] = 0.0, 0.0
+
+    def exploit(self, recipient: int, donor_state: MemberState, new_hparams: dict[str, float]) -> dict[str, float]:
+        return exploit(self.learner, self.local[recipient], donor_state, new_hparams,
+                       strategy=self.cfg.pbt.hidden_state, optimizer_state=self.cfg.pbt.optimizer_state)
+
+    def close(self) -> None:
+        self.learner.close()
+
+
+class LocalBackend:
+    """All members in this process, as one shard: an exploit is an index copy inside the batched learner."""
+
+    kind = "local"
+
+    def __init__(self, cfg: Config, hparams: Sequence[dict]):
+        self.cfg = cfg
+        self.population_size = cfg.pbt.population_size
+        if cfg.run.torch_threads:
+            torch.set_num_threads(cfg.run.torch_threads)
+        self.shard = Shard(cfg, list(range(self.population_size)), hparams)
+
+    def train(self, n_updates: int) -> dict[int, list[dict[str, float]]]:
+        return self.shard.train(n_updates)
+
+    def member_info(self) -> dict[int, dict[str, Any]]:
+        return self.shard.member_info()
+
+    def snapshot(self, member: int) -> MemberState:
+        return self.shard.snapshot(member)
+
+    def restore(self, member: int, state: MemberState) -> None:
+        self.shard.restore(member, state)
+
+    def exploit(self, recipient: int, donor_state: MemberState, new_hparams: dict[str, float]) -> dict[str, float]:
+        return self.shard.exploit(recipient, donor_state, new_hparams)
+
+    def save_checkpoints(self, directory: Path) -> None:
+        for m in range(self.population_size):
+            self.snapshot(m).save(directory / f"member_{m}.pt")
+
+    def close(self) -> None:
+        self.shard.close()
+
+
+def make_backend(cfg: Config, hparams: Sequence[dict]) -> Any:
+    """Build the backend named by ``backend.kind``. Raises ``ValueError`` for an unknown kind."""
+    kind = cfg.backend.kind
+    if kind == "local":
+        return LocalBackend(cfg, hparams)
+    if kind == "process":
+        from rpbt.pbt.backends.process import ProcessBackend
+
+        return ProcessBackend(cfg, hparams)
+    if kind == "ray":
+        from rpbt.pbt.backends.ray import RayBackend
+
+        return RayBackend(cfg, hparams)
+    raise ValueError(f"backend.kind must be local, process or ray, got {kind!r}")
+
+

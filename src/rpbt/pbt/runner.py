@@ -1,0 +1,215 @@
+"""The round loop, backend-agnostic: train -> score -> decide -> transfer -> record.
+
+Rounds are synchronous: every member trains ``pbt.perturbation_interval`` updates, then the scheduler decides on
+all ready members at once. The runner never looks inside a learner; the backend moves member states and returns
+metrics; the scheduler (pure) decides. After each round the runner commits: member checkpoints into a new round
+folder, then ``checkpoints/runner.json`` (atomically) naming it — the commit point a resume starts from. The
+previous round's folder is deleted only after the commit, so a donor's checkpoint is never deleted while
+something may still need it (Ray issue 9036).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from rpbt.agent.distributional import empirical_cvar
+from rpbt.agent.ppo import MemberState
+from rpbt.config import Config, member_hparams
+from rpbt.pbt.backends.local import make_backend
+from rpbt.pbt.scheduler import PBTScheduler
+from rpbt.pbt.space import SearchSpace
+from rpbt.run.rundir import RunDirectory, clean_float
+
+
+def score_returns(returns: list[float], cfg: Config) -> Optional[float]:
+    """A member's PBT score from its recent episode returns (last ``pbt.score_window``).
+
+    ``pbt.score: mean`` -> mean return; ``cvar`` -> CVaR at ``pbt.score_cvar_alpha`` (mean of the worst alpha
+    fraction, fractional weighting, see :func:`rpbt.agent.distributional.empirical_cvar`). None when no episode
+    has finished yet (the scheduler ranks None last).
+    """
+    recent = list(returns)[-cfg.pbt.score_window:]
+    if not recent:
+        return None
+    if cfg.pbt.score == "cvar":
+        return float(empirical_cvar(recent, cfg.pbt.score_cvar_alpha))
+    return float(np.mean(recent))
+
+
+class PopulationRunner:
+    """Plays PBT rounds for one run directory.
+
+    Args:
+        cfg: the resolved run config.
+        run_dir: the run directory (created by :meth:`start`, reopened by :meth:`resume`).
+        backend: optional prebuilt backend (tests); built from ``backend.kind`` otherwise.
+    """
+
+    def __init__(self, cfg: Config, run_dir: Path, backend: Any = None):
+        self.cfg = cfg
+        self.P = cfg.pbt.population_size
+        self.rundir = RunDirectory(Path(run_dir), self.P, tensorboard=cfg.run.tensorboard)
+        self.space = SearchSpace(cfg.pbt.search_space)
+        self.scheduler = PBTScheduler.from_config(cfg.pbt, seed=cfg.run.seed)
+        self.steps_per_update = cfg.env.num_envs * cfg.agent.num_steps
+        self.total_updates = math.ceil(cfg.run.total_env_steps / self.steps_per_update)
+        self.total_rounds = math.ceil(self.total_updates / cfg.pbt.perturbation_interval)
+        self.round = 0
+        self.lineage: list[list[dict[str, int]]] = [[] for _ in range(self.P)]
+        self.exploitation_count = [0] * self.P
+        self.last_scores: list[Optional[float]] = [None] * self.P
+        self._backend = backend
+        self.backend: Any = None
+        self.t_start = time.time()
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Create the run directory, sample initial hyperparameters and build the backend."""
+        self.rundir.create(self.cfg)
+        hparams = self.scheduler.initial_hparams(member_hparams(self.cfg))
+        self.backend = self._backend or make_backend(self.cfg, hparams)
+        self.rundir.write_event({"type": "start", "round": 0, "population_size": self.P,
+                                 "hparams": hparams, "search_space": self.space.to_json()})
+
+    def resume(self) -> None:
+        """Reopen the run directory at its last committed round and restore every member from its checkpoint."""
+        state = self.rundir.read_runner_state()
+        self.round = int(state["round"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.lineage = state["lineage"]
+        self.exploitation_count = state["exploitation_count"]
+        self.last_scores = state.get("scores", [None] * self.P)
+        ckpt_dir = self.rundir.checkpoint_dir / state["checkpoint_dir"]
+        states = [MemberState.load(ckpt_dir / f"member_{m}.pt") for m in range(self.P)]
+        self.rundir.truncate_events_after(self.round)
+        self.rundir.truncate_metrics_after(self.round)
+        self.backend = self._backend or make_backend(self.cfg, [s.hparams() for s in states])
+        for m, s in enumerate(states):
+            self.backend.restore(m, s)
+        self.rundir.write_event({"type": "resume", "round": self.round})
+
+    def run(self, progress: Optional[bool] = None) -> dict[str, Any]:
+        """Play rounds until every member has ``run.total_env_steps``; returns the final summary."""
+        show = self.cfg.run.progress if progress is None else progress
+        try:
+            if show:
+                from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+                columns = [TextColumn("[bold]{task.description}"), BarColumn(),
+                           TextColumn("{task.completed:,.0f}/{task.total:,.0f} env steps per member"),
+                           TimeElapsedColumn(), TimeRemainingColumn()]
+                with Progress(*columns) as bar:
+                    task = bar.add_task(self._describe(), total=self.cfg.run.total_env_steps,
+                                        completed=self._env_steps())
+                    while self.round < self.total_rounds:
+                        self.play_round()
+                        bar.update(task, completed=self._env_steps(), description=self._describe())
+            else:
+                while self.round < self.total_rounds:
+                    self.play_round()
+            summary = self.summary()
+            self.rundir.write_event({"type": "end", "round": self.round, "env_steps": self._env_steps()})
+            return summary
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+        self.rundir.close()
+
+    # ------------------------------------------------------------------------------------------ one round
+    def play_round(self) -> list[dict[str, Any]]:
+        """Train one round, score, decide, transfer, record and commit. Returns the exploit events."""
+        r = self.round + 1
+        done_updates = (r - 1) * self.cfg.pbt.perturbation_interval
+        n = min(self.cfg.pbt.perturbation_interval, self.total_updates - done_updates)
+        per_member = self.backend.train(n)
+        info = self.backend.member_info()
+        scores = [score_returns(info[m]["recent_returns"], self.cfg) for m in range(self.P)]
+        hparams = [info[m]["hparams"] for m in range(self.P)]
+        updates = [info[m]["updates"] for m in range(self.P)]
+        now = time.time()
+        for m in range(self.P):
+            rows = per_member[m]
+            for row in rows:
+                row["round"] = r
+                row["time"] = round(now - self.t_start, 3)
+                for name in self.space.names:
+                    row[f"pbt/hp/{name}"] = hparams[m][name]
+            rows[-1]["pbt/score"] = scores[m]
+            rows[-1]["pbt/exploitation_count"] = self.exploitation_count[m]
+            self.rundir.write_metrics(m, rows)
+        env_steps = info[0]["env_steps"]
+        self.rundir.write_event({"type": "round", "round": r, "env_steps": env_steps, "updates": updates[0],
+                                 "scores": [clean_float(s) for s in scores], "hparams": hparams})
+
+        decisions = self.scheduler.step(scores, hparams, updates)
+        donor_states = {d.donor: self.backend.snapshot(d.donor) for d in decisions}
+        events = []
+        for d in decisions:
+            measurements = self.backend.exploit(d.recipient, donor_states[d.donor], d.new_hparams)
+            self.lineage[d.recipient] = self.lineage[d.donor] + [{"round": r, "member": d.donor}]
+            self.exploitation_count[d.recipient] += 1
+            event = {"type": "exploit", "round": r, "env_steps": env_steps, **d.to_dict(),
+                     "hidden_state": self.cfg.pbt.hidden_state,
+                     "measurements": {k: clean_float(v) for k, v in measurements.items()}}
+            self.rundir.write_event(event)
+            events.append(event)
+        self.last_scores = scores
+        self.round = r
+        self.commit()
+        return events
+
+    def commit(self) -> None:
+        """Checkpoint every member into a fresh round folder, then atomically point runner.json at it."""
+        folder = f"round_{self.round:06d}"
+        target = self.rundir.checkpoint_dir / folder
+        target.mkdir(parents=True, exist_ok=True)
+        self.backend.save_checkpoints(target)
+        self.rundir.write_runner_state({
+            "round": self.round, "checkpoint_dir": folder, "scheduler": self.scheduler.state_dict(),
+            "lineage": self.lineage, "exploitation_count": self.exploitation_count,
+            "scores": [clean_float(s) for s in self.last_scores], "env_steps": self._env_steps(),
+        })
+        for old in self.rundir.checkpoint_dir.glob("round_*"):
+            if old.name != folder and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+        self.rundir.write_summary(self.summary())
+
+    # ------------------------------------------------------------------------------------------ reporting
+    def _env_steps(self) -> int:
+        return min(self.round * self.cfg.pbt.perturbation_interval, self.total_updates) * self.steps_per_update
+
+    def best_member(self) -> Optional[int]:
+        sign = 1.0 if self.cfg.pbt.mode == "max" else -1.0
+        valid = [(sign * s, -m) for m, s in enumerate(self.last_scores) if s is not None and math.isfinite(s)]
+        return -max(valid)[1] if valid else None
+
+    def _describe(self) -> str:
+        best = self.best_member()
+        score = f"{self.last_scores[best]:.3f}" if best is not None else "n/a"
+        return f"round {self.round}/{self.total_rounds}  best score {score}"
+
+    def summary(self) -> dict[str, Any]:
+        best = self.best_member()
+        info = self.backend.member_info() if self.backend is not None else {}
+        return {
+            "round": self.round,
+            "rounds_total": self.total_rounds,
+            "env_steps": self._env_steps(),
+            "best_member": best,
+            "best_score": clean_float(self.last_scores[best]) if best is not None else None,
+            "hparams": info.get(best, {}).get("hparams") if best is not None else None,
+            "scores": [clean_float(s) for s in self.last_scores],
+            "lineage": self.lineage[best] if best is not None else [],
+            "exploitation_count": self.exploitation_count,
+            "wall_time_s": round(time.time() - self.t_start, 2),
+        }

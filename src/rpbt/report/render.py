@@ -1,0 +1,398 @@
+"""``rpbt report RUN_DIR``: write RUN_DIR/report/ with report.md, a self-contained report.html and the PNGs.
+
+The report is built once as a list of blocks (headings, paragraphs, lists, tables, images) and rendered twice:
+to Markdown (images referenced by file name, next to it) and to HTML (images embedded as base64 data URIs, so the
+one file can be mailed or attached). Text may hold `code spans`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import math
+import os
+import re
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from rpbt.report.analysis import (
+    XAxis,
+    current_hparams,
+    value_loss_windows,
+    x_axis,
+)
+from rpbt.report.lineage import Lineage, derive_lineage
+from rpbt.report.plots import PNG_NAMES, plot_hparams, plot_lineage, plot_scores, plot_value_loss
+from rpbt.report.reader import RunData, load_run, num_or_none
+
+__all__ = ["ReportResult", "build_report", "write_report"]
+
+log = logging.getLogger("rpbt.report")
+
+MEASUREMENT_KEYS = ("pbt/hidden_state_drift", "pbt/policy_kl_at_exploit", "pbt/value_gap_at_exploit",
+                    "pbt/burn_in_truncated")
+
+
+@dataclass
+class ReportResult:
+    out_dir: Path
+    markdown: Path
+    html: Path
+    images: dict[str, Path]
+    warnings: list[str] = field(default_factory=list)
+    lineage: Optional[Lineage] = None
+
+
+# --------------------------------------------------------------------------------------------------- blocks
+
+
+@dataclass
+class _Doc:
+    blocks: list[tuple] = field(default_factory=list)
+
+    def h(self, level: int, text: str) -> None:
+        self.blocks.append(("h", level, text))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def ul(self, items: list[str]) -> None:
+        if items:
+            self.blocks.append(("ul", list(items)))
+
+    def table(self, headers: list[str], rows: list[list[str]]) -> None:
+        self.blocks.append(("table", list(headers), [list(r) for r in rows]))
+
+    def img(self, path: Path, alt: str) -> None:
+        self.blocks.append(("img", path, alt))
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _to_markdown(doc: _Doc) -> str:
+    out: list[str] = []
+    for b in doc.blocks:
+        if b[0] == "h":
+            out.append("#" * b[1] + " " + b[2])
+        elif b[0] == "p":
+            out.append(b[1])
+        elif b[0] == "ul":
+            out.append("\n".join(f"- {item}" for item in b[1]))
+        elif b[0] == "table":
+            headers, rows = b[1], b[2]
+            lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |",
+                     "|" + "|".join("---" for _ in headers) + "|"]
+            lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+            out.append("\n".join(lines))
+        elif b[0] == "img":
+            out.append(f"![{b[2]}]({b[1].name})")
+    return "\n\n".join(out) + "\n"
+
+
+_CODE = re.compile(r"`([^`]+)`")
+
+
+def _inline_html(text: str) -> str:
+    parts = _CODE.split(text)
+    return "".join(f"<code>{html.escape(p)}</code>" if k % 2 else html.escape(p) for k, p in enumerate(parts))
+
+
+_CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max-width: 1200px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #ddd; padding-bottom: .2em; }
+h2 { border-bottom: 1px solid #eee; padding-bottom: .15em; margin-top: 1.8em; }
+table { border-collapse: collapse; margin: .8em 0; font-size: 90%; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
+th { background: #f3f3f3; }
+tr:nth-child(even) td { background: #fafafa; }
+code { background: #f2f2f2; padding: 0 .25em; border-radius: 3px; font-size: 92%; }
+img { max-width: 100%; border: 1px solid #eee; }
+"""
+
+
+def _to_html(doc: _Doc, title: str) -> str:
+    out = ["<!DOCTYPE html>", "<html lang=\"en\">", "<head>", "<meta charset=\"utf-8\">",
+           f"<title>{html.escape(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>"]
+    for b in doc.blocks:
+        if b[0] == "h":
+            out.append(f"<h{b[1]}>{_inline_html(b[2])}</h{b[1]}>")
+        elif b[0] == "p":
+            out.append(f"<p>{_inline_html(b[1])}</p>")
+        elif b[0] == "ul":
+            out.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in b[1]) + "</ul>")
+        elif b[0] == "table":
+            head = "".join(f"<th>{_inline_html(h)}</th>" for h in b[1])
+            body = "".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in r) + "</tr>" for r in b[2])
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif b[0] == "img":
+            data = base64.b64encode(b[1].read_bytes()).decode("ascii")
+            out.append(f"<p><img alt=\"{html.escape(b[2])}\" src=\"data:image/png;base64,{data}\"></p>")
+    out += ["</body>", "</html>"]
+    return "\n".join(out) + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------------- formatting
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool) or isinstance(value, str):
+        return str(value)
+    x = num_or_none(value)
+    if x is None:
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    return f"{x:.4g}"
+
+
+def _get(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def _mean(values: list[Optional[float]]) -> Optional[float]:
+    xs = [v for v in values if v is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _geomean(values: list[float]) -> Optional[float]:
+    xs = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    return math.exp(sum(math.log(v) for v in xs) / len(xs)) if xs else None
+
+
+# --------------------------------------------------------------------------------------------------- sections
+
+
+def _overview(doc: _Doc, run: RunData, lineage: Lineage) -> None:
+    last = run.rounds[-1] if run.rounds else None
+    items = []
+    if run.end is not None:
+        items.append(f"status: finished (\"end\" event at round {run.end.get('round')})")
+    elif run.events:
+        items.append("status: in progress or interrupted (no \"end\" event yet)")
+    else:
+        items.append("status: no events yet")
+    items.append(f"population: {run.population_size} members; completed rounds: {run.last_round}")
+    if last is not None:
+        steps = last.get("env_steps")
+        steps = steps if not isinstance(steps, list) else f"{min(steps)}..{max(steps)}"
+        items.append(f"env steps per member: {steps}; updates per member: {_fmt(last.get('updates'))}")
+    env_id = _get(run.config, "env", "id")
+    if env_id is not None:
+        items.append(f"environment: `{env_id}`")
+    pbt = _get(run.config, "pbt") or {}
+    if isinstance(pbt, dict) and pbt:
+        parts = [f"{k}: `{pbt[k]}`" for k in ("exploit", "hidden_state", "perturbation_interval") if k in pbt]
+        if parts:
+            items.append("PBT: " + ", ".join(parts))
+    items.append(f"exploits: {len(run.exploits)}")
+    if run.resumes:
+        items.append(f"resumed {len(run.resumes)} time(s), at round(s) "
+                     + ", ".join(str(e.get("round")) for e in run.resumes))
+    if run.failures:
+        items.append(f"failures: {len(run.failures)} (see below)")
+    items.append(f"checkpoints present: {run.checkpoints_present}/{run.population_size}")
+    if lineage.best_member is not None:
+        items.append(f"best member: {lineage.best_member} "
+                     f"(latest score {_fmt(lineage.scores[lineage.best_member])})")
+    doc.ul(items)
+
+
+def _lineage_text(doc: _Doc, run: RunData, lineage: Lineage) -> None:
+    best = lineage.best_member
+    if best is None:
+        doc.p("No scores yet, so no best member.")
+        return
+    doc.p(f"Ancestry of the best member ({best}, latest score {_fmt(lineage.scores[best])}), oldest first: "
+          + lineage.describe(best) + ".")
+    if lineage.best_ancestry:
+        members = [d for _, d in lineage.best_ancestry] + [best]
+        rows = [[str(j + 1), str(r), str(members[j]), str(members[j + 1])]
+                for j, (r, _d) in enumerate(lineage.best_ancestry)]
+        doc.table(["step", "round", "donor", "recipient"], rows)
+    summary_lineage = _get(run.summary, "lineage")
+    if isinstance(summary_lineage, list):
+        theirs = [(e.get("round"), e.get("member")) for e in summary_lineage if isinstance(e, dict)]
+        if theirs != list(lineage.best_ancestry) and _get(run.summary, "best_member") == best:
+            doc.p("Note: `summary.json` gives a different ancestry for this member: "
+                  + ", ".join(f"round {r}: member {m}" for r, m in theirs) + ".")
+
+
+def _value_loss_table(doc: _Doc, run: RunData) -> None:
+    windows, window, _ = value_loss_windows(run)
+    strategies = sorted({(e.get("hidden_state") if isinstance(e.get("hidden_state"), str) else "unknown")
+                         for e in run.exploits})
+    rows = []
+    for s in strategies:
+        exs = [e for e in run.exploits if (e.get("hidden_state") if isinstance(e.get("hidden_state"), str)
+                                            else "unknown") == s]
+        ws = [w for w in windows if w.strategy == s]
+        k0 = int(np.flatnonzero(ws[0].offsets == 0)[0]) if ws else None
+        before = _geomean([w.relative[k0] for w in ws if w.relative is not None]) if ws else None
+        after = _geomean([w.relative[k0 + 1] for w in ws if w.relative is not None and k0 + 1 < len(w.offsets)]
+                         ) if ws else None
+        meas = [_mean([num_or_none(_get(e, "measurements", key)) for e in exs]) for key in MEASUREMENT_KEYS]
+        rows.append([f"`{s}`", str(len(exs)), str(len(ws)), _fmt(before), _fmt(after)] + [_fmt(m) for m in meas])
+    doc.table(
+        ["hidden state", "exploits", "with value-loss data", "recipient/donor VL, last update before",
+         "recipient/donor VL, first update after"] + [f"mean `{k}`" for k in MEASUREMENT_KEYS],
+        rows,
+    )
+
+
+def _members_table(doc: _Doc, run: RunData, lineage: Lineage) -> None:
+    hps = current_hparams(run)
+    donated = {i: 0 for i in range(run.population_size)}
+    for ex in lineage.exploits:
+        donated[ex.donor] += 1
+    order = sorted(range(run.population_size),
+                   key=lambda i: (lineage.scores.get(i) is None, -(lineage.scores.get(i) or 0.0), i))
+    headers = ["rank", "member", "latest score", "exploited (as recipient)", "donated", "carries weights of"]
+    headers += [f"`{n}`" for n in run.hparam_names]
+    rows = []
+    for rank, i in enumerate(order, start=1):
+        score = lineage.scores.get(i)
+        mark = " (best)" if i == lineage.best_member else ""
+        rows.append([str(rank) if score is not None else "-", f"{i}{mark}", _fmt(score),
+                     str(len(lineage.received.get(i, []))), str(donated[i]), f"member {lineage.origin.get(i, i)}"]
+                    + [_fmt(hps.get(i, {}).get(n)) for n in run.hparam_names])
+    doc.table(headers, rows)
+
+
+# --------------------------------------------------------------------------------------------------- main
+
+
+def _draw(name: str, fn: Callable[[], list[str]], path: Path, warnings: list[str]) -> list[str]:
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - one bad figure must not cost the whole report
+        log.debug("figure %s failed:\n%s", name, traceback.format_exc())
+        msg = f"could not draw {path.name}: {type(exc).__name__}: {exc}"
+        warnings.append(msg)
+        from rpbt.report.plots import _message_figure
+
+        try:
+            _message_figure(path, name, msg)
+        except Exception:  # noqa: BLE001
+            pass
+        return [msg]
+
+
+def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> ReportResult:
+    """Write the report and return what was written, with the warnings (partial problems of the run directory).
+
+    Raises :class:`ReportError` naming the path when the run directory or its events.jsonl is missing or unusable.
+    """
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    warnings = list(run.warnings)
+    lineage = derive_lineage(run.events, population_size=run.population_size)
+    axis: XAxis = x_axis(run)
+    images = {key: out / name for key, name in PNG_NAMES.items()}
+
+    notes = {
+        "scores": _draw("Scores", lambda: plot_scores(run, axis, images["scores"]), images["scores"], warnings),
+        "hparams": _draw("Hyperparameters", lambda: plot_hparams(run, axis, images["hparams"]), images["hparams"],
+                         warnings),
+        "lineage": _draw("Lineage", lambda: plot_lineage(run, lineage, images["lineage"]), images["lineage"],
+                         warnings),
+        "value_loss": _draw("Value loss around exploits", lambda: plot_value_loss(run, images["value_loss"]),
+                            images["value_loss"], warnings),
+    }
+
+    title = f"rpbt report: {run_dir.resolve().name}"
+    doc = _Doc()
+    doc.h(1, title)
+    doc.p(f"Run directory: `{run_dir}`. Generated {time.strftime('%Y-%m-%d %H:%M:%S')}.")
+    _overview(doc, run, lineage)
+    if warnings:
+        doc.h(2, "Warnings")
+        doc.ul(warnings)
+    if run.failures:
+        doc.h(2, "Failures")
+        doc.table(["round", "shard", "members", "cause"],
+                  [[_fmt(f.get("round")), _fmt(f.get("shard")), _fmt(f.get("members")), str(f.get("cause", ""))]
+                   for f in run.failures])
+
+    doc.h(2, "1. Scores")
+    doc.p(f"Score (`pbt/score`) of every member over {axis.label}. An arrow marks an exploit, from the donor's "
+          "score to the recipient's (x) at the exploit, colored by the donor.")
+    doc.img(images["scores"], "scores")
+    doc.ul(notes["scores"])
+
+    doc.h(2, "2. Hyperparameters")
+    doc.p(f"Each searched hyperparameter over {axis.label}, one line per member (the value in force from that "
+          "point on); log axis for log-scale dimensions; x: a recipient's new value after an exploit.")
+    doc.img(images["hparams"], "hyperparameters")
+    doc.ul(notes["hparams"])
+
+    doc.h(2, "3. Lineage")
+    doc.p("Members as lanes, rounds on x. A lane's color is the member whose initial weights it carries; an "
+          "arrow goes from the donor's lane to the recipient's at each exploit (the donor's state at the end of "
+          "that round's training). Black: the ancestry of the best member.")
+    doc.img(images["lineage"], "lineage")
+    doc.ul(notes["lineage"])
+    _lineage_text(doc, run, lineage)
+    if lineage.population_size:
+        surviving = sorted(set(lineage.origin.values()))
+        doc.p(f"Initial weights still carried: member(s) {', '.join(map(str, surviving))} "
+              f"({len(surviving)} of {lineage.population_size}).")
+
+    doc.h(2, "4. Value loss around exploits")
+    doc.p("`train/value_loss` of the recipient in the updates around each exploit, per hidden-state strategy, "
+          "aligned on the exploit: offset 0 is the recipient's last update of the exploit's round (the exploit "
+          "follows it), offset 1 its first update with the donor's weights. Top: absolute. Bottom: relative to "
+          "the donor's value loss at its last update before the exploit (1 = as good as the donor was). "
+          "Bold: geometric mean over exploits (arithmetic if some value is not positive); faint: each exploit.")
+    doc.img(images["value_loss"], "value loss around exploits")
+    doc.ul(notes["value_loss"])
+    if run.exploits:
+        _value_loss_table(doc, run)
+
+    doc.h(2, "5. Members")
+    doc.p("Ranked by latest score; hyperparameters in force now (after the last round's exploits).")
+    _members_table(doc, run, lineage)
+    if lineage.best_member is not None:
+        doc.p(f"Ancestry of the best member, oldest first: {lineage.describe(lineage.best_member)}.")
+
+    md_path, html_path = out / "report.md", out / "report.html"
+    _write_atomic(md_path, _to_markdown(doc))
+    _write_atomic(html_path, _to_html(doc, title))
+    return ReportResult(out_dir=out, markdown=md_path, html=html_path, images=images, warnings=warnings,
+                        lineage=lineage)
+
+
+def write_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Path:
+    """Write RUN_DIR/report/ (or ``out_dir``): report.md, self-contained report.html and the PNGs.
+
+    Returns the report directory. Warnings (partial problems: a cut last line of events.jsonl, a missing
+    metrics.csv, ...) are shown in report.md and logged on the ``rpbt.report`` logger (printed to stderr when
+    logging is not configured); :func:`build_report` returns them as a list. Raises :class:`ReportError` naming the
+    path when the run directory or its events.jsonl is missing or unusable.
+    """
+    result = build_report(run_dir, out_dir)
+    for w in result.warnings:
+        log.warning("rpbt report: %s", w)
+    return result.out_dir

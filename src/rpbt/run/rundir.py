@@ -1,0 +1,250 @@
+"""The run directory: resolved config, events, metrics, TensorBoard logs, checkpoints, summary.
+
+Layout (the contract with ``rpbt report``; see ``RUNDIR_FORMAT.md`` in the repository)::
+
+    RUN_DIR/config.yaml                resolved config, every default filled in
+    RUN_DIR/events.jsonl               one JSON object per line (start, round, exploit, resume, failure, end)
+    RUN_DIR/summary.json               best member, score, hyperparameters, lineage (rewritten every round)
+    RUN_DIR/members/<i>/metrics.csv    one row per update of member i
+    RUN_DIR/members/<i>/tb/            TensorBoard event files of member i
+    RUN_DIR/checkpoints/member_<i>.pt  latest member state of member i
+    RUN_DIR/checkpoints/runner.json    completed round and scheduler state (written last: the commit point)
+
+Every file that a resume reads is written atomically (temp file, fsync, rename). ``events.jsonl`` and the CSVs
+are appended and flushed; on resume, lines of rounds after the last committed round are dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rpbt.agent.ppo import atomic_write_bytes
+from rpbt.config import Config
+
+BASE_COLUMNS = ["round", "update", "env_steps", "time"]
+
+
+class RunDirError(ValueError):
+    """A run directory is missing, incomplete or inconsistent; the message names the file."""
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def clean_float(x: Any) -> Any:
+    """NaN and infinities become None so files stay valid JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+class MetricsCSV:
+    """Append-only per-member metrics table whose columns grow when new keys appear (file rewritten then)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.columns: list[str] = []
+        if path.is_file():
+            with path.open(newline="") as f:
+                reader = csv.reader(f)
+                self.columns = next(reader, [])
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        keys = [k for row in rows for k in row if k not in self.columns]
+        new = list(dict.fromkeys(keys))
+        if new or not self.path.is_file():
+            old_rows = self.read() if self.path.is_file() else []
+            if not self.columns:
+                self.columns = BASE_COLUMNS + sorted(k for k in new if k not in BASE_COLUMNS)
+            else:
+                self.columns += sorted(new)
+            self._rewrite(old_rows)
+        with self.path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.columns)
+            for row in rows:
+                writer.writerow({k: self._cell(row.get(k)) for k in self.columns})
+            f.flush()
+
+    @staticmethod
+    def _cell(value: Any) -> Any:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""
+        return value
+
+    def read(self) -> list[dict[str, str]]:
+        with self.path.open(newline="") as f:
+            return list(csv.DictReader(f))
+
+    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self.columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k, "") for k in self.columns})
+        atomic_write_text(self.path, buf.getvalue())
+
+    def truncate_after(self, last_round: int) -> None:
+        """Drop rows of rounds after ``last_round`` (rounds that a resume replays)."""
+        if not self.path.is_file():
+            return
+        rows = [r for r in self.read() if r.get("round") and int(float(r["round"])) <= last_round]
+        self._rewrite(rows)
+
+
+class RunDirectory:
+    """Writes and reads one run's directory. ``create`` for a new run, ``open`` for resume/report.
+
+    Raises :class:`RunDirError` naming the file when a resume finds no committed round.
+    """
+
+    def __init__(self, path: Path, population_size: int, tensorboard: bool = True):
+        self.path = Path(path)
+        self.population_size = population_size
+        self.tensorboard = tensorboard
+        self._writers: dict[int, Any] = {}
+        self._csv: dict[int, MetricsCSV] = {}
+
+    # ---------------------------------------------------------------------------------------- paths
+    @property
+    def events_path(self) -> Path:
+        return self.path / "events.jsonl"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def runner_state_path(self) -> Path:
+        return self.checkpoint_dir / "runner.json"
+
+    def member_dir(self, member: int) -> Path:
+        return self.path / "members" / str(member)
+
+    def member_checkpoint(self, member: int) -> Path:
+        return self.checkpoint_dir / f"member_{member}.pt"
+
+    # ---------------------------------------------------------------------------------------- creation
+    @staticmethod
+    def fresh_path(base: Path) -> Path:
+        """``base`` if it is unused, else ``base_2``, ``base_3``, ... (as SB3 numbers TensorBoard runs)."""
+        if not base.exists() or not any(base.iterdir()):
+            return base
+        k = 2
+        while True:
+            candidate = base.with_name(f"{base.name}_{k}")
+            if not candidate.exists():
+                return candidate
+            k += 1
+
+    def create(self, cfg: Config) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "members").mkdir(exist_ok=True)
+        self.checkpoint_dir.mkdir(exist_ok=True)
+        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        self.events_path.touch()
+
+    # ---------------------------------------------------------------------------------------- events
+    def write_event(self, event: dict[str, Any]) -> None:
+        event = {**event, "time": time.time()}
+        line = json.dumps(event, default=_json_default, allow_nan=False)
+        with self.events_path.open("a") as f:
+            f.write(line + "\n")
+            f.flush()
+
+    def read_events(self) -> list[dict[str, Any]]:
+        if not self.events_path.is_file():
+            return []
+        events = []
+        for line in self.events_path.read_text().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill mid-write
+        return events
+
+    def truncate_events_after(self, last_round: int) -> None:
+        """Keep only events of rounds <= ``last_round`` (and drop a partly written last line)."""
+        kept = [e for e in self.read_events() if int(e.get("round", 0)) <= last_round]
+        atomic_write_text(self.events_path, "".join(json.dumps(e, allow_nan=False) + "\n" for e in kept))
+
+    # ---------------------------------------------------------------------------------------- metrics
+    def _writer(self, member: int) -> Any:
+        if member not in self._writers:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writers[member] = SummaryWriter(log_dir=str(self.member_dir(member) / "tb"))
+        return self._writers[member]
+
+    def write_metrics(self, member: int, rows: list[dict[str, Any]]) -> None:
+        """Append rows to the member's metrics.csv and TensorBoard (step = env steps)."""
+        self.member_dir(member).mkdir(parents=True, exist_ok=True)
+        if member not in self._csv:
+            self._csv[member] = MetricsCSV(self.member_dir(member) / "metrics.csv")
+        self._csv[member].append(rows)
+        if self.tensorboard:
+            writer = self._writer(member)
+            for row in rows:
+                step = int(row["env_steps"])
+                for key, value in row.items():
+                    if key in BASE_COLUMNS or value is None:
+                        continue
+                    if isinstance(value, (int, float)) and math.isfinite(float(value)):
+                        writer.add_scalar(key, float(value), step)
+            writer.flush()
+
+    def truncate_metrics_after(self, last_round: int) -> None:
+        for m in range(self.population_size):
+            MetricsCSV(self.member_dir(m) / "metrics.csv").truncate_after(last_round)
+
+    # ---------------------------------------------------------------------------------------- state
+    def write_runner_state(self, state: dict[str, Any]) -> None:
+        atomic_write_text(self.runner_state_path, json.dumps(state, indent=1, default=_json_default))
+
+    def read_runner_state(self) -> dict[str, Any]:
+        path = self.runner_state_path
+        if not path.is_file():
+            raise RunDirError(f"{path}: no completed round to resume from (the run stopped before its first "
+                              "round ended); start it again with `rpbt train`")
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise RunDirError(f"{path}: not valid JSON ({err})") from None
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_text(self.path / "summary.json",
+                          json.dumps(summary, indent=1, default=_json_default, allow_nan=False))
+
+    def close(self) -> None:
+        for w in self._writers.values():
+            w.close()
+        self._writers.clear()
+
+
+def load_run_config(run_dir: Path) -> Config:
+    """The resolved config saved in a run directory. Raises :class:`RunDirError` / ``ConfigError`` naming it."""
+    from rpbt.config import load_config
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise RunDirError(f"{path}: not found; is {run_dir} an rpbt run directory?")
+    return load_config(path)
+
+
