@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import random
 from pathlib import Path
 
@@ -421,7 +420,7 @@ def test_value_loss_aligned_on_the_exploit(tmp_path):
     assert w.absolute.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     assert w.relative.tolist() == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
     result = build_report(run_dir)
-    assert result.warnings == []
+    assert not any("could not draw" in w for w in result.warnings)
 
 
 def test_log_scale_and_categorical_hparams_detected(tmp_path):

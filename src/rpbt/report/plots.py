@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
 from rpbt.report.analysis import (
     XAxis,
@@ -139,6 +139,8 @@ def plot_scores(run: RunData, axis: XAxis, path: Path) -> list[str]:
         notes.append("No exploits yet.")
     elif n_arrows < len(run.exploits):
         notes.append(f"{len(run.exploits) - n_arrows} exploit(s) not drawn (scores unknown).")
+    if not axis.use_steps:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(axis.label)
     ax.set_ylabel("score (pbt/score)")
     ax.set_title(title + (" - arrows: exploits, donor's score -> recipient's (colored by donor)" if n_arrows else ""))
@@ -202,6 +204,8 @@ def plot_hparams(run: RunData, axis: XAxis, path: Path) -> list[str]:
         scale = "categorical" if categorical else ("log scale" if log else spec.get("scale", "linear"))
         ax.set_title(f"{name} ({scale})", fontsize=10)
         ax.set_xlabel(axis.label, fontsize=8)
+        if not axis.use_steps:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=8)
         if not categorical and spec.get("low") is not None and spec.get("high") is not None:
@@ -354,13 +358,17 @@ def plot_value_loss(run: RunData, path: Path, window: Optional[int] = None) -> l
                 continue
             rows = np.vstack(series)
             positive = bool(np.all(rows[np.isfinite(rows)] > 0))
-            for s in rows:
-                ax.plot(offsets, s, color="tab:blue", alpha=0.18, lw=0.8)
+            for j, s in enumerate(rows):
+                ax.plot(offsets, s, color="tab:blue", alpha=0.18, lw=0.8, label="each exploit" if j == 0 else None)
             mean = _mean_line(rows, geometric=positive)
             ax.plot(offsets, mean, color="tab:red", lw=2.2,
                     label=("geometric mean" if positive else "mean") + f" over {len(rows)} exploit(s)")
             if positive:
                 ax.set_yscale("log")
+                if kind == "relative":
+                    ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+                    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.axvline(0.5, color="black", ls="--", lw=1)
             if kind == "relative":
                 ax.axhline(1.0, color="0.4", ls=":", lw=1)

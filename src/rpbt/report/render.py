@@ -28,7 +28,14 @@ from rpbt.report.analysis import (
     x_axis,
 )
 from rpbt.report.lineage import Lineage, derive_lineage
-from rpbt.report.plots import PNG_NAMES, plot_hparams, plot_lineage, plot_scores, plot_value_loss
+from rpbt.report.plots import (
+    PNG_NAMES,
+    _message_figure,
+    plot_hparams,
+    plot_lineage,
+    plot_scores,
+    plot_value_loss,
+)
 from rpbt.report.reader import RunData, load_run, num_or_none
 
 __all__ = ["ReportResult", "build_report", "write_report"]
@@ -289,8 +296,6 @@ def _draw(name: str, fn: Callable[[], list[str]], path: Path, warnings: list[str
         log.debug("figure %s failed:\n%s", name, traceback.format_exc())
         msg = f"could not draw {path.name}: {type(exc).__name__}: {exc}"
         warnings.append(msg)
-        from rpbt.report.plots import _message_figure
-
         try:
             _message_figure(path, name, msg)
         except Exception:  # noqa: BLE001

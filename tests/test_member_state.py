@@ -1,0 +1,84 @@
+"""Member state: complete by construction, atomic checkpoint round trip, clear errors for bad files."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from rpbt.agent.ppo import CheckpointError, MemberState, RecurrentPPO
+from tests.conftest import tiny_config
+
+
+def test_snapshot_holds_slice_of_every_registered_tensor_and_new_buffers_join_by_construction():
+    learner = RecurrentPPO(tiny_config("agent.vgs.enabled=true"), [0, 1, 2])
+    learner.train_update()
+    snap = learner.snapshot(1)
+    own = learner.state_dict()
+    assert set(snap.tensors) == set(own)
+    for k, v in own.items():
+        assert torch.equal(snap.tensors[k], v[1]), k
+    kinds = " ".join(own)
+    for part in ["actor.", "critics.0.", "optimizer.exp_avg", "obs_rms.mean", "return_normalizer", "vgs.",
+                 "hp_learning_rate", "env_steps", "updates", "episode_returns"]:
+        assert part in kinds, part
+    learner.register_buffer("new_statistic", torch.arange(3.0))
+    assert float(learner.snapshot(2).tensors["new_statistic"]) == 2.0
+
+
+def test_learner_refuses_a_registered_tensor_without_member_dimension():
+    learner = RecurrentPPO(tiny_config(), [0, 1], make_envs=False)
+    learner.register_buffer("global_thing", torch.zeros(5))
+    with pytest.raises(AssertionError, match="global_thing"):
+        learner._check_member_dim()
+
+
+def test_checkpoint_round_trip_restores_every_field_and_rng(tmp_path):
+    cfg = tiny_config()
+    a = RecurrentPPO(cfg, [0, 1])
+    a.train_update()
+    path = tmp_path / "m.pt"
+    a.snapshot(0).save(path)
+    assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind
+    loaded = MemberState.load(path)
+    b = RecurrentPPO(cfg, [5, 6])
+    b.restore(1, loaded)
+    for k, v in a.state_dict().items():
+        assert torch.equal(b.state_dict()[k][1], v[0]), k
+    # same RNG stream from now on
+    assert torch.equal(torch.rand(4, generator=a.generators[0]), torch.rand(4, generator=b.generators[1]))
+
+
+def test_truncated_foreign_and_code_carrying_files_are_rejected(tmp_path):
+    learner = RecurrentPPO(tiny_config(), [0], make_envs=False)
+    good = learner.snapshot(0).to_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="cut.pt"):
+        MemberState.load(cut)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="not an rpbt member-state"):
+        MemberState.load(foreign)
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"format": "rpbt.member_state", "payload": Exploit()}))
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        MemberState.load(evil)
+    with pytest.raises(CheckpointError, match="not found"):
+        MemberState.load(tmp_path / "missing.pt")
+
+
+class Exploit:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_restore_of_a_state_from_another_architecture_names_the_key_and_writes_nothing():
+    small = RecurrentPPO(tiny_config(), [0], make_envs=False)
+    big = RecurrentPPO(tiny_config("agent.network.lstm_hidden_size=32"), [0], make_envs=False)
+    before = {k: v.clone() for k, v in big.state_dict().items()}
+    with pytest.raises(CheckpointError, match="lstm"):
+        big.restore(0, small.snapshot(0))
+    for k, v in big.state_dict().items():
+        assert torch.equal(v, before[k])

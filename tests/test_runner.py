@@ -1,0 +1,122 @@
+"""End to end: the round loop writes the run directory; same seed, same run; CLI; resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from rpbt.cli import main
+from rpbt.pbt.runner import PopulationRunner, score_returns
+from tests.conftest import TINY, tiny_config
+
+
+def _events(run_dir):
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+
+
+def _strip_time(events):
+    return [{k: v for k, v in e.items() if k != "time"} for e in events]
+
+
+def test_tiny_run_writes_every_run_directory_file(tmp_path):
+    cfg = tiny_config(f"run.dir={tmp_path / 'run'}", "run.tensorboard=true")
+    runner = PopulationRunner(cfg, tmp_path / "run")
+    runner.start()
+    summary = runner.run(progress=False)
+    run = tmp_path / "run"
+    assert yaml.safe_load((run / "config.yaml").read_text())["pbt"]["population_size"] == 4
+    events = _events(run)
+    types = [e["type"] for e in events]
+    assert types[0] == "start" and types[-1] == "end"
+    rounds = [e for e in events if e["type"] == "round"]
+    assert [e["round"] for e in rounds] == list(range(1, runner.total_rounds + 1))
+    exploits = [e for e in events if e["type"] == "exploit"]
+    assert exploits, "the tiny config must exploit at least once"
+    for e in exploits:
+        assert {"recipient", "donor", "old_hparams", "new_hparams", "recipient_score", "donor_score",
+                "measurements", "hidden_state"} <= set(e)
+        assert e["recipient"] != e["donor"]
+    for m in range(4):
+        with (run / "members" / str(m) / "metrics.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == runner.total_updates
+        for key in ["round", "env_steps", "rollout/ep_rew_mean", "train/value_loss", "train/approx_kl",
+                    "train/learning_rate", "time/fps", "pbt/score", "pbt/hp/learning_rate"]:
+            assert key in rows[0], key
+        assert list((run / "members" / str(m) / "tb").glob("events.out.tfevents.*"))
+    state = json.loads((run / "checkpoints" / "runner.json").read_text())
+    assert state["round"] == runner.total_rounds
+    assert sorted(p.name for p in (run / "checkpoints" / state["checkpoint_dir"]).iterdir()) == [
+        f"member_{m}.pt" for m in range(4)]
+    on_disk = json.loads((run / "summary.json").read_text())
+    assert on_disk["best_member"] == summary["best_member"]
+    assert {"best_score", "hparams", "lineage", "scores"} <= set(on_disk)
+    # The lineage of the best member is a chain of real exploits.
+    for link in on_disk["lineage"]:
+        assert any(e["round"] == link["round"] and e["donor"] == link["member"] for e in exploits)
+
+
+def test_same_seed_same_events_and_scores(tmp_path):
+    outs = []
+    for name in ["a", "b"]:
+        cfg = tiny_config(f"run.dir={tmp_path / name}")
+        runner = PopulationRunner(cfg, tmp_path / name)
+        runner.start()
+        runner.run(progress=False)
+        outs.append(_strip_time(_events(tmp_path / name)))
+    assert outs[0] == outs[1]
+    cfg = tiny_config(f"run.dir={tmp_path / 'c'}", "run.seed=1")
+    runner = PopulationRunner(cfg, tmp_path / "c")
+    runner.start()
+    runner.run(progress=False)
+    assert _strip_time(_events(tmp_path / "c")) != outs[0]
+
+
+def test_score_is_mean_or_cvar_of_the_last_k_returns():
+    cfg = tiny_config("pbt.score_window=4")
+    assert score_returns([100.0, 1.0, 2.0, 3.0, 6.0], cfg) == pytest.approx(3.0)
+    assert score_returns([], cfg) is None
+    cvar = tiny_config("pbt.score_window=4", "pbt.score=cvar", "pbt.score_cvar_alpha=0.5")
+    assert score_returns([100.0, 1.0, 2.0, 3.0, 6.0], cvar) == pytest.approx(1.5)  # mean of worst 2 of 4
+
+
+def test_cli_train_config_and_bad_key(tmp_path, capsys):
+    run = tmp_path / "cli"
+    assert main(["train", *TINY, f"run.dir={run}"]) == 0
+    assert (run / "summary.json").is_file()
+    # a second train with the same run.dir numbers a new directory instead of overwriting
+    assert main(["train", *TINY, f"run.dir={run}"]) == 0
+    assert (tmp_path / "cli_2" / "summary.json").is_file()
+    capsys.readouterr()
+    assert main(["config", "pbt.population_size=3"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["pbt"]["population_size"] == 3 and printed["agent"]["critic"]["num_quantiles"] == 32
+    assert main(["train", "agent.learnig_rate=1"]) == 2
+    err = capsys.readouterr().err
+    assert "agent.learnig_rate" in err and "unknown key" in err
+
+
+def test_resume_continues_from_last_completed_round(tmp_path, capsys):
+    run = tmp_path / "r"
+    cfg = tiny_config(f"run.dir={run}")
+    runner = PopulationRunner(cfg, run)
+    runner.start()
+    runner.play_round()
+    runner.play_round()
+    # simulate a kill after round 2 committed while round 3 was half recorded
+    runner.backend.train(1)
+    runner.rundir.write_event({"type": "round", "round": 3, "scores": [], "hparams": []})
+    with (run / "events.jsonl").open("a") as f:
+        f.write('{"type": "exploit", "rou')
+    runner.close()
+    assert main(["resume", str(run)]) == 0
+    events = _events(run)
+    rounds = [e["round"] for e in events if e["type"] == "round"]
+    assert rounds == list(range(1, runner.total_rounds + 1))
+    assert [e["type"] for e in events].count("resume") == 1
+    assert json.loads((run / "summary.json").read_text())["round"] == runner.total_rounds
+    assert main(["resume", str(tmp_path / "nothing")]) == 2
+    assert "config.yaml" in capsys.readouterr().err
