@@ -94,30 +94,16 @@ class PopLSTM(nn.Module):
         z = torch.zeros(p, self.num_layers, num_seqs, self.hidden_size)
         return z, z.clone()
 
-    def _cell(self, gates: Tensor, c: Tensor) -> LSTMState:
-        i, f, g, o = gates.chunk(4, dim=-1)
-        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h_new = torch.sigmoid(o) * torch.tanh(c_new)
-        return h_new, c_new
+    def layer_weights(self) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Per layer (weight_ih, weight_hh, bias), for the functional forms below."""
+        return [(self.weight_ih[k], self.weight_hh[k], self.bias[k]) for k in range(self.num_layers)]
 
     def step(self, x: Tensor, state: LSTMState, episode_start: Tensor) -> tuple[Tensor, LSTMState]:
         """One time step. x: (P, N, in); state: (h, c) each (P, L, N, H); episode_start: (P, N) bool or 0/1.
 
         Returns the top layer's output (P, N, H) and the new state.
         """
-        keep = (1.0 - episode_start.to(x.dtype)).unsqueeze(-1)  # (P, N, 1)
-        h, c = state
-        hs, cs = [], []
-        inp = x
-        for layer in range(self.num_layers):
-            h_l, c_l = h[:, layer] * keep, c[:, layer] * keep
-            gates = torch.baddbmm(self.bias[layer].unsqueeze(1), inp, self.weight_ih[layer])
-            gates = torch.baddbmm(gates, h_l, self.weight_hh[layer])
-            h_l, c_l = self._cell(gates, c_l)
-            hs.append(h_l)
-            cs.append(c_l)
-            inp = h_l
-        return inp, (torch.stack(hs, 1), torch.stack(cs, 1))
+        return lstm_step(x, state, episode_start, self.layer_weights())
 
     def sequence(self, x: Tensor, state: LSTMState, episode_starts: Tensor) -> tuple[Tensor, LSTMState]:
         """Replay whole sequences. x: (P, T, N, in); state: initial (h, c) each (P, L, N, H);
@@ -125,27 +111,61 @@ class PopLSTM(nn.Module):
 
         The input projection of all T steps is one batched product; the recurrence loops over T.
         """
-        p, t_len, n, _ = x.shape
-        keep = (1.0 - episode_starts.to(x.dtype)).unsqueeze(-1)  # (P, T, N, 1)
-        h, c = state
-        inp = x
-        h_final, c_final = [], []
-        for layer in range(self.num_layers):
-            pre = torch.baddbmm(
-                self.bias[layer].unsqueeze(1), inp.reshape(p, t_len * n, -1), self.weight_ih[layer]
-            ).reshape(p, t_len, n, -1)
-            w_hh = self.weight_hh[layer]
-            h_l, c_l = h[:, layer], c[:, layer]
-            outs = []
-            for t in range(t_len):
+        return lstm_sequence(x, state, episode_starts, self.layer_weights())
+
+
+def _lstm_cell(gates: Tensor, c: Tensor) -> LSTMState:
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h_new = torch.sigmoid(o) * torch.tanh(c_new)
+    return h_new, c_new
+
+
+def lstm_step(x: Tensor, state: LSTMState, episode_start: Tensor,
+              layers: Sequence[tuple[Tensor, Tensor, Tensor]]) -> tuple[Tensor, LSTMState]:
+    """Functional :meth:`PopLSTM.step` with explicit per-layer weights (each with leading member dim)."""
+    reset = bool(episode_start.any())
+    keep = (1.0 - episode_start.to(x.dtype)).unsqueeze(-1) if reset else None  # (P, N, 1)
+    h, c = state
+    hs, cs = [], []
+    inp = x
+    for layer, (w_ih, w_hh, bias) in enumerate(layers):
+        h_l, c_l = h[:, layer], c[:, layer]
+        if keep is not None:
+            h_l, c_l = h_l * keep, c_l * keep
+        gates = torch.baddbmm(bias.unsqueeze(1), inp, w_ih)
+        gates = torch.baddbmm(gates, h_l, w_hh)
+        h_l, c_l = _lstm_cell(gates, c_l)
+        hs.append(h_l)
+        cs.append(c_l)
+        inp = h_l
+    return inp, (torch.stack(hs, 1), torch.stack(cs, 1))
+
+
+def lstm_sequence(x: Tensor, state: LSTMState, episode_starts: Tensor,
+                  layers: Sequence[tuple[Tensor, Tensor, Tensor]]) -> tuple[Tensor, LSTMState]:
+    """Functional :meth:`PopLSTM.sequence` with explicit per-layer weights (each with leading member dim)."""
+    p, t_len, n, _ = x.shape
+    keep = (1.0 - episode_starts.to(x.dtype)).unsqueeze(-1)  # (P, T, N, 1)
+    any_start = episode_starts.reshape(p, t_len, n).any(2).any(0).tolist()
+    h, c = state
+    inp = x
+    h_final, c_final = [], []
+    for layer, (w_ih, w_hh, bias) in enumerate(layers):
+        pre = torch.baddbmm(bias.unsqueeze(1), inp.reshape(p, t_len * n, -1), w_ih).reshape(p, t_len, n, -1)
+        h_l, c_l = h[:, layer], c[:, layer]
+        outs = []
+        # unbind, not pre[:, t]: the backward of T selects would each allocate a gradient of pre's full size.
+        for t, pre_t in enumerate(pre.unbind(1)):
+            if any_start[t]:
                 h_l, c_l = h_l * keep[:, t], c_l * keep[:, t]
-                gates = torch.baddbmm(pre[:, t], h_l, w_hh)
-                h_l, c_l = self._cell(gates, c_l)
-                outs.append(h_l)
-            inp = torch.stack(outs, 1)
-            h_final.append(h_l)
-            c_final.append(c_l)
-        return inp, (torch.stack(h_final, 1), torch.stack(c_final, 1))
+            gates = torch.baddbmm(pre_t, h_l, w_hh)
+            h_l, c_l = _lstm_cell(gates, c_l)
+            outs.append(h_l)
+        inp = torch.stack(outs, 1)
+        h_final.append(h_l)
+        c_final.append(c_l)
+    return inp, (torch.stack(h_final, 1), torch.stack(c_final, 1))
 
 
 class PopMLP(nn.Module):
@@ -250,3 +270,56 @@ def kl_divergence(
     shape = (log_std.shape[0],) + (1,) * (p_out.dim() - 2) + (log_std.shape[1],)
     var = torch.exp(2 * log_std.reshape(shape))
     return ((p_out - q_out) ** 2 / (2 * var)).sum(-1)
+
+
+TrunkWeights = tuple[list[tuple[Tensor, Tensor]], list[tuple[Tensor, Tensor, Tensor]]]
+
+
+def stack_trunks(trunks: Sequence["RecurrentTrunk"]) -> TrunkWeights:
+    """Concatenate K same-shaped trunks' weights along the member dimension (K*P first), differentiably.
+
+    Running the actor and the critic(s) as one batch of K*P networks halves (or thirds) the number of sequential
+    LSTM steps, which dominate the cost of a small recurrent net on a CPU.
+    """
+    enc = [
+        (torch.cat([t.encoder.layers[k].weight for t in trunks]), torch.cat([t.encoder.layers[k].bias for t in trunks]))
+        for k in range(len(trunks[0].encoder.layers))
+    ]
+    lstm = [
+        tuple(torch.cat([t.lstm.layer_weights()[k][j] for t in trunks]) for j in range(3))
+        for k in range(trunks[0].lstm.num_layers)
+    ]
+    return enc, lstm  # type: ignore[return-value]
+
+
+def _encode(x: Tensor, enc: Sequence[tuple[Tensor, Tensor]]) -> Tensor:
+    shape = x.shape
+    y = x.reshape(shape[0], -1, shape[-1])
+    for w, b in enc:
+        y = torch.tanh(torch.baddbmm(b.unsqueeze(1), y, w))
+    return y.reshape(*shape[:-1], y.shape[-1])
+
+
+def trunks_step(weights: TrunkWeights, obs: Tensor, states: Sequence[LSTMState], episode_start: Tensor
+                ) -> list[tuple[Tensor, LSTMState]]:
+    """One step of K stacked trunks on the same observations. obs: (P, N, D); states: K x (h, c) (P, L, N, H).
+
+    Returns K (features (P, N, H), new state) pairs, in the order the trunks were stacked.
+    """
+    k = len(states)
+    x = _encode(obs.repeat(k, 1, 1), weights[0])
+    h = torch.cat([s[0] for s in states])
+    c = torch.cat([s[1] for s in states])
+    out, (h2, c2) = lstm_step(x, (h, c), episode_start.repeat(k, 1), weights[1])
+    return [(o, (hh, cc)) for o, hh, cc in zip(out.chunk(k), h2.chunk(k), c2.chunk(k))]
+
+
+def trunks_sequence(weights: TrunkWeights, obs: Tensor, states: Sequence[LSTMState], episode_starts: Tensor
+                    ) -> list[tuple[Tensor, LSTMState]]:
+    """Replay K stacked trunks over the same sequences. obs: (P, T, N, D); states: K x (h, c) (P, L, N, H)."""
+    k = len(states)
+    x = _encode(obs.repeat(k, 1, 1, 1), weights[0])
+    h = torch.cat([s[0] for s in states])
+    c = torch.cat([s[1] for s in states])
+    out, (h2, c2) = lstm_sequence(x, (h, c), episode_starts.repeat(k, 1, 1), weights[1])
+    return [(o, (hh, cc)) for o, hh, cc in zip(out.chunk(k), h2.chunk(k), c2.chunk(k))]

@@ -39,7 +39,16 @@ from torch import Tensor, nn
 
 from rpbt.agent.critic import ValueHead
 from rpbt.agent.distributional import ReturnNormalizer
-from rpbt.agent.networks import LSTMState, PolicyHead, RecurrentTrunk, kl_divergence, log_prob_entropy
+from rpbt.agent.networks import (
+    LSTMState,
+    PolicyHead,
+    RecurrentTrunk,
+    kl_divergence,
+    log_prob_entropy,
+    stack_trunks,
+    trunks_sequence,
+    trunks_step,
+)
 from rpbt.agent.normalizer import RunningMeanStd
 from rpbt.agent.optim import PopulationAdam, clip_grad_norm_per_member
 from rpbt.agent.rollout import Rollout, compute_gae, take_envs
@@ -243,6 +252,7 @@ class RecurrentPPO(nn.Module):
         self.running_length = torch.zeros(P, self.num_envs, dtype=torch.int64)
         self.episode_obs_history: Optional[Any] = None  # set by rpbt.pbt.transfer for burn-in
         self.step_hooks: list[Callable[["RecurrentPPO", Tensor, Tensor], None]] = []
+        self._stacked = None  # the trunks' stacked weights, cached while collecting (weights fixed then)
 
     # ------------------------------------------------------------------------------------------ structure
 
@@ -319,13 +329,12 @@ class RecurrentPPO(nn.Module):
 
         Returns policy head output (P, N, A), critic raw outputs [(P, N, K)] and the new states.
         """
-        new_states = {}
-        feat, new_states["actor"] = self.actor.step(obs, states["actor"], episode_start)
-        head = self.policy_head(feat)
-        raws = []
-        for k, critic in enumerate(self.critics):
-            cf, new_states[f"critic{k}"] = critic.trunk.step(obs, states[f"critic{k}"], episode_start)
-            raws.append(critic.head(cf))
+        names = self.state_names()
+        weights = self._stacked if self._stacked is not None else stack_trunks([self.trunk(n) for n in names])
+        results = trunks_step(weights, obs, [states[n] for n in names], episode_start)
+        new_states = {n: r[1] for n, r in zip(names, results)}
+        head = self.policy_head(results[0][0])
+        raws = [critic.head(r[0]) for critic, r in zip(self.critics, results[1:])]
         return head, raws, new_states
 
     def values_from_raw(self, raws: Sequence[Tensor]) -> Tensor:
@@ -397,6 +406,21 @@ class RecurrentPPO(nn.Module):
         trunc_values = torch.zeros(P, T, N)
         values = torch.zeros(C, P, T, N)
         initial_states = {k: (h.clone(), c.clone()) for k, (h, c) in self.hidden_states.items()}
+        rollout = Rollout(obs_buf, starts, actions, log_probs, rewards, dones, terminated, trunc_values, values,
+                          initial_states)
+        self._stacked = stack_trunks([self.trunk(n) for n in self.state_names()])
+        try:
+            self._fill(rollout)
+        finally:
+            self._stacked = None
+        return rollout
+
+    def _fill(self, rollout: Rollout) -> None:
+        """Step the environments ``num_steps`` times, writing into ``rollout`` (called by :meth:`collect`)."""
+        P, N, T, D = self.population, self.num_envs, self.num_steps, self.obs_dim
+        obs_buf, starts, actions, log_probs = rollout.obs, rollout.episode_starts, rollout.actions, rollout.log_probs
+        rewards, dones, terminated = rollout.rewards, rollout.dones, rollout.terminated
+        trunc_values, values = rollout.truncation_values, rollout.values
         log_std = self.policy_head.log_std if self.continuous else None
         for t in range(T):
             raw_obs = self.next_obs
@@ -439,9 +463,7 @@ class RecurrentPPO(nn.Module):
         # Value of the observation after the last step, for the GAE bootstrap at the rollout's end.
         last_obs = self.normalize_obs(self.next_obs)
         _, last_raws, _ = self.policy_step(last_obs, self.hidden_states, self.next_episode_start)
-        last_values = self.values_from_raw(last_raws).min(0).values
-        return Rollout(obs_buf, starts, actions, log_probs, rewards, dones, terminated, trunc_values, values,
-                       initial_states, last_values)
+        rollout.last_values = self.values_from_raw(last_raws).min(0).values
 
     # ------------------------------------------------------------------------------------------ learning
 
@@ -452,14 +474,11 @@ class RecurrentPPO(nn.Module):
         """
         obs = take_envs(rollout.obs, idx)
         starts = take_envs(rollout.episode_starts, idx)
-        h0, c0 = rollout.initial_states["actor"]
-        feat, _ = self.actor.sequence(obs, (take_envs(h0, idx), take_envs(c0, idx)), starts)
-        head = self.policy_head(feat)
-        raws = []
-        for k, critic in enumerate(self.critics):
-            h0, c0 = rollout.initial_states[f"critic{k}"]
-            cf, _ = critic.trunk.sequence(obs, (take_envs(h0, idx), take_envs(c0, idx)), starts)
-            raws.append(critic.head(cf))
+        names = self.state_names()
+        initial = [tuple(take_envs(s, idx) for s in rollout.initial_states[n]) for n in names]
+        results = trunks_sequence(stack_trunks([self.trunk(n) for n in names]), obs, initial, starts)
+        head = self.policy_head(results[0][0])
+        raws = [critic.head(r[0]) for critic, r in zip(self.critics, results[1:])]
         return head, raws
 
     def learn(self, rollout: Rollout) -> dict[str, Tensor]:

@@ -13,12 +13,23 @@ running episodes, which were computed by the old weights, with a strategy:
 - ``burn_in``: recompute each environment's (h, c), for the actor and every critic, by replaying the raw
   observations of its current episode, normalized with the donor's statistics, through the new weights from a
   zero state (Kapturowski et al. 2019, R2D2). At most ``burn_in_max_steps`` observations are kept per
-  environment; a longer episode replays its last window from zero and is counted as truncated.
+  environment; a longer episode replays its last window from zero and is counted as truncated. The observation
+  is the networks' only input (no previous action or reward is fed back), so it is all there is to replay. An
+  environment whose next step starts a new episode gets a zero state (the LSTM resets it before that step anyway).
+
+Why ``reset_episodes`` needs no extra bootstrap: an exploit happens between updates, after the previous rollout was
+learned from. That rollout's last step was bootstrapped by GAE with ``last_values`` = V(s_T), the value of the
+observation the cut episode would have continued from (:func:`rpbt.agent.rollout.compute_gae`), which is exactly
+how a time-limit truncation is bootstrapped; the cut episode is not recorded as finished (it does not enter the
+score), and the next rollout starts every cut environment with ``episode_start`` True, so no advantage is carried
+across the cut.
 
 Measurements at every exploit, whatever the strategy, compare the state the strategy left with the burned-in one:
 ``pbt/hidden_state_drift`` (||left - burned|| / ||burned|| over every LSTM's h and c), ``pbt/policy_kl_at_exploit``
 (mean KL(pi(.|burned) || pi(.|left)) at the next observation), ``pbt/value_gap_at_exploit`` (mean |V_left - V_burned|
-in return units) and ``pbt/burn_in_truncated`` (environments whose episode was longer than the window).
+in return units) and ``pbt/burn_in_truncated`` (environments whose episode was longer than the window). Environments
+whose next step starts a new episode are left out of the drift (their state is reset before it is used) and
+contribute 0 to the KL and the value gap, for the same reason.
 """
 
 from __future__ import annotations
@@ -28,7 +39,8 @@ from typing import Optional
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.func import functional_call
 
 from rpbt.agent.networks import LSTMState
 from rpbt.agent.ppo import MemberState, RecurrentPPO
@@ -62,14 +74,15 @@ class EpisodeHistory:
     def clear(self, member: int) -> None:
         self.length[member] = 0
 
-    def window(self, member: int) -> tuple[Tensor, Tensor, int]:
-        """Member's histories as an aligned batch.
+    def window(self, member: int, lengths: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """Member's histories as one aligned batch.
 
-        Returns obs (W, N, D) with each environment's last min(length, max_steps) observations right-aligned
-        (earlier slots are padding), the index of each environment's first real step (N,), and the number of
-        environments whose episode was longer than the window.
+        ``lengths`` (N,) overrides the per-environment episode lengths (0 leaves an environment out); default
+        ``self.length[member]``. Returns obs (W, N, D) with each environment's last min(length, max_steps) raw
+        observations right-aligned, W the longest of those (at least 1; earlier slots are zero padding), and the
+        index of each environment's first real step (N,) (W for an environment left out).
         """
-        lengths = self.length[member]
+        lengths = self.length[member] if lengths is None else lengths
         kept = lengths.clamp(max=self.max_steps)
         width = max(int(kept.max()), 1)
         n_envs, dim = self.obs.shape[1], self.obs.shape[3]
@@ -79,15 +92,22 @@ class EpisodeHistory:
             if k == 0:
                 continue
             end = int(lengths[n])
-            slots = [(end - k + j) % self.max_steps for j in range(k)]
+            slots = torch.arange(end - k, end) % self.max_steps
             out[width - k:, n] = self.obs[member, n, slots]
-        first = width - kept
-        return out, first, int((lengths > self.max_steps).sum())
+        return out, width - kept
 
 
 def attach_history(learner: RecurrentPPO, max_steps: int) -> EpisodeHistory:
-    """Install an :class:`EpisodeHistory` on ``learner`` (idempotent) and return it."""
+    """Install an :class:`EpisodeHistory` on ``learner`` (idempotent) and return it.
+
+    Raises ``ValueError`` when a history with a different ``max_steps`` is already attached, or max_steps < 1.
+    """
+    if max_steps < 1:
+        raise ValueError(f"pbt.burn_in_max_steps must be >= 1, got {max_steps}")
     if isinstance(learner.episode_obs_history, EpisodeHistory):
+        if learner.episode_obs_history.max_steps != max_steps:
+            raise ValueError(f"an episode history of {learner.episode_obs_history.max_steps} steps is already "
+                             f"attached; cannot attach one of {max_steps} (pbt.burn_in_max_steps)")
         return learner.episode_obs_history
     hist = EpisodeHistory(learner.population, learner.num_envs, learner.obs_dim, max_steps)
     learner.episode_obs_history = hist
@@ -95,33 +115,58 @@ def attach_history(learner: RecurrentPPO, max_steps: int) -> EpisodeHistory:
     return hist
 
 
+class _TrunkSequence(nn.Module):
+    """Adapter so :func:`torch.func.functional_call` can run :meth:`RecurrentTrunk.sequence` with swapped weights."""
+
+    def __init__(self, trunk: nn.Module):
+        super().__init__()
+        self.trunk = trunk
+
+    def forward(self, obs: Tensor, state: LSTMState, starts: Tensor) -> tuple[Tensor, LSTMState]:
+        return self.trunk.sequence(obs, state, starts)
+
+
+def continuing_envs(learner: RecurrentPPO, member: int) -> Tensor:
+    """(N,) bool: member's environments whose next step continues the current episode (no episode start)."""
+    return ~learner.next_episode_start[member].bool()
+
+
 @torch.no_grad()
 def burn_in_states(learner: RecurrentPPO, member: int) -> tuple[dict[str, LSTMState], int]:
     """Member's carried states recomputed from zero over its current episodes with its current weights.
 
-    Returns ({name: (h, c)} each (L, N, H)) and the number of truncated burn-ins. An environment whose next step
-    starts a new episode gets a zero state (it will be reset anyway).
+    The member's raw observations (at most ``burn_in_max_steps`` per environment, right-aligned into one
+    (W, N, D) batch) are normalized with the member's current observation statistics and replayed through the
+    member's slice of every trunk (actor and each critic) from a zero state; only that member's weights are run
+    (one (1, W, N) sequence per trunk, so the cost does not grow with the population).
+
+    Returns ({name: (h, c)} each (L, N, H)) and the number of truncated burn-ins (continuing environments whose
+    episode is longer than the window). An environment whose next step starts a new episode gets a zero state
+    and is not counted. Raises ``RuntimeError`` when no :class:`EpisodeHistory` is attached.
     """
     hist = learner.episode_obs_history
     if not isinstance(hist, EpisodeHistory):
         raise RuntimeError("burn-in needs an episode history: call rpbt.pbt.transfer.attach_history first")
-    raw, first, truncated = hist.window(member)
+    going = continuing_envs(learner, member)
+    lengths = torch.where(going, hist.length[member], torch.zeros_like(hist.length[member]))
+    raw, first = hist.window(member, lengths)
+    truncated = int((lengths > hist.max_steps).sum())
     width, n_envs, _ = raw.shape
     P = learner.population
-    # Run the whole population's weights on a batch where only `member` holds data (one batched call).
+    # Normalize with the member's statistics (the normalizer is population-batched; D is small, so this is cheap).
     x = torch.zeros(P, width, n_envs, learner.obs_dim)
     x[member] = raw
-    obs = learner.normalize_obs(x)
-    starts = torch.zeros(P, width, n_envs, dtype=torch.bool)
-    t_idx = first.clamp(max=width - 1)
-    starts[member, t_idx, torch.arange(n_envs)] = True
-    empty = hist.length[member] == 0
+    obs = learner.normalize_obs(x)[member:member + 1]  # (1, W, N, D)
+    starts = torch.zeros(1, width, n_envs, dtype=torch.bool)
+    starts[0, first.clamp(max=width - 1), torch.arange(n_envs)] = True  # zero state at each env's first real step
+    empty = lengths == 0
     out: dict[str, LSTMState] = {}
     for name in learner.state_names():
         trunk = learner.trunk(name)
-        h0, c0 = trunk.lstm.initial_state(n_envs, P)
-        _, (h, c) = trunk.sequence(obs, (h0, c0), starts)
-        h, c = h[member].clone(), c[member].clone()
+        params = {"trunk." + k: v[member:member + 1] for k, v in trunk.named_parameters()}
+        h0, c0 = trunk.lstm.initial_state(n_envs, 1)
+        _, (h, c) = functional_call(_TrunkSequence(trunk), params, (obs, (h0, c0), starts))
+        h, c = h[0].clone(), c[0].clone()  # (L, N, H)
         h[:, empty], c[:, empty] = 0.0, 0.0
         out[name] = (h, c)
     return out, truncated
@@ -129,12 +174,21 @@ def burn_in_states(learner: RecurrentPPO, member: int) -> tuple[dict[str, LSTMSt
 
 @torch.no_grad()
 def exploit_measurements(learner: RecurrentPPO, member: int, burned: dict[str, LSTMState]) -> dict[str, float]:
-    """Compare member's carried states (as the strategy left them) with ``burned`` at the next observation."""
+    """Compare member's carried states (as the strategy left them) with ``burned`` at the next observation.
+
+    burned: {name: (h, c)} each (L, N, H), the reference states (from :func:`burn_in_states`). Returns
+    ``pbt/hidden_state_drift`` = ||left - burned|| / ||burned|| (Frobenius norm over every LSTM's h and c of the
+    continuing environments; 0 when both are zero, ``inf`` when only the reference is zero),
+    ``pbt/policy_kl_at_exploit`` = mean over environments of KL(pi(.|burned) || pi(.|left)) at ``next_obs``, and
+    ``pbt/value_gap_at_exploit`` = mean |V_left - V_burned| in return units (the smaller critic with twin critics).
+    """
+    going = continuing_envs(learner, member)
     num, den = 0.0, 0.0
     for name, (h_b, c_b) in burned.items():
         h_l, c_l = learner.hidden_states[name]
-        num += float((h_l[member] - h_b).pow(2).sum() + (c_l[member] - c_b).pow(2).sum())
-        den += float(h_b.pow(2).sum() + c_b.pow(2).sum())
+        num += float((h_l[member][:, going] - h_b[:, going]).pow(2).sum()
+                     + (c_l[member][:, going] - c_b[:, going]).pow(2).sum())
+        den += float(h_b[:, going].pow(2).sum() + c_b[:, going].pow(2).sum())
     drift = (num ** 0.5) / (den ** 0.5) if den > 0 else (0.0 if num == 0 else float("inf"))
 
     obs = learner.normalize_obs(learner.next_obs)
@@ -193,6 +247,16 @@ def reset_member_episodes(learner: RecurrentPPO, member: int) -> None:
         learner.episode_obs_history.clear(member)
 
 
+_warned_keep = False
+
+
+def _warn_keep() -> None:
+    global _warned_keep
+    _warned_keep = True
+    log.warning("pbt.hidden_state=keep reuses LSTM states computed by the old weights for the new ones; it is a "
+                "baseline for comparison only (use burn_in)")
+
+
 def exploit(learner: RecurrentPPO, recipient: int, donor_state: MemberState, new_hparams: dict[str, float],
             strategy: str = "burn_in", optimizer_state: str = "copy") -> dict[str, float]:
     """Copy ``donor_state`` into member ``recipient`` of ``learner`` as one transfer.
@@ -208,8 +272,8 @@ def exploit(learner: RecurrentPPO, recipient: int, donor_state: MemberState, new
         raise ValueError(f"pbt.hidden_state must be one of {HIDDEN_STATE_STRATEGIES}, got {strategy!r}")
     if optimizer_state not in ("copy", "reset"):
         raise ValueError(f"pbt.optimizer_state must be 'copy' or 'reset', got {optimizer_state!r}")
-    if strategy == "keep":
-        log.warning("pbt.hidden_state=keep reuses LSTM states computed by the old weights (baseline only)")
+    if strategy == "keep" and not _warned_keep:
+        _warn_keep()
     learner.restore(recipient, donor_state)
     if optimizer_state == "reset":
         learner.optimizer.reset_member(recipient)
@@ -222,7 +286,7 @@ def exploit(learner: RecurrentPPO, recipient: int, donor_state: MemberState, new
     apply_hidden_state_strategy(learner, recipient, strategy, burned)
     measurements: dict[str, float] = {"pbt/burn_in_truncated": float(truncated)}
     if burned is not None:
-        if strategy == "reset_episodes":
-            burned = {k: (torch.zeros_like(h), torch.zeros_like(c)) for k, (h, c) in burned.items()}
+        # After reset_episodes every environment starts a new episode: the comparison is then over no continuing
+        # environment (drift, KL and value gap are 0: the zero state is the right one for a new episode).
         measurements.update(exploit_measurements(learner, recipient, burned))
     return measurements

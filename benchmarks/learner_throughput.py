@@ -1,0 +1,462 @@
+"""Learner throughput: rpbt's population-batched RecurrentPPO against sb3-contrib's RecurrentPPO.
+
+Measures, in one run, environment steps per second (collect + update, wall clock, construction excluded) of
+
+- (a) sb3-contrib's ``RecurrentPPO`` (the peer), and
+- (b) rpbt's ``RecurrentPPO`` learner (``rpbt.agent.ppo``), built from ``rpbt.config`` with overrides,
+
+on POPGym's ``popgym-PositionOnlyCartPoleEasy-v0`` with 8 envs per member, 128 steps per rollout, 4 minibatches,
+4 epochs, LSTM(64) actor and a separate LSTM(64) critic, for
+
+- one member each (sb3-contrib: one model; rpbt: a learner with P = 1), and
+- a population of 8 (sb3-contrib: 8 models trained one after another, each with its own seed; rpbt: one batched
+  learner with P = 8),
+
+and the mean return of the last 20 finished episodes of every member after ``--steps`` env steps per member.
+It prints the ratios (population of 8: aggregate env steps/s rpbt / sb3-contrib; one member: the same ratio) and
+writes everything to ``benchmarks/results/learner_throughput.json``. Targets from issue 2: population of 8 at
+least 5x (aim 15x), one member at least 2x, at equal or better return.
+
+Every measurement runs in a fresh process (``multiprocessing`` spawn), one after another, never two at once, with
+``torch.set_num_threads(--threads)`` (default 1) and ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` set to the same.
+
+Matched settings (``SHARED_HPARAMS``; rpbt's ``default.yaml`` values): lr 1e-3, gamma 0.99, gae_lambda 0.95,
+clip 0.2, ent_coef 0.01, vf_coef 0.5, max_grad_norm 0.5, Adam eps 1e-5, advantage normalization per minibatch,
+no value clipping, observation normalization with clip 10 (rpbt: its per-member running normalizer; sb3-contrib:
+``VecNormalize(norm_obs=True, norm_reward=False, clip_obs=10)``), scalar squared-error critic (rpbt:
+``agent.critic.kind=scalar``, ``agent.critic.normalize_returns=false``; rpbt's default is a quantile critic with
+return normalization, which sb3-contrib does not have). sb3-contrib's ``batch_size`` is 8 * 128 / 4 = 256.
+
+Network (``--sb3-arch``):
+
+- ``matched`` (default): the same network as rpbt on both sides: per branch (actor, critic) a Linear(obs, 64) +
+  tanh encoder, then LSTM(64), then a linear head on the LSTM output. In sb3-contrib this is a small features
+  extractor (:class:`EncoderExtractor`) with ``share_features_extractor=False``, ``lstm_hidden_size=64``,
+  ``enable_critic_lstm=True``, ``net_arch=dict(pi=[], vf=[])``.
+- ``stock``: sb3-contrib's stock layout, ``policy_kwargs=dict(lstm_hidden_size=64, enable_critic_lstm=True,
+  net_arch=dict(pi=[64], vf=[64]))``: LSTM(64) on the raw observation, then Linear(64, 64) + tanh, then the head.
+  Same number of layers and widths as rpbt's, the 64-unit layer sits after the LSTM instead of before it.
+
+Remaining differences (not hyperparameters): sb3-contrib's LSTM keeps PyTorch's default initialization (rpbt:
+orthogonal, CleanRL style); sb3-contrib's recurrent buffer splits the rollout into padded sequences cut at episode
+boundaries and shuffles those into minibatches of ~256 steps, rpbt replays whole env sequences (2 of the 8 envs
+per minibatch) from the stored start state.
+
+Population of 8 for sb3-contrib: 8 models, one after another; its aggregate env steps/s is the sum of their env
+steps over the sum of their training times. ``--sb3-pop-steps`` (default: ``--steps``) lets that part use a shorter
+budget per model to save time; the sb3-contrib population returns are then returns at that shorter budget (the JSON
+says so in ``sb3_pop8.steps_per_member``) and the full-budget sb3-contrib return is the one-member run's.
+
+Usage::
+
+    python benchmarks/learner_throughput.py                 # 100k env steps per member, everything
+    python benchmarks/learner_throughput.py --steps 10000   # a quick run
+    python benchmarks/learner_throughput.py --profile 5     # cProfile rpbt's train_update (P=8), 5 updates
+
+sb3-contrib is a benchmark-only extra (``pip install -e .[bench]``); this script exits with a clear message when
+it is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+ENV_ID = "popgym-PositionOnlyCartPoleEasy-v0"
+NUM_ENVS = 8
+NUM_STEPS = 128
+NUM_MINIBATCHES = 4
+UPDATE_EPOCHS = 4
+LSTM_HIDDEN = 64
+ENCODER = 64
+RETURN_WINDOW = 20
+SHARED_HPARAMS = {
+    "learning_rate": 1e-3,
+    "gamma": 0.99,
+    "gae_lambda": 0.95,
+    "clip_range": 0.2,
+    "ent_coef": 0.01,
+    "vf_coef": 0.5,
+    "max_grad_norm": 0.5,
+}
+ADAM_EPS = 1e-5
+OBS_CLIP = 10.0
+TARGETS = {"pop8_min": 5.0, "pop8_aim": 15.0, "one_member_min": 2.0}
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "learner_throughput.json"
+
+
+# --------------------------------------------------------------------------------------------------- workers
+
+
+def _set_threads(threads: int) -> None:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def rpbt_config(population: int, seed: int, threads: int):
+    """The rpbt config of this benchmark: the shipped default with the matched overrides."""
+    from rpbt.config import load_config
+
+    h = SHARED_HPARAMS
+    overrides = [
+        f"env.id={ENV_ID}",
+        f"env.num_envs={NUM_ENVS}",
+        f"agent.num_steps={NUM_STEPS}",
+        f"agent.num_minibatches={NUM_MINIBATCHES}",
+        f"agent.update_epochs={UPDATE_EPOCHS}",
+        f"agent.learning_rate={h['learning_rate']}",
+        f"agent.gamma={h['gamma']}",
+        f"agent.gae_lambda={h['gae_lambda']}",
+        f"agent.clip_range={h['clip_range']}",
+        f"agent.ent_coef={h['ent_coef']}",
+        f"agent.vf_coef={h['vf_coef']}",
+        f"agent.max_grad_norm={h['max_grad_norm']}",
+        f"agent.adam_eps={ADAM_EPS}",
+        "agent.normalize_advantage=true",
+        "agent.normalize_observations=true",
+        f"agent.obs_clip={OBS_CLIP}",
+        "agent.clip_range_vf=null",
+        f"agent.network.encoder_sizes=[{ENCODER}]",
+        f"agent.network.lstm_hidden_size={LSTM_HIDDEN}",
+        "agent.network.lstm_num_layers=1",
+        "agent.critic.kind=scalar",
+        "agent.critic.twin=false",
+        "agent.critic.normalize_returns=false",
+        f"pbt.population_size={population}",
+        f"pbt.score_window={RETURN_WINDOW}",
+        f"run.seed={seed}",
+        f"run.torch_threads={threads}",
+    ]
+    return load_config(None, overrides), overrides
+
+
+def run_rpbt(population: int, seed: int, steps: int, threads: int) -> dict[str, Any]:
+    """Train one rpbt learner of ``population`` members for ``steps`` env steps per member; time the updates."""
+    _set_threads(threads)
+    import numpy as np
+
+    from rpbt.agent.ppo import RecurrentPPO
+
+    cfg, overrides = rpbt_config(population, seed, threads)
+    learner = RecurrentPPO(cfg, list(range(population)))
+    updates = math.ceil(steps / (NUM_ENVS * NUM_STEPS))
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    for _ in range(updates):
+        learner.train_update()
+    seconds = time.perf_counter() - t0
+    per_member = [learner.recent_returns(i, RETURN_WINDOW) for i in range(population)]
+    env_steps = int(learner.env_steps.sum())
+    learner.close()
+    return {
+        "learner": "rpbt",
+        "population": population,
+        "seeds": {"run.seed": seed, "members": list(range(population))},
+        "updates": updates,
+        "steps_per_member": int(learner.env_steps[0]),
+        "env_steps_total": env_steps,
+        "seconds": seconds,
+        "env_steps_per_s": env_steps / seconds,
+        "returns_last20": [float(np.mean(r)) if len(r) else float("nan") for r in per_member],
+        "episodes": [int(e) for e in learner.episodes],
+        "loadavg_1min_before_after": [load0, os.getloadavg()[0]],
+        "overrides": overrides,
+    }
+
+
+def _encoder_extractor_class():
+    """sb3's features extractor equivalent to rpbt's encoder: Linear(obs, 64) + tanh (built lazily: sb3 import)."""
+    import torch
+    from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+    class EncoderExtractor(BaseFeaturesExtractor):
+        """Flatten, Linear(obs_dim, features_dim), tanh: rpbt's ``agent.network.encoder_sizes=[64]``."""
+
+        def __init__(self, observation_space, features_dim: int = ENCODER):
+            super().__init__(observation_space, features_dim)
+            n_in = int(torch.tensor(observation_space.shape).prod())
+            self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(n_in, features_dim), torch.nn.Tanh())
+
+        def forward(self, observations):
+            return self.net(observations)
+
+    return EncoderExtractor
+
+
+def sb3_policy_kwargs(arch: str) -> dict[str, Any]:
+    if arch == "stock":
+        return dict(lstm_hidden_size=LSTM_HIDDEN, enable_critic_lstm=True, net_arch=dict(pi=[64], vf=[64]))
+    if arch == "matched":
+        return dict(lstm_hidden_size=LSTM_HIDDEN, enable_critic_lstm=True, net_arch=dict(pi=[], vf=[]),
+                    features_extractor_class=_encoder_extractor_class(),
+                    features_extractor_kwargs=dict(features_dim=ENCODER), share_features_extractor=False)
+    raise ValueError(f"--sb3-arch must be 'matched' or 'stock', got {arch!r}")
+
+
+def _sb3_seed(seed: int, model: int) -> int:
+    """Model ``model``'s seed: rpbt's member seed (non-overlapping env seeds between models)."""
+    from rpbt.envs.factory import member_seed
+
+    return member_seed(seed, model) % (2**31 - NUM_ENVS)
+
+
+def run_sb3(models: int, seed: int, steps: int, threads: int, arch: str) -> dict[str, Any]:
+    """Train ``models`` sb3-contrib RecurrentPPO models one after another, ``steps`` env steps each; time them."""
+    _set_threads(threads)
+    import gymnasium as gym
+    import numpy as np
+    import popgym  # noqa: F401  (registers the popgym-* ids)
+    from sb3_contrib import RecurrentPPO as SB3RecurrentPPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    h = SHARED_HPARAMS
+    seconds, env_steps, returns, episodes, seeds = [], [], [], [], []
+    load0 = os.getloadavg()[0]
+    for m in range(models):
+        s = _sb3_seed(seed, m)
+        seeds.append(s)
+        venv = make_vec_env(lambda: gym.make(ENV_ID), n_envs=NUM_ENVS, seed=s)
+        venv = VecNormalize(venv, norm_obs=True, norm_reward=False, clip_obs=OBS_CLIP, gamma=h["gamma"])
+        model = SB3RecurrentPPO(
+            "MlpLstmPolicy", venv, n_steps=NUM_STEPS, batch_size=NUM_ENVS * NUM_STEPS // NUM_MINIBATCHES,
+            n_epochs=UPDATE_EPOCHS, learning_rate=h["learning_rate"], gamma=h["gamma"], gae_lambda=h["gae_lambda"],
+            clip_range=h["clip_range"], clip_range_vf=None, normalize_advantage=True, ent_coef=h["ent_coef"],
+            vf_coef=h["vf_coef"], max_grad_norm=h["max_grad_norm"], policy_kwargs=sb3_policy_kwargs(arch),
+            seed=s, device="cpu", verbose=0,
+        )
+        t0 = time.perf_counter()
+        model.learn(total_timesteps=steps)
+        seconds.append(time.perf_counter() - t0)
+        env_steps.append(int(model.num_timesteps))
+        rs = [float(ep["r"]) for ep in list(model.ep_info_buffer)[-RETURN_WINDOW:]]
+        returns.append(float(np.mean(rs)) if rs else float("nan"))
+        episodes.append(int(sum(len(e.get_episode_rewards()) for e in venv.venv.envs)))
+        venv.close()
+    total_steps, total_s = sum(env_steps), sum(seconds)
+    return {
+        "learner": "sb3-contrib",
+        "population": models,
+        "arch": arch,
+        "seeds": seeds,
+        "steps_per_member": env_steps[0],
+        "env_steps_total": total_steps,
+        "seconds": total_s,
+        "seconds_per_model": seconds,
+        "env_steps_per_s": total_steps / total_s,
+        "returns_last20": returns,
+        "episodes": episodes,
+        "loadavg_1min_before_after": [load0, os.getloadavg()[0]],
+    }
+
+
+def random_policy_return(episodes: int = 200, seed: int = 0) -> float:
+    """Mean return of a uniformly random policy (the floor the learners should beat)."""
+    import gymnasium as gym
+    import numpy as np
+    import popgym  # noqa: F401
+
+    env = gym.make(ENV_ID)
+    env.action_space.seed(seed)
+    env.reset(seed=seed)
+    out, total = [], 0.0
+    while len(out) < episodes:
+        _, r, term, trunc, _ = env.step(env.action_space.sample())
+        total += float(r)
+        if term or trunc:
+            out.append(total)
+            total = 0.0
+            env.reset()
+    return float(np.mean(out))
+
+
+def _in_fresh_process(fn, *args):
+    """Run ``fn(*args)`` in a new spawned process and return its result (one at a time)."""
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+# --------------------------------------------------------------------------------------------------- profile
+
+
+def profile_rpbt(population: int, seed: int, updates: int, threads: int, top: int = 30) -> None:
+    """cProfile ``RecurrentPPO.train_update`` (after one warm-up update) and print the hot spots."""
+    import cProfile
+    import pstats
+
+    _set_threads(threads)
+    from rpbt.agent.ppo import RecurrentPPO
+
+    cfg, _ = rpbt_config(population, seed, threads)
+    learner = RecurrentPPO(cfg, list(range(population)))
+    learner.train_update()
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    for _ in range(updates):
+        learner.train_update()
+    prof.disable()
+    dt = (time.perf_counter() - t0) / updates
+    print(f"rpbt P={population}: {dt:.3f} s per update under cProfile "
+          f"({population * NUM_ENVS * NUM_STEPS / dt:.0f} env steps/s, profiler overhead included)")
+    stats = pstats.Stats(prof)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+
+
+# --------------------------------------------------------------------------------------------------- main
+
+
+def _mean_se(xs: list[float]) -> tuple[float, float]:
+    import numpy as np
+
+    a = np.asarray([x for x in xs if not math.isnan(x)], dtype=float)
+    if len(a) == 0:
+        return float("nan"), float("nan")
+    se = float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else float("nan")
+    return float(a.mean()), se
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("torch", "numpy", "gymnasium", "popgym", "sb3_contrib", "stable_baselines3", "rpbt"):
+        try:
+            mod = __import__(name)
+            out[name] = str(getattr(mod, "__version__", "?"))
+        except ImportError:
+            out[name] = "missing"
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=100_000, help="env steps per member (default 100000)")
+    p.add_argument("--sb3-pop-steps", type=int, default=None,
+                   help="env steps per model for sb3-contrib's population of 8 (default: --steps)")
+    p.add_argument("--population", type=int, default=8, help="population size of the population runs (default 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    p.add_argument("--sb3-arch", choices=["matched", "stock"], default="matched",
+                   help="sb3-contrib network: 'matched' to rpbt's (default) or sb3-contrib's stock layout")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT})")
+    p.add_argument("--profile", type=int, default=0, metavar="UPDATES",
+                   help="only cProfile rpbt's train_update at the population size for UPDATES updates")
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.population < 1 or args.threads < 1:
+        p.error("--steps, --population and --threads must be >= 1")
+    if args.profile:
+        profile_rpbt(args.population, args.seed, args.profile, args.threads)
+        return 0
+    try:
+        import sb3_contrib  # noqa: F401
+    except ImportError:
+        print("sb3-contrib is not installed: it is a benchmark-only extra, install it with "
+              "`pip install -e '.[bench]' -c constraints.txt`", file=sys.stderr)
+        return 2
+    sb3_pop_steps = args.sb3_pop_steps or args.steps
+    P = args.population
+
+    t_start = time.time()
+    runs: dict[str, dict[str, Any]] = {}
+    plan = [
+        ("rpbt_1", run_rpbt, (1, args.seed, args.steps, args.threads)),
+        ("sb3_1", run_sb3, (1, args.seed, args.steps, args.threads, args.sb3_arch)),
+        (f"rpbt_pop{P}", run_rpbt, (P, args.seed, args.steps, args.threads)),
+        (f"sb3_pop{P}", run_sb3, (P, args.seed, sb3_pop_steps, args.threads, args.sb3_arch)),
+    ]
+    for name, fn, fargs in plan:
+        print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
+        r = runs[name] = _in_fresh_process(fn, *fargs)
+        mean, se = _mean_se(r["returns_last20"])
+        print(f"    {r['env_steps_total']} env steps in {r['seconds']:.1f} s = {r['env_steps_per_s']:.0f} env steps/s; "
+              f"return (last {RETURN_WINDOW} episodes, mean over members) {mean:.3f} +- {se:.3f}", flush=True)
+    random_ret = random_policy_return()
+
+    one = runs["rpbt_1"]["env_steps_per_s"] / runs["sb3_1"]["env_steps_per_s"]
+    pop = runs[f"rpbt_pop{P}"]["env_steps_per_s"] / runs[f"sb3_pop{P}"]["env_steps_per_s"]
+    returns = {}
+    for name, r in runs.items():
+        mean, se = _mean_se(r["returns_last20"])
+        returns[name] = {"steps_per_member": r["steps_per_member"], "mean": mean, "se": se,
+                         "per_member": r["returns_last20"]}
+    # "Equal or better return": the population means, strictly, and not worse by more than 2 standard errors of the
+    # difference (8 seeds per side is a small sample).
+    rp, sp = returns[f"rpbt_pop{P}"], returns[f"sb3_pop{P}"]
+    se_diff = math.sqrt((rp["se"] or 0.0) ** 2 + (sp["se"] or 0.0) ** 2)
+    return_check = {
+        "compared": [f"rpbt_pop{P}", f"sb3_pop{P}"],
+        "same_budget": rp["steps_per_member"] == sp["steps_per_member"],
+        "rpbt_minus_sb3": rp["mean"] - sp["mean"],
+        "se_of_difference": se_diff,
+        "rpbt_at_least_equal_strict": rp["mean"] >= sp["mean"],
+        "rpbt_not_worse_2se": rp["mean"] >= sp["mean"] - 2 * se_diff,
+    }
+    ratios = {
+        f"pop{P}_aggregate_rpbt_over_sb3": pop,
+        "one_member_rpbt_over_sb3": one,
+        f"rpbt_pop{P}_over_rpbt_1": runs[f"rpbt_pop{P}"]["env_steps_per_s"] / runs["rpbt_1"]["env_steps_per_s"],
+    }
+    targets = {
+        **TARGETS,
+        f"pop{P}_meets_min": pop >= TARGETS["pop8_min"],
+        f"pop{P}_meets_aim": pop >= TARGETS["pop8_aim"],
+        "one_member_meets_min": one >= TARGETS["one_member_min"],
+    }
+    result = {
+        "benchmark": "learner_throughput",
+        "env_id": ENV_ID,
+        "setup": {
+            "num_envs_per_member": NUM_ENVS, "num_steps": NUM_STEPS, "num_minibatches": NUM_MINIBATCHES,
+            "sb3_batch_size": NUM_ENVS * NUM_STEPS // NUM_MINIBATCHES, "update_epochs": UPDATE_EPOCHS,
+            "lstm_hidden_size": LSTM_HIDDEN, "encoder": ENCODER, "hparams": SHARED_HPARAMS, "adam_eps": ADAM_EPS,
+            "obs_normalization_clip": OBS_CLIP, "critic": "scalar MSE, separate LSTM, no return normalization",
+            "sb3_arch": args.sb3_arch, "sb3_policy_kwargs": repr(
+                {k: (v.__name__ if isinstance(v, type) else v) for k, v in sb3_policy_kwargs(args.sb3_arch).items()}),
+            "torch_threads_per_process": args.threads, "seed": args.seed, "steps_per_member": args.steps,
+            "sb3_pop_steps_per_model": sb3_pop_steps, "return_window": RETURN_WINDOW,
+            "timing": "wall clock of the training loop only (collect + update), construction excluded; each run in "
+                      "a fresh spawned process, runs one after another",
+        },
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
+        "versions": _versions(),
+        "runs": runs,
+        "ratios": ratios,
+        "targets": targets,
+        "returns": returns,
+        "return_check": return_check,
+        "random_policy_return": random_ret,
+        "wall_seconds": time.time() - t_start,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+
+    print()
+    print(f"{'run':<12} {'members':>7} {'steps/member':>12} {'env steps/s':>12} {'return (last 20)':>18}")
+    for name, r in runs.items():
+        rr = returns[name]
+        print(f"{name:<12} {r['population']:>7} {r['steps_per_member']:>12} {r['env_steps_per_s']:>12.0f} "
+              f"{rr['mean']:>11.3f} +- {rr['se']:.3f}")
+    print(f"random policy return: {random_ret:.3f}")
+    print(f"ratio, population of {P} (aggregate env steps/s, rpbt / sb3-contrib): {pop:.2f}x "
+          f"(target >= {TARGETS['pop8_min']:.0f}x, aim {TARGETS['pop8_aim']:.0f}x)")
+    print(f"ratio, one member (env steps/s, rpbt / sb3-contrib): {one:.2f}x (target >= {TARGETS['one_member_min']:.0f}x)")
+    print(f"return, population of {P}: rpbt {rp['mean']:.3f} vs sb3-contrib {sp['mean']:.3f} "
+          f"(difference {return_check['rpbt_minus_sb3']:+.3f}, 2 SE = {2 * se_diff:.3f})")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
