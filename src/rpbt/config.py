@@ -155,10 +155,6 @@ class AgentConfig(_Strict):
     vgs: VGSConfig = Field(default_factory=VGSConfig)
     adversarial: AdversarialConfig = Field(default_factory=AdversarialConfig)
 
-    @model_validator(mode="after")
-    def _minibatches(self) -> "AgentConfig":
-        return self
-
 
 # --------------------------------------------------------------------------------------------------- pbt
 
@@ -167,7 +163,7 @@ class SearchDim(_Strict):
     """One searched hyperparameter.
 
     ``type``: ``float`` (with ``scale`` linear or log), ``int`` or ``categorical`` (``values``). ``low``/``high``
-    bound numeric dimensions; ``init`` optionally fixes the starting value instead of sampling from the prior.
+    bound numeric dimensions. Every member starts from a draw of the prior (uniform; log-uniform for ``log``).
     """
 
     type: Literal["float", "int", "categorical"] = "float"

@@ -519,11 +519,13 @@ class RecurrentPPO(nn.Module):
                 ratio = log_ratio.exp()
                 pg_loss = torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean((1, 2))
                 target = take_envs(targets_norm, idx)
-                v_losses, v_mse = [], []
+                v_losses, v_mse, v_cvar = [], [], []
                 for k, (critic, raw) in enumerate(zip(self.critics, raws)):
                     old_v = take_envs(old_values_norm[k], idx)
                     v_losses.append(critic.head.loss(raw, target, old_v, a.clip_range_vf).mean((1, 2)))
                     v_mse.append(((critic.head.value(raw) - target) ** 2).mean((1, 2)))
+                    with torch.no_grad():
+                        v_cvar.append(critic.head.cvar(raw, a.critic.cvar_alpha).mean((1, 2)))
                 value_loss = torch.stack(v_losses).sum(0)
                 entropy_loss = -entropy.mean((1, 2))
                 loss = pg_loss + ent_coef * entropy_loss + vf_coef * value_loss  # (P,)
@@ -546,6 +548,7 @@ class RecurrentPPO(nn.Module):
                         "train/policy_gradient_loss": pg_loss,
                         "train/value_loss": value_loss,
                         "train/value_mse": torch.stack(v_mse).mean(0) * scale.view(P) ** 2,
+                        "train/value_cvar": torch.stack(v_cvar).min(0).values * scale.view(P),
                         "train/entropy_loss": entropy_loss,
                         "train/approx_kl": ((ratio - 1) - log_ratio).mean((1, 2)),
                         "train/clip_fraction": ((ratio - 1).abs() > clip).float().mean((1, 2)),
