@@ -141,8 +141,20 @@ def rpbt_config(population: int, seed: int, threads: int):
     return load_config(None, overrides), overrides
 
 
-def run_rpbt(population: int, seed: int, steps: int, threads: int) -> dict[str, Any]:
-    """Train one rpbt learner of ``population`` members for ``steps`` env steps per member; time the updates."""
+def _returns_at_entry(steps_done: int, per_member: list[list[float]]) -> dict[str, Any]:
+    import numpy as np
+
+    return {"steps_per_member": steps_done,
+            "per_member": [float(np.mean(r)) if len(r) else float("nan") for r in per_member]}
+
+
+def run_rpbt(population: int, seed: int, steps: int, threads: int,
+             checkpoints: tuple[int, ...] = ()) -> dict[str, Any]:
+    """Train one rpbt learner of ``population`` members for ``steps`` env steps per member; time the updates.
+
+    ``checkpoints``: budgets (env steps per member) at which the last-20 returns are also recorded (at the first
+    update that reaches each one), in ``returns_at``.
+    """
     _set_threads(threads)
     import numpy as np
 
@@ -152,10 +164,16 @@ def run_rpbt(population: int, seed: int, steps: int, threads: int) -> dict[str, 
     learner = RecurrentPPO(cfg, list(range(population)))
     updates = math.ceil(steps / (NUM_ENVS * NUM_STEPS))
     load0 = os.getloadavg()[0]
-    t0 = time.perf_counter()
+    pending = sorted(set(checkpoints))
+    returns_at: dict[str, Any] = {}
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(updates):
         learner.train_update()
-    seconds = time.perf_counter() - t0
+        done = int(learner.env_steps[0])
+        while pending and done >= pending[0]:
+            returns_at[str(pending.pop(0))] = _returns_at_entry(
+                done, [learner.recent_returns(i, RETURN_WINDOW) for i in range(population)])
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     per_member = [learner.recent_returns(i, RETURN_WINDOW) for i in range(population)]
     env_steps = int(learner.env_steps.sum())
     learner.close()
@@ -167,8 +185,11 @@ def run_rpbt(population: int, seed: int, steps: int, threads: int) -> dict[str, 
         "steps_per_member": int(learner.env_steps[0]),
         "env_steps_total": env_steps,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "env_steps_per_s": env_steps / seconds,
+        "env_steps_per_cpu_s": env_steps / cpu_seconds,
         "returns_last20": [float(np.mean(r)) if len(r) else float("nan") for r in per_member],
+        "returns_at": returns_at,
         "episodes": [int(e) for e in learner.episodes],
         "loadavg_1min_before_after": [load0, os.getloadavg()[0]],
         "overrides": overrides,
@@ -211,18 +232,41 @@ def _sb3_seed(seed: int, model: int) -> int:
     return member_seed(seed, model) % (2**31 - NUM_ENVS)
 
 
-def run_sb3(models: int, seed: int, steps: int, threads: int, arch: str) -> dict[str, Any]:
-    """Train ``models`` sb3-contrib RecurrentPPO models one after another, ``steps`` env steps each; time them."""
+def run_sb3(models: int, seed: int, steps: int, threads: int, arch: str,
+            checkpoints: tuple[int, ...] = ()) -> dict[str, Any]:
+    """Train ``models`` sb3-contrib RecurrentPPO models one after another, ``steps`` env steps each; time them.
+
+    ``checkpoints`` as for :func:`run_rpbt` (recorded at the end of the first rollout that reaches each budget,
+    i.e. after the same number of collected steps as rpbt's update that reaches it).
+    """
     _set_threads(threads)
     import gymnasium as gym
     import numpy as np
     import popgym  # noqa: F401  (registers the popgym-* ids)
     from sb3_contrib import RecurrentPPO as SB3RecurrentPPO
+    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
+    class ReturnsAt(BaseCallback):
+        """Records the last-20 episode returns when the collected steps first reach each checkpoint."""
+
+        def __init__(self):
+            super().__init__()
+            self.pending, self.seen = sorted(set(checkpoints)), {}
+
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            done = int(self.model.num_timesteps)
+            while self.pending and done >= self.pending[0]:
+                rs = [float(ep["r"]) for ep in list(self.model.ep_info_buffer)[-RETURN_WINDOW:]]
+                self.seen[str(self.pending.pop(0))] = (done, rs)
+
     h = SHARED_HPARAMS
-    seconds, env_steps, returns, episodes, seeds = [], [], [], [], []
+    seconds, cpu_seconds, env_steps, returns, episodes, seeds = [], [], [], [], [], []
+    seen_per_model = []
     load0 = os.getloadavg()[0]
     for m in range(models):
         s = _sb3_seed(seed, m)
@@ -236,15 +280,22 @@ def run_sb3(models: int, seed: int, steps: int, threads: int, arch: str) -> dict
             vf_coef=h["vf_coef"], max_grad_norm=h["max_grad_norm"], policy_kwargs=sb3_policy_kwargs(arch),
             seed=s, device="cpu", verbose=0,
         )
-        t0 = time.perf_counter()
-        model.learn(total_timesteps=steps)
+        t0, c0 = time.perf_counter(), time.process_time()
+        callback = ReturnsAt()
+        model.learn(total_timesteps=steps, callback=callback)
         seconds.append(time.perf_counter() - t0)
+        cpu_seconds.append(time.process_time() - c0)
         env_steps.append(int(model.num_timesteps))
         rs = [float(ep["r"]) for ep in list(model.ep_info_buffer)[-RETURN_WINDOW:]]
         returns.append(float(np.mean(rs)) if rs else float("nan"))
         episodes.append(int(sum(len(e.get_episode_rewards()) for e in venv.venv.envs)))
+        seen_per_model.append(callback.seen)
         venv.close()
     total_steps, total_s = sum(env_steps), sum(seconds)
+    returns_at = {}
+    for key in seen_per_model[0]:
+        if all(key in seen for seen in seen_per_model):
+            returns_at[key] = _returns_at_entry(seen_per_model[0][key][0], [seen[key][1] for seen in seen_per_model])
     return {
         "learner": "sb3-contrib",
         "population": models,
@@ -253,9 +304,12 @@ def run_sb3(models: int, seed: int, steps: int, threads: int, arch: str) -> dict
         "steps_per_member": env_steps[0],
         "env_steps_total": total_steps,
         "seconds": total_s,
+        "cpu_seconds": sum(cpu_seconds),
         "seconds_per_model": seconds,
         "env_steps_per_s": total_steps / total_s,
+        "env_steps_per_cpu_s": total_steps / sum(cpu_seconds),
         "returns_last20": returns,
+        "returns_at": returns_at,
         "episodes": episodes,
         "loadavg_1min_before_after": [load0, os.getloadavg()[0]],
     }
@@ -365,48 +419,67 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("sb3-contrib is not installed: it is a benchmark-only extra, install it with "
               "`pip install -e '.[bench]' -c constraints.txt`", file=sys.stderr)
         return 2
-    sb3_pop_steps = args.sb3_pop_steps or args.steps
+    sb3_pop_steps = min(args.sb3_pop_steps or args.steps, args.steps)
+    checkpoints = (sb3_pop_steps, args.steps)
     P = args.population
 
     t_start = time.time()
     runs: dict[str, dict[str, Any]] = {}
     plan = [
-        ("rpbt_1", run_rpbt, (1, args.seed, args.steps, args.threads)),
-        ("sb3_1", run_sb3, (1, args.seed, args.steps, args.threads, args.sb3_arch)),
-        (f"rpbt_pop{P}", run_rpbt, (P, args.seed, args.steps, args.threads)),
-        (f"sb3_pop{P}", run_sb3, (P, args.seed, sb3_pop_steps, args.threads, args.sb3_arch)),
+        ("rpbt_1", run_rpbt, (1, args.seed, args.steps, args.threads, checkpoints)),
+        ("sb3_1", run_sb3, (1, args.seed, args.steps, args.threads, args.sb3_arch, checkpoints)),
+        (f"rpbt_pop{P}", run_rpbt, (P, args.seed, args.steps, args.threads, checkpoints)),
+        (f"sb3_pop{P}", run_sb3, (P, args.seed, sb3_pop_steps, args.threads, args.sb3_arch, checkpoints)),
     ]
     for name, fn, fargs in plan:
         print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
         r = runs[name] = _in_fresh_process(fn, *fargs)
         mean, se = _mean_se(r["returns_last20"])
-        print(f"    {r['env_steps_total']} env steps in {r['seconds']:.1f} s = {r['env_steps_per_s']:.0f} env steps/s; "
+        print(f"    {r['env_steps_total']} env steps in {r['seconds']:.1f} s = {r['env_steps_per_s']:.0f} env steps/s "
+              f"({r['env_steps_per_cpu_s']:.0f} per CPU s); load {r['loadavg_1min_before_after']}; "
               f"return (last {RETURN_WINDOW} episodes, mean over members) {mean:.3f} +- {se:.3f}", flush=True)
     random_ret = random_policy_return()
 
-    one = runs["rpbt_1"]["env_steps_per_s"] / runs["sb3_1"]["env_steps_per_s"]
-    pop = runs[f"rpbt_pop{P}"]["env_steps_per_s"] / runs[f"sb3_pop{P}"]["env_steps_per_s"]
+    def ratio(a: str, b: str, key: str = "env_steps_per_s") -> float:
+        return runs[a][key] / runs[b][key]
+
+    one, pop = ratio("rpbt_1", "sb3_1"), ratio(f"rpbt_pop{P}", f"sb3_pop{P}")
+    one_cpu = ratio("rpbt_1", "sb3_1", "env_steps_per_cpu_s")
+    pop_cpu = ratio(f"rpbt_pop{P}", f"sb3_pop{P}", "env_steps_per_cpu_s")
+    max_load = max(x for r in runs.values() for x in r["loadavg_1min_before_after"])
+    contended = max_load > (os.cpu_count() or 1)
     returns = {}
     for name, r in runs.items():
         mean, se = _mean_se(r["returns_last20"])
         returns[name] = {"steps_per_member": r["steps_per_member"], "mean": mean, "se": se,
                          "per_member": r["returns_last20"]}
-    # "Equal or better return": the population means, strictly, and not worse by more than 2 standard errors of the
-    # difference (8 seeds per side is a small sample).
-    rp, sp = returns[f"rpbt_pop{P}"], returns[f"sb3_pop{P}"]
-    se_diff = math.sqrt((rp["se"] or 0.0) ** 2 + (sp["se"] or 0.0) ** 2)
-    return_check = {
-        "compared": [f"rpbt_pop{P}", f"sb3_pop{P}"],
-        "same_budget": rp["steps_per_member"] == sp["steps_per_member"],
-        "rpbt_minus_sb3": rp["mean"] - sp["mean"],
-        "se_of_difference": se_diff,
-        "rpbt_at_least_equal_strict": rp["mean"] >= sp["mean"],
-        "rpbt_not_worse_2se": rp["mean"] >= sp["mean"] - 2 * se_diff,
-    }
+    # "Equal or better return": rpbt's mean over members against sb3-contrib's, strictly, and "not worse" = not
+    # below by more than 2 standard errors of the difference (8 seeds per side is a small sample; with one seed on a
+    # side its standard error counts as 0).
+    def compare(label: str, a_name: str, a: list[float], b_name: str, b: list[float], steps: int) -> dict[str, Any]:
+        (ma, sa), (mb, sb) = _mean_se(a), _mean_se(b)
+        se_diff = math.sqrt((0.0 if math.isnan(sa) else sa) ** 2 + (0.0 if math.isnan(sb) else sb) ** 2)
+        return {"label": label, "steps_per_member": steps, "rpbt": a_name, "sb3": b_name,
+                "rpbt_mean": ma, "rpbt_se": sa, "rpbt_n": len(a), "sb3_mean": mb, "sb3_se": sb, "sb3_n": len(b),
+                "rpbt_minus_sb3": ma - mb, "se_of_difference": se_diff,
+                "rpbt_at_least_equal_strict": ma >= mb, "rpbt_not_worse_2se": ma >= mb - 2 * se_diff}
+
+    rp_run, sp_run = runs[f"rpbt_pop{P}"], runs[f"sb3_pop{P}"]
+    b_key = str(sb3_pop_steps)
+    return_checks = [
+        compare(f"population of {P}, both at the sb3-contrib population budget", f"rpbt_pop{P}",
+                rp_run["returns_at"][b_key]["per_member"], f"sb3_pop{P}", sp_run["returns_last20"],
+                sp_run["steps_per_member"]),
+        compare("full budget: rpbt population members vs the one sb3-contrib model", f"rpbt_pop{P}",
+                rp_run["returns_last20"], "sb3_1", runs["sb3_1"]["returns_last20"], runs["sb3_1"]["steps_per_member"]),
+        compare("full budget, one member each", "rpbt_1", runs["rpbt_1"]["returns_last20"], "sb3_1",
+                runs["sb3_1"]["returns_last20"], runs["sb3_1"]["steps_per_member"]),
+    ]
     ratios = {
         f"pop{P}_aggregate_rpbt_over_sb3": pop,
         "one_member_rpbt_over_sb3": one,
-        f"rpbt_pop{P}_over_rpbt_1": runs[f"rpbt_pop{P}"]["env_steps_per_s"] / runs["rpbt_1"]["env_steps_per_s"],
+        f"rpbt_pop{P}_over_rpbt_1": ratio(f"rpbt_pop{P}", "rpbt_1"),
+        "per_cpu_second": {f"pop{P}_aggregate_rpbt_over_sb3": pop_cpu, "one_member_rpbt_over_sb3": one_cpu},
     }
     targets = {
         **TARGETS,
@@ -426,16 +499,17 @@ def main(argv: Optional[list[str]] = None) -> int:
                 {k: (v.__name__ if isinstance(v, type) else v) for k, v in sb3_policy_kwargs(args.sb3_arch).items()}),
             "torch_threads_per_process": args.threads, "seed": args.seed, "steps_per_member": args.steps,
             "sb3_pop_steps_per_model": sb3_pop_steps, "return_window": RETURN_WINDOW,
-            "timing": "wall clock of the training loop only (collect + update), construction excluded; each run in "
-                      "a fresh spawned process, runs one after another",
+            "timing": "wall clock (and process CPU time) of the training loop only (collect + update), "
+                      "construction excluded; each run in a fresh spawned process, runs one after another",
         },
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
+                    "max_loadavg_1min_seen": max_load, "contended": contended},
         "versions": _versions(),
         "runs": runs,
         "ratios": ratios,
         "targets": targets,
         "returns": returns,
-        "return_check": return_check,
+        "return_checks": return_checks,
         "random_policy_return": random_ret,
         "wall_seconds": time.time() - t_start,
     }
@@ -443,17 +517,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.out.write_text(json.dumps(result, indent=2))
 
     print()
-    print(f"{'run':<12} {'members':>7} {'steps/member':>12} {'env steps/s':>12} {'return (last 20)':>18}")
+    print(f"{'run':<12} {'members':>7} {'steps/member':>12} {'env steps/s':>12} {'per CPU s':>10} "
+          f"{'return (last 20)':>18}")
     for name, r in runs.items():
         rr = returns[name]
         print(f"{name:<12} {r['population']:>7} {r['steps_per_member']:>12} {r['env_steps_per_s']:>12.0f} "
-              f"{rr['mean']:>11.3f} +- {rr['se']:.3f}")
+              f"{r['env_steps_per_cpu_s']:>10.0f} {rr['mean']:>11.3f} +- {rr['se']:.3f}")
     print(f"random policy return: {random_ret:.3f}")
     print(f"ratio, population of {P} (aggregate env steps/s, rpbt / sb3-contrib): {pop:.2f}x "
-          f"(target >= {TARGETS['pop8_min']:.0f}x, aim {TARGETS['pop8_aim']:.0f}x)")
-    print(f"ratio, one member (env steps/s, rpbt / sb3-contrib): {one:.2f}x (target >= {TARGETS['one_member_min']:.0f}x)")
-    print(f"return, population of {P}: rpbt {rp['mean']:.3f} vs sb3-contrib {sp['mean']:.3f} "
-          f"(difference {return_check['rpbt_minus_sb3']:+.3f}, 2 SE = {2 * se_diff:.3f})")
+          f"[per CPU second: {pop_cpu:.2f}x] (target >= {TARGETS['pop8_min']:.0f}x, aim {TARGETS['pop8_aim']:.0f}x)")
+    print(f"ratio, one member (env steps/s, rpbt / sb3-contrib): {one:.2f}x [per CPU second: {one_cpu:.2f}x] "
+          f"(target >= {TARGETS['one_member_min']:.0f}x)")
+    if contended:
+        print(f"warning: the 1-minute load average reached {max_load:.1f} on {os.cpu_count()} CPUs during the runs; "
+              "wall-clock ratios are unreliable, the per-CPU-second ratios less affected", file=sys.stderr)
+    for c in return_checks:
+        print(f"return, {c['label']} ({c['steps_per_member']} steps/member): rpbt {c['rpbt_mean']:.3f} (n={c['rpbt_n']}) "
+              f"vs sb3-contrib {c['sb3_mean']:.3f} (n={c['sb3_n']}), difference {c['rpbt_minus_sb3']:+.3f}, "
+              f"2 SE = {2 * c['se_of_difference']:.3f}")
     print(f"wrote {args.out}")
     return 0
 

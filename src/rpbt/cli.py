@@ -99,6 +99,82 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_spike_study(args: argparse.Namespace) -> int:
+    """``rpbt spike-study [CONFIG] [key=value ...]``: see :mod:`rpbt.pbt.spike_study`."""
+    from rpbt.pbt.spike_study import TABLE_NAME, load_study_config, run_study
+
+    path, overrides = _split_config_and_overrides(args.items)
+    cfg, settings = load_study_config(path, overrides)
+    command = " ".join(["rpbt", "spike-study", *args.items])
+    run_study(cfg, settings, command=command)
+    out = Path(settings.out_dir)
+    print((out / TABLE_NAME).read_text(), end="")
+    print(f"rpbt: spike study written to {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rpbt.evaluate import evaluate_run
+
+    if getattr(args, "attack", None) is not None or getattr(args, "epsilon", None) is not None:
+        return _cmd_evaluate_attack(args)
+    try:
+        report, json_path, png_path = evaluate_run(Path(args.run_dir), member=args.member, split=args.split,
+                                                   episodes=args.episodes)
+    except ValueError as err:  # bad arguments for this run, and config / checkpoint / data errors (ValueErrors)
+        print(f"rpbt: error: {err}", file=sys.stderr)
+        return 2
+    _print_evaluation(report)
+    print(f"rpbt: evaluation written to {json_path}" + (f" and {png_path}" if png_path else ""))
+    return 0
+
+
+def _cmd_evaluate_attack(args: argparse.Namespace) -> int:
+    """``rpbt evaluate RUN_DIR --attack pgd|fgsm --epsilon E``: clean and attacked returns (SA-PPO robustness)."""
+    from rpbt.agent.adversary import evaluate_run_robustness
+
+    if args.attack is None or args.epsilon is None:
+        print("rpbt: error: --attack and --epsilon go together", file=sys.stderr)
+        return 2
+    try:
+        report, path = evaluate_run_robustness(Path(args.run_dir), args.attack, args.epsilon, member=args.member,
+                                               split=args.split, episodes=args.episodes, norm=args.norm,
+                                               steps=args.attack_steps)
+    except ValueError as err:
+        print(f"rpbt: error: {err}", file=sys.stderr)
+        return 2
+    c, a = report["clean"], report["attacked"]
+    print(f"member {report['member']}: clean mean return {c['mean_return']:.4f} (std {c['std_return']:.4f}), "
+          f"{report['attack']} {report['norm']} eps {report['epsilon']:g}: {a['mean_return']:.4f} "
+          f"(std {a['std_return']:.4f}) over {report['episodes']} episodes")
+    print(f"rpbt: evaluation written to {path}")
+    return 0
+
+
+def _print_evaluation(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if "policy" not in report:
+        console.print(f"member {report['member']}: mean return {report['mean_return']:.4f} "
+                      f"(std {report['std_return']:.4f}) over {report['episodes']} deterministic episodes")
+        return
+
+    def fmt(x: object, spec: str) -> str:
+        return "n/a" if x is None else format(x, spec)
+
+    table = Table(title=f"member {report['member']}, {report['split']} split: {report['start_date'][:10]} to "
+                        f"{report['end_date'][:10]} ({report['policy']['bars']} bars, cost {report['cost_bps']:g} bp)")
+    for col in ["", "total log return", "Sharpe (ann.)", "max drawdown", "turnover"]:
+        table.add_column(col, justify="right" if col else "left")
+    for key, label in [("policy", "policy"), ("buy_and_hold", "buy and hold"), ("flat", "flat")]:
+        m = report[key]
+        table.add_row(label, fmt(m["total_log_return"], "+.4f"), fmt(m["sharpe"], ".3f"),
+                      fmt(m["max_drawdown"], ".2%"), fmt(m["turnover"], ".1f"))
+    console.print(table)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rpbt", description="Population-Based Training for recurrent PPO agents")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -120,6 +196,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="draw a run's history into RUN_DIR/report/")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("evaluate", help="run a member's policy deterministically and write RUN_DIR/evaluation/")
+    p.add_argument("run_dir")
+    p.add_argument("--member", type=int, default=None, help="member id (default: summary.json's best_member)")
+    p.add_argument("--split", choices=["test", "validation", "train"], default="test",
+                   help="trading: the walk-forward split, evaluated as one episode over all of it (default test)")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="non-trading envs: number of deterministic episodes (default 10)")
+    p.add_argument("--attack", choices=["pgd", "fgsm"], default=None,
+                   help="also evaluate under an observation attack (SA-PPO, Zhang et al. 2020); needs --epsilon")
+    p.add_argument("--epsilon", type=float, default=None, help="attack radius in normalized observation units")
+    p.add_argument("--norm", choices=["linf", "l2"], default="linf", help="attack ball (default linf)")
+    p.add_argument("--attack-steps", type=int, default=10, help="PGD steps (default 10)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("spike-study", help="measure the value-loss spike of each hidden-state strategy at exploits")
+    p.add_argument("items", nargs="*", metavar="[CONFIG] [key.sub=value ...]")
+    p.set_defaults(func=cmd_spike_study)
     return parser
 
 
@@ -139,6 +233,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from rpbt.envs.market_data import MarketDataError
 
         known += (MarketDataError,)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from rpbt.pbt.backends.process import BackendError
+
+        known += (BackendError,)
     except ImportError:  # pragma: no cover
         pass
     try:

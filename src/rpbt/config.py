@@ -214,6 +214,11 @@ class PBTConfig(_Strict):
     score: Literal["mean", "cvar", "robust"] = "mean"
     score_window: int = Field(20, ge=1)  # K: last finished episodes in the score
     score_cvar_alpha: float = Field(0.1, gt=0.0, le=1.0)
+    # Which returns the score is computed from: "training" = the member's last score_window finished training
+    # episodes; "validation" = env.trading.eval_episodes deterministic episodes on the validation split, run by
+    # the runner after each round (trading only: selection must not reward overfitting the training period);
+    # "auto" = validation for env.id trading, training otherwise.
+    score_source: Literal["auto", "training", "validation"] = "auto"
     mode: Literal["max", "min"] = "max"
     optimizer_state: Literal["copy", "reset"] = "copy"
     hidden_state: Literal["keep", "zero", "reset_episodes", "burn_in"] = "burn_in"
@@ -265,6 +270,11 @@ class Config(_Strict):
             raise ValueError(
                 f"env.num_envs ({self.env.num_envs}) must be divisible by agent.num_minibatches "
                 f"({self.agent.num_minibatches}): minibatches are split by environment"
+            )
+        if self.pbt.score_source == "validation" and self.env.id != "trading":
+            raise ValueError(
+                f"pbt.score_source: validation needs a walk-forward validation split, which only env.id: trading "
+                f"has (env.id is {self.env.id!r}); use training or auto"
             )
         return self
 

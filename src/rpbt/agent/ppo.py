@@ -253,6 +253,11 @@ class RecurrentPPO(nn.Module):
         self.episode_obs_history: Optional[Any] = None  # set by rpbt.pbt.transfer for burn-in
         self.step_hooks: list[Callable[["RecurrentPPO", Tensor, Tensor], None]] = []
         self._stacked = None  # the trunks' stacked weights, cached while collecting (weights fixed then)
+        self.adversary = None  # SA-PPO regularizer (rpbt.agent.adversary), only when agent.adversarial.enabled
+        if a.adversarial.enabled:
+            from rpbt.agent.adversary import SAPPO
+
+            self.adversary = SAPPO(cfg)
 
     # ------------------------------------------------------------------------------------------ structure
 
@@ -489,11 +494,15 @@ class RecurrentPPO(nn.Module):
         value_returns = rollout.values.min(0).values  # (P, T, N), return units
         advantages, returns = compute_gae(rollout.rewards, value_returns, rollout.dones, rollout.terminated,
                                           rollout.truncation_values, rollout.last_values, gamma, lam)
+        # The rollout's values were made with the scale in force before this update: dividing by it gives back the
+        # heads' own outputs, the reference for value clipping (a trust region on the head's output, so a change of
+        # the return scale does not by itself count as a move of the prediction).
+        collect_scale = self.return_normalizer.scale.float().view(1, P, 1, 1)
         if a.critic.normalize_returns:
             self.return_normalizer.update(returns)
         scale = self.return_normalizer.scale.float().view(P, 1, 1)
         targets_norm = returns / scale
-        old_values_norm = rollout.values / scale.unsqueeze(0)  # (C, P, T, N)
+        old_values_norm = rollout.values / collect_scale  # (C, P, T, N), the heads' outputs at collection
 
         clip = self.hparam("clip_range").float().view(P, 1, 1)
         ent_coef, vf_coef = self.hparam("ent_coef").float(), self.hparam("vf_coef").float()
@@ -571,7 +580,13 @@ class RecurrentPPO(nn.Module):
         return metrics
 
     def extra_losses(self, rollout: Rollout, idx: Tensor, head: Tensor) -> dict[str, Tensor]:
-        """Hook for additional per-member loss terms ('loss': (P,)) and metrics; none in plain PPO."""
+        """Hook for additional per-member loss terms ('loss': (P,)) and metrics; none in plain PPO.
+
+        With ``agent.adversarial.enabled`` it is the SA-PPO robust KL regularizer and its ``sa_ppo/*`` metrics
+        (:class:`rpbt.agent.adversary.SAPPO`).
+        """
+        if self.adversary is not None:
+            return self.adversary.losses(self, rollout, idx, head)
         return {}
 
     def train_update(self) -> dict[str, Tensor]:

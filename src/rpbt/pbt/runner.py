@@ -27,19 +27,35 @@ from rpbt.pbt.space import SearchSpace
 from rpbt.run.rundir import RunDirectory, clean_float
 
 
-def score_returns(returns: list[float], cfg: Config) -> Optional[float]:
-    """A member's PBT score from its recent episode returns (last ``pbt.score_window``).
+def score_returns(returns: list[float], cfg: Config, window: Optional[int] = None) -> Optional[float]:
+    """A member's PBT score from its recent episode returns (last ``window``, default ``pbt.score_window``).
 
     ``pbt.score: mean`` -> mean return; ``cvar`` -> CVaR at ``pbt.score_cvar_alpha`` (mean of the worst alpha
     fraction, fractional weighting, see :func:`rpbt.agent.distributional.empirical_cvar`). None when no episode
     has finished yet (the scheduler ranks None last).
     """
-    recent = list(returns)[-cfg.pbt.score_window:]
+    recent = list(returns)[-(cfg.pbt.score_window if window is None else window):]
     if not recent:
         return None
     if cfg.pbt.score == "cvar":
         return float(empirical_cvar(recent, cfg.pbt.score_cvar_alpha))
     return float(np.mean(recent))
+
+
+def score_source(cfg: Config) -> str:
+    """``"validation"`` or ``"training"``: ``pbt.score_source`` with ``auto`` resolved (validation for trading)."""
+    source = cfg.pbt.score_source
+    if source == "auto":
+        return "validation" if cfg.env.id == "trading" else "training"
+    return source
+
+
+def validation_returns(backend: Any, members: list[int], split: str = "validation") -> dict[int, list[float]]:
+    """Deterministic evaluation returns per member from a backend: one batched ``evaluate_members`` call when the
+    backend has it, else ``evaluate(member, split)`` member by member."""
+    if hasattr(backend, "evaluate_members"):
+        return {int(m): list(r) for m, r in backend.evaluate_members(members, split).items()}
+    return {m: list(backend.evaluate(m, split)) for m in members}
 
 
 class PopulationRunner:
@@ -74,6 +90,8 @@ class PopulationRunner:
         self.rundir.create(self.cfg)
         hparams = self.scheduler.initial_hparams(member_hparams(self.cfg))
         self.backend = self._backend or make_backend(self.cfg, hparams)
+        if hasattr(self.backend, "attach_run"):  # sharded backends: failure events, committed checkpoints
+            self.backend.attach_run(self.rundir)
         self.rundir.write_event({"type": "start", "round": 0, "population_size": self.P,
                                  "hparams": hparams, "search_space": self.space.to_json()})
 
@@ -90,6 +108,8 @@ class PopulationRunner:
         self.rundir.truncate_events_after(self.round)
         self.rundir.truncate_metrics_after(self.round)
         self.backend = self._backend or make_backend(self.cfg, [s.hparams() for s in states])
+        if hasattr(self.backend, "attach_run"):  # sharded backends: failure events, committed checkpoints
+            self.backend.attach_run(self.rundir)
         for m, s in enumerate(states):
             self.backend.restore(m, s)
         self.rundir.write_event({"type": "resume", "round": self.round})
@@ -110,6 +130,8 @@ class PopulationRunner:
                     while self.round < self.total_rounds:
                         self.play_round()
                         bar.update(task, completed=self._env_steps(), description=self._describe())
+                        if not bar.console.is_terminal:  # logs and CI: one plain line per round
+                            bar.console.print(f"{self._describe()}  env steps {self._env_steps():,}")
             else:
                 while self.round < self.total_rounds:
                     self.play_round()
@@ -133,7 +155,14 @@ class PopulationRunner:
         n = min(self.cfg.pbt.perturbation_interval, self.total_updates - done_updates)
         per_member = self.backend.train(n)
         info = self.backend.member_info()
-        scores = [score_returns(info[m]["recent_returns"], self.cfg) for m in range(self.P)]
+        if score_source(self.cfg) == "validation":
+            # Deterministic validation episodes (same starts for every member), so selection rewards what
+            # generalises past the training period; pbt.score (mean / cvar) is taken over all of them.
+            val = validation_returns(self.backend, list(range(self.P)))
+            scores = [score_returns(val[m], self.cfg, window=len(val[m])) for m in range(self.P)]
+        else:
+            val = None
+            scores = [score_returns(info[m]["recent_returns"], self.cfg) for m in range(self.P)]
         hparams = [info[m]["hparams"] for m in range(self.P)]
         updates = [info[m]["updates"] for m in range(self.P)]
         now = time.time()
@@ -145,6 +174,8 @@ class PopulationRunner:
                 for name in self.space.names:
                     row[f"pbt/hp/{name}"] = hparams[m][name]
             rows[-1]["pbt/score"] = scores[m]
+            if val is not None:
+                rows[-1]["eval/validation_return"] = float(np.mean(val[m])) if val[m] else None
             rows[-1]["pbt/exploitation_count"] = self.exploitation_count[m]
             self.rundir.write_metrics(m, rows)
         env_steps = info[0]["env_steps"]

@@ -67,6 +67,25 @@ class Shard:
             }
         return info
 
+    def evaluate_members(self, members: Sequence[int], split: str = "validation") -> dict[int, list[float]]:
+        """Deterministic evaluation returns of ``members`` (global ids in this shard), batched in one pass.
+
+        ``env.trading.eval_episodes`` episodes per member (trading: evenly spaced starts over ``split``; other envs:
+        seeded from ``run.seed``), see :func:`rpbt.evaluate.evaluate_members`. Leaves the learner's training state
+        (weights, normalizers, hidden states, RNG) untouched, so it is deterministic for a fixed member state.
+        Returns ``{member: [return per episode]}``; raises ``KeyError`` for a member not in this shard.
+        """
+        from rpbt.evaluate import evaluate_members
+
+        local = [self.local[int(m)] for m in members]
+        results = evaluate_members(self.learner, local, self.cfg.env, split,
+                                   episodes=self.cfg.env.trading.eval_episodes, seed=self.cfg.run.seed)
+        return {int(m): results[i].returns for m, i in zip(members, local)}
+
+    def evaluate(self, member: int, split: str = "validation") -> list[float]:
+        """Deterministic evaluation returns of one member; see :meth:`evaluate_members`."""
+        return self.evaluate_members([member], split)[int(member)]
+
     def snapshot(self, member: int) -> MemberState:
         return self.learner.snapshot(self.local[member])
 
@@ -102,6 +121,14 @@ class LocalBackend:
 
     def member_info(self) -> dict[int, dict[str, Any]]:
         return self.shard.member_info()
+
+    def evaluate_members(self, members: Sequence[int], split: str = "validation") -> dict[int, list[float]]:
+        """Deterministic evaluation returns per member (see :meth:`Shard.evaluate_members`)."""
+        return self.shard.evaluate_members(members, split)
+
+    def evaluate(self, member: int, split: str = "validation") -> list[float]:
+        """Deterministic evaluation returns of one member (see :meth:`Shard.evaluate`)."""
+        return self.shard.evaluate(member, split)
 
     def snapshot(self, member: int) -> MemberState:
         return self.shard.snapshot(member)

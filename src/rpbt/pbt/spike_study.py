@@ -1,0 +1,585 @@
+"""``rpbt spike-study``: what each hidden-state strategy does to the value loss right after an exploit.
+
+A widely circulated design note claims that reusing the recipient's stale LSTM states after an exploit ("keep")
+makes the value loss spike 5-15% for one or two episodes and that zeroing them keeps the spike under 5%. This
+module measures it with a controlled experiment:
+
+1. Train a population with the real round loop (:class:`~rpbt.pbt.runner.PopulationRunner`, local backend, the
+   real scheduler's decisions), ``seeds`` times with run seeds ``run.seed + s``.
+2. At every exploit (up to ``max_exploits_per_seed`` per seed), before the real transfer, clone the recipient once
+   per strategy into a separate single-member learner (:func:`clone_member`: its member state, its carried LSTM
+   states, its episode history, its running-episode counters and deep copies of its environments), apply the same
+   transfer (donor state, explored hyperparameters, ``pbt.optimizer_state``) with that strategy, and continue
+   each clone for ``updates_after`` (K) PPO updates. All clones start from identical RNG streams (the donor's
+   generator state, restored by the transfer) and identical environment states, so the strategy is the only
+   difference. A *control* clone of the donor itself (no transfer) shows how much the value loss moves anyway.
+   The real run then carries on with ``pbt.hidden_state`` as configured; the clones never touch it.
+3. Record per strategy and exploit: ``train/value_loss`` at each of the K updates divided by the donor's
+   ``train/value_loss`` at its last update before the exploit (1.0 = no change); the same difference paired
+   against the ``burn_in`` clone (``(loss_s - loss_burn_in) / donor_loss``: same environments, same RNG); the three
+   exploit measurements of :mod:`rpbt.pbt.transfer`; and the returns of the episodes that were running at the
+   exploit (for ``reset_episodes`` these episodes are cut at the exploit, so their return is the return collected
+   up to the cut; episodes still running after K updates are counted as ``unfinished`` and left out).
+   Because the clones' trajectories diverge as soon as one action differs, the per-update losses carry the noise
+   of different experience. The carried state's own effect is isolated on a *common rollout*: one more clone
+   with the burn-in transfer collects a rollout R; the transferred critic is then replayed over R from each
+   strategy's post-transfer states (keep, zero, burn_in; reset_episodes acts on other environments and is left
+   out) and its value loss against R's lambda-returns is compared with burn_in's, over all of R and over the
+   steps of the episodes that were running at the exploit (until each ends).
+4. Summarize: per strategy and update, the mean over exploits within a seed, then the mean over seeds with a 95%
+   confidence interval from Student's t with S - 1 degrees of freedom (seeds are the independent replicates;
+   exploits within one run are not). Write ``spike_study.json``, ``spike_study.md`` (tables) and
+   ``spike_study.png`` (relative value loss against updates after the exploit, one line per strategy).
+
+Configuration: a run config (the four usual sections) plus an optional ``spike_study`` section
+(:class:`StudySettings`); dotted overrides reach both (``spike_study.seeds=2``, ``pbt.population_size=4``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence, Union
+
+import gymnasium as gym
+import numpy as np
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from rpbt.agent.networks import LSTMState
+from rpbt.agent.ppo import MemberState, RecurrentPPO
+from rpbt.agent.rollout import Rollout, compute_gae
+from rpbt.config import DEFAULT_CONFIG_PATH, Config, ConfigError, apply_overrides, config_from_dict, member_hparams
+from rpbt.pbt.backends.local import LocalBackend
+from rpbt.pbt.runner import PopulationRunner
+from rpbt.pbt.scheduler import PBTScheduler
+from rpbt.pbt.transfer import HIDDEN_STATE_STRATEGIES, EpisodeHistory, attach_history, exploit
+
+STUDY_SECTION = "spike_study"
+CONTROL = "control"
+JSON_NAME, TABLE_NAME, PLOT_NAME = "spike_study.json", "spike_study.md", "spike_study.png"
+
+
+class StudySettings(BaseModel):
+    """The ``spike_study`` section of a config file.
+
+    seeds (S): independent population runs (run seeds ``run.seed .. run.seed + S - 1``); updates_after (K): PPO
+    updates each clone continues for; max_exploits_per_seed: stop a run after this many studied exploits (None:
+    every exploit until ``run.total_env_steps``); strategies: which hidden-state strategies to clone;
+    control: also continue a clone of the donor without a transfer; out_dir: where results are written.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    seeds: int = Field(5, ge=1)
+    updates_after: int = Field(5, ge=1)
+    max_exploits_per_seed: Optional[int] = Field(None, ge=1)
+    strategies: list[Literal["keep", "zero", "reset_episodes", "burn_in"]] = Field(
+        default_factory=lambda: list(HIDDEN_STATE_STRATEGIES))
+    control: bool = True
+    out_dir: str = "runs/spike_study"
+
+    @field_validator("strategies")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"spike_study.strategies must be a non-empty list without repeats, got {v}")
+        return v
+
+
+def load_study_config(path: Optional[Union[str, Path]] = None,
+                      overrides: Sequence[str] = ()) -> tuple[Config, StudySettings]:
+    """Read a run config with an optional ``spike_study`` section and apply dotted overrides to both.
+
+    ``path`` None means the shipped default run config (with default study settings). Raises
+    :class:`~rpbt.config.ConfigError` naming the file and the dotted key when anything is invalid.
+    """
+    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with sections env, agent, pbt, run; got {type(data).__name__}")
+    apply_overrides(data, list(overrides))
+    study = data.pop(STUDY_SECTION, None) or {}
+    if not isinstance(study, dict):
+        raise ConfigError(f"{path}: {STUDY_SECTION}: expected a mapping, got {type(study).__name__}")
+    try:
+        settings = StudySettings.model_validate(study)
+    except ValidationError as err:
+        lines = [f"invalid configuration in {path}:"]
+        for e in err.errors():
+            loc = ".".join([STUDY_SECTION] + [str(p) for p in e["loc"]])
+            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            lines.append(f"  {loc}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+    return config_from_dict(data, source=str(path)), settings
+
+
+# --------------------------------------------------------------------------------------------------- clones
+
+
+def clone_member(learner: RecurrentPPO, member: int) -> RecurrentPPO:
+    """A separate single-member learner that continues exactly where ``member`` of ``learner`` stands.
+
+    Copies the member state (weights, optimizer, normalizers, hyperparameters, counters, RNG), the carried LSTM
+    states (each (1, L, N, H)), the pending observation and episode-start flags, the running episode returns and
+    lengths, the episode history (when attached) and deep copies of the member's N environments (Gymnasium
+    environments, POPGym's included, deep-copy with their RNG: a copy steps exactly like the original). The
+    original learner is not modified. Raises ``ValueError`` when ``learner`` has no environments.
+    """
+    if learner.envs is None:
+        raise ValueError("clone_member needs a learner with environments")
+    n = learner.num_envs
+    clone = RecurrentPPO(learner.cfg, [learner.member_ids[member]], make_envs=False)
+    clone.restore(0, learner.snapshot(member))
+    subs = [copy.deepcopy(e) for e in learner.envs.envs[member * n:(member + 1) * n]]
+    clone.envs = gym.vector.SyncVectorEnv([(lambda e=e: e) for e in subs],
+                                          autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    clone.next_obs = learner.next_obs[member:member + 1].clone()
+    clone.next_episode_start = learner.next_episode_start[member:member + 1].clone()
+    clone.hidden_states = {k: (h[member:member + 1].clone(), c[member:member + 1].clone())
+                           for k, (h, c) in learner.hidden_states.items()}
+    clone.running_return = learner.running_return[member:member + 1].clone()
+    clone.running_length = learner.running_length[member:member + 1].clone()
+    hist = learner.episode_obs_history
+    if isinstance(hist, EpisodeHistory):
+        mine = attach_history(clone, hist.max_steps)
+        mine.obs[0] = hist.obs[member]
+        mine.length[0] = hist.length[member]
+    return clone
+
+
+class RunningEpisodes:
+    """Step hook on a single-member learner that follows the episodes running at the exploit until each ends.
+
+    ``returns`` maps environment index to the finished episode's return (the learner's running return, so the
+    part collected before the exploit is included). Episodes are recorded by the learner in environment order
+    within a step, so the k newly recorded episodes belong to the k environments whose episode just ended.
+    """
+
+    def __init__(self, learner: RecurrentPPO):
+        self.pending = set((~learner.next_episode_start[0]).nonzero().flatten().tolist())
+        self.returns: dict[int, float] = {}
+        self.seen = int(learner.episodes[0])
+
+    def __call__(self, learner: RecurrentPPO, raw_obs: torch.Tensor, episode_start: torch.Tensor) -> None:
+        self.harvest(learner, episode_start[0])
+
+    def harvest(self, learner: RecurrentPPO, ended: torch.Tensor) -> None:
+        new = int(learner.episodes[0]) - self.seen
+        if new <= 0:
+            return
+        envs = ended.nonzero().flatten().tolist()
+        if len(envs) != new or new > learner.episode_capacity:
+            raise RuntimeError(f"episode bookkeeping out of step: {new} new episodes, {len(envs)} ended envs")
+        for env, ret in zip(envs, learner.recent_returns(0, new).tolist()):
+            if env in self.pending:
+                self.returns[env] = float(ret)
+                self.pending.discard(env)
+        self.seen += new
+
+
+def continue_clone(clone: RecurrentPPO, updates: int, tracker: Optional[RunningEpisodes]) -> dict[str, list[float]]:
+    """Run ``updates`` PPO updates on a single-member clone; returns per-update value loss and value MSE."""
+    if tracker is not None:
+        clone.step_hooks.append(tracker)
+    out: dict[str, list[float]] = {"value_loss": [], "value_mse": []}
+    for _ in range(updates):
+        metrics = clone.train_update()
+        if tracker is not None:
+            tracker.harvest(clone, clone.next_episode_start[0])
+        out["value_loss"].append(float(metrics["train/value_loss"][0]))
+        out["value_mse"].append(float(metrics.get("train/value_mse", metrics["train/value_loss"])[0]))
+    return out
+
+
+@torch.no_grad()
+def common_rollout_value_losses(learner: RecurrentPPO, rollout: Rollout, states: dict[str, dict[str, LSTMState]],
+                                running: torch.Tensor) -> dict[str, dict[str, Optional[float]]]:
+    """Value loss of a single-member learner's critic(s) over ``rollout`` replayed from each set of initial states.
+
+    Targets are the rollout's lambda-returns (GAE with the learner's gamma and lambda over the rollout's own
+    values), in the learner's normalized units; the loss is the critic's training loss (summed over twin
+    critics, ``agent.clip_range_vf`` around the rollout's values), as in :meth:`RecurrentPPO.learn`.
+    states: {arm: {name: (h, c) each (1, L, N, H)}}; running: (N,) bool, environments whose episode was running
+    when ``rollout`` began. Returns {arm: {"all": mean loss over the rollout, "running": mean over the steps of
+    the running episodes until each ends (None if none), "running_steps": their count}}.
+    """
+    P, T, N = rollout.rewards.shape
+    a = learner.cfg.agent
+    values = rollout.values.min(0).values
+    _, returns = compute_gae(rollout.rewards, values, rollout.dones, rollout.terminated, rollout.truncation_values,
+                             rollout.last_values, learner.hparam("gamma").float(), learner.hparam("gae_lambda").float())
+    scale = learner.return_normalizer.scale.float().view(P, 1, 1)
+    target, old = returns / scale, rollout.values / scale.unsqueeze(0)
+    mask = torch.zeros(T, N, dtype=torch.bool)
+    for n in running.nonzero().flatten().tolist():
+        later = rollout.episode_starts[0, 1:, n].nonzero().flatten()
+        mask[: (int(later[0]) + 1 if len(later) else T), n] = True
+    idx = torch.arange(N).view(1, N).expand(P, N)
+    out: dict[str, dict[str, Optional[float]]] = {}
+    for arm, init in states.items():
+        _, raws = learner.replay(dataclasses.replace(rollout, initial_states=init), idx)
+        loss = sum(c.head.loss(raw, target, old[k], a.clip_range_vf) for k, (c, raw) in
+                   enumerate(zip(learner.critics, raws)))[0]  # (T, N)
+        out[arm] = {"all": float(loss.mean()), "running": float(loss[mask].mean()) if mask.any() else None,
+                    "running_steps": int(mask.sum())}
+    return out
+
+
+@dataclass
+class ExploitRecord:
+    """One studied exploit: per arm (strategy or control) the K value losses, measurements and returns."""
+
+    seed: int
+    round: int
+    recipient: int
+    donor: int
+    donor_value_loss: float
+    donor_value_mse: float
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    common_rollout: dict[str, dict[str, Optional[float]]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "round": self.round, "recipient": self.recipient, "donor": self.donor,
+                "donor_value_loss": self.donor_value_loss, "donor_value_mse": self.donor_value_mse,
+                "arms": self.arms, "common_rollout": self.common_rollout}
+
+
+def study_exploit(learner: RecurrentPPO, recipient: int, donor: int, donor_state: MemberState,
+                  new_hparams: dict[str, float], donor_row: dict[str, float], settings: StudySettings,
+                  optimizer_state: str, seed: int, round_: int) -> ExploitRecord:
+    """Clone ``recipient`` once per strategy (and the donor for the control), transfer, continue K updates."""
+    donor_vl = float(donor_row["train/value_loss"])
+    donor_mse = float(donor_row.get("train/value_mse", donor_vl))
+    rec = ExploitRecord(seed, round_, recipient, donor, donor_vl, donor_mse)
+    arms: list[str] = list(settings.strategies) + ([CONTROL] if settings.control else [])
+    post_states: dict[str, dict[str, LSTMState]] = {}
+    for arm in arms:
+        if arm == CONTROL:
+            clone = clone_member(learner, donor)
+            measurements: dict[str, float] = {}
+            cut: list[float] = []
+        else:
+            clone = clone_member(learner, recipient)
+            running = (~clone.next_episode_start[0]).nonzero().flatten().tolist()
+            cut = [float(clone.running_return[0, n]) for n in running] if arm == "reset_episodes" else []
+            measurements = exploit(clone, 0, donor_state, new_hparams, strategy=arm, optimizer_state=optimizer_state)
+            post_states[arm] = {k: (h.clone(), c.clone()) for k, (h, c) in clone.hidden_states.items()}
+        tracker = None if arm == "reset_episodes" else RunningEpisodes(clone)
+        losses = continue_clone(clone, settings.updates_after, tracker)
+        returns = cut if tracker is None else list(tracker.returns.values())
+        rec.arms[arm] = {
+            "value_loss": losses["value_loss"],
+            "value_mse": losses["value_mse"],
+            "relative_value_loss": [v / donor_vl for v in losses["value_loss"]],
+            "relative_value_mse": [v / donor_mse for v in losses["value_mse"]],
+            "measurements": {k: _finite(v) for k, v in measurements.items()},
+            "running_episode_returns": returns,
+            "running_episodes_cut": arm == "reset_episodes",
+            "unfinished": 0 if tracker is None else len(tracker.pending),
+        }
+        clone.close()
+    if "burn_in" in rec.arms:
+        base = rec.arms["burn_in"]["value_loss"]
+        for arm in rec.arms.values():
+            arm["paired_vs_burn_in"] = [(v - b) / donor_vl for v, b in zip(arm["value_loss"], base)]
+        probe = clone_member(learner, recipient)
+        exploit(probe, 0, donor_state, new_hparams, strategy="burn_in", optimizer_state=optimizer_state)
+        running = ~probe.next_episode_start[0]
+        rollout = probe.collect()
+        rec.common_rollout = common_rollout_value_losses(
+            probe, rollout, {a: s for a, s in post_states.items() if a in ("keep", "zero", "burn_in")}, running)
+        probe.close()
+    return rec
+
+
+class StudyBackend(LocalBackend):
+    """The local backend, plus: remember each member's last update metrics and study exploits before doing them."""
+
+    def __init__(self, cfg: Config, hparams: Sequence[dict], settings: StudySettings, seed_index: int):
+        super().__init__(cfg, hparams)
+        self.settings = settings
+        self.seed_index = seed_index
+        self.last_rows: dict[int, dict[str, float]] = {}
+        self.records: list[ExploitRecord] = []
+        self.round = 0
+
+    def train(self, n_updates: int) -> dict[int, list[dict[str, float]]]:
+        rows = super().train(n_updates)
+        self.round += 1
+        self.last_rows = {m: dict(r[-1]) for m, r in rows.items() if r}
+        return rows
+
+    def wants_more(self) -> bool:
+        cap = self.settings.max_exploits_per_seed
+        return cap is None or len(self.records) < cap
+
+    def exploit(self, recipient: int, donor_state: MemberState, new_hparams: dict[str, float]) -> dict[str, float]:
+        if self.wants_more():
+            donor = int(donor_state.meta["member_id"])
+            local = self.shard.local
+            self.records.append(study_exploit(
+                self.shard.learner, local[recipient], local[donor], donor_state, new_hparams, self.last_rows[donor],
+                self.settings, self.cfg.pbt.optimizer_state, self.seed_index, self.round))
+        return super().exploit(recipient, donor_state, new_hparams)
+
+
+def run_seed(cfg: Config, settings: StudySettings, seed_index: int, run_dir: Path,
+             log: Any = print) -> list[ExploitRecord]:
+    """One population run (run seed ``cfg.run.seed + seed_index``) with every exploit studied."""
+    cfg = cfg.model_copy(deep=True)
+    cfg.run.seed = cfg.run.seed + seed_index
+    cfg.run.dir = str(run_dir)
+    cfg.run.progress = False
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    hparams = PBTScheduler.from_config(cfg.pbt, seed=cfg.run.seed).initial_hparams(member_hparams(cfg))
+    backend = StudyBackend(cfg, hparams, settings, seed_index)
+    runner = PopulationRunner(cfg, run_dir, backend=backend)
+    try:
+        runner.start()
+        while runner.round < runner.total_rounds and backend.wants_more():
+            runner.play_round()
+            log(f"  seed {seed_index}: round {runner.round}/{runner.total_rounds}, "
+                f"{len(backend.records)} exploits studied")
+    finally:
+        runner.close()
+    return backend.records
+
+
+# --------------------------------------------------------------------------------------------------- statistics
+
+
+def _t_pdf(x: float, df: float) -> float:
+    logc = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    return math.exp(logc - (df + 1) / 2 * math.log1p(x * x / df))
+
+
+def t_quantile(p: float, df: float) -> float:
+    """Quantile of Student's t distribution with ``df`` degrees of freedom (0.5 < p < 1).
+
+    CDF by composite Simpson integration of the density from 0 (2,000 panels), inverted by bisection; accurate to
+    about 1e-6 for the 95% two-sided quantiles used here. Raises ``ValueError`` for p outside (0.5, 1) or df <= 0.
+    """
+    if not 0.5 < p < 1.0 or df <= 0:
+        raise ValueError(f"t_quantile needs 0.5 < p < 1 and df > 0, got p={p}, df={df}")
+
+    def cdf(x: float) -> float:
+        n = 2000
+        h = x / n
+        s = _t_pdf(0.0, df) + _t_pdf(x, df)
+        s += 4 * sum(_t_pdf((2 * i - 1) * h, df) for i in range(1, n // 2 + 1))
+        s += 2 * sum(_t_pdf(2 * i * h, df) for i in range(1, n // 2))
+        return 0.5 + s * h / 3
+
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < p:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
+    """Mean and two-sided t confidence interval of independent replicates (NaNs dropped).
+
+    Returns {"mean", "low", "high", "n"}; the bounds are None with fewer than 2 values, everything None with none.
+    """
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not xs:
+        return {"mean": None, "low": None, "high": None, "n": 0}
+    m = float(np.mean(xs))
+    if len(xs) < 2:
+        return {"mean": m, "low": None, "high": None, "n": len(xs)}
+    half = t_quantile(0.5 + level / 2, len(xs) - 1) * float(np.std(xs, ddof=1)) / math.sqrt(len(xs))
+    return {"mean": m, "low": m - half, "high": m + half, "n": len(xs)}
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    """a / b - 1, or None when either is missing or b is 0."""
+    return None if a is None or b is None or b == 0 else a / b - 1.0
+
+
+def _per_seed(records: Sequence[ExploitRecord], fn) -> list[float]:
+    """fn(record) -> float or None, averaged over each seed's exploits: one value per seed."""
+    by_seed: dict[int, list[float]] = {}
+    for r in records:
+        v = fn(r)
+        if v is not None and math.isfinite(v):
+            by_seed.setdefault(r.seed, []).append(v)
+    return [float(np.mean(v)) for _, v in sorted(by_seed.items())]
+
+
+def summarize(records: Sequence[ExploitRecord], settings: StudySettings) -> dict[str, Any]:
+    """Per arm: per-update relative value loss (and MSE, and paired vs burn_in), measurements and returns,
+    each as mean and 95% t-interval over seeds (per-seed means over that seed's exploits)."""
+    arms = list(settings.strategies) + ([CONTROL] if settings.control else [])
+    K = settings.updates_after
+    out: dict[str, Any] = {}
+    for arm in arms:
+        have = [r for r in records if arm in r.arms]
+        entry: dict[str, Any] = {}
+        for key in ("relative_value_loss", "relative_value_mse", "paired_vs_burn_in"):
+            if have and key in have[0].arms[arm]:
+                entry[key] = [mean_ci(_per_seed(have, lambda r, k=k: r.arms[arm][key][k])) for k in range(K)]
+        entry["peak_relative_value_loss"] = mean_ci(
+            _per_seed(have, lambda r: max(r.arms[arm]["relative_value_loss"])))
+        entry["mean_relative_value_loss"] = mean_ci(
+            _per_seed(have, lambda r: float(np.mean(r.arms[arm]["relative_value_loss"]))))
+        names = sorted({k for r in have for k in r.arms[arm]["measurements"]})
+        entry["measurements"] = {k: mean_ci(_per_seed(have, lambda r, k=k: r.arms[arm]["measurements"].get(k)))
+                                 for k in names}
+        entry["running_episode_return"] = mean_ci(_per_seed(
+            have, lambda r: float(np.mean(r.arms[arm]["running_episode_returns"]))
+            if r.arms[arm]["running_episode_returns"] else None))
+        entry["unfinished_episodes"] = int(sum(r.arms[arm]["unfinished"] for r in have))
+        common = [r for r in have if arm in r.common_rollout and "burn_in" in r.common_rollout]
+        if common and arm != "burn_in":
+            entry["common_rollout_vs_burn_in"] = {
+                part: mean_ci(_per_seed(common, lambda r, p=part: _ratio(r.common_rollout[arm][p],
+                                                                          r.common_rollout["burn_in"][p])))
+                for part in ("all", "running")}
+        out[arm] = entry
+    return {"arms": out, "exploits": len(records), "seeds": len({r.seed for r in records}),
+            "exploits_per_seed": {str(s): sum(r.seed == s for r in records) for s in sorted({r.seed for r in records})}}
+
+
+# --------------------------------------------------------------------------------------------------- output
+
+
+def _fmt(ci: dict[str, Any], pct: bool = False, digits: int = 3) -> str:
+    if ci.get("mean") is None:
+        return "n/a"
+    f = (lambda x: f"{100 * x:+.1f}%") if pct else (lambda x: f"{x:.{digits}f}")
+    if ci.get("low") is None:
+        return f(ci["mean"])
+    return f"{f(ci['mean'])} [{f(ci['low'])}, {f(ci['high'])}]"
+
+
+def markdown_tables(summary: dict[str, Any], settings: StudySettings, header: str = "") -> str:
+    """The study's tables in Markdown: relative value loss per update, paired difference, measurements."""
+    arms = summary["arms"]
+    K = settings.updates_after
+    lines = [header] if header else []
+    lines += [f"Exploits studied: {summary['exploits']} over {summary['seeds']} seeds. Means over seeds (each seed: "
+              "mean over its exploits) with 95% t confidence intervals.", "",
+              "**Value loss after the exploit, relative to the donor's value loss at its last update before it** "
+              "(change in percent; 0% = no change):", "",
+              "| arm | " + " | ".join(f"update {k + 1}" for k in range(K)) + " | peak |",
+              "|---|" + "---|" * (K + 1)]
+    for arm, e in arms.items():
+        cells = [_fmt({k: (v - 1 if isinstance(v, float) else v) for k, v in c.items()}, pct=True)
+                 for c in e["relative_value_loss"]]
+        peak = {k: (v - 1 if isinstance(v, float) else v) for k, v in e["peak_relative_value_loss"].items()}
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {_fmt(peak, pct=True)} |")
+    if any("paired_vs_burn_in" in e for e in arms.values()):
+        lines += ["", "**Paired against burn_in** ((loss - loss of the burn_in clone) / donor's loss; same "
+                  "environments and RNG streams, so this isolates the carried state):", "",
+                  "| arm | " + " | ".join(f"update {k + 1}" for k in range(K)) + " |", "|---|" + "---|" * K]
+        for arm, e in arms.items():
+            if arm in ("burn_in", CONTROL) or "paired_vs_burn_in" not in e:
+                continue
+            lines.append(f"| {arm} | " + " | ".join(_fmt(c, pct=True) for c in e["paired_vs_burn_in"]) + " |")
+    common = {arm: e["common_rollout_vs_burn_in"] for arm, e in arms.items() if "common_rollout_vs_burn_in" in e}
+    if common:
+        lines += ["", "**Value loss on a common rollout, relative to burn_in** (the transferred critic replayed over "
+                  "the same rollout from each strategy's carried states; the state is the only difference):", "",
+                  "| arm | whole rollout | steps of the episodes running at the exploit |", "|---|---|---|"]
+        for arm, e in common.items():
+            lines.append(f"| {arm} | {_fmt(e['all'], pct=True)} | {_fmt(e['running'], pct=True)} |")
+    lines += ["", "**At the exploit** (measurements of `rpbt.pbt.transfer`; returns of the episodes running at the "
+              "exploit, cut at the exploit for reset_episodes):", "",
+              "| arm | hidden_state_drift | policy_kl_at_exploit | value_gap_at_exploit | burn_in_truncated | "
+              "running-episode return |", "|---|---|---|---|---|---|"]
+    for arm, e in arms.items():
+        m = e["measurements"]
+        cell = lambda k: _fmt(m[k], digits=4) if k in m else "n/a"  # noqa: E731
+        lines.append(f"| {arm} | {cell('pbt/hidden_state_drift')} | {cell('pbt/policy_kl_at_exploit')} | "
+                     f"{cell('pbt/value_gap_at_exploit')} | {cell('pbt/burn_in_truncated')} | "
+                     f"{_fmt(e['running_episode_return'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_relative_value_loss(summary: dict[str, Any], settings: StudySettings, path: Path) -> None:
+    """PNG: relative value loss (1 = donor's last) against updates after the exploit, one line per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    K = settings.updates_after
+    xs = list(range(0, K + 1))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for arm, e in summary["arms"].items():
+        cis = e["relative_value_loss"]
+        mean = [1.0] + [c["mean"] if c["mean"] is not None else np.nan for c in cis]
+        low = [1.0] + [c["low"] if c["low"] is not None else np.nan for c in cis]
+        high = [1.0] + [c["high"] if c["high"] is not None else np.nan for c in cis]
+        style = {"linestyle": "--", "color": "gray"} if arm == CONTROL else {}
+        line, = ax.plot(xs, mean, marker="o", label=arm if arm != CONTROL else "control (donor, no exploit)",
+                        **style)
+        ax.fill_between(xs, low, high, alpha=0.15, color=line.get_color())
+    ax.axhline(1.0, color="black", linewidth=0.7)
+    ax.set_xlabel("updates after the exploit (0 = donor's last update before it)")
+    ax.set_ylabel("value loss / donor's value loss")
+    ax.set_title(f"Value loss after an exploit ({summary['exploits']} exploits, {summary['seeds']} seeds, 95% CI)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_study(cfg: Config, settings: StudySettings, out_dir: Optional[Path] = None, log: Any = print,
+              command: str = "") -> dict[str, Any]:
+    """Run the whole study; write ``spike_study.json``, ``spike_study.md`` and ``spike_study.png`` into out_dir.
+
+    Returns the JSON document (settings, resolved config, every exploit record, the summary, wall time).
+    """
+    out = Path(out_dir if out_dir is not None else settings.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.run.torch_threads:
+        torch.set_num_threads(cfg.run.torch_threads)
+    t0 = time.time()
+    records: list[ExploitRecord] = []
+    for s in range(settings.seeds):
+        log(f"rpbt spike-study: seed {s + 1}/{settings.seeds} (run.seed={cfg.run.seed + s})")
+        records.extend(run_seed(cfg, settings, s, out / "runs" / f"seed_{s}", log=log))
+    summary = summarize(records, settings)
+    wall = time.time() - t0
+    doc = {"settings": settings.model_dump(mode="json"), "config": cfg.to_dict(), "command": command,
+           "wall_time_s": round(wall, 1), "torch_threads": torch.get_num_threads(), "summary": summary,
+           "records": [r.to_dict() for r in records]}
+    (out / JSON_NAME).write_text(json.dumps(doc, indent=1, allow_nan=False, default=_json_safe))
+    header = f"# Hidden-state spike study\n\n`{command}` ({wall / 60:.1f} min).\n" if command else ""
+    (out / TABLE_NAME).write_text(markdown_tables(summary, settings, header))
+    plot_relative_value_loss(summary, settings, out / PLOT_NAME)
+    return doc
+
+
+def _finite(x: float) -> Optional[float]:
+    """A float for JSON: None for NaN or infinity (e.g. drift against an all-zero reference)."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    raise TypeError(f"not JSON serializable: {type(x).__name__}")
+
+
+__all__ = ["StudySettings", "load_study_config", "clone_member", "RunningEpisodes", "study_exploit",
+           "run_study", "summarize", "mean_ci", "t_quantile", "markdown_tables", "ExploitRecord"]

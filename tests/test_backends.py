@@ -1,0 +1,338 @@
+"""Backends: local, process and Ray give the same decisions; a dead worker is restarted from the committed
+checkpoints; SIGKILL of a whole run followed by ``rpbt resume``; truncated checkpoints are refused."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rpbt.agent.ppo import CheckpointError, MemberState
+from rpbt.cli import main
+from rpbt.pbt.backends import process as process_mod
+from rpbt.pbt.backends.process import BackendError, split_shards, threads_per_worker
+from rpbt.pbt.runner import PopulationRunner
+from tests.conftest import TINY, tiny_config
+
+# Seed 2 with P=4 in two shards [0, 1] | [2, 3] exploits both inside a shard (index copy) and across shards
+# (bytes), and every member has finished episodes (no None scores) from round 1 on. One update per round, 6 rounds.
+# torch_threads=1 everywhere: intra-op thread counts change float rounding, shard sizes do not.
+DECIDE = ["run.torch_threads=1", "pbt.perturbation_interval=1", "pbt.burn_in=1", "run.total_env_steps=192",
+          "run.seed=2", "pbt.quantile_fraction=0.25"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _events(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _decisions(events: list[dict]) -> list[tuple]:
+    return [(e["round"], e["recipient"], e["donor"], e["old_hparams"], e["new_hparams"], e["resampled"])
+            for e in events if e["type"] == "exploit"]
+
+
+def _scores(events: list[dict]) -> list[list]:
+    return [e["scores"] for e in events if e["type"] == "round"]
+
+
+def _run(tmp: Path, *overrides: str) -> tuple[PopulationRunner, list[dict]]:
+    cfg = tiny_config(f"run.dir={tmp}", *DECIDE, *overrides)
+    runner = PopulationRunner(cfg, tmp)
+    runner.start()
+    runner.run(progress=False)
+    return runner, _events(tmp)
+
+
+def _assert_same_run(reference: list[dict], other: list[dict]) -> None:
+    assert _decisions(other) == _decisions(reference)
+    ref_scores, scores = _scores(reference), _scores(other)
+    assert len(scores) == len(ref_scores)
+    for a, b in zip(ref_scores, scores):
+        assert b == pytest.approx(a, rel=1e-6, abs=1e-9)
+    ref_m = [e["measurements"] for e in reference if e["type"] == "exploit"]
+    m = [e["measurements"] for e in other if e["type"] == "exploit"]
+    for a, b in zip(ref_m, m):
+        assert b == pytest.approx(a, rel=1e-5, abs=1e-7)
+
+
+def _metrics(run_dir: Path, member: int) -> list[dict]:
+    with (run_dir / "members" / str(member) / "metrics.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _kill_on(backend, shards, commands: tuple[str, ...]) -> list[tuple[int, int]]:
+    """SIGKILL the worker of the first of ``shards`` that is sent one of ``commands``, right after sending it.
+
+    Returns [(shard, pid)] once it has happened. Restarted workers get new handles, which are not patched.
+    """
+    killed: list[tuple[int, int]] = []
+    for shard in ([shards] if isinstance(shards, int) else shards):
+        handle = backend._handles[shard]
+
+        def send(cmd, args, handle=handle, original=handle.send, shard=shard):
+            original(cmd, args)
+            if cmd in commands and not killed:
+                killed.append((shard, handle.pid))
+                os.kill(handle.pid, signal.SIGKILL)
+
+        handle.send = send
+    return killed
+
+
+@pytest.fixture(scope="module")
+def local_reference(tmp_path_factory) -> list[dict]:
+    _, events = _run(tmp_path_factory.mktemp("local") / "run")
+    decisions = _decisions(events)
+    same = [d for d in decisions if d[1] // 2 == d[2] // 2]
+    assert same and len(same) < len(decisions), "the config must exploit inside and across the two shards"
+    assert all(s is not None for scores in _scores(events) for s in scores)
+    return events
+
+
+# ------------------------------------------------------------------------------------------------- layout
+
+
+def test_shards_are_contiguous_and_threads_do_not_oversubscribe():
+    assert split_shards(8, 2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert split_shards(5, 2) == [[0, 1, 2], [3, 4]]
+    assert split_shards(3, 3) == [[0], [1], [2]]
+    assert split_shards(4, 1) == [[0, 1, 2, 3]]
+    for bad in (0, 5):
+        with pytest.raises(ValueError, match="backend.num_workers"):
+            split_shards(4, bad)
+    assert threads_per_worker(2, 2) == 1
+    assert threads_per_worker(1, 2) == 2
+    assert threads_per_worker(3, 2) == 1  # more workers than CPUs: one thread each, never zero
+    assert threads_per_worker(2, 16, requested=4) == 4
+    assert threads_per_worker(2, 16, requested=32) == 8
+    with pytest.raises(BackendError, match="backend.num_workers"):
+        process_mod.num_process_workers(tiny_config("backend.num_workers=5"))
+    assert process_mod.num_process_workers(tiny_config(), cpus=16) == 4  # capped at the population
+
+
+# ------------------------------------------------------------------------------------------------- same results
+
+
+def test_process_backend_gives_the_local_decisions_and_scores(tmp_path, local_reference):
+    runner, events = _run(tmp_path / "run", "backend.kind=process", "backend.num_workers=2")
+    _assert_same_run(local_reference, events)
+    assert not [e for e in events if e["type"] == "failure"]
+    # the committed checkpoints hold the same member states as the local run would have written
+    state = json.loads((tmp_path / "run" / "checkpoints" / "runner.json").read_text())
+    assert state["round"] == runner.total_rounds
+
+
+def test_ray_backend_gives_the_local_decisions_and_survives_a_killed_actor(tmp_path, local_reference):
+    ray = pytest.importorskip("ray", reason="the optional 'ray' package is not installed (pip install 'rpbt[ray]')")
+    assert not ray.is_initialized()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # a local instance with 2 CPUs
+    try:
+        runner, events = _run(tmp_path / "ray", "backend.kind=ray", "backend.num_workers=2",
+                              "backend.num_cpus_per_shard=1")
+        _assert_same_run(local_reference, events)
+        assert ray.is_initialized(), "a Ray instance the user started is left running"
+
+        # an actor killed mid-round is recreated from the committed checkpoint and the round replayed
+        cfg = tiny_config(f"run.dir={tmp_path / 'ray_kill'}", *DECIDE, "backend.kind=ray", "backend.num_workers=2")
+        runner = PopulationRunner(cfg, tmp_path / "ray_kill")
+        runner.start()
+        runner.play_round()
+        backend = runner.backend
+        handle = backend._handles[1]
+        original = handle.send
+
+        def send(cmd, args):
+            original(cmd, args)
+            if cmd == "train":
+                ray.kill(handle.actor, no_restart=True)
+
+        handle.send = send
+        runner.run(progress=False)
+        events = _events(tmp_path / "ray_kill")
+        failures = [e for e in events if e["type"] == "failure"]
+        assert [(f["round"], f["shard"], f["members"], f["action"]) for f in failures] == [(2, 1, [2, 3], "restart")]
+        assert [e["round"] for e in events if e["type"] == "round"] == list(range(1, runner.total_rounds + 1))
+        for m in range(4):
+            assert [int(r["update"]) for r in _metrics(tmp_path / "ray_kill", m)] == list(
+                range(1, runner.total_updates + 1))
+    finally:
+        ray.shutdown()
+
+
+# ------------------------------------------------------------------------------------------------- failures
+
+
+def test_killed_worker_restarts_from_committed_checkpoint_and_the_run_completes(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    cfg = tiny_config(f"run.dir={run}", *DECIDE, "backend.kind=process", "backend.num_workers=2")
+    runner = PopulationRunner(cfg, run)
+    runner.start()
+    backend = runner.backend
+    loaded: list[str] = []
+    real_from_bytes = MemberState.from_bytes.__func__
+
+    def spy(cls, data, source="<bytes>"):
+        loaded.append(source)
+        return real_from_bytes(cls, data, source)
+
+    monkeypatch.setattr(process_mod.MemberState, "from_bytes", classmethod(spy))
+    try:
+        runner.play_round()
+        # round 2: shard 1's worker dies while training
+        killed = _kill_on(backend, 1, ("train",))
+        runner.play_round()
+        assert killed and backend.worker_pid(1) != killed[0][1]
+        assert sorted(Path(s).name for s in loaded if "round_000001" in s) == ["member_2.pt", "member_3.pt"]
+        # round 3: the recipient's worker dies while receiving the exploit: its shard is replayed from the
+        # round-2 checkpoint (still on disk while the exploit is pending), then the exploit is done again
+        killed = _kill_on(backend, [0, 1], ("exploit", "exploit_local"))
+        exploits = runner.play_round()
+        assert len(exploits) == 1 and killed and killed[0][0] == exploits[0]["recipient"] // 2
+        shard3 = killed[0][0]
+        assert sorted(Path(s).name for s in loaded if "round_000002" in s) == [
+            f"member_{m}.pt" for m in backend.shards[shard3]]
+        runner.run(progress=False)
+    finally:
+        runner.close()
+    expected = [0, 1]
+    expected[shard3] += 1
+    assert backend.failures == expected
+    events = _events(run)
+    failures = [e for e in events if e["type"] == "failure"]
+    assert [(f["round"], f["shard"], f["members"], f["action"]) for f in failures] == [
+        (2, 1, [2, 3], "restart"), (3, shard3, backend.shards[shard3], "restart")]
+    assert all("SIGKILL" in f["cause"] for f in failures)
+    assert [e["round"] for e in events if e["type"] == "round"] == list(range(1, runner.total_rounds + 1))
+    assert events[-1]["type"] == "end"
+    # every member continued from its checkpoint: its update counter never restarts and no update is lost
+    folder = run / "checkpoints" / json.loads((run / "checkpoints" / "runner.json").read_text())["checkpoint_dir"]
+    for m in range(4):
+        assert [int(r["update"]) for r in _metrics(run, m)] == list(range(1, runner.total_updates + 1))
+        assert int(MemberState.load(folder / f"member_{m}.pt").tensors["updates"]) == runner.total_updates
+
+
+def test_more_failures_than_allowed_stop_with_an_error_naming_the_shard(tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny_config(f"run.dir={run}", *DECIDE, "backend.kind=process", "backend.num_workers=2",
+                      "backend.max_failures=0")
+    runner = PopulationRunner(cfg, run)
+    runner.start()
+    try:
+        runner.play_round()
+        _kill_on(runner.backend, 1, ("train",))
+        with pytest.raises(BackendError) as info:
+            runner.play_round()
+    finally:
+        runner.close()
+    msg = str(info.value)
+    assert "shard 1" in msg and "[2, 3]" in msg and "max_failures=0" in msg and "SIGKILL" in msg
+    failure = [e for e in _events(run) if e["type"] == "failure"]
+    assert [(f["round"], f["shard"], f["action"]) for f in failure] == [(2, 1, "stop")]
+
+
+def test_truncated_checkpoint_is_refused_on_restart_and_on_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    cfg = tiny_config(f"run.dir={run}", *DECIDE, "backend.kind=process", "backend.num_workers=2")
+    runner = PopulationRunner(cfg, run)
+    runner.start()
+    try:
+        runner.play_round()
+        path = run / "checkpoints" / "round_000001" / "member_3.pt"
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])  # a half-written file (what rpbt's atomic writes never leave)
+        _kill_on(runner.backend, 1, ("train",))
+        with pytest.raises(CheckpointError, match="member_3.pt"):
+            runner.play_round()
+    finally:
+        runner.close()
+    with pytest.raises(CheckpointError, match=r"round_000001/member_3\.pt: cannot read member state"):
+        MemberState.load(path)
+    capsys.readouterr()
+    assert main(["resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "cannot read member state" in err
+
+
+# ------------------------------------------------------------------------------------------------- SIGKILL + resume
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the worker processes")
+def test_sigkill_of_the_whole_run_then_resume_loses_no_round(tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY, *DECIDE, "run.total_env_steps=320", "backend.kind=process", "backend.num_workers=2",
+            f"run.dir={run}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "rpbt.cli", "train", *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    runner_json = run / "checkpoints" / "runner.json"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:  # kill during round 3 (or its commit), at whatever moment that is
+            if runner_json.is_file() and json.loads(runner_json.read_text())["round"] >= 2:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.05)
+        else:
+            pytest.fail("the run did not commit round 2 in time")
+        workers = _children(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    # the workers die with the driver (no orphans holding CPUs)
+    deadline = time.time() + 15
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert workers and not any(_alive(w) for w in workers)
+
+    committed = json.loads(runner_json.read_text())["round"]
+    done = subprocess.run([sys.executable, "-m", "rpbt.cli", "resume", str(run)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    events = _events(run)
+    total = 10
+    rounds = [e["round"] for e in events if e["type"] == "round"]
+    assert rounds == list(range(1, total + 1))  # each round exactly once: the interrupted one was replayed
+    types = [e["type"] for e in events]
+    assert types.count("start") == 1 and types.count("resume") == 1 and types[-1] == "end"
+    resume_at = types.index("resume")
+    assert events[resume_at]["round"] == committed
+    assert [e["round"] for e in events[:resume_at] if e["type"] == "round"] == list(range(1, committed + 1))
+    assert all(e["round"] <= committed for e in events[:resume_at])  # the half-played round was dropped
+    state = json.loads(runner_json.read_text())
+    assert state["round"] == total
+    assert sorted(p.name for p in (run / "checkpoints").glob("round_*")) == [state["checkpoint_dir"]]
+    for m in range(4):
+        assert [int(r["update"]) for r in _metrics(run, m)] == list(range(1, total + 1))
+        assert int(MemberState.load(run / "checkpoints" / state["checkpoint_dir"] / f"member_{m}.pt")
+                   .tensors["updates"]) == total
+    assert json.loads((run / "summary.json").read_text())["round"] == total

@@ -1,0 +1,378 @@
+"""Evaluation: trading metrics by hand, deterministic evaluation against an independent loop, the adversarial hook,
+validation scoring in the runner, load_member and ``rpbt evaluate``."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rpbt.agent.ppo import RecurrentPPO
+from rpbt.cli import main
+from rpbt.config import ConfigError
+from rpbt.envs.market_data import walk_forward_split
+from rpbt.envs.trading import episode_starts, make_trading_env
+from rpbt.evaluate import (
+    evaluate_members,
+    evaluate_policy,
+    evaluate_trading_split,
+    load_member,
+    member_policy_head,
+    trading_metrics,
+)
+from rpbt.pbt.backends.local import LocalBackend
+from rpbt.pbt.runner import PopulationRunner, score_source
+from rpbt.run.rundir import RunDirError
+from tests.conftest import TINY, tiny_config
+
+TRADING = ["env.id=trading", "env.trading.episode_length=32", "env.trading.eval_episodes=3",
+           "pbt.population_size=2"]
+
+
+def trading_config(*extra: str):
+    return tiny_config(*TRADING, *extra)
+
+
+def _events(run_dir):
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+
+
+# --------------------------------------------------------------------------------------------------- metrics
+
+
+def test_trading_metrics_on_a_hand_computed_curve():
+    # Equity 1 -> 1.1 -> 0.99 -> 1.089 while holding +1, -1, +1 after starting flat.
+    r = [math.log(1.1), math.log(0.9), math.log(1.1)]
+    turnover = [1.0, 2.0, 2.0]
+    m = trading_metrics(r, turnover, bars_per_year=252.0)
+    mean = (2 * math.log(1.1) + math.log(0.9)) / 3
+    var = (2 * (math.log(1.1) - mean) ** 2 + (math.log(0.9) - mean) ** 2) / 2  # sample variance, ddof 1
+    assert m["total_log_return"] == pytest.approx(math.log(1.089))
+    assert m["final_equity"] == pytest.approx(1.089)
+    assert m["sharpe"] == pytest.approx(math.sqrt(252) * mean / math.sqrt(var))
+    assert m["sharpe"] == pytest.approx(3.8944, abs=1e-3)
+    assert m["max_drawdown"] == pytest.approx(1 - 0.99 / 1.1)  # peak 1.1, trough 0.99: 10%
+    assert m["turnover"] == pytest.approx(5.0)
+    assert m["turnover_per_year"] == pytest.approx(5.0 * 252 / 3)
+    assert m["annualized_log_return"] == pytest.approx(mean * 252)
+    assert m["annualized_volatility"] == pytest.approx(math.sqrt(var * 252))
+    assert m["bars"] == 3 and m["years"] == pytest.approx(3 / 252)
+
+
+def test_trading_metrics_drawdown_counts_a_loss_from_the_start_and_flat_is_zero():
+    m = trading_metrics([math.log(0.8), math.log(1.25), math.log(0.5)], [1, 0, 0], 52.0)
+    assert m["max_drawdown"] == pytest.approx(0.5)  # 1 -> 0.8 -> 1.0 (new peak) -> 0.5
+    flat = trading_metrics([0.0] * 5, [0.0] * 5, 252.0)
+    assert flat["sharpe"] == 0.0 and flat["max_drawdown"] == 0.0 and flat["total_log_return"] == 0.0
+    assert trading_metrics([0.01], [1.0], 252.0)["sharpe"] is None  # one bar: no std
+    with pytest.raises(ValueError, match="same length"):
+        trading_metrics([0.0, 0.1], [0.0], 252.0)
+    with pytest.raises(ValueError, match="bars_per_year"):
+        trading_metrics([0.0], [0.0], 0.0)
+
+
+def _csv(tmp_path, closes):
+    path = tmp_path / "bars.csv"
+    rows = ["Date,Open,High,Low,Close,Volume"]
+    day = np.datetime64("2020-01-01")
+    for k, c in enumerate(closes):
+        rows.append(f"{day + k},{c},{c * 1.01},{c * 0.99},{c},1000")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_whole_split_report_baselines_and_policy_accounting_by_hand(tmp_path):
+    rng = np.random.default_rng(3)
+    closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, 200)))
+    path = _csv(tmp_path, np.round(closes, 4))
+    cfg = tiny_config(f"env.data.path={path}", "env.id=trading", "env.trading.episode_length=16",
+                      "env.trading.cost_bps=10", "env.trading.window=2", "pbt.population_size=1")
+    learner = RecurrentPPO(cfg, [0], make_envs=False)
+    env = make_trading_env(cfg.env, "test")
+    close = env.data.close
+    sl = walk_forward_split(len(close), cfg.env.data.split)["test"]
+    report = evaluate_trading_split(learner, 0, cfg.env, "test")
+    start, end = sl.start + 2, sl.stop - 1
+    assert (report["start_bar"], report["end_bar"]) == (start, end)
+    c = 10 * 1e-4
+    bh = report["buy_and_hold"]
+    assert bh["total_log_return"] == pytest.approx(math.log(1 - c) + math.log(close[end] / close[start]))
+    assert bh["turnover"] == 1.0 and bh["bars"] == end - start
+    assert report["flat"]["total_log_return"] == 0.0 and report["flat"]["turnover"] == 0.0
+    # The policy's equity follows the documented accounting from its own positions.
+    pos = np.asarray(report["curves"]["position"])
+    equity = 1.0
+    for t in range(end - start):
+        b = start + t
+        equity *= (1 - c * abs(pos[t + 1] - pos[t])) * (1 + pos[t + 1] * (close[b + 1] / close[b] - 1))
+    assert report["policy"]["final_equity"] == pytest.approx(equity, rel=1e-9)
+    assert report["curves"]["policy"][-1] == pytest.approx(equity, rel=1e-9)
+    assert report["policy"]["turnover"] == pytest.approx(np.abs(np.diff(pos)).sum())
+    assert report["bars_per_year"] == pytest.approx(365.25)  # daily bars every calendar day: a 7-day market
+
+
+# --------------------------------------------------------------------------------------------------- evaluate_policy
+
+
+def _trained_learner(cfg, updates=2):
+    learner = RecurrentPPO(cfg, list(range(cfg.pbt.population_size)))
+    for _ in range(updates):
+        learner.train_update()
+    return learner
+
+
+def _reference_returns(learner, member, env_cfg, split, starts, transform=None):
+    """An independent loop: one env at a time, the learner's full policy_step (actor and critics)."""
+    out = []
+    P, D = learner.population, learner.obs_dim
+    for s in starts:
+        env = make_trading_env(env_cfg, split)
+        raw, _ = env.reset(options={"start": s})
+        states = {n: learner.trunk(n).lstm.initial_state(1) for n in learner.state_names()}
+        start_flag = torch.ones(P, 1, dtype=torch.bool)
+        total, done = 0.0, False
+        while not done:
+            full = torch.zeros(P, 1, D)
+            full[member, 0] = torch.as_tensor(raw)
+            obs = learner.normalize_obs(full)
+            if transform is not None:
+                obs[member, 0] = transform(obs[member, 0])
+            with torch.no_grad():
+                head, _, states = learner.policy_step(obs, states, start_flag)
+            start_flag = torch.zeros(P, 1, dtype=torch.bool)
+            raw, reward, term, trunc, _ = env.step(int(head[member, 0].argmax()))
+            total += reward
+            done = term or trunc
+        out.append(total)
+    return out
+
+
+def test_evaluate_policy_matches_an_independent_loop_and_leaves_the_learner_untouched():
+    cfg = trading_config()
+    learner = _trained_learner(cfg)
+    before = copy.deepcopy(learner.state_dict())
+    hidden = {k: (h.clone(), c.clone()) for k, (h, c) in learner.hidden_states.items()}
+    rng = [g.get_state() for g in learner.generators]
+    result = evaluate_policy(learner, 1, cfg.env, "validation")
+    probe = make_trading_env(cfg.env, "validation")
+    starts = episode_starts(probe.split_slice, probe.window, probe.episode_length, 3)
+    assert [ep.start for ep in result.episodes] == starts
+    assert result.returns == pytest.approx(_reference_returns(learner, 1, cfg.env, "validation", starts), abs=1e-9)
+    for ep in result.episodes:
+        assert ep.length == 32 and ep.truncated and not ep.terminated
+        assert ep.equity[0] == 1.0 and ep.equity[-1] == pytest.approx(math.exp(ep.total_return))
+        assert list(ep.bars) == list(range(ep.start, ep.start + 33))
+        assert set(np.unique(ep.positions[1:])) <= {-1.0, 0.0, 1.0}
+    # Nothing about training changed: weights, normalizer statistics, hidden states, RNG.
+    for k, v in learner.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    for k, (h, c) in learner.hidden_states.items():
+        assert torch.equal(h, hidden[k][0]) and torch.equal(c, hidden[k][1])
+    assert all(torch.equal(g.get_state(), s) for g, s in zip(learner.generators, rng))
+    # Batched evaluation of both members equals member-by-member evaluation.
+    both = evaluate_members(learner, [0, 1], cfg.env, "validation")
+    assert both[1].returns == result.returns
+    assert both[0].returns == evaluate_policy(learner, 0, cfg.env, "validation").returns
+
+
+def test_obs_perturbation_hook():
+    cfg = trading_config()
+    learner = _trained_learner(cfg, updates=1)
+    seen = []
+
+    def identity(lrn, member, obs, states):
+        seen.append((member, obs.clone(), {k: (h.shape, c.shape) for k, (h, c) in states.items()}))
+        return obs
+
+    plain = evaluate_policy(learner, 1, cfg.env, "validation", episodes=2)
+    hooked = evaluate_policy(learner, 1, cfg.env, "validation", episodes=2, obs_perturbation=identity)
+    assert hooked.returns == plain.returns
+    member, obs0, shapes = seen[0]
+    L, H = cfg.agent.network.lstm_num_layers, cfg.agent.network.lstm_hidden_size
+    assert member == 1 and obs0.shape == (2, learner.obs_dim) and shapes == {"actor": ((L, 2, H), (L, 2, H))}
+    env = make_trading_env(cfg.env, "validation")
+    raw0, _ = env.reset(options={"start": hooked.episodes[0].start})
+    full = torch.zeros(2, 1, learner.obs_dim)
+    full[1, 0] = torch.as_tensor(raw0)
+    assert torch.allclose(obs0[0], learner.normalize_obs(full)[1, 0])  # normalized with the member's statistics
+
+    # Replacing the observation is the same as an independent loop that feeds the replaced observation.
+    const = torch.tensor([3.0, -1.0])
+
+    def attack(lrn, member, obs, states):
+        return const.expand_as(obs).clone()
+
+    attacked = evaluate_policy(learner, 1, cfg.env, "validation", episodes=2, obs_perturbation=attack)
+    starts = [ep.start for ep in attacked.episodes]
+    ref = _reference_returns(learner, 1, cfg.env, "validation", starts, transform=lambda o: const)
+    assert attacked.returns == pytest.approx(ref, abs=1e-9)
+
+    # Gradients flow through member_policy_head inside the hook (what a PGD attack needs).
+    grads = []
+
+    def fgsm(lrn, member, obs, states):
+        x = obs.clone().requires_grad_(True)
+        logits = member_policy_head(lrn, member, x, states["actor"])
+        logits.logsumexp(-1).sum().backward()
+        grads.append(x.grad)
+        return obs + 0.1 * x.grad.sign()
+
+    evaluate_policy(learner, 1, cfg.env, "validation", episodes=2, obs_perturbation=fgsm)
+    assert grads and grads[0].shape == (2, learner.obs_dim)
+
+    def bad(lrn, member, obs, states):
+        return obs[:1]
+
+    with pytest.raises(ValueError, match="obs_perturbation returned shape"):
+        evaluate_policy(learner, 1, cfg.env, "validation", episodes=2, obs_perturbation=bad)
+
+
+def test_member_policy_head_equals_the_batched_forward():
+    cfg = trading_config()
+    learner = _trained_learner(cfg, updates=1)
+    obs = torch.randn(2, 3, learner.obs_dim)
+    h, c = learner.actor.lstm.initial_state(3)
+    h, c = torch.randn_like(h), torch.randn_like(c)
+    with torch.no_grad():
+        feats, _ = learner.actor.step(obs, (h, c), torch.zeros(2, 3, dtype=torch.bool))
+        full = learner.policy_head(feats)
+        one = member_policy_head(learner, 1, obs[1], (h[1], c[1]))
+    assert torch.allclose(one, full[1], atol=1e-6)
+
+
+def test_evaluate_errors():
+    cfg = trading_config()
+    learner = RecurrentPPO(cfg, [0, 1], make_envs=False)
+    with pytest.raises(ValueError, match="distinct local indices"):
+        evaluate_members(learner, [0, 0], cfg.env)
+    with pytest.raises(ValueError, match="distinct local indices"):
+        evaluate_members(learner, [2], cfg.env)
+    with pytest.raises(ValueError, match="outside the validation split"):
+        evaluate_policy(learner, 0, cfg.env, "validation", starts=[0])
+    plain = tiny_config("pbt.population_size=1")
+    with pytest.raises(ValueError, match="trading environment only"):
+        evaluate_policy(RecurrentPPO(plain, [0], make_envs=False), 0, plain.env, starts=[5])
+
+
+# --------------------------------------------------------------------------------------------------- PBT scoring
+
+
+def _no_time(per_member):
+    """Metric rows without the wall-clock key, NaN made comparable."""
+    def clean(v):
+        return "nan" if isinstance(v, float) and math.isnan(v) else v
+
+    return {m: [{k: clean(v) for k, v in row.items() if k != "time/fps"} for row in rows]
+            for m, rows in per_member.items()}
+
+
+def test_validation_scoring_is_deterministic_and_differs_from_training_returns():
+    cfg = trading_config()
+    assert score_source(cfg) == "validation" and score_source(tiny_config()) == "training"
+    hp = [{}, {}]
+    a, b = LocalBackend(cfg, hp), LocalBackend(cfg, hp)
+    try:
+        ma = a.train(2)
+        mb = b.train(2)
+        first = a.evaluate_members([0, 1])
+        assert a.evaluate_members([0, 1]) == first  # same member state, same score
+        assert a.evaluate(1) == first[1]
+        assert b.evaluate_members([0, 1]) == first  # an identical run scores identically
+        assert len(first[0]) == 3
+        # Validation returns are not the training returns the training-source score would use.
+        info = a.member_info()
+        for m in (0, 1):
+            assert info[m]["recent_returns"], "tiny config must finish training episodes"
+            assert np.mean(first[m]) != pytest.approx(np.mean(info[m]["recent_returns"]))
+        # Evaluating does not perturb training: a backend that evaluated trains on identically.
+        assert _no_time(ma) == _no_time(mb)
+        assert _no_time(a.train(2)) == _no_time(b.train(2))
+        # ... and after more training the score moves.
+        assert a.evaluate_members([0, 1]) != first
+    finally:
+        a.close()
+        b.close()
+
+
+def test_runner_scores_trading_members_on_validation_and_load_member(tmp_path):
+    run = tmp_path / "run"
+    cfg = trading_config(f"run.dir={run}")
+    runner = PopulationRunner(cfg, run)
+    runner.start()
+    runner.run(progress=False)
+    events = _events(run)
+    last = max(e["round"] for e in events if e["type"] == "round")
+    scores = next(e for e in events if e["type"] == "round" and e["round"] == last)["scores"]
+    recipients = {e["recipient"] for e in events if e["type"] == "exploit" and e["round"] == last}
+    checked = 0
+    for m in range(2):
+        if m in recipients:
+            continue  # its checkpoint holds the donor's state, not the state that was scored
+        loaded_cfg, learner = load_member(run, m)
+        assert learner.member_ids == [m] and loaded_cfg.env.id == "trading"
+        returns = evaluate_policy(learner, 0, loaded_cfg.env, "validation", seed=loaded_cfg.run.seed).returns
+        assert scores[m] == pytest.approx(float(np.mean(returns)), abs=1e-12)
+        checked += 1
+    assert checked >= 1
+    import csv
+
+    with (run / "members" / "0" / "metrics.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["pbt/score"]]
+    assert rows and all(float(r["eval/validation_return"]) == pytest.approx(float(r["pbt/score"])) for r in rows)
+    with pytest.raises(RunDirError, match="member 5 does not exist"):
+        load_member(run, 5)
+
+
+def test_score_source_config():
+    cfg = trading_config("pbt.score_source=training")
+    assert score_source(cfg) == "training"
+    with pytest.raises(ConfigError, match="score_source"):
+        tiny_config("pbt.score_source=validation")
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+
+def test_rpbt_evaluate_trading_writes_json_and_png(tmp_path, capsys):
+    run = tmp_path / "trade"
+    assert main(["train", *TINY, *TRADING, f"run.dir={run}"]) == 0
+    best = json.loads((run / "summary.json").read_text())["best_member"]
+    assert main(["evaluate", str(run), "--split", "test"]) == 0
+    out = json.loads((run / "evaluation" / f"test_member{best}.json").read_text())
+    assert out["member"] == best and out["split"] == "test"
+    for key in ("policy", "buy_and_hold", "flat"):
+        assert {"total_log_return", "sharpe", "max_drawdown", "turnover"} <= set(out[key])
+    cfg = tiny_config(*TRADING)
+    env = make_trading_env(cfg.env, "test")
+    assert out["end_bar"] == env.split_slice.stop - 1 and out["start_bar"] == env.split_slice.start + 1
+    assert out["bars_per_year"] == pytest.approx(252.0)
+    png = (run / "evaluation" / f"test_member{best}.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "buy and hold" in capsys.readouterr().out
+    # A chosen member and split; the same state gives the same numbers.
+    assert main(["evaluate", str(run), "--member", "1", "--split", "validation"]) == 0
+    again = json.loads((run / "evaluation" / "validation_member1.json").read_text())
+    assert main(["evaluate", str(run), "--member", "1", "--split", "validation"]) == 0
+    assert json.loads((run / "evaluation" / "validation_member1.json").read_text()) == again
+    assert main(["evaluate", str(run), "--episodes", "3"]) == 2
+    assert "--episodes does not apply" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--member", "7"]) == 2
+
+
+def test_rpbt_evaluate_non_trading(tmp_path, capsys):
+    run = tmp_path / "cartpole"
+    assert main(["train", *TINY, "pbt.population_size=2", f"run.dir={run}"]) == 0
+    assert main(["evaluate", str(run), "--member", "0", "--episodes", "3"]) == 0
+    out = json.loads((run / "evaluation" / "test_member0.json").read_text())
+    assert len(out["returns"]) == 3 and len(out["lengths"]) == 3
+    assert out["mean_return"] == pytest.approx(np.mean(out["returns"]))
+    assert out["std_return"] == pytest.approx(np.std(out["returns"]))
+    assert all(n > 0 for n in out["lengths"])
+    assert not (run / "evaluation" / "test_member0.png").exists()
+    assert main(["evaluate", str(run), "--member", "0", "--episodes", "3"]) == 0
+    assert json.loads((run / "evaluation" / "test_member0.json").read_text())["returns"] == out["returns"]
+    assert main(["evaluate", str(tmp_path / "nowhere")]) == 2
