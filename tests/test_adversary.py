@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from rpbt.agent.adversary import (
-    SAPPO,
     SequencePolicy,
     attack_sequences,
     evaluate_robustness,
@@ -92,6 +91,23 @@ def test_same_config_and_seed_give_the_same_sa_ppo_run():
     pa, pb = _params(a), _params(b)
     assert all(torch.equal(pa[n], pb[n]) for n in pa)
     assert torch.equal(ma["sa_ppo/robust_kl"], mb["sa_ppo/robust_kl"])
+
+
+def test_sa_ppo_members_train_the_same_alone_or_batched():
+    cfg = tiny_config("agent.num_steps=32", "agent.num_minibatches=2", "env.num_envs=4", NOISY,
+                      "agent.adversarial.enabled=true", "agent.adversarial.steps=3")
+    hps = [{"adversarial.epsilon": 0.3, "adversarial.ratio": 0.5}, {"adversarial.epsilon": 0.1},
+           {"adversarial.epsilon": 0.0}]
+    batched = RecurrentPPO(cfg, [0, 1, 2], hps)
+    m_batched = batched.train_update()
+    together = _params(batched)
+    for i in range(3):
+        alone = RecurrentPPO(cfg, [i], [hps[i]])
+        m_alone = alone.train_update()
+        for name, p in _params(alone).items():
+            assert (p[0] - together[name][i]).abs().max() < 1e-4, name
+        torch.testing.assert_close(m_alone["sa_ppo/robust_kl"][0], m_batched["sa_ppo/robust_kl"][i],
+                                   rtol=1e-3, atol=1e-9)
 
 
 # --------------------------------------------------------------------------------------------------- the ball
@@ -203,8 +219,8 @@ def test_regularizer_uses_the_rollouts_stored_states():
     from rpbt.agent.adversary import normalized_bounds
 
     low, high = normalized_bounds(learner, learner.adversary.low_raw, learner.adversary.high_raw)
-    res = attack_sequences(SequencePolicy.from_learner(learner, state, starts), obs, learner.adversary.epsilon(learner),
-                           generators=gens, low=low, high=high)
+    res = attack_sequences(SequencePolicy.from_learner(learner, state, starts), obs,
+                           learner.adversary.epsilon(learner), generators=gens, low=low, high=high)
     torch.testing.assert_close(out["sa_ppo/robust_kl"], res.kl.mean((1, 2)), atol=1e-7, rtol=1e-4)
 
 
@@ -261,17 +277,19 @@ def test_ratio_warmup_and_coefficient_gate_the_regularizer_per_member():
     learner.adversary._position = ()
     out = learner.extra_losses(rollout, idx, head)
     assert out["sa_ppo/active"].tolist() == [0.0, 1.0, 1.0]
-    assert float(out["loss"][0]) == 0.0
+    assert out["loss"][0].item() == 0.0
     torch.testing.assert_close(out["loss"][2], 0.5 * out["sa_ppo/robust_kl"][2])
     # member 1's regularizer is the attack KL of its first sequence alone: recompute it on that sequence
     obs, starts, state, _ = _replay_batch(learner, rollout, 1)
     gens = [noise_generators([s], 0x5A, 1, 1)[0] for s in learner.seeds]
-    from rpbt.agent.adversary import normalized_bounds
+    from rpbt.agent.adversary import normalized_bounds, random_in_ball
 
     low, high = normalized_bounds(learner, learner.adversary.low_raw, learner.adversary.high_raw)
     eps = learner.adversary.epsilon(learner) * torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64)
-    res = attack_sequences(SequencePolicy.from_learner(learner, state, starts), obs, eps, generators=gens,
-                           low=low, high=high)
+    # the random start is drawn for the whole minibatch (4 sequences) and cut, whatever the other members' ratios
+    start = random_in_ball((3, obs.shape[1], 4, obs.shape[3]), eps.float().view(3, 1, 1, 1), "linf", gens)
+    res = attack_sequences(SequencePolicy.from_learner(learner, state, starts), obs, eps, low=low, high=high,
+                           init_delta=start[:, :, :1])
     torch.testing.assert_close(out["sa_ppo/robust_kl"][1], res.kl[1].mean(), atol=1e-7, rtol=1e-4)
     assert math.isfinite(float(out["sa_ppo/attack_kl_gain"][1]))
     assert math.isnan(float(out["sa_ppo/attack_kl_gain"][0]))

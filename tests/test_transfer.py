@@ -150,13 +150,13 @@ def test_burn_in_window_and_pending_episode_start_by_hand():
         assert float((h - h_ref).abs().max()) < 1e-5 and float((c - c_ref).abs().max()) < 1e-5
         assert float(h_ref[:, 0].abs().max()) > 1e-3 and float(h_ref[:, 2].abs().max()) > 1e-3
         assert torch.count_nonzero(h[:, 1]) == 0 and torch.count_nonzero(c[:, 1]) == 0
-    # The window holds each env's last min(length, 8) observations in order, right-aligned.
-    raw, first = hist.window(0)
-    assert hist.length[0].tolist() == [12, 5, 1]
-    torch.testing.assert_close(raw[:, 0], obs[4:, 0])
-    torch.testing.assert_close(raw[3:, 1], obs[7:, 1])
-    torch.testing.assert_close(raw[7, 2], obs[11, 2])
-    assert first.tolist() == [0, 3, 7]
+    # The window holds each env's last min(length, 8) observations, oldest first, left-aligned.
+    raw, kept = hist.window(0)
+    assert hist.length[0].tolist() == [12, 5, 1] and kept.tolist() == [8, 5, 1]
+    torch.testing.assert_close(raw[0], obs[4:, 0])
+    torch.testing.assert_close(raw[1, :5], obs[7:, 1])
+    torch.testing.assert_close(raw[2, 0], obs[11, 2])
+    assert torch.count_nonzero(raw[1, 5:]) == 0
 
 
 def test_burn_in_without_history_is_an_error_and_history_size_must_agree():
@@ -312,3 +312,22 @@ def test_exploit_copies_every_field_but_the_explored_hparams_and_the_explored_lr
         torch.testing.assert_close(d3, 3 * d1, rtol=1e-3, atol=1e-7)
         moved += int(torch.count_nonzero(d1))
     assert moved > 0
+
+
+def test_fused_lstm_replay_agrees_with_the_trunks_own_sequence():
+    # burn_in_states replays PopLSTM through torch.nn.LSTM's fused loop; the generic path (the trunk's own
+    # ``sequence``, used for any other trunk class) must give the same final states for ragged lengths.
+    from rpbt.pbt import transfer
+
+    cfg = tiny_config("agent.network.lstm_num_layers=2")
+    learner = RecurrentPPO(cfg, [0, 1, 2], make_envs=False)
+    obs = torch.randn(1, 2, 9, learner.obs_dim, generator=torch.Generator().manual_seed(1))
+    kept = torch.tensor([9, 4])
+    obs[0, 1, 4:] = 0.0
+    for name in learner.state_names():
+        trunk = learner.trunk(name)
+        h1, c1 = transfer._final_states_torch_lstm(trunk, 1, obs, kept)
+        h2, c2 = transfer._final_states_generic(trunk, 1, obs, kept)
+        assert h1.shape == (2, 2, 16)
+        torch.testing.assert_close(h1, h2, atol=1e-6, rtol=0)
+        torch.testing.assert_close(c1, c2, atol=1e-6, rtol=0)

@@ -211,7 +211,7 @@ class PBTConfig(_Strict):
     quantile_fraction: float = Field(0.25, gt=0.0, le=0.5)
     resample_probability: float = Field(0.25, ge=0.0, le=1.0)
     perturb_factors: tuple[float, float] = (0.8, 1.2)
-    score: Literal["mean", "cvar", "robust"] = "mean"
+    score: Literal["mean", "cvar"] = "mean"
     score_window: int = Field(20, ge=1)  # K: last finished episodes in the score
     score_cvar_alpha: float = Field(0.1, gt=0.0, le=1.0)
     # Which returns the score is computed from: "training" = the member's last score_window finished training

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rpbt.config import Config, EnvConfig
+from rpbt.config import EnvConfig
 
 __all__ = [
     "EpisodeTrace",
@@ -247,7 +247,6 @@ def evaluate_members(
     h, c = learner.actor.lstm.initial_state(N)  # (P, L, N, H), zero: every episode starts now
     low, high = learner.action_info["low"], learner.action_info["high"]
     normalize = learner.cfg.agent.normalize_observations
-    step = 0
     while not done.all():
         full_raw = _padded(learner, {m: raw[i] for i, m in enumerate(members)}, (N, D))
         obs = learner.obs_rms.normalize(full_raw) if normalize else full_raw  # statistics are not updated
@@ -293,7 +292,6 @@ def evaluate_members(
                 if term or trunc or cut:
                     done[i, j] = True
                     flags[i, j] = (bool(term), bool(trunc) or (cut and not term))
-        step += 1
     for row in envs:
         for env in row:
             env.close()

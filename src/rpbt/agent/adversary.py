@@ -52,7 +52,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from rpbt.agent.networks import LSTMState, TrunkWeights, kl_divergence, stack_trunks, trunks_sequence
 from rpbt.agent.rollout import take_envs
@@ -205,16 +205,23 @@ def random_in_ball(shape: Sequence[int], eps: Tensor, norm: str, generators: Seq
     raise ValueError(f"agent.adversarial.norm must be one of {NORMS}, got {norm!r}")
 
 
-def random_like_norm(delta: Tensor, norm: str, generators: Sequence[torch.Generator]) -> Tensor:
+def random_like_norm(delta: Tensor, norm: str, generators: Optional[Sequence[torch.Generator]] = None,
+                     noise: Optional[Tensor] = None) -> Tensor:
     """Random perturbations with the same per-vector norm as ``delta``: linf random signs times ||delta||_inf;
-    l2 a Gaussian direction scaled to ||delta||_2. The baseline of ``sa_ppo/attack_kl_gain``."""
+    l2 a Gaussian direction scaled to ||delta||_2. The baseline of ``sa_ppo/attack_kl_gain``.
+
+    ``noise`` (delta's shape): pre-drawn U[0, 1) (linf) or N(0, 1) (l2) values instead of draws from ``generators``.
+    """
+    if norm not in NORMS:
+        raise ValueError(f"agent.adversarial.norm must be one of {NORMS}, got {norm!r}")
+    if noise is None:
+        if generators is None:
+            raise ValueError("random_like_norm needs generators or pre-drawn noise")
+        noise = _member_noise(delta.shape, generators, "uniform" if norm == "linf" else "normal")
+    noise = noise.to(delta.dtype)
     if norm == "linf":
-        signs = torch.where(_member_noise(delta.shape, generators, "uniform") < 0.5, -1.0, 1.0).to(delta.dtype)
-        return signs * delta.abs().amax(-1, keepdim=True)
-    if norm == "l2":
-        g = _member_noise(delta.shape, generators, "normal").to(delta.dtype)
-        return g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12) * delta.norm(dim=-1, keepdim=True)
-    raise ValueError(f"agent.adversarial.norm must be one of {NORMS}, got {norm!r}")
+        return torch.where(noise < 0.5, -1.0, 1.0).to(delta.dtype) * delta.abs().amax(-1, keepdim=True)
+    return noise / noise.norm(dim=-1, keepdim=True).clamp_min(1e-12) * delta.norm(dim=-1, keepdim=True)
 
 
 # --------------------------------------------------------------------------------------------------- attacks
@@ -243,7 +250,7 @@ def attack_sequences(policy: SequencePolicy, obs: Tensor, epsilon: Union[Tensor,
                      norm: str = "linf", steps: int = 10, step_size: Union[Tensor, float, None] = None,
                      random_start: bool = True, generators: Optional[Sequence[torch.Generator]] = None,
                      low: Optional[Tensor] = None, high: Optional[Tensor] = None,
-                     clean_head: Optional[Tensor] = None) -> AttackResult:
+                     clean_head: Optional[Tensor] = None, init_delta: Optional[Tensor] = None) -> AttackResult:
     """Find delta in each observation's ball maximizing the sequence's total KL(pi(.|s) || pi(.|s + delta)).
 
     Args:
@@ -254,10 +261,11 @@ def attack_sequences(policy: SequencePolicy, obs: Tensor, epsilon: Union[Tensor,
         norm: ``linf`` (signed steps, box projection) or ``l2`` (normalized-gradient steps, radial projection).
         step_size: (P,) or scalar, absolute step in normalized units; default :func:`default_step_size`.
         random_start: start from a uniform draw in the ball (always on for FGSM: the KL gradient is 0 at delta 0).
-        generators: one ``torch.Generator`` per member for the random start (default: fresh unseeded draws from
-            the global generator are *not* used; pass generators for reproducibility; required if random_start).
+        generators: one ``torch.Generator`` per member for the random start; required when ``random_start`` (or
+            FGSM) and no ``init_delta`` is given (the global generator is never used, for reproducibility).
         low, high: optional bounds of the perturbed observation in normalized units, broadcastable to obs.
         clean_head: the clean policy output (P, T, b, A) if already computed (detached inside).
+        init_delta: a given start (P, T, b, D) instead of a draw (projected into the ball and bounds first).
 
     Gradients flow only to delta (``torch.autograd.grad``), never into the parameters' ``.grad``. Works under
     ``torch.no_grad`` (gradient is enabled locally). Returns an :class:`AttackResult`.
@@ -271,7 +279,7 @@ def attack_sequences(policy: SequencePolicy, obs: Tensor, epsilon: Union[Tensor,
         raise ValueError(f"agent.adversarial.steps must be >= 1, got {steps}")
     if attack == "fgsm":
         steps, random_start = 1, True
-    if random_start and (generators is None or len(generators) != obs.shape[0]):
+    if random_start and init_delta is None and (generators is None or len(generators) != obs.shape[0]):
         raise ValueError("a random start needs one torch.Generator per member")
     obs = obs.detach()
     eps = _per_member(epsilon, obs)
@@ -281,7 +289,9 @@ def attack_sequences(policy: SequencePolicy, obs: Tensor, epsilon: Union[Tensor,
             with torch.no_grad():
                 clean_head = policy(obs)
         clean_head = clean_head.detach()
-        if random_start:
+        if init_delta is not None:
+            delta = init_delta.detach().to(obs.dtype)
+        elif random_start:
             delta = random_in_ball(obs.shape, eps, norm, generators).to(obs.dtype)  # type: ignore[arg-type]
         else:
             delta = torch.zeros_like(obs)
@@ -359,6 +369,8 @@ class SAPPO:
     Per minibatch (idx (P, b) environments), for member p:
     radius eps_p = scheduled epsilon; k_p = ceil(ratio_p * b) sequences (the first k_p of the minibatch, which is a
     random permutation of the member's environments); active_p = eps_p > 0 and updates_p >= warmup and k_p > 0.
+    The attack's random start (:func:`random_in_ball`) and the random-noise baseline are drawn for all b sequences
+    and cut to the first kmax = max k_p, so a member's noise does not depend on the other members' ratios.
     The attack runs on those sequences from the replay's stored actor state, then
 
         robust_kl_p = sum over the k_p sequences and T steps of KL(pi(.|s) [detached] || pi(.|s + delta)) / (T k_p)
@@ -380,24 +392,27 @@ class SAPPO:
         return scheduled_epsilon(learner.hparam("adversarial.epsilon"), learner.env_steps,
                                  self.cfg.run.total_env_steps, self.adv.epsilon_schedule)
 
-    def _generators(self, learner: Any) -> list[torch.Generator]:
-        position = tuple(int(u) for u in learner.updates)
+    def _generators(self, learner: Any, rollout: Any) -> list[torch.Generator]:
+        """Generators of this call: keyed by (member seed, member's updates, index of the call within this
+        update). The call index restarts with every new rollout (one ``learn``) or change of update counts."""
+        position = (id(rollout),) + tuple(int(u) for u in learner.updates)
         if position != self._position:
             self._position, self._calls = position, 0
         self._calls += 1
-        return [noise_generators([s], _TAG_TRAIN, u, self._calls)[0] for s, u in zip(learner.seeds, position)]
+        return [noise_generators([s], _TAG_TRAIN, u, self._calls)[0] for s, u in zip(learner.seeds, position[1:])]
 
     def losses(self, learner: Any, rollout: Any, idx: Tensor, head: Tensor) -> dict[str, Tensor]:
         """Loss and metrics for one minibatch; every value (P,). head: the clean replay's policy output."""
         P, T, b = head.shape[:3]
-        eps = self.epsilon(learner).to(torch.float32)
+        eps64 = self.epsilon(learner)
+        eps = eps64.to(torch.float32)
         ratio = learner.hparam("adversarial.ratio")
         coef = learner.hparam("adversarial.robust_kl_coef").to(torch.float32)
         k = torch.ceil(ratio * b - 1e-9).clamp(0, b).to(torch.int64)
         active = (eps > 0) & (learner.updates >= self.adv.warmup) & (k > 0)
         zeros = torch.zeros(P)
-        gens = self._generators(learner)
-        out = {"loss": zeros, "sa_ppo/robust_kl": zeros, "sa_ppo/epsilon": eps.clone(),
+        gens = self._generators(learner, rollout)
+        out = {"loss": zeros, "sa_ppo/robust_kl": zeros, "sa_ppo/epsilon": eps64.clone(),
                "sa_ppo/attack_kl_gain": torch.full((P,), float("nan")), "sa_ppo/random_kl": zeros,
                "sa_ppo/active": active.float()}
         if self.adv.value_coef > 0:
@@ -415,9 +430,13 @@ class SAPPO:
         step_size = None if self.adv.step_size is None else float(self.adv.step_size)
         low, high = normalized_bounds(learner, self.low_raw, self.high_raw)
         policy = SequencePolicy.from_learner(learner, states["actor"], starts)
+        # Noise is drawn for all b sequences of the minibatch and then cut to the first kmax, so a member's draws
+        # do not depend on the other members' ratios (a member trains the same alone or batched).
+        full = (P, T, b, obs.shape[-1])
+        start = random_in_ball(full, eps_eff.view(P, 1, 1, 1), self.adv.norm, gens)[:, :, :kmax]
         res = attack_sequences(policy, obs, eps_eff, attack=self.adv.attack, norm=self.adv.norm,
-                               steps=self.adv.steps, step_size=step_size, generators=gens, low=low, high=high,
-                               clean_head=clean)
+                               steps=self.adv.steps, step_size=step_size, low=low, high=high,
+                               clean_head=clean, init_delta=start)
         perturbed = obs + res.delta
         weight = ((torch.arange(kmax).view(1, kmax) < k.view(P, 1)) & active.view(P, 1)).float()  # (P, kmax)
         denom = (T * k).clamp_min(1).float()
@@ -449,7 +468,8 @@ class SAPPO:
         loss = torch.where(active, loss, torch.zeros_like(loss))
 
         with torch.no_grad():
-            noise = _clip_bounds(random_like_norm(res.delta, self.adv.norm, gens), obs, low, high)
+            draws = _member_noise(full, gens, "uniform" if self.adv.norm == "linf" else "normal")[:, :, :kmax]
+            noise = _clip_bounds(random_like_norm(res.delta, self.adv.norm, noise=draws), obs, low, high)
             random_kl = masked_mean(policy.kl(clean, policy(obs + noise)))
             attack_kl = masked_mean(res.kl)
             gain = torch.where(active & (random_kl > 0), attack_kl / random_kl.clamp_min(1e-30),

@@ -15,8 +15,8 @@ module measures it with a controlled experiment:
    difference. A *control* clone of the donor itself (no transfer) shows how much the value loss moves anyway.
    The real run then carries on with ``pbt.hidden_state`` as configured; the clones never touch it.
 3. Record per strategy and exploit: ``train/value_loss`` at each of the K updates divided by the donor's
-   ``train/value_loss`` at its last update before the exploit (1.0 = no change); the same difference paired
-   against the ``burn_in`` clone (``(loss_s - loss_burn_in) / donor_loss``: same environments, same RNG); the three
+   ``train/value_loss`` at its last update before the exploit (1.0 = no change); the loss divided by the
+   ``burn_in`` clone's at the same update (same start: environments, RNG, weights, hyperparameters); the three
    exploit measurements of :mod:`rpbt.pbt.transfer`; and the returns of the episodes that were running at the
    exploit (for ``reset_episodes`` these episodes are cut at the exploit, so their return is the return collected
    up to the cut; episodes still running after K updates are counted as ``unfinished`` and left out).
@@ -28,7 +28,9 @@ module measures it with a controlled experiment:
    steps of the episodes that were running at the exploit (until each ends).
 4. Summarize: per strategy and update, the mean over exploits within a seed, then the mean over seeds with a 95%
    confidence interval from Student's t with S - 1 degrees of freedom (seeds are the independent replicates;
-   exploits within one run are not). Write ``spike_study.json``, ``spike_study.md`` (tables) and
+   exploits within one run are not). Loss ratios are heavy-tailed (a donor's last loss is sometimes tiny, and one
+   such exploit would dominate an arithmetic mean), so they are averaged as logs: geometric means, intervals
+   on the log scale (arithmetic means of the ratio to the donor are kept in the JSON). Write ``spike_study.json``, ``spike_study.md`` (tables) and
    ``spike_study.png`` (relative value loss against updates after the exploit, one line per strategy).
 
 Configuration: a run config (the four usual sections) plus an optional ``spike_study`` section
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import math
 import shutil
@@ -294,7 +297,7 @@ def study_exploit(learner: RecurrentPPO, recipient: int, donor: int, donor_state
     if "burn_in" in rec.arms:
         base = rec.arms["burn_in"]["value_loss"]
         for arm in rec.arms.values():
-            arm["paired_vs_burn_in"] = [(v - b) / donor_vl for v, b in zip(arm["value_loss"], base)]
+            arm["ratio_vs_burn_in"] = [v / b if b > 0 else None for v, b in zip(arm["value_loss"], base)]
         probe = clone_member(learner, recipient)
         exploit(probe, 0, donor_state, new_hparams, strategy="burn_in", optimizer_state=optimizer_state)
         running = ~probe.next_episode_start[0]
@@ -367,6 +370,7 @@ def _t_pdf(x: float, df: float) -> float:
     return math.exp(logc - (df + 1) / 2 * math.log1p(x * x / df))
 
 
+@functools.lru_cache(maxsize=256)
 def t_quantile(p: float, df: float) -> float:
     """Quantile of Student's t distribution with ``df`` degrees of freedom (0.5 < p < 1).
 
@@ -409,8 +413,8 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
 
 
 def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
-    """a / b - 1, or None when either is missing or b is 0."""
-    return None if a is None or b is None or b == 0 else a / b - 1.0
+    """a / b, or None when either is missing or b is not positive."""
+    return None if a is None or b is None or b <= 0 else a / b
 
 
 def _per_seed(records: Sequence[ExploitRecord], fn) -> list[float]:
@@ -423,22 +427,46 @@ def _per_seed(records: Sequence[ExploitRecord], fn) -> list[float]:
     return [float(np.mean(v)) for _, v in sorted(by_seed.items())]
 
 
+def geo_ci(ratios_per_seed: Sequence[float], level: float = 0.95) -> dict[str, Any]:
+    """Geometric mean and t interval of positive ratios: :func:`mean_ci` of the logs, exponentiated.
+
+    ``ratios_per_seed`` are per-seed geometric means (see :func:`_per_seed_geo`). Returns {"mean", "low", "high",
+    "n"} in ratio units (1.0 = no change).
+    """
+    ci = mean_ci([math.log(x) for x in ratios_per_seed], level)
+    return {k: (math.exp(v) if k != "n" and v is not None else v) for k, v in ci.items()}
+
+
+def _per_seed_geo(records: Sequence[ExploitRecord], fn) -> list[float]:
+    """Per seed, the geometric mean of fn(record) over that seed's exploits (non-positive / missing values dropped)."""
+    logs = _per_seed(records, lambda r: (math.log(v) if (v := fn(r)) is not None and v > 0 else None))
+    return [math.exp(x) for x in logs]
+
+
 def summarize(records: Sequence[ExploitRecord], settings: StudySettings) -> dict[str, Any]:
-    """Per arm: per-update relative value loss (and MSE, and paired vs burn_in), measurements and returns,
-    each as mean and 95% t-interval over seeds (per-seed means over that seed's exploits)."""
+    """Per arm, each statistic over seeds (a seed's value: the mean over its exploits) with a 95% t interval.
+
+    Value-loss ratios are heavy-tailed (the donor's last loss is sometimes tiny), so they are summarized by
+    geometric means (intervals on the log scale, exponentiated); ``*_arithmetic`` keeps arithmetic means.
+    Keys: ``relative_value_loss`` / ``relative_value_mse`` (K entries, ratio to the donor's last update),
+    ``peak_relative_value_loss`` (largest of the K), ``ratio_vs_burn_in`` (K entries, ratio to the burn_in clone's
+    loss at the same update), ``common_rollout_vs_burn_in`` ({"all", "running"}: ratio to burn_in's loss on the
+    common rollout, and ``share_worse``: the pooled fraction of exploits where it is above 1), ``measurements``,
+    ``running_episode_return``, ``unfinished_episodes``.
+    """
     arms = list(settings.strategies) + ([CONTROL] if settings.control else [])
     K = settings.updates_after
     out: dict[str, Any] = {}
     for arm in arms:
         have = [r for r in records if arm in r.arms]
         entry: dict[str, Any] = {}
-        for key in ("relative_value_loss", "relative_value_mse", "paired_vs_burn_in"):
+        for key in ("relative_value_loss", "relative_value_mse", "ratio_vs_burn_in"):
             if have and key in have[0].arms[arm]:
-                entry[key] = [mean_ci(_per_seed(have, lambda r, k=k: r.arms[arm][key][k])) for k in range(K)]
-        entry["peak_relative_value_loss"] = mean_ci(
-            _per_seed(have, lambda r: max(r.arms[arm]["relative_value_loss"])))
-        entry["mean_relative_value_loss"] = mean_ci(
-            _per_seed(have, lambda r: float(np.mean(r.arms[arm]["relative_value_loss"]))))
+                entry[key] = [geo_ci(_per_seed_geo(have, lambda r, k=k: r.arms[arm][key][k])) for k in range(K)]
+        entry["relative_value_loss_arithmetic"] = [
+            mean_ci(_per_seed(have, lambda r, k=k: r.arms[arm]["relative_value_loss"][k])) for k in range(K)]
+        entry["peak_relative_value_loss"] = geo_ci(
+            _per_seed_geo(have, lambda r: max(r.arms[arm]["relative_value_loss"])))
         names = sorted({k for r in have for k in r.arms[arm]["measurements"]})
         entry["measurements"] = {k: mean_ci(_per_seed(have, lambda r, k=k: r.arms[arm]["measurements"].get(k)))
                                  for k in names}
@@ -448,60 +476,67 @@ def summarize(records: Sequence[ExploitRecord], settings: StudySettings) -> dict
         entry["unfinished_episodes"] = int(sum(r.arms[arm]["unfinished"] for r in have))
         common = [r for r in have if arm in r.common_rollout and "burn_in" in r.common_rollout]
         if common and arm != "burn_in":
-            entry["common_rollout_vs_burn_in"] = {
-                part: mean_ci(_per_seed(common, lambda r, p=part: _ratio(r.common_rollout[arm][p],
-                                                                          r.common_rollout["burn_in"][p])))
-                for part in ("all", "running")}
+            ratio = {part: (lambda r, p=part: _ratio(r.common_rollout[arm][p], r.common_rollout["burn_in"][p]))
+                     for part in ("all", "running")}
+            entry["common_rollout_vs_burn_in"] = {part: geo_ci(_per_seed_geo(common, f)) for part, f in ratio.items()}
+            pooled = [v for r in common if (v := ratio["all"](r)) is not None]
+            entry["common_rollout_vs_burn_in"]["share_worse"] = (
+                float(np.mean([v > 1 for v in pooled])) if pooled else None)
         out[arm] = entry
-    return {"arms": out, "exploits": len(records), "seeds": len({r.seed for r in records}),
-            "exploits_per_seed": {str(s): sum(r.seed == s for r in records) for s in sorted({r.seed for r in records})}}
+    seeds = sorted({r.seed for r in records})
+    return {"arms": out, "exploits": len(records), "seeds": len(seeds),
+            "exploits_per_seed": {str(s): sum(r.seed == s for r in records) for s in seeds},
+            "statistic": "value-loss ratios: geometric mean over exploits per seed, then over seeds, 95% t interval "
+                         "on the log scale; other quantities: arithmetic means, 95% t interval over seeds"}
 
 
 # --------------------------------------------------------------------------------------------------- output
 
 
 def _fmt(ci: dict[str, Any], pct: bool = False, digits: int = 3) -> str:
+    """'mean [low, high]'; with pct, a ratio shown as a change in percent (1.25 -> +25.0%)."""
     if ci.get("mean") is None:
         return "n/a"
-    f = (lambda x: f"{100 * x:+.1f}%") if pct else (lambda x: f"{x:.{digits}f}")
+    f = (lambda x: f"{100 * (x - 1):+.1f}%") if pct else (lambda x: f"{x:.{digits}f}")
     if ci.get("low") is None:
         return f(ci["mean"])
     return f"{f(ci['mean'])} [{f(ci['low'])}, {f(ci['high'])}]"
 
 
 def markdown_tables(summary: dict[str, Any], settings: StudySettings, header: str = "") -> str:
-    """The study's tables in Markdown: relative value loss per update, paired difference, measurements."""
+    """The study's tables in Markdown: value loss per update, against burn_in, on the common rollout, measurements."""
     arms = summary["arms"]
     K = settings.updates_after
+    cols = " | ".join(f"update {k + 1}" for k in range(K))
     lines = [header] if header else []
-    lines += [f"Exploits studied: {summary['exploits']} over {summary['seeds']} seeds. Means over seeds (each seed: "
-              "mean over its exploits) with 95% t confidence intervals.", "",
+    lines += [f"Exploits studied: {summary['exploits']} over {summary['seeds']} seeds. Each seed's value is the "
+              "mean over its exploits (geometric for loss ratios); shown: the mean over seeds with a 95% "
+              "t confidence interval (on the log scale for ratios).", "",
               "**Value loss after the exploit, relative to the donor's value loss at its last update before it** "
-              "(change in percent; 0% = no change):", "",
-              "| arm | " + " | ".join(f"update {k + 1}" for k in range(K)) + " | peak |",
-              "|---|" + "---|" * (K + 1)]
+              "(change in percent; 0% = no change; geometric means):", "",
+              f"| arm | {cols} | peak |", "|---|" + "---|" * (K + 1)]
     for arm, e in arms.items():
-        cells = [_fmt({k: (v - 1 if isinstance(v, float) else v) for k, v in c.items()}, pct=True)
-                 for c in e["relative_value_loss"]]
-        peak = {k: (v - 1 if isinstance(v, float) else v) for k, v in e["peak_relative_value_loss"].items()}
-        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {_fmt(peak, pct=True)} |")
-    if any("paired_vs_burn_in" in e for e in arms.values()):
-        lines += ["", "**Paired against burn_in** ((loss - loss of the burn_in clone) / donor's loss; same "
-                  "environments and RNG streams, so this isolates the carried state):", "",
-                  "| arm | " + " | ".join(f"update {k + 1}" for k in range(K)) + " |", "|---|" + "---|" * K]
+        lines.append(f"| {arm} | " + " | ".join(_fmt(c, pct=True) for c in e["relative_value_loss"])
+                     + f" | {_fmt(e['peak_relative_value_loss'], pct=True)} |")
+    if any("ratio_vs_burn_in" in e for e in arms.values()):
+        lines += ["", "**Against the burn_in clone at the same update** (loss / burn_in clone's loss; same start: "
+                  "environments, RNG streams, weights and hyperparameters; trajectories diverge after the first "
+                  "differing action):", "", f"| arm | {cols} |", "|---|" + "---|" * K]
         for arm, e in arms.items():
-            if arm in ("burn_in", CONTROL) or "paired_vs_burn_in" not in e:
+            if arm in ("burn_in", CONTROL) or "ratio_vs_burn_in" not in e:
                 continue
-            lines.append(f"| {arm} | " + " | ".join(_fmt(c, pct=True) for c in e["paired_vs_burn_in"]) + " |")
+            lines.append(f"| {arm} | " + " | ".join(_fmt(c, pct=True) for c in e["ratio_vs_burn_in"]) + " |")
     common = {arm: e["common_rollout_vs_burn_in"] for arm, e in arms.items() if "common_rollout_vs_burn_in" in e}
     if common:
         lines += ["", "**Value loss on a common rollout, relative to burn_in** (the transferred critic replayed over "
-                  "the same rollout from each strategy's carried states; the state is the only difference):", "",
-                  "| arm | whole rollout | steps of the episodes running at the exploit |", "|---|---|---|"]
+                  "the same first rollout from each strategy's carried states; the state is the only difference):",
+                  "", "| arm | whole rollout | steps of the episodes running at the exploit | exploits worse than "
+                  "burn_in |", "|---|---|---|---|"]
         for arm, e in common.items():
-            lines.append(f"| {arm} | {_fmt(e['all'], pct=True)} | {_fmt(e['running'], pct=True)} |")
-    lines += ["", "**At the exploit** (measurements of `rpbt.pbt.transfer`; returns of the episodes running at the "
-              "exploit, cut at the exploit for reset_episodes):", "",
+            worse = "n/a" if e["share_worse"] is None else f"{100 * e['share_worse']:.0f}%"
+            lines.append(f"| {arm} | {_fmt(e['all'], pct=True)} | {_fmt(e['running'], pct=True)} | {worse} |")
+    lines += ["", "**At the exploit** (measurements of `rpbt.pbt.transfer`, arithmetic means; returns of the "
+              "episodes running at the exploit, cut at the exploit for reset_episodes):", "",
               "| arm | hidden_state_drift | policy_kl_at_exploit | value_gap_at_exploit | burn_in_truncated | "
               "running-episode return |", "|---|---|---|---|---|---|"]
     for arm, e in arms.items():
@@ -534,7 +569,7 @@ def plot_relative_value_loss(summary: dict[str, Any], settings: StudySettings, p
         ax.fill_between(xs, low, high, alpha=0.15, color=line.get_color())
     ax.axhline(1.0, color="black", linewidth=0.7)
     ax.set_xlabel("updates after the exploit (0 = donor's last update before it)")
-    ax.set_ylabel("value loss / donor's value loss")
+    ax.set_ylabel("value loss / donor's value loss (geometric mean)")
     ax.set_title(f"Value loss after an exploit ({summary['exploits']} exploits, {summary['seeds']} seeds, 95% CI)")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -582,4 +617,5 @@ def _json_safe(x: Any) -> Any:
 
 
 __all__ = ["StudySettings", "load_study_config", "clone_member", "RunningEpisodes", "study_exploit",
-           "run_study", "summarize", "mean_ci", "t_quantile", "markdown_tables", "ExploitRecord"]
+           "run_study", "summarize", "mean_ci", "geo_ci", "t_quantile", "markdown_tables", "ExploitRecord",
+           "common_rollout_value_losses"]

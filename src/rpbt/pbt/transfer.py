@@ -16,6 +16,10 @@ running episodes, which were computed by the old weights, with a strategy:
   environment; a longer episode replays its last window from zero and is counted as truncated. The observation
   is the networks' only input (no previous action or reward is fed back), so it is all there is to replay. An
   environment whose next step starts a new episode gets a zero state (the LSTM resets it before that step anyway).
+  Only the recipient's weights are run, and the recurrence runs in ``torch.nn.LSTM``'s fused loop (which
+  :class:`~rpbt.agent.networks.PopLSTM` matches by construction; any other trunk class replays through its own
+  ``sequence``): about 10-30 ms for 8 environments x 512 steps on one CPU thread
+  (``benchmarks/burn_in_cost.py``). The history is not part of the member state: it belongs to the environments.
 
 Why ``reset_episodes`` needs no extra bootstrap: an exploit happens between updates, after the previous rollout was
 learned from. That rollout's last step was bootstrapped by GAE with ``last_values`` = V(s_T), the value of the
@@ -42,7 +46,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from rpbt.agent.networks import LSTMState
+from rpbt.agent.networks import LSTMState, PopLSTM, RecurrentTrunk
 from rpbt.agent.ppo import MemberState, RecurrentPPO
 
 log = logging.getLogger(__name__)
@@ -62,39 +66,38 @@ class EpisodeHistory:
         self.max_steps = max_steps
         self.obs = torch.zeros(population, num_envs, max_steps, obs_dim)
         self.length = torch.zeros(population, num_envs, dtype=torch.int64)
+        # Row of slot 0 of each (member, env) ring in the flat (P * N * max_steps, D) view of ``obs``.
+        self._base = torch.arange(population * num_envs) * max_steps
 
     def __call__(self, learner: RecurrentPPO, raw_obs: Tensor, episode_start: Tensor) -> None:
-        self.length[episode_start] = 0
-        pos = self.length % self.max_steps  # (P, N)
-        p_idx = torch.arange(raw_obs.shape[0]).unsqueeze(1).expand_as(pos)
-        n_idx = torch.arange(raw_obs.shape[1]).unsqueeze(0).expand_as(pos)
-        self.obs[p_idx, n_idx, pos] = raw_obs
+        """Record raw_obs (P, N, D), seen at episode_start (P, N) bool (True resets that env's episode first)."""
+        self.length.masked_fill_(episode_start.bool(), 0)
+        rows = self._base + (self.length.view(-1) % self.max_steps)
+        self.obs.view(-1, self.obs.shape[-1]).index_copy_(0, rows, raw_obs.reshape(-1, self.obs.shape[-1]))
         self.length += 1
 
     def clear(self, member: int) -> None:
         self.length[member] = 0
 
     def window(self, member: int, lengths: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        """Member's histories as one aligned batch.
+        """Member's histories as one left-aligned batch, oldest observation first.
 
         ``lengths`` (N,) overrides the per-environment episode lengths (0 leaves an environment out); default
-        ``self.length[member]``. Returns obs (W, N, D) with each environment's last min(length, max_steps) raw
-        observations right-aligned, W the longest of those (at least 1; earlier slots are zero padding), and the
-        index of each environment's first real step (N,) (W for an environment left out).
+        ``self.length[member]``. Returns obs (N, W, D), environment n's last k_n = min(length_n, max_steps) raw
+        observations in ``obs[n, :k_n]`` (zero padding after), W = max(max_n k_n, 1), and k (N,).
         """
         lengths = self.length[member] if lengths is None else lengths
         kept = lengths.clamp(max=self.max_steps)
         width = max(int(kept.max()), 1)
         n_envs, dim = self.obs.shape[1], self.obs.shape[3]
-        out = torch.zeros(width, n_envs, dim)
+        out = torch.zeros(n_envs, width, dim)
         for n in range(n_envs):
             k = int(kept[n])
             if k == 0:
                 continue
             end = int(lengths[n])
-            slots = torch.arange(end - k, end) % self.max_steps
-            out[width - k:, n] = self.obs[member, n, slots]
-        return out, width - kept
+            out[n, :k] = self.obs[member, n, torch.arange(end - k, end) % self.max_steps]
+        return out, kept
 
 
 def attach_history(learner: RecurrentPPO, max_steps: int) -> EpisodeHistory:
@@ -131,14 +134,55 @@ def continuing_envs(learner: RecurrentPPO, member: int) -> Tensor:
     return ~learner.next_episode_start[member].bool()
 
 
+def _member_params(module: nn.Module, member: int) -> dict[str, Tensor]:
+    return {k: v[member:member + 1] for k, v in module.named_parameters()}
+
+
+@torch.no_grad()
+def _final_states_torch_lstm(trunk: RecurrentTrunk, member: int, obs: Tensor, kept: Tensor) -> LSTMState:
+    """Member's trunk over left-aligned sequences obs (1, N, W, D) of lengths kept (N,) from zero: (h, c) (L, N, H).
+
+    The encoder runs as the module itself (member's weight slice); the recurrence runs in ``torch.nn.LSTM``'s
+    fused loop, which :class:`PopLSTM` matches by construction (same gate order and equations, one bias:
+    ``bias_ih = bias``, ``bias_hh = 0``). Packed sequences give each environment its state after its own last
+    step.
+    """
+    feats = functional_call(trunk.encoder, _member_params(trunk.encoder, member), (obs,))[0]  # (N, W, F)
+    lstm = trunk.lstm
+    torch_lstm = nn.LSTM(feats.shape[-1], lstm.hidden_size, num_layers=lstm.num_layers, batch_first=True)
+    for layer, (w_ih, w_hh, bias) in enumerate(zip(lstm.weight_ih, lstm.weight_hh, lstm.bias)):
+        getattr(torch_lstm, f"weight_ih_l{layer}").copy_(w_ih[member].t())
+        getattr(torch_lstm, f"weight_hh_l{layer}").copy_(w_hh[member].t())
+        getattr(torch_lstm, f"bias_ih_l{layer}").copy_(bias[member])
+        getattr(torch_lstm, f"bias_hh_l{layer}").zero_()
+    packed = nn.utils.rnn.pack_padded_sequence(feats, kept.clamp(min=1), batch_first=True, enforce_sorted=False)
+    _, (h, c) = torch_lstm(packed)
+    return h, c
+
+
+@torch.no_grad()
+def _final_states_generic(trunk: nn.Module, member: int, obs: Tensor, kept: Tensor) -> LSTMState:
+    """Same as :func:`_final_states_torch_lstm` through the trunk's own ``sequence`` (right-aligned, reset at each
+    sequence's first step), for trunks that are not exactly :class:`RecurrentTrunk` + :class:`PopLSTM`."""
+    _, n_envs, width, _ = obs.shape
+    shift = (width - kept).tolist()
+    right = torch.stack([torch.roll(obs[0, n], shift[n], dims=0) for n in range(n_envs)], 1)  # (W, N, D)
+    starts = torch.zeros(1, width, n_envs, dtype=torch.bool)
+    starts[0, (width - kept).clamp(max=width - 1), torch.arange(n_envs)] = True
+    h0, c0 = trunk.lstm.initial_state(n_envs, 1)
+    _, (h, c) = functional_call(_TrunkSequence(trunk), {"trunk." + k: v for k, v in
+                                                         _member_params(trunk, member).items()},
+                                (right.unsqueeze(0), (h0, c0), starts))
+    return h[0], c[0]
+
+
 @torch.no_grad()
 def burn_in_states(learner: RecurrentPPO, member: int) -> tuple[dict[str, LSTMState], int]:
     """Member's carried states recomputed from zero over its current episodes with its current weights.
 
-    The member's raw observations (at most ``burn_in_max_steps`` per environment, right-aligned into one
-    (W, N, D) batch) are normalized with the member's current observation statistics and replayed through the
-    member's slice of every trunk (actor and each critic) from a zero state; only that member's weights are run
-    (one (1, W, N) sequence per trunk, so the cost does not grow with the population).
+    The member's raw observations (at most ``burn_in_max_steps`` per environment) are normalized with the member's
+    current observation statistics and replayed through the member's slice of every trunk (actor and each
+    critic) from a zero state. Only that member's weights are run, so the cost does not grow with the population.
 
     Returns ({name: (h, c)} each (L, N, H)) and the number of truncated burn-ins (continuing environments whose
     episode is longer than the window). An environment whose next step starts a new episode gets a zero state
@@ -149,26 +193,22 @@ def burn_in_states(learner: RecurrentPPO, member: int) -> tuple[dict[str, LSTMSt
         raise RuntimeError("burn-in needs an episode history: call rpbt.pbt.transfer.attach_history first")
     going = continuing_envs(learner, member)
     lengths = torch.where(going, hist.length[member], torch.zeros_like(hist.length[member]))
-    raw, first = hist.window(member, lengths)
+    raw, kept = hist.window(member, lengths)  # (N, W, D), (N,)
     truncated = int((lengths > hist.max_steps).sum())
-    width, n_envs, _ = raw.shape
-    P = learner.population
+    n_envs, width, _ = raw.shape
     # Normalize with the member's statistics (the normalizer is population-batched; D is small, so this is cheap).
-    x = torch.zeros(P, width, n_envs, learner.obs_dim)
+    x = torch.zeros(learner.population, n_envs, width, learner.obs_dim)
     x[member] = raw
-    obs = learner.normalize_obs(x)[member:member + 1]  # (1, W, N, D)
-    starts = torch.zeros(1, width, n_envs, dtype=torch.bool)
-    starts[0, first.clamp(max=width - 1), torch.arange(n_envs)] = True  # zero state at each env's first real step
-    empty = lengths == 0
+    obs = learner.normalize_obs(x)[member:member + 1]  # (1, N, W, D)
+    empty = kept == 0
     out: dict[str, LSTMState] = {}
     for name in learner.state_names():
         trunk = learner.trunk(name)
-        params = {"trunk." + k: v[member:member + 1] for k, v in trunk.named_parameters()}
-        h0, c0 = trunk.lstm.initial_state(n_envs, 1)
-        _, (h, c) = functional_call(_TrunkSequence(trunk), params, (obs, (h0, c0), starts))
-        h, c = h[0].clone(), c[0].clone()  # (L, N, H)
+        fast = type(trunk) is RecurrentTrunk and type(trunk.lstm) is PopLSTM
+        h, c = (_final_states_torch_lstm if fast else _final_states_generic)(trunk, member, obs, kept)
+        h, c = h.clone(), c.clone()
         h[:, empty], c[:, empty] = 0.0, 0.0
-        out[name] = (h, c)
+        out[name] = (h.contiguous(), c.contiguous())
     return out, truncated
 
 

@@ -222,9 +222,10 @@ def _worker_main(conn: Any, cfg: Config, member_ids: list[int], hparams: list[di
             server.close()
             try:
                 conn.send(("ok", None))
+                conn.close()
             except OSError:
                 pass
-            return
+            os._exit(0)  # nothing left to flush: skip the slow interpreter teardown (torch, gymnasium)
         try:
             msg = ("ok", server.handle(cmd, args))
         except Exception as err:  # noqa: BLE001
@@ -234,6 +235,7 @@ def _worker_main(conn: Any, cfg: Config, member_ids: list[int], hparams: list[di
         except OSError:
             break
     server.close()
+    os._exit(0)
 
 
 # ------------------------------------------------------------------------------------------------- driver side
@@ -321,11 +323,16 @@ class ShardedBackend:
                     sent.append(k)
                 except WorkerDied as err:
                     dead[k] = err.cause
-            for k in sent:
+            error: Optional[BaseException] = None
+            for k in sent:  # every answer is read, even after an error, so no pipe is left out of step
                 try:
                     results[k] = self._handles[k].recv()
                 except WorkerDied as err:
                     dead[k] = err.cause
+                except Exception as err:  # noqa: BLE001 - raised by the shard itself: re-raised below
+                    error = error or err
+            if error is not None:
+                raise error
             for k, cause in dead.items():
                 self._recover(k, cause)
             pending = {k: commands[k] for k in dead}
@@ -517,6 +524,7 @@ class _ProcessHandle:
                                 name=f"rpbt-shard-{index}", daemon=True)
         self.proc.start()
         child.close()  # so that the worker's death reads as EOF here
+        self.busy = True  # building its learner; cleared by each answer received
 
     @property
     def pid(self) -> Optional[int]:
@@ -541,6 +549,7 @@ class _ProcessHandle:
             self.conn.send((cmd, args))
         except (OSError, EOFError):
             raise WorkerDied(self._cause()) from None
+        self.busy = True
 
     def recv(self) -> Any:
         from multiprocessing.connection import wait
@@ -552,6 +561,7 @@ class _ProcessHandle:
             status, payload = self.conn.recv()
         except (OSError, EOFError):
             raise WorkerDied(self._cause()) from None
+        self.busy = False
         if status == "ok":
             return payload
         raise _unpack_exception(payload, f"shard {self.index} (worker process {self.pid})")
@@ -566,7 +576,7 @@ class _ProcessHandle:
         self.conn.close()
 
     def close(self) -> None:
-        if self.proc.is_alive():
+        if self.proc.is_alive() and not self.busy:  # a worker still busy (e.g. after Ctrl-C) is just killed
             try:
                 self.conn.send(("close", ()))
                 if self.conn.poll(30):

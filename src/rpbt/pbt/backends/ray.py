@@ -104,6 +104,15 @@ class _RayHandle:
         return out
 
     def wait_ready(self) -> Any:
+        ray = self.backend._ray
+        ready, _ = ray.wait([self.ref], timeout=self.backend.START_TIMEOUT_S)
+        if not ready:
+            self.kill()
+            raise BackendError(
+                f"ray backend: the actor of shard {self.index} did not start within {self.backend.START_TIMEOUT_S} s; "
+                f"each shard asks for backend.num_cpus_per_shard={self.backend.cfg.backend.num_cpus_per_shard} CPUs "
+                f"and the cluster has {ray.cluster_resources().get('CPU', 0)} (lower backend.num_workers or "
+                "num_cpus_per_shard, or add nodes)")
         return self.recv()
 
     def kill(self) -> None:
@@ -112,7 +121,8 @@ class _RayHandle:
     def close(self) -> None:
         ray = self.backend._ray
         try:
-            ray.get(self.actor.call.remote("close"), timeout=30)
+            if self.ref is None:  # idle: let the shard close its environments (a busy one is just killed)
+                ray.get(self.actor.call.remote("close"), timeout=30)
         finally:
             ray.kill(self.actor, no_restart=True)
 
@@ -130,6 +140,7 @@ class RayBackend(ShardedBackend):
     """
 
     kind = "ray"
+    START_TIMEOUT_S = 600  # an actor not scheduled by then means the cluster lacks the CPUs asked for
 
     def __init__(self, cfg: Config, hparams: Sequence[dict]):
         ray = self._ray = import_ray()
