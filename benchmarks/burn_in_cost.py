@@ -63,24 +63,24 @@ class TimedHook:
         self.calls += 1
 
 
-def fill_history(learner: RecurrentPPO, member: int, steps: int, source: torch.Tensor) -> None:
-    """Give every env of ``member`` a running episode of ``steps`` observations cycled from ``source`` (K, D)."""
-    hist = learner.episode_obs_history
-    assert isinstance(hist, EpisodeHistory)
-    idx = torch.arange(hist.max_steps).view(1, -1) + 37 * torch.arange(learner.num_envs).view(-1, 1)
-    hist.obs[member] = source[idx % len(source)]
-    hist.length[member] = steps
-    learner.next_episode_start[member] = False
+def fill_history(learner: RecurrentPPO, hist: EpisodeHistory, steps: int, source: torch.Tensor) -> None:
+    """Give every environment a running episode of ``steps`` observations (real ones, cycled from ``source``
+    (K, D)), recorded through the history's own step hook; the next step continues every episode."""
+    P, N = learner.population, learner.num_envs
+    starts = torch.ones(P, N, dtype=torch.bool)
+    offsets = 37 * torch.arange(P * N)
+    for t in range(steps):
+        hist(learner, source[(t + offsets) % len(source)].view(P, N, -1), starts if t == 0 else ~starts)
+    learner.next_episode_start[:] = False
 
 
-def time_exploits(learner: RecurrentPPO, recipient: int, donor: int, repeats: int, fill=None) -> list[float]:
+def time_exploits(learner: RecurrentPPO, recipient: int, donor: int, repeats: int, burn_in: bool) -> list[float]:
+    """Wall seconds of ``repeats`` transfers of ``donor`` into ``recipient`` (after one warm-up call)."""
     state, hp = learner.snapshot(donor), learner.get_hparams(donor)
     out = []
-    for _ in range(repeats + 1):  # the first call is a warm-up
-        if fill is not None:
-            fill()
+    for _ in range(repeats + 1):
         t0 = time.perf_counter()
-        exploit(learner, recipient, state, hp, strategy="burn_in" if fill is not None else "zero")
+        exploit(learner, recipient, state, hp, strategy="burn_in" if burn_in else "zero")
         out.append(time.perf_counter() - t0)
     return out[1:]
 
@@ -93,7 +93,6 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
     cfg = load_config(None, [f"pbt.burn_in_max_steps={max(args.history, 1)}"])
     P, interval = cfg.pbt.population_size, cfg.pbt.perturbation_interval
@@ -105,32 +104,30 @@ def main(argv=None) -> int:
     learner.step_hooks[learner.step_hooks.index(hist)] = timed
     learner.train_update()  # warm-up
     timed.seconds, timed.calls = 0.0, 0
-    # Real observations to build the synthetic 512-step episodes from: what the history recorded so far.
-    valid = torch.arange(hist.max_steps).view(1, 1, -1) < hist.length.clamp(max=hist.max_steps).unsqueeze(-1)
-    source = torch.cat([hist.obs[valid], learner.next_obs.reshape(-1, learner.obs_dim)])
-
-    # Exploits before the round ...
-    saved = (hist.obs.clone(), hist.length.clone(), learner.next_episode_start.clone(),
+    # Real observations to build the synthetic episodes from: what the history recorded during the warm-up.
+    source = hist.obs[:min(hist.steps, hist.max_steps)].reshape(-1, learner.obs_dim).clone()
+    saved = (hist.obs.clone(), hist.start.clone(), hist.steps, learner.next_episode_start.clone(),
              {k: (h.clone(), c.clone()) for k, (h, c) in learner.hidden_states.items()})
 
-    def fill():
-        fill_history(learner, 1, args.history, source)
-
-    burn = time_exploits(learner, 1, 0, args.repeats, fill)
+    # Exploits before the round ...
+    fill_history(learner, hist, args.history, source)
+    assert int(hist.length[1].min()) == args.history
+    burn = time_exploits(learner, 1, 0, args.repeats, burn_in=True)
     t0 = time.perf_counter()
     for _ in range(args.repeats):
-        fill()
         burn_in_states(learner, 1)
     burn_only = (time.perf_counter() - t0) / args.repeats
 
     # ... the peer: the same transfer without any history (no burn-in to compute) ...
     learner.episode_obs_history = None
-    plain = time_exploits(learner, 1, 0, args.repeats, None)
+    plain = time_exploits(learner, 1, 0, args.repeats, burn_in=False)
     learner.episode_obs_history = hist
+    # (the synthetic episodes are not the environments' real ones: put the real state back before training)
     hist.obs.copy_(saved[0])
-    hist.length.copy_(saved[1])
-    learner.next_episode_start.copy_(saved[2])
-    for k, (h, c) in saved[3].items():
+    hist.start.copy_(saved[1])
+    hist.steps = saved[2]
+    learner.next_episode_start.copy_(saved[3])
+    for k, (h, c) in saved[4].items():
         learner.hidden_states[k][0].copy_(h)
         learner.hidden_states[k][1].copy_(c)
 
@@ -142,7 +139,8 @@ def main(argv=None) -> int:
     hook_s = timed.seconds
 
     # ... and the exploits again after it (the machine's load may have changed).
-    burn += time_exploits(learner, 1, 0, args.repeats, fill)
+    fill_history(learner, hist, args.history, source)
+    burn += time_exploits(learner, 1, 0, args.repeats, burn_in=True)
 
     burn_ms, plain_ms = 1000 * statistics.median(burn), 1000 * statistics.median(plain)
     added_ms = burn_ms - plain_ms

@@ -217,7 +217,7 @@ def test_return_normalizer_merged_statistics_match_numpy():
     np.testing.assert_allclose(norm.mean.numpy(), all_.mean(axis=1), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(norm.var.numpy(), all_.var(axis=1), rtol=1e-5)
     np.testing.assert_allclose(norm.count.numpy(), [all_.shape[1]] * 3)
-    np.testing.assert_allclose(norm.scale.numpy(), all_.std(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(norm.scale.numpy(), np.sqrt((all_**2).mean(axis=1)), rtol=1e-5)  # RMS
 
 
 def test_return_normalizer_mask_and_identity_before_update():
@@ -233,12 +233,13 @@ def test_return_normalizer_mask_and_identity_before_update():
 
 def test_return_normalizer_scale_floor_and_round_trip():
     norm = ReturnNormalizer(2, epsilon=1e-2)
-    norm.update(torch.tensor([[3.0, 3.0, 3.0], [0.0, 4.0, 8.0]]))
-    torch.testing.assert_close(norm.scale, torch.tensor([1e-2, math.sqrt(32 / 3)]))
+    norm.update(torch.tensor([[0.0, 0.0, 0.0], [0.0, 4.0, 8.0]]))
+    # member 0: all zero -> floor; member 1: RMS = sqrt((0 + 16 + 64) / 3) = sqrt(80 / 3)
+    torch.testing.assert_close(norm.scale, torch.tensor([1e-2, math.sqrt(80 / 3)]))
     y = torch.randn(2, 5, 4)
     torch.testing.assert_close(norm.normalize(norm.denormalize(y)), y)
     torch.testing.assert_close(norm.denormalize(norm.normalize(y)), y)
-    expected = torch.tensor([[600.0], [6 / math.sqrt(32 / 3)]])
+    expected = torch.tensor([[600.0], [6 / math.sqrt(80 / 3)]])
     torch.testing.assert_close(norm.normalize(torch.full((2, 1), 6.0)), expected)
     with pytest.raises(ValueError):
         norm.normalize(torch.zeros(3, 1))

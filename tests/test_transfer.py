@@ -331,3 +331,11 @@ def test_fused_lstm_replay_agrees_with_the_trunks_own_sequence():
         assert h1.shape == (2, 2, 16)
         torch.testing.assert_close(h1, h2, atol=1e-6, rtol=0)
         torch.testing.assert_close(c1, c2, atol=1e-6, rtol=0)
+
+
+def test_burn_in_draws_nothing_from_the_global_rng():
+    cfg = tiny_config()
+    learner, _ = trained(cfg, updates=1)
+    state = torch.random.get_rng_state()
+    exploit(learner, 1, learner.snapshot(0), explored(learner, 0), strategy="burn_in")
+    assert torch.equal(state, torch.random.get_rng_state())

@@ -307,12 +307,14 @@ class ReturnNormalizer(nn.Module):
     :meth:`update` merges a batch with the parallel Welford / Chan et al. formulae, so the statistics after any
     sequence of updates equal the mean and population variance of all the merged returns concatenated.
 
-    Only the **scale** is used: ``normalize(x) = x / scale`` and ``denormalize(y) = y * scale`` with
-    ``scale = max(sqrt(var), epsilon)``. No centering, because (a) a fixed categorical support
-    ``[v_min, v_max]`` is symmetric around zero and stays centred on the normalized returns only if zero maps to
-    zero, and (b) the running mean drifts from update to update: subtracting it would shift every stored value
-    prediction by the drift, whereas a scale-only map leaves the sign and the zero of the value unchanged and keeps
-    old predictions consistent with new targets up to a slowly varying factor.
+    Only a **scale** is used: ``normalize(x) = x / scale`` and ``denormalize(y) = y * scale`` with
+    ``scale = max(sqrt(var + mean^2), epsilon)``, the root mean square of the returns. The root mean square, not the
+    standard deviation, so that returns far from zero with little spread (CartPole-v1's ~100 +- 5) still map to
+    about unit size and stay inside a fixed categorical support. No centering, because (a) a fixed categorical
+    support ``[v_min, v_max]`` is symmetric around zero and stays centred on the normalized returns only if zero
+    maps to zero, and (b) the running mean drifts from update to update: subtracting it would shift every stored
+    value prediction by the drift, whereas a scale-only map leaves the sign and the zero of the value unchanged and
+    keeps old predictions consistent with new targets up to a slowly varying factor.
 
     ``epsilon`` (default ``1e-2``, in return units) bounds the scale from below so that near-constant returns (e.g. an
     environment that pays nothing for a while) are not blown up to huge normalized targets.
@@ -381,8 +383,8 @@ class ReturnNormalizer(nn.Module):
 
     @property
     def scale(self) -> Tensor:
-        """``(P,)``: ``max(sqrt(var), epsilon)``, in return units."""
-        return self.var.sqrt().clamp_min(self.epsilon)
+        """``(P,)``: ``max(sqrt(var + mean^2), epsilon)`` (root mean square of the returns), in return units."""
+        return (self.var + self.mean.pow(2)).sqrt().clamp_min(self.epsilon)
 
     def _scale_like(self, x: Tensor) -> Tensor:
         return self.scale.to(x.dtype).reshape(self.num_members, *([1] * (x.dim() - 1)))

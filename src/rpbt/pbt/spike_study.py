@@ -158,8 +158,9 @@ def clone_member(learner: RecurrentPPO, member: int) -> RecurrentPPO:
     hist = learner.episode_obs_history
     if isinstance(hist, EpisodeHistory):
         mine = attach_history(clone, hist.max_steps)
-        mine.obs[0] = hist.obs[member]
-        mine.length[0] = hist.length[member]
+        mine.obs[:, 0] = hist.obs[:, member]
+        mine.start[0] = hist.start[member]
+        mine.steps = hist.steps
     return clone
 
 

@@ -57,46 +57,54 @@ HIDDEN_STATE_STRATEGIES = ("keep", "zero", "reset_episodes", "burn_in")
 class EpisodeHistory:
     """Per-environment raw observations of the current episode, bounded to the last ``max_steps``.
 
-    Buffers: ``obs`` (P, N, max_steps, D) as a ring per environment, ``length`` (P, N) steps seen in the current
-    episode (may exceed max_steps). Installed as a step hook of a :class:`RecurrentPPO`: it records each raw
-    observation the policy is about to see, resetting at episode starts.
+    Installed as a step hook of a :class:`RecurrentPPO`: it records each raw observation the policy is about to
+    see. Storage is one time ring shared by all environments (they step together): ``obs`` (max_steps, P, N, D),
+    row ``t % max_steps`` holding the observations of global step t; ``steps`` counts the steps recorded and
+    ``start`` (P, N) is the global step of each environment's current episode's first observation, so
+    :attr:`length` (P, N) = steps - start (may exceed max_steps: only the last max_steps are kept). Recording a
+    step is two tensor operations (a row copy and a masked fill), which keeps the hook cheap while acting.
     """
 
     def __init__(self, population: int, num_envs: int, obs_dim: int, max_steps: int):
         self.max_steps = max_steps
-        self.obs = torch.zeros(population, num_envs, max_steps, obs_dim)
-        self.length = torch.zeros(population, num_envs, dtype=torch.int64)
-        # Row of slot 0 of each (member, env) ring in the flat (P * N * max_steps, D) view of ``obs``.
-        self._base = torch.arange(population * num_envs) * max_steps
+        self.obs = torch.zeros(max_steps, population, num_envs, obs_dim)
+        self.start = torch.zeros(population, num_envs, dtype=torch.int64)
+        self.steps = 0
+
+    @property
+    def length(self) -> Tensor:
+        """(P, N) observations seen in each environment's current episode."""
+        return self.steps - self.start
 
     def __call__(self, learner: RecurrentPPO, raw_obs: Tensor, episode_start: Tensor) -> None:
-        """Record raw_obs (P, N, D), seen at episode_start (P, N) bool (True resets that env's episode first)."""
-        self.length.masked_fill_(episode_start.bool(), 0)
-        rows = self._base + (self.length.view(-1) % self.max_steps)
-        self.obs.view(-1, self.obs.shape[-1]).index_copy_(0, rows, raw_obs.reshape(-1, self.obs.shape[-1]))
-        self.length += 1
+        """Record raw_obs (P, N, D), seen at episode_start (P, N) bool (True: that env's episode starts here)."""
+        self.start.masked_fill_(episode_start.bool(), self.steps)
+        self.obs[self.steps % self.max_steps].copy_(raw_obs)
+        self.steps += 1
 
     def clear(self, member: int) -> None:
-        self.length[member] = 0
+        """Forget member's current episodes (its environments were reset)."""
+        self.start[member] = self.steps
 
     def window(self, member: int, lengths: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """Member's histories as one left-aligned batch, oldest observation first.
 
-        ``lengths`` (N,) overrides the per-environment episode lengths (0 leaves an environment out); default
-        ``self.length[member]``. Returns obs (N, W, D), environment n's last k_n = min(length_n, max_steps) raw
-        observations in ``obs[n, :k_n]`` (zero padding after), W = max(max_n k_n, 1), and k (N,).
+        ``lengths`` (N,) overrides the per-environment episode lengths (0 leaves an environment out; at most
+        :attr:`length`); default ``self.length[member]``. Returns obs (N, W, D), environment n's last
+        k_n = min(length_n, max_steps) raw observations in ``obs[n, :k_n]`` (zero padding after),
+        W = max(max_n k_n, 1), and k (N,).
         """
         lengths = self.length[member] if lengths is None else lengths
         kept = lengths.clamp(max=self.max_steps)
         width = max(int(kept.max()), 1)
-        n_envs, dim = self.obs.shape[1], self.obs.shape[3]
+        n_envs, dim = self.obs.shape[2], self.obs.shape[3]
         out = torch.zeros(n_envs, width, dim)
         for n in range(n_envs):
             k = int(kept[n])
             if k == 0:
                 continue
-            end = int(lengths[n])
-            out[n, :k] = self.obs[member, n, torch.arange(end - k, end) % self.max_steps]
+            rows = torch.arange(self.steps - k, self.steps) % self.max_steps
+            out[n, :k] = self.obs[rows, member, n]
         return out, kept
 
 
@@ -149,7 +157,9 @@ def _final_states_torch_lstm(trunk: RecurrentTrunk, member: int, obs: Tensor, ke
     """
     feats = functional_call(trunk.encoder, _member_params(trunk.encoder, member), (obs,))[0]  # (N, W, F)
     lstm = trunk.lstm
-    torch_lstm = nn.LSTM(feats.shape[-1], lstm.hidden_size, num_layers=lstm.num_layers, batch_first=True)
+    # Built on the meta device and then given empty storage: no initialization, so no draw from torch's global RNG.
+    torch_lstm = nn.LSTM(feats.shape[-1], lstm.hidden_size, num_layers=lstm.num_layers, batch_first=True,
+                         device="meta").to_empty(device=feats.device)
     for layer, (w_ih, w_hh, bias) in enumerate(zip(lstm.weight_ih, lstm.weight_hh, lstm.bias)):
         getattr(torch_lstm, f"weight_ih_l{layer}").copy_(w_ih[member].t())
         getattr(torch_lstm, f"weight_hh_l{layer}").copy_(w_hh[member].t())
