@@ -22,6 +22,11 @@ time of the timed rounds. Printed: both rates and the ratio process / local; wri
 ``benchmarks/results/backend_scaling.json`` with the per-round times, the load average before and after, and the
 thread counts.
 
+What bounds the ratio: one batched learner of 8 members costs only about 1.5x one of 4 (the network work is
+batched, the environments' Python stepping is not), so two shards on two cores can reach at most about that factor
+over the one-thread local learner even with both cores free; the ratio against torch's default thread count also
+measures how badly torch's intra-op threads do on tiny recurrent batches when the cores are shared.
+
 Usage::
 
     python benchmarks/backend_scaling.py                 # 1 warm-up + 3 timed rounds per arm

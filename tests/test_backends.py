@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from rpbt.agent.ppo import CheckpointError, MemberState
 from rpbt.cli import main
@@ -118,6 +120,32 @@ def test_shards_are_contiguous_and_threads_do_not_oversubscribe():
 
 
 # ------------------------------------------------------------------------------------------------- same results
+
+
+def test_a_shard_trains_its_members_bit_for_bit_like_the_whole_population():
+    from rpbt.config import member_hparams
+    from rpbt.pbt.backends.local import Shard
+
+    cfg = tiny_config(*DECIDE)
+    hp = [dict(member_hparams(cfg), learning_rate=1e-3 * (m + 1)) for m in range(4)]
+    whole, part = Shard(cfg, [0, 1, 2, 3], hp), Shard(cfg, [2, 3], hp[2:])
+    try:
+        rows_whole, rows_part = whole.train(2), part.train(2)
+        for m in (2, 3):
+            assert len(rows_whole[m]) == len(rows_part[m]) == 2
+            for r_whole, r_part in zip(rows_whole[m], rows_part[m]):
+                assert r_whole.keys() == r_part.keys()
+                for key in r_whole.keys() - {"time/fps"}:  # wall-clock rate: the only row value allowed to differ
+                    x, y = r_whole[key], r_part[key]
+                    assert x == y or (math.isnan(x) and math.isnan(y)), key
+            a, b = whole.snapshot(m), part.snapshot(m)
+            assert a.tensors.keys() == b.tensors.keys()
+            assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors), m
+            assert torch.equal(a.rng, b.rng)
+        assert whole.member_info()[3]["recent_returns"] == part.member_info()[3]["recent_returns"]
+    finally:
+        whole.close()
+        part.close()
 
 
 def test_process_backend_gives_the_local_decisions_and_scores(tmp_path, local_reference):

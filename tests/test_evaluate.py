@@ -376,3 +376,18 @@ def test_rpbt_evaluate_non_trading(tmp_path, capsys):
     assert main(["evaluate", str(run), "--member", "0", "--episodes", "3"]) == 0
     assert json.loads((run / "evaluation" / "test_member0.json").read_text())["returns"] == out["returns"]
     assert main(["evaluate", str(tmp_path / "nowhere")]) == 2
+
+
+def test_process_backend_scores_trading_members_on_validation_like_local(tmp_path):
+    local_runner = PopulationRunner(trading_config(f"run.dir={tmp_path / 'l'}"), tmp_path / "l")
+    local_runner.start()
+    local_runner.run(progress=False)
+    proc_runner = PopulationRunner(
+        trading_config(f"run.dir={tmp_path / 'p'}", "backend.kind=process", "backend.num_workers=2"), tmp_path / "p")
+    proc_runner.start()
+    proc_runner.run(progress=False)
+    local_scores = [e["scores"] for e in _events(tmp_path / "l") if e["type"] == "round"]
+    proc_scores = [e["scores"] for e in _events(tmp_path / "p") if e["type"] == "round"]
+    assert len(proc_scores) == len(local_scores)
+    for a, b in zip(local_scores, proc_scores):
+        assert b == pytest.approx(a, rel=1e-6, abs=1e-9)

@@ -20,7 +20,6 @@ from rpbt.pbt.spike_study import (
     load_study_config,
     mean_ci,
     run_seed,
-    run_study,
     t_quantile,
 )
 from rpbt.pbt.transfer import attach_history, exploit

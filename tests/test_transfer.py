@@ -17,7 +17,6 @@ import torch
 from rpbt.agent.ppo import HPARAM_NAMES, RecurrentPPO, _hp_buffer
 from rpbt.agent.rollout import compute_gae
 from rpbt.pbt.transfer import (
-    EpisodeHistory,
     attach_history,
     burn_in_states,
     exploit,

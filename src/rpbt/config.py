@@ -242,7 +242,9 @@ class RunConfig(_Strict):
     total_env_steps: int = Field(200_000, ge=1)  # per member
     seed: int = 0
     dir: str = "runs/default"
-    torch_threads: Optional[int] = None
+    # torch threads in this process (None: torch's default). 1 by default: a small recurrent net is a long chain of
+    # tiny ops, and intra-op threads cost more than they give (5-16x slower measured on a busy 2-core machine).
+    torch_threads: Optional[int] = Field(1, ge=1)
     progress: bool = True
     tensorboard: bool = True
 

@@ -193,6 +193,7 @@ class PopulationRunner:
                      "hidden_state": self.cfg.pbt.hidden_state,
                      "measurements": {k: clean_float(v) for k, v in measurements.items()}}
             self.rundir.write_event(event)
+            self.rundir.write_scalars(d.recipient, env_steps, measurements)
             events.append(event)
         self.last_scores = scores
         self.round = r

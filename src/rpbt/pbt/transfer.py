@@ -251,6 +251,7 @@ def exploit_measurements(learner: RecurrentPPO, member: int, burned: dict[str, L
     head_b, raws_b, _ = learner.policy_step(obs, full_burned, start)
     kl = learner.kl_between(head_b[member:member + 1], head_l[member:member + 1]) if not learner.continuous else \
         learner.kl_between(head_b, head_l)[member:member + 1]
+    kl = kl.clamp_min(0.0)  # KL >= 0; nearly equal distributions can round to -1e-10
     v_l = learner.values_from_raw(raws_l).min(0).values[member]
     v_b = learner.values_from_raw(raws_b).min(0).values[member]
     return {

@@ -210,6 +210,16 @@ class RunDirectory:
                         writer.add_scalar(key, float(value), step)
             writer.flush()
 
+    def write_scalars(self, member: int, step: int, values: dict[str, Any]) -> None:
+        """TensorBoard-only scalars (e.g. the exploit measurements) for ``member`` at env step ``step``."""
+        if not self.tensorboard:
+            return
+        writer = self._writer(member)
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and math.isfinite(float(value)):
+                writer.add_scalar(key, float(value), step)
+        writer.flush()
+
     def truncate_metrics_after(self, last_round: int) -> None:
         for m in range(self.population_size):
             MetricsCSV(self.member_dir(m) / "metrics.csv").truncate_after(last_round)

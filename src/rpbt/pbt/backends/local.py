@@ -31,7 +31,6 @@ class Shard:
 
     Args:
         cfg: run config. member_ids: global member indices. hparams: initial hyperparameters per member.
-        round_index: used to seed environments freshly when a shard is rebuilt on resume.
     """
 
     def __init__(self, cfg: Config, member_ids: Sequence[int], hparams: Sequence[dict]):

@@ -34,7 +34,6 @@ raised in the driver with their own type.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import pickle
 import signal
@@ -142,6 +141,8 @@ class ShardServer:
             return s.train(int(args[0]))
         if cmd == "member_info":
             return s.member_info()
+        if cmd == "evaluate_members":
+            return s.evaluate_members([int(m) for m in args[0]], str(args[1]))
         if cmd == "snapshot":
             return s.snapshot(int(args[0])).to_bytes()
         if cmd == "snapshot_many":
@@ -187,7 +188,11 @@ def _unpack_exception(payload: tuple[Optional[bytes], str], where: str) -> BaseE
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """Linux: ask the kernel to SIGKILL this worker when the driver dies (a SIGKILLed run leaves no orphans)."""
+    """Linux: ask the kernel to SIGKILL this worker when the driver dies (a SIGKILLed run leaves no orphans).
+
+    The signal follows the driver *thread* that started the worker: build the backend in a thread that lives for
+    the whole run (the main thread, as the CLI does).
+    """
     try:
         import ctypes
 
@@ -444,6 +449,16 @@ class ShardedBackend:
         for k in range(len(self.shards)):
             out.update(results[k])
         return {m: out[m] for m in range(self.population_size)}
+
+    def evaluate_members(self, members: Sequence[int], split: str = "validation") -> dict[int, list[float]]:
+        """Deterministic evaluation returns per member, each shard evaluating its own members in parallel."""
+        wanted = {int(m) for m in members}
+        commands = {k: ("evaluate_members", ([m for m in shard if m in wanted], split))
+                    for k, shard in enumerate(self.shards) if any(m in wanted for m in shard)}
+        out: dict[int, list[float]] = {}
+        for result in self._run_all(commands).values():
+            out.update(result)
+        return {int(m): out[int(m)] for m in members}
 
     def snapshot(self, member: int) -> MemberState:
         """Member's whole state, fetched from its shard as bytes (remembered for a following :meth:`exploit`)."""
