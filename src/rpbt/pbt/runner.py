@@ -125,7 +125,7 @@ class PopulationRunner:
                            TextColumn("{task.completed:,.0f}/{task.total:,.0f} env steps per member"),
                            TimeElapsedColumn(), TimeRemainingColumn()]
                 with Progress(*columns) as bar:
-                    task = bar.add_task(self._describe(), total=self.cfg.run.total_env_steps,
+                    task = bar.add_task(self._describe(), total=self.total_updates * self.steps_per_update,
                                         completed=self._env_steps())
                     while self.round < self.total_rounds:
                         self.play_round()
