@@ -353,6 +353,16 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[lis
     Raises :class:`ConfigError` when the file is missing, is not a YAML mapping, or fails validation; the message
     names the file and the dotted key.
     """
+    path, data = read_config_data(path)
+    apply_overrides(data, list(overrides or []))
+    return config_from_dict(data, source=str(path))
+
+
+def read_config_data(path: Optional[Union[str, Path]] = None) -> tuple[Path, dict[str, Any]]:
+    """The raw mapping of a YAML config file (the shipped default when ``path`` is None), not yet validated.
+
+    Raises :class:`ConfigError` naming the file when it is missing, not YAML, or not a mapping.
+    """
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -362,8 +372,7 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[lis
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with sections env, agent, pbt, run; got {type(data).__name__}")
-    apply_overrides(data, list(overrides or []))
-    return config_from_dict(data, source=str(path))
+    return path, data
 
 
 def member_hparams(cfg: Config) -> dict[str, float]:

@@ -25,7 +25,6 @@ between updates with :meth:`set_hparams`, they are in force from the next update
 from __future__ import annotations
 
 import io
-import math
 import os
 import tempfile
 import time
@@ -489,7 +488,7 @@ class RecurrentPPO(nn.Module):
     def learn(self, rollout: Rollout) -> dict[str, Tensor]:
         """PPO update epochs on one rollout; returns metrics, each a (P,) tensor."""
         a = self.cfg.agent
-        P, N, T = self.population, self.num_envs, self.num_steps
+        P, N = self.population, self.num_envs
         gamma, lam = self.hparam("gamma").float(), self.hparam("gae_lambda").float()
         value_returns = rollout.values.min(0).values  # (P, T, N), return units
         advantages, returns = compute_gae(rollout.rewards, value_returns, rollout.dones, rollout.terminated,

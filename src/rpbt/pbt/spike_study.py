@@ -53,13 +53,19 @@ from typing import Any, Literal, Optional, Sequence, Union
 import gymnasium as gym
 import numpy as np
 import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rpbt.agent.networks import LSTMState
 from rpbt.agent.ppo import MemberState, RecurrentPPO
 from rpbt.agent.rollout import Rollout, compute_gae
-from rpbt.config import DEFAULT_CONFIG_PATH, Config, ConfigError, apply_overrides, config_from_dict, member_hparams
+from rpbt.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    member_hparams,
+    read_config_data,
+)
 from rpbt.pbt.backends.local import LocalBackend
 from rpbt.pbt.runner import PopulationRunner
 from rpbt.pbt.scheduler import PBTScheduler
@@ -104,15 +110,7 @@ def load_study_config(path: Optional[Union[str, Path]] = None,
     ``path`` None means the shipped default run config (with default study settings). Raises
     :class:`~rpbt.config.ConfigError` naming the file and the dotted key when anything is invalid.
     """
-    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with sections env, agent, pbt, run; got {type(data).__name__}")
+    path, data = read_config_data(path)
     apply_overrides(data, list(overrides))
     study = data.pop(STUDY_SECTION, None) or {}
     if not isinstance(study, dict):
