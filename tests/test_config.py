@@ -52,3 +52,25 @@ def test_cross_field_and_file_errors(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="expected key.sub=value"):
         load_config(None, ["agent.learning_rate"])
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("pbt.search_space.learning_rate={type: float, low: -0.1, high: -0.01}", "outside its valid range (0.0, inf)"),
+        ("pbt.search_space.gamma={type: float, low: 1.2, high: 1.5}", "outside its valid range (0.0, 1.0]"),
+        ("pbt.search_space.learning_rate={type: categorical, values: [fast, slow]}", "'fast' is not a number"),
+        ("pbt.perturb_factors=[-1, 0]", "perturb factors must be positive"),
+    ],
+)
+def test_search_space_must_stay_inside_each_hyperparameters_valid_range(override, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert expected in str(err.value) and "pbt." in str(err.value)
+
+
+def test_an_empty_section_means_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("agent:\npbt:\n  population_size: 3\n")
+    cfg = load_config(path)
+    assert cfg.agent.learning_rate == 2.5e-4 and cfg.pbt.population_size == 3

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import yaml
+import torch
 
 from rpbt.cli import main
 from rpbt.pbt.runner import PopulationRunner, score_returns
@@ -120,3 +121,48 @@ def test_resume_continues_from_last_completed_round(tmp_path, capsys):
     assert json.loads((run / "summary.json").read_text())["round"] == runner.total_rounds
     assert main(["resume", str(tmp_path / "nothing")]) == 2
     assert "config.yaml" in capsys.readouterr().err
+
+
+def test_exploit_forks_the_recipients_rng_deterministically():
+    from rpbt.pbt.backends.local import LocalBackend
+
+    draws = []
+    for _ in range(2):
+        backend = LocalBackend(tiny_config(), [{}] * 4)
+        backend.train(1)
+        donor = backend.snapshot(3)
+        backend.exploit(0, donor, donor.hparams())
+        backend.exploit(1, donor, donor.hparams())
+        gens = backend.shard.learner.generators
+        first = [torch.rand(3, generator=gens[m]).tolist() for m in (0, 1, 3)]
+        assert first[0] != first[2] and first[1] != first[2] and first[0] != first[1]
+        draws.append(first)
+        backend.close()
+    assert draws[0] == draws[1]
+
+
+def test_overwrite_only_replaces_an_idle_run_directory_and_a_failed_start_writes_nothing(tmp_path, capsys):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("my thesis")
+    assert main(["train", *TINY, f"run.dir={precious}", "--overwrite"]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert (precious / "thesis.txt").read_text() == "my thesis"
+    # a bad env id fails before the run directory is created
+    assert main(["train", *TINY, f"run.dir={tmp_path / 'bad'}", "env.id=NoSuchEnv-v0"]) == 2
+    assert not (tmp_path / "bad").exists()
+    # a run directory held by another process is neither overwritten nor resumed
+    run = tmp_path / "busy"
+    assert main(["train", *TINY, f"run.dir={run}"]) == 0
+    from rpbt.run.rundir import RunDirectory
+
+    holder = RunDirectory(run, 4)
+    holder.lock()
+    try:
+        assert main(["resume", str(run)]) == 2
+        assert "another rpbt process" in capsys.readouterr().err
+        assert main(["train", *TINY, f"run.dir={run}", "--overwrite"]) == 2
+        assert (run / "summary.json").is_file()
+    finally:
+        holder.close()
+    assert main(["train", *TINY, f"run.dir={run}", "--overwrite"]) == 0

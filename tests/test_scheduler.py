@@ -141,18 +141,22 @@ def test_population_of_one_never_decides():
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_truncation_ties_give_disjoint_sides_of_the_right_size(seed):
-    decisions = decide(make(seed=seed), [1.0] * 8)
-    recipients = {d.recipient for d in decisions}
-    donors = {d.donor for d in decisions}
-    assert len(recipients) == 2 and not recipients & donors
-    assert all(d.recipient != d.donor for d in decisions)
+def test_truncation_never_copies_a_tie_or_an_unscored_member(seed):
+    assert decide(make(seed=seed), [1.0] * 8) == []  # everyone tied: no churn
+    assert decide(make(seed=seed), [None] * 8) == []
+    # bottom two tied with a top member: only strictly better donors are copied
+    decisions = decide(make(seed=seed), [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0])
+    for d in decisions:
+        assert d.donor == 7 and d.donor_score > d.recipient_score
+    assert len(decisions) <= 2
 
 
-def test_truncation_ties_are_broken_by_the_seed():
-    picks = {tuple(d.recipient for d in decide(make(seed=seed), [1.0] * 8)) for seed in range(30)}
+def test_truncation_ties_in_the_bottom_are_broken_by_the_seed():
+    scores = [1.0] * 6 + [5.0, 6.0]
+    picks = {tuple(d.recipient for d in decide(make(seed=seed), scores)) for seed in range(30)}
     assert len(picks) > 5  # not always the same members
-    assert decide(make(seed=4), [1.0] * 8) == decide(make(seed=4), [1.0] * 8)
+    assert all(len(p) == 2 for p in picks)
+    assert decide(make(seed=4), scores) == decide(make(seed=4), scores)
 
 
 # ------------------------------------------------------------------------------------------------ tournament

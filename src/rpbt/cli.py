@@ -48,14 +48,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(cfg.run.dir)
     if not args.overwrite:
         run_dir = RunDirectory.fresh_path(run_dir)
-    elif run_dir.exists():
-        import shutil
-
-        shutil.rmtree(run_dir)
     cfg.run.dir = str(run_dir)
     print(f"rpbt: run directory {run_dir}")
     runner = PopulationRunner(cfg, run_dir)
-    runner.start()
+    try:
+        runner.start(overwrite=args.overwrite)
+    except BaseException:
+        runner.close()
+        raise
     summary = runner.run()
     _print_summary(run_dir, summary)
     return 0
@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a population (default config when CONFIG is omitted)")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key.sub=value ...]")
-    p.add_argument("--overwrite", action="store_true", help="replace run.dir instead of numbering a new one")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace run.dir (only an rpbt run directory no process is using) instead of numbering a new one")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("resume", help="continue an interrupted run from its last completed round")
@@ -211,7 +212,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack-steps", type=int, default=10, help="PGD steps (default 10)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("spike-study", help="measure the value-loss spike of each hidden-state strategy at exploits")
+    p = sub.add_parser(
+        "spike-study", help="measure the value-loss spike of each hidden-state strategy at exploits",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Measure what each hidden-state strategy (keep, zero, reset_episodes, burn_in; see pbt.hidden_state)\n"
+            "does to the value loss right after an exploit. Each seed trains a population with the real round\n"
+            "loop on the local backend (backend.kind is ignored). At every exploit the recipient is cloned once\n"
+            "per strategy; each clone gets the same transfer (donor weights, new hyperparameters) with its\n"
+            "strategy and trains updates_after more PPO updates, and its train/value_loss is compared with the\n"
+            "donor's last value loss and with the burn_in clone's. Results are averaged per seed, then over seeds\n"
+            "(geometric means, 95% Student-t intervals); the real run itself uses pbt.hidden_state unchanged.\n"
+            "\n"
+            "CONFIG is a run config (the shipped default when omitted) with an optional spike_study section\n"
+            "(defaults in parentheses):\n"
+            "  seeds                  independent population runs, run seeds run.seed .. run.seed+seeds-1 (5)\n"
+            "  updates_after          PPO updates each clone trains after the exploit, K (5)\n"
+            "  max_exploits_per_seed  stop a seed's run after this many studied exploits (null: train to\n"
+            "                         run.total_env_steps)\n"
+            "  strategies             strategies to clone, no repeats (all four)\n"
+            "  control                also continue a clone of the donor without a transfer (true)\n"
+            "  out_dir                results folder (runs/spike_study)\n"
+            "key.sub=value overrides reach both the run config and the spike_study section.\n"
+            "\n"
+            "example:\n"
+            "  rpbt spike-study configs/spike_study.yaml spike_study.seeds=2\n"
+            "\n"
+            "outputs, in spike_study.out_dir (relative to the working directory):\n"
+            "  spike_study.md     tables (also printed when the study ends)\n"
+            "  spike_study.json   settings, resolved config, command, every exploit record, summary\n"
+            "  spike_study.png    value loss relative to the donor's against updates after the exploit\n"
+            "  runs/seed_<s>/     run directory of seed s, replaced on every study (run.dir is not used)"))
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key.sub=value ...]")
     p.set_defaults(func=cmd_spike_study)
     return parser

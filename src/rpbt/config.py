@@ -1,7 +1,7 @@
 """Validated run configuration: the only place defaults live.
 
-A run is described by one YAML file with four required sections (``env``, ``agent``, ``pbt``, ``run``) and an
-optional ``backend`` section. :func:`load_config` reads the file, applies dotted command-line overrides
+A run is described by one YAML file with the sections ``env``, ``agent``, ``pbt``, ``run`` and ``backend``; every key
+has a default, so an absent or empty section means all defaults. :func:`load_config` reads the file, applies dotted command-line overrides
 (``agent.learning_rate=1e-3``, as Hydra / OmegaConf users expect) and validates the result with pydantic.
 Every model forbids unknown keys, so a typo is reported with its dotted path instead of being silently ignored.
 
@@ -201,6 +201,34 @@ SEARCHABLE = {
 }
 
 
+# Valid range of every searchable hyperparameter: (low, low_inclusive, high, high_inclusive); None = unbounded.
+HPARAM_RANGES: dict[str, tuple[Optional[float], bool, Optional[float], bool]] = {
+    "learning_rate": (0.0, False, None, False),
+    "ent_coef": (0.0, True, None, False),
+    "clip_range": (0.0, False, None, False),
+    "vf_coef": (0.0, True, None, False),
+    "gamma": (0.0, False, 1.0, True),
+    "gae_lambda": (0.0, True, 1.0, True),
+    "max_grad_norm": (0.0, False, None, False),
+    "adversarial.epsilon": (0.0, True, None, False),
+    "adversarial.robust_kl_coef": (0.0, True, None, False),
+    "adversarial.ratio": (0.0, True, 1.0, True),
+}
+
+
+def _check_in_range(name: str, value: Any, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}: {value!r} is not a number")
+    low, low_inc, high, high_inc = HPARAM_RANGES[name]
+    ok = (low is None or value > low or (low_inc and value == low)) and (
+        high is None or value < high or (high_inc and value == high))
+    if not ok:
+        lo = "-inf" if low is None else f"{low}"
+        hi = "inf" if high is None else f"{high}"
+        interval = f"{'[' if low_inc else '('}{lo}, {hi}{']' if high_inc else ')'}"
+        raise ValueError(f"{where}: {value!r} is outside its valid range {interval}")
+
+
 class PBTConfig(_Strict):
     """Population-Based Training (Jaderberg et al. 2017)."""
 
@@ -228,11 +256,21 @@ class PBTConfig(_Strict):
     @field_validator("search_space")
     @classmethod
     def _known(cls, v: dict[str, SearchDim]) -> dict[str, SearchDim]:
-        for key in v:
+        for key, dim in v.items():
             name = key.removeprefix("agent.")
             if name not in SEARCHABLE:
                 raise ValueError(f"unknown hyperparameter {key!r}; searchable: {sorted(SEARCHABLE)}")
+            values = dim.values if dim.type == "categorical" else [dim.low, dim.high]
+            for value in values or []:
+                _check_in_range(name, value, f"search space of {key}")
         return {k.removeprefix("agent."): d for k, d in v.items()}
+
+    @field_validator("perturb_factors")
+    @classmethod
+    def _positive_factors(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if any(f <= 0 for f in v):
+            raise ValueError(f"perturb factors must be positive, got {v}")
+        return v
 
 
 # --------------------------------------------------------------------------------------------------- run
@@ -341,6 +379,8 @@ def _format_errors(err: ValidationError, source: str) -> str:
 
 def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     """Validate nested config data; raises :class:`ConfigError` naming every bad key."""
+    # An empty section (`agent:` with nothing under it) means "all defaults", as in the file it came from.
+    data = {k: ({} if v is None and k in Config.model_fields else v) for k, v in data.items()}
     try:
         return Config.model_validate(data)
     except ValidationError as err:

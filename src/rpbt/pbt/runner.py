@@ -85,11 +85,21 @@ class PopulationRunner:
         self.t_start = time.time()
 
     # ------------------------------------------------------------------------------------------ lifecycle
-    def start(self) -> None:
-        """Create the run directory, sample initial hyperparameters and build the backend."""
-        self.rundir.create(self.cfg)
+    def start(self, overwrite: bool = False) -> None:
+        """Sample initial hyperparameters, build the backend, then create (and lock) the run directory.
+
+        The backend is built first, so a bad environment or backend setting fails before anything is written.
+        ``overwrite`` replaces an existing *rpbt run directory* at the path (never any other folder, never one that
+        another rpbt process holds); raises :class:`~rpbt.run.rundir.RunDirError` otherwise.
+        """
         hparams = self.scheduler.initial_hparams(member_hparams(self.cfg))
+        if overwrite and self.rundir.path.exists():
+            self.rundir.check_replaceable()
         self.backend = self._backend or make_backend(self.cfg, hparams)
+        if overwrite and self.rundir.path.exists():
+            shutil.rmtree(self.rundir.path)
+        self.rundir.create(self.cfg)
+        self.rundir.lock()
         if hasattr(self.backend, "attach_run"):  # sharded backends: failure events, committed checkpoints
             self.backend.attach_run(self.rundir)
         self.rundir.write_event({"type": "start", "round": 0, "population_size": self.P,
@@ -97,6 +107,7 @@ class PopulationRunner:
 
     def resume(self) -> None:
         """Reopen the run directory at its last committed round and restore every member from its checkpoint."""
+        self.rundir.lock()
         state = self.rundir.read_runner_state()
         self.round = int(state["round"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -261,7 +261,10 @@ class PBTScheduler:
         order.sort(key=lambda m: self._rank_key(scores[m]))  # stable: worst first, ties in shuffled order
         k = max(1, math.floor(self.quantile_fraction * len(order)))
         bottom, top = order[:k], order[-k:]
-        return [(recipient, top[self._rng.randrange(k)]) for recipient in sorted(bottom)]
+        pairs = [(recipient, top[self._rng.randrange(k)]) for recipient in sorted(bottom)]
+        # A recipient copies only a strictly better donor: copying a tie (or an unscored member) is pure churn that
+        # discards the population's diversity, e.g. once every member has reached a task's maximum score.
+        return [(r, d) for r, d in pairs if self._better(scores[d], scores[r])]
 
     def _tournament(self, ready_members: list[int], scores: list[Optional[float]]) -> list[tuple[int, int]]:
         order = list(ready_members)

@@ -82,7 +82,10 @@ class StudySettings(BaseModel):
     seeds (S): independent population runs (run seeds ``run.seed .. run.seed + S - 1``); updates_after (K): PPO
     updates each clone continues for; max_exploits_per_seed: stop a run after this many studied exploits (None:
     every exploit until ``run.total_env_steps``); strategies: which hidden-state strategies to clone;
-    control: also continue a clone of the donor without a transfer; out_dir: where results are written.
+    control: also continue a clone of the donor without a transfer; out_dir: where results are written
+    (``spike_study.json``, ``spike_study.md``, ``spike_study.png`` and ``runs/seed_<s>/``, the run directory of
+    seed s, which replaces ``run.dir`` and is deleted and rewritten by every study). ``rpbt spike-study --help``
+    lists these keys too: keep it in step when adding one.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

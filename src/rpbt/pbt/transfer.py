@@ -309,12 +309,16 @@ def _warn_keep() -> None:
 
 
 def exploit(learner: RecurrentPPO, recipient: int, donor_state: MemberState, new_hparams: dict[str, float],
-            strategy: str = "burn_in", optimizer_state: str = "copy") -> dict[str, float]:
+            strategy: str = "burn_in", optimizer_state: str = "copy", rng_seed: Optional[int] = None
+            ) -> dict[str, float]:
     """Copy ``donor_state`` into member ``recipient`` of ``learner`` as one transfer.
 
     Order: restore the whole member state; reset the optimizer moments if ``optimizer_state == 'reset'``; apply
-    ``new_hparams`` on top; recompute the burned-in states (for the strategy or for the measurements); apply the
-    hidden-state strategy; measure. Returns the measurements (see module docstring). Only call between updates.
+    ``new_hparams`` on top; re-seed the recipient's generator with ``rng_seed`` when given (otherwise it continues
+    the donor's stream: donor and recipient would then draw the same action noise and minibatch orders, so a
+    population run forks it — see :class:`rpbt.pbt.backends.local.Shard`); recompute the burned-in states (for the
+    strategy or for the measurements); apply the hidden-state strategy; measure. Returns the measurements (see
+    module docstring). Only call between updates.
 
     Raises ``ValueError`` for an unknown strategy or optimizer_state, :class:`~rpbt.agent.ppo.CheckpointError`
     when the state does not fit the learner.
@@ -329,6 +333,8 @@ def exploit(learner: RecurrentPPO, recipient: int, donor_state: MemberState, new
     if optimizer_state == "reset":
         learner.optimizer.reset_member(recipient)
     learner.set_hparams(recipient, new_hparams)
+    if rng_seed is not None:
+        learner.generators[recipient].manual_seed(int(rng_seed))
     attach = learner.episode_obs_history
     truncated = 0
     burned = None

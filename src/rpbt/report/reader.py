@@ -9,7 +9,8 @@ Everything here tolerates a run that is still going or that was resumed:
   drops the earlier lines of rounds >= r).
 * ``members/<i>/metrics.csv`` rows are deduplicated the same way on their ``(round, update)`` key; a cut last row
   is ignored; columns are looked up by name (later issues append columns).
-* ``summary.json``, ``config.yaml`` and the checkpoints are optional: a missing or bad one is a warning.
+* ``summary.json``, ``config.yaml`` and the checkpoints are optional: a missing or bad one is a warning. The
+  checkpoints are counted in the round folder that ``checkpoints/runner.json`` names (:func:`read_checkpoints`).
 
 Errors: :class:`ReportError` (a ``ValueError``) naming the path when the run directory or its ``events.jsonl`` is
 missing or unusable. Partial problems are warnings (plain strings, collected and shown in the report).
@@ -21,6 +22,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -35,6 +37,8 @@ __all__ = [
     "clean_events",
     "read_metrics",
     "load_run",
+    "Checkpoints",
+    "read_checkpoints",
     "num_or_none",
 ]
 
@@ -300,7 +304,9 @@ class RunData:
     metrics: dict[int, Optional[MemberMetrics]]
     summary: Optional[dict]
     config: Optional[dict]
-    checkpoints_present: int
+    checkpoints_present: int  # members with a member_<i>.pt in checkpoint_dir (0 when there is none)
+    checkpoint_round: Optional[int] = None  # round of the committed checkpoints (runner.json "round")
+    checkpoint_dir: Optional[Path] = None  # folder the count comes from, e.g. RUN_DIR/checkpoints/round_000008
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -362,6 +368,86 @@ def _read_summary(path: Path, warnings: list[str]) -> Optional[dict]:
         warnings.append(f"{path}: not a JSON object, ignored")
         return None
     return data
+
+
+_ROUND_FOLDER = re.compile(r"round_(\d+)")
+
+
+@dataclass
+class Checkpoints:
+    """The committed checkpoints of a run: ``present`` members (0..P) with a ``member_<i>.pt`` in ``folder``,
+    ``round`` they were committed at (None when unknown), ``folder`` (None when there is none)."""
+
+    present: int
+    round: Optional[int]
+    folder: Optional[Path]
+
+
+def read_checkpoints(run_dir: Path | str, population: int, expect_commit: bool = True,
+                     warnings: Optional[list[str]] = None) -> Checkpoints:
+    """Count the members of the last committed round that have a checkpoint (RUNDIR_FORMAT.md).
+
+    The runner commits a round by writing ``checkpoints/round_<r>/member_<i>.pt`` (r zero-padded to 6 digits, i not
+    padded) and then, atomically, ``checkpoints/runner.json`` whose ``"checkpoint_dir"`` names that folder (relative
+    to ``checkpoints/``) and whose ``"round"`` is r; older folders are deleted afterwards. This reads runner.json
+    and counts ``member_<i>.pt`` for i in 0..population-1 in the folder it names.
+
+    When runner.json is missing, is not a JSON object, or its ``"checkpoint_dir"`` is not a plain folder name, the
+    newest ``round_<r>`` folder is counted instead (it may be a commit cut short, so the count can be partial)
+    and a warning naming runner.json is appended to ``warnings``; with no such folder either, 0. A runner.json
+    without ``"checkpoint_dir"`` means the checkpoints lie in ``checkpoints/`` itself (as ``rpbt evaluate`` reads
+    it). ``expect_commit=False`` (no round has been reported yet) makes a missing runner.json silent.
+    Never raises for a bad run directory: every problem is a warning.
+    """
+    run_dir = Path(run_dir)
+    warnings = [] if warnings is None else warnings
+    ckpt = run_dir / "checkpoints"
+    state_path = ckpt / "runner.json"
+
+    def count(folder: Path) -> int:
+        return sum((folder / f"member_{i}.pt").is_file() for i in range(population))
+
+    problem: Optional[str] = None
+    if state_path.is_file():
+        try:
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            state, problem = None, f"cannot be read as JSON ({exc})"
+        if state is not None and not isinstance(state, dict):
+            problem = "not a JSON object"
+        elif state is not None:
+            name = state.get("checkpoint_dir")
+            rnd = _int_or_none(state.get("round"))
+            if name is None or name == "":
+                return Checkpoints(count(ckpt), rnd, ckpt)  # layout without round folders
+            if not isinstance(name, str) or name in (".", "..") or Path(name).name != name:
+                problem = f'"checkpoint_dir" is {name!r}, not the name of a folder in {ckpt}'
+            else:
+                folder = ckpt / name
+                if not folder.is_dir():
+                    warnings.append(f"{state_path}: names checkpoint folder {folder}, which does not exist; "
+                                    "no checkpoints counted")
+                    return Checkpoints(0, rnd, folder)
+                return Checkpoints(count(folder), rnd, folder)
+    elif state_path.exists():
+        problem = "not a regular file"
+    else:
+        problem = "missing (no round committed yet, or it was removed)"
+
+    found: list[tuple[int, Path]] = []
+    if ckpt.is_dir():
+        for entry in ckpt.iterdir():
+            m = _ROUND_FOLDER.fullmatch(entry.name)
+            if m and entry.is_dir():
+                found.append((int(m.group(1)), entry))
+    if found:
+        rnd, folder = max(found)
+        warnings.append(f"{state_path}: {problem}; counted the checkpoints in the newest round folder {folder} "
+                        "instead (it may be an unfinished commit)")
+        return Checkpoints(count(folder), rnd, folder)
+    if expect_commit or state_path.exists():
+        warnings.append(f"{state_path}: {problem}; no checkpoints counted")
+    return Checkpoints(0, None, None)
 
 
 def load_run(run_dir: Path | str) -> RunData:
@@ -435,8 +521,7 @@ def load_run(run_dir: Path | str) -> RunData:
     if missing_metrics and rounds:
         warnings.append(f"{run_dir / 'members'}: no metrics.csv for member(s) {missing_metrics}")
 
-    ckpt = run_dir / "checkpoints"
-    checkpoints_present = sum((ckpt / f"member_{i}.pt").exists() for i in range(population)) if ckpt.is_dir() else 0
+    checkpoints = read_checkpoints(run_dir, population, expect_commit=bool(rounds), warnings=warnings)
 
     return RunData(
         run_dir=run_dir,
@@ -453,6 +538,8 @@ def load_run(run_dir: Path | str) -> RunData:
         metrics=metrics,
         summary=_read_summary(run_dir / "summary.json", warnings),
         config=_read_config(run_dir / "config.yaml", warnings),
-        checkpoints_present=checkpoints_present,
+        checkpoints_present=checkpoints.present,
+        checkpoint_round=checkpoints.round,
+        checkpoint_dir=checkpoints.folder,
         warnings=warnings,
     )

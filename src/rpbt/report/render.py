@@ -218,7 +218,13 @@ def _overview(doc: _Doc, run: RunData, lineage: Lineage) -> None:
                      + ", ".join(str(e.get("round")) for e in run.resumes))
     if run.failures:
         items.append(f"failures: {len(run.failures)} (see below)")
-    items.append(f"checkpoints present: {run.checkpoints_present}/{run.population_size}")
+    where = ""
+    if run.checkpoint_dir is not None:
+        folder = run.checkpoint_dir
+        folder = folder.relative_to(run.run_dir) if folder.is_relative_to(run.run_dir) else folder
+        at_round = f", round {run.checkpoint_round}" if run.checkpoint_round is not None else ""
+        where = f" (`{folder.as_posix()}`{at_round})"
+    items.append(f"checkpoints present: {run.checkpoints_present}/{run.population_size}{where}")
     if lineage.best_member is not None:
         items.append(f"best member: {lineage.best_member} "
                      f"(latest score {_fmt(lineage.scores[lineage.best_member])})")
@@ -337,8 +343,9 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Repo
         doc.ul(warnings)
     if run.failures:
         doc.h(2, "Failures")
-        doc.table(["round", "shard", "members", "cause"],
-                  [[_fmt(f.get("round")), _fmt(f.get("shard")), _fmt(f.get("members")), str(f.get("cause", ""))]
+        doc.table(["round", "shard", "members", "failure no.", "action", "cause"],
+                  [[_fmt(f.get("round")), _fmt(f.get("shard")), _fmt(f.get("members")), _fmt(f.get("failures")),
+                    str(f.get("action", "")), str(f.get("cause", ""))]
                    for f in run.failures])
 
     doc.h(2, "1. Scores")

@@ -118,6 +118,7 @@ class RunDirectory:
         self.tensorboard = tensorboard
         self._writers: dict[int, Any] = {}
         self._csv: dict[int, MetricsCSV] = {}
+        self._lock_file: Any = None
 
     # ---------------------------------------------------------------------------------------- paths
     @property
@@ -150,6 +151,43 @@ class RunDirectory:
             if not candidate.exists():
                 return candidate
             k += 1
+
+    def is_run_dir(self) -> bool:
+        """Whether the path looks like an rpbt run directory (config.yaml and events.jsonl)."""
+        return (self.path / "config.yaml").is_file() and self.events_path.is_file()
+
+    def check_replaceable(self) -> None:
+        """Raise :class:`RunDirError` unless the path is an rpbt run directory that no process is using."""
+        if not self.path.is_dir() or not self.is_run_dir():
+            raise RunDirError(f"{self.path}: refusing to overwrite: not an rpbt run directory (no config.yaml and "
+                              "events.jsonl); choose another run.dir")
+        probe = RunDirectory(self.path, self.population_size, tensorboard=False)
+        probe.lock()
+        probe.unlock()
+
+    def lock(self) -> None:
+        """Take an exclusive lock on the run directory (``.lock``), held until :meth:`close`.
+
+        Raises :class:`RunDirError` when another process (a run still training, a second resume) holds it.
+        """
+        import fcntl
+
+        if self._lock_file is not None:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        f = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise RunDirError(f"{self.path}: another rpbt process is using this run directory (training or "
+                              "resuming); wait for it to finish or stop it first") from None
+        self._lock_file = f
+
+    def unlock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing the descriptor releases the flock
+            self._lock_file = None
 
     def create(self, cfg: Config) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -246,6 +284,7 @@ class RunDirectory:
         for w in self._writers.values():
             w.close()
         self._writers.clear()
+        self.unlock()
 
 
 def load_run_config(run_dir: Path) -> Config:

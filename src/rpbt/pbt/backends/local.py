@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from rpbt.agent.ppo import MemberState, RecurrentPPO
@@ -96,8 +97,16 @@ class Shard:
             h[i], c[i] = 0.0, 0.0
 
     def exploit(self, recipient: int, donor_state: MemberState, new_hparams: dict[str, float]) -> dict[str, float]:
-        return exploit(self.learner, self.local[recipient], donor_state, new_hparams,
-                       strategy=self.cfg.pbt.hidden_state, optimizer_state=self.cfg.pbt.optimizer_state)
+        """Transfer ``donor_state`` into ``recipient`` (a global id) with the configured strategies.
+
+        The recipient's RNG is forked, not shared with the donor: it is re-seeded from (run seed, recipient id,
+        the update count it inherited), so it depends on neither the backend nor the shard layout.
+        """
+        i = self.local[recipient]
+        fork = np.random.SeedSequence([self.cfg.run.seed, int(recipient), int(donor_state.tensors["updates"]), 0xF0])
+        return exploit(self.learner, i, donor_state, new_hparams, strategy=self.cfg.pbt.hidden_state,
+                       optimizer_state=self.cfg.pbt.optimizer_state,
+                       rng_seed=int(fork.generate_state(1, dtype=np.uint32)[0]))
 
     def close(self) -> None:
         self.learner.close()
