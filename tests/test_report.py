@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -129,13 +130,26 @@ def fabricate_run(
     _write_events(run_dir, events)
     for i in range(population):
         _write_metrics(run_dir, i, rows[i], METRIC_COLUMNS)
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
-    for i in range(population):
-        (run_dir / "checkpoints" / f"member_{i}.pt").write_bytes(b"x")
+    _write_checkpoints(run_dir, rounds, population, scores=list(quality))
     if summary:
         best = max(range(population), key=lambda i: quality[i])
         (run_dir / "summary.json").write_text(json.dumps({"round": rounds, "best_member": best}))
     return {"events": events, "rows": rows}
+
+
+def _write_checkpoints(run_dir: Path, round_: int, population: int, members=None, scores=None,
+                       runner_json: bool = True) -> Path:
+    """The runner's commit (PopulationRunner.commit): checkpoints/round_<r:06d>/member_<i>.pt for ``members``
+    (default all), then checkpoints/runner.json naming that folder. Returns the round folder."""
+    folder = run_dir / "checkpoints" / f"round_{round_:06d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(population) if members is None else members:
+        (folder / f"member_{i}.pt").write_bytes(b"x")
+    if runner_json:
+        (run_dir / "checkpoints" / "runner.json").write_text(json.dumps({
+            "round": round_, "checkpoint_dir": folder.name, "scheduler": {}, "lineage": [[] for _ in range(population)],
+            "exploitation_count": [0] * population, "scores": scores or [None] * population, "env_steps": 0}))
+    return folder
 
 
 # A hand-built example: 4 members, 4 rounds.
@@ -197,6 +211,7 @@ def test_write_report_writes_every_file(tmp_path):
     for heading in ("Scores", "Hyperparameters", "Lineage", "Value loss around exploits", "Members"):
         assert heading in md
     assert "status: finished" in md
+    assert "checkpoints present: 8/8 (`checkpoints/round_000010`, round 10)" in md
     assert "`burn_in`" in md and "`zero`" in md  # one row per hidden-state strategy
     assert "Ancestry of the best member" in md
     assert not list(out.glob("*.tmp"))
@@ -365,14 +380,14 @@ def test_run_still_going(tmp_path):
     fabricate_run(run, population=4, rounds=1, end=False, summary=False)
     lines = (run / "events.jsonl").read_text().splitlines()
     (run / "events.jsonl").write_text("\n".join(l for l in lines if '"exploit"' not in l) + "\n")
-    for p in (run / "checkpoints").iterdir():
-        p.unlink()
+    shutil.rmtree(run / "checkpoints")  # round 1 reported, not committed yet
     (run / "members" / "3" / "metrics.csv").unlink()
     with (run / "members" / "2" / "metrics.csv").open("a") as f:
         f.write("2,6,61")  # cut mid-row
     result = build_report(run)
     md = result.markdown.read_text()
     assert "checkpoints present: 0/4" in md
+    assert any("runner.json" in w and "missing" in w for w in result.warnings)
     assert any("members/3" in w or "member(s) [3]" in w for w in result.warnings)
     assert any("last row incomplete" in w for w in result.warnings)
     assert "No exploits yet" in md
@@ -453,3 +468,111 @@ def test_scores_fall_back_to_metrics_csv(tmp_path):
     assert source == "metrics"
     assert all(len(xs) == 3 and np.isfinite(ys).all() for xs, ys in series.values())
     build_report(run_dir)
+
+
+# --------------------------------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoints_counted_in_the_folder_runner_json_names(tmp_path):
+    """A commit cut short leaves a newer partial folder (round 4) and an old one not yet deleted (round 2): only
+    the folder runner.json names counts."""
+    run = tmp_path / "run"
+    fabricate_run(run, population=4, rounds=3)
+    _write_checkpoints(run, 2, 4, runner_json=False)
+    _write_checkpoints(run, 4, 4, members=[0], runner_json=False)
+    (run / "checkpoints" / "round_000003" / "member_2.pt").unlink()
+    data = load_run(run)
+    assert data.warnings == []
+    assert (data.checkpoints_present, data.checkpoint_round) == (3, 3)
+    assert data.checkpoint_dir == run / "checkpoints" / "round_000003"
+    assert "checkpoints present: 3/4 (`checkpoints/round_000003`, round 3)" in build_report(run).markdown.read_text()
+
+
+def test_missing_runner_json_falls_back_to_the_newest_round_folder(tmp_path):
+    run = tmp_path / "run"
+    fabricate_run(run, population=4, rounds=3)
+    _write_checkpoints(run, 4, 4, members=[0, 1], runner_json=False)  # 4 > 3 numerically and by name
+    (run / "checkpoints" / "runner.json").unlink()
+    data = load_run(run)
+    assert (data.checkpoints_present, data.checkpoint_round) == (2, 4)
+    [w] = [w for w in data.warnings if "runner.json" in w]
+    assert "missing" in w and "round_000004" in w
+
+
+@pytest.mark.parametrize("content, says", [
+    ("{not json", "cannot be read as JSON"),
+    ("[1, 2]", "not a JSON object"),
+    (json.dumps({"round": 3, "checkpoint_dir": "../elsewhere"}), "not the name of a folder"),
+    (json.dumps({"round": 3, "checkpoint_dir": 7}), "not the name of a folder"),
+])
+def test_unusable_runner_json_is_a_warning_and_falls_back(tmp_path, content, says):
+    run = tmp_path / "run"
+    fabricate_run(run, population=4, rounds=3)
+    (run / "checkpoints" / "runner.json").write_text(content)
+    result = build_report(run)
+    [w] = [w for w in result.warnings if "runner.json" in w]
+    assert says in w and "round_000003" in w
+    assert "checkpoints present: 4/4 (`checkpoints/round_000003`, round 3)" in result.markdown.read_text()
+
+
+def test_runner_json_naming_a_missing_folder(tmp_path):
+    run = tmp_path / "run"
+    fabricate_run(run, population=4, rounds=3)
+    shutil.rmtree(run / "checkpoints" / "round_000003")
+    data = load_run(run)
+    assert (data.checkpoints_present, data.checkpoint_round) == (0, 3)
+    assert any("round_000003" in w and "does not exist" in w for w in data.warnings)
+
+
+def test_runner_json_without_checkpoint_dir_reads_checkpoints_itself(tmp_path):
+    """As ``rpbt evaluate`` (load_member) reads it: no "checkpoint_dir" -> checkpoints/member_<i>.pt."""
+    from rpbt.report import read_checkpoints
+
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    (ckpt / "runner.json").write_text(json.dumps({"round": 5}))
+    for i in (0, 2, 9):  # 9 is outside a population of 3
+        (ckpt / f"member_{i}.pt").write_bytes(b"x")
+    warnings: list[str] = []
+    c = read_checkpoints(tmp_path, 3, warnings=warnings)
+    assert (c.present, c.round, c.folder, warnings) == (2, 5, ckpt, [])
+
+
+def test_no_round_yet_no_checkpoints_no_warning(tmp_path):
+    from rpbt.report import read_checkpoints
+
+    (tmp_path / "checkpoints").mkdir()
+    warnings: list[str] = []
+    assert read_checkpoints(tmp_path, 4, expect_commit=False, warnings=warnings).present == 0
+    assert warnings == []
+    assert read_checkpoints(tmp_path, 4, expect_commit=True, warnings=warnings).present == 0
+    assert len(warnings) == 1 and "runner.json" in warnings[0]
+
+
+def test_report_of_a_real_tiny_run_finds_its_checkpoints(tmp_path):
+    """The layout the runner really writes (not a fabricated one) is what the report reads."""
+    from rpbt.pbt.runner import PopulationRunner
+    from tests.conftest import tiny_config
+
+    run = tmp_path / "run"
+    cfg = tiny_config(f"run.dir={run}")
+    runner = PopulationRunner(cfg, run)
+    runner.start()
+    runner.run(progress=False)
+    result = build_report(run)
+    assert result.warnings == []
+    r = runner.total_rounds
+    assert f"checkpoints present: 4/4 (`checkpoints/round_{r:06d}`, round {r})" in result.markdown.read_text()
+
+
+def test_failures_table_shows_count_and_action(tmp_path):
+    run = tmp_path / "run"
+    fabricate_run(run, population=4, rounds=2, end=False)
+    with (run / "events.jsonl").open("a") as f:
+        for n, action in ((1, "restart"), (2, "stop")):
+            f.write(json.dumps({"type": "failure", "round": 3, "time": 0, "shard": 1, "members": [2, 3],
+                                "cause": "exit code -9", "failures": n, "action": action}) + "\n")
+    md = build_report(run).markdown.read_text()
+    assert "failures: 2 (see below)" in md
+    assert "| 3 | 1 | [2, 3] | 1 | restart | exit code -9 |" in md
+    assert "| 3 | 1 | [2, 3] | 2 | stop | exit code -9 |" in md

@@ -7,8 +7,8 @@ Layout (the contract with ``rpbt report``; see ``RUNDIR_FORMAT.md`` in the repos
     RUN_DIR/summary.json               best member, score, hyperparameters, lineage (rewritten every round)
     RUN_DIR/members/<i>/metrics.csv    one row per update of member i
     RUN_DIR/members/<i>/tb/            TensorBoard event files of member i
-    RUN_DIR/checkpoints/member_<i>.pt  latest member state of member i
-    RUN_DIR/checkpoints/runner.json    completed round and scheduler state (written last: the commit point)
+    RUN_DIR/checkpoints/round_<r>/member_<i>.pt   member states of the last committed round r (6 digits)
+    RUN_DIR/checkpoints/runner.json    completed round, its checkpoint folder, scheduler state (the commit point)
 
 Every file that a resume reads is written atomically (temp file, fsync, rename). ``events.jsonl`` and the CSVs
 are appended and flushed; on resume, lines of rounds after the last committed round are dropped.
@@ -135,9 +135,6 @@ class RunDirectory:
 
     def member_dir(self, member: int) -> Path:
         return self.path / "members" / str(member)
-
-    def member_checkpoint(self, member: int) -> Path:
-        return self.checkpoint_dir / f"member_{member}.pt"
 
     # ---------------------------------------------------------------------------------------- creation
     @staticmethod
