@@ -166,3 +166,23 @@ def test_overwrite_only_replaces_an_idle_run_directory_and_a_failed_start_writes
     finally:
         holder.close()
     assert main(["train", *TINY, f"run.dir={run}", "--overwrite"]) == 0
+
+
+def test_a_restored_member_starts_fresh_episodes_seeded_by_its_progress():
+    from rpbt.pbt.backends.local import LocalBackend
+
+    backend = LocalBackend(tiny_config(), [{}] * 4)
+    start_obs = backend.shard.learner.next_obs.clone()
+    backend.train(2)
+    state = backend.snapshot(1)
+    backend.restore(1, state)
+    learner = backend.shard.learner
+    assert bool(learner.next_episode_start[1].all())
+    assert all(float(h[1].abs().sum()) == 0.0 for h, _ in learner.hidden_states.values())
+    # not the episodes the run started with, and the same for the same restored progress
+    assert not torch.equal(learner.next_obs[1], start_obs[1])
+    again = LocalBackend(tiny_config(), [{}] * 4)
+    again.restore(1, state)
+    assert torch.equal(again.shard.learner.next_obs[1], learner.next_obs[1])
+    backend.close()
+    again.close()

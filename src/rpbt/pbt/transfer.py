@@ -282,13 +282,20 @@ def apply_hidden_state_strategy(learner: RecurrentPPO, member: int, strategy: st
         reset_member_episodes(learner, member)
 
 
-def reset_member_episodes(learner: RecurrentPPO, member: int) -> None:
-    """End member's running episodes (not recorded as finished) and reset its environments."""
+def reset_member_episodes(learner: RecurrentPPO, member: int, seeds: Optional[list[int]] = None) -> None:
+    """End member's running episodes (not recorded as finished) and reset its environments.
+
+    ``seeds``: optional new seeds for the member's ``num_envs`` environments (else they continue their own RNG).
+    """
     n = learner.num_envs
     if learner.envs is not None:
         mask = np.zeros(learner.population * n, dtype=np.bool_)
         mask[member * n:(member + 1) * n] = True
-        obs, _ = learner.envs.reset(options={"reset_mask": mask})
+        all_seeds: Optional[list[Optional[int]]] = None
+        if seeds is not None:
+            all_seeds = [None] * (learner.population * n)
+            all_seeds[member * n:(member + 1) * n] = list(seeds)
+        obs, _ = learner.envs.reset(seed=all_seeds, options={"reset_mask": mask})
         obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32).view(learner.population, n, learner.obs_dim)
         learner.next_obs[member] = obs_t[member]
     learner.next_episode_start[member] = True

@@ -14,7 +14,7 @@ import torch
 
 from rpbt.agent.ppo import MemberState, RecurrentPPO
 from rpbt.config import Config
-from rpbt.pbt.transfer import attach_history, exploit
+from rpbt.pbt.transfer import attach_history, exploit, reset_member_episodes
 
 
 def metrics_to_rows(metrics: dict[str, torch.Tensor], members: Sequence[int]) -> dict[int, dict[str, float]]:
@@ -90,11 +90,18 @@ class Shard:
         return self.learner.snapshot(self.local[member])
 
     def restore(self, member: int, state: MemberState) -> None:
-        """Restore a member (e.g. from its checkpoint on resume); carried states are zeroed (new episodes)."""
+        """Restore a member from a checkpoint (resume, worker restart) and start it on fresh episodes.
+
+        Carried states are zeroed and the member's environments reset with seeds derived from its seed and the
+        restored env-step count, so a resumed run does not replay the episodes its members started the run with.
+        """
         i = self.local[member]
         self.learner.restore(i, state)
         for h, c in self.learner.hidden_states.values():
             h[i], c[i] = 0.0, 0.0
+        steps = int(self.learner.env_steps[i])
+        reseed = np.random.SeedSequence([self.learner.seeds[i], steps, 0xE1])
+        reset_member_episodes(self.learner, i, [int(x) for x in reseed.generate_state(self.learner.num_envs)])
 
     def exploit(self, recipient: int, donor_state: MemberState, new_hparams: dict[str, float]) -> dict[str, float]:
         """Transfer ``donor_state`` into ``recipient`` (a global id) with the configured strategies.
