@@ -4,7 +4,7 @@ For each kind in ``--kinds`` (default: scalar, quantile, categorical) the script
 :class:`rpbt.agent.ppo.RecurrentPPO` learner holding ``--seeds`` members (member ids 0..S-1) for ``--steps``
 environment steps per member, **without PBT** (no exploit, no explore: every member keeps the default config's
 hyperparameters). Members of one learner are seeded independently: member m's weights, environments and action
-sampling derive from ``run.seed`` and m only (``rpbt.envs.factory.member_seed``), so a member trains exactly as it
+sampling derive from ``run.seed`` and m only (``rpbt.seeding.member_seed``), so a member trains exactly as it
 would alone, and member m of every kind sees the same environment seeds and starts from the same encoder / LSTM
 weights (the value heads differ in shape, so their initial weights cannot be the same).
 

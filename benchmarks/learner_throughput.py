@@ -227,7 +227,7 @@ def sb3_policy_kwargs(arch: str) -> dict[str, Any]:
 
 def _sb3_seed(seed: int, model: int) -> int:
     """Model ``model``'s seed: rpbt's member seed (non-overlapping env seeds between models)."""
-    from rpbt.envs.factory import member_seed
+    from rpbt.seeding import member_seed
 
     return member_seed(seed, model) % (2**31 - NUM_ENVS)
 

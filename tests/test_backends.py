@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rpbt.agent.ppo import CheckpointError, MemberState
+from rpbt.checkpoint import CheckpointError, MemberState
 from rpbt.cli import main
 from rpbt.pbt.backends import process as process_mod
 from rpbt.pbt.backends.process import BackendError, split_shards, threads_per_worker

@@ -14,7 +14,8 @@ import torch
 
 import rpbt.agent.ppo as ppo_module
 from rpbt.agent.critic import ValueHead
-from rpbt.agent.ppo import MemberState, RecurrentPPO
+from rpbt.agent.ppo import RecurrentPPO
+from rpbt.checkpoint import MemberState
 from rpbt.pbt.transfer import exploit
 from tests.conftest import tiny_config
 

@@ -7,7 +7,8 @@ import pickle
 import pytest
 import torch
 
-from rpbt.agent.ppo import CheckpointError, MemberState, RecurrentPPO
+from rpbt.agent.ppo import RecurrentPPO
+from rpbt.checkpoint import CheckpointError, MemberState
 from tests.conftest import tiny_config
 
 

@@ -6,8 +6,8 @@ import csv
 import json
 
 import pytest
-import yaml
 import torch
+import yaml
 
 from rpbt.cli import main
 from rpbt.pbt.runner import PopulationRunner, score_returns

@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from rpbt.agent.ppo import CheckpointError
+    from rpbt.checkpoint import CheckpointError
     from rpbt.config import ConfigError
     from rpbt.run.rundir import RunDirError
 

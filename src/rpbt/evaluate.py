@@ -52,6 +52,7 @@ import torch
 from torch import Tensor
 
 from rpbt.config import EnvConfig
+from rpbt.seeding import eval_episode_seeds
 
 __all__ = [
     "EpisodeTrace",
@@ -69,7 +70,6 @@ __all__ = [
 
 ObsPerturbation = Callable[[Any, int, Tensor, dict], Tensor]
 DEFAULT_MAX_EPISODE_STEPS = 100_000
-EVAL_SEED_TAG = 0xE7A1  # separates evaluation seeds from the training environments' seeds
 
 
 # --------------------------------------------------------------------------------------------------- results
@@ -163,8 +163,7 @@ def _make_env(env_cfg: EnvConfig, split: str):
 
 
 def _eval_seeds(seed: int, n: int) -> list[int]:
-    return [int(np.random.SeedSequence([seed, EVAL_SEED_TAG, j]).generate_state(1, dtype=np.uint32)[0])
-            for j in range(n)]
+    return eval_episode_seeds(seed, n)
 
 
 def _trading_starts(env_cfg: EnvConfig, split: str, n: int) -> list[int]:
@@ -351,10 +350,11 @@ def load_member(run_dir: Union[str, Path], member: int):
     holding that one member (local index 0, global id ``member``, no training environments).
 
     Returns ``(cfg, learner)``. Raises :class:`rpbt.run.rundir.RunDirError` for a missing config / runner state or a
-    member outside ``0..population_size-1``, :class:`rpbt.agent.ppo.CheckpointError` for a missing or unfitting
+    member outside ``0..population_size-1``, :class:`rpbt.checkpoint.CheckpointError` for a missing or unfitting
     checkpoint (both name the file).
     """
-    from rpbt.agent.ppo import MemberState, RecurrentPPO
+    from rpbt.agent.ppo import RecurrentPPO
+    from rpbt.checkpoint import MemberState
     from rpbt.run.rundir import RunDirectory, RunDirError, load_run_config
 
     run_dir = Path(run_dir)
@@ -596,8 +596,8 @@ def evaluate_run(run_dir: Union[str, Path], member: Optional[int] = None, split:
     Returns ``(report, json_path, png_path or None)``. Raises ``RunDirError`` / ``CheckpointError`` (see
     :func:`load_member`) and ``ValueError`` for ``episodes`` with a trading run, ``episodes < 1`` or a bad split.
     """
+    from rpbt.checkpoint import atomic_write_text
     from rpbt.envs.market_data import SPLIT_NAMES
-    from rpbt.run.rundir import atomic_write_text
 
     run_dir = Path(run_dir)
     if split not in SPLIT_NAMES:

@@ -54,14 +54,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rpbt.agent.networks import LSTMState, TrunkWeights, kl_divergence, stack_trunks, trunks_sequence
+from rpbt.agent.networks import (
+    LSTMState,
+    TrunkWeights,
+    kl_divergence,
+    stack_trunks,
+    trunks_sequence,
+)
 from rpbt.agent.rollout import take_envs
+from rpbt.seeding import TAG_ADVERSARY_EVAL, TAG_ADVERSARY_TRAIN, noise_generators
 
 ATTACKS = ("pgd", "fgsm")
 NORMS = ("linf", "l2")
 SCHEDULES = ("constant", "linear", "cosine")
-_TAG_TRAIN = 0x5A
-_TAG_EVAL = 0x5E
 
 
 # --------------------------------------------------------------------------------------------------- schedule
@@ -310,15 +315,6 @@ def attack_sequences(policy: SequencePolicy, obs: Tensor, epsilon: Union[Tensor,
     return AttackResult(delta=delta, kl=kl, clean_head=clean_head)
 
 
-def noise_generators(seeds: Sequence[int], *keys: int) -> list[torch.Generator]:
-    """One generator per member seeded from (member seed, keys...): stateless, reproducible noise."""
-    out = []
-    for s in seeds:
-        state = np.random.SeedSequence([int(s)] + [int(k) for k in keys]).generate_state(2, dtype=np.uint32)
-        out.append(torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1])))
-    return out
-
-
 def observation_bounds(env_cfg: Any) -> tuple[np.ndarray, np.ndarray]:
     """The raw observation space's (low, high), each (D,) float64 (may be infinite), from a probe environment."""
     from rpbt.envs.factory import make_vector_env
@@ -399,7 +395,7 @@ class SAPPO:
         if position != self._position:
             self._position, self._calls = position, 0
         self._calls += 1
-        return [noise_generators([s], _TAG_TRAIN, u, self._calls)[0] for s, u in zip(learner.seeds, position[1:])]
+        return [noise_generators([s], TAG_ADVERSARY_TRAIN, u, self._calls)[0] for s, u in zip(learner.seeds, position[1:])]
 
     def losses(self, learner: Any, rollout: Any, idx: Tensor, head: Tensor) -> dict[str, Tensor]:
         """Loss and metrics for one minibatch; every value (P,). head: the clean replay's policy output."""
@@ -525,7 +521,7 @@ def make_obs_perturbation(attack: str, epsilon: float, norm: str = "linf", steps
             lo, hi = normalized_bounds(learner, *bounds[key])
             low = lo[member:member + 1] if lo is not None else None
             high = hi[member:member + 1] if hi is not None else None
-        gens = noise_generators([seed], _TAG_EVAL, member, calls[member])
+        gens = noise_generators([seed], TAG_ADVERSARY_EVAL, member, calls[member])
         res = attack_sequences(policy, obs.detach().view(1, 1, n, -1), torch.tensor([float(epsilon)]),
                                attack=attack, norm=norm, steps=steps, step_size=step_size, generators=gens,
                                low=low, high=high)
@@ -580,8 +576,8 @@ def evaluate_run_robustness(run_dir: Any, attack: str, epsilon: float, member: O
     import json
     from pathlib import Path
 
+    from rpbt.checkpoint import atomic_write_text
     from rpbt.evaluate import _best_member, load_member
-    from rpbt.run.rundir import atomic_write_text
 
     run_dir = Path(run_dir)
     if member is None:

@@ -24,13 +24,8 @@ between updates with :meth:`set_hparams`, they are in force from the next update
 
 from __future__ import annotations
 
-import io
-import os
-import tempfile
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -51,111 +46,13 @@ from rpbt.agent.networks import (
 from rpbt.agent.normalizer import RunningMeanStd
 from rpbt.agent.optim import PopulationAdam, clip_grad_norm_per_member
 from rpbt.agent.rollout import Rollout, compute_gae, take_envs
+from rpbt.checkpoint import MEMBER_STATE_FORMAT, CheckpointError, MemberState
+from rpbt.checkpoint import hparam_key as _hp_buffer
 from rpbt.config import Config, member_hparams
-from rpbt.envs.factory import env_seeds, make_vector_env, member_seed, space_info
+from rpbt.envs.factory import make_vector_env, space_info
+from rpbt.seeding import env_seeds, member_seed
 
 HPARAM_NAMES = tuple(member_hparams(Config()).keys())
-MEMBER_STATE_FORMAT = "rpbt.member_state"
-MEMBER_STATE_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A member-state file or value is truncated, foreign, or does not fit this learner; names the file or key."""
-
-
-def _hp_buffer(name: str) -> str:
-    return "hp_" + name.replace(".", "__")
-
-
-@dataclass
-class MemberState:
-    """Everything that defines one member's training, as one value.
-
-    ``tensors``: slice i of every registered population tensor of the learner (weights, optimizer moments and
-    step, observation and return normalizer statistics, gradient-scaler statistics, hyperparameters, counters,
-    recent episode returns), keyed by ``state_dict`` name. ``rng``: the member's ``torch.Generator`` state (uint8).
-    ``meta``: format, version and the member id it was taken from (informational).
-    Hidden states of running episodes are deliberately *not* part of it: see :mod:`rpbt.pbt.transfer`.
-    """
-
-    tensors: dict[str, Tensor]
-    rng: Tensor
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def hparams(self) -> dict[str, float]:
-        return {n: float(self.tensors[_hp_buffer(n)]) for n in HPARAM_NAMES}
-
-    def to_payload(self) -> dict[str, Any]:
-        return {
-            "format": MEMBER_STATE_FORMAT,
-            "version": MEMBER_STATE_VERSION,
-            "tensors": self.tensors,
-            "rng": self.rng,
-            "meta": {k: v for k, v in self.meta.items() if isinstance(v, (int, float, str, bool))},
-        }
-
-    def to_bytes(self) -> bytes:
-        """Serialize in the checkpoint format (``torch.save`` of plain tensors and scalars)."""
-        buf = io.BytesIO()
-        torch.save(self.to_payload(), buf)
-        return buf.getvalue()
-
-    @classmethod
-    def from_payload(cls, payload: Any, source: str) -> "MemberState":
-        if not isinstance(payload, dict) or payload.get("format") != MEMBER_STATE_FORMAT:
-            raise CheckpointError(f"{source}: not an rpbt member-state checkpoint")
-        if payload.get("version") != MEMBER_STATE_VERSION:
-            raise CheckpointError(f"{source}: member-state version {payload.get('version')!r}, "
-                                  f"expected {MEMBER_STATE_VERSION}")
-        tensors, rng = payload.get("tensors"), payload.get("rng")
-        if not isinstance(tensors, dict) or not isinstance(rng, Tensor):
-            raise CheckpointError(f"{source}: member-state checkpoint lacks 'tensors' or 'rng'")
-        return cls(tensors=tensors, rng=rng, meta=dict(payload.get("meta") or {}))
-
-    @classmethod
-    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "MemberState":
-        try:
-            payload = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-        except Exception as err:  # truncated or foreign bytes
-            raise CheckpointError(f"{source}: cannot read member state ({type(err).__name__}: {err})") from None
-        return cls.from_payload(payload, source)
-
-    def save(self, path: Union[str, Path]) -> None:
-        """Write atomically: a temporary file in the same folder, fsync, then rename over ``path``."""
-        atomic_write_bytes(Path(path), self.to_bytes())
-
-    @classmethod
-    def load(cls, path: Union[str, Path]) -> "MemberState":
-        """Load with ``torch.load(weights_only=True)``; raises :class:`CheckpointError` naming the file."""
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: checkpoint not found")
-        return cls.from_bytes(path.read_bytes(), source=str(path))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename, fsync the folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600 files; a run directory is meant to be shared and read
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # pragma: no cover - some filesystems do not allow fsync on folders
-        pass
 
 
 class Critic(nn.Module):
@@ -619,4 +516,4 @@ class RecurrentPPO(nn.Module):
         return kl_divergence(head_a, head_b, self.continuous, log_std)
 
 
-__all__ = ["RecurrentPPO", "MemberState", "CheckpointError", "atomic_write_bytes", "HPARAM_NAMES"]
+__all__ = ["RecurrentPPO", "HPARAM_NAMES"]

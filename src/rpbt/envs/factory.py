@@ -71,12 +71,6 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, split: str = "train") -> gym.
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
-def env_seeds(member_seed: int, num_envs: int) -> list[int]:
-    """Seeds of a member's environments, derived from its seed alone."""
-    ss = np.random.SeedSequence([member_seed, 0xE0])
-    return [int(s) for s in ss.generate_state(num_envs, dtype=np.uint32)]
-
-
 def space_info(space: gym.Space) -> dict[str, Any]:
     """Whether the action space is continuous, its dimension, and bounds for clipping."""
     if isinstance(space, gym.spaces.Discrete):
@@ -84,9 +78,4 @@ def space_info(space: gym.Space) -> dict[str, Any]:
     return {"continuous": True, "dim": int(np.prod(space.shape)), "low": space.low, "high": space.high}
 
 
-def member_seed(run_seed: int, member: int) -> int:
-    """Member m's seed, derived from the run seed and the member's global index alone."""
-    return int(np.random.SeedSequence([run_seed, member]).generate_state(1, dtype=np.uint32)[0])
-
-
-__all__: Sequence[str] = ["make_env", "make_vector_env", "env_seeds", "member_seed", "EnvError", "space_info"]
+__all__: Sequence[str] = ["make_env", "make_vector_env", "EnvError", "space_info"]

@@ -41,7 +41,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from rpbt.envs.market_data import SPLIT_NAMES, MarketData, load_csv, load_shipped, walk_forward_split
+from rpbt.envs.market_data import (
+    SPLIT_NAMES,
+    MarketData,
+    load_csv,
+    load_shipped,
+    walk_forward_split,
+)
 
 __all__ = ["FEATURES", "TradingEnv", "episode_starts", "load_market_data", "make_trading_env", "valid_start_range"]
 

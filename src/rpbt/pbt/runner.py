@@ -19,7 +19,7 @@ from typing import Any, Optional
 import numpy as np
 
 from rpbt.agent.distributional import empirical_cvar
-from rpbt.agent.ppo import MemberState
+from rpbt.checkpoint import MemberState
 from rpbt.config import Config, member_hparams
 from rpbt.pbt.backends.local import make_backend
 from rpbt.pbt.scheduler import PBTScheduler
@@ -130,7 +130,13 @@ class PopulationRunner:
         show = self.cfg.run.progress if progress is None else progress
         try:
             if show:
-                from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+                from rich.progress import (
+                    BarColumn,
+                    Progress,
+                    TextColumn,
+                    TimeElapsedColumn,
+                    TimeRemainingColumn,
+                )
 
                 columns = [TextColumn("[bold]{task.description}"), BarColumn(),
                            TextColumn("{task.completed:,.0f}/{task.total:,.0f} env steps per member"),

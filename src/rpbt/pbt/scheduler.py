@@ -55,7 +55,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Union
 
-from rpbt.pbt.space import DEFAULT_PERTURB_FACTORS, SearchSpace, check_factors, check_probability
+from rpbt.pbt.space import (
+    DEFAULT_PERTURB_FACTORS,
+    SearchSpace,
+    check_factors,
+    check_probability,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from rpbt.config import PBTConfig, SearchDim

@@ -56,8 +56,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rpbt.agent.networks import LSTMState
-from rpbt.agent.ppo import MemberState, RecurrentPPO
+from rpbt.agent.ppo import RecurrentPPO
 from rpbt.agent.rollout import Rollout, compute_gae
+from rpbt.checkpoint import MemberState
 from rpbt.config import (
     Config,
     ConfigError,
@@ -69,7 +70,12 @@ from rpbt.config import (
 from rpbt.pbt.backends.local import LocalBackend
 from rpbt.pbt.runner import PopulationRunner
 from rpbt.pbt.scheduler import PBTScheduler
-from rpbt.pbt.transfer import HIDDEN_STATE_STRATEGIES, EpisodeHistory, attach_history, exploit
+from rpbt.pbt.transfer import (
+    HIDDEN_STATE_STRATEGIES,
+    EpisodeHistory,
+    attach_history,
+    exploit,
+)
 
 STUDY_SECTION = "spike_study"
 CONTROL = "control"

@@ -1,7 +1,7 @@
 """Exploit as one transfer: member state, explored hyperparameters, then a named hidden-state strategy.
 
 PBT's exploit copies a donor into a recipient (Jaderberg et al. 2017). rpbt moves the donor's whole
-:class:`~rpbt.agent.ppo.MemberState` (weights, optimizer, normalizers, gradient scaler, hyperparameters, counters,
+:class:`~rpbt.checkpoint.MemberState` (weights, optimizer, normalizers, gradient scaler, hyperparameters, counters,
 RNG), then applies the explored hyperparameters on top (they win over anything the donor's state carried: the
 learning rate in force is the explored one — Ray issue 62173), then handles the LSTM states of the recipient's
 running episodes, which were computed by the old weights, with a strategy:
@@ -47,7 +47,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from rpbt.agent.networks import LSTMState, PopLSTM, RecurrentTrunk
-from rpbt.agent.ppo import MemberState, RecurrentPPO
+from rpbt.agent.ppo import RecurrentPPO
+from rpbt.checkpoint import MemberState
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +328,7 @@ def exploit(learner: RecurrentPPO, recipient: int, donor_state: MemberState, new
     strategy or for the measurements); apply the hidden-state strategy; measure. Returns the measurements (see
     module docstring). Only call between updates.
 
-    Raises ``ValueError`` for an unknown strategy or optimizer_state, :class:`~rpbt.agent.ppo.CheckpointError`
+    Raises ``ValueError`` for an unknown strategy or optimizer_state, :class:`~rpbt.checkpoint.CheckpointError`
     when the state does not fit the learner.
     """
     if strategy not in HIDDEN_STATE_STRATEGIES:

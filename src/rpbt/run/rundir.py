@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from rpbt.agent.ppo import atomic_write_bytes
+from rpbt.checkpoint import atomic_write_text
 from rpbt.config import Config
 
 BASE_COLUMNS = ["round", "update", "env_steps", "time"]
@@ -47,10 +47,6 @@ def clean_float(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 class MetricsCSV:

@@ -9,12 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
-from rpbt.agent.ppo import MemberState, RecurrentPPO
+from rpbt.agent.ppo import RecurrentPPO
+from rpbt.checkpoint import MemberState
 from rpbt.config import Config
 from rpbt.pbt.transfer import attach_history, exploit, reset_member_episodes
+from rpbt.seeding import exploit_seed, restore_env_seeds
 
 
 def metrics_to_rows(metrics: dict[str, torch.Tensor], members: Sequence[int]) -> dict[int, dict[str, float]]:
@@ -100,8 +101,7 @@ class Shard:
         for h, c in self.learner.hidden_states.values():
             h[i], c[i] = 0.0, 0.0
         steps = int(self.learner.env_steps[i])
-        reseed = np.random.SeedSequence([self.learner.seeds[i], steps, 0xE1])
-        reset_member_episodes(self.learner, i, [int(x) for x in reseed.generate_state(self.learner.num_envs)])
+        reset_member_episodes(self.learner, i, restore_env_seeds(self.learner.seeds[i], steps, self.learner.num_envs))
 
     def exploit(self, recipient: int, donor_state: MemberState, new_hparams: dict[str, float]) -> dict[str, float]:
         """Transfer ``donor_state`` into ``recipient`` (a global id) with the configured strategies.
@@ -110,10 +110,9 @@ class Shard:
         the update count it inherited), so it depends on neither the backend nor the shard layout.
         """
         i = self.local[recipient]
-        fork = np.random.SeedSequence([self.cfg.run.seed, int(recipient), int(donor_state.tensors["updates"]), 0xF0])
         return exploit(self.learner, i, donor_state, new_hparams, strategy=self.cfg.pbt.hidden_state,
                        optimizer_state=self.cfg.pbt.optimizer_state,
-                       rng_seed=int(fork.generate_state(1, dtype=np.uint32)[0]))
+                       rng_seed=exploit_seed(self.cfg.run.seed, int(recipient), int(donor_state.tensors["updates"])))
 
     def close(self) -> None:
         self.learner.close()

@@ -6,7 +6,7 @@ start method. Each worker holds one :class:`~rpbt.pbt.backends.local.Shard` (a b
 :class:`~rpbt.agent.ppo.RecurrentPPO` of its members) for the whole run and sets ``torch.set_num_threads`` so that
 workers x threads does not exceed the CPU count (:func:`threads_per_worker`). The driver talks to the workers over
 pipes with a small command set (:class:`ShardServer`): ``train n`` -> per-member metric rows, ``member_info``,
-``snapshot`` -> member-state bytes (the checkpoint format, :meth:`~rpbt.agent.ppo.MemberState.to_bytes`),
+``snapshot`` -> member-state bytes (the checkpoint format, :meth:`~rpbt.checkpoint.MemberState.to_bytes`),
 ``restore``, ``exploit``, ``close``. All shards train concurrently (the command is sent to every worker, then the
 answers are collected). An exploit whose donor lives in the recipient's shard is an index copy inside the worker
 (as in the local backend); across shards the donor's state travels as bytes.
@@ -41,7 +41,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from rpbt.agent.ppo import CheckpointError, MemberState, atomic_write_bytes
+from rpbt.checkpoint import CheckpointError, MemberState, atomic_write_bytes
 from rpbt.config import Config
 
 log = logging.getLogger(__name__)
@@ -354,7 +354,7 @@ class ShardedBackend:
         """Record the death of shard ``k``'s worker and restart it (loops while restarts themselves die).
 
         Raises :class:`BackendError` after more than ``backend.max_failures`` deaths of this shard, and
-        :class:`~rpbt.agent.ppo.CheckpointError` when a committed checkpoint is missing or truncated.
+        :class:`~rpbt.checkpoint.CheckpointError` when a committed checkpoint is missing or truncated.
         """
         while True:
             self.failures[k] += 1

@@ -29,7 +29,13 @@ import math
 from typing import Any, Optional, Sequence
 
 from rpbt.config import Config
-from rpbt.pbt.backends.process import BackendError, ShardedBackend, ShardServer, WorkerDied, usable_cpus
+from rpbt.pbt.backends.process import (
+    BackendError,
+    ShardedBackend,
+    ShardServer,
+    WorkerDied,
+    usable_cpus,
+)
 
 
 def import_ray() -> Any:
