@@ -157,6 +157,9 @@ class AgentConfig(_Strict):
     normalize_advantage: bool = True
     normalize_observations: bool = True
     obs_clip: float = Field(10.0, gt=0.0)
+    # Torch device of every learner tensor: auto (CUDA when available), cpu, cuda or cuda:N. Environments stay on the
+    # CPU. A checkpoint is device-independent.
+    device: str = "auto"
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     critic: CriticConfig = Field(default_factory=CriticConfig)
     vgs: VGSConfig = Field(default_factory=VGSConfig)
@@ -292,6 +295,11 @@ class RunConfig(_Strict):
     torch_threads: Optional[int] = Field(1, ge=1)
     progress: bool = True
     tensorboard: bool = True
+    # A member whose observations, rewards, losses, gradients or weights turn non-finite: "restore" puts it back to
+    # its last committed state (or a healthy donor's, before the first commit) and goes on; "error" stops the run.
+    on_member_fault: Literal["restore", "error"] = "restore"
+    max_member_faults: int = Field(3, ge=1)  # faults of one member before the run stops
+    keep_checkpoints: int = Field(2, ge=1)  # committed rounds kept on disk; resume falls back to an older one
 
 
 class BackendConfig(_Strict):
