@@ -80,7 +80,7 @@ def run_arm(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from rpbt.agent.adversary import make_obs_perturbation
     from rpbt.agent.ppo import RecurrentPPO
     from rpbt.config import load_config
-    from rpbt.evaluate import evaluate_members
+    from rpbt.evaluation.policy import evaluate_members
 
     cfg = load_config(None, _overrides(args, name == "sa_ppo"))
     members = list(range(args.members))

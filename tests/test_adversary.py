@@ -11,7 +11,6 @@ import torch
 from rpbt.agent.adversary import (
     SequencePolicy,
     attack_sequences,
-    evaluate_robustness,
     make_obs_perturbation,
     noise_generators,
     random_like_norm,
@@ -20,6 +19,7 @@ from rpbt.agent.adversary import (
 from rpbt.agent.networks import kl_divergence
 from rpbt.agent.ppo import RecurrentPPO
 from rpbt.agent.rollout import take_envs
+from rpbt.evaluation.attacks import evaluate_robustness
 from rpbt.pbt.transfer import exploit
 from tests.conftest import tiny_config
 

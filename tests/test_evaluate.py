@@ -16,14 +16,8 @@ from rpbt.cli import main
 from rpbt.config import ConfigError
 from rpbt.envs.market_data import walk_forward_split
 from rpbt.envs.trading import episode_starts, make_trading_env
-from rpbt.evaluate import (
-    evaluate_members,
-    evaluate_policy,
-    evaluate_trading_split,
-    load_member,
-    member_policy_head,
-    trading_metrics,
-)
+from rpbt.evaluation.policy import evaluate_members, evaluate_policy, load_member, member_policy_head
+from rpbt.evaluation.trading import evaluate_trading_split, trading_metrics
 from rpbt.pbt.backends.local import LocalBackend
 from rpbt.pbt.runner import PopulationRunner, score_source
 from rpbt.run.rundir import RunDirError

@@ -114,7 +114,7 @@ def cmd_spike_study(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from rpbt.evaluate import evaluate_run
+    from rpbt.evaluation.run import evaluate_run
 
     if getattr(args, "attack", None) is not None or getattr(args, "epsilon", None) is not None:
         return _cmd_evaluate_attack(args)
@@ -131,7 +131,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate_attack(args: argparse.Namespace) -> int:
     """``rpbt evaluate RUN_DIR --attack pgd|fgsm --epsilon E``: clean and attacked returns (SA-PPO robustness)."""
-    from rpbt.agent.adversary import evaluate_run_robustness
+    from rpbt.evaluation.attacks import evaluate_run_robustness
 
     if args.attack is None or args.epsilon is None:
         print("rpbt: error: --attack and --epsilon go together", file=sys.stderr)

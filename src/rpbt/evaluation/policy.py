@@ -1,4 +1,4 @@
-"""Deterministic evaluation of a member's policy: validation scores for PBT, and ``rpbt evaluate``.
+"""Deterministic evaluation of a member's policy: validation scores for PBT, and ``rpbt evaluate``'s episodes.
 
 Evaluation never changes the learner. A member's policy is run
 
@@ -35,14 +35,12 @@ normalization and *before* the policy sees the observation:
   and a state) with respect to the observation; the returned tensor is detached before use. The perturbation is
   in normalized units (what the network sees), the space SA-PPO's epsilon ball is defined in.
 
-Trading metrics (:func:`trading_metrics`) are computed from per-bar log returns and position changes; see its
-docstring for the exact definitions (Sharpe ratio annualized with ``MarketData.bars_per_year``).
+Trading accounting (metrics, whole-split evaluation against baselines) is in :mod:`rpbt.evaluation.trading`;
+``rpbt evaluate`` in :mod:`rpbt.evaluation.run`.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
@@ -60,12 +58,8 @@ __all__ = [
     "ObsPerturbation",
     "evaluate_members",
     "evaluate_policy",
-    "evaluate_run",
-    "evaluate_trading_split",
     "load_member",
     "member_policy_head",
-    "trading_metrics",
-    "whole_split_env_config",
 ]
 
 ObsPerturbation = Callable[[Any, int, Tensor, dict], Tensor]
@@ -374,261 +368,3 @@ def load_member(run_dir: Union[str, Path], member: int):
     learner.eval()
     return cfg, learner
 
-
-# --------------------------------------------------------------------------------------------------- trading metrics
-
-
-def trading_metrics(log_returns: Sequence[float], turnover: Sequence[float], bars_per_year: float) -> dict[str, Any]:
-    """Performance of one equity curve from its per-bar log returns.
-
-    Args:
-        log_returns: ``r_t = log(equity_{t+1} / equity_t)``, shape (T,), costs included (the trading env's rewards).
-        turnover: ``|p'_t - p_t|`` traded at each step, shape (T,), in units of equity.
-        bars_per_year: bars per year of the data (``MarketData.bars_per_year``), > 0.
-
-    Returns a dict (floats; ``None`` where undefined):
-
-    - ``total_log_return`` = sum r_t = log(final equity); ``final_equity`` = exp of it;
-    - ``annualized_log_return`` = mean(r) * bars_per_year;
-    - ``annualized_volatility`` = std(r, ddof=1) * sqrt(bars_per_year);
-    - ``sharpe`` = sqrt(bars_per_year) * mean(r) / std(r, ddof=1) (zero risk-free rate, per-bar log returns;
-      Sharpe 1994 / Lo 2002 annualization); 0 when every r_t is 0 (flat), None when T < 2 or the std is 0 with a
-      non-zero mean;
-    - ``max_drawdown`` = max_t (1 - equity_t / max_{s<=t} equity_s) over the curve including equity_0 = 1, a
-      fraction in [0, 1];
-    - ``turnover`` = sum_t |p'_t - p_t| (total traded, in units of equity); ``turnover_per_year`` = turnover *
-      bars_per_year / T;
-    - ``bars`` = T, ``years`` = T / bars_per_year.
-
-    Raises ``ValueError`` for mismatched lengths, T = 0, non-finite values or bars_per_year <= 0.
-    """
-    r = np.asarray(log_returns, dtype=np.float64).reshape(-1)
-    tv = np.asarray(turnover, dtype=np.float64).reshape(-1)
-    if r.shape != tv.shape:
-        raise ValueError(f"log_returns {r.shape} and turnover {tv.shape} must have the same length")
-    if r.size == 0:
-        raise ValueError("need at least one bar of returns")
-    if not (np.all(np.isfinite(r)) and np.all(np.isfinite(tv))):
-        raise ValueError("log_returns and turnover must be finite")
-    if not (math.isfinite(bars_per_year) and bars_per_year > 0):
-        raise ValueError(f"bars_per_year must be > 0, got {bars_per_year}")
-    T = r.size
-    log_equity = np.concatenate([[0.0], np.cumsum(r)])
-    equity = np.exp(log_equity)
-    peak = np.maximum.accumulate(equity)
-    drawdown = 1.0 - equity / peak
-    mean = float(r.mean())
-    std = float(r.std(ddof=1)) if T >= 2 else float("nan")
-    if T < 2:
-        sharpe: Optional[float] = None
-    elif std > 0:
-        sharpe = math.sqrt(bars_per_year) * mean / std
-    else:
-        sharpe = 0.0 if mean == 0.0 else None
-    total = float(log_equity[-1])
-    return {
-        "total_log_return": total,
-        "final_equity": float(math.exp(total)),
-        "annualized_log_return": mean * bars_per_year,
-        "annualized_volatility": std * math.sqrt(bars_per_year) if T >= 2 else None,
-        "sharpe": sharpe,
-        "max_drawdown": float(drawdown.max()),
-        "turnover": float(tv.sum()),
-        "turnover_per_year": float(tv.sum()) * bars_per_year / T,
-        "bars": int(T),
-        "years": T / bars_per_year,
-    }
-
-
-def whole_split_env_config(env_cfg: EnvConfig, split: str) -> tuple[EnvConfig, int]:
-    """An ``env`` config whose single episode spans ``split`` from its first decidable bar to its last bar.
-
-    The episode starts at ``split.start + window`` (the first bar with a full observation window) and runs
-    ``episode_length = split.stop - 1 - start`` steps, so its last step is rewarded with the split's last bar.
-    ``equity_floor`` is set to 0 so a drawdown does not cut the report short (only a wipe-out ends it early).
-    Returns ``(config, start)``. Raises ``ValueError`` when the split has fewer than ``window + 2`` bars.
-    """
-    from rpbt.envs.market_data import SPLIT_NAMES, walk_forward_split
-    from rpbt.envs.trading import load_market_data
-
-    if split not in SPLIT_NAMES:
-        raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split!r}")
-    data = load_market_data(env_cfg.data)
-    sl = walk_forward_split(len(data), tuple(env_cfg.data.split))[split]
-    window = int((env_cfg.kwargs or {}).get("window", env_cfg.trading.window))
-    start = sl.start + window
-    length = sl.stop - 1 - start
-    if length < 1:
-        raise ValueError(f"the {split} split has {sl.stop - sl.start} bars; evaluating over it needs at least "
-                         f"window + 2 = {window + 2}")
-    trading = env_cfg.trading.model_copy(update={"episode_length": length, "equity_floor": 0.0})
-    kwargs = {k: v for k, v in (env_cfg.kwargs or {}).items()
-              if k not in ("episode_length", "equity_floor", "deterministic_start")}
-    return env_cfg.model_copy(update={"trading": trading, "kwargs": kwargs}), start
-
-
-def _constant_position_trace(env_cfg: EnvConfig, split: str, start: int, position: float) -> EpisodeTrace:
-    """Hold ``position`` (-1, 0 or +1 / any in [-1, 1] for continuous) over the episode at ``start``."""
-    from rpbt.envs.trading import DISCRETE_POSITIONS, make_trading_env
-
-    env = make_trading_env(env_cfg, split=split)
-    if env.action_kind == "discrete":
-        action: Any = int(np.flatnonzero(DISCRETE_POSITIONS == position)[0])
-    else:
-        action = np.array([position], dtype=np.float32)
-    _, info = env.reset(options={"start": start})
-    rewards, turnover, bars, equity, positions = [], [], [info["bar"]], [info["equity"]], [info["position"]]
-    done = False
-    while not done:
-        _, reward, term, trunc, info = env.step(action)
-        rewards.append(reward)
-        turnover.append(info["turnover"])
-        bars.append(info["bar"])
-        equity.append(info["equity"])
-        positions.append(info["position"])
-        done = term or trunc
-    return EpisodeTrace(rewards=np.asarray(rewards), actions=np.zeros(0), terminated=bool(term),
-                        truncated=bool(trunc), start=start, bars=np.asarray(bars), equity=np.asarray(equity),
-                        positions=np.asarray(positions), turnover=np.asarray(turnover))
-
-
-def evaluate_trading_split(learner, member: int, env_cfg: EnvConfig, split: str = "test",
-                           obs_perturbation: Optional[ObsPerturbation] = None) -> dict[str, Any]:
-    """Run member ``member`` deterministically over the whole ``split`` as one episode and compare with baselines.
-
-    The episode is :func:`whole_split_env_config`'s: from the split's first decidable bar to its last, hidden state
-    zeroed once at the start and carried through (as a live trader would), no equity floor. Buy-and-hold (long +1
-    from the first bar, paying the entry cost) and flat (position 0) are run through the same environment and
-    accounting. Returns a JSON-able dict: ``policy``, ``buy_and_hold``, ``flat`` (each :func:`trading_metrics`),
-    ``split``, ``start_bar``, ``end_bar``, ``start_date``, ``end_date``, ``bars_per_year``, ``cost_bps``,
-    ``terminated`` (the policy's account was wiped out) and ``curves`` (``dates``, ``policy``, ``buy_and_hold``,
-    ``flat`` equity and the policy's ``position``, each of length T+1).
-    """
-    from rpbt.envs.trading import load_market_data
-
-    cfg_w, start = whole_split_env_config(env_cfg, split)
-    data = load_market_data(env_cfg.data)
-    bpy = float(data.bars_per_year)
-    ep = evaluate_policy(learner, member, cfg_w, split, starts=[start], obs_perturbation=obs_perturbation).episodes[0]
-    bh = _constant_position_trace(cfg_w, split, start, 1.0)
-    flat = _constant_position_trace(cfg_w, split, start, 0.0)
-    # Baselines span the whole split; the policy's curve is shorter only if its account was wiped out.
-    dates = [str(np.datetime_as_string(data.dates[b], unit="s")) for b in bh.bars]
-    return {
-        "split": split,
-        "start_bar": int(bh.bars[0]),
-        "end_bar": int(bh.bars[-1]),
-        "start_date": dates[0],
-        "end_date": dates[-1],
-        "bars_per_year": bpy,
-        "cost_bps": float(cfg_w.trading.cost_bps),
-        "terminated": bool(ep.terminated),
-        "policy": trading_metrics(ep.rewards, ep.turnover, bpy),
-        "buy_and_hold": trading_metrics(bh.rewards, bh.turnover, bpy),
-        "flat": trading_metrics(flat.rewards, flat.turnover, bpy),
-        "curves": {
-            "dates": dates,
-            "policy": ep.equity.tolist(),
-            "buy_and_hold": bh.equity.tolist(),
-            "flat": flat.equity.tolist(),
-            "position": ep.positions.tolist(),
-        },
-    }
-
-
-def plot_equity_curves(report: dict[str, Any], path: Path, title: str) -> None:
-    """Write a PNG: equity of the policy, buy-and-hold and flat (top) and the policy's position (bottom)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    curves = report["curves"]
-    x = np.asarray(curves["dates"], dtype="datetime64[s]")
-    fig, (ax, axp) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    labels = {"policy": "policy", "buy_and_hold": "buy and hold", "flat": "flat"}
-    for key, label in labels.items():
-        m = report[key]
-        ax.plot(x[: len(curves[key])], curves[key], label=f"{label} (log return {m['total_log_return']:+.3f})")
-    ax.set_ylabel("equity (start = 1)")
-    ax.set_title(title)
-    ax.legend(loc="best")
-    ax.grid(alpha=0.3)
-    axp.step(x[: len(curves["position"])], curves["position"], where="post", color="C0")
-    axp.set_ylabel("position")
-    axp.set_ylim(-1.1, 1.1)
-    axp.grid(alpha=0.3)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-# --------------------------------------------------------------------------------------------------- rpbt evaluate
-
-
-def _best_member(run_dir: Path) -> int:
-    from rpbt.run.rundir import RunDirError
-
-    path = run_dir / "summary.json"
-    if not path.is_file():
-        raise RunDirError(f"{path}: not found (no completed round); pass --member ID")
-    try:
-        best = json.loads(path.read_text()).get("best_member")
-    except json.JSONDecodeError as err:
-        raise RunDirError(f"{path}: not valid JSON ({err})") from None
-    if best is None:
-        raise RunDirError(f"{path}: no best_member (no member has a score yet); pass --member ID")
-    return int(best)
-
-
-def evaluate_run(run_dir: Union[str, Path], member: Optional[int] = None, split: str = "test",
-                 episodes: Optional[int] = None, seed: Optional[int] = None) -> tuple[dict[str, Any], Path, Optional[Path]]:
-    """``rpbt evaluate``: evaluate a member of a finished (or interrupted) run and write the results.
-
-    ``member`` defaults to ``summary.json``'s ``best_member``. Trading runs: :func:`evaluate_trading_split` over
-    the whole ``split`` (``episodes`` must be None), writing ``RUN_DIR/evaluation/<split>_member<ID>.json`` and
-    ``.png`` (equity curves). Other environments: ``episodes`` (default 10) deterministic episodes seeded from
-    ``seed`` (default ``run.seed``), reporting ``mean_return``, ``std_return`` (population std, ddof=0),
-    ``returns`` and ``lengths``; JSON only.
-
-    Returns ``(report, json_path, png_path or None)``. Raises ``RunDirError`` / ``CheckpointError`` (see
-    :func:`load_member`) and ``ValueError`` for ``episodes`` with a trading run, ``episodes < 1`` or a bad split.
-    """
-    from rpbt.checkpoint import atomic_write_text
-    from rpbt.envs.market_data import SPLIT_NAMES
-
-    run_dir = Path(run_dir)
-    if split not in SPLIT_NAMES:
-        raise ValueError(f"--split must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
-    if member is None:
-        member = _best_member(run_dir)
-    cfg, learner = load_member(run_dir, member)
-    out_dir = run_dir / "evaluation"
-    json_path = out_dir / f"{split}_member{member}.json"
-    png_path: Optional[Path] = None
-    head = {"run_dir": str(run_dir), "member": int(member), "env_id": cfg.env.id,
-            "env_steps": int(learner.env_steps[0]), "updates": int(learner.updates[0])}
-    if cfg.env.id == "trading":
-        if episodes is not None:
-            raise ValueError("--episodes does not apply to a trading run: it is evaluated as one episode over the "
-                             "whole split")
-        report = {**head, "data": cfg.env.data.source if cfg.env.data.source != "csv" else cfg.env.data.path,
-                  **evaluate_trading_split(learner, 0, cfg.env, split)}
-        png_path = out_dir / f"{split}_member{member}.png"
-        plot_equity_curves(report, png_path, f"member {member}, {split} split ({report['start_date'][:10]} to "
-                                             f"{report['end_date'][:10]}), cost {report['cost_bps']:g} bp")
-    else:
-        n = 10 if episodes is None else int(episodes)
-        if n < 1:
-            raise ValueError(f"--episodes must be >= 1, got {n}")
-        s = cfg.run.seed if seed is None else int(seed)
-        result = evaluate_policy(learner, 0, cfg.env, split, episodes=n, seed=s)
-        rets = np.asarray(result.returns)
-        report = {**head, "split": split, "episodes": n, "seed": s, "deterministic": True,
-                  "mean_return": float(rets.mean()), "std_return": float(rets.std()),
-                  "returns": rets.tolist(), "lengths": result.lengths}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(json_path, json.dumps(report, indent=1, allow_nan=False))
-    return report, json_path, png_path

@@ -1,0 +1,80 @@
+"""``rpbt evaluate RUN_DIR``: evaluate a member of a run directory and write the results under ``RUN_DIR/evaluation``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from rpbt.evaluation.policy import evaluate_policy, load_member
+from rpbt.evaluation.trading import evaluate_trading_split, plot_equity_curves
+
+__all__ = ["evaluate_run"]
+
+
+def _best_member(run_dir: Path) -> int:
+    from rpbt.run.rundir import RunDirError
+
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        raise RunDirError(f"{path}: not found (no completed round); pass --member ID")
+    try:
+        best = json.loads(path.read_text()).get("best_member")
+    except json.JSONDecodeError as err:
+        raise RunDirError(f"{path}: not valid JSON ({err})") from None
+    if best is None:
+        raise RunDirError(f"{path}: no best_member (no member has a score yet); pass --member ID")
+    return int(best)
+
+
+def evaluate_run(run_dir: Union[str, Path], member: Optional[int] = None, split: str = "test",
+                 episodes: Optional[int] = None, seed: Optional[int] = None) -> tuple[dict[str, Any], Path, Optional[Path]]:
+    """``rpbt evaluate``: evaluate a member of a finished (or interrupted) run and write the results.
+
+    ``member`` defaults to ``summary.json``'s ``best_member``. Trading runs: :func:`evaluate_trading_split` over
+    the whole ``split`` (``episodes`` must be None), writing ``RUN_DIR/evaluation/<split>_member<ID>.json`` and
+    ``.png`` (equity curves). Other environments: ``episodes`` (default 10) deterministic episodes seeded from
+    ``seed`` (default ``run.seed``), reporting ``mean_return``, ``std_return`` (population std, ddof=0),
+    ``returns`` and ``lengths``; JSON only.
+
+    Returns ``(report, json_path, png_path or None)``. Raises ``RunDirError`` / ``CheckpointError`` (see
+    :func:`load_member`) and ``ValueError`` for ``episodes`` with a trading run, ``episodes < 1`` or a bad split.
+    """
+    from rpbt.checkpoint import atomic_write_text
+    from rpbt.envs.market_data import SPLIT_NAMES
+
+    run_dir = Path(run_dir)
+    if split not in SPLIT_NAMES:
+        raise ValueError(f"--split must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
+    if member is None:
+        member = _best_member(run_dir)
+    cfg, learner = load_member(run_dir, member)
+    out_dir = run_dir / "evaluation"
+    json_path = out_dir / f"{split}_member{member}.json"
+    png_path: Optional[Path] = None
+    head = {"run_dir": str(run_dir), "member": int(member), "env_id": cfg.env.id,
+            "env_steps": int(learner.env_steps[0]), "updates": int(learner.updates[0])}
+    if cfg.env.id == "trading":
+        if episodes is not None:
+            raise ValueError("--episodes does not apply to a trading run: it is evaluated as one episode over the "
+                             "whole split")
+        report = {**head, "data": cfg.env.data.source if cfg.env.data.source != "csv" else cfg.env.data.path,
+                  **evaluate_trading_split(learner, 0, cfg.env, split)}
+        png_path = out_dir / f"{split}_member{member}.png"
+        plot_equity_curves(report, png_path, f"member {member}, {split} split ({report['start_date'][:10]} to "
+                                             f"{report['end_date'][:10]}), cost {report['cost_bps']:g} bp")
+    else:
+        n = 10 if episodes is None else int(episodes)
+        if n < 1:
+            raise ValueError(f"--episodes must be >= 1, got {n}")
+        s = cfg.run.seed if seed is None else int(seed)
+        result = evaluate_policy(learner, 0, cfg.env, split, episodes=n, seed=s)
+        rets = np.asarray(result.returns)
+        report = {**head, "split": split, "episodes": n, "seed": s, "deterministic": True,
+                  "mean_return": float(rets.mean()), "std_return": float(rets.std()),
+                  "returns": rets.tolist(), "lengths": result.lengths}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json_path, json.dumps(report, indent=1, allow_nan=False))
+    return report, json_path, png_path
