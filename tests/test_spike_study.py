@@ -13,7 +13,7 @@ from rpbt.agent.ppo import RecurrentPPO
 from rpbt.cli import main
 from rpbt.config import ConfigError, EnvConfig
 from rpbt.envs.factory import make_env
-from rpbt.pbt.spike_study import (
+from rpbt.studies.spike import (
     RunningEpisodes,
     clone_member,
     geo_ci,

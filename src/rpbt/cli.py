@@ -100,8 +100,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_spike_study(args: argparse.Namespace) -> int:
-    """``rpbt spike-study [CONFIG] [key=value ...]``: see :mod:`rpbt.pbt.spike_study`."""
-    from rpbt.pbt.spike_study import TABLE_NAME, load_study_config, run_study
+    """``rpbt spike-study [CONFIG] [key=value ...]``: see :mod:`rpbt.studies.spike`."""
+    from rpbt.studies.spike import TABLE_NAME, load_study_config, run_study
 
     path, overrides = _split_config_and_overrides(args.items)
     cfg, settings = load_study_config(path, overrides)
