@@ -124,7 +124,7 @@ def test_shards_are_contiguous_and_threads_do_not_oversubscribe():
 
 def test_a_shard_trains_its_members_bit_for_bit_like_the_whole_population():
     from rpbt.config import member_hparams
-    from rpbt.pbt.backends.local import Shard
+    from rpbt.pbt.backends.shard import Shard
 
     cfg = tiny_config(*DECIDE)
     hp = [dict(member_hparams(cfg), learning_rate=1e-3 * (m + 1)) for m in range(4)]
@@ -368,3 +368,27 @@ def test_sigkill_of_the_whole_run_then_resume_loses_no_round(tmp_path):
         assert int(MemberState.load(run / "checkpoints" / state["checkpoint_dir"] / f"member_{m}.pt")
                    .tensors["updates"]) == total
     assert json.loads((run / "summary.json").read_text())["round"] == total
+
+
+def test_every_backend_implements_the_protocol():
+    """Every backend class has every method of the Backend protocol (Ray's module imports without Ray installed)."""
+    import inspect
+
+    from rpbt.pbt.backends import make_backend
+    from rpbt.pbt.backends.base import Backend
+    from rpbt.pbt.backends.local import LocalBackend
+    from rpbt.pbt.backends.process import ProcessBackend
+    from rpbt.pbt.backends.ray import RayBackend
+
+    methods = [n for n, v in vars(Backend).items() if inspect.isfunction(v) and not n.startswith("_")]
+    assert set(methods) == {"train", "member_info", "evaluate_members", "snapshot", "restore", "exploit",
+                            "save_checkpoints", "attach_run", "close"}
+    for cls in (LocalBackend, ProcessBackend, RayBackend):
+        for name in methods:
+            assert callable(getattr(cls, name, None)), f"{cls.__name__} lacks {name}"
+            want = list(inspect.signature(getattr(Backend, name)).parameters)
+            assert list(inspect.signature(getattr(cls, name)).parameters) == want, f"{cls.__name__}.{name}"
+        assert isinstance(cls.kind, str)
+    with pytest.raises(ValueError, match="backend.kind"):
+        make_backend(tiny_config().model_copy(update={"backend": tiny_config().backend.model_copy(
+            update={"kind": "nope"})}), [])

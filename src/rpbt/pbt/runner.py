@@ -21,7 +21,8 @@ import numpy as np
 from rpbt.agent.distributional import empirical_cvar
 from rpbt.checkpoint import MemberState
 from rpbt.config import Config, member_hparams
-from rpbt.pbt.backends.local import make_backend
+from rpbt.pbt.backends import make_backend
+from rpbt.pbt.backends.base import Backend
 from rpbt.pbt.scheduler import PBTScheduler
 from rpbt.pbt.space import SearchSpace
 from rpbt.run.rundir import RunDirectory, clean_float
@@ -50,12 +51,9 @@ def score_source(cfg: Config) -> str:
     return source
 
 
-def validation_returns(backend: Any, members: list[int], split: str = "validation") -> dict[int, list[float]]:
-    """Deterministic evaluation returns per member from a backend: one batched ``evaluate_members`` call when the
-    backend has it, else ``evaluate(member, split)`` member by member."""
-    if hasattr(backend, "evaluate_members"):
-        return {int(m): list(r) for m, r in backend.evaluate_members(members, split).items()}
-    return {m: list(backend.evaluate(m, split)) for m in members}
+def validation_returns(backend: Backend, members: list[int], split: str = "validation") -> dict[int, list[float]]:
+    """Deterministic evaluation returns per member from a backend: one batched ``evaluate_members`` call."""
+    return {int(m): list(r) for m, r in backend.evaluate_members(members, split).items()}
 
 
 class PopulationRunner:
@@ -67,7 +65,7 @@ class PopulationRunner:
         backend: optional prebuilt backend (tests); built from ``backend.kind`` otherwise.
     """
 
-    def __init__(self, cfg: Config, run_dir: Path, backend: Any = None):
+    def __init__(self, cfg: Config, run_dir: Path, backend: Optional[Backend] = None):
         self.cfg = cfg
         self.P = cfg.pbt.population_size
         self.rundir = RunDirectory(Path(run_dir), self.P, tensorboard=cfg.run.tensorboard)
@@ -81,7 +79,7 @@ class PopulationRunner:
         self.exploitation_count = [0] * self.P
         self.last_scores: list[Optional[float]] = [None] * self.P
         self._backend = backend
-        self.backend: Any = None
+        self.backend: Optional[Backend] = None
         self.t_start = time.time()
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -100,8 +98,7 @@ class PopulationRunner:
             shutil.rmtree(self.rundir.path)
         self.rundir.create(self.cfg)
         self.rundir.lock()
-        if hasattr(self.backend, "attach_run"):  # sharded backends: failure events, committed checkpoints
-            self.backend.attach_run(self.rundir)
+        self.backend.attach_run(self.rundir)  # sharded backends: failure events, committed checkpoints
         self.rundir.write_event({"type": "start", "round": 0, "population_size": self.P,
                                  "hparams": hparams, "search_space": self.space.to_json()})
 
@@ -119,8 +116,7 @@ class PopulationRunner:
         self.rundir.truncate_events_after(self.round)
         self.rundir.truncate_metrics_after(self.round)
         self.backend = self._backend or make_backend(self.cfg, [s.hparams() for s in states])
-        if hasattr(self.backend, "attach_run"):  # sharded backends: failure events, committed checkpoints
-            self.backend.attach_run(self.rundir)
+        self.backend.attach_run(self.rundir)  # sharded backends: failure events, committed checkpoints
         for m, s in enumerate(states):
             self.backend.restore(m, s)
         self.rundir.write_event({"type": "resume", "round": self.round})

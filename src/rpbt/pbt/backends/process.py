@@ -2,7 +2,7 @@
 
 ``backend.kind: process`` splits the P members into ``backend.num_workers`` contiguous ranges (default: the number
 of usable CPUs, capped at P; :func:`split_shards`), and starts one worker process per range with the ``spawn``
-start method. Each worker holds one :class:`~rpbt.pbt.backends.local.Shard` (a batched
+start method. Each worker holds one :class:`~rpbt.pbt.backends.shard.Shard` (a batched
 :class:`~rpbt.agent.ppo.RecurrentPPO` of its members) for the whole run and sets ``torch.set_num_threads`` so that
 workers x threads does not exceed the CPU count (:func:`threads_per_worker`). The driver talks to the workers over
 pipes with a small command set (:class:`ShardServer`): ``train n`` -> per-member metric rows, ``member_info``,
@@ -118,7 +118,7 @@ def num_process_workers(cfg: Config, cpus: Optional[int] = None) -> int:
 
 
 class ShardServer:
-    """Executes backend commands on one :class:`~rpbt.pbt.backends.local.Shard` (inside a worker or Ray actor).
+    """Executes backend commands on one :class:`~rpbt.pbt.backends.shard.Shard` (inside a worker or Ray actor).
 
     Commands (name, args) -> result:
       ``ping`` () -> pid; ``train`` (n,) -> {member: [row per update]}; ``member_info`` () -> {member: info};
@@ -129,7 +129,7 @@ class ShardServer:
     """
 
     def __init__(self, cfg: Config, member_ids: Sequence[int], hparams: Sequence[dict]):
-        from rpbt.pbt.backends.local import Shard
+        from rpbt.pbt.backends.shard import Shard
 
         self.shard = Shard(cfg, list(member_ids), list(hparams))
 
@@ -251,9 +251,9 @@ class ShardedBackend:
 
     Subclasses implement :meth:`_new_handle` (start a shard's worker; the handle has ``send(cmd, args)``,
     ``recv() -> result`` raising :class:`WorkerDied`, ``wait_ready()``, ``kill()`` and ``close()``) and call
-    :meth:`_start_all` at the end of their constructor. Public interface: that of
-    :class:`~rpbt.pbt.backends.local.LocalBackend` (``train``, ``member_info``, ``snapshot``, ``restore``,
-    ``exploit``, ``save_checkpoints``, ``close``, ``population_size``), plus :meth:`attach_run`.
+    :meth:`_start_all` at the end of their constructor. Public interface: the
+    :class:`~rpbt.pbt.backends.base.Backend` protocol (``train``, ``member_info``, ``evaluate_members``,
+    ``snapshot``, ``restore``, ``exploit``, ``save_checkpoints``, ``attach_run``, ``close``, ``population_size``).
     """
 
     kind = "sharded"

@@ -1,0 +1,87 @@
+"""The Backend protocol: what the round loop (:class:`rpbt.pbt.runner.PopulationRunner`) asks of a backend.
+
+A backend trains members, reports what the runner needs to score them, and moves member states; it never decides
+anything (that is the scheduler's job) and never knows how a learner works inside beyond the learner API. Members
+are named by their global index ``0..population_size-1`` everywhere. Implementations:
+:class:`~rpbt.pbt.backends.local.LocalBackend` (one process), :class:`~rpbt.pbt.backends.process.ProcessBackend`
+(worker processes) and :class:`~rpbt.pbt.backends.ray.RayBackend` (Ray actors); :func:`rpbt.pbt.backends.make_backend`
+builds the one named by ``backend.kind``. The protocol is structural (:class:`typing.Protocol`): an implementation
+does not inherit from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+from rpbt.checkpoint import MemberState
+
+__all__ = ["Backend"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A population of members the runner can train, score, snapshot, restore and exploit.
+
+    ``kind`` names the backend (``local``, ``process``, ``ray``); ``population_size`` is the number of members.
+    Errors of a member operation (a bad checkpoint, a bad environment) are raised with their own type; a sharded
+    backend raises :class:`rpbt.pbt.backends.process.BackendError` when a worker keeps dying.
+    """
+
+    kind: str
+    population_size: int
+
+    def train(self, n_updates: int) -> dict[int, list[dict[str, float]]]:
+        """Run ``n_updates`` PPO updates on every member.
+
+        Returns ``{member: [row per update]}``, each row the update's metrics (``str -> float``) plus ``env_steps``
+        and ``update`` (the member's counters after that update).
+        """
+        ...
+
+    def member_info(self) -> dict[int, dict[str, Any]]:
+        """Per member: ``env_steps``, ``updates``, ``hparams`` (``{name: value}``) and ``recent_returns`` (the
+        returns of its recent finished training episodes, a list of floats)."""
+        ...
+
+    def evaluate_members(self, members: Sequence[int], split: str = "validation") -> dict[int, list[float]]:
+        """Deterministic evaluation returns of ``members`` on ``split`` (see
+        :func:`rpbt.evaluation.policy.evaluate_members`): ``{member: [return per episode]}``, in the order of
+        ``members``. Leaves the members' training state untouched. Raises ``KeyError`` / ``IndexError`` for a member
+        that does not exist."""
+        ...
+
+    def snapshot(self, member: int) -> MemberState:
+        """The member's whole state (weights, optimizer, normalizers, hyperparameters, counters, RNG) as a
+        :class:`~rpbt.checkpoint.MemberState`. Raises ``IndexError`` / ``KeyError`` for a member that does not
+        exist."""
+        ...
+
+    def restore(self, member: int, state: MemberState) -> None:
+        """Replace the member's state with ``state`` (resume, worker restart); the member starts fresh episodes.
+        Raises :class:`~rpbt.checkpoint.CheckpointError` for a state that does not fit the learner."""
+        ...
+
+    def exploit(self, recipient: int, donor_state: MemberState, new_hparams: dict[str, float]) -> dict[str, float]:
+        """Copy ``donor_state`` into ``recipient`` with the explored hyperparameters ``new_hparams`` and the
+        configured hidden-state / optimizer-state strategies (:func:`rpbt.pbt.transfer.exploit`).
+
+        Returns the transfer's measurements (``str -> float``). Raises :class:`~rpbt.checkpoint.CheckpointError`
+        for a donor state that does not fit.
+        """
+        ...
+
+    def save_checkpoints(self, directory: Path) -> None:
+        """Write ``member_<i>.pt`` (the checkpoint format) for every member into the existing ``directory``.
+        Raises ``OSError`` when a file cannot be written."""
+        ...
+
+    def attach_run(self, rundir: Any) -> None:
+        """Use ``rundir`` (a :class:`~rpbt.run.rundir.RunDirectory`) for failure events and to find the last
+        committed checkpoints after a worker dies. Called once, after the run directory exists; a backend without
+        workers to restart does nothing. Returns None."""
+        ...
+
+    def close(self) -> None:
+        """Release learners, workers and environments. Idempotent; the backend is unusable afterwards."""
+        ...
