@@ -445,3 +445,5 @@ def member_hparams(cfg: Config) -> dict[str, float]:
         "adversarial.robust_kl_coef": a.adversarial.robust_kl_coef,
         "adversarial.ratio": a.adversarial.ratio,
     }
+
+HPARAM_NAMES: tuple[str, ...] = tuple(member_hparams(Config()).keys())

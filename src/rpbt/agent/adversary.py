@@ -174,10 +174,12 @@ def _per_member(x: Union[Tensor, float], like: Tensor) -> Tensor:
     return t.reshape(-1, 1, 1, 1)
 
 
-def _member_noise(shape: Sequence[int], generators: Sequence[torch.Generator], kind: str) -> Tensor:
-    """Noise of ``shape`` (P first) with member p's slice drawn from ``generators[p]``."""
+def _member_noise(shape: Sequence[int], generators: Sequence[torch.Generator], kind: str,
+                  device: Optional[torch.device] = None) -> Tensor:
+    """Noise of ``shape`` (P first) with member p's slice drawn from ``generators[p]`` (CPU), then moved to
+    ``device``."""
     draw = torch.rand if kind == "uniform" else torch.randn
-    return torch.stack([draw(tuple(shape[1:]), generator=g) for g in generators])
+    return torch.stack([draw(tuple(shape[1:]), generator=g) for g in generators]).to(device)
 
 
 def project(delta: Tensor, eps: Tensor, norm: str) -> Tensor:
@@ -202,10 +204,10 @@ def _clip_bounds(delta: Tensor, obs: Tensor, low: Optional[Tensor], high: Option
 def random_in_ball(shape: Sequence[int], eps: Tensor, norm: str, generators: Sequence[torch.Generator]) -> Tensor:
     """Uniform draws from each ball: linf U[-eps, eps]^D; l2 a Gaussian direction with radius eps * U^(1/D)."""
     if norm == "linf":
-        return (2.0 * _member_noise(shape, generators, "uniform") - 1.0) * eps
+        return (2.0 * _member_noise(shape, generators, "uniform", eps.device) - 1.0) * eps
     if norm == "l2":
-        g = _member_noise(shape, generators, "normal")
-        u = _member_noise(list(shape[:-1]) + [1], generators, "uniform")
+        g = _member_noise(shape, generators, "normal", eps.device)
+        u = _member_noise(list(shape[:-1]) + [1], generators, "uniform", eps.device)
         return g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12) * eps * u.pow(1.0 / shape[-1])
     raise ValueError(f"agent.adversarial.norm must be one of {NORMS}, got {norm!r}")
 
@@ -222,7 +224,7 @@ def random_like_norm(delta: Tensor, norm: str, generators: Optional[Sequence[tor
     if noise is None:
         if generators is None:
             raise ValueError("random_like_norm needs generators or pre-drawn noise")
-        noise = _member_noise(delta.shape, generators, "uniform" if norm == "linf" else "normal")
+        noise = _member_noise(delta.shape, generators, "uniform" if norm == "linf" else "normal", delta.device)
     noise = noise.to(delta.dtype)
     if norm == "linf":
         return torch.where(noise < 0.5, -1.0, 1.0).to(delta.dtype) * delta.abs().amax(-1, keepdim=True)
@@ -342,8 +344,10 @@ def normalized_bounds(learner: Any, low_raw: np.ndarray, high_raw: np.ndarray
     clip = float(learner.cfg.agent.obs_clip)
 
     def one(raw: np.ndarray, sign: float) -> Optional[Tensor]:
-        finite = torch.as_tensor(np.isfinite(raw))
-        val = torch.as_tensor(np.where(np.isfinite(raw), raw, 0.0), dtype=torch.float32).expand(P, 1, 1, D)
+        device = learner.obs_rms.mean.device
+        finite = torch.as_tensor(np.isfinite(raw), device=device)
+        val = torch.as_tensor(np.where(np.isfinite(raw), raw, 0.0), dtype=torch.float32, device=device)
+        val = val.expand(P, 1, 1, D)
         if normalize:
             val = learner.obs_rms.normalize(val)  # clamps to +-obs_clip too
             out = torch.where(finite, val, torch.full_like(val, sign * clip))
@@ -359,8 +363,8 @@ def normalized_bounds(learner: Any, low_raw: np.ndarray, high_raw: np.ndarray
 
 
 class SAPPO:
-    """The SA-PPO regularizer of a :class:`rpbt.agent.ppo.RecurrentPPO`, called per minibatch by its
-    ``extra_losses`` hook. Holds only the configuration and a call counter (not the learner: no cycle).
+    """The SA-PPO regularizer, an :class:`rpbt.agent.ppo.AuxiliaryLoss`: called per minibatch by
+    :func:`rpbt.agent.ppo.update` with the epoch and minibatch index. Holds only the configuration.
 
     Per minibatch (idx (P, b) environments), for member p:
     radius eps_p = scheduled epsilon; k_p = ceil(ratio_p * b) sequences (the first k_p of the minibatch, which is a
@@ -379,8 +383,6 @@ class SAPPO:
     def __init__(self, cfg: Any):
         self.cfg = cfg
         self.adv = cfg.agent.adversarial
-        self._position: tuple = ()
-        self._calls = 0
         self.low_raw, self.high_raw = observation_bounds(cfg.env)
 
     def epsilon(self, learner: Any) -> Tensor:
@@ -388,28 +390,36 @@ class SAPPO:
         return scheduled_epsilon(learner.hparam("adversarial.epsilon"), learner.env_steps,
                                  self.cfg.run.total_env_steps, self.adv.epsilon_schedule)
 
-    def _generators(self, learner: Any, rollout: Any) -> list[torch.Generator]:
-        """Generators of this call: keyed by (member seed, member's updates, index of the call within this
-        update). The call index restarts with every new rollout (one ``learn``) or change of update counts."""
-        position = (id(rollout),) + tuple(int(u) for u in learner.updates)
-        if position != self._position:
-            self._position, self._calls = position, 0
-        self._calls += 1
-        return [noise_generators([s], TAG_ADVERSARY_TRAIN, u, self._calls)[0] for s, u in zip(learner.seeds, position[1:])]
+    def _generators(self, learner: Any, call: int) -> list[torch.Generator]:
+        """Generators of one call: keyed by (member seed, member's updates, index of the call within the update,
+        from 1)."""
+        return [noise_generators([s], TAG_ADVERSARY_TRAIN, int(u), call)[0]
+                for s, u in zip(learner.seeds, learner.updates.tolist())]
 
-    def losses(self, learner: Any, rollout: Any, idx: Tensor, head: Tensor) -> dict[str, Tensor]:
-        """Loss and metrics for one minibatch; every value (P,). head: the clean replay's policy output."""
+    def __call__(self, learner: Any, rollout: Any, idx: Tensor, head: Tensor, epoch: int, minibatch: int
+                 ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Loss (P,) and metrics {key: (P,)} for minibatch ``minibatch`` of epoch ``epoch``.
+
+        head: the clean replay's policy output (P, T, b, A) for the environments ``idx`` (P, b).
+        """
+        out = self.losses(learner, rollout, idx, head, epoch * self.cfg.agent.num_minibatches + minibatch + 1)
+        return out.pop("loss"), out
+
+    def losses(self, learner: Any, rollout: Any, idx: Tensor, head: Tensor, call: int = 1) -> dict[str, Tensor]:
+        """Loss ('loss') and metrics for one minibatch, every value (P,); ``call`` numbers the minibatches of the
+        update from 1 (it keys the random starts). head: the clean replay's policy output."""
         P, T, b = head.shape[:3]
+        device = head.device
         eps64 = self.epsilon(learner)
         eps = eps64.to(torch.float32)
         ratio = learner.hparam("adversarial.ratio")
         coef = learner.hparam("adversarial.robust_kl_coef").to(torch.float32)
         k = torch.ceil(ratio * b - 1e-9).clamp(0, b).to(torch.int64)
         active = (eps > 0) & (learner.updates >= self.adv.warmup) & (k > 0)
-        zeros = torch.zeros(P)
-        gens = self._generators(learner, rollout)
+        zeros = torch.zeros(P, device=device)
+        gens = self._generators(learner, call)
         out = {"loss": zeros, "sa_ppo/robust_kl": zeros, "sa_ppo/epsilon": eps64.clone(),
-               "sa_ppo/attack_kl_gain": torch.full((P,), float("nan")), "sa_ppo/random_kl": zeros,
+               "sa_ppo/attack_kl_gain": torch.full((P,), float("nan"), device=device), "sa_ppo/random_kl": zeros,
                "sa_ppo/active": active.float()}
         if self.adv.value_coef > 0:
             out["sa_ppo/value_diff"] = zeros
@@ -434,7 +444,7 @@ class SAPPO:
                                steps=self.adv.steps, step_size=step_size, low=low, high=high,
                                clean_head=clean, init_delta=start)
         perturbed = obs + res.delta
-        weight = ((torch.arange(kmax).view(1, kmax) < k.view(P, 1)) & active.view(P, 1)).float()  # (P, kmax)
+        weight = ((torch.arange(kmax, device=device).view(1, kmax) < k.view(P, 1)) & active.view(P, 1)).float()  # (P, kmax)
         denom = (T * k).clamp_min(1).float()
 
         def masked_mean(x: Tensor) -> Tensor:  # x (P, T, kmax) -> (P,)
@@ -464,7 +474,7 @@ class SAPPO:
         loss = torch.where(active, loss, torch.zeros_like(loss))
 
         with torch.no_grad():
-            draws = _member_noise(full, gens, "uniform" if self.adv.norm == "linf" else "normal")[:, :, :kmax]
+            draws = _member_noise(full, gens, "uniform" if self.adv.norm == "linf" else "normal", device)[:, :, :kmax]
             noise = _clip_bounds(random_like_norm(res.delta, self.adv.norm, noise=draws), obs, low, high)
             random_kl = masked_mean(policy.kl(clean, policy(obs + noise)))
             attack_kl = masked_mean(res.kl)

@@ -124,7 +124,9 @@ def _lstm_cell(gates: Tensor, c: Tensor) -> LSTMState:
 def lstm_step(x: Tensor, state: LSTMState, episode_start: Tensor,
               layers: Sequence[tuple[Tensor, Tensor, Tensor]]) -> tuple[Tensor, LSTMState]:
     """Functional :meth:`PopLSTM.step` with explicit per-layer weights (each with leading member dim)."""
-    reset = bool(episode_start.any())
+    # On an accelerator the reset mask is always applied (multiplying by 1 changes nothing), so no step waits
+    # for the device to say whether any episode starts; on the CPU the check is free and saves the product.
+    reset = episode_start.device.type != "cpu" or bool(episode_start.any())
     keep = (1.0 - episode_start.to(x.dtype)).unsqueeze(-1) if reset else None  # (P, N, 1)
     h, c = state
     hs, cs = [], []
@@ -147,7 +149,10 @@ def lstm_sequence(x: Tensor, state: LSTMState, episode_starts: Tensor,
     """Functional :meth:`PopLSTM.sequence` with explicit per-layer weights (each with leading member dim)."""
     p, t_len, n, _ = x.shape
     keep = (1.0 - episode_starts.to(x.dtype)).unsqueeze(-1)  # (P, T, N, 1)
-    any_start = episode_starts.reshape(p, t_len, n).any(2).any(0).tolist()
+    if episode_starts.device.type == "cpu":
+        any_start = episode_starts.reshape(p, t_len, n).any(2).any(0).tolist()
+    else:  # no host synchronisation on an accelerator (see lstm_step)
+        any_start = [True] * t_len
     h, c = state
     inp = x
     h_final, c_final = [], []

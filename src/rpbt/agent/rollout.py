@@ -40,7 +40,7 @@ def compute_gae(
     g = gamma.view(p, 1).to(rewards.dtype)
     gl = (gamma * gae_lambda).view(p, 1).to(rewards.dtype)
     advantages = torch.zeros_like(rewards)
-    next_adv = torch.zeros(p, n, dtype=rewards.dtype)
+    next_adv = torch.zeros(p, n, dtype=rewards.dtype, device=rewards.device)
     for t in reversed(range(t_len)):
         following = last_values if t == t_len - 1 else values[:, t + 1]
         done = dones[:, t].to(rewards.dtype)

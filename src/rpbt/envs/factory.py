@@ -9,7 +9,8 @@ only, so a member's experience does not depend on which other members share its 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -71,11 +72,23 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, split: str = "train") -> gym.
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
-def space_info(space: gym.Space) -> dict[str, Any]:
-    """Whether the action space is continuous, its dimension, and bounds for clipping."""
+@dataclass(frozen=True)
+class ActionSpec:
+    """What a policy needs to know of an action space: ``continuous`` (Box) or not (Discrete), ``dim`` (the number
+    of discrete actions, or the Box's flat size) and, for Box, the bounds ``low``/``high`` (dim,) that actions are
+    clipped to before they reach the environment (None for Discrete)."""
+
+    continuous: bool
+    dim: int
+    low: Optional[np.ndarray] = None
+    high: Optional[np.ndarray] = None
+
+
+def space_info(space: gym.Space) -> ActionSpec:
+    """The :class:`ActionSpec` of a Discrete or Box action space."""
     if isinstance(space, gym.spaces.Discrete):
-        return {"continuous": False, "dim": int(space.n), "low": None, "high": None}
-    return {"continuous": True, "dim": int(np.prod(space.shape)), "low": space.low, "high": space.high}
+        return ActionSpec(continuous=False, dim=int(space.n))
+    return ActionSpec(continuous=True, dim=int(np.prod(space.shape)), low=space.low, high=space.high)
 
 
-__all__: Sequence[str] = ["make_env", "make_vector_env", "EnvError", "space_info"]
+__all__: Sequence[str] = ["make_env", "make_vector_env", "EnvError", "space_info", "ActionSpec"]

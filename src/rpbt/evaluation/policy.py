@@ -24,7 +24,7 @@ Adversarial hook (for SA-PPO, Zhang et al. 2020, in :mod:`rpbt.agent.adversary`)
 callable ``(learner, member, obs, states) -> obs'`` called at every step for every evaluated member, *after*
 normalization and *before* the policy sees the observation:
 
-- ``learner``: the :class:`~rpbt.agent.ppo.RecurrentPPO` being evaluated; ``member``: the member's local index in it
+- ``learner``: the :class:`~rpbt.agent.policy.PopulationPolicy` being evaluated; ``member``: the member's local index in it
   (0..P-1, the index of every population tensor, *not* the global member id);
 - ``obs``: ``(N, D)`` float32 normalized observations of that member's N evaluation episodes (rows of episodes
   that already ended carry their last observation; their output is ignored);
@@ -50,6 +50,7 @@ import torch
 from torch import Tensor
 
 from rpbt.config import EnvConfig
+from rpbt.envs.factory import space_info
 from rpbt.seeding import eval_episode_seeds
 
 __all__ = [
@@ -125,7 +126,7 @@ class EvaluationResult:
 
 
 def _padded(learner, rows: dict[int, Tensor], shape: tuple[int, ...]) -> Tensor:
-    out = torch.zeros((learner.population,) + shape)
+    out = torch.zeros((learner.population,) + shape, device=learner.device)
     for m, x in rows.items():
         out[m] = x
     return out
@@ -141,12 +142,14 @@ def member_policy_head(learner, member: int, obs: Tensor, state: tuple[Tensor, T
     """
     P = learner.population
     n, d = obs.shape
-    full_obs = torch.cat([torch.zeros(member, n, d), obs.unsqueeze(0), torch.zeros(P - member - 1, n, d)])
+    dev = obs.device
+    full_obs = torch.cat([torch.zeros(member, n, d, device=dev), obs.unsqueeze(0),
+                          torch.zeros(P - member - 1, n, d, device=dev)])
     h, c = state
-    hz = torch.zeros((P,) + tuple(h.shape))
+    hz = torch.zeros((P,) + tuple(h.shape), device=dev)
     h_full, c_full = hz.clone(), hz.clone()
     h_full[member], c_full[member] = h, c
-    feats, _ = learner.actor.step(full_obs, (h_full, c_full), torch.zeros(P, n, dtype=torch.bool))
+    feats, _ = learner.actor.step(full_obs, (h_full, c_full), torch.zeros(P, n, dtype=torch.bool, device=dev))
     return learner.policy_head(feats)[member]
 
 
@@ -183,7 +186,7 @@ def evaluate_members(
     """Evaluate several members of ``learner`` at once (one batched policy step per time step).
 
     Args:
-        learner: a :class:`rpbt.agent.ppo.RecurrentPPO` (not modified).
+        learner: a :class:`rpbt.agent.policy.PopulationPolicy` (not modified).
         members: local member indices (0..P-1) to evaluate; duplicates are not allowed.
         env_cfg: the ``env`` section to build evaluation environments from (usually ``learner.cfg.env``).
         split: ``train`` / ``validation`` / ``test`` (trading; ignored by other environments).
@@ -237,8 +240,10 @@ def evaluate_members(
                 tr.update(start=int(info["bar"]), bars=[int(info["bar"])], equity=[float(info["equity"])],
                           positions=[float(info["position"])], turnover=[], asset_returns=[])
 
-    h, c = learner.actor.lstm.initial_state(N)  # (P, L, N, H), zero: every episode starts now
-    low, high = learner.action_info["low"], learner.action_info["high"]
+    dev = learner.device
+    h, c = (s.to(dev) for s in learner.actor.lstm.initial_state(N))  # (P, L, N, H), zero: episodes start now
+    spec = space_info(envs[0][0].action_space)
+    low, high = spec.low, spec.high
     normalize = learner.cfg.agent.normalize_observations
     while not done.all():
         full_raw = _padded(learner, {m: raw[i] for i, m in enumerate(members)}, (N, D))
@@ -248,18 +253,18 @@ def evaluate_members(
             for m in members:
                 with torch.enable_grad():
                     out = obs_perturbation(learner, m, obs[m].clone(), {"actor": (h[m].clone(), c[m].clone())})
-                out = torch.as_tensor(out).detach().to(torch.float32)
+                out = torch.as_tensor(out).detach().to(dev, torch.float32)
                 if out.shape != (N, D):
                     raise ValueError(f"obs_perturbation returned shape {tuple(out.shape)}, expected {(N, D)}")
                 obs[m] = out
-        feats, (h, c) = learner.actor.step(obs, (h, c), torch.zeros(P, N, dtype=torch.bool))
-        head = learner.policy_head(feats)  # (P, N, A)
+        feats, (h, c) = learner.actor.step(obs, (h, c), torch.zeros(P, N, dtype=torch.bool, device=dev))
+        head = learner.policy_head(feats).cpu()  # (P, N, A)
         for i, m in enumerate(members):
             hm = head[m]
             if continuous:
                 act = hm
                 if sample_gen is not None:
-                    std = learner.policy_head.log_std[m].exp()
+                    std = learner.policy_head.log_std[m].exp().cpu()
                     act = hm + std * torch.randn(hm.shape, generator=sample_gen)
                 act_np = np.clip(act.numpy().astype(np.float32), low, high)
             elif sample_gen is not None:
@@ -335,19 +340,21 @@ def evaluate_policy(
 # --------------------------------------------------------------------------------------------------- loading
 
 
-def load_member(run_dir: Union[str, Path], member: int):
+def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu"):
     """Rebuild member ``member`` of a run from its latest committed checkpoint.
 
     Reads ``RUN_DIR/config.yaml`` and ``RUN_DIR/checkpoints/runner.json`` (whose ``checkpoint_dir`` names the round
     folder of the last commit; a run directory without it falls back to ``checkpoints/member_<i>.pt``) and restores
-    ``member_<member>.pt`` (``torch.load(weights_only=True)`` via :meth:`MemberState.load`) into a fresh learner
-    holding that one member (local index 0, global id ``member``, no training environments).
+    ``member_<member>.pt`` (``torch.load(weights_only=True)`` via :meth:`MemberState.load`) into a fresh
+    :class:`~rpbt.agent.policy.PopulationPolicy` holding that one member (local index 0, global id ``member``) on
+    ``device`` (a checkpoint is device-independent).
 
-    Returns ``(cfg, learner)``. Raises :class:`rpbt.run.rundir.RunDirError` for a missing config / runner state or a
+    Returns ``(cfg, policy)``. Raises :class:`rpbt.run.rundir.RunDirError` for a missing config / runner state or a
     member outside ``0..population_size-1``, :class:`rpbt.checkpoint.CheckpointError` for a missing or unfitting
     checkpoint (both name the file).
     """
-    from rpbt.agent.ppo import RecurrentPPO
+    from rpbt.agent.policy import resolve_device
+    from rpbt.agent.ppo import make_policy
     from rpbt.checkpoint import MemberState
     from rpbt.run.rundir import RunDirectory, RunDirError, load_run_config
 
@@ -363,7 +370,7 @@ def load_member(run_dir: Union[str, Path], member: int):
     folder = state.get("checkpoint_dir")
     ckpt_dir = rundir.checkpoint_dir / folder if folder else rundir.checkpoint_dir
     ms = MemberState.load(ckpt_dir / f"member_{member}.pt")
-    learner = RecurrentPPO(cfg, [member], make_envs=False)
+    learner = make_policy(cfg, [member], device=resolve_device(device))
     learner.restore(0, ms)
     learner.eval()
     return cfg, learner

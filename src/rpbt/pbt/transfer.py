@@ -19,7 +19,8 @@ running episodes, which were computed by the old weights, with a strategy:
   Only the recipient's weights are run, and the recurrence runs in ``torch.nn.LSTM``'s fused loop (which
   :class:`~rpbt.agent.networks.PopLSTM` matches by construction; any other trunk class replays through its own
   ``sequence``): about 10-30 ms for 8 environments x 512 steps on one CPU thread
-  (``benchmarks/burn_in_cost.py``). The history is not part of the member state: it belongs to the environments.
+  (``benchmarks/burn_in_cost.py``). The history is not part of the member state: it is part of the environments'
+  carried state (:class:`~rpbt.envs.runner.CarriedState`).
 
 Why ``reset_episodes`` needs no extra bootstrap: an exploit happens between updates, after the previous rollout was
 learned from. That rollout's last step was bootstrapped by GAE with ``last_values`` = V(s_T), the value of the
@@ -41,90 +42,18 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from rpbt.agent.networks import LSTMState, PopLSTM, RecurrentTrunk
-from rpbt.agent.ppo import RecurrentPPO
+from rpbt.agent.policy import PopulationPolicy
 from rpbt.checkpoint import MemberState
+from rpbt.envs.runner import CarriedState, EnvRunner
 
 log = logging.getLogger(__name__)
 
 HIDDEN_STATE_STRATEGIES = ("keep", "zero", "reset_episodes", "burn_in")
-
-
-class EpisodeHistory:
-    """Per-environment raw observations of the current episode, bounded to the last ``max_steps``.
-
-    Installed as a step hook of a :class:`RecurrentPPO`: it records each raw observation the policy is about to
-    see. Storage is one time ring shared by all environments (they step together): ``obs`` (max_steps, P, N, D),
-    row ``t % max_steps`` holding the observations of global step t; ``steps`` counts the steps recorded and
-    ``start`` (P, N) is the global step of each environment's current episode's first observation, so
-    :attr:`length` (P, N) = steps - start (may exceed max_steps: only the last max_steps are kept). Recording a
-    step is two tensor operations (a row copy and a masked fill), which keeps the hook cheap while acting.
-    """
-
-    def __init__(self, population: int, num_envs: int, obs_dim: int, max_steps: int):
-        self.max_steps = max_steps
-        self.obs = torch.zeros(max_steps, population, num_envs, obs_dim)
-        self.start = torch.zeros(population, num_envs, dtype=torch.int64)
-        self.steps = 0
-
-    @property
-    def length(self) -> Tensor:
-        """(P, N) observations seen in each environment's current episode."""
-        return self.steps - self.start
-
-    def __call__(self, learner: RecurrentPPO, raw_obs: Tensor, episode_start: Tensor) -> None:
-        """Record raw_obs (P, N, D), seen at episode_start (P, N) bool (True: that env's episode starts here)."""
-        self.start.masked_fill_(episode_start.bool(), self.steps)
-        self.obs[self.steps % self.max_steps].copy_(raw_obs)
-        self.steps += 1
-
-    def clear(self, member: int) -> None:
-        """Forget member's current episodes (its environments were reset)."""
-        self.start[member] = self.steps
-
-    def window(self, member: int, lengths: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        """Member's histories as one left-aligned batch, oldest observation first.
-
-        ``lengths`` (N,) overrides the per-environment episode lengths (0 leaves an environment out; at most
-        :attr:`length`); default ``self.length[member]``. Returns obs (N, W, D), environment n's last
-        k_n = min(length_n, max_steps) raw observations in ``obs[n, :k_n]`` (zero padding after),
-        W = max(max_n k_n, 1), and k (N,).
-        """
-        lengths = self.length[member] if lengths is None else lengths
-        kept = lengths.clamp(max=self.max_steps)
-        width = max(int(kept.max()), 1)
-        n_envs, dim = self.obs.shape[2], self.obs.shape[3]
-        out = torch.zeros(n_envs, width, dim)
-        for n in range(n_envs):
-            k = int(kept[n])
-            if k == 0:
-                continue
-            rows = torch.arange(self.steps - k, self.steps) % self.max_steps
-            out[n, :k] = self.obs[rows, member, n]
-        return out, kept
-
-
-def attach_history(learner: RecurrentPPO, max_steps: int) -> EpisodeHistory:
-    """Install an :class:`EpisodeHistory` on ``learner`` (idempotent) and return it.
-
-    Raises ``ValueError`` when a history with a different ``max_steps`` is already attached, or max_steps < 1.
-    """
-    if max_steps < 1:
-        raise ValueError(f"pbt.burn_in_max_steps must be >= 1, got {max_steps}")
-    if isinstance(learner.episode_obs_history, EpisodeHistory):
-        if learner.episode_obs_history.max_steps != max_steps:
-            raise ValueError(f"an episode history of {learner.episode_obs_history.max_steps} steps is already "
-                             f"attached; cannot attach one of {max_steps} (pbt.burn_in_max_steps)")
-        return learner.episode_obs_history
-    hist = EpisodeHistory(learner.population, learner.num_envs, learner.obs_dim, max_steps)
-    learner.episode_obs_history = hist
-    learner.step_hooks.append(hist)
-    return hist
 
 
 class _TrunkSequence(nn.Module):
@@ -138,9 +67,9 @@ class _TrunkSequence(nn.Module):
         return self.trunk.sequence(obs, state, starts)
 
 
-def continuing_envs(learner: RecurrentPPO, member: int) -> Tensor:
+def continuing_envs(carried: CarriedState, member: int) -> Tensor:
     """(N,) bool: member's environments whose next step continues the current episode (no episode start)."""
-    return ~learner.next_episode_start[member].bool()
+    return ~carried.episode_start[member].bool()
 
 
 def _member_params(module: nn.Module, member: int) -> dict[str, Tensor]:
@@ -178,9 +107,9 @@ def _final_states_generic(trunk: nn.Module, member: int, obs: Tensor, kept: Tens
     _, n_envs, width, _ = obs.shape
     shift = (width - kept).tolist()
     right = torch.stack([torch.roll(obs[0, n], shift[n], dims=0) for n in range(n_envs)], 1)  # (W, N, D)
-    starts = torch.zeros(1, width, n_envs, dtype=torch.bool)
+    starts = torch.zeros(1, width, n_envs, dtype=torch.bool, device=obs.device)
     starts[0, (width - kept).clamp(max=width - 1), torch.arange(n_envs)] = True
-    h0, c0 = trunk.lstm.initial_state(n_envs, 1)
+    h0, c0 = (s.to(obs.device) for s in trunk.lstm.initial_state(n_envs, 1))
     _, (h, c) = functional_call(_TrunkSequence(trunk), {"trunk." + k: v for k, v in
                                                          _member_params(trunk, member).items()},
                                 (right.unsqueeze(0), (h0, c0), starts))
@@ -188,35 +117,35 @@ def _final_states_generic(trunk: nn.Module, member: int, obs: Tensor, kept: Tens
 
 
 @torch.no_grad()
-def burn_in_states(learner: RecurrentPPO, member: int) -> tuple[dict[str, LSTMState], int]:
-    """Member's carried states recomputed from zero over its current episodes with its current weights.
+def burn_in_states(policy: PopulationPolicy, carried: CarriedState, member: int
+                   ) -> tuple[dict[str, LSTMState], int]:
+    """Member's carried LSTM states recomputed from zero over its current episodes with its current weights.
 
-    The member's raw observations (at most ``burn_in_max_steps`` per environment) are normalized with the member's
-    current observation statistics and replayed through the member's slice of every trunk (actor and each
-    critic) from a zero state. Only that member's weights are run, so the cost does not grow with the population.
+    The member's raw observations (at most W = ``carried.history_length`` per environment) are normalized with the
+    member's current observation statistics and replayed through the member's slice of every trunk (actor and
+    each critic) from a zero state. Only that member's weights are run, so the cost does not grow with the
+    population.
 
     Returns ({name: (h, c)} each (L, N, H)) and the number of truncated burn-ins (continuing environments whose
-    episode is longer than the window). An environment whose next step starts a new episode gets a zero state
-    and is not counted. Raises ``RuntimeError`` when no :class:`EpisodeHistory` is attached.
+    episode is longer than W). An environment whose next step starts a new episode gets a zero state and is not
+    counted. Raises ``RuntimeError`` when the carried state keeps no history (W = 0).
     """
-    hist = learner.episode_obs_history
-    if not isinstance(hist, EpisodeHistory):
-        raise RuntimeError("burn-in needs an episode history: call rpbt.pbt.transfer.attach_history first")
-    going = continuing_envs(learner, member)
-    lengths = torch.where(going, hist.length[member], torch.zeros_like(hist.length[member]))
-    raw, kept = hist.window(member, lengths)  # (N, W, D), (N,)
-    truncated = int((lengths > hist.max_steps).sum())
+    going = continuing_envs(carried, member).to(carried.history_start.device)
+    all_lengths = carried.episode_lengths()[member]
+    lengths = torch.where(going, all_lengths, torch.zeros_like(all_lengths))
+    raw, kept = carried.history_window(member, lengths)  # (N, W', D), (N,)
+    truncated = int((lengths > carried.history_length).sum())
     n_envs, width, _ = raw.shape
     # Normalize with the member's statistics (the normalizer is population-batched; D is small, so this is cheap).
-    x = torch.zeros(learner.population, n_envs, width, learner.obs_dim)
+    x = torch.zeros(policy.population, n_envs, width, policy.obs_dim, device=raw.device)
     x[member] = raw
-    obs = learner.normalize_obs(x)[member:member + 1]  # (1, N, W, D)
+    obs = policy.normalize_obs(x)[member:member + 1]  # (1, N, W', D)
     empty = kept == 0
     out: dict[str, LSTMState] = {}
-    for name in learner.state_names():
-        trunk = learner.trunk(name)
+    for name in policy.state_names():
+        trunk = policy.trunk(name)
         fast = type(trunk) is RecurrentTrunk and type(trunk.lstm) is PopLSTM
-        h, c = (_final_states_torch_lstm if fast else _final_states_generic)(trunk, member, obs, kept)
+        h, c = (_final_states_torch_lstm if fast else _final_states_generic)(trunk, member, obs, kept.cpu())
         h, c = h.clone(), c.clone()
         h[:, empty], c[:, empty] = 0.0, 0.0
         out[name] = (h.contiguous(), c.contiguous())
@@ -224,7 +153,8 @@ def burn_in_states(learner: RecurrentPPO, member: int) -> tuple[dict[str, LSTMSt
 
 
 @torch.no_grad()
-def exploit_measurements(learner: RecurrentPPO, member: int, burned: dict[str, LSTMState]) -> dict[str, float]:
+def exploit_measurements(policy: PopulationPolicy, carried: CarriedState, member: int,
+                         burned: dict[str, LSTMState]) -> dict[str, float]:
     """Compare member's carried states (as the strategy left them) with ``burned`` at the next observation.
 
     burned: {name: (h, c)} each (L, N, H), the reference states (from :func:`burn_in_states`). Returns
@@ -233,28 +163,28 @@ def exploit_measurements(learner: RecurrentPPO, member: int, burned: dict[str, L
     ``pbt/policy_kl_at_exploit`` = mean over environments of KL(pi(.|burned) || pi(.|left)) at ``next_obs``, and
     ``pbt/value_gap_at_exploit`` = mean |V_left - V_burned| in return units (the smaller critic with twin critics).
     """
-    going = continuing_envs(learner, member)
+    going = continuing_envs(carried, member).to(policy.device)
     num, den = 0.0, 0.0
     for name, (h_b, c_b) in burned.items():
-        h_l, c_l = learner.hidden_states[name]
+        h_l, c_l = carried.hidden[name]
         num += float((h_l[member][:, going] - h_b[:, going]).pow(2).sum()
                      + (c_l[member][:, going] - c_b[:, going]).pow(2).sum())
         den += float(h_b[:, going].pow(2).sum() + c_b[:, going].pow(2).sum())
     drift = (num ** 0.5) / (den ** 0.5) if den > 0 else (0.0 if num == 0 else float("inf"))
 
-    obs = learner.normalize_obs(learner.next_obs)
-    start = learner.next_episode_start
-    full_burned = {k: (h.clone(), c.clone()) for k, (h, c) in learner.hidden_states.items()}
+    obs = policy.normalize_obs(carried.next_obs.to(policy.device))
+    start = carried.episode_start.to(policy.device)
+    full_burned = {k: (h.clone(), c.clone()) for k, (h, c) in carried.hidden.items()}
     for name, (h_b, c_b) in burned.items():
         full_burned[name][0][member] = h_b
         full_burned[name][1][member] = c_b
-    head_l, raws_l, _ = learner.policy_step(obs, learner.hidden_states, start)
-    head_b, raws_b, _ = learner.policy_step(obs, full_burned, start)
-    kl = learner.kl_between(head_b[member:member + 1], head_l[member:member + 1]) if not learner.continuous else \
-        learner.kl_between(head_b, head_l)[member:member + 1]
+    head_l, raws_l, _ = policy.step(obs, carried.hidden, start)
+    head_b, raws_b, _ = policy.step(obs, full_burned, start)
+    kl = policy.kl_between(head_b[member:member + 1], head_l[member:member + 1]) if not policy.continuous else \
+        policy.kl_between(head_b, head_l)[member:member + 1]
     kl = kl.clamp_min(0.0)  # KL >= 0; nearly equal distributions can round to -1e-10
-    v_l = learner.values_from_raw(raws_l).min(0).values[member]
-    v_b = learner.values_from_raw(raws_b).min(0).values[member]
+    v_l = policy.values_from_raw(raws_l).min(0).values[member]
+    v_b = policy.values_from_raw(raws_b).min(0).values[member]
     return {
         "pbt/hidden_state_drift": drift,
         "pbt/policy_kl_at_exploit": float(kl.mean()),
@@ -262,48 +192,26 @@ def exploit_measurements(learner: RecurrentPPO, member: int, burned: dict[str, L
     }
 
 
-def apply_hidden_state_strategy(learner: RecurrentPPO, member: int, strategy: str,
+def apply_hidden_state_strategy(policy: PopulationPolicy, runner: EnvRunner, member: int, strategy: str,
                                 burned: Optional[dict[str, LSTMState]] = None) -> None:
     """Apply ``strategy`` to member's carried states (see module docstring). Raises ``ValueError`` if unknown."""
     if strategy not in HIDDEN_STATE_STRATEGIES:
         raise ValueError(f"pbt.hidden_state must be one of {HIDDEN_STATE_STRATEGIES}, got {strategy!r}")
+    carried = runner.carried
     if strategy == "keep":
         return
     if strategy == "burn_in":
         if burned is None:
-            burned, _ = burn_in_states(learner, member)
+            burned, _ = burn_in_states(policy, carried, member)
         for name, (h, c) in burned.items():
-            learner.hidden_states[name][0][member] = h
-            learner.hidden_states[name][1][member] = c
+            carried.hidden[name][0][member] = h
+            carried.hidden[name][1][member] = c
         return
-    for h, c in learner.hidden_states.values():
+    for h, c in carried.hidden.values():
         h[member] = 0.0
         c[member] = 0.0
     if strategy == "reset_episodes":
-        reset_member_episodes(learner, member)
-
-
-def reset_member_episodes(learner: RecurrentPPO, member: int, seeds: Optional[list[int]] = None) -> None:
-    """End member's running episodes (not recorded as finished) and reset its environments.
-
-    ``seeds``: optional new seeds for the member's ``num_envs`` environments (else they continue their own RNG).
-    """
-    n = learner.num_envs
-    if learner.envs is not None:
-        mask = np.zeros(learner.population * n, dtype=np.bool_)
-        mask[member * n:(member + 1) * n] = True
-        all_seeds: Optional[list[Optional[int]]] = None
-        if seeds is not None:
-            all_seeds = [None] * (learner.population * n)
-            all_seeds[member * n:(member + 1) * n] = list(seeds)
-        obs, _ = learner.envs.reset(seed=all_seeds, options={"reset_mask": mask})
-        obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32).view(learner.population, n, learner.obs_dim)
-        learner.next_obs[member] = obs_t[member]
-    learner.next_episode_start[member] = True
-    learner.running_return[member] = 0.0
-    learner.running_length[member] = 0
-    if isinstance(learner.episode_obs_history, EpisodeHistory):
-        learner.episode_obs_history.clear(member)
+        runner.reset_member(member)
 
 
 _warned_keep = False
@@ -316,20 +224,21 @@ def _warn_keep() -> None:
                 "baseline for comparison only (use burn_in)")
 
 
-def exploit(learner: RecurrentPPO, recipient: int, donor_state: MemberState, new_hparams: dict[str, float],
-            strategy: str = "burn_in", optimizer_state: str = "copy", rng_seed: Optional[int] = None
-            ) -> dict[str, float]:
-    """Copy ``donor_state`` into member ``recipient`` of ``learner`` as one transfer.
+def exploit(policy: PopulationPolicy, runner: EnvRunner, recipient: int, donor_state: MemberState,
+            new_hparams: dict[str, float], strategy: str = "burn_in", optimizer_state: str = "copy",
+            rng_seed: Optional[int] = None) -> dict[str, float]:
+    """Copy ``donor_state`` into member ``recipient`` of ``policy`` as one transfer; ``runner`` holds the
+    recipient's environments and carried state.
 
     Order: restore the whole member state; reset the optimizer moments if ``optimizer_state == 'reset'``; apply
     ``new_hparams`` on top; re-seed the recipient's generator with ``rng_seed`` when given (otherwise it continues
     the donor's stream: donor and recipient would then draw the same action noise and minibatch orders, so a
-    population run forks it — see :class:`rpbt.pbt.backends.local.Shard`); recompute the burned-in states (for the
+    population run forks it — see :func:`rpbt.seeding.exploit_seed`); recompute the burned-in states (for the
     strategy or for the measurements); apply the hidden-state strategy; measure. Returns the measurements (see
     module docstring). Only call between updates.
 
     Raises ``ValueError`` for an unknown strategy or optimizer_state, :class:`~rpbt.checkpoint.CheckpointError`
-    when the state does not fit the learner.
+    when the state does not fit the policy.
     """
     if strategy not in HIDDEN_STATE_STRATEGIES:
         raise ValueError(f"pbt.hidden_state must be one of {HIDDEN_STATE_STRATEGIES}, got {strategy!r}")
@@ -337,21 +246,21 @@ def exploit(learner: RecurrentPPO, recipient: int, donor_state: MemberState, new
         raise ValueError(f"pbt.optimizer_state must be 'copy' or 'reset', got {optimizer_state!r}")
     if strategy == "keep" and not _warned_keep:
         _warn_keep()
-    learner.restore(recipient, donor_state)
+    policy.restore(recipient, donor_state)
     if optimizer_state == "reset":
-        learner.optimizer.reset_member(recipient)
-    learner.set_hparams(recipient, new_hparams)
+        policy.optimizer.reset_member(recipient)
+    policy.set_hparams(recipient, new_hparams)
     if rng_seed is not None:
-        learner.generators[recipient].manual_seed(int(rng_seed))
-    attach = learner.episode_obs_history
+        policy.generators[recipient].manual_seed(int(rng_seed))
+    carried = runner.carried
     truncated = 0
     burned = None
-    if isinstance(attach, EpisodeHistory):
-        burned, truncated = burn_in_states(learner, recipient)
-    apply_hidden_state_strategy(learner, recipient, strategy, burned)
+    if carried.history_length > 0:
+        burned, truncated = burn_in_states(policy, carried, recipient)
+    apply_hidden_state_strategy(policy, runner, recipient, strategy, burned)
     measurements: dict[str, float] = {"pbt/burn_in_truncated": float(truncated)}
     if burned is not None:
         # After reset_episodes every environment starts a new episode: the comparison is then over no continuing
         # environment (drift, KL and value gap are 0: the zero state is the right one for a new episode).
-        measurements.update(exploit_measurements(learner, recipient, burned))
+        measurements.update(exploit_measurements(policy, carried, recipient, burned))
     return measurements

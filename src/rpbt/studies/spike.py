@@ -7,8 +7,8 @@ module measures it with a controlled experiment:
 1. Train a population with the real round loop (:class:`~rpbt.pbt.runner.PopulationRunner`, local backend, the
    real scheduler's decisions), ``seeds`` times with run seeds ``run.seed + s``.
 2. At every exploit (up to ``max_exploits_per_seed`` per seed), before the real transfer, clone the recipient once
-   per strategy into a separate single-member learner (:func:`clone_member`: its member state, its carried LSTM
-   states, its episode history, its running-episode counters and deep copies of its environments), apply the same
+   per strategy into a separate single-member learner (:func:`clone_member`: its member state, its carried state
+   (LSTM states, burn-in history, running-episode counters) and deep copies of its environments), apply the same
    transfer (donor state, explored hyperparameters, ``pbt.optimizer_state``) with that strategy, and continue
    each clone for ``updates_after`` (K) PPO updates. All clones start from identical RNG streams (the donor's
    generator state, restored by the transfer) and identical environment states, so the strategy is the only
@@ -39,8 +39,6 @@ Configuration: a run config (the four usual sections) plus an optional ``spike_s
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import functools
 import json
 import math
@@ -50,13 +48,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence, Union
 
-import gymnasium as gym
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rpbt.agent.networks import LSTMState
-from rpbt.agent.ppo import RecurrentPPO
+from rpbt.agent.policy import PopulationPolicy
+from rpbt.agent.ppo import auxiliary_losses, collect, train_iteration
 from rpbt.agent.rollout import Rollout, compute_gae
 from rpbt.checkpoint import MemberState
 from rpbt.config import (
@@ -70,12 +68,8 @@ from rpbt.config import (
 from rpbt.pbt.backends.local import LocalBackend
 from rpbt.pbt.runner import PopulationRunner
 from rpbt.pbt.scheduler import PBTScheduler
-from rpbt.pbt.transfer import (
-    HIDDEN_STATE_STRATEGIES,
-    EpisodeHistory,
-    attach_history,
-    exploit,
-)
+from rpbt.envs.runner import EnvRunner, StepResult
+from rpbt.pbt.transfer import HIDDEN_STATE_STRATEGIES, exploit
 
 STUDY_SECTION = "spike_study"
 CONTROL = "control"
@@ -139,90 +133,74 @@ def load_study_config(path: Optional[Union[str, Path]] = None,
 # --------------------------------------------------------------------------------------------------- clones
 
 
-def clone_member(learner: RecurrentPPO, member: int) -> RecurrentPPO:
-    """A separate single-member learner that continues exactly where ``member`` of ``learner`` stands.
+@dataclass
+class Clone:
+    """A single-member learner split off a population: its policy, its environments and its loss terms."""
 
-    Copies the member state (weights, optimizer, normalizers, hyperparameters, counters, RNG), the carried LSTM
-    states (each (1, L, N, H)), the pending observation and episode-start flags, the running episode returns and
-    lengths, the episode history (when attached) and deep copies of the member's N environments (Gymnasium
-    environments, POPGym's included, deep-copy with their RNG: a copy steps exactly like the original). The
-    original learner is not modified. Raises ``ValueError`` when ``learner`` has no environments.
+    policy: PopulationPolicy
+    runner: EnvRunner
+    aux_losses: list
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def clone_member(policy: PopulationPolicy, runner: EnvRunner, member: int) -> Clone:
+    """A separate single-member learner that continues exactly where ``member`` stands.
+
+    Copies the member state (weights, optimizer, normalizers, hyperparameters, counters, RNG) into a new
+    one-member policy, and the member's environments and carried state with :meth:`EnvRunner.clone_member` (deep
+    copies of its N environments, which step exactly like the originals, and of every carried tensor). Neither
+    ``policy`` nor ``runner`` is modified.
     """
-    if learner.envs is None:
-        raise ValueError("clone_member needs a learner with environments")
-    n = learner.num_envs
-    clone = RecurrentPPO(learner.cfg, [learner.member_ids[member]], make_envs=False)
-    clone.restore(0, learner.snapshot(member))
-    subs = [copy.deepcopy(e) for e in learner.envs.envs[member * n:(member + 1) * n]]
-    clone.envs = gym.vector.SyncVectorEnv([(lambda e=e: e) for e in subs],
-                                          autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    clone.next_obs = learner.next_obs[member:member + 1].clone()
-    clone.next_episode_start = learner.next_episode_start[member:member + 1].clone()
-    clone.hidden_states = {k: (h[member:member + 1].clone(), c[member:member + 1].clone())
-                           for k, (h, c) in learner.hidden_states.items()}
-    clone.running_return = learner.running_return[member:member + 1].clone()
-    clone.running_length = learner.running_length[member:member + 1].clone()
-    hist = learner.episode_obs_history
-    if isinstance(hist, EpisodeHistory):
-        mine = attach_history(clone, hist.max_steps)
-        mine.obs[:, 0] = hist.obs[:, member]
-        mine.start[0] = hist.start[member]
-        mine.steps = hist.steps
-    return clone
+    single = PopulationPolicy(policy.cfg, [policy.member_ids[member]], policy.obs_dim, policy.action_dim,
+                              policy.continuous, device=policy.device)
+    single.restore(0, policy.snapshot(member))
+    return Clone(single, runner.clone_member(member), auxiliary_losses(policy.cfg))
 
 
 class RunningEpisodes:
-    """Step hook on a single-member learner that follows the episodes running at the exploit until each ends.
+    """Follows the episodes running at the exploit on a single-member clone until each ends.
 
-    ``returns`` maps environment index to the finished episode's return (the learner's running return, so the
-    part collected before the exploit is included). Episodes are recorded by the learner in environment order
-    within a step, so the k newly recorded episodes belong to the k environments whose episode just ended.
+    Wraps the clone's ``runner.step`` and reads each step's finished episodes. ``returns`` maps environment index
+    to the first finished episode's return (the runner's running return, so the part collected before the exploit
+    is included); ``pending`` holds the environments whose episode has not ended yet.
     """
 
-    def __init__(self, learner: RecurrentPPO):
-        self.pending = set((~learner.next_episode_start[0]).nonzero().flatten().tolist())
+    def __init__(self, runner: EnvRunner):
+        self.pending = set((~runner.carried.episode_start[0]).nonzero().flatten().tolist())
         self.returns: dict[int, float] = {}
-        self.seen = int(learner.episodes[0])
+        step = runner.step
 
-    def __call__(self, learner: RecurrentPPO, raw_obs: torch.Tensor, episode_start: torch.Tensor) -> None:
-        self.harvest(learner, episode_start[0])
+        def tracked_step(actions: torch.Tensor) -> StepResult:
+            result = step(actions)
+            for _, env, ret, _ in result.finished:
+                if env in self.pending:
+                    self.returns[env] = float(ret)
+                    self.pending.discard(env)
+            return result
 
-    def harvest(self, learner: RecurrentPPO, ended: torch.Tensor) -> None:
-        new = int(learner.episodes[0]) - self.seen
-        if new <= 0:
-            return
-        envs = ended.nonzero().flatten().tolist()
-        if len(envs) != new or new > learner.episode_capacity:
-            raise RuntimeError(f"episode bookkeeping out of step: {new} new episodes, {len(envs)} ended envs")
-        for env, ret in zip(envs, learner.recent_returns(0, new).tolist()):
-            if env in self.pending:
-                self.returns[env] = float(ret)
-                self.pending.discard(env)
-        self.seen += new
+        runner.step = tracked_step  # type: ignore[method-assign]
 
 
-def continue_clone(clone: RecurrentPPO, updates: int, tracker: Optional[RunningEpisodes]) -> dict[str, list[float]]:
+def continue_clone(clone: Clone, updates: int) -> dict[str, list[float]]:
     """Run ``updates`` PPO updates on a single-member clone; returns per-update value loss and value MSE."""
-    if tracker is not None:
-        clone.step_hooks.append(tracker)
     out: dict[str, list[float]] = {"value_loss": [], "value_mse": []}
     for _ in range(updates):
-        metrics = clone.train_update()
-        if tracker is not None:
-            tracker.harvest(clone, clone.next_episode_start[0])
+        metrics = train_iteration(clone.policy, clone.runner, clone.aux_losses)
         out["value_loss"].append(float(metrics["train/value_loss"][0]))
         out["value_mse"].append(float(metrics.get("train/value_mse", metrics["train/value_loss"])[0]))
     return out
 
 
 @torch.no_grad()
-def common_rollout_value_losses(learner: RecurrentPPO, rollout: Rollout, states: dict[str, dict[str, LSTMState]],
+def common_rollout_value_losses(learner: PopulationPolicy, rollout: Rollout, states: dict[str, dict[str, LSTMState]],
                                 running: torch.Tensor) -> dict[str, dict[str, Optional[float]]]:
     """Value loss of a single-member learner's critic(s) over ``rollout`` replayed from each set of initial states.
 
     Targets are the rollout's lambda-returns (GAE with the learner's gamma and lambda over the rollout's own
     values), in the learner's normalized units; the loss is the critic's training loss (summed over twin
-    critics, ``agent.clip_range_vf`` around the rollout's values), as in :meth:`RecurrentPPO.learn`.
+    critics, ``agent.clip_range_vf`` around the rollout's values), as in :func:`rpbt.agent.ppo.update`.
     states: {arm: {name: (h, c) each (1, L, N, H)}}; running: (N,) bool, environments whose episode was running
     when ``rollout`` began. Returns {arm: {"all": mean loss over the rollout, "running": mean over the steps of
     the running episodes until each ends (None if none), "running_steps": their count}}.
@@ -238,10 +216,9 @@ def common_rollout_value_losses(learner: RecurrentPPO, rollout: Rollout, states:
     for n in running.nonzero().flatten().tolist():
         later = rollout.episode_starts[0, 1:, n].nonzero().flatten()
         mask[: (int(later[0]) + 1 if len(later) else T), n] = True
-    idx = torch.arange(N).view(1, N).expand(P, N)
     out: dict[str, dict[str, Optional[float]]] = {}
     for arm, init in states.items():
-        _, raws = learner.replay(dataclasses.replace(rollout, initial_states=init), idx)
+        _, raws = learner.sequence(rollout.obs, init, rollout.episode_starts)
         loss = sum(c.head.loss(raw, target, old[k], a.clip_range_vf) for k, (c, raw) in
                    enumerate(zip(learner.critics, raws)))[0]  # (T, N)
         out[arm] = {"all": float(loss.mean()), "running": float(loss[mask].mean()) if mask.any() else None,
@@ -268,7 +245,7 @@ class ExploitRecord:
                 "arms": self.arms, "common_rollout": self.common_rollout}
 
 
-def study_exploit(learner: RecurrentPPO, recipient: int, donor: int, donor_state: MemberState,
+def study_exploit(policy: PopulationPolicy, runner: EnvRunner, recipient: int, donor: int, donor_state: MemberState,
                   new_hparams: dict[str, float], donor_row: dict[str, float], settings: StudySettings,
                   optimizer_state: str, seed: int, round_: int) -> ExploitRecord:
     """Clone ``recipient`` once per strategy (and the donor for the control), transfer, continue K updates."""
@@ -279,17 +256,19 @@ def study_exploit(learner: RecurrentPPO, recipient: int, donor: int, donor_state
     post_states: dict[str, dict[str, LSTMState]] = {}
     for arm in arms:
         if arm == CONTROL:
-            clone = clone_member(learner, donor)
+            clone = clone_member(policy, runner, donor)
             measurements: dict[str, float] = {}
             cut: list[float] = []
         else:
-            clone = clone_member(learner, recipient)
-            running = (~clone.next_episode_start[0]).nonzero().flatten().tolist()
-            cut = [float(clone.running_return[0, n]) for n in running] if arm == "reset_episodes" else []
-            measurements = exploit(clone, 0, donor_state, new_hparams, strategy=arm, optimizer_state=optimizer_state)
-            post_states[arm] = {k: (h.clone(), c.clone()) for k, (h, c) in clone.hidden_states.items()}
-        tracker = None if arm == "reset_episodes" else RunningEpisodes(clone)
-        losses = continue_clone(clone, settings.updates_after, tracker)
+            clone = clone_member(policy, runner, recipient)
+            carried = clone.runner.carried
+            running = (~carried.episode_start[0]).nonzero().flatten().tolist()
+            cut = [float(carried.running_return[0, n]) for n in running] if arm == "reset_episodes" else []
+            measurements = exploit(clone.policy, clone.runner, 0, donor_state, new_hparams, strategy=arm,
+                                   optimizer_state=optimizer_state)
+            post_states[arm] = {k: (h.clone(), c.clone()) for k, (h, c) in clone.runner.carried.hidden.items()}
+        tracker = None if arm == "reset_episodes" else RunningEpisodes(clone.runner)
+        losses = continue_clone(clone, settings.updates_after)
         returns = cut if tracker is None else list(tracker.returns.values())
         rec.arms[arm] = {
             "value_loss": losses["value_loss"],
@@ -306,12 +285,13 @@ def study_exploit(learner: RecurrentPPO, recipient: int, donor: int, donor_state
         base = rec.arms["burn_in"]["value_loss"]
         for arm in rec.arms.values():
             arm["ratio_vs_burn_in"] = [v / b if b > 0 else None for v, b in zip(arm["value_loss"], base)]
-        probe = clone_member(learner, recipient)
-        exploit(probe, 0, donor_state, new_hparams, strategy="burn_in", optimizer_state=optimizer_state)
-        running = ~probe.next_episode_start[0]
-        rollout = probe.collect()
+        probe = clone_member(policy, runner, recipient)
+        exploit(probe.policy, probe.runner, 0, donor_state, new_hparams, strategy="burn_in",
+                optimizer_state=optimizer_state)
+        running = ~probe.runner.carried.episode_start[0]
+        rollout = collect(probe.policy, probe.runner)
         rec.common_rollout = common_rollout_value_losses(
-            probe, rollout, {a: s for a, s in post_states.items() if a in ("keep", "zero", "burn_in")}, running)
+            probe.policy, rollout, {a: s for a, s in post_states.items() if a in ("keep", "zero", "burn_in")}, running)
         probe.close()
     return rec
 
@@ -342,7 +322,7 @@ class StudyBackend(LocalBackend):
             donor = int(donor_state.meta["member_id"])
             local = self.shard.local
             self.records.append(study_exploit(
-                self.shard.learner, local[recipient], local[donor], donor_state, new_hparams, self.last_rows[donor],
+                self.shard.policy, self.shard.runner, local[recipient], local[donor], donor_state, new_hparams, self.last_rows[donor],
                 self.settings, self.cfg.pbt.optimizer_state, self.seed_index, self.round))
         return super().exploit(recipient, donor_state, new_hparams)
 

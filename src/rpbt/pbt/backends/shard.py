@@ -1,4 +1,4 @@
-"""A shard: one batched learner holding a subset of the population, and the commands a backend runs on it.
+"""A shard: one batched population policy, with its environments, holding a subset of the population, and the commands a backend runs on it.
 
 The local backend holds the whole population as one shard; the process and Ray backends hold one shard per worker
 (:class:`~rpbt.pbt.backends.process.ShardServer`).
@@ -10,10 +10,10 @@ from typing import Any, Sequence
 
 import torch
 
-from rpbt.agent.ppo import RecurrentPPO
+from rpbt.agent.ppo import auxiliary_losses, make_policy, make_runner, train_iteration
 from rpbt.checkpoint import MemberState
 from rpbt.config import Config
-from rpbt.pbt.transfer import attach_history, exploit, reset_member_episodes
+from rpbt.pbt.transfer import exploit
 from rpbt.seeding import exploit_seed, restore_env_seeds
 
 __all__ = ["Shard", "metrics_to_rows"]
@@ -30,29 +30,36 @@ def metrics_to_rows(metrics: dict[str, torch.Tensor], members: Sequence[int]) ->
 
 
 class Shard:
-    """One batched learner holding a subset of the population (local: all of it).
+    """A population policy holding a subset of the population (local: all of it), its environments and its loss
+    terms: the unit a backend trains, scores, snapshots and transfers into.
 
     Args:
         cfg: run config. member_ids: global member indices. hparams: initial hyperparameters per member.
+
+    Attributes: ``policy`` (:class:`~rpbt.agent.policy.PopulationPolicy`, the member states), ``runner``
+    (:class:`~rpbt.envs.runner.EnvRunner`, the environments and their carried state), ``aux_losses``.
+    Raises :class:`~rpbt.envs.factory.EnvError` / :class:`~rpbt.config.ConfigError` for a bad env or device.
     """
 
     def __init__(self, cfg: Config, member_ids: Sequence[int], hparams: Sequence[dict]):
         self.cfg = cfg
         self.member_ids = list(member_ids)
         self.local = {m: i for i, m in enumerate(self.member_ids)}
-        self.learner = RecurrentPPO(cfg, self.member_ids, hparams)
-        attach_history(self.learner, cfg.pbt.burn_in_max_steps)
+        self.policy = make_policy(cfg, self.member_ids, hparams)
+        self.runner = make_runner(cfg, self.policy)
+        self.aux_losses = auxiliary_losses(cfg)
 
     def train(self, n_updates: int) -> dict[int, list[dict[str, float]]]:
         """Run ``n_updates`` PPO updates; returns per member the list of per-update metric rows."""
         out: dict[int, list[dict[str, float]]] = {m: [] for m in self.member_ids}
         for _ in range(n_updates):
-            metrics = self.learner.train_update()
+            metrics = train_iteration(self.policy, self.runner, self.aux_losses)
             rows = metrics_to_rows(metrics, self.member_ids)
+            env_steps, updates = self.policy.env_steps.tolist(), self.policy.updates.tolist()
             for m in self.member_ids:
                 i = self.local[m]
-                rows[m]["env_steps"] = int(self.learner.env_steps[i])
-                rows[m]["update"] = int(self.learner.updates[i])
+                rows[m]["env_steps"] = int(env_steps[i])
+                rows[m]["update"] = int(updates[i])
                 out[m].append(rows[m])
         return out
 
@@ -62,10 +69,10 @@ class Shard:
         for m in self.member_ids:
             i = self.local[m]
             info[m] = {
-                "env_steps": int(self.learner.env_steps[i]),
-                "updates": int(self.learner.updates[i]),
-                "hparams": self.learner.get_hparams(i),
-                "recent_returns": self.learner.recent_returns(i).tolist(),
+                "env_steps": int(self.policy.env_steps[i]),
+                "updates": int(self.policy.updates[i]),
+                "hparams": self.policy.get_hparams(i),
+                "recent_returns": self.policy.recent_returns(i).tolist(),
             }
         return info
 
@@ -73,14 +80,14 @@ class Shard:
         """Deterministic evaluation returns of ``members`` (global ids in this shard), batched in one pass.
 
         ``env.trading.eval_episodes`` episodes per member (trading: evenly spaced starts over ``split``; other envs:
-        seeded from ``run.seed``), see :func:`rpbt.evaluation.policy.evaluate_members`. Leaves the learner's training state
-        (weights, normalizers, hidden states, RNG) untouched, so it is deterministic for a fixed member state.
+        seeded from ``run.seed``), see :func:`rpbt.evaluation.policy.evaluate_members`. Leaves the training state
+        (weights, normalizers, carried states, RNG) untouched, so it is deterministic for a fixed member state.
         Returns ``{member: [return per episode]}``; raises ``KeyError`` for a member not in this shard.
         """
         from rpbt.evaluation.policy import evaluate_members
 
         local = [self.local[int(m)] for m in members]
-        results = evaluate_members(self.learner, local, self.cfg.env, split,
+        results = evaluate_members(self.policy, local, self.cfg.env, split,
                                    episodes=self.cfg.env.trading.eval_episodes, seed=self.cfg.run.seed)
         return {int(m): results[i].returns for m, i in zip(members, local)}
 
@@ -89,31 +96,31 @@ class Shard:
         return self.evaluate_members([member], split)[int(member)]
 
     def snapshot(self, member: int) -> MemberState:
-        return self.learner.snapshot(self.local[member])
+        return self.policy.snapshot(self.local[member])
 
     def restore(self, member: int, state: MemberState) -> None:
         """Restore a member from a checkpoint (resume, worker restart) and start it on fresh episodes.
 
-        Carried states are zeroed and the member's environments reset with seeds derived from its seed and the
-        restored env-step count, so a resumed run does not replay the episodes its members started the run with.
+        The carried state is reset (zero LSTM states) and the member's environments reset with seeds derived from
+        its seed and the restored env-step count (:func:`rpbt.seeding.restore_env_seeds`), so a resumed run does
+        not replay the episodes its members started the run with.
         """
         i = self.local[member]
-        self.learner.restore(i, state)
-        for h, c in self.learner.hidden_states.values():
-            h[i], c[i] = 0.0, 0.0
-        steps = int(self.learner.env_steps[i])
-        reset_member_episodes(self.learner, i, restore_env_seeds(self.learner.seeds[i], steps, self.learner.num_envs))
+        self.policy.restore(i, state)
+        steps = int(self.policy.env_steps[i])
+        self.runner.reset_member(i, restore_env_seeds(self.policy.seeds[i], steps, self.runner.num_envs))
 
     def exploit(self, recipient: int, donor_state: MemberState, new_hparams: dict[str, float]) -> dict[str, float]:
         """Transfer ``donor_state`` into ``recipient`` (a global id) with the configured strategies.
 
         The recipient's RNG is forked, not shared with the donor: it is re-seeded from (run seed, recipient id,
-        the update count it inherited), so it depends on neither the backend nor the shard layout.
+        the update count it inherited) (:func:`rpbt.seeding.exploit_seed`), so it depends on neither the backend
+        nor the shard layout.
         """
         i = self.local[recipient]
-        return exploit(self.learner, i, donor_state, new_hparams, strategy=self.cfg.pbt.hidden_state,
+        return exploit(self.policy, self.runner, i, donor_state, new_hparams, strategy=self.cfg.pbt.hidden_state,
                        optimizer_state=self.cfg.pbt.optimizer_state,
                        rng_seed=exploit_seed(self.cfg.run.seed, int(recipient), int(donor_state.tensors["updates"])))
 
     def close(self) -> None:
-        self.learner.close()
+        self.runner.close()

@@ -1,0 +1,345 @@
+"""The population policy: exactly the member state of P recurrent PPO agents, as one ``nn.Module``.
+
+Every tensor that defines a member's training — actor and critic weights, Adam moments and step, observation and
+return normalizer statistics, gradient-scaler statistics, per-member hyperparameters, counters, recent episode
+returns — is a registered parameter or buffer whose leading dimension is the member. Member i's state is slice i
+of every tensor in ``state_dict()`` plus its ``torch.Generator``, so :meth:`PopulationPolicy.snapshot` /
+:meth:`PopulationPolicy.restore` are complete by construction: a new buffer joins the member state by being
+registered (the constructor checks that every registered tensor has the member dimension first).
+
+The policy acts on a batch (:meth:`PopulationPolicy.step`: one time step of P x N environments) and replays
+sequences (:meth:`PopulationPolicy.sequence`: P x b sequences of T steps). It knows nothing of environments: it is
+built from the observation size and the action space's kind and size. The networks follow CleanRL's
+``ppo_atari_lstm.py``: separate LSTMs for the actor and each critic, each with its own (h, c) of shape
+(P, L, N, H), zeroed before an episode's first step.
+
+Devices: every tensor lives on ``device``; the per-member generators stay on the CPU (their state is part of the
+checkpoint, which is device-independent), so random draws are made on the CPU and moved.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from rpbt.agent.critic import ValueHead
+from rpbt.agent.distributional import ReturnNormalizer
+from rpbt.agent.networks import (
+    LSTMState,
+    PolicyHead,
+    RecurrentTrunk,
+    TrunkWeights,
+    kl_divergence,
+    stack_trunks,
+    trunks_sequence,
+    trunks_step,
+)
+from rpbt.agent.normalizer import RunningMeanStd
+from rpbt.agent.optim import PopulationAdam
+from rpbt.checkpoint import MEMBER_STATE_FORMAT, CheckpointError, MemberState, hparam_key
+from rpbt.config import HPARAM_NAMES, Config, ConfigError, member_hparams
+from rpbt.seeding import member_seed
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for ``agent.device``: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N``.
+
+    Raises :class:`rpbt.config.ConfigError` naming ``agent.device`` for an unknown name, or for CUDA when this
+    machine has none (or fewer devices than N).
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"agent.device: {name!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise ConfigError(f"agent.device: {name!r} is not supported; expected auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"agent.device: {name!r} was asked for, but torch sees no CUDA device on this machine "
+                          f"(use agent.device=cpu or auto)")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"agent.device: {name!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+class Critic(nn.Module):
+    """A recurrent critic: encoder + LSTM (own hidden state) + value head (scalar, quantile or categorical)."""
+
+    def __init__(self, population: int, obs_dim: int, cfg: Config):
+        super().__init__()
+        net, c = cfg.agent.network, cfg.agent.critic
+        self.trunk = RecurrentTrunk(population, obs_dim, net.encoder_sizes, net.lstm_hidden_size, net.lstm_num_layers)
+        self.head = ValueHead(population, net.lstm_hidden_size, c.kind, c.num_quantiles, c.num_atoms,
+                              c.v_min, c.v_max, c.huber_kappa)
+
+    def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
+        self.trunk.reset_parameters(generators)
+        self.head.reset_parameters(generators)
+
+
+class PopulationPolicy(nn.Module):
+    """P recurrent actor-critics and everything else of their member state, member dimension first.
+
+    Args:
+        cfg: the run configuration (``agent``, ``run.seed`` and ``pbt.score_window`` are used).
+        member_ids: global indices of the members held (P = len(member_ids)); each member's weights and sampling
+            derive from ``run.seed`` and its global index only (:func:`rpbt.seeding.member_seed`), so a member
+            trains identically alone or batched with others.
+        obs_dim: D, the flat observation size.
+        action_dim: number of discrete actions, or the Box's flat size.
+        continuous: Box (diagonal Gaussian, state-independent log-std) or Discrete (categorical) actions.
+        hparams: optional initial hyperparameters per member (names as :data:`rpbt.config.HPARAM_NAMES`).
+        device: where every tensor lives (default CPU); weights are initialized on the CPU and then moved, so a
+            seed gives the same initial weights on every device.
+
+    Attributes: ``actor`` and ``policy_head``; ``critics`` (one, or two with twin critics); ``obs_rms`` and
+    ``return_normalizer``; ``vgs`` (or None); ``optimizer`` (:class:`~rpbt.agent.optim.PopulationAdam`, a
+    registered submodule, so its moments are in the member state); buffers ``hp_<name>`` (P,) float64,
+    ``env_steps``/``updates``/``episodes`` (P,) int64 and ``episode_returns``/``episode_lengths``
+    (P, capacity) float64; ``generators``, one CPU ``torch.Generator`` per member.
+
+    Raises ``ValueError`` for an empty ``member_ids`` and ``KeyError`` for an unknown hyperparameter name.
+    """
+
+    def __init__(self, cfg: Config, member_ids: Sequence[int], obs_dim: int, action_dim: int, continuous: bool,
+                 hparams: Optional[Sequence[dict]] = None, device: Optional[torch.device] = None):
+        super().__init__()
+        if len(member_ids) == 0:
+            raise ValueError("a policy needs at least one member")
+        a = cfg.agent
+        self.cfg = cfg
+        self.member_ids = [int(m) for m in member_ids]
+        P = self.population = len(self.member_ids)
+        self.obs_dim, self.action_dim, self.continuous = int(obs_dim), int(action_dim), bool(continuous)
+        self.seeds = [member_seed(cfg.run.seed, m) for m in self.member_ids]
+        self.generators = [torch.Generator().manual_seed(s) for s in self.seeds]
+
+        net = a.network
+        self.actor = RecurrentTrunk(P, self.obs_dim, net.encoder_sizes, net.lstm_hidden_size, net.lstm_num_layers)
+        self.policy_head = PolicyHead(P, net.lstm_hidden_size, self.action_dim, self.continuous, net.log_std_init)
+        self.critics = nn.ModuleList([Critic(P, self.obs_dim, cfg) for _ in range(2 if a.critic.twin else 1)])
+        self.actor.reset_parameters(self.generators)
+        self.policy_head.reset_parameters(self.generators, net.log_std_init)
+        for critic in self.critics:
+            critic.reset_parameters(self.generators)
+
+        self.obs_rms = RunningMeanStd(P, self.obs_dim, clip=a.obs_clip)
+        self.return_normalizer = ReturnNormalizer(P)
+        self.vgs = None
+        if a.vgs.enabled:
+            from rpbt.agent.vgs import VarianceGradientScaler
+
+            self.vgs = VarianceGradientScaler({n: p.shape for n, p in self.trainable()}, beta=a.vgs.beta,
+                                              alpha=a.vgs.alpha, min_scale=a.vgs.min_scale, warmup=a.vgs.warmup)
+        self.optimizer = PopulationAdam(self.trainable(), P, eps=a.adam_eps)
+
+        defaults = member_hparams(cfg)
+        for name in HPARAM_NAMES:
+            self.register_buffer(hparam_key(name), torch.full((P,), float(defaults[name]), dtype=torch.float64))
+        for i, hp in enumerate(hparams or []):
+            self.set_hparams(i, hp)
+        self.register_buffer("env_steps", torch.zeros(P, dtype=torch.int64))
+        self.register_buffer("updates", torch.zeros(P, dtype=torch.int64))
+        self.register_buffer("episodes", torch.zeros(P, dtype=torch.int64))
+        self.episode_capacity = max(100, cfg.pbt.score_window)
+        self.register_buffer("episode_returns", torch.zeros(P, self.episode_capacity, dtype=torch.float64))
+        self.register_buffer("episode_lengths", torch.zeros(P, self.episode_capacity, dtype=torch.float64))
+        self._check_member_dim()
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        self.to(self.device)
+
+    # ------------------------------------------------------------------------------------------ structure
+
+    def trainable(self) -> list[tuple[str, nn.Parameter]]:
+        """Named trainable parameters (each (P, ...)), in a fixed order."""
+        return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+
+    def _check_member_dim(self) -> None:
+        for name, t in self.state_dict().items():
+            if t.dim() == 0 or t.shape[0] != self.population:
+                raise AssertionError(f"population tensor {name} lacks the member dimension: shape {tuple(t.shape)}")
+
+    def state_names(self) -> list[str]:
+        """Names of the recurrent states carried while acting: 'actor', 'critic0'[, 'critic1']."""
+        return ["actor"] + [f"critic{k}" for k in range(len(self.critics))]
+
+    def trunk(self, name: str) -> RecurrentTrunk:
+        """The trunk behind state ``name`` (see :meth:`state_names`)."""
+        return self.actor if name == "actor" else self.critics[int(name[len("critic"):])].trunk
+
+    def stacked_weights(self) -> TrunkWeights:
+        """Every trunk's weights stacked along the member dimension (actor first), for :meth:`step`; build once
+        per rollout while the weights are fixed."""
+        return stack_trunks([self.trunk(n) for n in self.state_names()])
+
+    def initial_state(self, num_envs: int) -> dict[str, LSTMState]:
+        """Zero LSTM states ``{name: (h, c)}``, each (P, L, num_envs, H), on the policy's device."""
+        out = {}
+        for n in self.state_names():
+            h, c = self.trunk(n).lstm.initial_state(num_envs)
+            out[n] = (h.to(self.device), c.to(self.device))
+        return out
+
+    # ------------------------------------------------------------------------------------------ hyperparameters
+
+    def hparam(self, name: str) -> Tensor:
+        """The (P,) float64 tensor of hyperparameter ``name``."""
+        return getattr(self, hparam_key(name))
+
+    def set_hparams(self, member: int, values: dict[str, float]) -> None:
+        """Set member ``member``'s hyperparameters; in force from the next update. Unknown names raise
+        ``KeyError`` naming them."""
+        for name, value in values.items():
+            if name not in HPARAM_NAMES:
+                raise KeyError(f"unknown hyperparameter {name!r}; known: {list(HPARAM_NAMES)}")
+            self.hparam(name)[member] = float(value)
+
+    def get_hparams(self, member: int) -> dict[str, float]:
+        return {n: float(self.hparam(n)[member]) for n in HPARAM_NAMES}
+
+    # ------------------------------------------------------------------------------------------ member state
+
+    def snapshot(self, member: int) -> MemberState:
+        """Member ``member``'s whole training state, on the CPU (cloned slices; the policy is not modified)."""
+        tensors = {k: v[member].detach().to("cpu", copy=True) for k, v in self.state_dict().items()}
+        return MemberState(tensors=tensors, rng=self.generators[member].get_state(),
+                           meta={"member_id": self.member_ids[member], "format": MEMBER_STATE_FORMAT})
+
+    @torch.no_grad()
+    def restore(self, member: int, state: MemberState) -> None:
+        """Overwrite member ``member``'s slice of every tensor and its generator with ``state`` (any device).
+
+        Raises :class:`~rpbt.checkpoint.CheckpointError` naming the first missing, unexpected or mis-shaped key;
+        nothing is written unless every key fits. The carried state of running episodes is left to the caller.
+        """
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state.tensors))
+        extra = sorted(set(state.tensors) - set(own))
+        if missing or extra:
+            raise CheckpointError(f"member state does not fit this learner: missing {missing[:5]}, "
+                                  f"unexpected {extra[:5]} (different agent config?)")
+        for k, v in own.items():
+            src = state.tensors[k]
+            if tuple(src.shape) != tuple(v.shape[1:]) or src.dtype != v.dtype:
+                raise CheckpointError(f"member state key {k}: shape {tuple(src.shape)} {src.dtype}, expected "
+                                      f"{tuple(v.shape[1:])} {v.dtype} (different agent config?)")
+        for k, v in own.items():
+            v[member].copy_(state.tensors[k])
+        self.generators[member].set_state(state.rng.clone())
+
+    # ------------------------------------------------------------------------------------------ acting
+
+    def normalize_obs(self, raw_obs: Tensor) -> Tensor:
+        """Raw observations (P, ..., D) normalized with each member's running statistics (when enabled)."""
+        return self.obs_rms.normalize(raw_obs) if self.cfg.agent.normalize_observations else raw_obs
+
+    def step(self, obs: Tensor, states: dict[str, LSTMState], episode_start: Tensor,
+             weights: Optional[TrunkWeights] = None) -> tuple[Tensor, list[Tensor], dict[str, LSTMState]]:
+        """One step of the actor and the critics on a batch.
+
+        obs: (P, N, D) normalized; states: ``{name: (h, c)}`` each (P, L, N, H); episode_start: (P, N) bool (the
+        states are zeroed where True); weights: :meth:`stacked_weights`, built here when None.
+        Returns the policy head's output (P, N, A), the critics' raw outputs [(P, N, K)] and the new states.
+        """
+        names = self.state_names()
+        weights = self.stacked_weights() if weights is None else weights
+        results = trunks_step(weights, obs, [states[n] for n in names], episode_start)
+        new_states = {n: r[1] for n, r in zip(names, results)}
+        head = self.policy_head(results[0][0])
+        raws = [critic.head(r[0]) for critic, r in zip(self.critics, results[1:])]
+        return head, raws, new_states
+
+    def sequence(self, obs: Tensor, states: dict[str, LSTMState], episode_starts: Tensor
+                 ) -> tuple[Tensor, list[Tensor]]:
+        """Replay sequences through the actor and the critics (with gradients).
+
+        obs: (P, T, b, D) normalized; states: the initial ``{name: (h, c)}`` each (P, L, b, H); episode_starts:
+        (P, T, b). Returns the policy head's output (P, T, b, A) and the critics' raw outputs [(P, T, b, K)].
+        """
+        names = self.state_names()
+        results = trunks_sequence(self.stacked_weights(), obs, [states[n] for n in names], episode_starts)
+        head = self.policy_head(results[0][0])
+        raws = [critic.head(r[0]) for critic, r in zip(self.critics, results[1:])]
+        return head, raws
+
+    def values_from_raw(self, raws: Sequence[Tensor]) -> Tensor:
+        """Per-critic values in return units, (C, P, ...), from raw head outputs."""
+        scale = self.return_normalizer.scale.to(torch.float32)
+        out = []
+        for critic, raw in zip(self.critics, raws):
+            v = critic.head.value(raw)
+            out.append(v * scale.view((-1,) + (1,) * (v.dim() - 1)))
+        return torch.stack(out)
+
+    def draw_noise(self, num_envs: int) -> Tensor:
+        """One step's sampling noise from each member's generator, on the CPU: uniform (P, N) for Discrete,
+        standard normal (P, N, A) for Box. The generators are the member's own, so draws move with the member."""
+        if not self.continuous:
+            return torch.stack([torch.rand(num_envs, generator=g) for g in self.generators])
+        return torch.stack([torch.randn(num_envs, self.action_dim, generator=g) for g in self.generators])
+
+    def actions(self, head: Tensor, noise: Optional[Tensor] = None) -> Tensor:
+        """Actions from head outputs (P, N, A): sampled with ``noise`` (from :meth:`draw_noise`, on the head's
+        device) by inverse-CDF (Discrete) or reparameterization (Box), or the mode when ``noise`` is None."""
+        if not self.continuous:
+            if noise is None:
+                return head.argmax(-1)
+            cdf = torch.softmax(head, -1).cumsum(-1)
+            return (cdf < noise.unsqueeze(-1)).sum(-1).clamp_max(head.shape[-1] - 1)
+        if noise is None:
+            return head
+        return head + self.policy_head.log_std.exp().unsqueeze(1) * noise
+
+    def sample_actions(self, head: Tensor, deterministic: bool = False) -> Tensor:
+        """Sample (or take the mode of) actions from head outputs (P, N, A) with each member's generator."""
+        noise = None if deterministic else self.draw_noise(head.shape[1]).to(head.device)
+        return self.actions(head, noise)
+
+    @torch.no_grad()
+    def kl_between(self, head_a: Tensor, head_b: Tensor) -> Tensor:
+        """KL(pi_a || pi_b) per batch element, shaped like the batch (P, ...)."""
+        log_std = self.policy_head.log_std if self.continuous else None
+        return kl_divergence(head_a, head_b, self.continuous, log_std)
+
+    # ------------------------------------------------------------------------------------------ episode scores
+
+    @torch.no_grad()
+    def record_episodes(self, finished: Sequence[tuple[int, float, int]]) -> None:
+        """Record finished episodes ``(member, return, length)``, in order, into each member's ring of the last
+        ``episode_capacity`` returns and lengths (one indexed write per call)."""
+        if not finished:
+            return
+        counts = self.episodes.tolist()
+        latest: dict[tuple[int, int], tuple[float, float]] = {}  # a later episode overwrites an earlier one's slot
+        for p, ret, length in finished:
+            latest[(p, counts[p] % self.episode_capacity)] = (float(ret), float(length))
+            counts[p] += 1
+        rows = torch.tensor([k[0] for k in latest], device=self.device)
+        slots = torch.tensor([k[1] for k in latest], device=self.device)
+        values = torch.tensor(list(latest.values()), dtype=torch.float64, device=self.device)  # (E, 2)
+        self.episode_returns[rows, slots] = values[:, 0]
+        self.episode_lengths[rows, slots] = values[:, 1]
+        self.episodes.copy_(torch.tensor(counts, dtype=torch.int64))
+
+    def _recent(self, buf: Tensor, member: int, k: Optional[int]) -> np.ndarray:
+        n = int(self.episodes[member])
+        k = min(n, self.episode_capacity if k is None else k)
+        slots = [(n - 1 - j) % self.episode_capacity for j in range(k)][::-1]
+        return buf[member, slots].cpu().numpy().copy()
+
+    def recent_returns(self, member: int, k: Optional[int] = None) -> np.ndarray:
+        """Returns of member's last ``k`` finished episodes, oldest first (all kept, up to capacity, if None)."""
+        return self._recent(self.episode_returns, member, k)
+
+    def recent_lengths(self, member: int, k: Optional[int] = None) -> np.ndarray:
+        """Lengths of member's last ``k`` finished episodes, oldest first."""
+        return self._recent(self.episode_lengths, member, k)
+
+
+__all__ = ["PopulationPolicy", "Critic", "resolve_device"]

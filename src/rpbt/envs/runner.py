@@ -1,0 +1,314 @@
+"""The environment runner: a population's vector environment and the state it carries between steps.
+
+An :class:`EnvRunner` owns P x N environments (N per member, member-major in one Gymnasium ``SyncVectorEnv`` with
+same-step autoreset) and one :class:`CarriedState`: every per-environment tensor that lives from one step to the
+next — the LSTM states of the running episodes, the next observation, the episode-start flags, the running episode
+returns and lengths, and the burn-in history of the current episodes' raw observations. The carried state is
+declared once, here; transfer, backends, evaluation and studies act on it through :meth:`CarriedState.member`,
+:meth:`CarriedState.reset_member`, :meth:`CarriedState.clone_member` and its tensor form, and list nothing by hand.
+
+Environments run on the CPU (NumPy); the LSTM states and the burn-in history live on the learner's device. The
+runner knows nothing of the policy: the policy gives it the initial LSTM states, and it gives back observations,
+rewards and episode ends.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+from rpbt.config import EnvConfig
+from rpbt.envs.factory import ActionSpec, make_vector_env, space_info
+from rpbt.seeding import env_seeds
+
+LSTMState = tuple[Tensor, Tensor]
+
+
+@dataclass
+class CarriedState:
+    """Every per-environment tensor carried from one step to the next, member dimension first.
+
+    Fields (P members, N environments each, D observation features, L layers, H hidden units, W history steps):
+
+    - ``hidden``: ``{name: (h, c)}``, each (P, L, N, H), for the actor and every critic, on the learner's device;
+    - ``next_obs``: (P, N, D) float32, the raw observation each environment will show next (CPU);
+    - ``episode_start``: (P, N) bool, True where the next step starts an episode (CPU);
+    - ``running_return``: (P, N) float64, return of each running episode so far (CPU);
+    - ``running_length``: (P, N) int64, its length so far (CPU);
+    - ``history_obs``: (P, W, N, D) float32, a ring of the last W raw observations (row ``t % W`` holds global step
+      t), on the device; W = 0 when no burn-in history is kept;
+    - ``history_start``: (P, N) int64, the global step of each environment's current episode's first observation;
+    - ``history_steps``: (P,) int64, steps recorded (equal for all members: they step together).
+
+    Every field is a tensor whose first dimension is the member, so member i's carried state is slice i of every
+    field (:meth:`member`), and a new field joins :meth:`tensors`, :meth:`member` and :meth:`reset_member` by being
+    declared here.
+    """
+
+    hidden: dict[str, LSTMState]
+    next_obs: Tensor
+    episode_start: Tensor
+    running_return: Tensor
+    running_length: Tensor
+    history_obs: Tensor
+    history_start: Tensor
+    history_steps: Tensor
+
+    @classmethod
+    def initial(cls, hidden: dict[str, LSTMState], next_obs: Tensor, history_steps: int = 0) -> "CarriedState":
+        """Fresh episodes: the given (zero) LSTM states, ``next_obs`` (P, N, D), all environments starting."""
+        p, n, d = next_obs.shape
+        device = next(iter(hidden.values()))[0].device if hidden else torch.device("cpu")
+        return cls(
+            hidden={k: (h.clone(), c.clone()) for k, (h, c) in hidden.items()},
+            next_obs=next_obs.to(torch.float32).clone(),
+            episode_start=torch.ones(p, n, dtype=torch.bool),
+            running_return=torch.zeros(p, n, dtype=torch.float64),
+            running_length=torch.zeros(p, n, dtype=torch.int64),
+            history_obs=torch.zeros(p, history_steps, n, d, device=device),
+            history_start=torch.zeros(p, n, dtype=torch.int64, device=device),
+            history_steps=torch.zeros(p, dtype=torch.int64, device=device),
+        )
+
+    # ------------------------------------------------------------------------------------------ tensor form
+
+    def tensors(self) -> dict[str, Tensor]:
+        """The flat tensor form ``{name: tensor}`` (hidden states as ``hidden.<name>.h`` / ``.c``); no copies."""
+        out = {}
+        for name, (h, c) in self.hidden.items():
+            out[f"hidden.{name}.h"], out[f"hidden.{name}.c"] = h, c
+        for f in dataclasses.fields(self):
+            if f.name != "hidden":
+                out[f.name] = getattr(self, f.name)
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, Tensor]) -> "CarriedState":
+        """Inverse of :meth:`tensors`. Raises ``KeyError`` naming a missing field."""
+        names = sorted({k.split(".")[1] for k in tensors if k.startswith("hidden.")})
+        hidden = {n: (tensors[f"hidden.{n}.h"], tensors[f"hidden.{n}.c"]) for n in names}
+        plain = {f.name: tensors[f.name] for f in dataclasses.fields(cls) if f.name != "hidden"}
+        return cls(hidden=hidden, **plain)
+
+    def map(self, fn) -> "CarriedState":
+        """A new carried state with ``fn`` applied to every tensor (e.g. a slice, a clone, a device move)."""
+        return CarriedState.from_tensors({k: fn(v) for k, v in self.tensors().items()})
+
+    # ------------------------------------------------------------------------------------------ one member
+
+    @property
+    def population(self) -> int:
+        return int(self.next_obs.shape[0])
+
+    @property
+    def history_length(self) -> int:
+        """W, the number of raw observations kept per environment for burn-in (0: no history)."""
+        return int(self.history_obs.shape[1])
+
+    def member(self, i: int) -> "CarriedState":
+        """Member i's carried state as views (P = 1): writing into it writes into this state."""
+        return self.map(lambda t: t[i:i + 1])
+
+    def clone_member(self, i: int) -> "CarriedState":
+        """A copy of member i's carried state (P = 1) that shares no storage with this one."""
+        return self.map(lambda t: t[i:i + 1].clone())
+
+    def set_member(self, i: int, state: "CarriedState") -> None:
+        """Overwrite member i's slice of every field with ``state`` (P = 1). Raises ``KeyError``/``ValueError``
+        when ``state`` has other fields or shapes."""
+        mine, theirs = self.tensors(), state.tensors()
+        if set(mine) != set(theirs):
+            raise KeyError(f"carried state fields differ: {sorted(set(mine) ^ set(theirs))}")
+        for k, t in mine.items():
+            src = theirs[k]
+            if tuple(src.shape) != (1,) + tuple(t.shape[1:]):
+                raise ValueError(f"carried state {k}: shape {tuple(src.shape)}, expected {(1,) + tuple(t.shape[1:])}")
+            t[i:i + 1].copy_(src)
+
+    @torch.no_grad()
+    def reset_member(self, i: int) -> None:
+        """Member i starts fresh episodes: zero LSTM states, every environment starting, running counters and
+        history cleared. (The environments themselves are reset by :meth:`EnvRunner.reset_member`.)"""
+        for h, c in self.hidden.values():
+            h[i] = 0.0
+            c[i] = 0.0
+        self.episode_start[i] = True
+        self.running_return[i] = 0.0
+        self.running_length[i] = 0
+        self.history_start[i] = self.history_steps[i]
+
+    # ------------------------------------------------------------------------------------------ burn-in history
+
+    @torch.no_grad()
+    def record(self, raw_obs: Tensor, episode_start: Tensor) -> None:
+        """Record the raw observations (P, N, D) the policy is about to see, at ``episode_start`` (P, N) bool,
+        into the burn-in history (two tensor operations; nothing when W = 0)."""
+        if self.history_length == 0:
+            return
+        self.history_start.copy_(torch.where(episode_start.to(self.history_start.device),
+                                             self.history_steps.unsqueeze(1), self.history_start))
+        row = int(self.history_steps[0]) % self.history_length if self.history_steps.device.type == "cpu" else None
+        if row is None:  # on an accelerator: index on the device, no host synchronisation
+            idx = (self.history_steps % self.history_length).view(-1, 1, 1, 1).expand(-1, 1, *raw_obs.shape[1:])
+            self.history_obs.scatter_(1, idx, raw_obs.unsqueeze(1).to(self.history_obs.dtype))
+        else:
+            self.history_obs[:, row].copy_(raw_obs)
+        self.history_steps += 1
+
+    def episode_lengths(self) -> Tensor:
+        """(P, N) observations seen in each environment's current episode (may exceed W: only W are kept)."""
+        return self.history_steps.unsqueeze(1) - self.history_start
+
+    def history_window(self, member: int, lengths: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """Member's current-episode observations as one left-aligned batch, oldest first.
+
+        ``lengths`` (N,) overrides the per-environment episode lengths (0 leaves an environment out; at most
+        :meth:`episode_lengths`). Returns obs (N, W', D) with environment n's last k_n = min(length_n, W) raw
+        observations in ``obs[n, :k_n]`` (zero padding after), W' = max(max_n k_n, 1), and k (N,).
+        Raises ``RuntimeError`` when no history is kept (W = 0).
+        """
+        width_max = self.history_length
+        if width_max == 0:
+            raise RuntimeError("no burn-in history is kept (EnvRunner built with history_steps=0)")
+        lengths = self.episode_lengths()[member] if lengths is None else lengths
+        kept = lengths.clamp(max=width_max)
+        width = max(int(kept.max()), 1)
+        n_envs, dim = self.history_obs.shape[2], self.history_obs.shape[3]
+        steps = int(self.history_steps[member])
+        out = torch.zeros(n_envs, width, dim, device=self.history_obs.device)
+        for n in range(n_envs):
+            k = int(kept[n])
+            if k == 0:
+                continue
+            rows = torch.arange(steps - k, steps, device=self.history_obs.device) % width_max
+            out[n, :k] = self.history_obs[member, rows, n]
+        return out, kept
+
+
+@dataclass
+class StepResult:
+    """What one step of all P x N environments returned, as (P, N) tensors on the CPU.
+
+    ``final_obs`` (P, N, D) holds the last observation of truncated episodes (zeros elsewhere) and is None when no
+    episode was truncated. ``finished`` lists (member, environment, return, length) of the episodes that ended at
+    this step, in (member, environment) order.
+    """
+
+    reward: Tensor
+    terminated: Tensor
+    truncated: Tensor
+    final_obs: Optional[Tensor]
+    finished: list[tuple[int, int, float, int]] = field(default_factory=list)
+
+    @property
+    def done(self) -> Tensor:
+        return self.terminated | self.truncated
+
+
+class EnvRunner:
+    """P members' environments (N each) and their :class:`CarriedState`.
+
+    Args:
+        env_cfg: the ``env`` section (environment id, ``num_envs`` N per member, kwargs, noise, trading data).
+        member_seeds: one seed per member (:func:`rpbt.seeding.member_seed`); member p's environments are seeded
+            from it alone (:func:`rpbt.seeding.env_seeds`), so a member sees the same episodes alone or batched.
+        hidden: the initial (zero) LSTM states ``{name: (h, c)}``, each (P, L, N, H), from the policy.
+        history_steps: W, raw observations kept per environment for burn-in (0: none).
+        envs: an existing vector environment of P x N environments (already reset) to adopt instead of building
+            one, with ``next_obs`` (P, N, D); used by :meth:`clone_member`.
+
+    Raises :class:`rpbt.envs.factory.EnvError` naming ``env.id`` for an unknown id or unsupported spaces.
+    """
+
+    def __init__(self, env_cfg: EnvConfig, member_seeds: Sequence[int], hidden: dict[str, LSTMState],
+                 history_steps: int = 0, envs: Optional[gym.vector.VectorEnv] = None,
+                 next_obs: Optional[Tensor] = None):
+        self.env_cfg = env_cfg
+        self.member_seeds = [int(s) for s in member_seeds]
+        self.population, self.num_envs = len(self.member_seeds), env_cfg.num_envs
+        P, N = self.population, self.num_envs
+        if envs is None:
+            envs = make_vector_env(env_cfg, P * N)
+            seeds = [s for ms in self.member_seeds for s in env_seeds(ms, N)]
+            obs, _ = envs.reset(seed=seeds)
+            next_obs = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
+        self.envs = envs
+        self.obs_dim = int(np.prod(envs.single_observation_space.shape))
+        self.action_spec: ActionSpec = space_info(envs.single_action_space)
+        assert next_obs is not None
+        self.carried = CarriedState.initial(hidden, next_obs.view(P, N, self.obs_dim), history_steps)
+
+    # ------------------------------------------------------------------------------------------ stepping
+
+    def step(self, actions: Tensor) -> StepResult:
+        """Step every environment with ``actions`` (P, N) or (P, N, A) on the CPU; update the carried state.
+
+        Box actions are clipped to the action space's bounds. The carried ``next_obs``, ``episode_start`` and the
+        running returns and lengths move on; the LSTM states and the history are the policy's to update.
+        """
+        P, N, D = self.population, self.num_envs, self.obs_dim
+        flat = actions.reshape(P * N, *actions.shape[2:]).numpy()
+        if self.action_spec.continuous:
+            flat = np.clip(flat, self.action_spec.low, self.action_spec.high)
+        next_obs, reward, term, trunc, infos = self.envs.step(flat)
+        reward_t = torch.as_tensor(reward, dtype=torch.float32).view(P, N)
+        term_t = torch.as_tensor(term).view(P, N)
+        trunc_t = torch.as_tensor(trunc).view(P, N) & ~term_t
+        done_t = term_t | trunc_t
+        final_obs = None
+        if trunc_t.any():
+            final = np.stack([np.asarray(o, dtype=np.float32).reshape(D) if m else np.zeros(D, np.float32)
+                              for o, m in zip(infos["final_obs"], trunc_t.view(-1).numpy())])
+            final_obs = torch.as_tensor(final).view(P, N, D)
+        carried = self.carried
+        carried.running_return += reward_t.double()
+        carried.running_length += 1
+        finished = [(p, n, float(carried.running_return[p, n]), int(carried.running_length[p, n]))
+                    for p, n in done_t.nonzero().tolist()]
+        carried.running_return[done_t] = 0.0
+        carried.running_length[done_t] = 0
+        carried.next_obs = torch.as_tensor(np.asarray(next_obs), dtype=torch.float32).view(P, N, D)
+        carried.episode_start = done_t
+        return StepResult(reward_t, term_t, trunc_t, final_obs, finished)
+
+    def reset_member(self, member: int, seeds: Optional[Sequence[int]] = None) -> None:
+        """End member's running episodes (not recorded as finished), reset its N environments (with ``seeds`` when
+        given, else continuing their own RNG) and its carried state (:meth:`CarriedState.reset_member`)."""
+        P, N = self.population, self.num_envs
+        mask = np.zeros(P * N, dtype=np.bool_)
+        mask[member * N:(member + 1) * N] = True
+        all_seeds: Optional[list[Optional[int]]] = None
+        if seeds is not None:
+            all_seeds = [None] * (P * N)
+            all_seeds[member * N:(member + 1) * N] = [int(s) for s in seeds]
+        obs, _ = self.envs.reset(seed=all_seeds, options={"reset_mask": mask})
+        obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32).view(P, N, self.obs_dim)
+        self.carried.next_obs[member] = obs_t[member]
+        self.carried.reset_member(member)
+
+    def clone_member(self, member: int) -> "EnvRunner":
+        """A separate single-member runner that continues exactly where ``member`` stands: deep copies of its N
+        environments (Gymnasium environments, POPGym's included, deep-copy with their RNG, so a copy steps exactly
+        like the original) and a copy of its carried state. This runner is not modified."""
+        N = self.num_envs
+        subs = [copy.deepcopy(e) for e in self.envs.envs[member * N:(member + 1) * N]]
+        envs = gym.vector.SyncVectorEnv([(lambda e=e: e) for e in subs],
+                                        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        mine = self.carried.clone_member(member)
+        clone = EnvRunner(self.env_cfg, [self.member_seeds[member]], mine.hidden, mine.history_length, envs=envs,
+                          next_obs=mine.next_obs)
+        clone.carried = mine
+        return clone
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+__all__ = ["CarriedState", "EnvRunner", "StepResult"]
