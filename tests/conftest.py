@@ -35,3 +35,37 @@ def tiny_config(*overrides: str) -> Config:
 @pytest.fixture
 def tiny() -> Config:
     return tiny_config()
+
+
+class Learner:
+    """A population policy with its environments and loss terms, as a backend's shard holds them (for tests)."""
+
+    def __init__(self, cfg: Config, member_ids, hparams=None, device=None):
+        from rpbt.agent.ppo import auxiliary_losses, make_policy, make_runner
+
+        self.cfg = cfg
+        self.policy = make_policy(cfg, member_ids, hparams, device=torch.device("cpu") if device is None else device)
+        self.runner = make_runner(cfg, self.policy)
+        self.aux_losses = auxiliary_losses(cfg)
+
+    @property
+    def carried(self):
+        return self.runner.carried
+
+    def collect(self):
+        from rpbt.agent.ppo import collect
+
+        return collect(self.policy, self.runner)
+
+    def update(self, rollout):
+        from rpbt.agent.ppo import update
+
+        return update(self.policy, self.policy.optimizer, rollout, self.aux_losses)
+
+    def train_update(self):
+        from rpbt.agent.ppo import train_iteration
+
+        return train_iteration(self.policy, self.runner, self.aux_losses)
+
+    def close(self):
+        self.runner.close()

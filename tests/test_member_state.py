@@ -7,14 +7,15 @@ import pickle
 import pytest
 import torch
 
-from rpbt.agent.ppo import RecurrentPPO
+from rpbt.agent.ppo import make_policy
 from rpbt.checkpoint import CheckpointError, MemberState
-from tests.conftest import tiny_config
+from tests.conftest import Learner, tiny_config
 
 
 def test_snapshot_holds_slice_of_every_registered_tensor_and_new_buffers_join_by_construction():
-    learner = RecurrentPPO(tiny_config("agent.vgs.enabled=true"), [0, 1, 2])
-    learner.train_update()
+    trained = Learner(tiny_config("agent.vgs.enabled=true"), [0, 1, 2])
+    trained.train_update()
+    learner = trained.policy
     snap = learner.snapshot(1)
     own = learner.state_dict()
     assert set(snap.tensors) == set(own)
@@ -29,7 +30,7 @@ def test_snapshot_holds_slice_of_every_registered_tensor_and_new_buffers_join_by
 
 
 def test_learner_refuses_a_registered_tensor_without_member_dimension():
-    learner = RecurrentPPO(tiny_config(), [0, 1], make_envs=False)
+    learner = make_policy(tiny_config(), [0, 1])
     learner.register_buffer("global_thing", torch.zeros(5))
     with pytest.raises(AssertionError, match="global_thing"):
         learner._check_member_dim()
@@ -37,13 +38,14 @@ def test_learner_refuses_a_registered_tensor_without_member_dimension():
 
 def test_checkpoint_round_trip_restores_every_field_and_rng(tmp_path):
     cfg = tiny_config()
-    a = RecurrentPPO(cfg, [0, 1])
-    a.train_update()
+    trained = Learner(cfg, [0, 1])
+    trained.train_update()
+    a = trained.policy
     path = tmp_path / "m.pt"
     a.snapshot(0).save(path)
     assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind
     loaded = MemberState.load(path)
-    b = RecurrentPPO(cfg, [5, 6])
+    b = make_policy(cfg, [5, 6])
     b.restore(1, loaded)
     for k, v in a.state_dict().items():
         assert torch.equal(b.state_dict()[k][1], v[0]), k
@@ -52,7 +54,7 @@ def test_checkpoint_round_trip_restores_every_field_and_rng(tmp_path):
 
 
 def test_truncated_foreign_and_code_carrying_files_are_rejected(tmp_path):
-    learner = RecurrentPPO(tiny_config(), [0], make_envs=False)
+    learner = make_policy(tiny_config(), [0])
     good = learner.snapshot(0).to_bytes()
     cut = tmp_path / "cut.pt"
     cut.write_bytes(good[: len(good) // 2])
@@ -76,8 +78,8 @@ class Exploit:
 
 
 def test_restore_of_a_state_from_another_architecture_names_the_key_and_writes_nothing():
-    small = RecurrentPPO(tiny_config(), [0], make_envs=False)
-    big = RecurrentPPO(tiny_config("agent.network.lstm_hidden_size=32"), [0], make_envs=False)
+    small = make_policy(tiny_config(), [0])
+    big = make_policy(tiny_config("agent.network.lstm_hidden_size=32"), [0])
     before = {k: v.clone() for k, v in big.state_dict().items()}
     with pytest.raises(CheckpointError, match="lstm"):
         big.restore(0, small.snapshot(0))

@@ -9,9 +9,8 @@ import torch
 
 from rpbt.agent.networks import PopLSTM
 from rpbt.agent.optim import PopulationAdam, clip_grad_norm_per_member
-from rpbt.agent.ppo import RecurrentPPO
 from rpbt.agent.rollout import compute_gae
-from tests.conftest import tiny_config
+from tests.conftest import Learner, tiny_config
 
 
 def test_gae_hand_computed_with_truncation_termination_and_two_gammas():
@@ -71,12 +70,13 @@ def test_lstm_step_and_sequence_reset_state_at_episode_starts():
 
 
 def test_acting_resets_hidden_state_at_episode_start():
-    learner = RecurrentPPO(tiny_config("agent.num_steps=64"), [0, 1])
+    learner = Learner(tiny_config("agent.num_steps=64"), [0, 1])
     rollout = learner.collect()
+    policy = learner.policy
     starts = rollout.episode_starts
     found = 0
     for p in range(2):
-        for n in range(learner.num_envs):
+        for n in range(learner.runner.num_envs):
             ts = [t for t in range(1, 64) if starts[p, t, n]]
             if not ts:
                 continue
@@ -85,9 +85,9 @@ def test_acting_resets_hidden_state_at_episode_start():
             # Replay the episode from a zero state on its own observations: the log-probs of the actions taken
             # while acting must match, which holds only if acting reset the state at t0.
             obs = rollout.obs[:, t0:t1, n:n + 1]
-            h0 = learner.actor.lstm.initial_state(1)
-            feat, _ = learner.actor.sequence(obs, h0, torch.zeros(2, t1 - t0, 1))
-            logits = learner.policy_head(feat)[p, :, 0]
+            h0 = policy.actor.lstm.initial_state(1)
+            feat, _ = policy.actor.sequence(obs, h0, torch.zeros(2, t1 - t0, 1))
+            logits = policy.policy_head(feat)[p, :, 0]
             logp = torch.log_softmax(logits, -1).gather(-1, rollout.actions[p, t0:t1, n].unsqueeze(-1)).squeeze(-1)
             torch.testing.assert_close(logp, rollout.log_probs[p, t0:t1, n], atol=1e-5, rtol=0)
             found += 1
@@ -96,43 +96,43 @@ def test_acting_resets_hidden_state_at_episode_start():
 
 @pytest.mark.parametrize("env_id", ["popgym-PositionOnlyCartPoleEasy-v0", "Pendulum-v1"])
 def test_first_epoch_replay_reproduces_rollout_log_probs(env_id):
-    learner = RecurrentPPO(tiny_config(f"env.id={env_id}", "agent.num_steps=48"), [0, 1, 2])
+    learner = Learner(tiny_config(f"env.id={env_id}", "agent.num_steps=48"), [0, 1, 2])
     learner.collect()  # advance so the rollout starts from nonzero carried states
     rollout = learner.collect()
     assert any(h.abs().sum() > 0 for h, _ in rollout.initial_states.values())
-    idx = torch.arange(learner.num_envs).repeat(3, 1)
-    head, raws = learner.replay(rollout, idx)
+    policy = learner.policy
+    head, raws = policy.sequence(rollout.obs, rollout.initial_states, rollout.episode_starts)
     from rpbt.agent.networks import log_prob_entropy
 
-    log_std = learner.policy_head.log_std if learner.continuous else None
-    logp, _ = log_prob_entropy(head, rollout.actions, learner.continuous, log_std)
+    log_std = policy.policy_head.log_std if policy.continuous else None
+    logp, _ = log_prob_entropy(head, rollout.actions, policy.continuous, log_std)
     assert (logp - rollout.log_probs).abs().max() < 1e-5
-    values = learner.values_from_raw(raws)
+    values = policy.values_from_raw(raws)
     assert (values - rollout.values).abs().max() < 1e-5
 
 
-def _params(learner: RecurrentPPO) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in learner.named_parameters()}
+def _params(learner: Learner) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in learner.policy.named_parameters()}
 
 
 def test_population_equals_members_trained_alone():
     cfg = tiny_config("agent.num_steps=32", "agent.num_minibatches=2", "env.num_envs=4")
     hps = [{"learning_rate": 1e-3}, {"learning_rate": 3e-3, "ent_coef": 0.0}, {"learning_rate": 5e-4}]
-    batched = RecurrentPPO(cfg, [0, 1, 2], hps)
+    batched = Learner(cfg, [0, 1, 2], hps)
     batched.train_update()
     together = _params(batched)
     for i in range(3):
-        alone = RecurrentPPO(cfg, [i], [hps[i]])
+        alone = Learner(cfg, [i], [hps[i]])
         alone.train_update()
         for name, p in _params(alone).items():
             assert (p[0] - together[name][i]).abs().max() < 1e-4, name
-        assert torch.equal(alone.env_steps, batched.env_steps[i:i + 1])
+        assert torch.equal(alone.policy.env_steps, batched.policy.env_steps[i:i + 1])
 
 
 def test_per_member_learning_rate_moves_only_that_member():
     cfg = tiny_config()
-    a = RecurrentPPO(cfg, [0, 1], [{"learning_rate": 1e-3}, {"learning_rate": 1e-3}])
-    b = RecurrentPPO(cfg, [0, 1], [{"learning_rate": 1e-2}, {"learning_rate": 1e-3}])
+    a = Learner(cfg, [0, 1], [{"learning_rate": 1e-3}, {"learning_rate": 1e-3}])
+    b = Learner(cfg, [0, 1], [{"learning_rate": 1e-2}, {"learning_rate": 1e-3}])
     start = _params(a)
     a.train_update()
     b.train_update()
@@ -183,17 +183,17 @@ def test_grad_clipping_is_per_member_like_torch():
 
 
 def test_hyperparameter_setters_take_effect_next_update_and_reject_unknown_names():
-    learner = RecurrentPPO(tiny_config(), [0, 1])
-    learner.set_hparams(1, {"clip_range": 0.05, "learning_rate": 7e-4})
+    learner = Learner(tiny_config(), [0, 1])
+    learner.policy.set_hparams(1, {"clip_range": 0.05, "learning_rate": 7e-4})
     metrics = learner.train_update()
     assert metrics["train/clip_range"].tolist() == pytest.approx([0.2, 0.05])
     assert metrics["train/learning_rate"].tolist() == pytest.approx([1e-3, 7e-4])
     with pytest.raises(KeyError, match="learnig_rate"):
-        learner.set_hparams(0, {"learnig_rate": 1.0})
+        learner.policy.set_hparams(0, {"learnig_rate": 1.0})
 
 
 def test_metrics_use_sb3_keys_and_are_per_member():
-    learner = RecurrentPPO(tiny_config("agent.num_steps=64"), [0, 1])
+    learner = Learner(tiny_config("agent.num_steps=64"), [0, 1])
     m = learner.train_update()
     for key in ["rollout/ep_rew_mean", "rollout/ep_len_mean", "train/value_loss", "train/policy_gradient_loss",
                 "train/entropy_loss", "train/approx_kl", "train/clip_fraction", "train/explained_variance",

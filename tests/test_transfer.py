@@ -1,9 +1,9 @@
 """Exploit as one transfer, and the hidden-state strategies (keep, zero, reset_episodes, burn_in).
 
-The burn-in reference is computed independently of :mod:`rpbt.pbt.transfer`: a recorder hook keeps every raw
-observation and episode-start flag the learner saw, and a fresh single-member learner holding the donor's state
-(weights and observation normalizer) steps its networks one observation at a time from a zero state
-(``policy_step``, the acting path, not the replay path that burn-in uses).
+The burn-in reference is computed independently of :mod:`rpbt.pbt.transfer`: a recorder around the runner's step
+keeps every raw observation and episode-start flag the policy saw, and a fresh single-member policy holding the
+donor's state (weights and observation normalizer) steps its networks one observation at a time from a zero state
+(``PopulationPolicy.step``, the acting path, not the replay path that burn-in uses).
 """
 
 from __future__ import annotations
@@ -14,40 +14,41 @@ import numpy as np
 import pytest
 import torch
 
-from rpbt.agent.ppo import HPARAM_NAMES, RecurrentPPO, _hp_buffer
+from rpbt.agent.ppo import collect, make_policy, update
 from rpbt.agent.rollout import compute_gae
-from rpbt.pbt.transfer import (
-    attach_history,
-    burn_in_states,
-    exploit,
-)
-from tests.conftest import tiny_config
+from rpbt.checkpoint import hparam_key
+from rpbt.config import HPARAM_NAMES
+from rpbt.envs.runner import CarriedState, EnvRunner
+from rpbt.pbt.transfer import burn_in_states, exploit
+from tests.conftest import Learner, tiny_config
 
 
 class Recorder:
-    """Step hook keeping every raw observation (P, N, D) and episode-start flag (P, N) the policy saw."""
+    """Wraps a runner's step, keeping every raw observation (P, N, D) and episode-start flag (P, N) the policy saw."""
 
-    def __init__(self):
+    def __init__(self, runner: EnvRunner):
         self.obs: list[torch.Tensor] = []
         self.starts: list[torch.Tensor] = []
+        step = runner.step
 
-    def __call__(self, learner, raw_obs, start):
-        self.obs.append(raw_obs.clone())
-        self.starts.append(start.clone())
+        def recording(actions):
+            self.obs.append(runner.carried.next_obs.clone())
+            self.starts.append(runner.carried.episode_start.clone())
+            return step(actions)
 
-    def prefix(self, learner: RecurrentPPO, m: int, n: int) -> list[torch.Tensor]:
+        runner.step = recording
+
+    def prefix(self, carried: CarriedState, m: int, n: int) -> list[torch.Tensor]:
         """Raw observations of env (m, n)'s current episode; empty when its next step starts a new one."""
-        if bool(learner.next_episode_start[m, n]):
+        if bool(carried.episode_start[m, n]):
             return []
         t0 = max(t for t, s in enumerate(self.starts) if bool(s[m, n]))
         return [o[m, n] for o in self.obs[t0:]]
 
 
 def trained(cfg, updates: int, population: int = 3):
-    learner = RecurrentPPO(cfg, list(range(population)))
-    rec = Recorder()
-    learner.step_hooks.append(rec)
-    attach_history(learner, cfg.pbt.burn_in_max_steps)
+    learner = Learner(cfg, list(range(population)))
+    rec = Recorder(learner.runner)
     for _ in range(updates):
         learner.train_update()
     return learner, rec
@@ -59,18 +60,18 @@ def reference_states(cfg, donor_state, prefixes, window=None):
 
     prefixes: per env a list of raw observations (D,). Returns {name: (h, c)} each (L, N, H).
     """
-    ref = RecurrentPPO(cfg, [0], make_envs=False)
+    ref = make_policy(cfg, [0])
     ref.restore(0, donor_state)
     n_envs, dim = cfg.env.num_envs, ref.obs_dim
-    out = {name: (torch.zeros_like(h[0]), torch.zeros_like(c[0])) for name, (h, c) in ref.zero_states().items()}
+    out = {name: (torch.zeros_like(h[0]), torch.zeros_like(c[0])) for name, (h, c) in ref.initial_state(n_envs).items()}
     for n, seq in enumerate(prefixes):
         if window is not None:
             seq = seq[-window:]
-        states = ref.zero_states()
+        states = ref.initial_state(n_envs)
         for o in seq:
             x = torch.zeros(1, n_envs, dim)
             x[0, n] = o
-            _, _, states = ref.policy_step(ref.normalize_obs(x), states, torch.zeros(1, n_envs, dtype=torch.bool))
+            _, _, states = ref.step(ref.normalize_obs(x), states, torch.zeros(1, n_envs, dtype=torch.bool))
         for name, (h, c) in states.items():
             out[name][0][:, n] = h[0, :, n]
             out[name][1][:, n] = c[0, :, n]
@@ -78,13 +79,17 @@ def reference_states(cfg, donor_state, prefixes, window=None):
 
 
 def explored(learner, donor, **changes):
-    hp = learner.get_hparams(donor)
+    hp = learner.policy.get_hparams(donor)
     hp.update(changes)
     return hp
 
 
 def states_of(learner):
-    return {k: (h.clone(), c.clone()) for k, (h, c) in learner.hidden_states.items()}
+    return {k: (h.clone(), c.clone()) for k, (h, c) in learner.carried.hidden.items()}
+
+
+def transfer(learner, recipient, donor_state, new_hparams, **kwargs):
+    return exploit(learner.policy, learner.runner, recipient, donor_state, new_hparams, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------ burn_in
@@ -97,8 +102,8 @@ def test_burn_in_equals_fresh_forward_pass_of_new_weights_over_the_episode_prefi
                       "agent.critic.twin=true")
     learner, rec = trained(cfg, updates=3)
     donor, recipient = 0, 2
-    donor_state = learner.snapshot(donor)
-    prefixes = [rec.prefix(learner, recipient, n) for n in range(cfg.env.num_envs)]
+    donor_state = learner.policy.snapshot(donor)
+    prefixes = [rec.prefix(learner.carried, recipient, n) for n in range(cfg.env.num_envs)]
     assert any(len(p) > 0 for p in prefixes), "test needs a running episode"
     window = max_steps if max_steps < 512 else None
     expected_truncated = sum(len(p) > max_steps for p in prefixes)
@@ -106,12 +111,12 @@ def test_burn_in_equals_fresh_forward_pass_of_new_weights_over_the_episode_prefi
         assert expected_truncated > 0, "test needs an episode longer than burn_in_max_steps"
     stale = states_of(learner)
 
-    m = exploit(learner, recipient, donor_state, explored(learner, donor, learning_rate=1e-3), strategy="burn_in")
+    m = transfer(learner, recipient, donor_state, explored(learner, donor, learning_rate=1e-3), strategy="burn_in")
 
     ref = reference_states(cfg, donor_state, prefixes, window)
     assert set(ref) == {"actor", "critic0", "critic1"}
     for name, (h_ref, c_ref) in ref.items():
-        h, c = learner.hidden_states[name]
+        h, c = learner.carried.hidden[name]
         assert h.shape == (3, 2, cfg.env.num_envs, 16)
         assert float((h[recipient] - h_ref).abs().max()) < 1e-5, name
         assert float((c[recipient] - c_ref).abs().max()) < 1e-5, name
@@ -132,16 +137,16 @@ def test_burn_in_window_and_pending_episode_start_by_hand():
     # zero, and it is counted), env 1 starts an episode at t=7 that ends at the last step (its next step starts a
     # new episode: zero state, not counted), env 2 starts one at t=11 (a one-step prefix).
     cfg = tiny_config("env.num_envs=3", "pbt.burn_in_max_steps=8")
-    learner = RecurrentPPO(cfg, [0], make_envs=False)
-    hist = attach_history(learner, 8)
+    learner = make_policy(cfg, [0])
+    hist = CarriedState.initial(learner.initial_state(3), torch.zeros(1, 3, learner.obs_dim), history_steps=8)
     obs = torch.randn(12, 3, learner.obs_dim, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():  # a non-trivial normalizer, which burn-in must apply
         learner.obs_rms.mean.fill_(0.3)
         learner.obs_rms.var.fill_(2.0)
     for t in range(12):
-        hist(learner, obs[t].unsqueeze(0), torch.tensor([[t == 0, t in (0, 7), t in (0, 11)]]))
-    learner.next_episode_start[:] = torch.tensor([[False, True, False]])
-    burned, truncated = burn_in_states(learner, 0)
+        hist.record(obs[t].unsqueeze(0), torch.tensor([[t == 0, t in (0, 7), t in (0, 11)]]))
+    hist.episode_start[:] = torch.tensor([[False, True, False]])
+    burned, truncated = burn_in_states(learner, hist, 0)
     assert truncated == 1
     ref = reference_states(cfg, learner.snapshot(0), [list(obs[:, 0]), [], [obs[11, 2]]], window=8)
     for name, (h_ref, c_ref) in ref.items():
@@ -150,25 +155,24 @@ def test_burn_in_window_and_pending_episode_start_by_hand():
         assert float(h_ref[:, 0].abs().max()) > 1e-3 and float(h_ref[:, 2].abs().max()) > 1e-3
         assert torch.count_nonzero(h[:, 1]) == 0 and torch.count_nonzero(c[:, 1]) == 0
     # The window holds each env's last min(length, 8) observations, oldest first, left-aligned.
-    raw, kept = hist.window(0)
-    assert hist.length[0].tolist() == [12, 5, 1] and kept.tolist() == [8, 5, 1]
+    raw, kept = hist.history_window(0)
+    assert hist.episode_lengths()[0].tolist() == [12, 5, 1] and kept.tolist() == [8, 5, 1]
     torch.testing.assert_close(raw[0], obs[4:, 0])
     torch.testing.assert_close(raw[1, :5], obs[7:, 1])
     torch.testing.assert_close(raw[2, 0], obs[11, 2])
     assert torch.count_nonzero(raw[1, 5:]) == 0
 
 
-def test_burn_in_without_history_is_an_error_and_history_size_must_agree():
+def test_burn_in_without_history_is_an_error_and_unknown_strategies_are_refused():
     cfg = tiny_config()
-    learner = RecurrentPPO(cfg, [0, 1], make_envs=False)
-    with pytest.raises(RuntimeError, match="attach_history"):
-        exploit(learner, 1, learner.snapshot(0), learner.get_hparams(0), strategy="burn_in")
-    attach_history(learner, 16)
-    assert attach_history(learner, 16) is learner.episode_obs_history
-    with pytest.raises(ValueError, match="burn_in_max_steps"):
-        attach_history(learner, 32)
+    policy = make_policy(cfg, [0, 1])
+    runner = EnvRunner(cfg.env, policy.seeds, policy.initial_state(cfg.env.num_envs), history_steps=0)
+    assert runner.carried.history_length == 0
+    with pytest.raises(RuntimeError, match="no burn-in history"):
+        exploit(policy, runner, 1, policy.snapshot(0), policy.get_hparams(0), strategy="burn_in")
     with pytest.raises(ValueError, match="pbt.hidden_state"):
-        exploit(learner, 1, learner.snapshot(0), {}, strategy="stale")
+        exploit(policy, runner, 1, policy.snapshot(0), {}, strategy="stale")
+    runner.close()
 
 
 # ------------------------------------------------------------------------------------------ keep, zero
@@ -179,8 +183,8 @@ def test_keep_leaves_every_state_bit_identical_and_its_drift_is_measured():
     learner, _ = trained(cfg, updates=2)
     before = states_of(learner)
     assert any(float(h[2].abs().max()) > 0 for h, _ in before.values())
-    m = exploit(learner, 2, learner.snapshot(0), explored(learner, 0), strategy="keep")
-    for name, (h, c) in learner.hidden_states.items():
+    m = transfer(learner, 2, learner.policy.snapshot(0), explored(learner, 0), strategy="keep")
+    for name, (h, c) in learner.carried.hidden.items():
         assert torch.equal(h, before[name][0]) and torch.equal(c, before[name][1])
     assert m["pbt/hidden_state_drift"] > 0.0
     assert m["pbt/value_gap_at_exploit"] > 0.0
@@ -191,8 +195,8 @@ def test_zero_keeps_the_batch_shape_and_zeroes_only_the_recipient():
     cfg = tiny_config("agent.network.lstm_num_layers=2", "env.num_envs=3")
     learner, _ = trained(cfg, updates=2)
     before = states_of(learner)
-    m = exploit(learner, 1, learner.snapshot(0), explored(learner, 0), strategy="zero")
-    for name, (h, c) in learner.hidden_states.items():
+    m = transfer(learner, 1, learner.policy.snapshot(0), explored(learner, 0), strategy="zero")
+    for name, (h, c) in learner.carried.hidden.items():
         assert h.shape == c.shape == (3, 2, 3, 16)  # (P, num_layers, num_envs, hidden_size)
         assert h[1].shape == (2, 3, 16)
         assert torch.count_nonzero(h[1]) == 0 and torch.count_nonzero(c[1]) == 0
@@ -208,23 +212,22 @@ def test_zero_keeps_the_batch_shape_and_zeroes_only_the_recipient():
 
 def test_reset_episodes_resets_environments_after_the_cut_episodes_were_bootstrapped():
     cfg = tiny_config("agent.update_epochs=1")
-    learner = RecurrentPPO(cfg, [0, 1, 2])
-    attach_history(learner, cfg.pbt.burn_in_max_steps)
+    learner = Learner(cfg, [0, 1, 2])
+    policy, carried = learner.policy, learner.carried
     learner.train_update()
     rollout = learner.collect()
     r, donor, N, T = 1, 0, cfg.env.num_envs, cfg.agent.num_steps
-    running = ~learner.next_episode_start[r]
+    running = ~carried.episode_start[r]
     assert bool(running.any()), "test needs an episode running at the exploit"
 
     # The cut episodes' last transition is bootstrapped with V(s_T): last_values is the value of the observation
     # they would have continued from (under the weights and states of that rollout), and GAE's last advantage
     # uses it. The rollout is learned from before the exploit, as in a round.
     with torch.no_grad():
-        _, raws, _ = learner.policy_step(learner.normalize_obs(learner.next_obs), learner.hidden_states,
-                                         learner.next_episode_start)
-        v_next = learner.values_from_raw(raws).min(0).values
+        _, raws, _ = policy.step(policy.normalize_obs(carried.next_obs), carried.hidden, carried.episode_start)
+        v_next = policy.values_from_raw(raws).min(0).values
     torch.testing.assert_close(rollout.last_values[r], v_next[r])
-    gamma, lam = learner.hparam("gamma").float(), learner.hparam("gae_lambda").float()
+    gamma, lam = policy.hparam("gamma").float(), policy.hparam("gae_lambda").float()
     values = rollout.values.min(0).values
     adv, _ = compute_gae(rollout.rewards, values, rollout.dones, rollout.terminated, rollout.truncation_values,
                          rollout.last_values, gamma, lam)
@@ -232,31 +235,30 @@ def test_reset_episodes_resets_environments_after_the_cut_episodes_were_bootstra
         assert not bool(rollout.dones[r, T - 1, n])
         by_hand = rollout.rewards[r, T - 1, n] + gamma[r] * v_next[r, n] - values[r, T - 1, n]
         torch.testing.assert_close(adv[r, T - 1, n], by_hand)
-    learner.learn(rollout)
+    learner.update(rollout)
 
     # What a reset of the recipient's environments gives (copies of them, reset the same way).
-    copies = [copy.deepcopy(e) for e in learner.envs.envs[r * N:(r + 1) * N]]
+    copies = [copy.deepcopy(e) for e in learner.runner.envs.envs[r * N:(r + 1) * N]]
     expected = torch.as_tensor(np.stack([e.reset()[0] for e in copies]), dtype=torch.float32)
-    others_obs = learner.next_obs.clone()
-    donor_episodes = int(learner.episodes[donor])
+    others_obs = carried.next_obs.clone()
+    donor_episodes = int(policy.episodes[donor])
 
-    m = exploit(learner, r, learner.snapshot(donor), explored(learner, donor), strategy="reset_episodes")
+    m = transfer(learner, r, policy.snapshot(donor), explored(learner, donor), strategy="reset_episodes")
 
-    torch.testing.assert_close(learner.next_obs[r], expected)
-    assert bool(learner.next_episode_start[r].all())
+    torch.testing.assert_close(carried.next_obs[r], expected)
+    assert bool(carried.episode_start[r].all())
     for other in (0, 2):
-        assert torch.equal(learner.next_obs[other], others_obs[other])
+        assert torch.equal(carried.next_obs[other], others_obs[other])
     # The cut episodes were not recorded as finished: the episode count is the donor's, untouched.
-    assert int(learner.episodes[r]) == donor_episodes
-    assert float(learner.running_return[r].abs().max()) == 0.0 and int(learner.running_length[r].max()) == 0
-    for h, c in learner.hidden_states.values():
+    assert int(policy.episodes[r]) == donor_episodes
+    assert float(carried.running_return[r].abs().max()) == 0.0 and int(carried.running_length[r].max()) == 0
+    for h, c in carried.hidden.values():
         assert torch.count_nonzero(h[r]) == 0 and torch.count_nonzero(c[r]) == 0
-    assert learner.episode_obs_history.length[r].max() == 0
+    assert carried.episode_lengths()[r].max() == 0
     assert m["pbt/hidden_state_drift"] == 0.0 and m["pbt/value_gap_at_exploit"] == 0.0
 
     # The next rollout starts every recipient env with a fresh episode from the reset observation.
-    rec = Recorder()
-    learner.step_hooks.append(rec)
+    rec = Recorder(learner.runner)
     nxt = learner.collect()
     assert bool(nxt.episode_starts[r, 0].all())
     torch.testing.assert_close(rec.obs[0][r], expected)
@@ -270,15 +272,15 @@ def test_exploit_copies_every_field_but_the_explored_hparams_and_the_explored_lr
     cfg = tiny_config("agent.update_epochs=1", f"pbt.optimizer_state={optimizer_state}")
     learner, _ = trained(cfg, updates=2)
     donor, r = 0, 2
-    donor_state = learner.snapshot(donor)
-    donor_lr = float(donor_state.tensors[_hp_buffer("learning_rate")])
+    donor_state = learner.policy.snapshot(donor)
+    donor_lr = float(donor_state.tensors[hparam_key("learning_rate")])
     new = explored(learner, donor, learning_rate=donor_lr * 0.5, ent_coef=0.02)
 
-    exploit(learner, r, donor_state, new, strategy="zero", optimizer_state=optimizer_state)
+    transfer(learner, r, donor_state, new, strategy="zero", optimizer_state=optimizer_state)
 
-    got = learner.snapshot(r)
+    got = learner.policy.snapshot(r)
     assert set(got.tensors) == set(donor_state.tensors)
-    changed = {_hp_buffer("learning_rate"), _hp_buffer("ent_coef")}
+    changed = {hparam_key("learning_rate"), hparam_key("ent_coef")}
     for key, value in donor_state.tensors.items():
         if key in changed:
             continue
@@ -290,22 +292,23 @@ def test_exploit_copies_every_field_but_the_explored_hparams_and_the_explored_lr
     assert got.hparams() == pytest.approx(new)
     assert set(HPARAM_NAMES) >= set(new)
     # Zero: every env of the recipient carries a zero state.
-    for h, c in learner.hidden_states.values():
+    for h, c in learner.carried.hidden.values():
         assert torch.count_nonzero(h[r]) == 0 and torch.count_nonzero(c[r]) == 0
 
     # The learning rate in force is the explored one: with the same rollout, gradients and Adam moments, one Adam
     # step moves the parameters in proportion to the learning rate. A twin learner given 3x the explored rate
     # must move exactly 3x as far; had the donor's rate come back with its state, the ratio would be 1.5.
-    rollout = learner.collect()
-    twin = copy.deepcopy(learner)
+    rollout = collect(learner.policy, learner.runner)
+    policy = learner.policy
+    twin = copy.deepcopy(policy)
     twin.set_hparams(r, {"learning_rate": 3 * new["learning_rate"]})
-    before = {n: p[r].detach().clone() for n, p in learner.trainable()}
-    metrics = learner.learn(rollout)
-    twin.learn(rollout)
+    before = {n: p[r].detach().clone() for n, p in policy.trainable()}
+    metrics = update(policy, policy.optimizer, rollout)
+    update(twin, twin.optimizer, rollout)
     assert float(metrics["train/learning_rate"][r]) == pytest.approx(new["learning_rate"])
     twin_params = dict(twin.trainable())
     moved = 0
-    for n, p in learner.trainable():
+    for n, p in policy.trainable():
         d1 = p[r].detach() - before[n]
         d3 = twin_params[n][r].detach() - before[n]
         torch.testing.assert_close(d3, 3 * d1, rtol=1e-3, atol=1e-7)
@@ -319,7 +322,7 @@ def test_fused_lstm_replay_agrees_with_the_trunks_own_sequence():
     from rpbt.pbt import transfer
 
     cfg = tiny_config("agent.network.lstm_num_layers=2")
-    learner = RecurrentPPO(cfg, [0, 1, 2], make_envs=False)
+    learner = make_policy(cfg, [0, 1, 2])
     obs = torch.randn(1, 2, 9, learner.obs_dim, generator=torch.Generator().manual_seed(1))
     kept = torch.tensor([9, 4])
     obs[0, 1, 4:] = 0.0
@@ -336,5 +339,5 @@ def test_burn_in_draws_nothing_from_the_global_rng():
     cfg = tiny_config()
     learner, _ = trained(cfg, updates=1)
     state = torch.random.get_rng_state()
-    exploit(learner, 1, learner.snapshot(0), explored(learner, 0), strategy="burn_in")
+    transfer(learner, 1, learner.policy.snapshot(0), explored(learner, 0), strategy="burn_in")
     assert torch.equal(state, torch.random.get_rng_state())
