@@ -395,7 +395,8 @@ class SAPPO:
         if position != self._position:
             self._position, self._calls = position, 0
         self._calls += 1
-        return [noise_generators([s], TAG_ADVERSARY_TRAIN, u, self._calls)[0] for s, u in zip(learner.seeds, position[1:])]
+        return [noise_generators([s], TAG_ADVERSARY_TRAIN, u, self._calls)[0]
+                for s, u in zip(learner.seeds, position[1:])]
 
     def losses(self, learner: Any, rollout: Any, idx: Tensor, head: Tensor) -> dict[str, Tensor]:
         """Loss and metrics for one minibatch; every value (P,). head: the clean replay's policy output."""

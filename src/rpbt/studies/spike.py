@@ -30,8 +30,9 @@ module measures it with a controlled experiment:
    confidence interval from Student's t with S - 1 degrees of freedom (seeds are the independent replicates;
    exploits within one run are not). Loss ratios are heavy-tailed (a donor's last loss is sometimes tiny, and one
    such exploit would dominate an arithmetic mean), so they are averaged as logs: geometric means, intervals
-   on the log scale (arithmetic means of the ratio to the donor are kept in the JSON). Write ``spike_study.json``, ``spike_study.md`` (tables) and
-   ``spike_study.png`` (relative value loss against updates after the exploit, one line per strategy).
+   on the log scale (arithmetic means of the ratio to the donor are kept in the JSON). Write ``spike_study.json``,
+   ``spike_study.md`` (tables) and ``spike_study.png`` (relative value loss against updates after the exploit, one
+   line per strategy).
 
 Configuration: a run config (the four usual sections) plus an optional ``spike_study`` section
 (:class:`StudySettings`); dotted overrides reach both (``spike_study.seeds=2``, ``pbt.population_size=4``).

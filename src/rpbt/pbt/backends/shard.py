@@ -73,8 +73,8 @@ class Shard:
         """Deterministic evaluation returns of ``members`` (global ids in this shard), batched in one pass.
 
         ``env.trading.eval_episodes`` episodes per member (trading: evenly spaced starts over ``split``; other envs:
-        seeded from ``run.seed``), see :func:`rpbt.evaluation.policy.evaluate_members`. Leaves the learner's training state
-        (weights, normalizers, hidden states, RNG) untouched, so it is deterministic for a fixed member state.
+        seeded from ``run.seed``), see :func:`rpbt.evaluation.policy.evaluate_members`. Leaves the learner's training
+        state (weights, normalizers, hidden states, RNG) untouched, so it is deterministic for a fixed member state.
         Returns ``{member: [return per episode]}``; raises ``KeyError`` for a member not in this shard.
         """
         from rpbt.evaluation.policy import evaluate_members
