@@ -541,7 +541,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"warning: the 1-minute load average reached {max_load:.1f} on {os.cpu_count()} CPUs during the runs; "
               "wall-clock ratios are unreliable, the per-CPU-second ratios less affected", file=sys.stderr)
     for c in return_checks:
-        print(f"return, {c['label']} ({c['steps_per_member']} steps/member): rpbt {c['rpbt_mean']:.3f} (n={c['rpbt_n']}) "
+        print(f"return, {c['label']} ({c['steps_per_member']} steps/member): "
+              f"rpbt {c['rpbt_mean']:.3f} (n={c['rpbt_n']}) "
               f"vs sb3-contrib {c['sb3_mean']:.3f} (n={c['sb3_n']}), difference {c['rpbt_minus_sb3']:+.3f}, "
               f"2 SE = {2 * c['se_of_difference']:.3f}")
     print(f"wrote {args.out}")

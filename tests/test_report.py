@@ -379,7 +379,7 @@ def test_run_still_going(tmp_path):
     run = tmp_path / "run"
     fabricate_run(run, population=4, rounds=1, end=False, summary=False)
     lines = (run / "events.jsonl").read_text().splitlines()
-    (run / "events.jsonl").write_text("\n".join(l for l in lines if '"exploit"' not in l) + "\n")
+    (run / "events.jsonl").write_text("\n".join(line for line in lines if '"exploit"' not in line) + "\n")
     shutil.rmtree(run / "checkpoints")  # round 1 reported, not committed yet
     (run / "members" / "3" / "metrics.csv").unlink()
     with (run / "members" / "2" / "metrics.csv").open("a") as f:
@@ -458,7 +458,7 @@ def test_scores_fall_back_to_metrics_csv(tmp_path):
 
     run_dir = tmp_path / "run"
     fabricate_run(run_dir, population=3, rounds=3)
-    lines = [json.loads(l) for l in (run_dir / "events.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     for ev in lines:
         if ev["type"] == "round":
             ev["scores"] = [None, None, None]

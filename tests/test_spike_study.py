@@ -13,6 +13,7 @@ from rpbt.agent.ppo import RecurrentPPO
 from rpbt.cli import main
 from rpbt.config import ConfigError, EnvConfig
 from rpbt.envs.factory import make_env
+from rpbt.pbt.transfer import attach_history, exploit
 from rpbt.studies.spike import (
     RunningEpisodes,
     clone_member,
@@ -22,7 +23,6 @@ from rpbt.studies.spike import (
     run_seed,
     t_quantile,
 )
-from rpbt.pbt.transfer import attach_history, exploit
 from tests.conftest import TINY, tiny_config
 
 SHIPPED = "configs/spike_study.yaml"
@@ -86,7 +86,7 @@ def test_clone_continues_exactly_where_the_member_stands_and_takes_the_same_tran
     assert m_clone == pytest.approx(m_real, abs=1e-6)
     for k, v in learner.snapshot(1).tensors.items():
         assert torch.equal(clone.snapshot(0).tensors[k], v), k
-    for name, (h, c) in learner.hidden_states.items():
+    for name, (h, _c) in learner.hidden_states.items():
         torch.testing.assert_close(clone.hidden_states[name][0][0], h[1], atol=1e-6, rtol=0)
 
     # Then both act alike: the clone's own environment copies see the same experience as the member's envs.
@@ -171,7 +171,7 @@ def test_spike_study_command_writes_json_table_and_plot(tmp_path, capsys):
     assert len(records) == 2 and {r["seed"] for r in records} == {0, 1}  # 1 exploit in each of 2 seeds
     for r in records:
         assert set(r["arms"]) == {"keep", "zero", "reset_episodes", "burn_in", "control"}
-        for arm, e in r["arms"].items():
+        for e in r["arms"].values():
             assert len(e["value_loss"]) == 2
             assert e["relative_value_loss"] == pytest.approx([v / r["donor_value_loss"] for v in e["value_loss"]])
         assert r["arms"]["burn_in"]["measurements"]["pbt/hidden_state_drift"] == 0.0

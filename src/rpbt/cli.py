@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a population (default config when CONFIG is omitted)")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key.sub=value ...]")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace run.dir (only an rpbt run directory no process is using) instead of numbering a new one")
+                   help="replace run.dir (only an rpbt run directory no process is using) instead of numbering "
+                        "a new one")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("resume", help="continue an interrupted run from its last completed round")

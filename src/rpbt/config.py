@@ -1,8 +1,9 @@
 """Validated run configuration: the only place defaults live.
 
 A run is described by one YAML file with the sections ``env``, ``agent``, ``pbt``, ``run`` and ``backend``; every key
-has a default, so an absent or empty section means all defaults. :func:`load_config` reads the file, applies dotted command-line overrides
-(``agent.learning_rate=1e-3``, as Hydra / OmegaConf users expect) and validates the result with pydantic.
+has a default, so an absent or empty section means all defaults. :func:`load_config` reads the file, applies dotted
+command-line overrides (``agent.learning_rate=1e-3``, as Hydra / OmegaConf users expect) and validates the result
+with pydantic.
 Every model forbids unknown keys, so a typo is reported with its dotted path instead of being silently ignored.
 
 Errors: :class:`ConfigError` (a ``ValueError``) whose message names the file, the dotted key and what was expected.

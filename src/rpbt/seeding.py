@@ -8,7 +8,7 @@ named in its function (never on the backend, the shard layout or the order in wh
 |---|---|---|
 | a member's weights, action sampling and minibatch order | :func:`member_seed` | run seed, global member index |
 | a member's training environments | :func:`env_seeds` | member seed |
-| fresh episodes of a restored member (resume, worker restart) | :func:`restore_env_seeds` | member seed, its env steps |
+| fresh episodes of a restored member (resume, restart) | :func:`restore_env_seeds` | member seed, its env steps |
 | the recipient's generator after an exploit | :func:`exploit_seed` | run seed, recipient, inherited update count |
 | evaluation episodes (common random numbers for all members) | :func:`eval_episode_seeds` | evaluation seed |
 | SA-PPO random starts and noise baselines | :func:`noise_generators` | member seed, stream tag, counters |

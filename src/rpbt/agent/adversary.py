@@ -444,7 +444,8 @@ class SAPPO:
                                steps=self.adv.steps, step_size=step_size, low=low, high=high,
                                clean_head=clean, init_delta=start)
         perturbed = obs + res.delta
-        weight = ((torch.arange(kmax, device=device).view(1, kmax) < k.view(P, 1)) & active.view(P, 1)).float()  # (P, kmax)
+        first_k = torch.arange(kmax, device=device).view(1, kmax) < k.view(P, 1)
+        weight = (first_k & active.view(P, 1)).float()  # (P, kmax)
         denom = (T * k).clamp_min(1).float()
 
         def masked_mean(x: Tensor) -> Tensor:  # x (P, T, kmax) -> (P,)

@@ -63,7 +63,7 @@ class PopulationAdam(nn.Module):
     @torch.no_grad()
     def reset_member(self, i: int) -> None:
         """Forget member i's moments and step count."""
-        for name, buf in self.named_buffers():
+        for buf in self.buffers():
             buf[i].zero_()
 
 

@@ -27,8 +27,8 @@ def evaluate_robustness(learner: Any, member: int, env_cfg: Any, attack: str, ep
                         norm: str = "linf", steps: int = 10, step_size: Optional[float] = None) -> dict[str, Any]:
     """Clean and attacked deterministic returns of member ``member`` (local index) on the same episodes.
 
-    Both runs use :func:`rpbt.evaluation.policy.evaluate_policy` with the same seeds (common random numbers), the attacked
-    one with :func:`make_obs_perturbation`. Trading: one episode over the whole ``split``
+    Both runs use :func:`rpbt.evaluation.policy.evaluate_policy` with the same seeds (common random numbers), the
+    attacked one with :func:`make_obs_perturbation`. Trading: one episode over the whole ``split``
     (:func:`rpbt.evaluation.trading.evaluate_trading_split`), returns are total log returns. Returns a JSON-able dict:
     ``clean`` and ``attacked`` (each ``mean_return``, ``std_return`` (ddof 0), ``returns``, ``lengths``), ``drop``
     = clean mean - attacked mean, and the attack's settings. Raises ``ValueError`` for bad attack arguments.

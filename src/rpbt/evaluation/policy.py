@@ -24,7 +24,8 @@ Adversarial hook (for SA-PPO, Zhang et al. 2020, in :mod:`rpbt.agent.adversary`)
 callable ``(learner, member, obs, states) -> obs'`` called at every step for every evaluated member, *after*
 normalization and *before* the policy sees the observation:
 
-- ``learner``: the :class:`~rpbt.agent.policy.PopulationPolicy` being evaluated; ``member``: the member's local index in it
+- ``learner``: the :class:`~rpbt.agent.policy.PopulationPolicy` being evaluated; ``member``: the member's local
+  index in it
   (0..P-1, the index of every population tensor, *not* the global member id);
 - ``obs``: ``(N, D)`` float32 normalized observations of that member's N evaluation episodes (rows of episodes
   that already ended carry their last observation; their output is ignored);

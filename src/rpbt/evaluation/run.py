@@ -1,4 +1,4 @@
-"""``rpbt evaluate RUN_DIR``: evaluate a member of a run directory and write the results under ``RUN_DIR/evaluation``."""
+"""``rpbt evaluate RUN_DIR``: evaluate a member of a run directory, write the results under ``RUN_DIR/evaluation``."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ def _best_member(run_dir: Path) -> int:
 
 
 def evaluate_run(run_dir: Union[str, Path], member: Optional[int] = None, split: str = "test",
-                 episodes: Optional[int] = None, seed: Optional[int] = None) -> tuple[dict[str, Any], Path, Optional[Path]]:
+                 episodes: Optional[int] = None, seed: Optional[int] = None
+                 ) -> tuple[dict[str, Any], Path, Optional[Path]]:
     """``rpbt evaluate``: evaluate a member of a finished (or interrupted) run and write the results.
 
     ``member`` defaults to ``summary.json``'s ``best_member``. Trading runs: :func:`evaluate_trading_split` over

@@ -255,7 +255,7 @@ def read_metrics(path: Path) -> tuple[Optional[MemberMetrics], list[str]]:
     u_idx = header.index("update") if "update" in header else None
     bad = 0
     try:
-        for line_no, row in enumerate(reader, start=2):
+        for row in reader:
             if not row or not any(c.strip() for c in row):
                 continue
             if len(row) > len(header):

@@ -30,8 +30,9 @@ module measures it with a controlled experiment:
    confidence interval from Student's t with S - 1 degrees of freedom (seeds are the independent replicates;
    exploits within one run are not). Loss ratios are heavy-tailed (a donor's last loss is sometimes tiny, and one
    such exploit would dominate an arithmetic mean), so they are averaged as logs: geometric means, intervals
-   on the log scale (arithmetic means of the ratio to the donor are kept in the JSON). Write ``spike_study.json``, ``spike_study.md`` (tables) and
-   ``spike_study.png`` (relative value loss against updates after the exploit, one line per strategy).
+   on the log scale (arithmetic means of the ratio to the donor are kept in the JSON). Write ``spike_study.json``,
+   ``spike_study.md`` (tables) and ``spike_study.png`` (relative value loss against updates after the exploit, one
+   line per strategy).
 
 Configuration: a run config (the four usual sections) plus an optional ``spike_study`` section
 (:class:`StudySettings`); dotted overrides reach both (``spike_study.seeds=2``, ``pbt.population_size=4``).
@@ -65,10 +66,10 @@ from rpbt.config import (
     member_hparams,
     read_config_data,
 )
+from rpbt.envs.runner import EnvRunner, StepResult
 from rpbt.pbt.backends.local import LocalBackend
 from rpbt.pbt.runner import PopulationRunner
 from rpbt.pbt.scheduler import PBTScheduler
-from rpbt.envs.runner import EnvRunner, StepResult
 from rpbt.pbt.transfer import HIDDEN_STATE_STRATEGIES, exploit
 
 STUDY_SECTION = "spike_study"
@@ -322,8 +323,8 @@ class StudyBackend(LocalBackend):
             donor = int(donor_state.meta["member_id"])
             local = self.shard.local
             self.records.append(study_exploit(
-                self.shard.policy, self.shard.runner, local[recipient], local[donor], donor_state, new_hparams, self.last_rows[donor],
-                self.settings, self.cfg.pbt.optimizer_state, self.seed_index, self.round))
+                self.shard.policy, self.shard.runner, local[recipient], local[donor], donor_state, new_hparams,
+                self.last_rows[donor], self.settings, self.cfg.pbt.optimizer_state, self.seed_index, self.round))
         return super().exploit(recipient, donor_state, new_hparams)
 
 

@@ -1,4 +1,5 @@
-"""A shard: one batched population policy, with its environments, holding a subset of the population, and the commands a backend runs on it.
+"""A shard: one batched population policy with its environments, holding a subset of the population, and the
+commands a backend runs on it.
 
 The local backend holds the whole population as one shard; the process and Ray backends hold one shard per worker
 (:class:`~rpbt.pbt.backends.process.ShardServer`).
