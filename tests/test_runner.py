@@ -133,7 +133,7 @@ def test_exploit_forks_the_recipients_rng_deterministically():
         donor = backend.snapshot(3)
         backend.exploit(0, donor, donor.hparams())
         backend.exploit(1, donor, donor.hparams())
-        gens = backend.shard.learner.generators
+        gens = backend.shard.policy.generators
         first = [torch.rand(3, generator=gens[m]).tolist() for m in (0, 1, 3)]
         assert first[0] != first[2] and first[1] != first[2] and first[0] != first[1]
         draws.append(first)
@@ -172,17 +172,17 @@ def test_a_restored_member_starts_fresh_episodes_seeded_by_its_progress():
     from rpbt.pbt.backends.local import LocalBackend
 
     backend = LocalBackend(tiny_config(), [{}] * 4)
-    start_obs = backend.shard.learner.next_obs.clone()
+    start_obs = backend.shard.runner.carried.next_obs.clone()
     backend.train(2)
     state = backend.snapshot(1)
     backend.restore(1, state)
-    learner = backend.shard.learner
-    assert bool(learner.next_episode_start[1].all())
-    assert all(float(h[1].abs().sum()) == 0.0 for h, _ in learner.hidden_states.values())
+    carried = backend.shard.runner.carried
+    assert bool(carried.episode_start[1].all())
+    assert all(float(h[1].abs().sum()) == 0.0 for h, _ in carried.hidden.values())
     # not the episodes the run started with, and the same for the same restored progress
-    assert not torch.equal(learner.next_obs[1], start_obs[1])
+    assert not torch.equal(carried.next_obs[1], start_obs[1])
     again = LocalBackend(tiny_config(), [{}] * 4)
     again.restore(1, state)
-    assert torch.equal(again.shard.learner.next_obs[1], learner.next_obs[1])
+    assert torch.equal(again.shard.runner.carried.next_obs[1], carried.next_obs[1])
     backend.close()
     again.close()

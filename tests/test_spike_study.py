@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from rpbt.agent.ppo import RecurrentPPO
+from rpbt.agent.ppo import collect
 from rpbt.cli import main
 from rpbt.config import ConfigError, EnvConfig
 from rpbt.envs.factory import make_env
-from rpbt.pbt.transfer import attach_history, exploit
+from rpbt.pbt.transfer import exploit
 from rpbt.studies.spike import (
     RunningEpisodes,
     clone_member,
@@ -23,7 +23,7 @@ from rpbt.studies.spike import (
     run_seed,
     t_quantile,
 )
-from tests.conftest import TINY, tiny_config
+from tests.conftest import TINY, Learner, tiny_config
 
 SHIPPED = "configs/spike_study.yaml"
 # The shipped study config shrunk to seconds (the TINY sizes, two seeds, two updates after each exploit).
@@ -57,8 +57,7 @@ def test_a_deep_copied_environment_steps_exactly_like_the_original(spec):
 
 
 def _trained(cfg, updates=2, population=3):
-    learner = RecurrentPPO(cfg, list(range(population)))
-    attach_history(learner, cfg.pbt.burn_in_max_steps)
+    learner = Learner(cfg, list(range(population)))
     for _ in range(updates):
         learner.train_update()
     return learner
@@ -67,50 +66,47 @@ def _trained(cfg, updates=2, population=3):
 def test_clone_continues_exactly_where_the_member_stands_and_takes_the_same_transfer():
     cfg = tiny_config()
     learner = _trained(cfg)
-    clone = clone_member(learner, 1)
-    # Same member state, carried states, pending observation and history.
-    ref = learner.snapshot(1)
-    got = clone.snapshot(0)
+    clone = clone_member(learner.policy, learner.runner, 1)
+    # Same member state, and every carried tensor (LSTM states, pending observation, counters, history).
+    ref = learner.policy.snapshot(1)
+    got = clone.policy.snapshot(0)
     for k, v in ref.tensors.items():
         assert torch.equal(got.tensors[k], v), k
     assert torch.equal(got.rng, ref.rng)
-    for name, (h, c) in learner.hidden_states.items():
-        assert torch.equal(clone.hidden_states[name][0][0], h[1]) and torch.equal(clone.hidden_states[name][1][0], c[1])
-    assert torch.equal(clone.next_obs[0], learner.next_obs[1])
-    assert torch.equal(clone.episode_obs_history.length[0], learner.episode_obs_history.length[1])
+    mine = clone.runner.carried.tensors()
+    for k, v in learner.carried.tensors().items():
+        assert torch.equal(mine[k][0], v[1]), k
 
     # The same transfer in the clone and in the real learner leaves the same member and carried states.
-    donor_state, hp = learner.snapshot(0), dict(learner.get_hparams(0), learning_rate=5e-4)
-    m_clone = exploit(clone, 0, donor_state, hp, strategy="burn_in")
-    m_real = exploit(learner, 1, donor_state, hp, strategy="burn_in")
+    donor_state, hp = learner.policy.snapshot(0), dict(learner.policy.get_hparams(0), learning_rate=5e-4)
+    m_clone = exploit(clone.policy, clone.runner, 0, donor_state, hp, strategy="burn_in")
+    m_real = exploit(learner.policy, learner.runner, 1, donor_state, hp, strategy="burn_in")
     assert m_clone == pytest.approx(m_real, abs=1e-6)
-    for k, v in learner.snapshot(1).tensors.items():
-        assert torch.equal(clone.snapshot(0).tensors[k], v), k
-    for name, (h, _c) in learner.hidden_states.items():
-        torch.testing.assert_close(clone.hidden_states[name][0][0], h[1], atol=1e-6, rtol=0)
+    for k, v in learner.policy.snapshot(1).tensors.items():
+        assert torch.equal(clone.policy.snapshot(0).tensors[k], v), k
+    for name, (h, _c) in learner.carried.hidden.items():
+        torch.testing.assert_close(clone.runner.carried.hidden[name][0][0], h[1], atol=1e-6, rtol=0)
 
     # Then both act alike: the clone's own environment copies see the same experience as the member's envs.
-    real, alone = learner.collect(), clone.collect()
+    real, alone = learner.collect(), collect(clone.policy, clone.runner)
     assert torch.equal(alone.actions[0], real.actions[1])
     assert torch.equal(alone.rewards[0], real.rewards[1])
     torch.testing.assert_close(alone.obs[0], real.obs[1], atol=1e-5, rtol=0)
     # The original learner's environments were not advanced by the clone (they are copies).
-    assert not torch.equal(clone.next_obs[0], learner.next_obs[0])
+    assert not torch.equal(clone.runner.carried.next_obs[0], learner.carried.next_obs[0])
 
 
 def test_running_episode_returns_are_those_of_the_episodes_running_at_the_exploit():
     cfg = tiny_config("env.num_envs=4")
     learner = _trained(cfg, updates=1)
-    clone = clone_member(learner, 2)
-    running = (~clone.next_episode_start[0]).nonzero().flatten().tolist()
+    clone = clone_member(learner.policy, learner.runner, 2)
+    running = (~clone.runner.carried.episode_start[0]).nonzero().flatten().tolist()
     assert running
-    start_returns = clone.running_return[0].clone()
-    tracker = RunningEpisodes(clone)
-    clone.step_hooks.append(tracker)
+    start_returns = clone.runner.carried.running_return[0].clone()
+    tracker = RunningEpisodes(clone.runner)
     rollouts = []
     for _ in range(6):
-        rollouts.append(clone.collect())
-        tracker.harvest(clone, clone.next_episode_start[0])
+        rollouts.append(collect(clone.policy, clone.runner))
     rewards = torch.cat([r.rewards[0] for r in rollouts])  # (6T, N)
     dones = torch.cat([r.dones[0] for r in rollouts])
     expected = {}
