@@ -268,6 +268,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ImportError:  # pragma: no cover
         pass
     try:
+        from rpbt.pbt.runner import MemberFaultError
+
+        known += (MemberFaultError,)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
         from rpbt.pbt.backends.process import BackendError
 
         known += (BackendError,)

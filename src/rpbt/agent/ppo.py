@@ -19,6 +19,12 @@ optimizer. Shapes: P members, N environments per member, T steps, D observation 
 Devices: the policy's tensors and the rollout live on ``policy.device``; environments run on the CPU. Per step,
 collection makes one host-to-device copy (observations, episode starts and sampling noise packed together) and
 one device-to-host copy (actions).
+
+Health: a member whose observations, rewards, loss, gradients or weights turn non-finite is flagged per member in
+the metric ``health/nonfinite`` (bit flags, :data:`NONFINITE_QUANTITIES` in order; 0 = healthy), checked on the
+host for what comes from the environments and on the device for the rest, so no extra synchronisation is added.
+The other members are not affected (the population is a batch, not a shared fate); what to do with the faulty
+member is the PBT runner's decision (``run.on_member_fault``).
 """
 
 from __future__ import annotations
@@ -36,6 +42,14 @@ from rpbt.agent.rollout import Rollout, compute_gae, take_envs
 from rpbt.config import Config
 from rpbt.envs.factory import make_vector_env, space_info
 from rpbt.envs.runner import EnvRunner
+
+NONFINITE_QUANTITIES = ("observation", "reward", "loss", "gradient", "weights")  # bit k of health/nonfinite
+
+
+def first_nonfinite(code: float) -> str | None:
+    """The first non-finite quantity named by a ``health/nonfinite`` code (in the order values flow), or None."""
+    code = int(code)
+    return next((q for k, q in enumerate(NONFINITE_QUANTITIES) if code & (1 << k)), None)
 
 
 class AuxiliaryLoss(Protocol):
@@ -129,8 +143,11 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     weights = policy.stacked_weights()  # fixed while acting
     log_std = policy.policy_head.log_std if policy.continuous else None
     no_start = torch.zeros(P, N, dtype=torch.bool, device=dev)
+    bad_obs = torch.zeros(P, dtype=torch.bool)  # host checks of what the environments return
+    bad_reward = torch.zeros(P, dtype=torch.bool)
     finished = []
     for t in range(T):
+        bad_obs |= ~torch.isfinite(carried.next_obs).reshape(P, -1).all(1)
         raw_obs, start, noise = _to_device(dev, carried.next_obs, carried.episode_start, policy.draw_noise(N))
         if policy.cfg.agent.normalize_observations:
             policy.obs_rms.update(raw_obs)
@@ -144,6 +161,7 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
         rollout.values[:, :, t] = policy.values_from_raw(raws)
 
         result = runner.step(action.cpu())
+        bad_reward |= ~torch.isfinite(result.reward).all(1)
         rollout.rewards[:, t], rollout.dones[:, t] = result.reward, result.done
         rollout.terminated[:, t] = result.terminated
         if result.final_obs is not None:  # a time limit: bootstrap from the value of the final observation
@@ -161,6 +179,7 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     rollout.last_values = policy.values_from_raw(last_raws).min(0).values
     rollout.rewards, rollout.dones, rollout.terminated = (
         x.to(dev) for x in (rollout.rewards, rollout.dones, rollout.terminated))
+    rollout.nonfinite = (bad_obs.long() | (bad_reward.long() << 1)).to(dev)
     return rollout
 
 
@@ -201,6 +220,8 @@ def update(policy: PopulationPolicy, optimizer: PopulationAdam, rollout: Rollout
     params = [p for _, p in policy.trainable()]
     sums: dict[str, Tensor] = {}
     count = 0
+    bad_loss = torch.zeros(P, dtype=torch.bool, device=dev)
+    bad_grad = torch.zeros(P, dtype=torch.bool, device=dev)
     for epoch in range(a.update_epochs):
         perms = torch.stack([torch.randperm(N, generator=g) for g in policy.generators]).to(dev)  # (P, N)
         for mb in range(a.num_minibatches):
@@ -245,6 +266,8 @@ def update(policy: PopulationPolicy, optimizer: PopulationAdam, rollout: Rollout
                 stats.update(policy.vgs.scale_({n: p.grad for n, p in policy.trainable() if p.grad is not None}))
             grad_norm = clip_grad_norm_per_member(params, max_norm)
             optimizer.step(lr)
+            bad_loss |= ~torch.isfinite(loss.detach())
+            bad_grad |= ~torch.isfinite(grad_norm)
 
             with torch.no_grad():
                 stats.update({
@@ -271,6 +294,11 @@ def update(policy: PopulationPolicy, optimizer: PopulationAdam, rollout: Rollout
                                                           torch.full_like(var_y, float("nan")))
         metrics["train/learning_rate"] = hp("learning_rate").clone()
         metrics["train/clip_range"] = hp("clip_range").clone()
+        bad_weights = ~torch.stack([torch.isfinite(p.reshape(P, -1)).all(1) for p in params]).all(0)
+        collected = rollout.nonfinite if rollout.nonfinite is not None else torch.zeros(P, dtype=torch.long,
+                                                                                           device=dev)
+        metrics["health/nonfinite"] = (collected | (bad_loss.long() << 2) | (bad_grad.long() << 3)
+                                       | (bad_weights.long() << 4)).double()
     policy.updates += 1
     return metrics
 
@@ -298,4 +326,4 @@ def train_iteration(policy: PopulationPolicy, runner: EnvRunner, aux_losses: Seq
 
 
 __all__ = ["AuxiliaryLoss", "collect", "update", "train_iteration", "make_policy", "make_runner",
-           "auxiliary_losses"]
+           "auxiliary_losses", "NONFINITE_QUANTITIES", "first_nonfinite"]

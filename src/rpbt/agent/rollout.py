@@ -73,6 +73,7 @@ class Rollout:
     values: Tensor
     initial_states: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
     last_values: Tensor | None = None
+    nonfinite: Tensor | None = None  # (P,) int64 bit flags of non-finite inputs seen while collecting (see ppo)
 
 
 def take_envs(x: Tensor, idx: Tensor, env_dim: int = 2) -> Tensor:

@@ -6,10 +6,20 @@ metrics; the scheduler (pure) decides. After each round the runner commits: memb
 folder, then ``checkpoints/runner.json`` (atomically) naming it — the commit point a resume starts from. The
 previous round's folder is deleted only after the commit, so a donor's checkpoint is never deleted while
 something may still need it (Ray issue 9036).
+
+Member faults: after training, a member whose observations, rewards, loss, gradients or weights turned non-finite
+(the learner's ``health/nonfinite`` flag) is handled by ``run.on_member_fault``. ``restore`` puts it back to its
+last committed checkpoint (before the first commit: a copy of a healthy member's state, without explore), on fresh
+episodes (its carried state came from non-finite data), records a ``member_fault`` event naming the member, the update and the first non-finite
+quantity, warns, and goes on; the faulty member neither scores nor donates in that round. At
+``run.max_member_faults`` faults of one member, or at the first fault under ``error``, the run stops with a
+:class:`MemberFaultError` naming the environment, the member, the update and the quantity, before anything of the
+faulty round is committed.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import time
@@ -19,6 +29,7 @@ from typing import Any, Optional
 import numpy as np
 
 from rpbt.agent.distributional import empirical_cvar
+from rpbt.agent.ppo import first_nonfinite
 from rpbt.checkpoint import MemberState
 from rpbt.config import Config, member_hparams
 from rpbt.pbt.backends import make_backend
@@ -26,6 +37,14 @@ from rpbt.pbt.backends.base import Backend
 from rpbt.pbt.scheduler import PBTScheduler
 from rpbt.pbt.space import SearchSpace
 from rpbt.run.rundir import RunDirectory, clean_float
+
+
+log = logging.getLogger(__name__)
+
+
+class MemberFaultError(RuntimeError):
+    """A member's training went non-finite too often (or once, under ``run.on_member_fault: error``); the message
+    names the environment, the member, the update and the first non-finite quantity."""
 
 
 def score_returns(returns: list[float], cfg: Config, window: Optional[int] = None) -> Optional[float]:
@@ -78,6 +97,7 @@ class PopulationRunner:
         self.lineage: list[list[dict[str, int]]] = [[] for _ in range(self.P)]
         self.exploitation_count = [0] * self.P
         self.last_scores: list[Optional[float]] = [None] * self.P
+        self.member_faults = [0] * self.P
         self._backend = backend
         self.backend: Optional[Backend] = None
         self.t_start = time.time()
@@ -167,6 +187,7 @@ class PopulationRunner:
         done_updates = (r - 1) * self.cfg.pbt.perturbation_interval
         n = min(self.cfg.pbt.perturbation_interval, self.total_updates - done_updates)
         per_member = self.backend.train(n)
+        faulty = self.handle_faults(r, per_member)
         info = self.backend.member_info()
         if score_source(self.cfg) == "validation":
             # Deterministic validation episodes (same starts for every member), so selection rewards what
@@ -176,6 +197,7 @@ class PopulationRunner:
         else:
             val = None
             scores = [score_returns(info[m]["recent_returns"], self.cfg) for m in range(self.P)]
+        scores = [None if m in faulty else s for m, s in enumerate(scores)]  # a faulty member neither scores nor donates
         hparams = [info[m]["hparams"] for m in range(self.P)]
         updates = [info[m]["updates"] for m in range(self.P)]
         now = time.time()
@@ -212,6 +234,52 @@ class PopulationRunner:
         self.round = r
         self.commit()
         return events
+
+    def handle_faults(self, r: int, per_member: dict[int, list[dict[str, Any]]]) -> set[int]:
+        """Find members whose training went non-finite in round ``r`` and apply ``run.on_member_fault`` to them.
+
+        Removes the ``health/nonfinite`` flag from the metric rows. Returns the faulty members (restored by now).
+        Raises :class:`MemberFaultError` when the policy is ``error``, when a member reaches
+        ``run.max_member_faults`` faults, or when no healthy member is left to copy before the first commit.
+        """
+        faults: dict[int, tuple[int, str]] = {}
+        for m, rows in per_member.items():
+            for row in rows:
+                quantity = first_nonfinite(row.pop("health/nonfinite", 0) or 0)
+                if quantity is not None and m not in faults:
+                    faults[m] = (int(row.get("update", 0)), quantity)
+        run = self.cfg.run
+        for m, (update, quantity) in sorted(faults.items()):
+            self.member_faults[m] += 1
+            what = (f"env {self.cfg.env.id!r}: member {m} produced a non-finite {quantity} at update {update} "
+                    f"(fault {self.member_faults[m]} of this member)")
+            event = {"type": "member_fault", "round": r, "member": m, "update": update, "quantity": quantity,
+                     "faults": self.member_faults[m]}
+            healthy = [d for d in range(self.P) if d not in faults]
+            stop = None
+            if run.on_member_fault == "error":
+                stop = "run.on_member_fault is 'error'"
+            elif self.member_faults[m] >= run.max_member_faults:
+                stop = f"run.max_member_faults ({run.max_member_faults}) reached"
+            elif self.round == 0 and not healthy:
+                stop = "no healthy member to copy before the first commit"
+            if stop is not None:
+                self.rundir.write_event({**event, "action": "stop"})
+                kept = (f"its last committed round ({self.round}) is intact (rpbt resume continues from it)"
+                        if self.round > 0 else "nothing had been committed yet")
+                raise MemberFaultError(f"{what}; {stop}. The run stops; {kept}.")
+            if self.round > 0:
+                state = self.rundir.read_runner_state()
+                self.backend.restore(m, MemberState.load(
+                    self.rundir.checkpoint_dir / state["checkpoint_dir"] / f"member_{m}.pt"))
+                action = f"restored from round {self.round}"
+            else:
+                donor = min(healthy)  # its member state, on fresh episodes: the faulty carried state is dropped
+                self.backend.restore(m, self.backend.snapshot(donor))
+                action = f"copied member {donor}"
+            self.rundir.write_event({**event, "action": action})
+            log.warning("%s; %s", what, action)
+        return set(faults)
 
     def commit(self) -> None:
         """Checkpoint every member into a fresh round folder, then atomically point runner.json at it."""

@@ -1,0 +1,76 @@
+"""Member faults: a member whose observations or rewards turn non-finite is caught, named and handled.
+
+The environment is ``tests.nan_env:NanCartPole-v0`` (a user's custom environment through Gymnasium's
+``module:EnvId`` form), which returns a NaN observation or reward now and then from its own seeded generator.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rpbt.checkpoint import MemberState
+from rpbt.cli import main
+from rpbt.pbt.runner import MemberFaultError, PopulationRunner
+from tests.conftest import TINY, tiny_config
+
+ENV = "env.id=tests.nan_env:NanCartPole-v0"
+
+
+def _events(run_dir):
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+
+
+def _run(run_dir, *overrides):
+    cfg = tiny_config(ENV, "run.total_env_steps=384", f"run.dir={run_dir}", *overrides)
+    runner = PopulationRunner(cfg, run_dir)
+    runner.start()
+    return runner, runner.run(progress=False)
+
+
+def test_restore_policy_puts_a_faulty_member_back_and_the_run_goes_on_clean(tmp_path):
+    run = tmp_path / "run"
+    runner, summary = _run(run, "env.kwargs={p: 0.003, what: obs}", "run.on_member_fault=restore")
+    events = _events(run)
+    faults = [e for e in events if e["type"] == "member_fault"]
+    assert faults, "the seeded NaN environment must fault at least once"
+    for f in faults:
+        assert f["quantity"] == "observation" and f["faults"] <= 2
+        assert f["action"] == ("copied member 0" if f["round"] == 1 else f"restored from round {f['round'] - 1}")
+        # a faulty member neither scores nor donates in that round
+        rnd = next(e for e in events if e["type"] == "round" and e["round"] == f["round"])
+        assert rnd["scores"][f["member"]] is None
+        assert not any(e["type"] == "exploit" and e["round"] == f["round"] and e["donor"] == f["member"]
+                       for e in events)
+    assert events[-1]["type"] == "end"
+    state = json.loads((run / "checkpoints" / "runner.json").read_text())
+    for m in range(4):
+        ms = MemberState.load(run / "checkpoints" / state["checkpoint_dir"] / f"member_{m}.pt")
+        for k, v in ms.tensors.items():
+            assert torch.isfinite(v.double()).all(), f"member {m}'s committed {k} is not finite"
+    assert summary["best_score"] is not None
+
+
+def test_error_policy_stops_at_the_first_fault_naming_env_member_update_and_quantity(tmp_path):
+    with pytest.raises(MemberFaultError) as err:
+        _run(tmp_path / "run", "env.kwargs={p: 0.003, what: reward}", "run.on_member_fault=error")
+    msg = str(err.value)
+    assert "tests.nan_env:NanCartPole-v0" in msg and "member 1" in msg and "update 2" in msg
+    assert "non-finite reward" in msg and "on_member_fault is 'error'" in msg
+
+
+def test_too_many_faults_of_one_member_stop_the_run_with_exit_code_2_and_nothing_corrupt_committed(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", *TINY, ENV, "env.kwargs={p: 0.02, what: obs}", "run.total_env_steps=384", f"run.dir={run}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "run.max_member_faults (3) reached" in err and "non-finite observation" in err
+    assert "Traceback" not in err
+    state = json.loads((run / "checkpoints" / "runner.json").read_text())
+    for m in range(4):
+        ms = MemberState.load(run / "checkpoints" / state["checkpoint_dir"] / f"member_{m}.pt")
+        assert all(torch.isfinite(v.double()).all() for v in ms.tensors.values())
+    stops = [e for e in _events(run) if e["type"] == "member_fault" and e["action"] == "stop"]
+    assert len(stops) == 1 and stops[0]["faults"] == 3
