@@ -10,8 +10,8 @@ something may still need it (Ray issue 9036).
 Member faults: after training, a member whose observations, rewards, loss, gradients or weights turned non-finite
 (the learner's ``health/nonfinite`` flag) is handled by ``run.on_member_fault``. ``restore`` puts it back to its
 last committed checkpoint (before the first commit: a copy of a healthy member's state, without explore), on fresh
-episodes (its carried state came from non-finite data), records a ``member_fault`` event naming the member, the update and the first non-finite
-quantity, warns, and goes on; the faulty member neither scores nor donates in that round. At
+episodes (its carried state came from non-finite data), records a ``member_fault`` event naming the member, the
+update and the first non-finite quantity, warns, and goes on; the faulty member neither scores nor donates in that round. At
 ``run.max_member_faults`` faults of one member, or at the first fault under ``error``, the run stops with a
 :class:`MemberFaultError` naming the environment, the member, the update and the quantity, before anything of the
 faulty round is committed.
@@ -37,7 +37,6 @@ from rpbt.pbt.backends.base import Backend
 from rpbt.pbt.scheduler import PBTScheduler
 from rpbt.pbt.space import SearchSpace
 from rpbt.run.rundir import RunDirectory, clean_float
-
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +196,7 @@ class PopulationRunner:
         else:
             val = None
             scores = [score_returns(info[m]["recent_returns"], self.cfg) for m in range(self.P)]
-        scores = [None if m in faulty else s for m, s in enumerate(scores)]  # a faulty member neither scores nor donates
+        scores = [None if m in faulty else s for m, s in enumerate(scores)]  # faulty: no score, so never a donor
         hparams = [info[m]["hparams"] for m in range(self.P)]
         updates = [info[m]["updates"] for m in range(self.P)]
         now = time.time()
