@@ -11,8 +11,8 @@ Member faults: after training, a member whose observations, rewards, loss, gradi
 (the learner's ``health/nonfinite`` flag) is handled by ``run.on_member_fault``. ``restore`` puts it back to its
 last committed checkpoint (before the first commit: a copy of a healthy member's state, without explore), on fresh
 episodes (its carried state came from non-finite data), records a ``member_fault`` event naming the member, the
-update and the first non-finite quantity, warns, and goes on; the faulty member neither scores nor donates in that round. At
-``run.max_member_faults`` faults of one member, or at the first fault under ``error``, the run stops with a
+update and the first non-finite quantity, warns, and goes on; the faulty member neither scores nor donates in that
+round. At ``run.max_member_faults`` faults of one member, or at the first fault under ``error``, the run stops with a
 :class:`MemberFaultError` naming the environment, the member, the update and the quantity, before anything of the
 faulty round is committed.
 """
