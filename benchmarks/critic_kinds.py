@@ -1,7 +1,8 @@
 """Critic kinds: scalar vs quantile vs categorical value heads on position-only CartPole, fixed budget, several seeds.
 
 For each kind in ``--kinds`` (default: scalar, quantile, categorical) the script trains one population-batched
-:class:`rpbt.agent.ppo.RecurrentPPO` learner holding ``--seeds`` members (member ids 0..S-1) for ``--steps``
+learner (:class:`rpbt.agent.policy.PopulationPolicy` and its :class:`rpbt.envs.runner.EnvRunner`, trained with
+:func:`rpbt.agent.ppo.train_iteration`) holding ``--seeds`` members (member ids 0..S-1) for ``--steps``
 environment steps per member, **without PBT** (no exploit, no explore: every member keeps the default config's
 hyperparameters). Members of one learner are seeded independently: member m's weights, environments and action
 sampling derive from ``run.seed`` and m only (``rpbt.seeding.member_seed``), so a member trains exactly as it
@@ -10,8 +11,9 @@ weights (the value heads differ in shape, so their initial weights cannot be the
 
 Configuration: the shipped default job (``src/rpbt/configs/default.yaml``: POPGym
 ``popgym-PositionOnlyCartPoleEasy-v0``, 8 envs per member, 128-step rollouts, 4 minibatches, 4 epochs, LSTM(64)
-actor and critic, lr 1e-3, return normalization on, no value clipping) with ``agent.critic.kind`` set per kind and
-the extra ``--override key=value`` items applied to every kind.
+actor and critic, lr 1e-3, return normalization on, no value clipping) with ``agent.critic.kind`` set per kind,
+``agent.device=cpu`` (the learner's tensors; environments always run on the CPU) and the extra ``--override
+key=value`` items applied to every kind (``--override agent.device=cuda`` moves the learners to a GPU).
 
 Measured per kind:
 
@@ -69,13 +71,16 @@ def run_kind(kind: str, seeds: int, steps: int, threads: int, overrides: list[st
     import numpy as np
     import torch
 
-    from rpbt.agent.ppo import RecurrentPPO
+    from rpbt.agent.policy import resolve_device
+    from rpbt.agent.ppo import auxiliary_losses, collect, make_policy, make_runner, train_iteration, update
     from rpbt.agent.rollout import compute_gae
     from rpbt.config import load_config
 
-    cfg = load_config(None, [f"agent.critic.kind={kind}", "run.progress=false", "run.tensorboard=false"]
-                      + list(overrides))
-    learner = RecurrentPPO(cfg, list(range(seeds)))
+    cfg = load_config(None, [f"agent.critic.kind={kind}", "agent.device=cpu", "run.progress=false",
+                             "run.tensorboard=false"] + list(overrides))
+    policy = make_policy(cfg, list(range(seeds)), device=resolve_device(cfg.agent.device))
+    runner = make_runner(cfg, policy)
+    aux = auxiliary_losses(cfg)
     per_update = cfg.env.num_envs * cfg.agent.num_steps
     updates = max(1, math.ceil(steps / per_update))
     curve: list[dict[str, Any]] = []
@@ -84,29 +89,29 @@ def run_kind(kind: str, seeds: int, steps: int, threads: int, overrides: list[st
     t0 = time.perf_counter()
     for u in range(1, updates + 1):
         if u == updates:  # last update: measure how many normalized targets fall outside the categorical support
-            rollout = learner.collect()
+            rollout = collect(policy, runner)
             with torch.no_grad():
                 values = rollout.values.min(0).values
                 _, returns = compute_gae(rollout.rewards, values, rollout.dones, rollout.terminated,
                                          rollout.truncation_values, rollout.last_values,
-                                         learner.hparam("gamma").float(), learner.hparam("gae_lambda").float())
-            metrics = learner.learn(rollout)
-            scale = learner.return_normalizer.scale.float().view(-1, 1, 1)
+                                         policy.hparam("gamma").float(), policy.hparam("gae_lambda").float())
+            metrics = update(policy, policy.optimizer, rollout, aux)
+            scale = policy.return_normalizer.scale.float().view(-1, 1, 1)
             norm = returns / scale
             c = cfg.agent.critic
             outside = float(((norm < c.v_min) | (norm > c.v_max)).float().mean())
         else:
-            metrics = learner.train_update()
+            metrics = train_iteration(policy, runner, aux)
         if u % curve_every == 0 or u == updates:
-            scores = [learner.recent_returns(i, SCORE_EPISODES) for i in range(seeds)]
-            curve.append({"update": u, "env_steps_per_member": int(learner.env_steps[0]),
+            scores = [policy.recent_returns(i, SCORE_EPISODES) for i in range(seeds)]
+            curve.append({"update": u, "env_steps_per_member": int(policy.env_steps[0]),
                           "score_mean": float(np.mean([s.mean() if len(s) else np.nan for s in scores]))})
     wall = time.perf_counter() - t0
     final = []
     for i in range(seeds):
-        r = learner.recent_returns(i, SCORE_EPISODES)
+        r = policy.recent_returns(i, SCORE_EPISODES)
         final.append(float(r.mean()) if len(r) else float("nan"))
-    learner.close()
+    runner.close()
 
     def last(key: str) -> Optional[float]:
         return float(metrics[key].double().mean()) if key in metrics else None
@@ -116,17 +121,18 @@ def run_kind(kind: str, seeds: int, steps: int, threads: int, overrides: list[st
         "seeds": seeds,
         "member_ids": list(range(seeds)),
         "updates": updates,
-        "env_steps_per_member": int(learner.env_steps[0]),
+        "device": str(policy.device),
+        "env_steps_per_member": int(policy.env_steps[0]),
         "final_scores": final,
         "score_mean": float(np.nanmean(final)),
         "score_std": float(np.nanstd(final)),
         "wall_s": wall,
-        "env_steps_per_s": seeds * int(learner.env_steps[0]) / wall,
+        "env_steps_per_s": seeds * int(policy.env_steps[0]) / wall,
         "value_loss": last("train/value_loss"),
         "value_mse": last("train/value_mse"),
         "value_cvar": last("train/value_cvar"),
         "explained_variance": last("train/explained_variance"),
-        "return_scale": [float(x) for x in learner.return_normalizer.scale],
+        "return_scale": [float(x) for x in policy.return_normalizer.scale],
         "targets_outside_support": outside,
         "curve": curve,
     }

@@ -1,9 +1,11 @@
-"""Learner throughput: rpbt's population-batched RecurrentPPO against sb3-contrib's RecurrentPPO.
+"""Learner throughput: rpbt's population-batched recurrent PPO against sb3-contrib's RecurrentPPO.
 
 Measures, in one run, environment steps per second (collect + update, wall clock, construction excluded) of
 
 - (a) sb3-contrib's ``RecurrentPPO`` (the peer), and
-- (b) rpbt's ``RecurrentPPO`` learner (``rpbt.agent.ppo``), built from ``rpbt.config`` with overrides,
+- (b) rpbt's learner: a :class:`rpbt.agent.policy.PopulationPolicy` and its :class:`rpbt.envs.runner.EnvRunner`
+  trained by :func:`rpbt.agent.ppo.train_iteration`, built from ``rpbt.config`` with overrides, its tensors on
+  ``--device`` (default ``cpu``, like sb3-contrib's; environments always run on the CPU),
 
 on POPGym's ``popgym-PositionOnlyCartPoleEasy-v0`` with 8 envs per member, 128 steps per rollout, 4 minibatches,
 4 epochs, LSTM(64) actor and a separate LSTM(64) critic, for
@@ -51,7 +53,7 @@ Usage::
 
     python benchmarks/learner_throughput.py                 # 100k env steps per member, everything
     python benchmarks/learner_throughput.py --steps 10000   # a quick run
-    python benchmarks/learner_throughput.py --profile 5     # cProfile rpbt's train_update (P=8), 5 updates
+    python benchmarks/learner_throughput.py --profile 5     # cProfile rpbt's train_iteration (P=8), 5 updates
 
 sb3-contrib is a benchmark-only extra (``pip install -e .[bench]``); this script exits with a clear message when
 it is missing.
@@ -104,8 +106,8 @@ def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def rpbt_config(population: int, seed: int, threads: int):
-    """The rpbt config of this benchmark: the shipped default with the matched overrides."""
+def rpbt_config(population: int, seed: int, threads: int, device: str = "cpu"):
+    """The rpbt config of this benchmark: the shipped default with the matched overrides, on ``device``."""
     from rpbt.config import load_config
 
     h = SHARED_HPARAMS
@@ -137,6 +139,7 @@ def rpbt_config(population: int, seed: int, threads: int):
         f"pbt.score_window={RETURN_WINDOW}",
         f"run.seed={seed}",
         f"run.torch_threads={threads}",
+        f"agent.device={device}",
     ]
     return load_config(None, overrides), overrides
 
@@ -149,7 +152,7 @@ def _returns_at_entry(steps_done: int, per_member: list[list[float]]) -> dict[st
 
 
 def run_rpbt(population: int, seed: int, steps: int, threads: int,
-             checkpoints: tuple[int, ...] = ()) -> dict[str, Any]:
+             checkpoints: tuple[int, ...] = (), device: str = "cpu") -> dict[str, Any]:
     """Train one rpbt learner of ``population`` members for ``steps`` env steps per member; time the updates.
 
     ``checkpoints``: budgets (env steps per member) at which the last-20 returns are also recorded (at the first
@@ -158,31 +161,35 @@ def run_rpbt(population: int, seed: int, steps: int, threads: int,
     _set_threads(threads)
     import numpy as np
 
-    from rpbt.agent.ppo import RecurrentPPO
+    from rpbt.agent.policy import resolve_device
+    from rpbt.agent.ppo import auxiliary_losses, make_policy, make_runner, train_iteration
 
-    cfg, overrides = rpbt_config(population, seed, threads)
-    learner = RecurrentPPO(cfg, list(range(population)))
+    cfg, overrides = rpbt_config(population, seed, threads, device)
+    policy = make_policy(cfg, list(range(population)), device=resolve_device(cfg.agent.device))
+    runner = make_runner(cfg, policy)
+    aux = auxiliary_losses(cfg)
     updates = math.ceil(steps / (NUM_ENVS * NUM_STEPS))
     load0 = os.getloadavg()[0]
     pending = sorted(set(checkpoints))
     returns_at: dict[str, Any] = {}
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(updates):
-        learner.train_update()
-        done = int(learner.env_steps[0])
+        train_iteration(policy, runner, aux)
+        done = int(policy.env_steps[0])
         while pending and done >= pending[0]:
             returns_at[str(pending.pop(0))] = _returns_at_entry(
-                done, [learner.recent_returns(i, RETURN_WINDOW) for i in range(population)])
+                done, [policy.recent_returns(i, RETURN_WINDOW) for i in range(population)])
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-    per_member = [learner.recent_returns(i, RETURN_WINDOW) for i in range(population)]
-    env_steps = int(learner.env_steps.sum())
-    learner.close()
+    per_member = [policy.recent_returns(i, RETURN_WINDOW) for i in range(population)]
+    env_steps = int(policy.env_steps.sum())
+    runner.close()
     return {
         "learner": "rpbt",
         "population": population,
+        "device": str(policy.device),
         "seeds": {"run.seed": seed, "members": list(range(population))},
         "updates": updates,
-        "steps_per_member": int(learner.env_steps[0]),
+        "steps_per_member": int(policy.env_steps[0]),
         "env_steps_total": env_steps,
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,
@@ -190,7 +197,7 @@ def run_rpbt(population: int, seed: int, steps: int, threads: int,
         "env_steps_per_cpu_s": env_steps / cpu_seconds,
         "returns_last20": [float(np.mean(r)) if len(r) else float("nan") for r in per_member],
         "returns_at": returns_at,
-        "episodes": [int(e) for e in learner.episodes],
+        "episodes": [int(e) for e in policy.episodes],
         "loadavg_1min_before_after": [load0, os.getloadavg()[0]],
         "overrides": overrides,
     }
@@ -344,25 +351,30 @@ def _in_fresh_process(fn, *args):
 # --------------------------------------------------------------------------------------------------- profile
 
 
-def profile_rpbt(population: int, seed: int, updates: int, threads: int, top: int = 30) -> None:
-    """cProfile ``RecurrentPPO.train_update`` (after one warm-up update) and print the hot spots."""
+def profile_rpbt(population: int, seed: int, updates: int, threads: int, top: int = 30, device: str = "cpu"
+                 ) -> None:
+    """cProfile :func:`rpbt.agent.ppo.train_iteration` (after one warm-up update) and print the hot spots."""
     import cProfile
     import pstats
 
     _set_threads(threads)
-    from rpbt.agent.ppo import RecurrentPPO
+    from rpbt.agent.policy import resolve_device
+    from rpbt.agent.ppo import auxiliary_losses, make_policy, make_runner, train_iteration
 
-    cfg, _ = rpbt_config(population, seed, threads)
-    learner = RecurrentPPO(cfg, list(range(population)))
-    learner.train_update()
+    cfg, _ = rpbt_config(population, seed, threads, device)
+    policy = make_policy(cfg, list(range(population)), device=resolve_device(cfg.agent.device))
+    runner = make_runner(cfg, policy)
+    aux = auxiliary_losses(cfg)
+    train_iteration(policy, runner, aux)
     prof = cProfile.Profile()
     t0 = time.perf_counter()
     prof.enable()
     for _ in range(updates):
-        learner.train_update()
+        train_iteration(policy, runner, aux)
     prof.disable()
     dt = (time.perf_counter() - t0) / updates
-    print(f"rpbt P={population}: {dt:.3f} s per update under cProfile "
+    runner.close()
+    print(f"rpbt P={population} on {policy.device}: {dt:.3f} s per update under cProfile "
           f"({population * NUM_ENVS * NUM_STEPS / dt:.0f} env steps/s, profiler overhead included)")
     stats = pstats.Stats(prof)
     stats.sort_stats("tottime").print_stats(top)
@@ -402,16 +414,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--population", type=int, default=8, help="population size of the population runs (default 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device of rpbt's learner: cpu (default, like sb3-contrib's), cuda, auto")
     p.add_argument("--sb3-arch", choices=["matched", "stock"], default="matched",
                    help="sb3-contrib network: 'matched' to rpbt's (default) or sb3-contrib's stock layout")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT})")
     p.add_argument("--profile", type=int, default=0, metavar="UPDATES",
-                   help="only cProfile rpbt's train_update at the population size for UPDATES updates")
+                   help="only cProfile rpbt's train_iteration at the population size for UPDATES updates")
     args = p.parse_args(argv)
     if args.steps < 1 or args.population < 1 or args.threads < 1:
         p.error("--steps, --population and --threads must be >= 1")
     if args.profile:
-        profile_rpbt(args.population, args.seed, args.profile, args.threads)
+        profile_rpbt(args.population, args.seed, args.profile, args.threads, device=args.device)
         return 0
     try:
         import sb3_contrib  # noqa: F401
@@ -426,9 +440,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     t_start = time.time()
     runs: dict[str, dict[str, Any]] = {}
     plan = [
-        ("rpbt_1", run_rpbt, (1, args.seed, args.steps, args.threads, checkpoints)),
+        ("rpbt_1", run_rpbt, (1, args.seed, args.steps, args.threads, checkpoints, args.device)),
         ("sb3_1", run_sb3, (1, args.seed, args.steps, args.threads, args.sb3_arch, checkpoints)),
-        (f"rpbt_pop{P}", run_rpbt, (P, args.seed, args.steps, args.threads, checkpoints)),
+        (f"rpbt_pop{P}", run_rpbt, (P, args.seed, args.steps, args.threads, checkpoints, args.device)),
         (f"sb3_pop{P}", run_sb3, (P, args.seed, sb3_pop_steps, args.threads, args.sb3_arch, checkpoints)),
     ]
     for name, fn, fargs in plan:
@@ -502,7 +516,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             "obs_normalization_clip": OBS_CLIP, "critic": "scalar MSE, separate LSTM, no return normalization",
             "sb3_arch": args.sb3_arch, "sb3_policy_kwargs": repr(
                 {k: (v.__name__ if isinstance(v, type) else v) for k, v in sb3_policy_kwargs(args.sb3_arch).items()}),
-            "torch_threads_per_process": args.threads, "seed": args.seed, "steps_per_member": args.steps,
+            "torch_threads_per_process": args.threads, "rpbt_device": args.device, "seed": args.seed,
+            "steps_per_member": args.steps,
             "sb3_pop_steps_per_model": sb3_pop_steps, "return_window": RETURN_WINDOW,
             "timing": "wall clock (and process CPU time) of the training loop only (collect + update), "
                       "construction excluded; each run in a fresh spawned process, runs one after another",

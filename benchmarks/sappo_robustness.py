@@ -3,12 +3,14 @@
 Two arms trained for the same budget from the same seeds (same member ids, so the same initial weights and the
 same training environment seeds):
 
-- ``vanilla``: rpbt's RecurrentPPO, ``agent.adversarial.enabled=false``;
-- ``sa_ppo``: the same learner with the SA-PPO robust KL regularizer (Zhang et al. 2020) on,
-  ``agent.adversarial.{epsilon, robust_kl_coef, steps, warmup, epsilon_schedule}`` from the flags below.
+- ``vanilla``: rpbt's recurrent PPO (:func:`rpbt.agent.ppo.train_iteration`), ``agent.adversarial.enabled=false``;
+- ``sa_ppo``: the same learner with the SA-PPO robust KL regularizer (Zhang et al. 2020) on, as its auxiliary loss
+  (:class:`rpbt.agent.adversary.SAPPO`), ``agent.adversarial.{epsilon, robust_kl_coef, steps, warmup,
+  epsilon_schedule}`` from the flags below.
 
-Each arm is one population-batched learner of ``--members`` members (no PBT: every member keeps its
-hyperparameters, so the arms differ only by the regularizer). After training, every member is evaluated
+Each arm is one population-batched learner (a :class:`rpbt.agent.policy.PopulationPolicy` and its
+:class:`rpbt.envs.runner.EnvRunner`, on ``--device``, default ``cpu``) of ``--members`` members (no PBT: every
+member keeps its hyperparameters, so the arms differ only by the regularizer). After training, every member is evaluated
 deterministically on ``--episodes`` episodes (same evaluation seeds for every member and arm: common random numbers)
 clean and under an online PGD attack (``rpbt.agent.adversary.make_obs_perturbation``: at every step, ``--pgd-steps``
 L-inf PGD steps on the normalized observation, maximizing KL(pi(.|s, h) || pi(.|s + delta, h)) through the running
@@ -56,6 +58,7 @@ def _overrides(args: argparse.Namespace, adversarial: bool) -> list[str]:
         "run.progress=false",
         "run.tensorboard=false",
         f"agent.adversarial.enabled={'true' if adversarial else 'false'}",
+        f"agent.device={args.device}",
     ]
     if adversarial:
         out += [
@@ -78,17 +81,20 @@ def run_arm(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     from rpbt.agent.adversary import make_obs_perturbation
-    from rpbt.agent.ppo import RecurrentPPO
+    from rpbt.agent.policy import resolve_device
+    from rpbt.agent.ppo import auxiliary_losses, make_policy, make_runner, train_iteration
     from rpbt.config import load_config
     from rpbt.evaluation.policy import evaluate_members
 
     cfg = load_config(None, _overrides(args, name == "sa_ppo"))
     members = list(range(args.members))
-    learner = RecurrentPPO(cfg, members)
+    policy = make_policy(cfg, members, device=resolve_device(cfg.agent.device))
+    runner = make_runner(cfg, policy)
+    aux = auxiliary_losses(cfg)
     curve, sa_metrics = [], []
     t0 = time.perf_counter()
     for u in range(args.updates):
-        m = learner.train_update()
+        m = train_iteration(policy, runner, aux)
         curve.append([float(x) for x in m["rollout/ep_rew_mean"].tolist()])
         if "sa_ppo/robust_kl" in m:
             sa_metrics.append({k: [float(x) for x in v.tolist()] for k, v in m.items() if k.startswith("sa_ppo/")})
@@ -96,23 +102,24 @@ def run_arm(name: str, args: argparse.Namespace) -> dict[str, Any]:
             print(f"[{name}] update {u + 1}/{args.updates} ep_rew_mean "
                   f"{np.nanmean(curve[-1]):.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)
     train_s = time.perf_counter() - t0
-    learner.close()
+    runner.close()
 
     t1 = time.perf_counter()
-    local = list(range(learner.population))
+    local = list(range(policy.population))
     evals: dict[str, list[list[float]]] = {}
-    clean = evaluate_members(learner, local, cfg.env, "validation", episodes=args.episodes, seed=args.eval_seed)
+    clean = evaluate_members(policy, local, cfg.env, "validation", episodes=args.episodes, seed=args.eval_seed)
     evals["clean"] = [clean[i].returns for i in local]
     for eps in args.attack_eps:
         hook = make_obs_perturbation("pgd", eps, norm="linf", steps=args.pgd_steps, seed=args.eval_seed)
-        res = evaluate_members(learner, local, cfg.env, "validation", episodes=args.episodes, seed=args.eval_seed,
+        res = evaluate_members(policy, local, cfg.env, "validation", episodes=args.episodes, seed=args.eval_seed,
                                obs_perturbation=hook)
         evals[f"pgd_{eps:g}"] = [res[i].returns for i in local]
     eval_s = time.perf_counter() - t1
     return {
         "arm": name,
         "overrides": _overrides(args, name == "sa_ppo"),
-        "env_steps_per_member": int(learner.env_steps[0]),
+        "device": str(policy.device),
+        "env_steps_per_member": int(policy.env_steps[0]),
         "train_seconds": train_s,
         "eval_seconds": eval_s,
         "returns": evals,
@@ -149,6 +156,7 @@ def main(argv: Any = None) -> int:
     p.add_argument("--episodes", type=int, default=10, help="evaluation episodes per member and condition")
     p.add_argument("--eval-seed", type=int, default=1234)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="torch device of the learners: cpu (default), cuda, auto")
     p.add_argument("--parallel", action="store_true", help="run the two arms at once (one process each)")
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--out", type=Path, default=RESULTS)

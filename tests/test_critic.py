@@ -14,10 +14,10 @@ import torch
 
 import rpbt.agent.ppo as ppo_module
 from rpbt.agent.critic import ValueHead
-from rpbt.agent.ppo import RecurrentPPO
+from rpbt.agent.policy import PopulationPolicy
 from rpbt.checkpoint import MemberState
 from rpbt.pbt.transfer import exploit
-from tests.conftest import tiny_config
+from tests.conftest import Learner, tiny_config
 
 KINDS = ["scalar", "quantile", "categorical"]
 
@@ -62,27 +62,28 @@ def test_twin_critic_rollout_truncation_and_last_values_are_the_min_of_critics_e
     # off so a final observation is fed to the critics exactly as the environment returned it.
     cfg = tiny_config("env.id=CartPole-v1", "env.kwargs={max_episode_steps: 5}", "agent.critic.twin=true",
                       "agent.normalize_observations=false")
-    learner = RecurrentPPO(cfg, [0, 1])
+    learner = Learner(cfg, [0, 1])
+    policy = learner.policy
     learner.train_update()  # return scale moves away from 1, so the conversion to return units is exercised
-    scale = learner.return_normalizer.scale.float()
+    scale = policy.return_normalizer.scale.float()
     assert not torch.allclose(scale, torch.ones_like(scale))
 
     record = []
-    env_step = learner.envs.step
+    env_step = learner.runner.envs.step
 
     def recording_step(actions):
         out = env_step(actions)
         record.append((np.asarray(out[2]), np.asarray(out[3]), out[4].get("final_obs")))
         return out
 
-    monkeypatch.setattr(learner.envs, "step", recording_step)
+    monkeypatch.setattr(learner.runner.envs, "step", recording_step)
     rollout = learner.collect()
     P, T, N, D = rollout.obs.shape
     assert rollout.values.shape == (2, P, T, N)
 
     per_critic, per_critic_trunc, per_critic_last = [], [], []
     with torch.no_grad():
-        for k, critic in enumerate(learner.critics):
+        for k, critic in enumerate(policy.critics):
             h, c = (s.clone() for s in rollout.initial_states[f"critic{k}"])
             values = torch.zeros(P, T, N)
             trunc_values = torch.zeros(P, T, N)
@@ -97,7 +98,7 @@ def test_twin_critic_rollout_truncation_and_last_values_are_the_min_of_critics_e
                     f_feat, _ = critic.trunk.step(final.view(P, N, D), (h, c), torch.zeros(P, N, dtype=torch.bool))
                     v = _independent_mean(critic.head, critic.head(f_feat)) * scale.view(P, 1)
                     trunc_values[:, t] = torch.where(cut, v, torch.zeros_like(v))
-            feat, _ = critic.trunk.step(learner.next_obs, (h, c), learner.next_episode_start)
+            feat, _ = critic.trunk.step(learner.carried.next_obs, (h, c), learner.carried.episode_start)
             last = _independent_mean(critic.head, critic.head(feat)) * scale.view(P, 1)
             per_critic.append(values)
             per_critic_trunc.append(trunc_values)
@@ -122,16 +123,16 @@ def test_twin_critic_rollout_truncation_and_last_values_are_the_min_of_critics_e
         return gae(rewards, values, dones, terminated, truncation_values, last_values, gamma, lam)
 
     monkeypatch.setattr(ppo_module, "compute_gae", spy)
-    learner.learn(rollout)
+    learner.update(rollout)
     torch.testing.assert_close(seen["values"], v_min, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(seen["trunc"], torch.minimum(*per_critic_trunc), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(seen["last"], torch.minimum(*per_critic_last), atol=1e-5, rtol=1e-5)
 
 
 def test_twin_critics_have_their_own_encoder_and_lstm_and_both_learn():
-    learner = RecurrentPPO(tiny_config("agent.critic.twin=true"), [0])
-    assert learner.state_names() == ["actor", "critic0", "critic1"]
-    before = {k: v.clone() for k, v in learner.state_dict().items() if k.startswith("critics.")}
+    learner = Learner(tiny_config("agent.critic.twin=true"), [0])
+    assert learner.policy.state_names() == ["actor", "critic0", "critic1"]
+    before = {k: v.clone() for k, v in learner.policy.state_dict().items() if k.startswith("critics.")}
     names = {k.split(".", 2)[2] for k in before}
     for name in names:  # same structure, different initial weights
         a, b = before["critics.0." + name], before["critics.1." + name]
@@ -139,7 +140,7 @@ def test_twin_critics_have_their_own_encoder_and_lstm_and_both_learn():
         if "bias" not in name:
             assert not torch.equal(a, b), name
     learner.train_update()
-    after = learner.state_dict()
+    after = learner.policy.state_dict()
     for k in ["critics.0.trunk.lstm.weight_hh.0", "critics.1.trunk.lstm.weight_hh.0", "critics.0.head.linear.weight",
               "critics.1.head.linear.weight"]:
         assert not torch.equal(before[k], after[k]), k
@@ -236,10 +237,10 @@ def test_clipping_reference_is_the_heads_output_at_collection_even_after_the_ret
     # Before any weight change (first minibatch of the first epoch) the replayed mean equals the clipping
     # reference, although the return normalizer's scale changes inside learn().
     cfg = tiny_config(f"agent.critic.kind={kind}", "agent.clip_range_vf=0.2")
-    learner = RecurrentPPO(cfg, [0, 1])
+    learner = Learner(cfg, [0, 1])
     learner.train_update()
     calls = []
-    head = learner.critics[0].head
+    head = learner.policy.critics[0].head
     original = head.loss
 
     def spy(raw, target, old_value, clip_range_vf):
@@ -247,9 +248,9 @@ def test_clipping_reference_is_the_heads_output_at_collection_even_after_the_ret
         return original(raw, target, old_value, clip_range_vf)
 
     monkeypatch.setattr(head, "loss", spy)
-    scale_before = learner.return_normalizer.scale.clone()
+    scale_before = learner.policy.return_normalizer.scale.clone()
     learner.train_update()
-    assert not torch.allclose(learner.return_normalizer.scale, scale_before)
+    assert not torch.allclose(learner.policy.return_normalizer.scale, scale_before)
     value, old, clip = calls[0]
     assert clip == pytest.approx(0.2)
     torch.testing.assert_close(value, old, atol=1e-5, rtol=1e-5)
@@ -263,10 +264,11 @@ def test_clipping_reference_is_the_heads_output_at_collection_even_after_the_ret
 def test_learner_trains_with_every_head_kind(kind, twin, monkeypatch):
     cfg = tiny_config(f"agent.critic.kind={kind}", f"agent.critic.twin={str(twin).lower()}",
                       "agent.clip_range_vf=0.5", "agent.critic.cvar_alpha=0.25", "agent.num_steps=32")
-    learner = RecurrentPPO(cfg, [0, 1])
+    learner = Learner(cfg, [0, 1])
+    policy = learner.policy
     # record each head's CVaR and mean on the same predictions the learner measures
     seen: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-    for k, critic in enumerate(learner.critics):
+    for k, critic in enumerate(policy.critics):
         original = critic.head.cvar
 
         def spy(raw, alpha, _k=k, _head=critic.head, _orig=original):
@@ -275,7 +277,7 @@ def test_learner_trains_with_every_head_kind(kind, twin, monkeypatch):
             return out
 
         monkeypatch.setattr(critic.head, "cvar", spy)
-    weights = learner.critics[0].head.linear.weight.clone()
+    weights = policy.critics[0].head.linear.weight.clone()
     for _ in range(3):
         seen.clear()
         m = learner.train_update()
@@ -289,20 +291,20 @@ def test_learner_trains_with_every_head_kind(kind, twin, monkeypatch):
                 if kind == "scalar":
                     torch.testing.assert_close(cvar, mean)
         # the metric is the smaller critic's batch-mean CVaR in return units
-        scale = learner.return_normalizer.scale.double()
+        scale = policy.return_normalizer.scale.double()
         per_critic = [torch.stack([c.double().mean((1, 2)) for c, _ in seen[k]]).mean(0) for k in sorted(seen)]
         means = [torch.stack([v.double().mean((1, 2)) for _, v in seen[k]]).mean(0) for k in sorted(seen)]
         assert len(per_critic) == (2 if twin else 1)
         assert (m["train/value_cvar"] <= torch.stack(means).min(0).values * scale + 1e-5).all()
         if not twin:  # one minibatch per epoch: the metric is the mean of the recorded CVaRs
             torch.testing.assert_close(m["train/value_cvar"], per_critic[0] * scale, atol=1e-5, rtol=1e-4)
-    assert not torch.equal(weights, learner.critics[0].head.linear.weight)
+    assert not torch.equal(weights, policy.critics[0].head.linear.weight)
 
 
 def test_value_loss_sums_the_twin_critics_losses(monkeypatch):
-    learner = RecurrentPPO(tiny_config("agent.critic.twin=true"), [0])
+    learner = Learner(tiny_config("agent.critic.twin=true"), [0])
     losses = []
-    for critic in learner.critics:
+    for critic in learner.policy.critics:
         original = critic.head.loss
 
         def spy(raw, target, old, clip, _orig=original):
@@ -320,43 +322,45 @@ def test_value_loss_sums_the_twin_critics_losses(monkeypatch):
 # --------------------------------------------------------------------------------------------------- exploit
 
 
-def _stat_keys(learner: RecurrentPPO) -> list[str]:
-    return [k for k in learner.state_dict() if k.startswith(("return_normalizer.", "vgs."))]
+def _stat_keys(policy: PopulationPolicy) -> list[str]:
+    return [k for k in policy.state_dict() if k.startswith(("return_normalizer.", "vgs."))]
 
 
 @pytest.mark.parametrize("optimizer_state", ["copy", "reset"])
 @pytest.mark.parametrize("through_bytes", [False, True])
 def test_exploit_moves_return_normalizer_and_gradient_scaler_statistics(optimizer_state, through_bytes):
     cfg = tiny_config("agent.vgs.enabled=true", "agent.vgs.warmup=1")
-    donor_learner = RecurrentPPO(cfg, [0, 1])
+    donor_learner = Learner(cfg, [0, 1])
     for _ in range(3):
         donor_learner.train_update()
-    recipient_learner = RecurrentPPO(cfg.model_copy(update={"run": cfg.run.model_copy(update={"seed": 7})}), [0, 1])
+    recipient_learner = Learner(cfg.model_copy(update={"run": cfg.run.model_copy(update={"seed": 7})}), [0, 1])
     recipient_learner.train_update()
-    donor = donor_learner.snapshot(1)
+    recipient = recipient_learner.policy
+    donor = donor_learner.policy.snapshot(1)
     if through_bytes:  # across shards a member state travels as bytes
         donor = MemberState.from_bytes(donor.to_bytes())
 
-    keys = _stat_keys(recipient_learner)
+    keys = _stat_keys(recipient)
     for part in ["return_normalizer.mean", "return_normalizer.var", "return_normalizer.count", "vgs.step"]:
         assert part in keys, part
     assert sum(k.startswith("vgs.m_") for k in keys) == sum(k.startswith("vgs.s_") for k in keys) > 4
-    before = {k: v.clone() for k, v in recipient_learner.state_dict().items()}
+    before = {k: v.clone() for k, v in recipient.state_dict().items()}
     for k in keys:  # different statistics before the transfer, so equality afterwards means they moved
         assert not torch.equal(before[k][0], donor.tensors[k]), k
 
-    exploit(recipient_learner, 0, donor, {"learning_rate": 3e-4}, strategy="zero", optimizer_state=optimizer_state)
-    after = recipient_learner.state_dict()
+    exploit(recipient, recipient_learner.runner, 0, donor, {"learning_rate": 3e-4}, strategy="zero",
+            optimizer_state=optimizer_state)
+    after = recipient.state_dict()
     for k in keys:
         assert after[k][0].dtype == donor.tensors[k].dtype
         assert torch.equal(after[k][0], donor.tensors[k]), k
         assert torch.equal(after[k][1], before[k][1]), k  # the other member is untouched
-    torch.testing.assert_close(recipient_learner.return_normalizer.scale[0], donor_learner.return_normalizer.scale[1])
-    assert recipient_learner.get_hparams(0)["learning_rate"] == pytest.approx(3e-4)
+    torch.testing.assert_close(recipient.return_normalizer.scale[0], donor_learner.policy.return_normalizer.scale[1])
+    assert recipient.get_hparams(0)["learning_rate"] == pytest.approx(3e-4)
     # the next update continues the donor's statistics: vgs step counts on from the donor's
     recipient_learner.train_update()
     steps_per_update = cfg.agent.update_epochs * cfg.agent.num_minibatches
-    assert int(recipient_learner.vgs.step[0]) == int(donor.tensors["vgs.step"]) + steps_per_update
+    assert int(recipient.vgs.step[0]) == int(donor.tensors["vgs.step"]) + steps_per_update
 
 
 # --------------------------------------------------------------------------------------------------- VGS in the learner
@@ -364,26 +368,26 @@ def test_exploit_moves_return_normalizer_and_gradient_scaler_statistics(optimize
 
 def test_vgs_metrics_appear_only_when_enabled_and_warmup_is_the_identity():
     base = tiny_config()
-    off = RecurrentPPO(base, [0, 1])
+    off = Learner(base, [0, 1])
     m_off = off.train_update()
     assert not any(k.startswith("vgs/") for k in m_off)
-    assert not any(k.startswith("vgs.") for k in off.state_dict())
+    assert not any(k.startswith("vgs.") for k in off.policy.state_dict())
 
     # during warm-up the scaler multiplies by exactly 1: the update equals the one without it
-    warm = RecurrentPPO(tiny_config("agent.vgs.enabled=true", "agent.vgs.warmup=100"), [0, 1])
+    warm = Learner(tiny_config("agent.vgs.enabled=true", "agent.vgs.warmup=100"), [0, 1])
     m_warm = warm.train_update()
     for key in ["vgs/mean_scale", "vgs/min_scale"]:
         assert m_warm[key].shape == (2,)
         torch.testing.assert_close(m_warm[key], torch.ones(2, dtype=torch.float64))
-    for k, v in off.state_dict().items():
-        torch.testing.assert_close(warm.state_dict()[k], v, atol=0, rtol=0, msg=k)
+    for k, v in off.policy.state_dict().items():
+        torch.testing.assert_close(warm.policy.state_dict()[k], v, atol=0, rtol=0, msg=k)
 
     # after warm-up (alpha large) gradients are shrunk, within [min_scale, 1], and the update differs
     cfg = tiny_config("agent.vgs.enabled=true", "agent.vgs.warmup=0", "agent.vgs.alpha=10", "agent.vgs.min_scale=0.2")
-    on = RecurrentPPO(cfg, [0, 1])
+    on = Learner(cfg, [0, 1])
     m_on = on.train_update()
-    assert int(on.vgs.step[0]) == cfg.agent.update_epochs * cfg.agent.num_minibatches
+    assert int(on.policy.vgs.step[0]) == cfg.agent.update_epochs * cfg.agent.num_minibatches
     assert ((m_on["vgs/min_scale"] >= 0.2 - 1e-6) & (m_on["vgs/min_scale"] <= m_on["vgs/mean_scale"])).all()
     assert (m_on["vgs/mean_scale"] < 1).all()
     assert all(math.isfinite(float(x)) for x in m_on["train/value_loss"])
-    assert not torch.equal(on.critics[0].head.linear.weight, off.critics[0].head.linear.weight)
+    assert not torch.equal(on.policy.critics[0].head.linear.weight, off.policy.critics[0].head.linear.weight)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from rpbt.agent.ppo import RecurrentPPO
+from rpbt.agent.policy import PopulationPolicy
+from rpbt.agent.ppo import make_policy
 from rpbt.cli import main
 from rpbt.config import ConfigError
 from rpbt.envs.market_data import walk_forward_split
@@ -21,7 +22,7 @@ from rpbt.evaluation.trading import evaluate_trading_split, trading_metrics
 from rpbt.pbt.backends.local import LocalBackend
 from rpbt.pbt.runner import PopulationRunner, score_source
 from rpbt.run.rundir import RunDirError
-from tests.conftest import TINY, tiny_config
+from tests.conftest import TINY, Learner, tiny_config
 
 TRADING = ["env.id=trading", "env.trading.episode_length=32", "env.trading.eval_episodes=3",
            "pbt.population_size=2"]
@@ -29,6 +30,11 @@ TRADING = ["env.id=trading", "env.trading.episode_length=32", "env.trading.eval_
 
 def trading_config(*extra: str):
     return tiny_config(*TRADING, *extra)
+
+
+def _policy(cfg, member_ids) -> PopulationPolicy:
+    """A policy alone (no environments), on the CPU: what evaluation needs."""
+    return make_policy(cfg, member_ids, device=torch.device("cpu"))
 
 
 def _events(run_dir):
@@ -85,11 +91,11 @@ def test_whole_split_report_baselines_and_policy_accounting_by_hand(tmp_path):
     path = _csv(tmp_path, np.round(closes, 4))
     cfg = tiny_config(f"env.data.path={path}", "env.id=trading", "env.trading.episode_length=16",
                       "env.trading.cost_bps=10", "env.trading.window=2", "pbt.population_size=1")
-    learner = RecurrentPPO(cfg, [0], make_envs=False)
+    policy = _policy(cfg, [0])
     env = make_trading_env(cfg.env, "test")
     close = env.data.close
     sl = walk_forward_split(len(close), cfg.env.data.split)["test"]
-    report = evaluate_trading_split(learner, 0, cfg.env, "test")
+    report = evaluate_trading_split(policy, 0, cfg.env, "test")
     start, end = sl.start + 2, sl.stop - 1
     assert (report["start_bar"], report["end_bar"]) == (start, end)
     c = 10 * 1e-4
@@ -112,31 +118,31 @@ def test_whole_split_report_baselines_and_policy_accounting_by_hand(tmp_path):
 # --------------------------------------------------------------------------------------------------- evaluate_policy
 
 
-def _trained_learner(cfg, updates=2):
-    learner = RecurrentPPO(cfg, list(range(cfg.pbt.population_size)))
+def _trained_learner(cfg, updates=2) -> Learner:
+    learner = Learner(cfg, list(range(cfg.pbt.population_size)))
     for _ in range(updates):
         learner.train_update()
     return learner
 
 
-def _reference_returns(learner, member, env_cfg, split, starts, transform=None):
-    """An independent loop: one env at a time, the learner's full policy_step (actor and critics)."""
+def _reference_returns(policy, member, env_cfg, split, starts, transform=None):
+    """An independent loop: one env at a time, the policy's full step (actor and critics)."""
     out = []
-    P, D = learner.population, learner.obs_dim
+    P, D = policy.population, policy.obs_dim
     for s in starts:
         env = make_trading_env(env_cfg, split)
         raw, _ = env.reset(options={"start": s})
-        states = {n: learner.trunk(n).lstm.initial_state(1) for n in learner.state_names()}
+        states = {n: policy.trunk(n).lstm.initial_state(1) for n in policy.state_names()}
         start_flag = torch.ones(P, 1, dtype=torch.bool)
         total, done = 0.0, False
         while not done:
             full = torch.zeros(P, 1, D)
             full[member, 0] = torch.as_tensor(raw)
-            obs = learner.normalize_obs(full)
+            obs = policy.normalize_obs(full)
             if transform is not None:
                 obs[member, 0] = transform(obs[member, 0])
             with torch.no_grad():
-                head, _, states = learner.policy_step(obs, states, start_flag)
+                head, _, states = policy.step(obs, states, start_flag)
             start_flag = torch.zeros(P, 1, dtype=torch.bool)
             raw, reward, term, trunc, _ = env.step(int(head[member, 0].argmax()))
             total += reward
@@ -148,51 +154,53 @@ def _reference_returns(learner, member, env_cfg, split, starts, transform=None):
 def test_evaluate_policy_matches_an_independent_loop_and_leaves_the_learner_untouched():
     cfg = trading_config()
     learner = _trained_learner(cfg)
-    before = copy.deepcopy(learner.state_dict())
-    hidden = {k: (h.clone(), c.clone()) for k, (h, c) in learner.hidden_states.items()}
-    rng = [g.get_state() for g in learner.generators]
-    result = evaluate_policy(learner, 1, cfg.env, "validation")
+    policy = learner.policy
+    before = copy.deepcopy(policy.state_dict())
+    carried = {k: v.clone() for k, v in learner.carried.tensors().items()}  # hidden states, next obs, history ...
+    rng = [g.get_state() for g in policy.generators]
+    result = evaluate_policy(policy, 1, cfg.env, "validation")
     probe = make_trading_env(cfg.env, "validation")
     starts = episode_starts(probe.split_slice, probe.window, probe.episode_length, 3)
     assert [ep.start for ep in result.episodes] == starts
-    assert result.returns == pytest.approx(_reference_returns(learner, 1, cfg.env, "validation", starts), abs=1e-9)
+    assert result.returns == pytest.approx(_reference_returns(policy, 1, cfg.env, "validation", starts), abs=1e-9)
     for ep in result.episodes:
         assert ep.length == 32 and ep.truncated and not ep.terminated
         assert ep.equity[0] == 1.0 and ep.equity[-1] == pytest.approx(math.exp(ep.total_return))
         assert list(ep.bars) == list(range(ep.start, ep.start + 33))
         assert set(np.unique(ep.positions[1:])) <= {-1.0, 0.0, 1.0}
-    # Nothing about training changed: weights, normalizer statistics, hidden states, RNG.
-    for k, v in learner.state_dict().items():
+    # Nothing about training changed: weights, normalizer statistics, the carried state (hidden states), RNG.
+    for k, v in policy.state_dict().items():
         assert torch.equal(v, before[k]), k
-    for k, (h, c) in learner.hidden_states.items():
-        assert torch.equal(h, hidden[k][0]) and torch.equal(c, hidden[k][1])
-    assert all(torch.equal(g.get_state(), s) for g, s in zip(learner.generators, rng))
+    assert any(k.startswith("hidden.") for k in carried)
+    for k, v in learner.carried.tensors().items():
+        assert torch.equal(v, carried[k]), k
+    assert all(torch.equal(g.get_state(), s) for g, s in zip(policy.generators, rng))
     # Batched evaluation of both members equals member-by-member evaluation.
-    both = evaluate_members(learner, [0, 1], cfg.env, "validation")
+    both = evaluate_members(policy, [0, 1], cfg.env, "validation")
     assert both[1].returns == result.returns
-    assert both[0].returns == evaluate_policy(learner, 0, cfg.env, "validation").returns
+    assert both[0].returns == evaluate_policy(policy, 0, cfg.env, "validation").returns
 
 
 def test_obs_perturbation_hook():
     cfg = trading_config()
-    learner = _trained_learner(cfg, updates=1)
+    policy = _trained_learner(cfg, updates=1).policy
     seen = []
 
     def identity(lrn, member, obs, states):
         seen.append((member, obs.clone(), {k: (h.shape, c.shape) for k, (h, c) in states.items()}))
         return obs
 
-    plain = evaluate_policy(learner, 1, cfg.env, "validation", episodes=2)
-    hooked = evaluate_policy(learner, 1, cfg.env, "validation", episodes=2, obs_perturbation=identity)
+    plain = evaluate_policy(policy, 1, cfg.env, "validation", episodes=2)
+    hooked = evaluate_policy(policy, 1, cfg.env, "validation", episodes=2, obs_perturbation=identity)
     assert hooked.returns == plain.returns
     member, obs0, shapes = seen[0]
     L, H = cfg.agent.network.lstm_num_layers, cfg.agent.network.lstm_hidden_size
-    assert member == 1 and obs0.shape == (2, learner.obs_dim) and shapes == {"actor": ((L, 2, H), (L, 2, H))}
+    assert member == 1 and obs0.shape == (2, policy.obs_dim) and shapes == {"actor": ((L, 2, H), (L, 2, H))}
     env = make_trading_env(cfg.env, "validation")
     raw0, _ = env.reset(options={"start": hooked.episodes[0].start})
-    full = torch.zeros(2, 1, learner.obs_dim)
+    full = torch.zeros(2, 1, policy.obs_dim)
     full[1, 0] = torch.as_tensor(raw0)
-    assert torch.allclose(obs0[0], learner.normalize_obs(full)[1, 0])  # normalized with the member's statistics
+    assert torch.allclose(obs0[0], policy.normalize_obs(full)[1, 0])  # normalized with the member's statistics
 
     # Replacing the observation is the same as an independent loop that feeds the replaced observation.
     const = torch.tensor([3.0, -1.0])
@@ -200,9 +208,9 @@ def test_obs_perturbation_hook():
     def attack(lrn, member, obs, states):
         return const.expand_as(obs).clone()
 
-    attacked = evaluate_policy(learner, 1, cfg.env, "validation", episodes=2, obs_perturbation=attack)
+    attacked = evaluate_policy(policy, 1, cfg.env, "validation", episodes=2, obs_perturbation=attack)
     starts = [ep.start for ep in attacked.episodes]
-    ref = _reference_returns(learner, 1, cfg.env, "validation", starts, transform=lambda o: const)
+    ref = _reference_returns(policy, 1, cfg.env, "validation", starts, transform=lambda o: const)
     assert attacked.returns == pytest.approx(ref, abs=1e-9)
 
     # Gradients flow through member_policy_head inside the hook (what a PGD attack needs).
@@ -215,41 +223,41 @@ def test_obs_perturbation_hook():
         grads.append(x.grad)
         return obs + 0.1 * x.grad.sign()
 
-    evaluate_policy(learner, 1, cfg.env, "validation", episodes=2, obs_perturbation=fgsm)
-    assert grads and grads[0].shape == (2, learner.obs_dim)
+    evaluate_policy(policy, 1, cfg.env, "validation", episodes=2, obs_perturbation=fgsm)
+    assert grads and grads[0].shape == (2, policy.obs_dim)
 
     def bad(lrn, member, obs, states):
         return obs[:1]
 
     with pytest.raises(ValueError, match="obs_perturbation returned shape"):
-        evaluate_policy(learner, 1, cfg.env, "validation", episodes=2, obs_perturbation=bad)
+        evaluate_policy(policy, 1, cfg.env, "validation", episodes=2, obs_perturbation=bad)
 
 
 def test_member_policy_head_equals_the_batched_forward():
     cfg = trading_config()
-    learner = _trained_learner(cfg, updates=1)
-    obs = torch.randn(2, 3, learner.obs_dim)
-    h, c = learner.actor.lstm.initial_state(3)
+    policy = _trained_learner(cfg, updates=1).policy
+    obs = torch.randn(2, 3, policy.obs_dim)
+    h, c = policy.actor.lstm.initial_state(3)
     h, c = torch.randn_like(h), torch.randn_like(c)
     with torch.no_grad():
-        feats, _ = learner.actor.step(obs, (h, c), torch.zeros(2, 3, dtype=torch.bool))
-        full = learner.policy_head(feats)
-        one = member_policy_head(learner, 1, obs[1], (h[1], c[1]))
+        feats, _ = policy.actor.step(obs, (h, c), torch.zeros(2, 3, dtype=torch.bool))
+        full = policy.policy_head(feats)
+        one = member_policy_head(policy, 1, obs[1], (h[1], c[1]))
     assert torch.allclose(one, full[1], atol=1e-6)
 
 
 def test_evaluate_errors():
     cfg = trading_config()
-    learner = RecurrentPPO(cfg, [0, 1], make_envs=False)
+    policy = _policy(cfg, [0, 1])
     with pytest.raises(ValueError, match="distinct local indices"):
-        evaluate_members(learner, [0, 0], cfg.env)
+        evaluate_members(policy, [0, 0], cfg.env)
     with pytest.raises(ValueError, match="distinct local indices"):
-        evaluate_members(learner, [2], cfg.env)
+        evaluate_members(policy, [2], cfg.env)
     with pytest.raises(ValueError, match="outside the validation split"):
-        evaluate_policy(learner, 0, cfg.env, "validation", starts=[0])
+        evaluate_policy(policy, 0, cfg.env, "validation", starts=[0])
     plain = tiny_config("pbt.population_size=1")
     with pytest.raises(ValueError, match="trading environment only"):
-        evaluate_policy(RecurrentPPO(plain, [0], make_envs=False), 0, plain.env, starts=[5])
+        evaluate_policy(_policy(plain, [0]), 0, plain.env, starts=[5])
 
 
 # --------------------------------------------------------------------------------------------------- PBT scoring
@@ -306,9 +314,10 @@ def test_runner_scores_trading_members_on_validation_and_load_member(tmp_path):
     for m in range(2):
         if m in recipients:
             continue  # its checkpoint holds the donor's state, not the state that was scored
-        loaded_cfg, learner = load_member(run, m)
-        assert learner.member_ids == [m] and loaded_cfg.env.id == "trading"
-        returns = evaluate_policy(learner, 0, loaded_cfg.env, "validation", seed=loaded_cfg.run.seed).returns
+        loaded_cfg, policy = load_member(run, m)
+        assert isinstance(policy, PopulationPolicy) and policy.device == torch.device("cpu")
+        assert policy.member_ids == [m] and loaded_cfg.env.id == "trading"
+        returns = evaluate_policy(policy, 0, loaded_cfg.env, "validation", seed=loaded_cfg.run.seed).returns
         assert scores[m] == pytest.approx(float(np.mean(returns)), abs=1e-12)
         checked += 1
     assert checked >= 1
