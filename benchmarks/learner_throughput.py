@@ -135,7 +135,8 @@ def rpbt_config(population: int, seed: int, threads: int, device: str = "cpu"):
         "agent.critic.kind=scalar",
         "agent.critic.twin=false",
         "agent.critic.normalize_returns=false",
-        f"pbt.population_size={population}",
+        # A bare learner's size is its member list; the config's population (at least 2 for PBT) is not read by it.
+        f"pbt.population_size={max(population, 2)}",
         f"pbt.score_window={RETURN_WINDOW}",
         f"run.seed={seed}",
         f"run.torch_threads={threads}",

@@ -1,10 +1,52 @@
-"""Configuration: defaults, dotted overrides, and errors that name the bad key."""
+"""Configuration: defaults, the hyperparameter table, dotted overrides, and errors that name the bad key."""
 
 from __future__ import annotations
 
-import pytest
+import math
 
-from rpbt.config import ConfigError, apply_overrides, load_config
+import pytest
+import yaml
+
+from rpbt.config import (
+    DEFAULT_CONFIG_PATH,
+    HPARAM_NAMES,
+    HPARAMS,
+    SEARCHABLE,
+    Config,
+    ConfigError,
+    PBTConfig,
+    SearchDim,
+    apply_overrides,
+    default_search_space,
+    load_config,
+    member_hparams,
+)
+
+# Written out by hand: what the shipped default job is.
+DEFAULT_SEARCH_SPACE = {
+    "learning_rate": {"type": "float", "low": 1e-4, "high": 3e-3, "scale": "log", "values": None},
+    "ent_coef": {"type": "float", "low": 1e-4, "high": 3e-2, "scale": "log", "values": None},
+    "clip_range": {"type": "float", "low": 0.1, "high": 0.3, "scale": "linear", "values": None},
+    "gae_lambda": {"type": "float", "low": 0.8, "high": 0.99, "scale": "linear", "values": None},
+}
+DEFAULT_HPARAMS = {
+    "learning_rate": 1e-3, "ent_coef": 0.01, "clip_range": 0.2, "vf_coef": 0.5, "gamma": 0.99, "gae_lambda": 0.95,
+    "max_grad_norm": 0.5, "adversarial.epsilon": 0.05, "adversarial.robust_kl_coef": 0.1, "adversarial.ratio": 1.0,
+}
+VALID_RANGES = {
+    "learning_rate": "(0.0, inf)", "ent_coef": "[0.0, inf)", "clip_range": "(0.0, inf)", "vf_coef": "[0.0, inf)",
+    "gamma": "(0.0, 1.0]", "gae_lambda": "[0.0, 1.0]", "max_grad_norm": "(0.0, inf)",
+    "adversarial.epsilon": "[0.0, inf)", "adversarial.robust_kl_coef": "[0.0, inf)", "adversarial.ratio": "[0.0, 1.0]",
+}
+
+
+def _error(*overrides: str, path=None) -> str:
+    with pytest.raises(ConfigError) as err:
+        load_config(path, list(overrides))
+    return str(err.value)
+
+
+# --------------------------------------------------------------------------------------------------- the default job
 
 
 def test_default_config_has_the_documented_sections_and_values():
@@ -17,6 +59,103 @@ def test_default_config_has_the_documented_sections_and_values():
     assert cfg.pbt.search_space["learning_rate"].scale == "log"
 
 
+def test_the_pydantic_defaults_are_the_shipped_default_job():
+    cfg = Config()
+    assert cfg.agent.learning_rate == 1e-3
+    assert (cfg.pbt.perturbation_interval, cfg.pbt.burn_in) == (5, 5)
+    assert cfg.run.total_env_steps == 150_000
+    assert {k: d.model_dump() for k, d in cfg.pbt.search_space.items()} == DEFAULT_SEARCH_SPACE
+    assert list(cfg.pbt.search_space) == list(DEFAULT_SEARCH_SPACE)
+    # default.yaml is a documented copy of exactly these defaults: nothing more, nothing less.
+    assert load_config(DEFAULT_CONFIG_PATH) == cfg
+    assert load_config(DEFAULT_CONFIG_PATH).to_dict() == cfg.to_dict()
+
+
+def test_rpbt_config_prints_the_same_job_for_the_shipped_default_and_a_file_naming_only_the_env(tmp_path, capsys):
+    from rpbt.cli import main
+
+    assert main(["config"]) == 0
+    shipped = capsys.readouterr().out
+    minimal = tmp_path / "minimal.yaml"
+    minimal.write_text("env: {id: popgym-PositionOnlyCartPoleEasy-v0}\n")
+    assert main(["config", str(minimal)]) == 0
+    assert capsys.readouterr().out == shipped
+    assert yaml.safe_load(shipped) == Config().to_dict()
+    assert yaml.safe_load(shipped)["agent"]["learning_rate"] == 1e-3
+
+
+def test_an_empty_section_means_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("agent:\npbt:\n  population_size: 3\n")
+    cfg = load_config(path)
+    assert cfg.agent.learning_rate == 1e-3 and cfg.pbt.population_size == 3
+    assert list(cfg.pbt.search_space) == list(DEFAULT_SEARCH_SPACE)
+
+
+def test_a_given_search_space_replaces_the_default_whole(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("pbt:\n  search_space:\n    agent.gamma: {type: float, low: 0.9, high: 0.999}\n")
+    cfg = load_config(path)
+    assert list(cfg.pbt.search_space) == ["gamma"]
+    # the default factory hands out copies: changing one config's space leaves the default alone
+    cfg.pbt.search_space["gamma"].low = 0.95
+    assert default_search_space()["learning_rate"].low == 1e-4
+
+
+# --------------------------------------------------------------------------------------------------- the table
+
+
+def test_one_table_gives_names_defaults_ranges_fields_and_member_hparams():
+    assert HPARAM_NAMES == tuple(DEFAULT_HPARAMS)
+    assert tuple(h.name for h in HPARAMS) == HPARAM_NAMES
+    assert SEARCHABLE == set(DEFAULT_HPARAMS)
+    assert member_hparams(Config()) == DEFAULT_HPARAMS
+    assert list(member_hparams(Config())) == list(DEFAULT_HPARAMS)
+    assert {h.name: h.interval() for h in HPARAMS} == VALID_RANGES
+    assert {h.name for h in HPARAMS if h.prior is not None} == set(DEFAULT_SEARCH_SPACE)
+    for h in HPARAMS:
+        assert h.path == f"agent.{h.name}"
+        assert h.get(Config()) == DEFAULT_HPARAMS[h.name]
+    cfg = load_config(None, ["agent.gamma=0.9", "agent.adversarial.ratio=0.5"])
+    assert member_hparams(cfg) == {**DEFAULT_HPARAMS, "gamma": 0.9, "adversarial.ratio": 0.5}
+
+
+def test_the_learner_uses_the_same_names():
+    from rpbt.agent.ppo import HPARAM_NAMES as LEARNER_NAMES
+
+    assert LEARNER_NAMES == HPARAM_NAMES
+
+
+@pytest.mark.parametrize(
+    "key, value, ok",
+    [
+        ("learning_rate", 0.0, False), ("learning_rate", 1e-9, True),
+        ("ent_coef", 0.0, True), ("ent_coef", -1e-9, False),
+        ("clip_range", 0.0, False),
+        ("vf_coef", 0.0, True),
+        ("gamma", 0.0, False), ("gamma", 1.0, True), ("gamma", 1.001, False),
+        ("gae_lambda", 0.0, True), ("gae_lambda", 1.0, True), ("gae_lambda", 1.001, False),
+        ("max_grad_norm", 0.0, False),
+        ("adversarial.epsilon", 0.0, True), ("adversarial.epsilon", -0.1, False),
+        ("adversarial.robust_kl_coef", 0.0, True),
+        ("adversarial.ratio", 0.0, True), ("adversarial.ratio", 1.0, True), ("adversarial.ratio", 1.5, False),
+    ],
+)
+def test_field_bounds_and_search_space_bounds_are_the_same_range(key, value, ok):
+    text = format(value, ".12f")  # YAML 1.1 reads "1e-09" as a string
+    field_override = f"agent.{key}={text}"
+    space_override = f"pbt.search_space={{{key}: {{type: categorical, values: [{text}, 0.5]}}}}"
+    if ok:
+        assert member_hparams(load_config(None, [field_override]))[key] == value
+        load_config(None, [space_override])
+    else:
+        assert f"agent.{key}" in _error(field_override)
+        assert "outside its valid range" in _error(space_override)
+
+
+# --------------------------------------------------------------------------------------------------- overrides
+
+
 def test_overrides_parse_yaml_values():
     data = apply_overrides({}, ["agent.learning_rate=3e-4", "env.num_envs=4", "agent.network.encoder_sizes=[8, 8]",
                                 "run.torch_threads=null", "pbt.exploit=tournament"])
@@ -24,21 +163,54 @@ def test_overrides_parse_yaml_values():
                     "env": {"num_envs": 4}, "run": {"torch_threads": None}, "pbt": {"exploit": "tournament"}}
 
 
+# --------------------------------------------------------------------------------------------------- errors
+
+
 @pytest.mark.parametrize(
-    "override, key, expected",
+    "override, expected",
     [
-        ("agent.learnig_rate=1e-3", "agent.learnig_rate", "unknown key"),
-        ("agent.num_steps=abc", "agent.num_steps", "valid integer"),
-        ("pbt.population_size=0", "pbt.population_size", "greater than or equal to 1"),
-        ("agent.critic.kind=median", "agent.critic.kind", "'scalar', 'quantile' or 'categorical'"),
-        ("pbt.search_space.lr={type: float, low: 1, high: 2}", "pbt.search_space", "unknown hyperparameter 'lr'"),
+        ("agent.learnig_rate=1e-3", "unknown key"),
+        ("agent.num_steps=abc", "valid integer"),
+        ("agent.learning_rate=abc", "valid number"),
+        ("pbt.population_size=1", "PBT needs at least two members"),
+        ("pbt.population_size=0", "PBT needs at least two members"),
+        ("agent.critic.kind=median", "'scalar', 'quantile' or 'categorical'"),
+        ("pbt.search_space.lr={type: float, low: 1, high: 2}", "unknown hyperparameter 'lr'"),
     ],
 )
-def test_bad_config_names_the_key_and_what_was_expected(override, key, expected):
-    with pytest.raises(ConfigError) as err:
-        load_config(None, [override])
-    assert key in str(err.value) and expected in str(err.value)
-    assert "default.yaml" in str(err.value)
+def test_an_override_error_names_the_override_and_what_was_expected(override, expected):
+    message = _error(override)
+    assert f"{override} (command line)" in message and expected in message
+    assert "default.yaml" not in message
+
+
+def test_a_file_error_names_the_file_and_the_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("agent:\n  gamma: 1.5\npbt:\n  population_size: 1\n")
+    message = _error(path=path)
+    assert message.splitlines() == [
+        f"invalid configuration in {path}:",
+        "  agent.gamma: Input should be less than or equal to 1 (got 1.5)",
+        "  pbt.population_size: PBT needs at least two members (exploit copies one member into another) (got 1)",
+    ]
+    # the override fixes gamma; the file's population is still wrong and still named as the file's
+    message = _error("agent.gamma=0.9", "agent.learning_rate=-1", path=path)
+    assert message.splitlines() == [
+        f"invalid configuration in {path}:",
+        "  pbt.population_size: PBT needs at least two members (exploit copies one member into another) (got 1)",
+        "  agent.learning_rate=-1 (command line): Input should be greater than 0 (got -1)",
+    ]
+
+
+def test_a_cross_field_error_names_the_overrides_it_mentions():
+    message = _error("env.num_envs=6", "run.seed=3")
+    assert "env.num_envs=6 (command line)" in message and "divisible by agent.num_minibatches" in message
+    assert "run.seed" not in message
+
+
+def test_the_last_override_of_a_key_is_the_one_named():
+    message = _error("agent.learning_rate=abc", "agent.learning_rate=-2")
+    assert "agent.learning_rate=-2 (command line)" in message and "abc" not in message
 
 
 def test_cross_field_and_file_errors(tmp_path):
@@ -50,8 +222,54 @@ def test_cross_field_and_file_errors(tmp_path):
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ConfigError, match="bad.yaml: expected a mapping"):
         load_config(bad)
-    with pytest.raises(ConfigError, match="expected key.sub=value"):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("agent: [1\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match=r"override 'agent.learning_rate' \(command line\): expected key.sub=value"):
         load_config(None, ["agent.learning_rate"])
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("agent.learning_rate=.inf", "agent.learning_rate"),
+        ("agent.learning_rate=nan", "agent.learning_rate"),
+        ("agent.learning_rate=1e999", "agent.learning_rate"),
+        ("agent.critic.v_min=-.inf", "agent.critic.v_min"),
+        ("agent.network.log_std_init=.nan", "agent.network.log_std_init"),
+        ("pbt.perturb_factors=[.inf, 1.2]", "pbt.perturb_factors.0"),
+        ("pbt.search_space.learning_rate={type: float, low: 1.0e-4, high: .inf}",
+         "pbt.search_space.learning_rate.high"),
+        ("pbt.search_space.gamma={type: categorical, values: [0.9, .nan]}", "pbt.search_space.gamma.values"),
+        ("env.kwargs={a: {b: [1, .nan]}}", "env.kwargs.a.b[1]"),
+    ],
+)
+def test_non_finite_numbers_are_rejected_naming_the_key(override, key):
+    message = _error(override)
+    assert key in message and "finite number" in message and "(command line)" in message
+
+
+def test_a_non_finite_number_in_a_file_is_rejected_naming_the_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("agent:\n  vgs:\n    alpha: .inf\n")
+    assert _error(path=path).splitlines() == [
+        f"invalid configuration in {path}:", "  agent.vgs.alpha: Input should be a finite number (got inf)"]
+
+
+@pytest.mark.parametrize("text", ["search_space: {}", "search_space:"])
+def test_an_empty_search_space_is_an_error(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"pbt:\n  {text}\n")
+    message = _error(path=path)
+    assert "pbt.search_space" in message and "PBT would have nothing to explore" in message
+    assert "pbt.search_space={} (command line)" in _error("pbt.search_space={}")
+
+
+def test_a_population_of_two_is_the_smallest():
+    assert load_config(None, ["pbt.population_size=2"]).pbt.population_size == 2
+    with pytest.raises(ValueError, match="at least two members"):
+        PBTConfig(population_size=1)
 
 
 @pytest.mark.parametrize(
@@ -60,17 +278,29 @@ def test_cross_field_and_file_errors(tmp_path):
         ("pbt.search_space.learning_rate={type: float, low: -0.1, high: -0.01}", "outside its valid range (0.0, inf)"),
         ("pbt.search_space.gamma={type: float, low: 1.2, high: 1.5}", "outside its valid range (0.0, 1.0]"),
         ("pbt.search_space.learning_rate={type: categorical, values: [fast, slow]}", "'fast' is not a number"),
+        ("pbt.search_space.gamma={type: categorical, values: [0.9]}", "at least two 'values'"),
+        ("pbt.search_space.gamma={type: categorical, values: []}", "at least two 'values'"),
+        ("pbt.search_space.gamma={type: float, low: 0.9, high: 0.9}", "explore could never move"),
+        ("pbt.search_space={gamma: {type: float, low: 0.9, high: 0.99}, "  # noqa: ISC004
+         "agent.gamma: {type: float, low: 0.9, high: 0.99}}", "'gamma' is searched twice"),
         ("pbt.perturb_factors=[-1, 0]", "perturb factors must be positive"),
     ],
 )
 def test_search_space_must_stay_inside_each_hyperparameters_valid_range(override, expected):
-    with pytest.raises(ConfigError) as err:
-        load_config(None, [override])
-    assert expected in str(err.value) and "pbt." in str(err.value)
+    message = _error(override)
+    assert expected in message and "pbt." in message
 
 
-def test_an_empty_section_means_defaults(tmp_path):
-    path = tmp_path / "c.yaml"
-    path.write_text("agent:\npbt:\n  population_size: 3\n")
-    cfg = load_config(path)
-    assert cfg.agent.learning_rate == 2.5e-4 and cfg.pbt.population_size == 3
+def test_search_dim_is_the_one_check_of_a_dimension():
+    with pytest.raises(ValueError, match="at least two 'values'"):
+        SearchDim(type="categorical", values=[1])
+    with pytest.raises(ValueError, match="finite number"):
+        SearchDim(type="float", low=0.0, high=math.inf)
+
+
+def test_the_cli_reports_a_config_error_in_one_line_with_exit_status_2(capsys):
+    from rpbt.cli import main
+
+    assert main(["config", "agent.learning_rate=abc"]) == 2
+    err = capsys.readouterr().err
+    assert "agent.learning_rate=abc (command line)" in err and "Traceback" not in err

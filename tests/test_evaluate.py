@@ -90,7 +90,7 @@ def test_whole_split_report_baselines_and_policy_accounting_by_hand(tmp_path):
     closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, 200)))
     path = _csv(tmp_path, np.round(closes, 4))
     cfg = tiny_config(f"env.data.path={path}", "env.id=trading", "env.trading.episode_length=16",
-                      "env.trading.cost_bps=10", "env.trading.window=2", "pbt.population_size=1")
+                      "env.trading.cost_bps=10", "env.trading.window=2")
     policy = _policy(cfg, [0])
     env = make_trading_env(cfg.env, "test")
     close = env.data.close
@@ -255,7 +255,7 @@ def test_evaluate_errors():
         evaluate_members(policy, [2], cfg.env)
     with pytest.raises(ValueError, match="outside the validation split"):
         evaluate_policy(policy, 0, cfg.env, "validation", starts=[0])
-    plain = tiny_config("pbt.population_size=1")
+    plain = tiny_config()
     with pytest.raises(ValueError, match="trading environment only"):
         evaluate_policy(_policy(plain, [0]), 0, plain.env, starts=[5])
 

@@ -64,12 +64,15 @@ def test_empty_space_samples_and_perturbs_nothing():
     "spec, message",
     [
         ({"type": "float", "low": 1.0}, "needs 'low' and 'high'"),
-        ({"type": "float", "low": 2.0, "high": 1.0}, "must be >="),
+        ({"type": "float", "low": 2.0, "high": 1.0}, "must be greater than 'low'"),
+        ({"type": "float", "low": 0.5, "high": 0.5}, "explore could never move"),
+        ({"type": "int", "low": 3, "high": 3}, "explore could never move"),
         ({"type": "float", "low": 0.0, "high": 1.0, "scale": "log"}, "low > 0"),
         ({"type": "int", "low": 0.5, "high": 3}, "integral"),
         ({"type": "int", "low": 1, "high": 8, "scale": "log"}, "only supported for float"),
         ({"type": "float", "low": 0.0, "high": float("inf")}, "finite"),
-        ({"type": "categorical", "values": []}, "non-empty"),
+        ({"type": "categorical", "values": []}, "at least two 'values'"),
+        ({"type": "categorical", "values": ["only"]}, "at least two 'values'"),
         ({"type": "categorical", "values": ["a", "b", "a"]}, "duplicate"),
         ({"type": "float", "low": 0.0, "high": 1.0, "typo": 1}, "typo"),
         ({"type": "gaussian", "low": 0.0, "high": 1.0}, "type"),
@@ -118,11 +121,12 @@ def test_linear_uniform_median_is_near_the_midpoint():
     assert abs(statistics.median(draws) - 5.0) < 0.3
 
 
-def test_degenerate_dimension_always_gives_its_single_value():
-    space = SearchSpace({"x": {"type": "float", "low": 0.5, "high": 0.5, "scale": "log"}})
-    rng = random.Random(0)
-    assert {space.sample(rng)["x"] for _ in range(20)} == {0.5}
-    assert space.perturb({"x": 0.5}, rng, resample_probability=0.0)[0] == {"x": 0.5}
+def test_a_dimension_explore_could_never_move_is_rejected():
+    # One value (low == high, or a single categorical entry) would be searched in name only.
+    with pytest.raises(ValueError, match="'x'.*explore could never move"):
+        SearchSpace({"x": {"type": "float", "low": 0.5, "high": 0.5, "scale": "log"}})
+    with pytest.raises(ValueError, match="'x'.*at least two 'values'"):
+        SearchSpace({"x": SearchDim.model_construct(type="categorical", values=["a"]).model_dump()})
 
 
 # ------------------------------------------------------------------------------------------------ perturb

@@ -1,17 +1,26 @@
 """Validated run configuration: the only place defaults live.
 
 A run is described by one YAML file with the sections ``env``, ``agent``, ``pbt``, ``run`` and ``backend``; every key
-has a default, so an absent or empty section means all defaults. :func:`load_config` reads the file, applies dotted
-command-line overrides (``agent.learning_rate=1e-3``, as Hydra / OmegaConf users expect) and validates the result
-with pydantic.
-Every model forbids unknown keys, so a typo is reported with its dotted path instead of being silently ignored.
+has a default, so an absent or empty section means all defaults. The pydantic defaults ARE the shipped default job:
+``Config()`` equals the validated ``configs/default.yaml``, which is kept as a documented copy of them.
+:func:`load_config` reads the file, applies dotted command-line overrides (``agent.learning_rate=1e-3``, as
+Hydra / OmegaConf users expect) and validates the result with pydantic, once, here. Every model forbids unknown
+keys, so a typo is reported with its dotted path instead of being silently ignored, and rejects non-finite numbers.
 
-Errors: :class:`ConfigError` (a ``ValueError``) whose message names the file, the dotted key and what was expected.
+The per-member hyperparameters (those PBT explores) are one table, :data:`HPARAMS`: name, dotted config key,
+default, valid range, whether PBT may search it, its dimension in the default search space, and what it is. The
+pydantic fields, their bounds, :data:`HPARAM_NAMES`, :data:`SEARCHABLE`, the search-space range checks,
+:func:`default_search_space` and :func:`member_hparams` are all built from it.
+
+Errors: :class:`ConfigError` (a ``ValueError``) whose message names the dotted key, what was expected, and where the
+bad value came from: the file, or the command-line override (``agent.learning_rate=abc (command line)``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -33,7 +42,175 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Base of every config model: unknown keys, non-finite floats and bad assignments are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# --------------------------------------------------------------------------------------------------- search dimension
+
+
+class SearchDim(_Strict):
+    """One searched hyperparameter (one entry of ``pbt.search_space``).
+
+    ``type``: ``float`` (with ``scale`` linear or log), ``int`` or ``categorical`` (``values``). ``low``/``high``
+    bound numeric dimensions. Every member starts from a draw of the prior (uniform; log-uniform for ``log``).
+
+    A dimension must give explore somewhere to go: ``high > low`` (integral bounds for ``int``, ``low > 0`` for a
+    log scale, which only floats have) and at least two distinct ``values`` for a categorical. This is the one place
+    a dimension is checked; :class:`rpbt.pbt.space.SearchSpace` builds on a validated ``SearchDim``.
+    """
+
+    type: Literal["float", "int", "categorical"] = "float"
+    low: Optional[float] = None
+    high: Optional[float] = None
+    scale: Literal["linear", "log"] = "linear"
+    values: Optional[list[Union[float, int, str, bool]]] = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "SearchDim":
+        if self.type == "categorical":
+            values = list(self.values or [])
+            if len(values) < 2:
+                raise ValueError(f"a categorical dimension needs at least two 'values' to explore between, got "
+                                 f"{self.values!r} (explore could never move a single value)")
+            for i, a in enumerate(values):
+                for b in values[i + 1:]:
+                    if type(a) is type(b) and a == b:
+                        raise ValueError(f"duplicate categorical value {a!r} in 'values'")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} dimension needs 'low' and 'high'")
+        if not self.high > self.low:
+            raise ValueError(f"'high' ({self.high}) must be greater than 'low' ({self.low}): explore could never "
+                             f"move a dimension with a single value")
+        if self.type == "int":
+            if self.low != int(self.low) or self.high != int(self.high):
+                raise ValueError(f"an int dimension needs integral bounds, got {self.low}, {self.high}")
+            if self.scale == "log":
+                raise ValueError("scale 'log' is only supported for float dimensions")
+        if self.scale == "log" and self.low <= 0:
+            raise ValueError(f"a log-scale dimension needs low > 0, got {self.low}")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------- hyperparameters
+
+
+@dataclass(frozen=True)
+class HParam:
+    """One per-member hyperparameter: one row of :data:`HPARAMS`.
+
+    Attributes:
+        name: the name everywhere outside the config file: :func:`member_hparams` keys, ``pbt.search_space`` keys
+            (``agent.<name>`` is accepted too), checkpoints, ``pbt/hp/<name>`` metrics.
+        path: its dotted config key (``agent.<name>``).
+        default: every member's initial value unless searched (the pydantic field's default).
+        low, low_inclusive, high, high_inclusive: the valid range; ``None`` means unbounded on that side.
+        searchable: whether ``pbt.search_space`` may name it.
+        doc: what it is (the field's description).
+        prior: its dimension in the default search space (:func:`default_search_space`); ``None``: not searched by
+            default.
+    """
+
+    name: str
+    path: str
+    default: float
+    low: Optional[float]
+    low_inclusive: bool
+    high: Optional[float]
+    high_inclusive: bool
+    searchable: bool
+    doc: str
+    prior: Optional[SearchDim] = None
+
+    def interval(self) -> str:
+        """The valid range in interval notation, e.g. ``(0.0, 1.0]``."""
+        lo = "-inf" if self.low is None else f"{self.low}"
+        hi = "inf" if self.high is None else f"{self.high}"
+        return f"{'[' if self.low_inclusive else '('}{lo}, {hi}{']' if self.high_inclusive else ')'}"
+
+    def contains(self, value: float) -> bool:
+        """Whether the number ``value`` lies in the valid range (NaN never does)."""
+        low_ok = self.low is None or value > self.low or (self.low_inclusive and value == self.low)
+        high_ok = self.high is None or value < self.high or (self.high_inclusive and value == self.high)
+        return bool(low_ok and high_ok) and not math.isnan(value)
+
+    def check(self, value: Any, where: str) -> None:
+        """Raise ``ValueError`` starting with ``where`` unless ``value`` is a finite number in the valid range."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where}: {value!r} is not a number")
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {value!r} is not a finite number")
+        if not self.contains(value):
+            raise ValueError(f"{where}: {value!r} is outside its valid range {self.interval()}")
+
+    def field(self) -> Any:
+        """The pydantic field of :attr:`path`: this default, these bounds, this description."""
+        bounds: dict[str, float] = {}
+        if self.low is not None:
+            bounds["ge" if self.low_inclusive else "gt"] = self.low
+        if self.high is not None:
+            bounds["le" if self.high_inclusive else "lt"] = self.high
+        return Field(self.default, description=self.doc, **bounds)
+
+    def get(self, cfg: "Config") -> float:
+        """This hyperparameter's value in ``cfg`` (read at :attr:`path`)."""
+        node: Any = cfg
+        for part in self.path.split("."):
+            node = getattr(node, part)
+        return node
+
+
+def _hp(name: str, default: float, low: Optional[float], high: Optional[float], doc: str, *,
+        low_inclusive: bool = False, high_inclusive: bool = False, searchable: bool = True,
+        prior: Optional[SearchDim] = None) -> HParam:
+    return HParam(name=name, path=f"agent.{name}", default=default, low=low, low_inclusive=low_inclusive, high=high,
+                  high_inclusive=high_inclusive, searchable=searchable, doc=doc, prior=prior)
+
+
+#: Every per-member hyperparameter, in :func:`member_hparams` order. Ranges: ``(`` excludes, ``[`` includes a bound.
+HPARAMS: tuple[HParam, ...] = (
+    _hp("learning_rate", 1e-3, 0.0, None, "Adam step size",
+        prior=SearchDim(type="float", low=1e-4, high=3e-3, scale="log")),
+    _hp("ent_coef", 0.01, 0.0, None, "entropy bonus coefficient", low_inclusive=True,
+        prior=SearchDim(type="float", low=1e-4, high=3e-2, scale="log")),
+    _hp("clip_range", 0.2, 0.0, None, "clipped-surrogate epsilon",
+        prior=SearchDim(type="float", low=0.1, high=0.3)),
+    _hp("vf_coef", 0.5, 0.0, None, "value-loss coefficient", low_inclusive=True),
+    _hp("gamma", 0.99, 0.0, 1.0, "discount", high_inclusive=True),
+    _hp("gae_lambda", 0.95, 0.0, 1.0, "GAE(lambda)", low_inclusive=True, high_inclusive=True,
+        prior=SearchDim(type="float", low=0.8, high=0.99)),
+    _hp("max_grad_norm", 0.5, 0.0, None, "per-member gradient-norm clip"),
+    _hp("adversarial.epsilon", 0.05, 0.0, None, "SA-PPO: final attack radius", low_inclusive=True),
+    _hp("adversarial.robust_kl_coef", 0.1, 0.0, None, "SA-PPO: robust KL regularizer coefficient",
+        low_inclusive=True),
+    _hp("adversarial.ratio", 1.0, 0.0, 1.0, "SA-PPO: fraction of each minibatch attacked",
+        low_inclusive=True, high_inclusive=True),
+)
+
+HPARAMS_BY_NAME: dict[str, HParam] = {h.name: h for h in HPARAMS}
+
+#: The per-member hyperparameter names, in :func:`member_hparams` order.
+HPARAM_NAMES: tuple[str, ...] = tuple(h.name for h in HPARAMS)
+
+#: The names ``pbt.search_space`` may use (``agent.<name>`` is accepted too).
+SEARCHABLE: frozenset[str] = frozenset(h.name for h in HPARAMS if h.searchable)
+
+#: Valid range of every searchable hyperparameter: (low, low_inclusive, high, high_inclusive); None = unbounded.
+#: A view of :data:`HPARAMS`, kept for callers of the old name.
+HPARAM_RANGES: dict[str, tuple[Optional[float], bool, Optional[float], bool]] = {
+    h.name: (h.low, h.low_inclusive, h.high, h.high_inclusive) for h in HPARAMS if h.searchable
+}
+
+
+def default_search_space() -> dict[str, SearchDim]:
+    """The search space of a config that does not set ``pbt.search_space``: every :data:`HPARAMS` prior (copies)."""
+    return {h.name: h.prior.model_copy(deep=True) for h in HPARAMS if h.prior is not None}
+
+
+def _hp_field(name: str) -> Any:
+    return HPARAMS_BY_NAME[name].field()
 
 
 # --------------------------------------------------------------------------------------------------- env
@@ -83,6 +260,24 @@ class EnvConfig(_Strict):
     data: TradingDataConfig = Field(default_factory=TradingDataConfig)
     trading: TradingConfig = Field(default_factory=TradingConfig)
 
+    @field_validator("kwargs")
+    @classmethod
+    def _finite_kwargs(cls, v: dict[str, Any]) -> dict[str, Any]:
+        _check_finite(v, "env.kwargs")
+        return v
+
+
+def _check_finite(value: Any, where: str) -> None:
+    """Raise ``ValueError`` naming the dotted key of the first non-finite float nested in ``value``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: {value!r} is not a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_finite(item, f"{where}[{index}]")
+
 
 # --------------------------------------------------------------------------------------------------- agent
 
@@ -128,10 +323,10 @@ class AdversarialConfig(_Strict):
     """State-adversarial PPO (Zhang et al. 2020), see :mod:`rpbt.agent.adversary`."""
 
     enabled: bool = False
-    epsilon: float = Field(0.05, ge=0.0)
+    epsilon: float = _hp_field("adversarial.epsilon")
     epsilon_schedule: Literal["constant", "linear", "cosine"] = "constant"
-    robust_kl_coef: float = Field(0.1, ge=0.0)
-    ratio: float = Field(1.0, ge=0.0, le=1.0)
+    robust_kl_coef: float = _hp_field("adversarial.robust_kl_coef")
+    ratio: float = _hp_field("adversarial.ratio")
     warmup: int = Field(0, ge=0)
     attack: Literal["pgd", "fgsm"] = "pgd"
     norm: Literal["linf", "l2"] = "linf"
@@ -141,19 +336,23 @@ class AdversarialConfig(_Strict):
 
 
 class AgentConfig(_Strict):
-    """Recurrent PPO learner. Hyperparameters here are the initial values of every member unless searched."""
+    """Recurrent PPO learner.
+
+    The per-member hyperparameters (``learning_rate`` .. ``max_grad_norm`` and three of ``adversarial``) are the
+    initial values of every member unless searched; their defaults and bounds come from :data:`HPARAMS`.
+    """
 
     num_steps: int = Field(128, ge=1)  # rollout length per env
     num_minibatches: int = Field(4, ge=1)  # minibatches split by environment
     update_epochs: int = Field(4, ge=1)
-    learning_rate: float = Field(2.5e-4, gt=0.0)
-    ent_coef: float = Field(0.01, ge=0.0)
-    clip_range: float = Field(0.2, gt=0.0)
+    learning_rate: float = _hp_field("learning_rate")
+    ent_coef: float = _hp_field("ent_coef")
+    clip_range: float = _hp_field("clip_range")
     clip_range_vf: Optional[float] = None
-    vf_coef: float = Field(0.5, ge=0.0)
-    gamma: float = Field(0.99, gt=0.0, le=1.0)
-    gae_lambda: float = Field(0.95, ge=0.0, le=1.0)
-    max_grad_norm: float = Field(0.5, gt=0.0)
+    vf_coef: float = _hp_field("vf_coef")
+    gamma: float = _hp_field("gamma")
+    gae_lambda: float = _hp_field("gae_lambda")
+    max_grad_norm: float = _hp_field("max_grad_norm")
     adam_eps: float = Field(1e-5, gt=0.0)
     normalize_advantage: bool = True
     normalize_observations: bool = True
@@ -170,82 +369,13 @@ class AgentConfig(_Strict):
 # --------------------------------------------------------------------------------------------------- pbt
 
 
-class SearchDim(_Strict):
-    """One searched hyperparameter.
-
-    ``type``: ``float`` (with ``scale`` linear or log), ``int`` or ``categorical`` (``values``). ``low``/``high``
-    bound numeric dimensions. Every member starts from a draw of the prior (uniform; log-uniform for ``log``).
-    """
-
-    type: Literal["float", "int", "categorical"] = "float"
-    low: Optional[float] = None
-    high: Optional[float] = None
-    scale: Literal["linear", "log"] = "linear"
-    values: Optional[list[Union[float, int, str, bool]]] = None
-
-    @model_validator(mode="after")
-    def _check(self) -> "SearchDim":
-        if self.type == "categorical":
-            if not self.values:
-                raise ValueError("a categorical dimension needs a non-empty 'values' list")
-        else:
-            if self.low is None or self.high is None:
-                raise ValueError(f"a {self.type} dimension needs 'low' and 'high'")
-            if self.high < self.low:
-                raise ValueError(f"'high' ({self.high}) must be >= 'low' ({self.low})")
-            if self.scale == "log" and self.low <= 0:
-                raise ValueError(f"a log-scale dimension needs low > 0, got {self.low}")
-        return self
-
-
-SEARCHABLE = {
-    "learning_rate",
-    "ent_coef",
-    "clip_range",
-    "vf_coef",
-    "gamma",
-    "gae_lambda",
-    "max_grad_norm",
-    "adversarial.epsilon",
-    "adversarial.robust_kl_coef",
-    "adversarial.ratio",
-}
-
-
-# Valid range of every searchable hyperparameter: (low, low_inclusive, high, high_inclusive); None = unbounded.
-HPARAM_RANGES: dict[str, tuple[Optional[float], bool, Optional[float], bool]] = {
-    "learning_rate": (0.0, False, None, False),
-    "ent_coef": (0.0, True, None, False),
-    "clip_range": (0.0, False, None, False),
-    "vf_coef": (0.0, True, None, False),
-    "gamma": (0.0, False, 1.0, True),
-    "gae_lambda": (0.0, True, 1.0, True),
-    "max_grad_norm": (0.0, False, None, False),
-    "adversarial.epsilon": (0.0, True, None, False),
-    "adversarial.robust_kl_coef": (0.0, True, None, False),
-    "adversarial.ratio": (0.0, True, 1.0, True),
-}
-
-
-def _check_in_range(name: str, value: Any, where: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{where}: {value!r} is not a number")
-    low, low_inc, high, high_inc = HPARAM_RANGES[name]
-    ok = (low is None or value > low or (low_inc and value == low)) and (
-        high is None or value < high or (high_inc and value == high))
-    if not ok:
-        lo = "-inf" if low is None else f"{low}"
-        hi = "inf" if high is None else f"{high}"
-        interval = f"{'[' if low_inc else '('}{lo}, {hi}{']' if high_inc else ')'}"
-        raise ValueError(f"{where}: {value!r} is outside its valid range {interval}")
-
-
 class PBTConfig(_Strict):
     """Population-Based Training (Jaderberg et al. 2017)."""
 
-    population_size: int = Field(8, ge=1)
-    perturbation_interval: int = Field(4, ge=1)  # updates between ready checks
-    burn_in: int = Field(4, ge=0)  # updates before a member is first ready
+    # Members. At least 2: exploit copies one member into another, so a population of one would never change.
+    population_size: int = 8
+    perturbation_interval: int = Field(5, ge=1)  # updates between ready checks
+    burn_in: int = Field(5, ge=0)  # updates before a member is first ready
     exploit: Literal["truncation", "tournament"] = "truncation"
     quantile_fraction: float = Field(0.25, gt=0.0, le=0.5)
     resample_probability: float = Field(0.25, ge=0.0, le=1.0)
@@ -262,19 +392,43 @@ class PBTConfig(_Strict):
     optimizer_state: Literal["copy", "reset"] = "copy"
     hidden_state: Literal["keep", "zero", "reset_episodes", "burn_in"] = "burn_in"
     burn_in_max_steps: int = Field(512, ge=1)
-    search_space: dict[str, SearchDim] = Field(default_factory=dict)
+    # Searched hyperparameters (names of HPARAMS, `agent.` prefix optional). Left out: default_search_space(), the
+    # priors of HPARAMS. Given: it replaces the default whole. Empty: an error (PBT would have nothing to explore).
+    search_space: dict[str, SearchDim] = Field(default_factory=default_search_space)
+
+    @field_validator("population_size")
+    @classmethod
+    def _at_least_two(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError("PBT needs at least two members (exploit copies one member into another)")
+        return v
+
+    @field_validator("search_space", mode="before")
+    @classmethod
+    def _not_empty(cls, v: Any) -> Any:
+        if v is None or (isinstance(v, dict) and not v):
+            raise ValueError(
+                f"expected at least one searched hyperparameter: PBT would have nothing to explore. Name "
+                f"some of {sorted(SEARCHABLE)}, or leave pbt.search_space out for the default search space "
+                f"({', '.join(default_search_space())})")
+        return v
 
     @field_validator("search_space")
     @classmethod
     def _known(cls, v: dict[str, SearchDim]) -> dict[str, SearchDim]:
+        space: dict[str, SearchDim] = {}
         for key, dim in v.items():
             name = key.removeprefix("agent.")
-            if name not in SEARCHABLE:
+            hparam = HPARAMS_BY_NAME.get(name)
+            if hparam is None or not hparam.searchable:
                 raise ValueError(f"unknown hyperparameter {key!r}; searchable: {sorted(SEARCHABLE)}")
+            if name in space:
+                raise ValueError(f"{name!r} is searched twice (as {name!r} and as 'agent.{name}'); keep one")
             values = dim.values if dim.type == "categorical" else [dim.low, dim.high]
             for value in values or []:
-                _check_in_range(name, value, f"search space of {key}")
-        return {k.removeprefix("agent."): d for k, d in v.items()}
+                hparam.check(value, f"search space of {key}")
+            space[name] = dim
+        return space
 
     @field_validator("perturb_factors")
     @classmethod
@@ -288,7 +442,7 @@ class PBTConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    total_env_steps: int = Field(200_000, ge=1)  # per member
+    total_env_steps: int = Field(150_000, ge=1)  # per member
     seed: int = 0
     dir: str = "runs/default"
     # torch threads in this process (None: torch's default). 1 by default: a small recurrent net is a long chain of
@@ -356,62 +510,98 @@ def _parse_value(text: str) -> Any:
     return value
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides to nested config data (in place, also returned).
 
-    Raises :class:`ConfigError` for an override without ``=`` or one that descends into a non-mapping.
+    Raises :class:`ConfigError` naming the override for one without ``=``, with an empty key segment, or one that
+    descends into a non-mapping.
     """
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key.sub=value")
+            raise ConfigError(f"override {item!r} (command line): expected key.sub=value")
         key, _, raw = item.partition("=")
         parts = key.strip().split(".")
         if not all(parts):
-            raise ConfigError(f"override {item!r}: empty key segment")
+            raise ConfigError(f"override {item!r} (command line): empty key segment; expected key.sub=value")
         node = data
         for depth, part in enumerate(parts[:-1]):
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {'.'.join(parts[: depth + 1])} is not a section")
+                raise ConfigError(f"override {item!r} (command line): {'.'.join(parts[: depth + 1])} is not a "
+                                  f"section; expected a key inside one")
             node = child
         node[parts[-1]] = _parse_value(raw)
     return data
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
+def _override_origin(loc: str, message: str, overrides: Sequence[str]) -> list[str]:
+    """The overrides that set the key of an error at ``loc`` (the last one per key; ``[]``: the file did).
+
+    An override matches when its key and ``loc`` are equal or one contains the other (``pbt.search_space.lr`` for an
+    error at ``pbt.search_space``, ``agent`` for one at ``agent.learning_rate``). An error of the whole config
+    (empty ``loc``: a cross-field check) matches the overrides whose key its message names.
+    """
+    last: dict[str, str] = {}
+    for item in overrides:
+        last[item.partition("=")[0].strip()] = item
+    found = []
+    for key, item in last.items():
+        if loc:
+            hit = key == loc or key.startswith(loc + ".") or loc.startswith(key + ".")
+        else:
+            hit = key in message
+        if hit:
+            found.append(item)
+    return found
+
+
+def _format_errors(err: ValidationError, source: str, overrides: Sequence[str] = ()) -> str:
+    """One line per error: the dotted key (or the override that set it), what was expected and what was given."""
+    file_lines, override_lines = [], []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; `rpbt config` prints every valid key)"
         elif "input" in e and e["type"] != "missing" and not isinstance(e["input"], dict):
             msg = f"{msg} (got {e['input']!r})"
-        lines.append(f"  {loc or '<root>'}: {msg}")
-    return "\n".join(lines)
+        origin = _override_origin(loc, msg, overrides)
+        if origin:
+            where = ", ".join(origin) + " (command line)"
+            key = origin[0].partition("=")[0].strip()
+            override_lines.append(f"  {where}: {msg}" if loc in ("", key) else f"  {where}: {loc}: {msg}")
+        else:
+            file_lines.append(f"  {loc or '<root>'}: {msg}")
+    header = f"invalid configuration in {source}:" if file_lines else "invalid configuration:"
+    return "\n".join([header, *file_lines, *override_lines])
 
 
-def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
-    """Validate nested config data; raises :class:`ConfigError` naming every bad key."""
+def config_from_dict(data: dict[str, Any], source: str = "<dict>", overrides: Sequence[str] = ()) -> Config:
+    """Validate nested config data; raises :class:`ConfigError` naming every bad key.
+
+    ``source`` names where ``data`` came from (a file); ``overrides`` are the ``key.sub=value`` items already
+    applied to it, so that an error they caused names the override instead of the file.
+    """
     # An empty section (`agent:` with nothing under it) means "all defaults", as in the file it came from.
     data = {k: ({} if v is None and k in Config.model_fields else v) for k, v in data.items()}
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        raise ConfigError(_format_errors(err, source, overrides)) from None
 
 
-def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[list[str]] = None) -> Config:
+def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Sequence[str]] = None) -> Config:
     """Load a YAML config (the shipped default when ``path`` is None) and apply dotted overrides.
 
     Raises :class:`ConfigError` when the file is missing, is not a YAML mapping, or fails validation; the message
-    names the file and the dotted key.
+    names the dotted key and the file, or the override when the bad value came from the command line.
     """
+    overrides = list(overrides or [])
     path, data = read_config_data(path)
-    apply_overrides(data, list(overrides or []))
-    return config_from_dict(data, source=str(path))
+    apply_overrides(data, overrides)
+    return config_from_dict(data, source=str(path), overrides=overrides)
 
 
 def read_config_data(path: Optional[Union[str, Path]] = None) -> tuple[Path, dict[str, Any]]:
@@ -432,19 +622,5 @@ def read_config_data(path: Optional[Union[str, Path]] = None) -> tuple[Path, dic
 
 
 def member_hparams(cfg: Config) -> dict[str, float]:
-    """The initial value of every per-member hyperparameter (names as in ``SEARCHABLE``)."""
-    a = cfg.agent
-    return {
-        "learning_rate": a.learning_rate,
-        "ent_coef": a.ent_coef,
-        "clip_range": a.clip_range,
-        "vf_coef": a.vf_coef,
-        "gamma": a.gamma,
-        "gae_lambda": a.gae_lambda,
-        "max_grad_norm": a.max_grad_norm,
-        "adversarial.epsilon": a.adversarial.epsilon,
-        "adversarial.robust_kl_coef": a.adversarial.robust_kl_coef,
-        "adversarial.ratio": a.adversarial.ratio,
-    }
-
-HPARAM_NAMES: tuple[str, ...] = tuple(member_hparams(Config()).keys())
+    """The initial value of every per-member hyperparameter in ``cfg``: :data:`HPARAM_NAMES` in order."""
+    return {h.name: h.get(cfg) for h in HPARAMS}

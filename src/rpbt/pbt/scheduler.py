@@ -53,8 +53,9 @@ import operator
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import Any, Optional, Union, get_args
 
+from rpbt.config import PBTConfig, SearchDim
 from rpbt.pbt.space import (
     DEFAULT_PERTURB_FACTORS,
     SearchSpace,
@@ -62,13 +63,11 @@ from rpbt.pbt.space import (
     check_probability,
 )
 
-if TYPE_CHECKING:  # pragma: no cover
-    from rpbt.config import PBTConfig, SearchDim
-
 __all__ = ["Decision", "PBTScheduler", "EXPLOIT_STRATEGIES", "MODES"]
 
-EXPLOIT_STRATEGIES = ("truncation", "tournament")
-MODES = ("max", "min")
+#: The exploit strategies and score modes ``pbt.exploit`` / ``pbt.mode`` accept (read from :class:`PBTConfig`).
+EXPLOIT_STRATEGIES: tuple[str, ...] = get_args(PBTConfig.model_fields["exploit"].annotation)
+MODES: tuple[str, ...] = get_args(PBTConfig.model_fields["mode"].annotation)
 _STATE_VERSION = 1
 
 
@@ -106,7 +105,7 @@ class PBTScheduler:
 
     Args:
         space: the search space (a :class:`SearchSpace`, or a mapping accepted by its constructor).
-        population_size: number of members (>= 1).
+        population_size: number of members (>= 1 here; a run's config asks for >= 2, see ``pbt.population_size``).
         perturbation_interval: updates between two ready points of a member (>= 1).
         burn_in: updates before a member can first be ready (>= 0).
         exploit: ``"truncation"`` (truncation selection) or ``"tournament"`` (binary tournament).
@@ -121,7 +120,7 @@ class PBTScheduler:
 
     def __init__(
         self,
-        space: Union[SearchSpace, Mapping[str, Union["SearchDim", Mapping[str, Any]]]],
+        space: Union[SearchSpace, Mapping[str, Union[SearchDim, Mapping[str, Any]]]],
         *,
         population_size: int,
         perturbation_interval: int,
@@ -157,7 +156,7 @@ class PBTScheduler:
         self._last_ready: list[Optional[int]] = [None] * self.population_size
 
     @classmethod
-    def from_config(cls, pbt: "PBTConfig", seed: int = 0) -> "PBTScheduler":
+    def from_config(cls, pbt: PBTConfig, seed: int = 0) -> "PBTScheduler":
         """A scheduler from the ``pbt`` section of a run configuration (``seed`` usually ``run.seed``)."""
         return cls(
             SearchSpace(pbt.search_space),

@@ -15,10 +15,11 @@ Priors: uniform on ``[low, high]`` for a linear float, log-uniform for a log flo
 Determinism: every method that draws numbers takes a :class:`random.Random` and visits the dimensions in sorted
 name order, so the results depend only on the generator's state and the inputs, never on dict insertion order.
 
-Errors: a bad definition raises :class:`ValueError` naming the dimension (missing bounds, ``high < low``, a
-log scale with ``low <= 0``, non-integral int bounds, non-finite bounds, an empty or duplicated ``values`` list).
-A value that cannot be explored or clipped (non-numeric or non-finite for a numeric dimension, not in ``values``
-for a categorical, a searched name missing from the values) also raises :class:`ValueError` naming it.
+Errors: a bad definition raises :class:`ValueError` naming the dimension. What a valid dimension is (bounds with
+``high > low``, integral for an int, ``low > 0`` for a log scale, finite; at least two distinct categorical
+``values``) is decided once, by :class:`rpbt.config.SearchDim`, which every dimension is validated as. A value
+that cannot be explored or clipped (non-numeric or non-finite for a numeric dimension, not in ``values`` for a
+categorical, a searched name missing from the values) also raises :class:`ValueError` naming it.
 """
 
 from __future__ import annotations
@@ -130,39 +131,19 @@ def _build_dimension(name: Any, spec: Union[SearchDim, Mapping[str, Any]]) -> _D
             dim = SearchDim.model_validate(dict(spec))
         except ValidationError as err:
             problems = "; ".join(
-                (".".join(str(p) for p in e["loc"]) + ": " if e["loc"] else "") + e["msg"] for e in err.errors()
+                (".".join(str(p) for p in e["loc"]) + ": " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
+                for e in err.errors()
             )
             raise ValueError(f"search dimension {name!r}: {problems}") from None
     else:
         raise ValueError(f"search dimension {name!r}: expected a SearchDim or a mapping, got {type(spec).__name__}")
 
+    # SearchDim has checked everything a dimension needs (see its docstring); here it only takes its final form.
     if dim.type == "categorical":
-        # SearchDim already guarantees a non-empty list.
-        values = tuple(dim.values or ())
-        if not values:
-            raise ValueError(f"search dimension {name!r}: a categorical dimension needs a non-empty 'values' list")
-        for i, a in enumerate(values):
-            for b in values[i + 1 :]:
-                if type(a) is type(b) and a == b:
-                    raise ValueError(f"search dimension {name!r}: duplicate categorical value {a!r}")
-        return _Dimension(name=name, type="categorical", values=values, scale=dim.scale)
-
-    low, high = dim.low, dim.high
-    if low is None or high is None:
-        raise ValueError(f"search dimension {name!r}: a {dim.type} dimension needs 'low' and 'high'")
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise ValueError(f"search dimension {name!r}: 'low' and 'high' must be finite, got {low!r}, {high!r}")
-    if high < low:
-        raise ValueError(f"search dimension {name!r}: 'high' ({high}) must be >= 'low' ({low})")
+        return _Dimension(name=name, type="categorical", values=tuple(dim.values or ()), scale=dim.scale)
     if dim.type == "int":
-        if low != int(low) or high != int(high):
-            raise ValueError(f"search dimension {name!r}: an int dimension needs integral bounds, got {low}, {high}")
-        if dim.scale == "log":
-            raise ValueError(f"search dimension {name!r}: scale 'log' is only supported for float dimensions")
-        return _Dimension(name=name, type="int", low=int(low), high=int(high), scale="linear")
-    if dim.scale == "log" and low <= 0:
-        raise ValueError(f"search dimension {name!r}: a log-scale dimension needs low > 0, got {low}")
-    return _Dimension(name=name, type="float", low=float(low), high=float(high), scale=dim.scale)
+        return _Dimension(name=name, type="int", low=int(dim.low), high=int(dim.high), scale="linear")
+    return _Dimension(name=name, type="float", low=float(dim.low), high=float(dim.high), scale=dim.scale)
 
 
 def check_factors(factors: Sequence[float]) -> tuple[float, ...]:
