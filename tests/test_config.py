@@ -120,10 +120,14 @@ def test_one_table_gives_names_defaults_ranges_fields_and_member_hparams():
     assert member_hparams(cfg) == {**DEFAULT_HPARAMS, "gamma": 0.9, "adversarial.ratio": 0.5}
 
 
-def test_the_learner_uses_the_same_names():
-    from rpbt.agent.ppo import HPARAM_NAMES as LEARNER_NAMES
+def test_the_policy_holds_one_per_member_tensor_per_table_entry():
+    from rpbt.agent.ppo import make_policy
+    from rpbt.checkpoint import hparam_key
 
-    assert LEARNER_NAMES == HPARAM_NAMES
+    policy = make_policy(Config(), [0, 1])
+    held = sorted(k for k in policy.state_dict() if k.startswith("hp_"))
+    assert held == sorted(hparam_key(n) for n in HPARAM_NAMES)
+    assert policy.get_hparams(1) == pytest.approx(member_hparams(Config()))
 
 
 @pytest.mark.parametrize(
