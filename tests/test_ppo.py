@@ -201,3 +201,85 @@ def test_metrics_use_sb3_keys_and_are_per_member():
         assert m[key].shape == (2,), key
     assert torch.isfinite(m["rollout/ep_rew_mean"]).all()
     assert (m["train/entropy_loss"] < 0).all()  # minus the entropy of a non-degenerate policy
+
+
+# ------------------------------------------------------------------------------------------ segment replay
+
+
+def test_to_segments_layout_by_hand():
+    from rpbt.agent.rollout import to_segments
+
+    x = torch.arange(2 * 6 * 3).view(2, 6, 3)  # x[p, t, n] = 18p + 3t + n
+    y = to_segments(x, 2)  # K = 3 segments of 2 steps per environment
+    assert y.shape == (2, 2, 9)
+    for p in range(2):
+        for k in range(3):
+            for n in range(3):
+                for step in range(2):
+                    assert int(y[p, step, k * 3 + n]) == 18 * p + 3 * (2 * k + step) + n
+    assert torch.equal(to_segments(x, 6), x)
+
+
+def _segment_learner(length=8):
+    return Learner(tiny_config("agent.num_steps=32", f"agent.bptt_length={length}", "env.num_envs=2",
+                               "agent.num_minibatches=2"), [0, 1])
+
+
+def test_first_epoch_segments_start_from_the_acting_states_and_reproduce_log_probs():
+    from rpbt.agent.networks import log_prob_entropy
+    from rpbt.agent.rollout import take_envs, to_segments
+
+    learner = _segment_learner()
+    learner.collect()
+    rollout = learner.collect()
+    policy = learner.policy
+    h, _ = rollout.segment_states["actor"]
+    assert h.shape[2] == 4 * 2  # K = 32 / 8 segments for each of the 2 environments
+    assert torch.equal(h[:, :, :2], rollout.initial_states["actor"][0])  # segment 0 starts at the rollout's start
+    idx = torch.arange(8).repeat(2, 1)
+    states = {n: tuple(take_envs(s, idx) for s in rollout.segment_states[n]) for n in policy.state_names()}
+    head, raws = policy.sequence(to_segments(rollout.obs, 8), states, to_segments(rollout.episode_starts, 8))
+    logp, _ = log_prob_entropy(head, to_segments(rollout.actions, 8), False, None)
+    assert float((logp - to_segments(rollout.log_probs, 8)).abs().max()) < 1e-5
+    values = policy.values_from_raw(raws)
+    assert float((values - torch.stack([to_segments(v, 8) for v in rollout.values])).abs().max()) < 1e-5
+
+
+def test_refreshed_segment_states_equal_stepping_the_current_weights_through_the_rollout():
+    from rpbt.agent.ppo import refresh_segment_states
+
+    learner = _segment_learner()
+    learner.collect()
+    rollout = learner.collect()
+    policy = learner.policy
+    # Unchanged weights: the refresh reproduces the states recorded while acting.
+    same = refresh_segment_states(policy, rollout, 8)
+    for name, (h, c) in rollout.segment_states.items():
+        assert float((same[name][0] - h).abs().max()) < 1e-5 and float((same[name][1] - c).abs().max()) < 1e-5
+    learner.update(rollout)  # new weights
+    fresh = refresh_segment_states(policy, rollout, 8)
+    # Independent reference: the acting path, one step at a time over the stored observations, from the start.
+    with torch.no_grad():
+        states = {k: (h.clone(), c.clone()) for k, (h, c) in rollout.initial_states.items()}
+        for t in range(32):
+            if t % 8 == 0:
+                k = t // 8
+                for name, (h, c) in states.items():
+                    torch.testing.assert_close(fresh[name][0][:, :, k * 2:(k + 1) * 2], h, atol=1e-5, rtol=0)
+                    torch.testing.assert_close(fresh[name][1][:, :, k * 2:(k + 1) * 2], c, atol=1e-5, rtol=0)
+            _, _, states = policy.step(rollout.obs[:, t], states, rollout.episode_starts[:, t])
+    moved = max(float((fresh[n][0] - rollout.segment_states[n][0]).abs().max()) for n in fresh)
+    assert moved > 1e-4, "the update must have changed the states the refresh computes"
+
+
+def test_segment_replay_trains_and_its_config_is_checked():
+    from rpbt.config import ConfigError
+
+    learner = _segment_learner()
+    metrics = learner.train_update()
+    assert torch.isfinite(metrics["train/loss"]).all()
+    assert (metrics["train/approx_kl"] >= 0).all()
+    with pytest.raises(ConfigError, match="bptt_length"):
+        tiny_config("agent.num_steps=32", "agent.bptt_length=12")
+    with pytest.raises(ConfigError, match="segments"):
+        tiny_config("agent.num_steps=32", "agent.bptt_length=16", "env.num_envs=1", "agent.num_minibatches=4")

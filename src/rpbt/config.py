@@ -343,7 +343,14 @@ class AgentConfig(_Strict):
     """
 
     num_steps: int = Field(128, ge=1)  # rollout length per env
-    num_minibatches: int = Field(4, ge=1)  # minibatches split by environment
+    num_minibatches: int = Field(4, ge=1)  # minibatches of whole sequences (or of segments with bptt_length)
+    # Segment replay (truncated BPTT): training replays segments of this many steps, each from a stored state
+    # (recorded while acting for the first epoch, refreshed under the current weights before each later one);
+    # null replays every environment's whole rollout from its start. Must divide agent.num_steps.
+    bptt_length: Optional[int] = Field(None, ge=1)
+    # The LSTM recurrence in training replay: a fused segment loop with a hand-written backward (fused), or the
+    # autograd reference (slower; both compute the same gradients, see tests/test_networks_fused.py).
+    fused_lstm: bool = True
     update_epochs: int = Field(4, ge=1)
     learning_rate: float = _hp_field("learning_rate")
     ent_coef: float = _hp_field("ent_coef")
@@ -476,11 +483,22 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _cross(self) -> "Config":
-        if self.env.num_envs % self.agent.num_minibatches != 0:
-            raise ValueError(
-                f"env.num_envs ({self.env.num_envs}) must be divisible by agent.num_minibatches "
-                f"({self.agent.num_minibatches}): minibatches are split by environment"
-            )
+        a, n_envs = self.agent, self.env.num_envs
+        if a.bptt_length is None:
+            if n_envs % a.num_minibatches != 0:
+                raise ValueError(
+                    f"env.num_envs ({n_envs}) must be divisible by agent.num_minibatches ({a.num_minibatches}): "
+                    f"minibatches are split by environment (or set agent.bptt_length to split by segment)"
+                )
+        else:
+            if a.num_steps % a.bptt_length != 0:
+                raise ValueError(f"agent.bptt_length ({a.bptt_length}) must divide agent.num_steps ({a.num_steps})")
+            segments = n_envs * (a.num_steps // a.bptt_length)
+            if segments % a.num_minibatches != 0:
+                raise ValueError(
+                    f"the rollout's {segments} segments (env.num_envs x agent.num_steps / agent.bptt_length) must be "
+                    f"divisible by agent.num_minibatches ({a.num_minibatches})"
+                )
         if self.pbt.score_source == "validation" and self.env.id != "trading":
             raise ValueError(
                 f"pbt.score_source: validation needs a walk-forward validation split, which only env.id: trading "

@@ -36,6 +36,11 @@ CASES: dict[str, tuple[str, list[str]]] = {
     "process_default": ("process", ["run.total_env_steps=320", "backend.num_workers=2"]),
 }
 
+# Settings added after the recording that select what the recording computed: whole-rollout replay through the
+# autograd reference recurrence. The defaults may differ (segment replay, the fused recurrence: same values up to
+# float32 rounding, which SA-PPO's ratio of tiny KLs amplifies); these settings keep pinning the reference path.
+REFERENCE = ["agent.bptt_length=null", "agent.fused_lstm=false"]
+
 TIME_KEYS = {"time", "time/fps", "wall_time_s"}
 
 
@@ -64,7 +69,7 @@ def run_case(name: str, tmp: Path) -> dict:
 
     backend, overrides = CASES[name]
     run_dir = tmp / name
-    cfg = load_config(None, TINY + overrides + [f"backend.kind={backend}", f"run.dir={run_dir}"])
+    cfg = load_config(None, TINY + REFERENCE + overrides + [f"backend.kind={backend}", f"run.dir={run_dir}"])
     runner = PopulationRunner(cfg, run_dir)
     runner.start()
     runner.run(progress=False)

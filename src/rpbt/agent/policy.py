@@ -263,7 +263,8 @@ class PopulationPolicy(nn.Module):
         (P, T, b). Returns the policy head's output (P, T, b, A) and the critics' raw outputs [(P, T, b, K)].
         """
         names = self.state_names()
-        results = trunks_sequence(self.stacked_weights(), obs, [states[n] for n in names], episode_starts)
+        results = trunks_sequence(self.stacked_weights(), obs, [states[n] for n in names], episode_starts,
+                                  fused=self.cfg.agent.fused_lstm)
         head = self.policy_head(results[0][0])
         raws = [critic.head(r[0]) for critic, r in zip(self.critics, results[1:])]
         return head, raws

@@ -7,6 +7,11 @@ over P members (every tensor has the member first; P = 1 is a single agent):
 - the rollout stores the LSTM states at its start; training replays whole environment sequences from them with
   the current weights, minibatches split by environment, so the first epoch's log-probabilities equal the
   rollout's;
+- or, with ``agent.bptt_length`` = L, segment replay (truncated BPTT, as PufferLib's ``bptt_horizon``): minibatches
+  of L-step segments, each from a stored state — the state recorded while acting for the first epoch (so its
+  log-probabilities still equal the rollout's), refreshed by one no-grad pass of the whole rollout under the
+  current weights before every later epoch (so no segment starts from a state older than one epoch; sb3-contrib
+  keeps them stale, its issue 265);
 - GAE(lambda) that bootstraps at time limits (truncation) and not at termination;
 - clipped surrogate, value loss (optionally clipped), entropy bonus, per-minibatch advantage normalization,
   per-member gradient-norm clipping, approx-KL (Schulman's k3 estimator) and clip-fraction statistics;
@@ -35,10 +40,10 @@ from typing import Optional, Protocol, Sequence
 import torch
 from torch import Tensor
 
-from rpbt.agent.networks import log_prob_entropy
+from rpbt.agent.networks import log_prob_entropy, trunks_sequence
 from rpbt.agent.optim import PopulationAdam, clip_grad_norm_per_member
 from rpbt.agent.policy import PopulationPolicy, resolve_device
-from rpbt.agent.rollout import Rollout, compute_gae, take_envs
+from rpbt.agent.rollout import Rollout, compute_gae, stack_segment_states, take_envs, to_segments
 from rpbt.config import Config
 from rpbt.envs.factory import make_vector_env, space_info
 from rpbt.envs.runner import EnvRunner
@@ -142,11 +147,16 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     )
     weights = policy.stacked_weights()  # fixed while acting
     log_std = policy.policy_head.log_std if policy.continuous else None
+    seg_len = policy.cfg.agent.bptt_length or T
+    boundaries = []  # the carried LSTM states before every segment's first step
     no_start = torch.zeros(P, N, dtype=torch.bool, device=dev)
     bad_obs = torch.zeros(P, dtype=torch.bool)  # host checks of what the environments return
     bad_reward = torch.zeros(P, dtype=torch.bool)
     finished = []
     for t in range(T):
+        if t % seg_len == 0:
+            boundaries.append(carried.hidden if t == 0 else {k: (h.clone(), c.clone()) for k, (h, c) in
+                                                              carried.hidden.items()})
         bad_obs |= ~torch.isfinite(carried.next_obs).reshape(P, -1).all(1)
         raw_obs, start, noise = _to_device(dev, carried.next_obs, carried.episode_start, policy.draw_noise(N))
         if policy.cfg.agent.normalize_observations:
@@ -180,7 +190,29 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     rollout.rewards, rollout.dones, rollout.terminated = (
         x.to(dev) for x in (rollout.rewards, rollout.dones, rollout.terminated))
     rollout.nonfinite = (bad_obs.long() | (bad_reward.long() << 1)).to(dev)
+    boundaries[0] = rollout.initial_states
+    rollout.segment_states = stack_segment_states(boundaries) if len(boundaries) > 1 else rollout.initial_states
     return rollout
+
+
+@torch.no_grad()
+def refresh_segment_states(policy: PopulationPolicy, rollout: Rollout, length: int) -> dict:
+    """The LSTM states before every segment of ``length`` steps under the current weights: one no-grad pass of the
+    whole rollout from its initial states, segment by segment. Returns {name: (h, c)} each (P, L, K*N, H) in the
+    layout of :func:`rpbt.agent.rollout.to_segments`."""
+    names = policy.state_names()
+    weights = policy.stacked_weights()
+    states = [rollout.initial_states[n] for n in names]
+    T = rollout.obs.shape[1]
+    boundaries = []
+    for start in range(0, T, length):
+        boundaries.append(dict(zip(names, states)))
+        if start + length < T:
+            span = slice(start, start + length)
+            results = trunks_sequence(weights, rollout.obs[:, span], states, rollout.episode_starts[:, span],
+                                      fused=policy.cfg.agent.fused_lstm)
+            states = [r[1] for r in results]
+    return stack_segment_states(boundaries)
 
 
 # --------------------------------------------------------------------------------------------------- update
@@ -190,11 +222,12 @@ def update(policy: PopulationPolicy, optimizer: PopulationAdam, rollout: Rollout
            aux_losses: Sequence[AuxiliaryLoss] = ()) -> dict[str, Tensor]:
     """PPO's update epochs on one rollout, every member at once; returns metrics, each a (P,) tensor.
 
-    Per epoch, each member's environments are permuted with its own generator and split into
-    ``agent.num_minibatches`` minibatches of whole sequences, replayed from the rollout's stored states.
+    The rollout is cut into S sequences of L steps (L = ``agent.bptt_length``, or the whole rollout: S = N). Per
+    epoch, each member's sequences are permuted with its own generator and split into ``agent.num_minibatches``
+    minibatches, replayed from their stored states (refreshed before every epoch but the first when L < T).
     """
     a = policy.cfg.agent
-    P, N, dev = policy.population, rollout.obs.shape[2], policy.device
+    P, dev = policy.population, policy.device
     hp = policy.hparam
 
     # Advantages and value targets, in return units; the critics learn targets divided by each member's scale.
@@ -212,10 +245,22 @@ def update(policy: PopulationPolicy, optimizer: PopulationAdam, rollout: Rollout
     targets_norm = returns / scale
     old_values_norm = rollout.values / collect_scale  # (C, P, T, N)
 
+    # The training data as sequences of L steps, (P, L, S, ...): the whole rollout (S = N) or its segments.
+    T = rollout.obs.shape[1]
+    L = a.bptt_length or T
+    seg = Rollout(*(to_segments(x, L) for x in (rollout.obs, rollout.episode_starts, rollout.actions,
+                                                 rollout.log_probs, rollout.rewards, rollout.dones,
+                                                 rollout.terminated, rollout.truncation_values)),
+                  values=torch.stack([to_segments(v, L) for v in rollout.values]),
+                  initial_states=rollout.segment_states or rollout.initial_states)
+    advantages, targets_norm = to_segments(advantages, L), to_segments(targets_norm, L)
+    old_values_norm = torch.stack([to_segments(v, L) for v in old_values_norm])
+    S = seg.obs.shape[2]
+
     clip = hp("clip_range").float().view(P, 1, 1)
     ent_coef, vf_coef = hp("ent_coef").float(), hp("vf_coef").float()
     lr, max_norm = hp("learning_rate").float(), hp("max_grad_norm").float()
-    mb_envs = N // a.num_minibatches
+    mb_size = S // a.num_minibatches
     log_std = policy.policy_head.log_std if policy.continuous else None
     params = [p for _, p in policy.trainable()]
     sums: dict[str, Tensor] = {}
@@ -223,15 +268,17 @@ def update(policy: PopulationPolicy, optimizer: PopulationAdam, rollout: Rollout
     bad_loss = torch.zeros(P, dtype=torch.bool, device=dev)
     bad_grad = torch.zeros(P, dtype=torch.bool, device=dev)
     for epoch in range(a.update_epochs):
-        perms = torch.stack([torch.randperm(N, generator=g) for g in policy.generators]).to(dev)  # (P, N)
+        if epoch > 0 and L < T:  # segments start from states at most one epoch old
+            seg.initial_states = refresh_segment_states(policy, rollout, L)
+        perms = torch.stack([torch.randperm(S, generator=g) for g in policy.generators]).to(dev)  # (P, S)
         for mb in range(a.num_minibatches):
-            idx = perms[:, mb * mb_envs:(mb + 1) * mb_envs].contiguous()
-            states = {n: tuple(take_envs(s, idx) for s in rollout.initial_states[n]) for n in policy.state_names()}
-            head, raws = policy.sequence(take_envs(rollout.obs, idx), states, take_envs(rollout.episode_starts, idx))
+            idx = perms[:, mb * mb_size:(mb + 1) * mb_size].contiguous()
+            states = {n: tuple(take_envs(s, idx) for s in seg.initial_states[n]) for n in policy.state_names()}
+            head, raws = policy.sequence(take_envs(seg.obs, idx), states, take_envs(seg.episode_starts, idx))
 
             # Clipped surrogate objective, on advantages normalized per member and minibatch.
-            new_logp, entropy = log_prob_entropy(head, take_envs(rollout.actions, idx), policy.continuous, log_std)
-            log_ratio = new_logp - take_envs(rollout.log_probs, idx)
+            new_logp, entropy = log_prob_entropy(head, take_envs(seg.actions, idx), policy.continuous, log_std)
+            log_ratio = new_logp - take_envs(seg.log_probs, idx)
             ratio = log_ratio.exp()
             adv = take_envs(advantages, idx)
             if a.normalize_advantage:
@@ -253,7 +300,7 @@ def update(policy: PopulationPolicy, optimizer: PopulationAdam, rollout: Rollout
             loss = pg_loss + ent_coef * entropy_loss + vf_coef * v_loss  # (P,)
             aux_metrics: dict[str, Tensor] = {}
             for aux in aux_losses:
-                term, extra = aux(policy, rollout, idx, head, epoch, mb)
+                term, extra = aux(policy, seg, idx, head, epoch, mb)
                 loss = loss + term
                 aux_metrics.update(extra)
 
