@@ -152,7 +152,7 @@ def lstm_sequence(x: Tensor, state: LSTMState, episode_starts: Tensor,
     step where True). Returns the top layer's outputs (P, T, N, H) and the final state. Each layer's input
     projection of all T steps is one batched product; the recurrence loops over T, either with autograd recording
     every step (``fused=False``, the reference) or as one :class:`FusedLSTMRecurrence` (same values, a
-    hand-written backward over the whole sequence).
+    hand-written backward over the whole sequence; used only when gradients are recorded).
     """
     p, t_len, n, _ = x.shape
     keep = (1.0 - episode_starts.to(x.dtype)).unsqueeze(-1)  # (P, T, N, 1)
@@ -166,7 +166,7 @@ def lstm_sequence(x: Tensor, state: LSTMState, episode_starts: Tensor,
     for layer, (w_ih, w_hh, bias) in enumerate(layers):
         pre = torch.baddbmm(bias.unsqueeze(1), inp.reshape(p, t_len * n, -1), w_ih).reshape(p, t_len, n, -1)
         h_l, c_l = h[:, layer], c[:, layer]
-        if fused:
+        if fused and torch.is_grad_enabled():  # without gradients the plain loop is the lean one
             inp, h_l, c_l = FusedLSTMRecurrence.apply(pre, w_hh, h_l, c_l, keep if any(any_start) else None,
                                                       any_start)
         else:
@@ -341,6 +341,13 @@ def log_prob_entropy(
     logp = (-((actions - head_out) ** 2) / (2 * var) - ls - 0.5 * math.log(2 * math.pi)).sum(-1)
     entropy = (0.5 + 0.5 * math.log(2 * math.pi) + ls).sum(-1).expand_as(logp)
     return logp, entropy
+
+
+def log_prob(head_out: Tensor, actions: Tensor, continuous: bool, log_std: Optional[Tensor]) -> Tensor:
+    """Log-probability of ``actions`` alone (the first output of :func:`log_prob_entropy`, without the entropy)."""
+    if not continuous:
+        return torch.log_softmax(head_out, dim=-1).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    return log_prob_entropy(head_out, actions, continuous, log_std)[0]
 
 
 def kl_divergence(

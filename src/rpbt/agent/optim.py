@@ -42,23 +42,33 @@ class PopulationAdam(nn.Module):
 
     @torch.no_grad()
     def step(self, lr: Tensor) -> None:
-        """One Adam update with per-member learning rate ``lr`` (P,); parameters without a gradient are skipped."""
+        """One Adam update with per-member learning rate ``lr`` (P,); parameters without a gradient are skipped.
+
+        Written with ``torch._foreach_*`` (one call per operation for all parameters, as ``torch.optim.Adam``'s
+        ``foreach`` path); element by element the same operations in the same order as a per-parameter loop.
+        """
         beta1, beta2 = self.betas
         self.step_count += 1
         bc1 = 1 - beta1 ** self.step_count  # (P,)
         bc2 = 1 - beta2 ** self.step_count
-        for name, p in self.params:
-            if p.grad is None:
-                continue
-            m = getattr(self, "exp_avg__" + buffer_name(name))
-            v = getattr(self, "exp_avg_sq__" + buffer_name(name))
-            g = p.grad
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            step_size = (lr / bc1).view(shape)
-            denom = (v / bc2.view(shape)).sqrt_().add_(self.eps)
-            p.sub_(step_size * m / denom)
+        live = [(name, p) for name, p in self.params if p.grad is not None]
+        if not live:
+            return
+        params = [p for _, p in live]
+        grads = [p.grad for p in params]
+        ms = [getattr(self, "exp_avg__" + buffer_name(name)) for name, _ in live]
+        vs = [getattr(self, "exp_avg_sq__" + buffer_name(name)) for name, _ in live]
+        shapes = [(-1,) + (1,) * (p.dim() - 1) for p in params]
+        step_size = lr / bc1
+        torch._foreach_lerp_(ms, grads, 1 - beta1)
+        torch._foreach_mul_(vs, beta2)
+        torch._foreach_addcmul_(vs, grads, grads, value=1 - beta2)
+        denom = torch._foreach_div(vs, [bc2.view(s) for s in shapes])
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, self.eps)
+        update = torch._foreach_mul([step_size.view(s) for s in shapes], ms)
+        torch._foreach_div_(update, denom)
+        torch._foreach_sub_(params, update)
 
     @torch.no_grad()
     def reset_member(self, i: int) -> None:

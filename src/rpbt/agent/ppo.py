@@ -26,8 +26,8 @@ collection makes one host-to-device copy (observations, episode starts and sampl
 one device-to-host copy (actions).
 
 Health: a member whose observations, rewards, loss, gradients or weights turn non-finite is flagged per member in
-the metric ``health/nonfinite`` (bit flags, :data:`NONFINITE_QUANTITIES` in order; 0 = healthy), checked on the
-host for what comes from the environments and on the device for the rest, so no extra synchronisation is added.
+the metric ``health/nonfinite`` (bit flags, :data:`NONFINITE_QUANTITIES` in order; 0 = healthy), checked once
+per rollout and per update on the device, so no synchronisation is added.
 The other members are not affected (the population is a batch, not a shared fate); what to do with the faulty
 member is the PBT runner's decision (``run.on_member_fault``).
 """
@@ -40,7 +40,7 @@ from typing import Optional, Protocol, Sequence
 import torch
 from torch import Tensor
 
-from rpbt.agent.networks import log_prob_entropy, trunks_sequence
+from rpbt.agent.networks import log_prob, log_prob_entropy, trunks_sequence
 from rpbt.agent.optim import PopulationAdam, clip_grad_norm_per_member
 from rpbt.agent.policy import PopulationPolicy, resolve_device
 from rpbt.agent.rollout import Rollout, compute_gae, stack_segment_states, take_envs, to_segments
@@ -150,14 +150,11 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     seg_len = policy.cfg.agent.bptt_length or T
     boundaries = []  # the carried LSTM states before every segment's first step
     no_start = torch.zeros(P, N, dtype=torch.bool, device=dev)
-    bad_obs = torch.zeros(P, dtype=torch.bool)  # host checks of what the environments return
-    bad_reward = torch.zeros(P, dtype=torch.bool)
     finished = []
     for t in range(T):
         if t % seg_len == 0:
             boundaries.append(carried.hidden if t == 0 else {k: (h.clone(), c.clone()) for k, (h, c) in
                                                               carried.hidden.items()})
-        bad_obs |= ~torch.isfinite(carried.next_obs).reshape(P, -1).all(1)
         raw_obs, start, noise = _to_device(dev, carried.next_obs, carried.episode_start, policy.draw_noise(N))
         if policy.cfg.agent.normalize_observations:
             policy.obs_rms.update(raw_obs)
@@ -165,13 +162,12 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
         carried.record(raw_obs, start)
         head, raws, carried.hidden = policy.step(obs, carried.hidden, start, weights)
         action = policy.actions(head, noise)
-        logp, _ = log_prob_entropy(head, action, policy.continuous, log_std)
+        logp = log_prob(head, action, policy.continuous, log_std)
         rollout.obs[:, t], rollout.episode_starts[:, t], rollout.actions[:, t] = obs, start, action
         rollout.log_probs[:, t] = logp
         rollout.values[:, :, t] = policy.values_from_raw(raws)
 
         result = runner.step(action.cpu())
-        bad_reward |= ~torch.isfinite(result.reward).all(1)
         rollout.rewards[:, t], rollout.dones[:, t] = result.reward, result.done
         rollout.terminated[:, t] = result.terminated
         if result.final_obs is not None:  # a time limit: bootstrap from the value of the final observation
@@ -189,7 +185,10 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     rollout.last_values = policy.values_from_raw(last_raws).min(0).values
     rollout.rewards, rollout.dones, rollout.terminated = (
         x.to(dev) for x in (rollout.rewards, rollout.dones, rollout.terminated))
-    rollout.nonfinite = (bad_obs.long() | (bad_reward.long() << 1)).to(dev)
+    # Non-finite raw observations reach the stored (normalized) ones, through the values or the statistics.
+    bad_obs = ~torch.isfinite(rollout.obs.reshape(P, -1)).all(1)
+    bad_reward = ~torch.isfinite(rollout.rewards.reshape(P, -1)).all(1)
+    rollout.nonfinite = bad_obs.long() | (bad_reward.long() << 1)
     boundaries[0] = rollout.initial_states
     rollout.segment_states = stack_segment_states(boundaries) if len(boundaries) > 1 else rollout.initial_states
     return rollout
