@@ -148,13 +148,12 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     weights = policy.stacked_weights()  # fixed while acting
     log_std = policy.policy_head.log_std if policy.continuous else None
     seg_len = policy.cfg.agent.bptt_length or T
-    boundaries = []  # the carried LSTM states before every segment's first step
+    boundaries = [rollout.initial_states]  # the carried LSTM states before every segment's first step
     no_start = torch.zeros(P, N, dtype=torch.bool, device=dev)
     finished = []
     for t in range(T):
-        if t % seg_len == 0:
-            boundaries.append(carried.hidden if t == 0 else {k: (h.clone(), c.clone()) for k, (h, c) in
-                                                              carried.hidden.items()})
+        if t > 0 and t % seg_len == 0:
+            boundaries.append({k: (h.clone(), c.clone()) for k, (h, c) in carried.hidden.items()})
         raw_obs, start, noise = _to_device(dev, carried.next_obs, carried.episode_start, policy.draw_noise(N))
         if policy.cfg.agent.normalize_observations:
             policy.obs_rms.update(raw_obs)
@@ -189,7 +188,6 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     bad_obs = ~torch.isfinite(rollout.obs.reshape(P, -1)).all(1)
     bad_reward = ~torch.isfinite(rollout.rewards.reshape(P, -1)).all(1)
     rollout.nonfinite = bad_obs.long() | (bad_reward.long() << 1)
-    boundaries[0] = rollout.initial_states
     rollout.segment_states = stack_segment_states(boundaries) if len(boundaries) > 1 else rollout.initial_states
     return rollout
 
@@ -208,8 +206,7 @@ def refresh_segment_states(policy: PopulationPolicy, rollout: Rollout, length: i
         boundaries.append(dict(zip(names, states)))
         if start + length < T:
             span = slice(start, start + length)
-            results = trunks_sequence(weights, rollout.obs[:, span], states, rollout.episode_starts[:, span],
-                                      fused=policy.cfg.agent.fused_lstm)
+            results = trunks_sequence(weights, rollout.obs[:, span], states, rollout.episode_starts[:, span])
             states = [r[1] for r in results]
     return stack_segment_states(boundaries)
 
