@@ -207,7 +207,7 @@ def test_a_file_error_names_the_file_and_the_key(tmp_path):
 
 
 def test_a_cross_field_error_names_the_overrides_it_mentions():
-    message = _error("env.num_envs=6", "run.seed=3")
+    message = _error("agent.bptt_length=null", "env.num_envs=6", "run.seed=3")
     assert "env.num_envs=6 (command line)" in message and "divisible by agent.num_minibatches" in message
     assert "run.seed" not in message
 
@@ -219,7 +219,7 @@ def test_the_last_override_of_a_key_is_the_one_named():
 
 def test_cross_field_and_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="divisible by agent.num_minibatches"):
-        load_config(None, ["env.num_envs=6", "agent.num_minibatches=4"])
+        load_config(None, ["env.num_envs=6", "agent.num_minibatches=4", "agent.bptt_length=null"])
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"

@@ -346,8 +346,9 @@ class AgentConfig(_Strict):
     num_minibatches: int = Field(4, ge=1)  # minibatches of whole sequences (or of segments with bptt_length)
     # Segment replay (truncated BPTT): training replays segments of this many steps, each from a stored state
     # (recorded while acting for the first epoch, refreshed under the current weights before each later one);
-    # null replays every environment's whole rollout from its start. Must divide agent.num_steps.
-    bptt_length: Optional[int] = Field(None, ge=1)
+    # null replays every environment's whole rollout from its start. Must divide agent.num_steps. 16 (PufferLib's
+    # bptt_horizon) is the default by measurement: see the README's Benchmarks section.
+    bptt_length: Optional[int] = Field(16, ge=1)
     # The LSTM recurrence in training replay: a fused segment loop with a hand-written backward (fused), or the
     # autograd reference (slower; both compute the same gradients, see tests/test_networks_fused.py).
     fused_lstm: bool = True
