@@ -191,7 +191,7 @@ def test_pgd_reaches_a_higher_kl_than_random_noise_of_the_same_norm(norm):
 
 
 def test_attacks_replay_from_the_stored_states_and_episode_starts():
-    learner = Learner(tiny_config("pbt.population_size=2", NOISY, "agent.num_steps=24"), [0, 1])
+    learner = Learner(tiny_config("pbt.population_size=2", NOISY, "agent.num_steps=32"), [0, 1])
     pol = learner.policy
     _sharpen(pol)
     rollout = _rollout_with_live_states(learner)
