@@ -49,13 +49,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.overwrite:
         run_dir = RunDirectory.fresh_path(run_dir)
     cfg.run.dir = str(run_dir)
-    print(f"rpbt: run directory {run_dir}")
     runner = PopulationRunner(cfg, run_dir)
     try:
-        runner.start(overwrite=args.overwrite)
+        runner.start(overwrite=args.overwrite)  # checks the data and builds the backend before writing anything
     except BaseException:
         runner.close()
         raise
+    print(f"rpbt: run directory {run_dir}")
     summary = runner.run()
     _print_summary(run_dir, summary)
     return 0

@@ -58,6 +58,15 @@ def validation_returns(backend: Any, members: list[int], split: str = "validatio
     return {m: list(backend.evaluate(m, split)) for m in members}
 
 
+def check_run_inputs(cfg: Config) -> None:
+    """Check what a run reads besides its config before anything trains or is written: the trading data and its
+    split (:func:`rpbt.envs.trading.check_trading_setup`). Raises a ``ValueError`` subclass naming the culprit."""
+    if cfg.env.id == "trading":
+        from rpbt.envs.trading import check_trading_setup
+
+        check_trading_setup(cfg.env, validation_episodes=score_source(cfg) == "validation")
+
+
 class PopulationRunner:
     """Plays PBT rounds for one run directory.
 
@@ -88,10 +97,12 @@ class PopulationRunner:
     def start(self, overwrite: bool = False) -> None:
         """Sample initial hyperparameters, build the backend, then create (and lock) the run directory.
 
-        The backend is built first, so a bad environment or backend setting fails before anything is written.
-        ``overwrite`` replaces an existing *rpbt run directory* at the path (never any other folder, never one that
-        another rpbt process holds); raises :class:`~rpbt.run.rundir.RunDirError` otherwise.
+        The trading data is checked and the backend built first, so bad data or a bad environment or backend
+        setting fails before anything is written. ``overwrite`` replaces an existing *rpbt run directory* at the
+        path (never any other folder, never one that another rpbt process holds); raises
+        :class:`~rpbt.run.rundir.RunDirError` otherwise.
         """
+        check_run_inputs(self.cfg)
         hparams = self.scheduler.initial_hparams(member_hparams(self.cfg))
         if overwrite and self.rundir.path.exists():
             self.rundir.check_replaceable()
@@ -109,6 +120,7 @@ class PopulationRunner:
         """Reopen the run directory at its last committed round and restore every member from its checkpoint."""
         self.rundir.lock()
         state = self.rundir.read_runner_state()
+        check_run_inputs(self.cfg)
         self.round = int(state["round"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.lineage = state["lineage"]
