@@ -120,7 +120,7 @@ def test_resume_continues_from_last_completed_round(tmp_path, capsys):
     assert [e["type"] for e in events].count("resume") == 1
     assert json.loads((run / "summary.json").read_text())["round"] == runner.total_rounds
     assert main(["resume", str(tmp_path / "nothing")]) == 2
-    assert "config.yaml" in capsys.readouterr().err
+    assert f"no rpbt run directory at {tmp_path / 'nothing'}" in capsys.readouterr().err
 
 
 def test_exploit_forks_the_recipients_rng_deterministically():

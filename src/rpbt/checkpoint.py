@@ -12,9 +12,10 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 import torch
 from torch import Tensor
@@ -105,7 +106,28 @@ class MemberState:
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"{path}: checkpoint not found")
-        return cls.from_bytes(path.read_bytes(), source=str(path))
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from None
+        return cls.from_bytes(data, source=str(path))
+
+
+@contextmanager
+def naming_checkpoint(source: Union[str, Path], config: Union[str, Path, None] = None) -> Iterator[None]:
+    """Put ``source`` (the checkpoint file) in front of a :class:`CheckpointError` raised inside the block.
+
+    For restoring a loaded state into a learner, whose "does not fit" errors know the key but not the file.
+    ``config``: the config the learner was built from, named as the likely mismatch.
+    """
+    try:
+        yield
+    except CheckpointError as err:
+        msg = str(err)
+        if msg.startswith(str(source)):
+            raise
+        hint = f" (was it written by a run with another config than {config}?)" if config is not None else ""
+        raise CheckpointError(f"{source}: {msg}{hint}") from None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -138,5 +160,5 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-__all__ = ["MemberState", "CheckpointError", "atomic_write_bytes", "atomic_write_text", "hparam_key",
+__all__ = ["MemberState", "CheckpointError", "atomic_write_bytes", "atomic_write_text", "hparam_key", "naming_checkpoint",
            "MEMBER_STATE_FORMAT", "MEMBER_STATE_VERSION"]

@@ -354,7 +354,7 @@ def load_member(run_dir: Union[str, Path], member: int):
     checkpoint (both name the file).
     """
     from rpbt.agent.ppo import RecurrentPPO
-    from rpbt.checkpoint import MemberState
+    from rpbt.checkpoint import MemberState, naming_checkpoint
     from rpbt.run.rundir import RunDirectory, RunDirError, load_run_config
 
     run_dir = Path(run_dir)
@@ -370,7 +370,8 @@ def load_member(run_dir: Union[str, Path], member: int):
     ckpt_dir = rundir.checkpoint_dir / folder if folder else rundir.checkpoint_dir
     ms = MemberState.load(ckpt_dir / f"member_{member}.pt")
     learner = RecurrentPPO(cfg, [member], make_envs=False)
-    learner.restore(0, ms)
+    with naming_checkpoint(ckpt_dir / f"member_{member}.pt", run_dir / "config.yaml"):  # a "does not fit" error
+        learner.restore(0, ms)
     learner.eval()
     return cfg, learner
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import math
 import shutil
-import time
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
 from rpbt.agent.distributional import empirical_cvar
-from rpbt.checkpoint import MemberState
+from rpbt.checkpoint import MemberState, naming_checkpoint
 from rpbt.config import Config, member_hparams
 from rpbt.pbt.backends.local import make_backend
 from rpbt.pbt.scheduler import PBTScheduler
@@ -91,7 +90,6 @@ class PopulationRunner:
         self.last_scores: list[Optional[float]] = [None] * self.P
         self._backend = backend
         self.backend: Any = None
-        self.t_start = time.time()
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def start(self, overwrite: bool = False) -> None:
@@ -111,6 +109,7 @@ class PopulationRunner:
             shutil.rmtree(self.rundir.path)
         self.rundir.create(self.cfg)
         self.rundir.lock()
+        self.rundir.set_elapsed(0.0)
         if hasattr(self.backend, "attach_run"):  # sharded backends: failure events, committed checkpoints
             self.backend.attach_run(self.rundir)
         self.rundir.write_event({"type": "start", "round": 0, "population_size": self.P,
@@ -126,6 +125,7 @@ class PopulationRunner:
         self.lineage = state["lineage"]
         self.exploitation_count = state["exploitation_count"]
         self.last_scores = state.get("scores", [None] * self.P)
+        self.rundir.set_elapsed(float(state.get("time_s") or 0.0))
         ckpt_dir = self.rundir.checkpoint_dir / state["checkpoint_dir"]
         states = [MemberState.load(ckpt_dir / f"member_{m}.pt") for m in range(self.P)]
         self.rundir.truncate_events_after(self.round)
@@ -133,8 +133,9 @@ class PopulationRunner:
         self.backend = self._backend or make_backend(self.cfg, [s.hparams() for s in states])
         if hasattr(self.backend, "attach_run"):  # sharded backends: failure events, committed checkpoints
             self.backend.attach_run(self.rundir)
-        for m, s in enumerate(states):
-            self.backend.restore(m, s)
+        for m, s in enumerate(states):  # a "does not fit" error names the file and the run's config
+            with naming_checkpoint(ckpt_dir / f"member_{m}.pt", self.rundir.path / "config.yaml"):
+                self.backend.restore(m, s)
         self.rundir.write_event({"type": "resume", "round": self.round})
 
     def run(self, progress: Optional[bool] = None) -> dict[str, Any]:
@@ -194,12 +195,12 @@ class PopulationRunner:
             scores = [score_returns(info[m]["recent_returns"], self.cfg) for m in range(self.P)]
         hparams = [info[m]["hparams"] for m in range(self.P)]
         updates = [info[m]["updates"] for m in range(self.P)]
-        now = time.time()
+        now = self.rundir.elapsed()
         for m in range(self.P):
             rows = per_member[m]
             for row in rows:
                 row["round"] = r
-                row["time"] = round(now - self.t_start, 3)
+                row["time"] = now
                 for name in self.space.names:
                     row[f"pbt/hp/{name}"] = hparams[m][name]
             rows[-1]["pbt/score"] = scores[m]
@@ -239,6 +240,7 @@ class PopulationRunner:
             "round": self.round, "checkpoint_dir": folder, "scheduler": self.scheduler.state_dict(),
             "lineage": self.lineage, "exploitation_count": self.exploitation_count,
             "scores": [clean_float(s) for s in self.last_scores], "env_steps": self._env_steps(),
+            "time_s": self.rundir.elapsed(),
         })
         for old in self.rundir.checkpoint_dir.glob("round_*"):
             if old.name != folder and old.is_dir():
@@ -272,5 +274,5 @@ class PopulationRunner:
             "scores": [clean_float(s) for s in self.last_scores],
             "lineage": self.lineage[best] if best is not None else [],
             "exploitation_count": self.exploitation_count,
-            "wall_time_s": round(time.time() - self.t_start, 2),
+            "wall_time_s": round(self.rundir.elapsed(), 2),
         }

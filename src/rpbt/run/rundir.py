@@ -11,7 +11,9 @@ Layout (the contract with ``rpbt report``; see ``RUNDIR_FORMAT.md`` in the repos
     RUN_DIR/checkpoints/runner.json    completed round, its checkpoint folder, scheduler state (the commit point)
 
 Every file that a resume reads is written atomically (temp file, fsync, rename). ``events.jsonl`` and the CSVs
-are appended and flushed; on resume, lines of rounds after the last committed round are dropped.
+are appended and flushed; on resume, lines of rounds after the last committed round are dropped. The ``time`` of
+an event and of a metrics row is the run's clock: seconds of training since the run started, continued across
+resumes from the clock of the resumed round (see :meth:`RunDirectory.elapsed`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,22 @@ BASE_COLUMNS = ["round", "update", "env_steps", "time"]
 
 class RunDirError(ValueError):
     """A run directory is missing, incomplete or inconsistent; the message names the file."""
+
+
+def require_run_dir(path: Path) -> Path:
+    """``path`` if it is an rpbt run directory (a folder with ``config.yaml``), else :class:`RunDirError`
+    saying "no rpbt run directory at PATH" and why."""
+    path = Path(path)
+    if not path.exists():
+        why = "nothing is there"
+    elif not path.is_dir():
+        why = "it is a file, not a folder"
+    elif not (path / "config.yaml").is_file():
+        why = "the folder has no config.yaml"
+    else:
+        return path
+    raise RunDirError(f"no rpbt run directory at {path} ({why}); pass the run.dir of a run that `rpbt train` "
+                      "started")
 
 
 def _json_default(value: Any) -> Any:
@@ -115,6 +133,18 @@ class RunDirectory:
         self._writers: dict[int, Any] = {}
         self._csv: dict[int, MetricsCSV] = {}
         self._lock_file: Any = None
+        self._clock_zero = time.time()
+
+    # ---------------------------------------------------------------------------------------- clock
+    def elapsed(self) -> float:
+        """The run's clock in seconds (3 decimals): time since the run started, counting only the time spent
+        up to the resumed round in earlier processes (see :meth:`set_elapsed`). Every event's and metrics row's
+        ``time``."""
+        return round(time.time() - self._clock_zero, 3)
+
+    def set_elapsed(self, seconds: float) -> None:
+        """Continue the clock from ``seconds`` (a resume: the clock recorded when its round was committed)."""
+        self._clock_zero = time.time() - float(seconds)
 
     # ---------------------------------------------------------------------------------------- paths
     @property
@@ -191,7 +221,8 @@ class RunDirectory:
 
     # ---------------------------------------------------------------------------------------- events
     def write_event(self, event: dict[str, Any]) -> None:
-        event = {**event, "time": time.time()}
+        """Append one line to ``events.jsonl``; ``time`` is the run's clock (:meth:`elapsed`)."""
+        event = {**event, "time": self.elapsed()}
         line = json.dumps(event, default=_json_default, allow_nan=False)
         with self.events_path.open("a") as f:
             f.write(line + "\n")
@@ -284,9 +315,7 @@ def load_run_config(run_dir: Path) -> Config:
     """The resolved config saved in a run directory. Raises :class:`RunDirError` / ``ConfigError`` naming it."""
     from rpbt.config import load_config
 
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise RunDirError(f"{path}: not found; is {run_dir} an rpbt run directory?")
+    path = require_run_dir(Path(run_dir)) / "config.yaml"
     return load_config(path)
 
 
