@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -73,13 +74,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from rpbt.pbt.runner import PopulationRunner
+    from rpbt.pbt.runner import PopulationRunner, ResumeWarning
     from rpbt.run.rundir import load_run_config
 
     run_dir = Path(args.run_dir)
     cfg = load_run_config(run_dir)
     runner = PopulationRunner(cfg, run_dir)
-    runner.resume()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResumeWarning)
+        runner.resume()
+    for w in caught:
+        if issubclass(w.category, ResumeWarning):
+            print(f"rpbt: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     print(f"rpbt: resuming {run_dir} after round {runner.round}/{runner.total_rounds}")
     summary = runner.run()
     _print_summary(run_dir, summary)
