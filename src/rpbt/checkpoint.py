@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,13 +89,11 @@ class MemberState:
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "MemberState":
         """Read the checkpoint format with ``weights_only=True``; raises :class:`CheckpointError` naming ``source``."""
         try:
-            payload = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+            with warnings.catch_warnings():  # torch warns about a foreign pickle's protocol before refusing it
+                warnings.simplefilter("ignore")
+                payload = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
         except Exception as err:  # truncated, foreign or pickled bytes
-            # torch's own message suggests weights_only=False, i.e. running the file's code: never forward that.
-            reason = str(err).split("\n")[0]
-            if "weights_only" in str(err):
-                reason = "it holds Python objects, not only tensors (refused: a checkpoint is data, never code)"
-            raise CheckpointError(f"{source}: cannot read member state ({type(err).__name__}: {reason})") from None
+            raise CheckpointError(f"{source}: cannot read member state ({_load_failure(err, data)})") from None
         return cls.from_payload(payload, source)
 
     def save(self, path: Union[str, Path]) -> None:
@@ -130,6 +130,28 @@ def naming_checkpoint(source: Union[str, Path], config: Union[str, Path, None] =
         raise CheckpointError(f"{source}: {msg}{hint}") from None
 
 
+def _load_failure(err: Exception, data: bytes) -> str:
+    """Why ``torch.load(weights_only=True)`` refused ``data``, in a few words.
+
+    torch's own message advises retrying with ``weights_only=False``, i.e. running the file's code: that advice is
+    never forwarded (a checkpoint is data, never code).
+    """
+    text = str(err)
+    if not data:
+        return "the file is empty"
+    found = re.search(r"unsupported GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"it refers to Python code ({found.group(1)}); refused without running it: a checkpoint is data, "
+                "never code")
+    if "weights_only" in text or "WeightsUnpickler" in text:
+        return ("not a torch tensor file: it holds pickled Python objects or other bytes; refused without running "
+                "it: a checkpoint is data, never code")
+    if "PytorchStreamReader" in text or "zip archive" in text:
+        return f"truncated or not a torch zip archive: {text.split('. ')[0].split(chr(10))[0]}"
+    first = text.split("\n")[0].split(". ")[0]
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename, fsync the folder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,5 +182,5 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-__all__ = ["MemberState", "CheckpointError", "atomic_write_bytes", "atomic_write_text", "hparam_key", "naming_checkpoint",
-           "MEMBER_STATE_FORMAT", "MEMBER_STATE_VERSION"]
+__all__ = ["MemberState", "CheckpointError", "atomic_write_bytes", "atomic_write_text", "hparam_key",
+           "naming_checkpoint", "MEMBER_STATE_FORMAT", "MEMBER_STATE_VERSION"]

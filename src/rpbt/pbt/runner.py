@@ -128,10 +128,10 @@ class PopulationRunner:
 
         Candidates are the kept rounds of ``checkpoints/runner.json`` (``history``, newest first). A round whose
         runner state or any member checkpoint does not load, or does not fit this run's learner, is skipped (and
-        recorded in :attr:`skipped`, the ``resume`` event and a :class:`ResumeWarning`); the first that restores wins. Nothing
-        in the run directory changes until one has been restored; then the events and metrics of later rounds
-        are dropped, temporary files of cut-short writes are removed and, after a skip, runner.json is rewritten
-        to name the resumed round. Raises :class:`~rpbt.checkpoint.CheckpointError` (naming the files) when no
+        recorded in :attr:`skipped`, the ``resume`` event and a :class:`ResumeWarning`); the first that restores
+        wins. Nothing in the run directory changes until one has been restored; then the events and metrics of
+        later rounds are dropped, temporary files of cut-short writes are removed and, after a skip, runner.json is
+        rewritten to name the resumed round. Raises :class:`~rpbt.checkpoint.CheckpointError` (naming the files) when no
         kept round restores, :class:`~rpbt.run.rundir.RunDirError` for a missing or bad runner.json.
         """
         self.rundir.lock()
