@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -33,6 +34,10 @@ def _split_config_and_overrides(items: Sequence[str]) -> tuple[Optional[str], li
         else:
             raise UsageError(f"unexpected argument {item!r} after the config file {config!r} (one CONFIG at most; "
                              "overrides look like key.sub=value)")
+    if (config is not None and not Path(config).exists() and not config.endswith((".yaml", ".yml"))
+            and re.fullmatch(r"[A-Za-z_]\w*(\.\w+)+", config)):
+        raise UsageError(f"{config!r} is neither a config file nor an override: an override needs a value, "
+                         f"{config}=VALUE")
     return config, overrides
 
 
