@@ -155,10 +155,12 @@ class PopulationRunner:
         self.last_scores = state.get("scores") or [None] * self.P
         folder = state.get("checkpoint_dir") or round_folder(self.round)
         self.history = candidates[candidates.index(folder):]
-        self.rundir.set_elapsed(float(state.get("time_s") or 0.0))
         self.rundir.remove_temp_files()
-        self.rundir.truncate_events_after(self.round)
+        kept = self.rundir.truncate_events_after(self.round)
         self.rundir.truncate_metrics_after(self.round)
+        # The run's clock goes on from the resumed round's commit, or from a later kept line (an earlier resume).
+        times = [float(e["time"]) for e in kept if isinstance(e.get("time"), (int, float))]
+        self.rundir.set_elapsed(max([float(state.get("time_s") or 0.0), *times]))
         if self.skipped:
             self.rundir.write_runner_state({**state, "history": self.history})
             self.rundir.write_summary(self.summary())

@@ -79,6 +79,13 @@ def clean_float(x: Any) -> Any:
     return x
 
 
+def _is_number(text: Any) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except (TypeError, ValueError):
+        return False
+
+
 class MetricsCSV:
     """Append-only per-member metrics table whose columns grow when new keys appear (file rewritten then)."""
 
@@ -128,8 +135,9 @@ class MetricsCSV:
         """Drop rows of rounds after ``last_round`` (rounds that a resume replays)."""
         if not self.path.is_file():
             return
-        rows = [r for r in self.read() if r.get("round") and int(float(r["round"])) <= last_round]
-        self._rewrite(rows)
+        rows = [r for r in self.read()
+                if None not in r.values() and _is_number(r.get("round")) and int(float(r["round"])) <= last_round]
+        self._rewrite(rows)  # a row cut short by a kill (missing cells) is dropped too
 
 
 class RunDirectory:
@@ -254,10 +262,12 @@ class RunDirectory:
                 continue  # a line cut by a kill mid-write
         return events
 
-    def truncate_events_after(self, last_round: int) -> None:
-        """Keep only events of rounds <= ``last_round`` (and drop a partly written last line)."""
-        kept = [e for e in self.read_events() if int(e.get("round", 0)) <= last_round]
+    def truncate_events_after(self, last_round: int) -> list[dict[str, Any]]:
+        """Keep only events of rounds <= ``last_round``, minus an ``end`` line (the resumed run writes its own when
+        it ends), and drop a partly written last line."""
+        kept = [e for e in self.read_events() if int(e.get("round", 0)) <= last_round and e.get("type") != "end"]
         atomic_write_text(self.events_path, "".join(json.dumps(e, allow_nan=False) + "\n" for e in kept))
+        return kept
 
     # ---------------------------------------------------------------------------------------- metrics
     def _writer(self, member: int) -> Any:
