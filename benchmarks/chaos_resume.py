@@ -1,13 +1,16 @@
 """Chaos resume: SIGKILL `rpbt train` / `rpbt resume` at random moments, resume each time, check nothing is lost.
 
 A small population (the test suite's tiny config: 4 members, 2 envs x 16 steps, 2 updates per round) trains for
-``--rounds`` rounds. The script starts ``rpbt train`` in a subprocess (its own session), waits a seeded random
-delay (uniform in ``--min-delay .. --max-delay`` seconds, start-up included, so kills land in start-up, in
-training, in a commit, in a resume's truncation, ...), then SIGKILLs the whole process group. Then it checks the
-run directory as a killed process left it and starts the next process: ``rpbt resume RUN_DIR``, or ``rpbt train
---overwrite`` when nothing was committed yet (what the resume error tells a user to do). After ``--kills`` kills
-(default 20, ``--seed`` 0) a last ``rpbt resume`` runs to the end. If a run ends before all kills are spent, the
-remaining kills go to a fresh run.
+``--rounds`` rounds. The script starts ``rpbt train`` in a subprocess (its own session) and SIGKILLs the whole
+process group at a seeded random moment: a ``--startup-fraction`` of the kills (default 0.25: every 4th) at a time
+uniform in ``0.1 .. --startup-max`` seconds after the launch (so in start-up: imports, data and config checks, building the
+learner, a resume's restore and truncation; or early training), otherwise at a time uniform in ``--min-delay ..
+--max-delay`` seconds after the process says it has started training (``rpbt: run directory`` / ``rpbt:
+resuming``), so in a round or in a commit whatever the machine's load. Then it checks the run directory as the
+killed process left it and starts the next process: ``rpbt resume RUN_DIR``, or ``rpbt train --overwrite`` when
+nothing was committed yet (what the resume error tells a user to do). After ``--kills`` kills (default 20,
+``--seed`` 0) a last ``rpbt resume`` runs to the end. If a run ends before all kills are spent, the remaining kills
+go to a fresh run.
 
 A kill counts as a **clean resume** when
 
@@ -32,7 +35,7 @@ after, problems) and the final checks. Exit status 0 only when every kill was cl
 Usage::
 
     python benchmarks/chaos_resume.py                         # 20 kills, seed 0
-    python benchmarks/chaos_resume.py --kills 3 --rounds 12   # the test suite's version
+    python benchmarks/chaos_resume.py --kills 3 --rounds 20   # the test suite's version
     python benchmarks/chaos_resume.py --backend process       # kill the driver and its workers
 """
 
@@ -224,6 +227,31 @@ def _launch(cmd: list[str], log) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=log, stderr=log, start_new_session=True)
 
 
+STARTED = ("rpbt: run directory", "rpbt: resuming")
+
+
+def _wait_and_kill(proc: subprocess.Popen, out_path: Path, after_start: bool, delay: float,
+                   timeout: float = 300.0) -> Optional[int]:
+    """Kill ``proc``'s group ``delay`` s after its launch, or after it printed a STARTED line (``after_start``).
+
+    Returns its exit status when it ended by itself first, None when it was killed.
+    """
+    t0 = time.time()
+    if after_start:
+        while not any(m in out_path.read_text(errors="replace") for m in STARTED):
+            if proc.poll() is not None:
+                return proc.returncode
+            if time.time() - t0 > timeout:
+                break
+            time.sleep(0.01)
+        t0 = time.time()
+    try:
+        return proc.wait(timeout=max(delay - (time.time() - t0), 0.001))
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        return None
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -237,7 +265,8 @@ def _tail(path: Path, n: int = 400) -> str:
 
 
 def chaos(kills: int, seed: int, rounds: int, backend: str, min_delay: float, max_delay: float, keep: int,
-          workdir: Path, verbose: bool = True) -> dict[str, Any]:
+          workdir: Path, verbose: bool = True, startup_fraction: float = 0.25,
+          startup_max: float = 4.0) -> dict[str, Any]:
     """Run the whole experiment in ``workdir``; returns the JSON-able record."""
     rng = random.Random(seed)
     records: list[dict[str, Any]] = []
@@ -256,17 +285,16 @@ def chaos(kills: int, seed: int, rounds: int, backend: str, min_delay: float, ma
             while done_kills < kills:
                 fresh = _committed(run) is None
                 cmd = _command(run, rounds, backend, fresh)
-                delay = rng.uniform(min_delay, max_delay)
-                log.write(f"\n=== kill {done_kills + 1}: {' '.join(cmd[2:4])} (kill after {delay:.2f}s)\n".encode())
+                i = done_kills  # kills timed from the launch, spread evenly: every 4th at the default 0.25
+                in_startup = int((i + 1) * startup_fraction) > int(i * startup_fraction)
+                delay = rng.uniform(0.1, startup_max) if in_startup else rng.uniform(min_delay, max_delay)
+                when = f"{delay:.2f}s after {'launch' if in_startup else 'training started'}"
+                log.write(f"\n=== kill {done_kills + 1}: {' '.join(cmd[2:4])} ({when})\n".encode())
                 log.flush()
                 out_path = workdir / "last_process.log"
                 with out_path.open("wb") as out:
                     proc = _launch(cmd, out)
-                    try:
-                        rc = proc.wait(timeout=delay)
-                    except subprocess.TimeoutExpired:
-                        rc = None
-                        _kill_group(proc)
+                    rc = _wait_and_kill(proc, out_path, not in_startup, delay)
                 output = out_path.read_text(errors="replace")
                 log.write(output.encode())
                 log.flush()
@@ -279,14 +307,15 @@ def chaos(kills: int, seed: int, rounds: int, backend: str, min_delay: float, ma
                 if committed < before:
                     problems.append(f"the committed round went back from {before} to {committed}")
                 rec = {"kill": done_kills, "run": run.name, "command": "train" if fresh else "resume",
-                       "delay_s": round(delay, 3), "committed_before": before, "committed_after": committed,
+                       "delay_s": round(delay, 3), "delay_from": "launch" if in_startup else "training started",
+                       "committed_before": before, "committed_after": committed,
                        "phase": _phase(output, run, committed), "problems": problems}
                 records.append(rec)
                 run_kills.append(done_kills)
                 if verbose:
                     state = "ok" if not problems else "PROBLEM: " + "; ".join(problems)
-                    print(f"kill {done_kills:2d}/{kills}: rpbt {rec['command']:6s} after {delay:5.2f}s, committed "
-                          f"round {before:3d} -> {committed:3d}, in {rec['phase']}: {state}", flush=True)
+                    print(f"kill {done_kills:2d}/{kills}: rpbt {rec['command']:6s} {when:32s} committed round "
+                          f"{before:3d} -> {committed:3d}, in {rec['phase']}: {state}", flush=True)
             if finished is None:  # the kills are spent: let the last process finish the run
                 cmd = _command(run, rounds, backend, _committed(run) is None)
                 log.write(f"\n=== final: {' '.join(cmd[2:4])}\n".encode())
@@ -308,7 +337,8 @@ def chaos(kills: int, seed: int, rounds: int, backend: str, min_delay: float, ma
         phases[r["phase"]] = phases.get(r["phase"], 0) + 1
     return {"phases": phases, "kills": kills, "clean_resumes": clean, "seed": seed, "rounds": rounds, "backend": backend,
             "population_size": POPULATION, "updates_per_round": INTERVAL, "keep_checkpoints": keep,
-            "delay_s": [min_delay, max_delay], "records": records, "runs": runs,
+            "delay_s": [min_delay, max_delay], "startup_fraction": startup_fraction, "startup_max_s": startup_max,
+            "records": records, "runs": runs,
             "all_runs_passed": all(not r["final_problems"] for r in runs), "wall_s": round(time.time() - t0, 1)}
 
 
@@ -316,10 +346,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kills", type=int, default=20, help="SIGKILLs in all (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments (default 0)")
-    parser.add_argument("--rounds", type=int, default=120, help="rounds of a run (default 120)")
+    parser.add_argument("--rounds", type=int, default=200, help="rounds of a run (default 200)")
     parser.add_argument("--backend", choices=["local", "process"], default="local")
-    parser.add_argument("--min-delay", type=float, default=0.5, help="earliest kill after a start, s (default 0.5)")
-    parser.add_argument("--max-delay", type=float, default=5.0, help="latest kill after a start, s (default 5)")
+    parser.add_argument("--min-delay", type=float, default=0.05,
+                        help="earliest kill after training started, s (default 0.05)")
+    parser.add_argument("--max-delay", type=float, default=2.0,
+                        help="latest kill after training started, s (default 2)")
+    parser.add_argument("--startup-fraction", type=float, default=0.25,
+                        help="share of kills timed from the launch instead, spread evenly (default 0.25)")
+    parser.add_argument("--startup-max", type=float, default=4.0,
+                        help="latest start-up kill after the launch, s (default 4)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the run directories here (default: a "
                         "temporary folder, deleted)")
@@ -331,7 +367,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         result = chaos(args.kills, args.seed, args.rounds, args.backend, args.min_delay, args.max_delay, keep,
-                       workdir)
+                       workdir, startup_fraction=args.startup_fraction, startup_max=args.startup_max)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

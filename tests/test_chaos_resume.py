@@ -21,11 +21,12 @@ def _chaos_module():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGKILLs process groups (POSIX)")
 def test_three_sigkills_of_train_and_resume_lose_nothing(tmp_path):
     chaos = _chaos_module()
-    result = chaos.chaos(kills=3, seed=0, rounds=30, backend="local", min_delay=0.5, max_delay=3.0, keep=2,
-                         workdir=tmp_path, verbose=False)
+    result = chaos.chaos(kills=3, seed=0, rounds=20, backend="local", min_delay=0.05, max_delay=1.0, keep=2,
+                         workdir=tmp_path, verbose=False, startup_fraction=0.34, startup_max=4.0)
     assert result["clean_resumes"] == 3, result["records"]
     assert result["all_runs_passed"], result["runs"]
     assert [r["command"] for r in result["records"]][0] == "train"
+    assert [r["delay_from"] for r in result["records"]] == ["training started"] * 2 + ["launch"]
 
 
 def test_the_final_check_catches_a_duplicated_round_and_a_left_temp_file(tmp_path):
