@@ -362,7 +362,8 @@ def test_sigkill_of_the_whole_run_then_resume_loses_no_round(tmp_path):
     assert all(e["round"] <= committed for e in events[:resume_at])  # the half-played round was dropped
     state = json.loads(runner_json.read_text())
     assert state["round"] == total
-    assert sorted(p.name for p in (run / "checkpoints").glob("round_*")) == [state["checkpoint_dir"]]
+    assert sorted(p.name for p in (run / "checkpoints").glob("round_*")) == sorted(state["history"])
+    assert state["history"] == [state["checkpoint_dir"], f"round_{total - 1:06d}"]  # run.keep_checkpoints: 2
     for m in range(4):
         assert [int(r["update"]) for r in _metrics(run, m)] == list(range(1, total + 1))
         assert int(MemberState.load(run / "checkpoints" / state["checkpoint_dir"] / f"member_{m}.pt")

@@ -51,7 +51,12 @@ def test_tiny_run_writes_every_run_directory_file(tmp_path):
     state = json.loads((run / "checkpoints" / "runner.json").read_text())
     assert state["round"] == runner.total_rounds
     assert sorted(p.name for p in (run / "checkpoints" / state["checkpoint_dir"]).iterdir()) == [
-        f"member_{m}.pt" for m in range(4)]
+        f"member_{m}.pt" for m in range(4)] + ["runner.json"]
+    # the last run.keep_checkpoints (default 2) committed rounds are kept, each with its runner state
+    kept = [f"round_{r:06d}" for r in (runner.total_rounds, runner.total_rounds - 1)]
+    assert state["history"] == kept
+    assert sorted(p.name for p in (run / "checkpoints").glob("round_*")) == sorted(kept)
+    assert json.loads((run / "checkpoints" / kept[1] / "runner.json").read_text())["round"] == runner.total_rounds - 1
     on_disk = json.loads((run / "summary.json").read_text())
     assert on_disk["best_member"] == summary["best_member"]
     assert {"best_score", "hparams", "lineage", "scores"} <= set(on_disk)
@@ -120,7 +125,89 @@ def test_resume_continues_from_last_completed_round(tmp_path, capsys):
     assert [e["type"] for e in events].count("resume") == 1
     assert json.loads((run / "summary.json").read_text())["round"] == runner.total_rounds
     assert main(["resume", str(tmp_path / "nothing")]) == 2
-    assert "config.yaml" in capsys.readouterr().err
+    assert f"no rpbt run directory at {tmp_path / 'nothing'}" in capsys.readouterr().err
+
+
+def test_resume_falls_back_past_a_corrupted_latest_round_and_says_so(tmp_path, capsys):
+    run = tmp_path / "r"
+    cfg = tiny_config(f"run.dir={run}", "run.total_env_steps=256")  # 4 rounds
+    runner = PopulationRunner(cfg, run)
+    runner.start()
+    for _ in range(3):
+        runner.play_round()
+    runner.close()
+    state = json.loads((run / "checkpoints" / "runner.json").read_text())
+    assert state["history"] == ["round_000003", "round_000002"]
+    bad = run / "checkpoints" / "round_000003" / "member_2.pt"
+    bad.write_bytes(bad.read_bytes()[:100])  # a corrupted latest checkpoint
+    (run / "checkpoints" / ".runner.json.abc123.tmp").write_text("{")  # a write cut short by a kill
+    assert main(["resume", str(run)]) == 0
+    captured = capsys.readouterr()
+    assert "round 3 skipped, resuming from round 2" in captured.err and str(bad) in captured.err
+    assert "resuming" in captured.out and "after round 2/4" in captured.out
+    events = _events(run)
+    resume = [e for e in events if e["type"] == "resume"]
+    assert len(resume) == 1 and resume[0]["round"] == 2
+    assert [(s["round"], s["folder"]) for s in resume[0]["skipped"]] == [(3, "round_000003")]
+    assert str(bad) in resume[0]["skipped"][0]["reason"]
+    assert [e["round"] for e in events if e["type"] == "round"] == [1, 2, 3, 4]  # round 3 replayed once
+    times = [e["time"] for e in events]
+    assert times == sorted(times)  # the run's clock continues from the resumed round's
+    for m in range(4):
+        with (run / "members" / str(m) / "metrics.csv").open() as f:
+            assert [int(r["update"]) for r in csv.DictReader(f)] == list(range(1, 9))
+    state = json.loads((run / "checkpoints" / "runner.json").read_text())
+    assert state["round"] == 4 and state["history"] == ["round_000004", "round_000003"]
+    assert sorted(p.name for p in (run / "checkpoints").glob("round_*")) == ["round_000003", "round_000004"]
+    assert not list(run.rglob("*.tmp"))
+    from rpbt.checkpoint import MemberState
+
+    assert int(MemberState.load(bad).tensors["updates"]) == 6  # the replayed round rewrote the folder
+    # When no kept round restores, resume stops naming every round's problem and changes nothing.
+    for folder in ("round_000004", "round_000003"):
+        (run / "checkpoints" / folder / "member_0.pt").write_bytes(b"junk")
+    before = (run / "events.jsonl").read_text()
+    assert main(["resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "none of the kept rounds can be restored" in err and "round 4:" in err and "round 3:" in err
+    assert "Traceback" not in err and (run / "events.jsonl").read_text() == before
+
+
+def test_a_resume_is_deterministic_given_its_commit(tmp_path, capsys):
+    """The resume contract (README): two resumes of the same committed round play the same rounds, bit for bit."""
+    import shutil
+
+    run = tmp_path / "r"
+    runner = PopulationRunner(tiny_config(f"run.dir={run}", "run.total_env_steps=256"), run)  # 4 rounds
+    runner.start()
+    runner.play_round()
+    runner.play_round()
+    runner.backend.train(1)  # killed mid-round 3: its work is lost, the resume starts from round 2's commit
+    runner.close()
+    copies = [tmp_path / "a", tmp_path / "b"]
+    for c in copies:
+        shutil.copytree(run, c)
+        assert main(["resume", str(c)]) == 0
+    capsys.readouterr()
+    a, b = (_strip_time(_events(c)) for c in copies)
+    assert a == b and [e["round"] for e in a if e["type"] == "round"] == [1, 2, 3, 4]
+
+    def metrics(c, m):
+        with (c / "members" / str(m) / "metrics.csv").open() as f:
+            return [{k: v for k, v in r.items() if k not in ("time", "time/fps")} for r in csv.DictReader(f)]
+
+    for m in range(4):
+        assert metrics(copies[0], m) == metrics(copies[1], m)
+
+
+def test_keep_checkpoints_bounds_the_round_folders(tmp_path):
+    run = tmp_path / "k"
+    runner = PopulationRunner(tiny_config(f"run.dir={run}", "run.keep_checkpoints=1"), run)
+    runner.start()
+    runner.run(progress=False)
+    state = json.loads((run / "checkpoints" / "runner.json").read_text())
+    assert state["history"] == [state["checkpoint_dir"]]
+    assert [p.name for p in (run / "checkpoints").glob("round_*")] == [state["checkpoint_dir"]]
 
 
 def test_exploit_forks_the_recipients_rng_deterministically():

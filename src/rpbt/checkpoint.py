@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 import torch
 from torch import Tensor
@@ -86,13 +89,11 @@ class MemberState:
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "MemberState":
         """Read the checkpoint format with ``weights_only=True``; raises :class:`CheckpointError` naming ``source``."""
         try:
-            payload = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+            with warnings.catch_warnings():  # torch warns about a foreign pickle's protocol before refusing it
+                warnings.simplefilter("ignore")
+                payload = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
         except Exception as err:  # truncated, foreign or pickled bytes
-            # torch's own message suggests weights_only=False, i.e. running the file's code: never forward that.
-            reason = str(err).split("\n")[0]
-            if "weights_only" in str(err):
-                reason = "it holds Python objects, not only tensors (refused: a checkpoint is data, never code)"
-            raise CheckpointError(f"{source}: cannot read member state ({type(err).__name__}: {reason})") from None
+            raise CheckpointError(f"{source}: cannot read member state ({_load_failure(err, data)})") from None
         return cls.from_payload(payload, source)
 
     def save(self, path: Union[str, Path]) -> None:
@@ -105,7 +106,50 @@ class MemberState:
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"{path}: checkpoint not found")
-        return cls.from_bytes(path.read_bytes(), source=str(path))
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from None
+        return cls.from_bytes(data, source=str(path))
+
+
+@contextmanager
+def naming_checkpoint(source: Union[str, Path], config: Union[str, Path, None] = None) -> Iterator[None]:
+    """Put ``source`` (the checkpoint file) in front of a :class:`CheckpointError` raised inside the block.
+
+    For restoring a loaded state into a learner, whose "does not fit" errors know the key but not the file.
+    ``config``: the config the learner was built from, named as the likely mismatch.
+    """
+    try:
+        yield
+    except CheckpointError as err:
+        msg = str(err)
+        if msg.startswith(str(source)):
+            raise
+        hint = f" (was it written by a run with another config than {config}?)" if config is not None else ""
+        raise CheckpointError(f"{source}: {msg}{hint}") from None
+
+
+def _load_failure(err: Exception, data: bytes) -> str:
+    """Why ``torch.load(weights_only=True)`` refused ``data``, in a few words.
+
+    torch's own message advises retrying with ``weights_only=False``, i.e. running the file's code: that advice is
+    never forwarded (a checkpoint is data, never code).
+    """
+    text = str(err)
+    if not data:
+        return "the file is empty"
+    found = re.search(r"unsupported GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"it refers to Python code ({found.group(1)}); refused without running it: a checkpoint is data, "
+                "never code")
+    if "weights_only" in text or "WeightsUnpickler" in text:
+        return ("not a torch tensor file: it holds pickled Python objects or other bytes; refused without running "
+                "it: a checkpoint is data, never code")
+    if "PytorchStreamReader" in text or "zip archive" in text:
+        return f"truncated or not a torch zip archive: {text.split('. ')[0].split(chr(10))[0]}"
+    first = text.split("\n")[0].split(". ")[0]
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -139,4 +183,4 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 __all__ = ["MemberState", "CheckpointError", "atomic_write_bytes", "atomic_write_text", "hparam_key",
-           "MEMBER_STATE_FORMAT", "MEMBER_STATE_VERSION"]
+           "naming_checkpoint", "MEMBER_STATE_FORMAT", "MEMBER_STATE_VERSION"]

@@ -1,8 +1,9 @@
 """Command line: ``rpbt train | resume | config | report | evaluate | spike-study``.
 
 ``rpbt train [CONFIG] [key.sub=value ...]`` runs the shipped default when no CONFIG is given; overrides use dotted
-keys as Hydra / OmegaConf users expect. Errors in configs, run directories, checkpoints or data files are printed
-as one clear message (exit status 2), never as a traceback.
+keys as Hydra / OmegaConf users expect, and options such as ``--overwrite`` may stand anywhere on the line. Errors
+in the command line, configs, run directories, checkpoints or data files are printed as one clear message (exit
+status 2), never as a traceback.
 """
 
 from __future__ import annotations
@@ -10,11 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
 import yaml
+
+
+class UsageError(ValueError):
+    """The command line itself is wrong (an extra argument); printed as one line, exit status 2."""
 
 
 def _split_config_and_overrides(items: Sequence[str]) -> tuple[Optional[str], list[str]]:
@@ -25,8 +32,18 @@ def _split_config_and_overrides(items: Sequence[str]) -> tuple[Optional[str], li
         elif config is None:
             config = item
         else:
-            raise SystemExit(f"rpbt: unexpected argument {item!r} (overrides look like key.sub=value)")
+            raise UsageError(f"unexpected argument {item!r} after the config file {config!r} (one CONFIG at most; "
+                             "overrides look like key.sub=value)")
+    if (config is not None and not Path(config).exists() and not config.endswith((".yaml", ".yml"))
+            and re.fullmatch(r"[A-Za-z_]\w*(\.\w+)+", config)):
+        raise UsageError(f"{config!r} is neither a config file nor an override: an override needs a value, "
+                         f"{config}=VALUE")
     return config, overrides
+
+
+def _score(x: object) -> str:
+    """A score as printed in summaries: three decimals (``0.9999999776482582`` -> ``1.000``), n/a for none."""
+    return "n/a" if x is None else f"{float(x):.3f}"
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -49,26 +66,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.overwrite:
         run_dir = RunDirectory.fresh_path(run_dir)
     cfg.run.dir = str(run_dir)
-    print(f"rpbt: run directory {run_dir}")
     runner = PopulationRunner(cfg, run_dir)
     try:
-        runner.start(overwrite=args.overwrite)
+        runner.start(overwrite=args.overwrite)  # checks the data and builds the backend before writing anything
     except BaseException:
         runner.close()
         raise
+    print(f"rpbt: run directory {run_dir}")
     summary = runner.run()
     _print_summary(run_dir, summary)
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from rpbt.pbt.runner import PopulationRunner
+    from rpbt.pbt.runner import PopulationRunner, ResumeWarning
     from rpbt.run.rundir import load_run_config
 
     run_dir = Path(args.run_dir)
     cfg = load_run_config(run_dir)
     runner = PopulationRunner(cfg, run_dir)
-    runner.resume()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResumeWarning)
+        runner.resume()
+    for w in caught:
+        if issubclass(w.category, ResumeWarning):
+            print(f"rpbt: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     print(f"rpbt: resuming {run_dir} after round {runner.round}/{runner.total_rounds}")
     summary = runner.run()
     _print_summary(run_dir, summary)
@@ -85,15 +109,18 @@ def _print_summary(run_dir: Path, summary: dict) -> None:
     table.add_column("score", justify="right")
     for m, s in enumerate(summary["scores"]):
         mark = " (best)" if m == summary["best_member"] else ""
-        table.add_row(f"{m}{mark}", "n/a" if s is None else f"{s:.4f}")
+        table.add_row(f"{m}{mark}", _score(s))
     console.print(table)
-    console.print(f"best member {summary['best_member']}  score {summary['best_score']}  "
-                  f"hyperparameters {json.dumps(summary['hparams'])}")
+    hparams = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in (summary["hparams"] or {}).items()}
+    console.print(f"best member {summary['best_member']}  score {_score(summary['best_score'])}  "
+                  f"hyperparameters {json.dumps(hparams)}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from rpbt.report import write_report
+    from rpbt.run.rundir import require_run_dir
 
+    require_run_dir(Path(args.run_dir))
     out = write_report(Path(args.run_dir))
     print(f"rpbt: report written to {out}")
     return 0
@@ -115,7 +142,9 @@ def cmd_spike_study(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from rpbt.evaluation.run import evaluate_run
+    from rpbt.run.rundir import require_run_dir
 
+    require_run_dir(Path(args.run_dir))
     if getattr(args, "attack", None) is not None or getattr(args, "epsilon", None) is not None:
         return _cmd_evaluate_attack(args)
     try:
@@ -255,9 +284,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from rpbt.run.rundir import RunDirError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # Options may stand anywhere: `rpbt train a=1 --overwrite b=2` leaves b=2 unparsed; it belongs to the items.
+    if extra and hasattr(args, "items") and not any(x.startswith("-") for x in extra):
+        args.items = [*args.items, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    known: tuple[type[BaseException], ...] = (ConfigError, CheckpointError, RunDirError, FileNotFoundError)
+    known: tuple[type[BaseException], ...] = (UsageError, ConfigError, CheckpointError, RunDirError,
+                                              FileNotFoundError)
     try:
         from rpbt.envs.factory import EnvError
 

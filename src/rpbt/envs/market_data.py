@@ -390,8 +390,9 @@ def walk_forward_split(
     Args:
         n_bars: number of bars ``n`` (> 0).
         fractions: three non-negative fractions summing to 1 (within 1e-6).
-        min_length: fewest bars a split with a positive fraction must have (at least 1). A split whose fraction
-            is exactly 0 is allowed to be empty (you asked for no such split).
+        min_length: fewest bars a split with a positive fraction must have (default 1; 0 checks nothing, so a
+            caller can see the lengths first). A split whose fraction is exactly 0 is allowed to be empty (you
+            asked for no such split).
 
     Raises ``ValueError`` for bad fractions or a split with a positive fraction shorter than ``min_length``.
     """
@@ -406,7 +407,7 @@ def walk_forward_split(
     b1 = min(max(math.floor(n * fr[0] + 0.5), 0), n)
     b2 = min(max(math.floor(n * (fr[0] + fr[1]) + 0.5), b1), n)
     splits = {"train": slice(0, b1), "validation": slice(b1, b2), "test": slice(b2, n)}
-    need = max(int(min_length), 1)
+    need = int(min_length)
     for (split, sl), f in zip(splits.items(), fr):
         length = sl.stop - sl.start
         if f > 0 and length < need:

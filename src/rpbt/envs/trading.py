@@ -44,12 +44,14 @@ from gymnasium import spaces
 from rpbt.envs.market_data import (
     SPLIT_NAMES,
     MarketData,
+    MarketDataError,
     load_csv,
     load_shipped,
     walk_forward_split,
 )
 
-__all__ = ["FEATURES", "TradingEnv", "episode_starts", "load_market_data", "make_trading_env", "valid_start_range"]
+__all__ = ["FEATURES", "TradingEnv", "check_trading_setup", "episode_starts", "load_market_data", "make_trading_env",
+           "valid_start_range"]
 
 FEATURES = ("log_volume_change", "high_low_range")
 DISCRETE_POSITIONS = np.array([-1.0, 0.0, 1.0])
@@ -360,3 +362,92 @@ def make_trading_env(env_cfg, split: str = "train", **overrides: Any) -> Trading
     kwargs.update(env_cfg.kwargs or {})
     kwargs.update(overrides)
     return TradingEnv(load_market_data(env_cfg.data), **kwargs)
+
+
+def _data_label(data_cfg, data: Optional[MarketData] = None) -> str:
+    if data_cfg.source == "csv":
+        return f"{data_cfg.path} (env.data.path)"
+    where = f" ({data.source})" if data is not None and data.source else ""
+    return f"env.data.source {data_cfg.source}{where}"
+
+
+def _csv_header(path: str) -> list[str]:
+    try:
+        with open(Path(path).expanduser(), newline="") as f:
+            return [c.strip() for c in f.readline().strip().split(",") if c.strip()]
+    except (OSError, UnicodeDecodeError):  # pragma: no cover - load_csv read it a moment ago
+        return []
+
+
+def _min_bars(fractions: Sequence[float], needs: dict[str, int]) -> Optional[int]:
+    """Fewest bars for which every split in ``needs`` gets at least its bars (None: no number is enough)."""
+    fr = dict(zip(SPLIT_NAMES, fractions))
+    if any(fr[k] <= 0 for k in needs):
+        return None
+    first = max(1, max(math.floor(needs[k] / fr[k]) for k in needs) - 2)
+    for n in range(first, first + 10_000):
+        splits = walk_forward_split(n, fractions, min_length=0)
+        if all(splits[k].stop - splits[k].start >= need for k, need in needs.items()):
+            return n
+    return None  # pragma: no cover - ten thousand bars past the estimate always suffice
+
+
+def check_trading_setup(env_cfg, validation_episodes: bool = True) -> MarketData:
+    """Check, before any training, that the data of an ``env`` section (``env.id: trading``) fits its options.
+
+    Loads the bars (:func:`load_market_data`: file, columns and values) and checks that a requested feature has
+    its column (``log_volume_change`` needs volume) and that ``env.data.split`` leaves each part long enough:
+
+    * train: a training episode, ``window + episode_length + 1`` bars;
+    * validation: the same when members are scored on validation episodes (``validation_episodes``), else
+      ``window + 2`` bars so ``rpbt evaluate --split validation`` can run (when its fraction is > 0);
+    * test: ``window + 2`` bars, one evaluation step after a full window (when its fraction is > 0).
+
+    ``window`` and ``episode_length`` are ``env.trading``'s, or ``env.kwargs``'s when given there. Returns the data.
+    Raises :class:`MarketDataError` with one message naming the file (or shipped series), the config keys, what
+    each too-short part has and needs, and the fewest bars that would do.
+    """
+    t = env_cfg.trading
+    kwargs = env_cfg.kwargs or {}
+    window = int(kwargs.get("window", t.window))
+    episode_length = int(kwargs.get("episode_length", t.episode_length))
+    features = tuple(kwargs.get("features", t.features))
+    fractions = tuple(float(f) for f in env_cfg.data.split)
+    data = load_market_data(env_cfg.data)
+    label = _data_label(env_cfg.data, data)
+
+    if "log_volume_change" in features and data.volume is None:
+        found = _csv_header(data.source) if data.source else []
+        columns = f" (columns found: {', '.join(found)})" if found else ""
+        raise MarketDataError(
+            f"{label}: has no 'volume' column{columns}, but env.trading.features asks for 'log_volume_change', "
+            "which is computed from volume; add a Volume column to the file or remove log_volume_change from "
+            "env.trading.features")
+
+    episode = window + episode_length + 1
+    episode_why = (f"for an episode (env.trading.window + env.trading.episode_length + 1 = {window} + "
+                   f"{episode_length} + 1)")
+    evaluate_why = f"for `rpbt evaluate` (env.trading.window + 2 = {window} + 2)"
+    needs = {"train": (episode, episode_why)}
+    if validation_episodes:
+        needs["validation"] = (episode, f"{episode_why[:-1]}; members are scored on validation episodes)")
+    elif fractions[1] > 0:
+        needs["validation"] = (window + 2, evaluate_why)
+    if fractions[2] > 0:
+        needs["test"] = (window + 2, evaluate_why)
+
+    n = len(data)
+    splits = walk_forward_split(n, fractions, min_length=0)
+    problems = []
+    for name, (need, why) in needs.items():
+        length = splits[name].stop - splits[name].start
+        if length < need:
+            problems.append(f"the {name} part gets {length} bars but needs {need} {why}")
+    if not problems:
+        return data
+    least = _min_bars(fractions, {k: v[0] for k, v in needs.items()})
+    advice = (f"use at least {least} bars, give the short part a larger fraction of env.data.split, or lower "
+              "env.trading.episode_length / env.trading.window" if least is not None else
+              "give every part a fraction > 0 in env.data.split")
+    raise MarketDataError(f"{label}: {n} bars split {list(fractions)} (env.data.split) are too few: "
+                          f"{'; '.join(problems)}; {advice}")

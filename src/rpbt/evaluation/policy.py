@@ -356,7 +356,7 @@ def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu"):
     """
     from rpbt.agent.policy import resolve_device
     from rpbt.agent.ppo import make_policy
-    from rpbt.checkpoint import MemberState
+    from rpbt.checkpoint import MemberState, naming_checkpoint
     from rpbt.run.rundir import RunDirectory, RunDirError, load_run_config
 
     run_dir = Path(run_dir)
@@ -372,7 +372,8 @@ def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu"):
     ckpt_dir = rundir.checkpoint_dir / folder if folder else rundir.checkpoint_dir
     ms = MemberState.load(ckpt_dir / f"member_{member}.pt")
     learner = make_policy(cfg, [member], device=resolve_device(device))
-    learner.restore(0, ms)
+    with naming_checkpoint(ckpt_dir / f"member_{member}.pt", run_dir / "config.yaml"):  # a "does not fit" error
+        learner.restore(0, ms)
     learner.eval()
     return cfg, learner
 

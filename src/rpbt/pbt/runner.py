@@ -2,10 +2,11 @@
 
 Rounds are synchronous: every member trains ``pbt.perturbation_interval`` updates, then the scheduler decides on
 all ready members at once. The runner never looks inside a learner; the backend moves member states and returns
-metrics; the scheduler (pure) decides. After each round the runner commits: member checkpoints into a new round
-folder, then ``checkpoints/runner.json`` (atomically) naming it — the commit point a resume starts from. The
-previous round's folder is deleted only after the commit, so a donor's checkpoint is never deleted while
-something may still need it (Ray issue 9036).
+metrics; the scheduler (pure) decides. After each round the runner commits: member checkpoints and the round's
+runner state into a new round folder, then ``checkpoints/runner.json`` (atomically) naming it — the commit point a
+resume starts from. Only the last ``run.keep_checkpoints`` committed rounds are kept; an older folder is deleted
+only after the commit, so a donor's checkpoint is never deleted while something may still need it (Ray issue
+9036). A resume restores the newest kept round whose checkpoints all load and fit, and says which it skipped.
 
 Member faults: after training, a member whose observations, rewards, loss, gradients or weights turned non-finite
 (the learner's ``health/nonfinite`` flag) is handled by ``run.on_member_fault``. ``restore`` puts it back to its
@@ -22,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,13 +31,17 @@ import numpy as np
 
 from rpbt.agent.distributional import empirical_cvar
 from rpbt.agent.ppo import first_nonfinite
-from rpbt.checkpoint import MemberState
+from rpbt.checkpoint import CheckpointError, MemberState, naming_checkpoint
 from rpbt.config import Config, member_hparams
 from rpbt.pbt.backends import make_backend
 from rpbt.pbt.backends.base import Backend
 from rpbt.pbt.scheduler import PBTScheduler
 from rpbt.pbt.space import SearchSpace
-from rpbt.run.rundir import RunDirectory, clean_float
+from rpbt.run.rundir import ROUND_FOLDER, RunDirectory, RunDirError, clean_float, round_folder
+
+
+class ResumeWarning(UserWarning):
+    """A resume skipped a kept round whose checkpoints do not load or fit; the message names the file and why."""
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,15 @@ def validation_returns(backend: Backend, members: list[int], split: str = "valid
     return {int(m): list(r) for m, r in backend.evaluate_members(members, split).items()}
 
 
+def check_run_inputs(cfg: Config) -> None:
+    """Check what a run reads besides its config before anything trains or is written: the trading data and its
+    split (:func:`rpbt.envs.trading.check_trading_setup`). Raises a ``ValueError`` subclass naming the culprit."""
+    if cfg.env.id == "trading":
+        from rpbt.envs.trading import check_trading_setup
+
+        check_trading_setup(cfg.env, validation_episodes=score_source(cfg) == "validation")
+
+
 class PopulationRunner:
     """Plays PBT rounds for one run directory.
 
@@ -97,18 +111,21 @@ class PopulationRunner:
         self.exploitation_count = [0] * self.P
         self.last_scores: list[Optional[float]] = [None] * self.P
         self.member_faults = [0] * self.P
+        self.history: list[str] = []  # kept committed round folders, newest first
+        self.skipped: list[dict[str, Any]] = []  # rounds a resume could not restore: {"round", "reason"}
         self._backend = backend
         self.backend: Optional[Backend] = None
-        self.t_start = time.time()
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def start(self, overwrite: bool = False) -> None:
         """Sample initial hyperparameters, build the backend, then create (and lock) the run directory.
 
-        The backend is built first, so a bad environment or backend setting fails before anything is written.
-        ``overwrite`` replaces an existing *rpbt run directory* at the path (never any other folder, never one that
-        another rpbt process holds); raises :class:`~rpbt.run.rundir.RunDirError` otherwise.
+        The trading data is checked and the backend built first, so bad data or a bad environment or backend
+        setting fails before anything is written. ``overwrite`` replaces an existing *rpbt run directory* at the
+        path (never any other folder, never one that another rpbt process holds); raises
+        :class:`~rpbt.run.rundir.RunDirError` otherwise.
         """
+        check_run_inputs(self.cfg)
         hparams = self.scheduler.initial_hparams(member_hparams(self.cfg))
         if overwrite and self.rundir.path.exists():
             self.rundir.check_replaceable()
@@ -117,28 +134,106 @@ class PopulationRunner:
             shutil.rmtree(self.rundir.path)
         self.rundir.create(self.cfg)
         self.rundir.lock()
+        self.rundir.set_elapsed(0.0)
         self.backend.attach_run(self.rundir)  # sharded backends: failure events, committed checkpoints
         self.rundir.write_event({"type": "start", "round": 0, "population_size": self.P,
                                  "hparams": hparams, "search_space": self.space.to_json()})
 
     def resume(self) -> None:
-        """Reopen the run directory at its last committed round and restore every member from its checkpoint."""
+        """Reopen the run directory at its newest restorable committed round and restore every member from it.
+
+        Candidates are the kept rounds of ``checkpoints/runner.json`` (``history``, newest first). A round whose
+        runner state or any member checkpoint does not load, or does not fit this run's learner, is skipped (and
+        recorded in :attr:`skipped`, the ``resume`` event and a :class:`ResumeWarning`); the first that restores
+        wins. Nothing in the run directory changes until one has been restored; then the events and metrics of
+        later rounds are dropped, temporary files of cut-short writes are removed and, after a skip, runner.json is
+        rewritten to name the resumed round. Raises :class:`~rpbt.checkpoint.CheckpointError` (naming the files) when no
+        kept round restores, :class:`~rpbt.run.rundir.RunDirError` for a missing or bad runner.json.
+        """
         self.rundir.lock()
-        state = self.rundir.read_runner_state()
+        try:
+            latest = self.rundir.read_runner_state()
+            check_run_inputs(self.cfg)
+            top = latest.get("checkpoint_dir") or round_folder(latest["round"])
+            candidates = list(latest.get("history") or [top])
+            if top not in candidates:
+                candidates.insert(0, top)
+            state = self._restore_newest(latest, top, candidates)
+        except BaseException:
+            if self.backend is not None:
+                self.backend.close()
+                self.backend = None
+            self.rundir.unlock()
+            raise
         self.round = int(state["round"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.lineage = state["lineage"]
         self.exploitation_count = state["exploitation_count"]
-        self.last_scores = state.get("scores", [None] * self.P)
-        ckpt_dir = self.rundir.checkpoint_dir / state["checkpoint_dir"]
-        states = [MemberState.load(ckpt_dir / f"member_{m}.pt") for m in range(self.P)]
-        self.rundir.truncate_events_after(self.round)
+        self.member_faults = list(state.get("member_faults") or [0] * self.P)
+        self.last_scores = state.get("scores") or [None] * self.P
+        folder = state.get("checkpoint_dir") or round_folder(self.round)
+        self.history = candidates[candidates.index(folder):]
+        self.rundir.remove_temp_files()
+        kept = self.rundir.truncate_events_after(self.round)
         self.rundir.truncate_metrics_after(self.round)
-        self.backend = self._backend or make_backend(self.cfg, [s.hparams() for s in states])
-        self.backend.attach_run(self.rundir)  # sharded backends: failure events, committed checkpoints
-        for m, s in enumerate(states):
-            self.backend.restore(m, s)
-        self.rundir.write_event({"type": "resume", "round": self.round})
+        # The run's clock goes on from the resumed round's commit, or from a later kept line (an earlier resume).
+        times = [float(e["time"]) for e in kept if isinstance(e.get("time"), (int, float))]
+        self.rundir.set_elapsed(max([float(state.get("time_s") or 0.0), *times]))
+        if self.skipped:
+            self.rundir.write_runner_state({**state, "history": self.history})
+            self.rundir.write_summary(self.summary())
+        event: dict[str, Any] = {"type": "resume", "round": self.round}
+        if self.skipped:
+            event["skipped"] = self.skipped
+        self.rundir.write_event(event)
+
+    def _load_round(self, folder: str, latest: dict[str, Any], top: str) -> tuple[dict[str, Any], list[MemberState]]:
+        """The runner state and member states of a kept round folder; :class:`RunDirError` /
+        :class:`CheckpointError` naming the file when one does not load. Loads the scheduler state."""
+        path = self.rundir.checkpoint_dir / folder
+        state = latest if folder == top else self.rundir.read_runner_state(folder)
+        where = self.rundir.runner_state_path if folder == top else path / "runner.json"
+        match = ROUND_FOLDER.fullmatch(folder)
+        if match is None or int(match.group(1)) != state["round"]:
+            raise RunDirError(f"{where}: names round {state['round']}, but lies in (or points at) {folder}")
+        for key in ("lineage", "exploitation_count"):
+            if not isinstance(state.get(key), list) or len(state[key]) != self.P:
+                raise RunDirError(f"{where}: {key!r} is not a list of {self.P} entries (one per member)")
+        try:
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+            raise RunDirError(f"{where}: bad \"scheduler\" state ({type(err).__name__}: {err})") from None
+        return state, [MemberState.load(path / f"member_{m}.pt") for m in range(self.P)]
+
+    def _restore_newest(self, latest: dict[str, Any], top: str, candidates: list[str]) -> dict[str, Any]:
+        """Restore every member from the newest candidate round that loads and fits; returns its runner state."""
+        self.skipped = []
+        config_path = self.rundir.path / "config.yaml"
+        for folder in candidates:
+            match = ROUND_FOLDER.fullmatch(folder)
+            r = int(match.group(1)) if match else None
+            try:
+                state, states = self._load_round(folder, latest, top)
+            except (CheckpointError, RunDirError) as err:
+                self.skipped.append({"round": r, "folder": folder, "reason": str(err)})
+                continue
+            if self.backend is None:  # errors building it (environment, backend) are not the round's fault
+                self.backend = self._backend or make_backend(self.cfg, [s.hparams() for s in states])
+                self.backend.attach_run(self.rundir)  # sharded backends: failure events, committed checkpoints
+            try:
+                for m, s in enumerate(states):
+                    with naming_checkpoint(self.rundir.checkpoint_dir / folder / f"member_{m}.pt", config_path):
+                        self.backend.restore(m, s)
+            except CheckpointError as err:
+                self.skipped.append({"round": r, "folder": folder, "reason": str(err)})
+                continue
+            for skip in self.skipped:
+                warnings.warn(ResumeWarning(f"round {skip['round']} skipped, resuming from round {state['round']}: "
+                                            f"{skip['reason']}"), stacklevel=3)
+            return state
+        if len(self.skipped) == 1:
+            raise CheckpointError(self.skipped[0]["reason"])
+        raise CheckpointError(f"{self.rundir.checkpoint_dir}: none of the kept rounds can be restored: " +
+                              "; ".join(f"round {s['round']}: {s['reason']}" for s in self.skipped))
 
     def run(self, progress: Optional[bool] = None) -> dict[str, Any]:
         """Play rounds until every member has ``run.total_env_steps``; returns the final summary."""
@@ -199,12 +294,12 @@ class PopulationRunner:
         scores = [None if m in faulty else s for m, s in enumerate(scores)]  # faulty: no score, so never a donor
         hparams = [info[m]["hparams"] for m in range(self.P)]
         updates = [info[m]["updates"] for m in range(self.P)]
-        now = time.time()
+        now = self.rundir.elapsed()
         for m in range(self.P):
             rows = per_member[m]
             for row in rows:
                 row["round"] = r
-                row["time"] = round(now - self.t_start, 3)
+                row["time"] = now
                 for name in self.space.names:
                     row[f"pbt/hp/{name}"] = hparams[m][name]
             rows[-1]["pbt/score"] = scores[m]
@@ -281,18 +376,34 @@ class PopulationRunner:
         return set(faults)
 
     def commit(self) -> None:
-        """Checkpoint every member into a fresh round folder, then atomically point runner.json at it."""
-        folder = f"round_{self.round:06d}"
+        """Commit the round just played.
+
+        1. Checkpoint every member into a fresh ``checkpoints/round_<r>/`` (a leftover folder of that round from
+           an interrupted attempt is removed first: nothing committed names it) and write the round's runner state
+           next to them (``round_<r>/runner.json``).
+        2. Atomically replace ``checkpoints/runner.json`` (the commit point), whose ``history`` lists the kept
+           rounds, newest first: this one and up to ``run.keep_checkpoints - 1`` before it.
+        3. Delete every other ``round_*`` folder, then rewrite ``summary.json``.
+        """
+        folder = round_folder(self.round)
         target = self.rundir.checkpoint_dir / folder
-        target.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
         self.backend.save_checkpoints(target)
-        self.rundir.write_runner_state({
+        history = [folder] + [f for f in self.history if f != folder][: max(self.cfg.run.keep_checkpoints, 1) - 1]
+        state = {
             "round": self.round, "checkpoint_dir": folder, "scheduler": self.scheduler.state_dict(),
             "lineage": self.lineage, "exploitation_count": self.exploitation_count,
+            "member_faults": self.member_faults,
             "scores": [clean_float(s) for s in self.last_scores], "env_steps": self._env_steps(),
-        })
+            "time_s": self.rundir.elapsed(), "history": history,
+        }
+        self.rundir.write_round_state(folder, state)
+        self.rundir.write_runner_state(state)
+        self.history = history
         for old in self.rundir.checkpoint_dir.glob("round_*"):
-            if old.name != folder and old.is_dir():
+            if old.name not in history and old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
         self.rundir.write_summary(self.summary())
 
@@ -323,5 +434,5 @@ class PopulationRunner:
             "scores": [clean_float(s) for s in self.last_scores],
             "lineage": self.lineage[best] if best is not None else [],
             "exploitation_count": self.exploitation_count,
-            "wall_time_s": round(time.time() - self.t_start, 2),
+            "wall_time_s": round(self.rundir.elapsed(), 2),
         }

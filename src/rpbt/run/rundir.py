@@ -7,11 +7,15 @@ Layout (the contract with ``rpbt report``; see ``RUNDIR_FORMAT.md`` in the repos
     RUN_DIR/summary.json               best member, score, hyperparameters, lineage (rewritten every round)
     RUN_DIR/members/<i>/metrics.csv    one row per update of member i
     RUN_DIR/members/<i>/tb/            TensorBoard event files of member i
-    RUN_DIR/checkpoints/round_<r>/member_<i>.pt   member states of the last committed round r (6 digits)
+    RUN_DIR/checkpoints/round_<r>/member_<i>.pt   member states of committed round r (6 digits); the last
+                                       ``run.keep_checkpoints`` committed rounds are kept
+    RUN_DIR/checkpoints/round_<r>/runner.json     the runner state of round r (a resume may fall back to it)
     RUN_DIR/checkpoints/runner.json    completed round, its checkpoint folder, scheduler state (the commit point)
 
 Every file that a resume reads is written atomically (temp file, fsync, rename). ``events.jsonl`` and the CSVs
-are appended and flushed; on resume, lines of rounds after the last committed round are dropped.
+are appended and flushed; on resume, lines of rounds after the resumed round are dropped. The ``time`` of an event
+and of a metrics row is the run's clock: seconds of training since the run started, continued across resumes from
+the clock of the resumed round (see :meth:`RunDirectory.elapsed`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import csv
 import io
 import json
 import math
+import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +42,30 @@ class RunDirError(ValueError):
     """A run directory is missing, incomplete or inconsistent; the message names the file."""
 
 
+ROUND_FOLDER = re.compile(r"round_(\d{6,})")
+
+
+def round_folder(r: int) -> str:
+    """The checkpoint folder name of round ``r`` (``round_000012``)."""
+    return f"round_{int(r):06d}"
+
+
+def require_run_dir(path: Path) -> Path:
+    """``path`` if it is an rpbt run directory (a folder with ``config.yaml``), else :class:`RunDirError`
+    saying "no rpbt run directory at PATH" and why."""
+    path = Path(path)
+    if not path.exists():
+        why = "nothing is there"
+    elif not path.is_dir():
+        why = "it is a file, not a folder"
+    elif not (path / "config.yaml").is_file():
+        why = "the folder has no config.yaml"
+    else:
+        return path
+    raise RunDirError(f"no rpbt run directory at {path} ({why}); pass the run.dir of a run that `rpbt train` "
+                      "started")
+
+
 def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
@@ -47,6 +77,13 @@ def clean_float(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
+
+
+def _is_number(text: Any) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except (TypeError, ValueError):
+        return False
 
 
 class MetricsCSV:
@@ -98,8 +135,9 @@ class MetricsCSV:
         """Drop rows of rounds after ``last_round`` (rounds that a resume replays)."""
         if not self.path.is_file():
             return
-        rows = [r for r in self.read() if r.get("round") and int(float(r["round"])) <= last_round]
-        self._rewrite(rows)
+        rows = [r for r in self.read()
+                if None not in r.values() and _is_number(r.get("round")) and int(float(r["round"])) <= last_round]
+        self._rewrite(rows)  # a row cut short by a kill (missing cells) is dropped too
 
 
 class RunDirectory:
@@ -115,6 +153,18 @@ class RunDirectory:
         self._writers: dict[int, Any] = {}
         self._csv: dict[int, MetricsCSV] = {}
         self._lock_file: Any = None
+        self._clock_zero = time.time()
+
+    # ---------------------------------------------------------------------------------------- clock
+    def elapsed(self) -> float:
+        """The run's clock in seconds (3 decimals): time since the run started, counting only the time spent
+        up to the resumed round in earlier processes (see :meth:`set_elapsed`). Every event's and metrics row's
+        ``time``."""
+        return round(time.time() - self._clock_zero, 3)
+
+    def set_elapsed(self, seconds: float) -> None:
+        """Continue the clock from ``seconds`` (a resume: the clock recorded when its round was committed)."""
+        self._clock_zero = time.time() - float(seconds)
 
     # ---------------------------------------------------------------------------------------- paths
     @property
@@ -191,7 +241,8 @@ class RunDirectory:
 
     # ---------------------------------------------------------------------------------------- events
     def write_event(self, event: dict[str, Any]) -> None:
-        event = {**event, "time": time.time()}
+        """Append one line to ``events.jsonl``; ``time`` is the run's clock (:meth:`elapsed`)."""
+        event = {**event, "time": self.elapsed()}
         line = json.dumps(event, default=_json_default, allow_nan=False)
         with self.events_path.open("a") as f:
             f.write(line + "\n")
@@ -211,10 +262,12 @@ class RunDirectory:
                 continue  # a line cut by a kill mid-write
         return events
 
-    def truncate_events_after(self, last_round: int) -> None:
-        """Keep only events of rounds <= ``last_round`` (and drop a partly written last line)."""
-        kept = [e for e in self.read_events() if int(e.get("round", 0)) <= last_round]
+    def truncate_events_after(self, last_round: int) -> list[dict[str, Any]]:
+        """Keep only events of rounds <= ``last_round``, minus an ``end`` line (the resumed run writes its own when
+        it ends), and drop a partly written last line."""
+        kept = [e for e in self.read_events() if int(e.get("round", 0)) <= last_round and e.get("type") != "end"]
         atomic_write_text(self.events_path, "".join(json.dumps(e, allow_nan=False) + "\n" for e in kept))
+        return kept
 
     # ---------------------------------------------------------------------------------------- metrics
     def _writer(self, member: int) -> Any:
@@ -259,15 +312,57 @@ class RunDirectory:
     def write_runner_state(self, state: dict[str, Any]) -> None:
         atomic_write_text(self.runner_state_path, json.dumps(state, indent=1, default=_json_default))
 
-    def read_runner_state(self) -> dict[str, Any]:
-        path = self.runner_state_path
+    def read_runner_state(self, folder: str | None = None) -> dict[str, Any]:
+        """``checkpoints/runner.json`` (the commit point), or with ``folder`` the copy in ``checkpoints/<folder>/``.
+
+        Checks that it is a JSON object whose ``round`` is an int >= 1 and whose ``checkpoint_dir`` is a round
+        folder name; raises :class:`RunDirError` naming the file otherwise.
+        """
+        path = self.runner_state_path if folder is None else self.checkpoint_dir / folder / "runner.json"
         if not path.is_file():
+            if folder is not None:
+                raise RunDirError(f"{path}: not found (the round's runner state is missing)")
             raise RunDirError(f"{path}: no completed round to resume from (the run stopped before its first "
                               "round ended); start it again with `rpbt train`")
         try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as err:
+            state = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise RunDirError(f"{path}: not valid JSON ({err})") from None
+        except OSError as err:
+            raise RunDirError(f"{path}: cannot read ({err.strerror or err})") from None
+        if not isinstance(state, dict):
+            raise RunDirError(f"{path}: expected a JSON object, got {type(state).__name__}")
+        r, name = state.get("round"), state.get("checkpoint_dir")
+        if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+            raise RunDirError(f"{path}: \"round\" is {r!r}, expected the committed round (an integer >= 1)")
+        if name is not None and (not isinstance(name, str) or not ROUND_FOLDER.fullmatch(name)):
+            raise RunDirError(f"{path}: \"checkpoint_dir\" is {name!r}, expected a folder name like "
+                              f"{round_folder(r)!r}")
+        history = state.get("history")
+        if history is not None and (not isinstance(history, list)
+                                    or not all(isinstance(h, str) and ROUND_FOLDER.fullmatch(h) for h in history)):
+            raise RunDirError(f"{path}: \"history\" is {history!r}, expected a list of round folder names")
+        return state
+
+    def write_round_state(self, folder: str, state: dict[str, Any]) -> None:
+        """The runner state of a round, kept in its checkpoint folder (what a resume falling back to it reads)."""
+        atomic_write_text(self.checkpoint_dir / folder / "runner.json",
+                          json.dumps(state, indent=1, default=_json_default))
+
+    def remove_temp_files(self) -> list[Path]:
+        """Delete temporary files of atomic writes cut short by a kill (``.NAME.XXXX.tmp``); returns them.
+
+        Only call while holding the lock: a running process's temporary file is in use.
+        """
+        removed = []
+        for tmp in self.path.rglob(".*.tmp"):
+            if tmp.is_file():
+                try:
+                    os.unlink(tmp)
+                    removed.append(tmp)
+                except OSError:  # pragma: no cover - gone already or not ours to remove
+                    pass
+        return removed
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.path / "summary.json",
@@ -284,9 +379,7 @@ def load_run_config(run_dir: Path) -> Config:
     """The resolved config saved in a run directory. Raises :class:`RunDirError` / ``ConfigError`` naming it."""
     from rpbt.config import load_config
 
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise RunDirError(f"{path}: not found; is {run_dir} an rpbt run directory?")
+    path = require_run_dir(Path(run_dir)) / "config.yaml"
     return load_config(path)
 
 
