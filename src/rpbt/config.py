@@ -596,20 +596,28 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         if "=" not in item:
             raise ConfigError(f"override {item!r} (command line): expected key.sub=value")
         key, _, raw = item.partition("=")
-        parts = key.strip().split(".")
-        if not all(parts):
-            raise ConfigError(f"override {item!r} (command line): empty key segment; expected key.sub=value")
-        node = data
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r} (command line): {'.'.join(parts[: depth + 1])} is not a "
-                                  f"section; expected a key inside one")
-            node = child
-        node[parts[-1]] = _parse_value(raw)
+        set_dotted(data, key, _parse_value(raw), f"override {item!r} (command line)")
     return data
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any, where: str) -> None:
+    """Set the dotted ``key`` (``agent.network.lstm_hidden_size``) of nested config data to ``value`` (in place).
+
+    Raises :class:`ConfigError` starting with ``where`` for an empty key segment or a key that descends into a
+    non-mapping.
+    """
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"{where}: empty key segment; expected key.sub=value")
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{where}: {'.'.join(parts[: depth + 1])} is not a section; expected a key inside one")
+        node = child
+    node[parts[-1]] = value
 
 
 def _override_origin(loc: str, message: str, overrides: Sequence[str]) -> list[str]:
@@ -633,8 +641,10 @@ def _override_origin(loc: str, message: str, overrides: Sequence[str]) -> list[s
     return found
 
 
-def _format_errors(err: ValidationError, source: str, overrides: Sequence[str] = ()) -> str:
-    """One line per error: the dotted key (or the override that set it), what was expected and what was given."""
+def _format_errors(err: ValidationError, source: str, overrides: Sequence[str] = (),
+                   origin: str = "command line") -> str:
+    """One line per error: the dotted key (or the override that set it, said to come from ``origin``), what was
+    expected and what was given."""
     file_lines, override_lines = [], []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
@@ -643,10 +653,10 @@ def _format_errors(err: ValidationError, source: str, overrides: Sequence[str] =
             msg = "unknown key (check the spelling; `rpbt config` prints every valid key)"
         elif "input" in e and e["type"] != "missing" and not isinstance(e["input"], dict):
             msg = f"{msg} (got {e['input']!r})"
-        origin = _override_origin(loc, msg, overrides)
-        if origin:
-            where = ", ".join(origin) + " (command line)"
-            key = origin[0].partition("=")[0].strip()
+        found = _override_origin(loc, msg, overrides)
+        if found:
+            where = ", ".join(found) + f" ({origin})"
+            key = found[0].partition("=")[0].strip()
             override_lines.append(f"  {where}: {msg}" if loc in ("", key) else f"  {where}: {loc}: {msg}")
         else:
             file_lines.append(f"  {loc or '<root>'}: {msg}")
@@ -654,18 +664,20 @@ def _format_errors(err: ValidationError, source: str, overrides: Sequence[str] =
     return "\n".join([header, *file_lines, *override_lines])
 
 
-def config_from_dict(data: dict[str, Any], source: str = "<dict>", overrides: Sequence[str] = ()) -> Config:
+def config_from_dict(data: dict[str, Any], source: str = "<dict>", overrides: Sequence[str] = (),
+                     origin: str = "command line") -> Config:
     """Validate nested config data; raises :class:`ConfigError` naming every bad key.
 
     ``source`` names where ``data`` came from (a file); ``overrides`` are the ``key.sub=value`` items already
-    applied to it, so that an error they caused names the override instead of the file.
+    applied to it, so that an error they caused names the override, said to come from ``origin``, instead of the
+    file.
     """
     # An empty section (`agent:` with nothing under it) means "all defaults", as in the file it came from.
     data = {k: ({} if v is None and k in Config.model_fields else v) for k, v in data.items()}
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source, overrides)) from None
+        raise ConfigError(_format_errors(err, source, overrides, origin)) from None
 
 
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Sequence[str]] = None) -> Config:

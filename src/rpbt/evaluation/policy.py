@@ -401,6 +401,7 @@ def evaluate_policy(
     obs_perturbation: Optional[ObsPerturbation] = None,
     seed: int = 0,
     max_steps: int = DEFAULT_MAX_EPISODE_STEPS,
+    video_dir: Optional[Union[str, Path]] = None,
 ) -> EvaluationResult:
     """Evaluate one member (local index ``member``) of ``learner``; see :func:`evaluate_members` for the arguments.
 
@@ -409,20 +410,21 @@ def evaluate_policy(
     """
     return evaluate_members(learner, [member], env_cfg, split, episodes=episodes, starts=starts,
                             deterministic=deterministic, obs_perturbation=obs_perturbation, seed=seed,
-                            max_steps=max_steps)[int(member)]
+                            max_steps=max_steps, video_dir=video_dir)[int(member)]
 
 
 # --------------------------------------------------------------------------------------------------- loading
 
 
-def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu"):
+def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu", env_fn: Optional[Callable] = None):
     """Rebuild member ``member`` of a run from its latest committed checkpoint.
 
     Reads ``RUN_DIR/config.yaml`` and ``RUN_DIR/checkpoints/runner.json`` (whose ``checkpoint_dir`` names the round
     folder of the last commit; a run directory without it falls back to ``checkpoints/member_<i>.pt``) and restores
     ``member_<member>.pt`` (``torch.load(weights_only=True)`` via :meth:`MemberState.load`) into a fresh
     :class:`~rpbt.agent.policy.PopulationPolicy` holding that one member (local index 0, global id ``member``) on
-    ``device`` (a checkpoint is device-independent).
+    ``device`` (a checkpoint is device-independent). ``env_fn``: the callable the run was trained with
+    (``rpbt.train(env_fn=...)``), needed when its recorded ``env.entry_point`` cannot be imported.
 
     Returns ``(cfg, policy)``. Raises :class:`rpbt.run.rundir.RunDirError` for a missing config / runner state or a
     member outside ``0..population_size-1``, :class:`rpbt.checkpoint.CheckpointError` for a missing or unfitting
@@ -435,6 +437,8 @@ def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu"):
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
+    if env_fn is not None:
+        cfg.env.with_env_fn(env_fn)
     P = cfg.pbt.population_size
     member = int(member)
     if not 0 <= member < P:
