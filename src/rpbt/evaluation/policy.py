@@ -49,6 +49,7 @@ Trading accounting (metrics, whole-split evaluation against baselines) is in :mo
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
@@ -293,10 +294,12 @@ def evaluate_members(
         from gymnasium.wrappers import RecordVideo
 
         Path(video_dir).mkdir(parents=True, exist_ok=True)
-        envs = [[RecordVideo(_make_env(env_cfg, split, render_mode="rgb_array"), str(video_dir),
-                             episode_trigger=lambda _: True, disable_logger=True,
-                             name_prefix=f"member{learner.member_ids[m]}-episode{j}") for j in range(N)]
-                for m in members]
+        with warnings.catch_warnings():  # "overwriting existing videos": the episodes share the folder
+            warnings.simplefilter("ignore")
+            envs = [[RecordVideo(_make_env(env_cfg, split, render_mode="rgb_array"), str(video_dir),
+                                 episode_trigger=lambda _: True, disable_logger=True,
+                                 name_prefix=f"member{learner.member_ids[m]}-episode{j}") for j in range(N)]
+                    for m in members]
     else:
         envs = [[_make_env(env_cfg, split) for _ in range(N)] for _ in members]
     raw = torch.zeros(M, N, D)
