@@ -407,13 +407,19 @@ def reference_states_with_inputs(cfg, donor_state, prefixes, window=None):
     return out
 
 
-@pytest.mark.parametrize("env_id,max_steps", [("popgym-PositionOnlyCartPoleEasy-v0", 512),
-                                              ("popgym-PositionOnlyCartPoleEasy-v0", 5),
-                                              ("popgym-MineSweeperEasy-v0", 512)])
-def test_burn_in_with_previous_action_and_reward_reproduces_the_carried_state(env_id, max_steps):
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("env_id,max_steps,device", [
+    ("popgym-PositionOnlyCartPoleEasy-v0", 512, "cpu"),
+    ("popgym-PositionOnlyCartPoleEasy-v0", 5, "cpu"),
+    ("popgym-MineSweeperEasy-v0", 512, "cpu"),
+    pytest.param("popgym-MineSweeperEasy-v0", 5, "cuda", marks=CUDA),
+])
+def test_burn_in_with_previous_action_and_reward_reproduces_the_carried_state(env_id, max_steps, device):
     cfg = tiny_config(f"env.id={env_id}", f"pbt.burn_in_max_steps={max_steps}", "agent.network.prev_action=true",
                       "agent.network.prev_reward=true", "agent.critic.twin=true", "agent.num_steps=24")
-    learner = Learner(cfg, [0, 1, 2])
+    learner = Learner(cfg, [0, 1, 2], device=torch.device(device))
     rec = InputRecorder(learner.runner)
     for _ in range(3):
         learner.train_update()
@@ -433,10 +439,10 @@ def test_burn_in_with_previous_action_and_reward_reproduces_the_carried_state(en
     m = transfer(learner, recipient, donor_state, explored(learner, 0), strategy="burn_in")
     ref = reference_states_with_inputs(cfg, donor_state, prefixes, window)
     for name, (h_ref, c_ref) in ref.items():
-        h, c = learner.carried.hidden[name]
+        h, c = (t.cpu() for t in learner.carried.hidden[name])
         assert float((h[recipient] - h_ref).abs().max()) < 1e-5, name
         assert float((c[recipient] - c_ref).abs().max()) < 1e-5, name
-        assert float((stale[name][0][recipient] - h_ref).abs().max()) > 1e-3
+        assert float((stale[name][0][recipient].cpu() - h_ref).abs().max()) > 1e-3
     assert m["pbt/hidden_state_drift"] == 0.0 and m["pbt/policy_kl_at_exploit"] == 0.0
     # The previous inputs matter: the same prefixes with them zeroed give other states.
     zeroed = [[(raw, torch.zeros_like(prev)) for raw, prev in p] for p in prefixes]

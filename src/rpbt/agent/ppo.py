@@ -116,6 +116,11 @@ def _to_device(device: torch.device, *host: Tensor) -> list[Tensor]:
     return out
 
 
+def _prev_inputs(carried, feeds_prev: bool) -> list[Tensor]:
+    """The carried previous action features and reward when the policy is fed them, else nothing."""
+    return [carried.prev_action, carried.prev_reward] if feeds_prev else []
+
+
 # --------------------------------------------------------------------------------------------------- collect
 
 
@@ -147,19 +152,19 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
         initial_states={k: (h.clone(), c.clone()) for k, (h, c) in carried.hidden.items()},
     )
     weights = policy.stacked_weights()  # fixed while acting
+    feeds_prev = policy.input_dim > D  # the previous action and reward are inputs (agent.network.prev_*)
     no_start = torch.zeros(P, N, dtype=torch.bool, device=dev)
     bad_obs = torch.zeros(P, dtype=torch.bool)  # host checks of what the environments return
     bad_reward = torch.zeros(P, dtype=torch.bool)
     finished = []
     for t in range(T):
         bad_obs |= ~torch.isfinite(carried.next_obs).reshape(P, -1).all(1)
-        raw_obs, start, noise, prev_action, prev_reward = _to_device(
-            dev, carried.next_obs, carried.episode_start, policy.draw_noise(N), carried.prev_action,
-            carried.prev_reward)
+        host = [carried.next_obs, carried.episode_start, policy.draw_noise(N)]
+        raw_obs, start, noise, *prev = _to_device(dev, *host, *_prev_inputs(carried, feeds_prev))
         if policy.cfg.agent.normalize_observations:
             policy.obs_rms.update(raw_obs)
-        obs = policy.network_input(policy.normalize_obs(raw_obs), prev_action, prev_reward, start)
-        carried.record(raw_obs, start, obs[..., D:])
+        obs = policy.network_input(policy.normalize_obs(raw_obs), *prev, episode_start=start)
+        carried.record(raw_obs, start, obs[..., D:] if feeds_prev else None)
         head, raws, carried.hidden = policy.step(obs, carried.hidden, start, weights)
         action = policy.actions(head, noise)
         logp, _ = policy.log_prob_entropy(head, action)
@@ -174,7 +179,7 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
         if result.final_obs is not None:  # a time limit: bootstrap from the value of the final observation
             # (fed with this step's action and reward, which the carried state holds until the next step)
             final_obs = policy.network_input(policy.normalize_obs(result.final_obs.to(dev)),
-                                             carried.prev_action.to(dev), carried.prev_reward.to(dev))
+                                             *(t.to(dev) for t in _prev_inputs(carried, feeds_prev)))
             _, final_raws, _ = policy.step(final_obs, carried.hidden, no_start, weights)
             rollout.truncation_values[:, t] = torch.where(result.truncated.to(dev),
                                                           policy.values_from_raw(final_raws).min(0).values, 0.0)
@@ -183,9 +188,9 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     policy.env_steps += T * N
 
     # Value of the observation after the last step, for the GAE bootstrap at the rollout's end.
-    last_obs, last_start, prev_action, prev_reward = _to_device(dev, carried.next_obs, carried.episode_start,
-                                                                carried.prev_action, carried.prev_reward)
-    last_input = policy.network_input(policy.normalize_obs(last_obs), prev_action, prev_reward, last_start)
+    last_obs, last_start, *prev = _to_device(dev, carried.next_obs, carried.episode_start,
+                                             *_prev_inputs(carried, feeds_prev))
+    last_input = policy.network_input(policy.normalize_obs(last_obs), *prev, episode_start=last_start)
     _, last_raws, _ = policy.step(last_input, carried.hidden, last_start, weights)
     rollout.last_values = policy.values_from_raw(last_raws).min(0).values
     rollout.rewards, rollout.dones, rollout.terminated = (
