@@ -121,7 +121,7 @@ def test_one_table_gives_names_defaults_ranges_fields_and_member_hparams():
 
 
 def test_the_learner_uses_the_same_names():
-    from rpbt.agent.ppo import HPARAM_NAMES as LEARNER_NAMES
+    from rpbt.agent.policy import HPARAM_NAMES as LEARNER_NAMES  # what PopulationPolicy registers buffers for
 
     assert LEARNER_NAMES == HPARAM_NAMES
 

@@ -57,9 +57,9 @@ class _LSTMLayer(nn.Module):
 
     def __init__(self, weight_ih: Tensor, weight_hh: Tensor, bias: Tensor):
         super().__init__()
-        self.register_buffer("weight_ih", weight_ih.detach().clone().float())
-        self.register_buffer("weight_hh", weight_hh.detach().clone().float())
-        self.register_buffer("bias", bias.detach().clone().float())
+        self.register_buffer("weight_ih", weight_ih.detach().float().cpu().clone())
+        self.register_buffer("weight_hh", weight_hh.detach().float().cpu().clone())
+        self.register_buffer("bias", bias.detach().float().cpu().clone())
 
     def forward(self, x: Tensor, h: Tensor, c: Tensor) -> List[Tensor]:
         gates = x @ self.weight_ih + h @ self.weight_hh + self.bias

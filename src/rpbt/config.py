@@ -300,8 +300,9 @@ class EnvConfig(_Strict):
         """
         if not callable(env_fn):
             raise TypeError(f"env_fn must be a callable returning a gymnasium.Env, got {env_fn!r}")
-        module = getattr(env_fn, "__module__", None) or "__main__"
-        name = getattr(env_fn, "__qualname__", None) or type(env_fn).__qualname__
+        module, name = getattr(env_fn, "__module__", None), getattr(env_fn, "__qualname__", None)
+        if module is None or name is None:  # a callable object (functools.partial, an instance): not by name
+            module, name = type(env_fn).__module__, f"<{type(env_fn).__qualname__} object>"
         self.entry_point = f"{module}:{name}"
         self._env_fn = env_fn
         return self
