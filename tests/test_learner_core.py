@@ -19,6 +19,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
 FULL = ("agent.vgs.enabled=true", "agent.vgs.warmup=0", "agent.critic.kind=categorical", "agent.critic.twin=true",
         "agent.adversarial.enabled=true", "agent.adversarial.steps=2", "agent.adversarial.epsilon=0.1")
+PREV = ("env.id=popgym-MineSweeperEasy-v0", "agent.network.prev_action=true", "agent.network.prev_reward=true")
 
 
 def _poison(learner: Learner, what: str) -> None:
@@ -47,7 +48,8 @@ def _member_tensors(learner: Learner, member: int) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("what", ["obs", "reward"])
-@pytest.mark.parametrize("extra", [(), FULL], ids=["plain", "vgs_categorical_twin_sappo"])
+@pytest.mark.parametrize("extra", [(), FULL, PREV], ids=["plain", "vgs_categorical_twin_sappo",
+                                                        "multi_discrete_prev_inputs"])
 def test_a_non_finite_member_never_changes_another_members_tensors(device, what, extra):
     cfg = tiny_config("pbt.population_size=2", *extra)
     clean = Learner(cfg, [0, 1], device=torch.device(device))

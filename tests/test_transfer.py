@@ -341,3 +341,110 @@ def test_burn_in_draws_nothing_from_the_global_rng():
     state = torch.random.get_rng_state()
     transfer(learner, 1, learner.policy.snapshot(0), explored(learner, 0), strategy="burn_in")
     assert torch.equal(state, torch.random.get_rng_state())
+
+
+# ------------------------------------------------------------------------------------------ previous action and reward
+
+
+class InputRecorder(Recorder):
+    """A :class:`Recorder` that also keeps the action each step sent and the reward it returned, so the previous
+    action and reward fed with every observation can be rebuilt by hand."""
+
+    def __init__(self, runner: EnvRunner):
+        self.actions: list[torch.Tensor] = []
+        self.rewards: list[torch.Tensor] = []
+        super().__init__(runner)
+        step = runner.step
+
+        def recording(actions):
+            self.actions.append(actions.clone())
+            result = step(actions)
+            self.rewards.append(result.reward.clone())
+            return result
+
+        runner.step = recording
+
+    def prefix_inputs(self, carried: CarriedState, m: int, n: int, nvec) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(raw observation (D,), previous action one-hot and reward (A + 1,)) of env (m, n)'s current episode."""
+        if bool(carried.episode_start[m, n]):
+            return []
+        t0 = max(t for t, s in enumerate(self.starts) if bool(s[m, n]))
+        out = []
+        for t in range(t0, len(self.obs)):
+            if t == t0:  # an episode's first step: no previous action or reward
+                width = sum(nvec) if nvec else 2
+                prev = torch.zeros(width + 1)
+            else:
+                a = self.actions[t - 1][m, n]
+                hot = torch.cat([torch.nn.functional.one_hot(a[k], size).float() for k, size in enumerate(nvec)]) \
+                    if nvec else torch.nn.functional.one_hot(a, 2).float()
+                prev = torch.cat([hot, self.rewards[t - 1][m, n].view(1)])
+            out.append((self.obs[t][m, n], prev))
+        return out
+
+
+@torch.no_grad()
+def reference_states_with_inputs(cfg, donor_state, prefixes, window=None):
+    """As :func:`reference_states`, stepping the donor's networks one (observation, previous action, previous
+    reward) at a time, the input assembled by hand: normalized observation, then the one-hot, then the reward."""
+    ref = make_policy(cfg, [0])
+    ref.restore(0, donor_state)
+    n_envs = cfg.env.num_envs
+    out = {name: (torch.zeros_like(h[0]), torch.zeros_like(c[0])) for name, (h, c) in ref.initial_state(n_envs).items()}
+    for n, seq in enumerate(prefixes):
+        if window is not None:
+            seq = seq[-window:]
+        states = ref.initial_state(n_envs)
+        for raw, prev in seq:
+            x = torch.zeros(1, n_envs, ref.obs_dim)
+            x[0, n] = raw
+            inp = torch.cat([ref.normalize_obs(x), torch.zeros(1, n_envs, prev.shape[0])], -1)
+            inp[0, n, ref.obs_dim:] = prev
+            _, _, states = ref.step(inp, states, torch.zeros(1, n_envs, dtype=torch.bool))
+        for name, (h, c) in states.items():
+            out[name][0][:, n] = h[0, :, n]
+            out[name][1][:, n] = c[0, :, n]
+    return out
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("env_id,max_steps,device", [
+    ("popgym-PositionOnlyCartPoleEasy-v0", 512, "cpu"),
+    ("popgym-PositionOnlyCartPoleEasy-v0", 5, "cpu"),
+    ("popgym-MineSweeperEasy-v0", 512, "cpu"),
+    pytest.param("popgym-MineSweeperEasy-v0", 5, "cuda", marks=CUDA),
+])
+def test_burn_in_with_previous_action_and_reward_reproduces_the_carried_state(env_id, max_steps, device):
+    cfg = tiny_config(f"env.id={env_id}", f"pbt.burn_in_max_steps={max_steps}", "agent.network.prev_action=true",
+                      "agent.network.prev_reward=true", "agent.critic.twin=true", "agent.num_steps=32")
+    learner = Learner(cfg, [0, 1, 2], device=torch.device(device))
+    rec = InputRecorder(learner.runner)
+    for _ in range(3):
+        learner.train_update()
+    policy = learner.policy
+    nvec = policy.nvec
+    recipient = 2
+    prefixes = [rec.prefix_inputs(learner.carried, recipient, n, nvec) for n in range(cfg.env.num_envs)]
+    assert any(len(p) > 1 for p in prefixes), "test needs a running episode past its first step"
+    window = max_steps if max_steps < 512 else None
+    if window is not None:
+        assert any(len(p) > max_steps for p in prefixes), "test needs an episode longer than the window"
+
+    # Exploit: burn-in under the donor's weights equals stepping them one (observation, previous action, previous
+    # reward) at a time over each running episode, from zero.
+    donor_state = policy.snapshot(0)
+    stale = states_of(learner)
+    m = transfer(learner, recipient, donor_state, explored(learner, 0), strategy="burn_in")
+    ref = reference_states_with_inputs(cfg, donor_state, prefixes, window)
+    for name, (h_ref, c_ref) in ref.items():
+        h, c = (t.cpu() for t in learner.carried.hidden[name])
+        assert float((h[recipient] - h_ref).abs().max()) < 1e-5, name
+        assert float((c[recipient] - c_ref).abs().max()) < 1e-5, name
+        assert float((stale[name][0][recipient].cpu() - h_ref).abs().max()) > 1e-3
+    assert m["pbt/hidden_state_drift"] == 0.0 and m["pbt/policy_kl_at_exploit"] == 0.0
+    # The previous inputs matter: the same prefixes with them zeroed give other states.
+    zeroed = [[(raw, torch.zeros_like(prev)) for raw, prev in p] for p in prefixes]
+    ref0 = reference_states_with_inputs(cfg, donor_state, zeroed, window)
+    assert float((ref0["actor"][0] - ref["actor"][0]).abs().max()) > 1e-4

@@ -1,9 +1,10 @@
-"""Command line: ``rpbt train | resume | config | report | evaluate | spike-study``.
+"""Command line: ``rpbt train | resume | config | report | evaluate | export | spike-study``, a thin layer over the
+Python API (:mod:`rpbt.api`: ``train``, ``resume``, ``evaluate``, ``export``).
 
 ``rpbt train [CONFIG] [key.sub=value ...]`` runs the shipped default when no CONFIG is given; overrides use dotted
 keys as Hydra / OmegaConf users expect, and options such as ``--overwrite`` may stand anywhere on the line. Errors
-in the command line, configs, run directories, checkpoints or data files are printed as one clear message (exit
-status 2), never as a traceback.
+in the command line, configs, run directories, checkpoints, data files, environments and missing optional extras
+are printed as one clear message (exit status 2), never as a traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 import logging
 import re
 import sys
-import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -56,46 +56,20 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from rpbt.api import train
     from rpbt.config import load_config
-    from rpbt.pbt.runner import PopulationRunner
-    from rpbt.run.rundir import RunDirectory
 
     path, overrides = _split_config_and_overrides(args.items)
-    cfg = load_config(path, overrides)
-    run_dir = Path(cfg.run.dir)
-    if not args.overwrite:
-        run_dir = RunDirectory.fresh_path(run_dir)
-    cfg.run.dir = str(run_dir)
-    runner = PopulationRunner(cfg, run_dir)
-    try:
-        runner.start(overwrite=args.overwrite)  # checks the data and builds the backend before writing anything
-    except BaseException:
-        runner.close()
-        raise
-    print(f"rpbt: run directory {run_dir}")
-    summary = runner.run()
-    _print_summary(run_dir, summary)
+    run = train(load_config(path, overrides), overwrite=args.overwrite, announce=True)
+    _print_summary(run.dir, run.summary)
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from rpbt.pbt.runner import PopulationRunner, ResumeWarning
-    from rpbt.run.rundir import load_run_config
+    from rpbt.api import resume
 
-    run_dir = Path(args.run_dir)
-    cfg = load_run_config(run_dir)
-    runner = PopulationRunner(cfg, run_dir)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ResumeWarning)
-        runner.resume()
-    for w in caught:
-        if issubclass(w.category, ResumeWarning):
-            print(f"rpbt: warning: {w.message}", file=sys.stderr)
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    print(f"rpbt: resuming {run_dir} after round {runner.round}/{runner.total_rounds}")
-    summary = runner.run()
-    _print_summary(run_dir, summary)
+    run = resume(Path(args.run_dir), announce=True)
+    _print_summary(run.dir, run.summary)
     return 0
 
 
@@ -146,15 +120,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     require_run_dir(Path(args.run_dir))
     if getattr(args, "attack", None) is not None or getattr(args, "epsilon", None) is not None:
+        if getattr(args, "video", None) is not None:
+            print("rpbt: error: --video records clean episodes; it does not go with --attack", file=sys.stderr)
+            return 2
         return _cmd_evaluate_attack(args)
     try:
         report, json_path, png_path = evaluate_run(Path(args.run_dir), member=args.member, split=args.split,
-                                                   episodes=args.episodes)
+                                                   episodes=args.episodes, video_dir=getattr(args, "video", None))
     except ValueError as err:  # bad arguments for this run, and config / checkpoint / data errors (ValueErrors)
         print(f"rpbt: error: {err}", file=sys.stderr)
         return 2
     _print_evaluation(report)
     print(f"rpbt: evaluation written to {json_path}" + (f" and {png_path}" if png_path else ""))
+    if report.get("videos") is not None:
+        print(f"rpbt: {len(report['videos'])} episode video(s) written to {args.video}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``rpbt export RUN_DIR [--member ID] --format onnx|torchscript -o FILE``: see :mod:`rpbt.actor_export`."""
+    from rpbt.actor_export import input_names, output_names
+    from rpbt.api import load_policy
+
+    policy = load_policy(Path(args.run_dir), "best" if args.member is None else args.member)
+    path = policy.export(args.output, args.format)
+    print(f"rpbt: member {policy.member}'s actor written to {path} ({args.format}); inputs "
+          f"{', '.join(input_names(policy))}; outputs {', '.join(output_names(policy))}")
     return 0
 
 
@@ -240,7 +231,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epsilon", type=float, default=None, help="attack radius in normalized observation units")
     p.add_argument("--norm", choices=["linf", "l2"], default="linf", help="attack ball (default linf)")
     p.add_argument("--attack-steps", type=int, default=10, help="PGD steps (default 10)")
+    p.add_argument("--video", metavar="DIR", default=None,
+                   help="also record every episode as an MP4 in DIR (environments that render rgb_array frames; "
+                        "needs pip install 'rpbt[video]')")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="write a member's actor as ONNX or TorchScript (raw observation and (h, c) "
+                                      "in, the action distribution's parameters and the new (h, c) out)")
+    p.add_argument("run_dir")
+    p.add_argument("--member", type=int, default=None, help="member id (default: summary.json's best_member)")
+    p.add_argument("--format", choices=["onnx", "torchscript"], required=True,
+                   help="onnx (needs pip install 'rpbt[export]') or torchscript (torch.jit.load)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "spike-study", help="measure the value-loss spike of each hidden-state strategy at exploits",
@@ -291,8 +294,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from rpbt.extras import MissingExtraError
+
     known: tuple[type[BaseException], ...] = (UsageError, ConfigError, CheckpointError, RunDirError,
-                                              FileNotFoundError)
+                                              FileNotFoundError, MissingExtraError)
     try:
         from rpbt.envs.factory import EnvError
 

@@ -22,13 +22,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -249,22 +250,89 @@ class TradingConfig(_Strict):
 class EnvConfig(_Strict):
     """Which environment every member trains on.
 
-    ``id`` is a Gymnasium id (``CartPole-v1``), a POPGym id (``popgym-PositionOnlyCartPoleEasy-v0``) or
-    ``trading`` for rpbt's market environment. ``num_envs`` is per member.
+    ``id`` is a Gymnasium id (``CartPole-v1``), a POPGym id (``popgym-PositionOnlyCartPoleEasy-v0``), an id with the
+    module that registers it (``my_package.envs:MyEnv-v0``: Gymnasium imports ``my_package.envs`` first) or
+    ``trading`` for rpbt's market environment. ``entry_point`` (``my_package.envs:make_env``) names a callable that
+    returns a Gymnasium environment instead; it is called with ``env.kwargs``, and ``id`` then only names the
+    environment in messages and reports. ``num_envs`` is per member.
+
+    :meth:`with_env_fn` attaches a callable itself (``rpbt.train(..., env_fn=...)``): it is carried with the config
+    inside this process and when the config is pickled (to the process and Ray backends' workers), but not written
+    to ``config.yaml``, which records the callable's ``entry_point``.
     """
 
     id: str = "popgym-PositionOnlyCartPoleEasy-v0"
+    entry_point: Optional[str] = None
     num_envs: int = Field(8, ge=1)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     observation_noise_std: float = Field(0.0, ge=0.0)  # Gaussian noise added to observations (noisy POMDPs)
     data: TradingDataConfig = Field(default_factory=TradingDataConfig)
     trading: TradingConfig = Field(default_factory=TradingConfig)
 
+    _env_fn: Optional[Callable[..., Any]] = PrivateAttr(default=None)
+
     @field_validator("kwargs")
     @classmethod
     def _finite_kwargs(cls, v: dict[str, Any]) -> dict[str, Any]:
         _check_finite(v, "env.kwargs")
         return v
+
+    @field_validator("entry_point")
+    @classmethod
+    def _module_colon_name(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and (v.count(":") != 1 or not all(v.split(":"))):
+            raise ValueError(f"expected 'module:callable' (e.g. my_package.envs:make_env), got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _not_trading(self) -> "EnvConfig":
+        if self.entry_point is not None and self.id == "trading":
+            raise ValueError("env.entry_point makes a custom environment; env.id 'trading' would name rpbt's market "
+                             "environment (give env.id another name)")
+        return self
+
+    def with_env_fn(self, env_fn: Callable[..., Any]) -> "EnvConfig":
+        """Attach ``env_fn`` (a callable returning a Gymnasium env, called with ``kwargs``); returns ``self``.
+
+        Sets ``entry_point`` to where the callable can be imported from (``module:qualname``, recorded in
+        ``config.yaml``; a lambda's or a nested function's cannot be imported later, and a later process then
+        needs ``env_fn`` again). Raises ``TypeError`` when ``env_fn`` is not callable.
+        """
+        if not callable(env_fn):
+            raise TypeError(f"env_fn must be a callable returning a gymnasium.Env, got {env_fn!r}")
+        module, name = getattr(env_fn, "__module__", None), getattr(env_fn, "__qualname__", None)
+        if module is None or name is None:  # a callable object (functools.partial, an instance): not by name
+            module, name = type(env_fn).__module__, f"<{type(env_fn).__qualname__} object>"
+        self.entry_point = f"{module}:{name}"
+        self._env_fn = env_fn
+        return self
+
+    def env_fn(self) -> Optional[Callable[..., Any]]:
+        """The callable that makes this environment: the one attached with :meth:`with_env_fn`, else the one
+        ``entry_point`` names (imported), else None (``id`` is made with ``gymnasium.make``).
+
+        Raises ``ValueError`` naming ``env.entry_point`` when it cannot be imported (a module that does not import,
+        a missing or non-callable attribute, a lambda recorded by :meth:`with_env_fn`).
+        """
+        if self._env_fn is not None:
+            return self._env_fn
+        if self.entry_point is None:
+            return None
+        import importlib
+
+        module, _, name = self.entry_point.partition(":")
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in name.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"env.entry_point {self.entry_point!r} cannot be imported ({err}); a callable given as "
+                             f"env_fn that is not importable by reference (a lambda, a nested function, a function "
+                             f"of a script) must be given again: rpbt.resume(run_dir, env_fn=...), "
+                             f"rpbt.load_policy(run_dir, env_fn=...)") from None
+        if not callable(obj):
+            raise ValueError(f"env.entry_point {self.entry_point!r} is not callable")
+        return obj
 
 
 def _check_finite(value: Any, where: str) -> None:
@@ -283,10 +351,19 @@ def _check_finite(value: Any, where: str) -> None:
 
 
 class NetworkConfig(_Strict):
+    """The actor's and each critic's network: an MLP encoder, an LSTM, a head.
+
+    ``prev_action`` / ``prev_reward`` add the previous action (one-hot for Discrete, concatenated one-hots for
+    MultiDiscrete, the clipped action for Box) and the previous reward (raw) to the encoder's input, zero at an
+    episode's first step, as R2D2 (Kapturowski et al. 2019) and POPGym's baselines (Morad et al. 2023) do.
+    """
+
     encoder_sizes: list[int] = Field(default_factory=lambda: [64])
     lstm_hidden_size: int = Field(64, ge=1)
     lstm_num_layers: int = Field(1, ge=1)
     log_std_init: float = 0.0
+    prev_action: bool = False
+    prev_reward: bool = False
 
 
 class CriticConfig(_Strict):
@@ -539,20 +616,28 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         if "=" not in item:
             raise ConfigError(f"override {item!r} (command line): expected key.sub=value")
         key, _, raw = item.partition("=")
-        parts = key.strip().split(".")
-        if not all(parts):
-            raise ConfigError(f"override {item!r} (command line): empty key segment; expected key.sub=value")
-        node = data
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r} (command line): {'.'.join(parts[: depth + 1])} is not a "
-                                  f"section; expected a key inside one")
-            node = child
-        node[parts[-1]] = _parse_value(raw)
+        set_dotted(data, key, _parse_value(raw), f"override {item!r} (command line)")
     return data
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any, where: str) -> None:
+    """Set the dotted ``key`` (``agent.network.lstm_hidden_size``) of nested config data to ``value`` (in place).
+
+    Raises :class:`ConfigError` starting with ``where`` for an empty key segment or a key that descends into a
+    non-mapping.
+    """
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"{where}: empty key segment; expected key.sub=value")
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{where}: {'.'.join(parts[: depth + 1])} is not a section; expected a key inside one")
+        node = child
+    node[parts[-1]] = value
 
 
 def _override_origin(loc: str, message: str, overrides: Sequence[str]) -> list[str]:
@@ -576,8 +661,10 @@ def _override_origin(loc: str, message: str, overrides: Sequence[str]) -> list[s
     return found
 
 
-def _format_errors(err: ValidationError, source: str, overrides: Sequence[str] = ()) -> str:
-    """One line per error: the dotted key (or the override that set it), what was expected and what was given."""
+def _format_errors(err: ValidationError, source: str, overrides: Sequence[str] = (),
+                   origin: str = "command line") -> str:
+    """One line per error: the dotted key (or the override that set it, said to come from ``origin``), what was
+    expected and what was given."""
     file_lines, override_lines = [], []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
@@ -586,10 +673,10 @@ def _format_errors(err: ValidationError, source: str, overrides: Sequence[str] =
             msg = "unknown key (check the spelling; `rpbt config` prints every valid key)"
         elif "input" in e and e["type"] != "missing" and not isinstance(e["input"], dict):
             msg = f"{msg} (got {e['input']!r})"
-        origin = _override_origin(loc, msg, overrides)
-        if origin:
-            where = ", ".join(origin) + " (command line)"
-            key = origin[0].partition("=")[0].strip()
+        found = _override_origin(loc, msg, overrides)
+        if found:
+            where = ", ".join(found) + f" ({origin})"
+            key = found[0].partition("=")[0].strip()
             override_lines.append(f"  {where}: {msg}" if loc in ("", key) else f"  {where}: {loc}: {msg}")
         else:
             file_lines.append(f"  {loc or '<root>'}: {msg}")
@@ -597,18 +684,20 @@ def _format_errors(err: ValidationError, source: str, overrides: Sequence[str] =
     return "\n".join([header, *file_lines, *override_lines])
 
 
-def config_from_dict(data: dict[str, Any], source: str = "<dict>", overrides: Sequence[str] = ()) -> Config:
+def config_from_dict(data: dict[str, Any], source: str = "<dict>", overrides: Sequence[str] = (),
+                     origin: str = "command line") -> Config:
     """Validate nested config data; raises :class:`ConfigError` naming every bad key.
 
     ``source`` names where ``data`` came from (a file); ``overrides`` are the ``key.sub=value`` items already
-    applied to it, so that an error they caused names the override instead of the file.
+    applied to it, so that an error they caused names the override, said to come from ``origin``, instead of the
+    file.
     """
     # An empty section (`agent:` with nothing under it) means "all defaults", as in the file it came from.
     data = {k: ({} if v is None and k in Config.model_fields else v) for k, v in data.items()}
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source, overrides)) from None
+        raise ConfigError(_format_errors(err, source, overrides, origin)) from None
 
 
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Sequence[str]] = None) -> Config:

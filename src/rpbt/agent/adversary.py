@@ -19,11 +19,12 @@ sees one step at a time: :func:`make_obs_perturbation` attacks each step through
 sequence of length 1 from the carried state), which the earlier perturbations already shaped.
 
 **The ball.** Perturbations live in the space of *normalized* observations (what the networks see), one ball per
-observation vector: for every member p, time step t and sequence n, ``delta[p, t, n]`` (a D-vector) satisfies
-``||delta[p, t, n]||_inf <= eps_p`` (``linf``) or ``||delta[p, t, n]||_2 <= eps_p`` (``l2``), eps_p the member's
-current radius. Optional bounds ``low``/``high`` (normalized units) clip the perturbed observation; each bound is
-first widened to contain the clean observation, so clipping only shrinks |delta| coordinate-wise and never leaves
-the ball. The learner clips to the observation space's finite bounds and to the normalizer's clip range.
+observation vector (the previous action and reward that a policy may also be fed are not perturbed): for every
+member p, time step t and sequence n, ``delta[p, t, n]`` (a D-vector) satisfies ``||delta[p, t, n]||_inf <= eps_p``
+(``linf``) or ``||delta[p, t, n]||_2 <= eps_p`` (``l2``), eps_p the member's current radius. Optional bounds
+``low``/``high`` (normalized units) clip the perturbed observation; each bound is first widened to contain the clean
+observation, so clipping only shrinks |delta| coordinate-wise and never leaves the ball. The learner clips to the
+observation space's finite bounds and to the normalizer's clip range.
 
 **Per member, schedulable, tunable.** ``adversarial.epsilon``, ``adversarial.robust_kl_coef`` and
 ``adversarial.ratio`` are per-member hyperparameters ((P,) buffers, searchable by PBT). The radius in force is
@@ -111,22 +112,29 @@ class SequencePolicy:
             (P, ..., A).
         state: initial actor (h, c), each (P, L, b, H): the replay's stored state of these sequences.
         starts: (P, T, b) episode starts of these sequences (the LSTM state is zeroed before a start).
-        continuous: Box actions (Gaussian with state-independent ``log_std`` (P, A)) or Discrete (logits).
+        continuous: Box actions (Gaussian with state-independent ``log_std`` (P, A)) or categorical (logits).
+        log_std: (P, A), Box only.
+        nvec: MultiDiscrete: the K categoricals' sizes (the logits are their concatenation); None otherwise.
+        extra: (P, T, b, E) inputs fed after the observation and never perturbed (the previous action features and
+            reward, :meth:`rpbt.agent.policy.PopulationPolicy.network_input`); None when E = 0.
 
     ``policy(obs)`` with obs (P, T, b, D) normalized returns head outputs (P, T, b, A), replayed from ``state``.
     """
 
     def __init__(self, weights: TrunkWeights, head: Any, state: LSTMState, starts: Tensor, continuous: bool,
-                 log_std: Optional[Tensor] = None):
+                 log_std: Optional[Tensor] = None, nvec: Optional[Sequence[int]] = None,
+                 extra: Optional[Tensor] = None):
         if continuous and log_std is None:
             raise ValueError("a continuous policy needs its log_std (P, A)")
         self.weights, self.head, self.state, self.starts = weights, head, state, starts
-        self.continuous, self.log_std = continuous, log_std
+        self.continuous, self.log_std, self.nvec = continuous, log_std, nvec
+        self.extra = extra if extra is not None and extra.shape[-1] > 0 else None
 
     @classmethod
-    def from_learner(cls, learner: Any, state: LSTMState, starts: Tensor, member: Optional[int] = None
-                     ) -> "SequencePolicy":
-        """The actor of a :class:`rpbt.agent.ppo.RecurrentPPO` bound to ``state`` and ``starts``.
+    def from_learner(cls, learner: Any, state: LSTMState, starts: Tensor, member: Optional[int] = None,
+                     extra: Optional[Tensor] = None) -> "SequencePolicy":
+        """The actor of a :class:`rpbt.agent.policy.PopulationPolicy` bound to ``state``, ``starts`` and the
+        unperturbed ``extra`` inputs.
 
         With ``member`` (local index) only that member's weights are used (a population of one: state (1, L, b, H),
         starts (1, T, b)); otherwise the whole population's (state (P, L, b, H), starts (P, T, b)).
@@ -146,19 +154,21 @@ class SequencePolicy:
                 return y.reshape(*shape[:-1], w_head.shape[-1])
 
             log_std = log_std[m] if log_std is not None else None
-        return cls(weights, head, state, starts, learner.continuous, log_std)
+        return cls(weights, head, state, starts, learner.continuous, log_std, learner.nvec, extra)
 
     def __call__(self, obs: Tensor) -> Tensor:
         if obs.shape[:3] != self.starts.shape:
             raise ValueError(f"observations {tuple(obs.shape)} do not match the bound episode starts "
                              f"{tuple(self.starts.shape)} (P, T, b)")
-        features = trunks_sequence(self.weights, obs, [self.state], self.starts)[0][0]
+        x = obs if self.extra is None else torch.cat([obs, self.extra], -1)
+        features = trunks_sequence(self.weights, x, [self.state], self.starts)[0][0]
         return self.head(features)
 
     def kl(self, p_head: Tensor, q_head: Tensor) -> Tensor:
-        """KL(p || q) per (P, T, b); for Box the (shared) log-std is detached, as SA-PPO does."""
+        """KL(p || q) per (P, T, b) (summed over a MultiDiscrete's components); for Box the (shared) log-std is
+        detached, as SA-PPO does."""
         log_std = self.log_std.detach() if self.log_std is not None else None
-        return kl_divergence(p_head, q_head, self.continuous, log_std)
+        return kl_divergence(p_head, q_head, self.continuous, log_std, self.nvec)
 
 
 # --------------------------------------------------------------------------------------------------- ball geometry
@@ -428,14 +438,15 @@ class SAPPO:
 
         kmax = int(k[active].max())
         sub = idx[:, :kmax]
-        obs = take_envs(rollout.obs, sub)
+        inputs = take_envs(rollout.obs, sub)  # (P, T, kmax, I): observations, then the unperturbed previous inputs
+        obs, extra = inputs[..., :learner.obs_dim], inputs[..., learner.obs_dim:]
         starts = take_envs(rollout.episode_starts, sub)
         states = {n: tuple(take_envs(s, sub) for s in rollout.initial_states[n]) for n in learner.state_names()}
         clean = head[:, :, :kmax].detach()
         eps_eff = torch.where(active, eps, torch.zeros_like(eps))
         step_size = None if self.adv.step_size is None else float(self.adv.step_size)
         low, high = normalized_bounds(learner, self.low_raw, self.high_raw)
-        policy = SequencePolicy.from_learner(learner, states["actor"], starts)
+        policy = SequencePolicy.from_learner(learner, states["actor"], starts, extra=extra)
         # Noise is drawn for all b sequences of the minibatch and then cut to the first kmax, so a member's draws
         # do not depend on the other members' ratios (a member trains the same alone or batched).
         full = (P, T, b, obs.shape[-1])
@@ -454,11 +465,12 @@ class SAPPO:
         value_diff = None
         if self.adv.value_coef > 0:
             names = learner.state_names()
-            results = trunks_sequence(stack_trunks([learner.trunk(n) for n in names]), perturbed,
+            pert_inputs = torch.cat([perturbed, extra], -1) if extra.shape[-1] > 0 else perturbed
+            results = trunks_sequence(stack_trunks([learner.trunk(n) for n in names]), pert_inputs,
                                       [states[n] for n in names], starts)
             pert_head = learner.policy_head(results[0][0])
             with torch.no_grad():
-                crit = trunks_sequence(stack_trunks([learner.trunk(n) for n in names[1:]]), obs,
+                crit = trunks_sequence(stack_trunks([learner.trunk(n) for n in names[1:]]), inputs,
                                        [states[n] for n in names[1:]], starts)
             diffs = []
             for critic, r_pert, r_clean in zip(learner.critics, results[1:], crit):
@@ -522,8 +534,10 @@ def make_obs_perturbation(attack: str, epsilon: float, norm: str = "linf", steps
         calls[member] = calls.get(member, 0) + 1
         h, c = states["actor"]
         n = obs.shape[0]
+        prev = states.get("prev")
         policy = SequencePolicy.from_learner(learner, (h.unsqueeze(0), c.unsqueeze(0)),
-                                             torch.zeros(1, 1, n, dtype=torch.bool), member=member)
+                                             torch.zeros(1, 1, n, dtype=torch.bool), member=member,
+                                             extra=None if prev is None else prev.reshape(1, 1, n, prev.shape[-1]))
         low = high = None
         if clip_to_bounds:
             key = id(learner)

@@ -301,7 +301,8 @@ class RecurrentTrunk(nn.Module):
 class PolicyHead(nn.Module):
     """Maps LSTM features to an action distribution's parameters.
 
-    Discrete(n): logits (..., n). Box(d): mean (..., d) and a state-independent ``log_std`` parameter (P, d).
+    Discrete(n): logits (..., n). MultiDiscrete(nvec): the K categoricals' logits concatenated (..., sum(nvec)).
+    Box(d): mean (..., d) and a state-independent ``log_std`` parameter (P, d).
     """
 
     def __init__(self, population: int, hidden: int, action_dim: int, continuous: bool, log_std_init: float):
@@ -321,19 +322,33 @@ class PolicyHead(nn.Module):
         return self.linear(features)
 
 
+def _categoricals(logits: Tensor, nvec: Optional[Sequence[int]]) -> list[Tensor]:
+    """The log-softmax of each categorical: one for Discrete (nvec None), K for MultiDiscrete (the head's logits
+    split into K groups of nvec[k] columns)."""
+    if nvec is None:
+        return [torch.log_softmax(logits, dim=-1)]
+    return [torch.log_softmax(part, dim=-1) for part in torch.split(logits, list(nvec), dim=-1)]
+
+
 def log_prob_entropy(
-    head_out: Tensor, actions: Tensor, continuous: bool, log_std: Optional[Tensor]
+    head_out: Tensor, actions: Tensor, continuous: bool, log_std: Optional[Tensor],
+    nvec: Optional[Sequence[int]] = None,
 ) -> tuple[Tensor, Tensor]:
     """Log-probability of ``actions`` and entropy of the distribution, both shaped like the batch.
 
-    head_out: logits (P, ..., A) for Discrete or means (P, ..., A) for Box; actions: (P, ...) integer indices for
-    Discrete, (P, ..., A) for Box; log_std: (P, A) for Box. Returns (logp, entropy), each (P, ...).
+    head_out: logits (P, ..., A) for Discrete, the K categoricals' logits concatenated (P, ..., sum(nvec)) for
+    MultiDiscrete (``nvec`` given), means (P, ..., A) for Box; actions: (P, ...) integer indices for Discrete,
+    (P, ..., K) indices for MultiDiscrete, (P, ..., A) for Box; log_std: (P, A) for Box. Returns (logp, entropy),
+    each (P, ...). MultiDiscrete is a product of independent categoricals (as Stable-Baselines3's
+    ``MultiCategoricalDistribution``): log-probabilities and entropies are summed over the K components.
     """
     if not continuous:
-        logp_all = torch.log_softmax(head_out, dim=-1)
-        logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
-        return logp, entropy
+        logp, entropy = 0, 0
+        for k, logp_all in enumerate(_categoricals(head_out, nvec)):
+            a = actions if nvec is None else actions[..., k]
+            logp = logp + logp_all.gather(-1, a.long().unsqueeze(-1)).squeeze(-1)
+            entropy = entropy - (logp_all.exp() * logp_all).sum(-1)
+        return logp, entropy  # type: ignore[return-value]
     assert log_std is not None
     shape = (log_std.shape[0],) + (1,) * (head_out.dim() - 2) + (log_std.shape[1],)
     ls = log_std.reshape(shape)
@@ -343,23 +358,27 @@ def log_prob_entropy(
     return logp, entropy
 
 
-def log_prob(head_out: Tensor, actions: Tensor, continuous: bool, log_std: Optional[Tensor]) -> Tensor:
+def log_prob(head_out: Tensor, actions: Tensor, continuous: bool, log_std: Optional[Tensor],
+             nvec: Optional[Sequence[int]] = None) -> Tensor:
     """Log-probability of ``actions`` alone (the first output of :func:`log_prob_entropy`, without the entropy)."""
-    if not continuous:
+    if not continuous and nvec is None:
         return torch.log_softmax(head_out, dim=-1).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-    return log_prob_entropy(head_out, actions, continuous, log_std)[0]
+    return log_prob_entropy(head_out, actions, continuous, log_std, nvec)[0]
 
 
 def kl_divergence(
-    p_out: Tensor, q_out: Tensor, continuous: bool, log_std: Optional[Tensor]
+    p_out: Tensor, q_out: Tensor, continuous: bool, log_std: Optional[Tensor], nvec: Optional[Sequence[int]] = None
 ) -> Tensor:
     """KL(p || q) between two action distributions of the same family, shaped like the batch (P, ...).
 
-    For Box the log-std is shared (state-independent), so KL reduces to the squared mean difference over 2 var.
+    For MultiDiscrete (``nvec`` given) the sum of the K categoricals' KLs (they are independent). For Box the
+    log-std is shared (state-independent), so KL reduces to the squared mean difference over 2 var.
     """
     if not continuous:
-        lp, lq = torch.log_softmax(p_out, -1), torch.log_softmax(q_out, -1)
-        return (lp.exp() * (lp - lq)).sum(-1)
+        kl = 0
+        for lp, lq in zip(_categoricals(p_out, nvec), _categoricals(q_out, nvec)):
+            kl = kl + (lp.exp() * (lp - lq)).sum(-1)
+        return kl  # type: ignore[return-value]
     assert log_std is not None
     shape = (log_std.shape[0],) + (1,) * (p_out.dim() - 2) + (log_std.shape[1],)
     var = torch.exp(2 * log_std.reshape(shape))

@@ -33,6 +33,8 @@ from rpbt.agent.networks import (
     RecurrentTrunk,
     TrunkWeights,
     kl_divergence,
+    log_prob,
+    log_prob_entropy,
     stack_trunks,
     trunks_sequence,
     trunks_step,
@@ -92,11 +94,20 @@ class PopulationPolicy(nn.Module):
             derive from ``run.seed`` and its global index only (:func:`rpbt.seeding.member_seed`), so a member
             trains identically alone or batched with others.
         obs_dim: D, the flat observation size.
-        action_dim: number of discrete actions, or the Box's flat size.
-        continuous: Box (diagonal Gaussian, state-independent log-std) or Discrete (categorical) actions.
+        action_dim: A, the policy head's width: the number of discrete actions, sum(nvec) for MultiDiscrete, or
+            the Box's flat size.
+        continuous: Box (diagonal Gaussian, state-independent log-std) or categorical (Discrete, MultiDiscrete)
+            actions.
         hparams: optional initial hyperparameters per member (names as :data:`rpbt.config.HPARAM_NAMES`).
         device: where every tensor lives (default CPU); weights are initialized on the CPU and then moved, so a
             seed gives the same initial weights on every device.
+        nvec: MultiDiscrete actions: the K category counts (sum(nvec) = action_dim); the policy is then K
+            independent categoricals whose log-probabilities and entropies add up. None for Discrete and Box.
+
+    Inputs: the networks see the normalized observation (D) followed, with ``agent.network.prev_action``, by the
+    previous action's features (A: one-hot, concatenated one-hots, or the Box action) and, with
+    ``agent.network.prev_reward``, by the previous reward (1, raw), both zero at an episode's first step
+    (:meth:`network_input`); I = D + A' + R' is ``input_dim``.
 
     Attributes: ``actor`` and ``policy_head``; ``critics`` (one, or two with twin critics); ``obs_rms`` and
     ``return_normalizer``; ``vgs`` (or None); ``optimizer`` (:class:`~rpbt.agent.optim.PopulationAdam`, a
@@ -108,22 +119,30 @@ class PopulationPolicy(nn.Module):
     """
 
     def __init__(self, cfg: Config, member_ids: Sequence[int], obs_dim: int, action_dim: int, continuous: bool,
-                 hparams: Optional[Sequence[dict]] = None, device: Optional[torch.device] = None):
+                 hparams: Optional[Sequence[dict]] = None, device: Optional[torch.device] = None,
+                 nvec: Optional[Sequence[int]] = None):
         super().__init__()
         if len(member_ids) == 0:
             raise ValueError("a policy needs at least one member")
+        if nvec is not None and (continuous or sum(int(n) for n in nvec) != int(action_dim)):
+            raise ValueError(f"MultiDiscrete nvec {list(nvec)} needs categorical actions with action_dim = "
+                             f"sum(nvec), got action_dim={action_dim}, continuous={continuous}")
         a = cfg.agent
         self.cfg = cfg
         self.member_ids = [int(m) for m in member_ids]
         P = self.population = len(self.member_ids)
         self.obs_dim, self.action_dim, self.continuous = int(obs_dim), int(action_dim), bool(continuous)
+        self.nvec: Optional[tuple[int, ...]] = None if nvec is None else tuple(int(n) for n in nvec)
+        net = a.network
+        self.prev_action_dim = self.action_dim if net.prev_action else 0  # A'
+        self.prev_reward_dim = 1 if net.prev_reward else 0  # R'
+        self.input_dim = self.obs_dim + self.prev_action_dim + self.prev_reward_dim  # I
         self.seeds = [member_seed(cfg.run.seed, m) for m in self.member_ids]
         self.generators = [torch.Generator().manual_seed(s) for s in self.seeds]
 
-        net = a.network
-        self.actor = RecurrentTrunk(P, self.obs_dim, net.encoder_sizes, net.lstm_hidden_size, net.lstm_num_layers)
+        self.actor = RecurrentTrunk(P, self.input_dim, net.encoder_sizes, net.lstm_hidden_size, net.lstm_num_layers)
         self.policy_head = PolicyHead(P, net.lstm_hidden_size, self.action_dim, self.continuous, net.log_std_init)
-        self.critics = nn.ModuleList([Critic(P, self.obs_dim, cfg) for _ in range(2 if a.critic.twin else 1)])
+        self.critics = nn.ModuleList([Critic(P, self.input_dim, cfg) for _ in range(2 if a.critic.twin else 1)])
         self.actor.reset_parameters(self.generators)
         self.policy_head.reset_parameters(self.generators, net.log_std_init)
         for critic in self.critics:
@@ -239,11 +258,45 @@ class PopulationPolicy(nn.Module):
         """Raw observations (P, ..., D) normalized with each member's running statistics (when enabled)."""
         return self.obs_rms.normalize(raw_obs) if self.cfg.agent.normalize_observations else raw_obs
 
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        """Trailing shape of one action: () for Discrete (an index), (K,) for MultiDiscrete, (A,) for Box."""
+        if self.continuous:
+            return (self.action_dim,)
+        return () if self.nvec is None else (len(self.nvec),)
+
+    def network_input(self, obs: Tensor, prev_action: Optional[Tensor] = None, prev_reward: Optional[Tensor] = None,
+                      episode_start: Optional[Tensor] = None) -> Tensor:
+        """What the actor and critics see: (P, ..., I).
+
+        obs: (P, ..., D) normalized observations; prev_action: (P, ..., A') the previous action's features
+        (:meth:`rpbt.envs.factory.ActionSpec.features`); prev_reward: (P, ..., R') the previous reward; both are used
+        only when the config feeds them (A' = ``prev_action_dim``, R' = ``prev_reward_dim``, else ignored and may
+        be None) and are zeroed where ``episode_start`` (P, ...) is True (an episode's first step has no previous
+        action or reward; Kapturowski et al. 2019 and POPGym's baselines feed them the same way). Without previous
+        inputs this is ``obs`` itself.
+        """
+        if self.input_dim == self.obs_dim:
+            return obs
+        parts = [obs]
+        for extra, width in ((prev_action, self.prev_action_dim), (prev_reward, self.prev_reward_dim)):
+            if width == 0:
+                continue
+            if extra is None or extra.shape[-1] != width:
+                raise ValueError(f"this policy feeds previous inputs of width {width}; got "
+                                 f"{None if extra is None else tuple(extra.shape)}")
+            extra = extra.to(obs.device, obs.dtype)
+            if episode_start is not None:
+                extra = extra * (~episode_start.to(obs.device).bool()).unsqueeze(-1).to(obs.dtype)
+            parts.append(extra)
+        return torch.cat(parts, -1)
+
     def step(self, obs: Tensor, states: dict[str, LSTMState], episode_start: Tensor,
              weights: Optional[TrunkWeights] = None) -> tuple[Tensor, list[Tensor], dict[str, LSTMState]]:
         """One step of the actor and the critics on a batch.
 
-        obs: (P, N, D) normalized; states: ``{name: (h, c)}`` each (P, L, N, H); episode_start: (P, N) bool (the
+        obs: (P, N, I) the network input (:meth:`network_input`; the normalized observations when no previous
+        action or reward is fed); states: ``{name: (h, c)}`` each (P, L, N, H); episode_start: (P, N) bool (the
         states are zeroed where True); weights: :meth:`stacked_weights`, built here when None.
         Returns the policy head's output (P, N, A), the critics' raw outputs [(P, N, K)] and the new states.
         """
@@ -259,8 +312,9 @@ class PopulationPolicy(nn.Module):
                  ) -> tuple[Tensor, list[Tensor]]:
         """Replay sequences through the actor and the critics (with gradients).
 
-        obs: (P, T, b, D) normalized; states: the initial ``{name: (h, c)}`` each (P, L, b, H); episode_starts:
-        (P, T, b). Returns the policy head's output (P, T, b, A) and the critics' raw outputs [(P, T, b, K)].
+        obs: (P, T, b, I) the network input as stored in the rollout; states: the initial ``{name: (h, c)}`` each
+        (P, L, b, H); episode_starts: (P, T, b). Returns the policy head's output (P, T, b, A) and the critics' raw
+        outputs [(P, T, b, K)].
         """
         names = self.state_names()
         results = trunks_sequence(self.stacked_weights(), obs, [states[n] for n in names], episode_starts,
@@ -279,23 +333,39 @@ class PopulationPolicy(nn.Module):
         return torch.stack(out)
 
     def draw_noise(self, num_envs: int) -> Tensor:
-        """One step's sampling noise from each member's generator, on the CPU: uniform (P, N) for Discrete,
-        standard normal (P, N, A) for Box. The generators are the member's own, so draws move with the member."""
+        """One step's sampling noise from each member's generator, on the CPU: uniform (P, N) for Discrete, uniform
+        (P, N, K) for MultiDiscrete, standard normal (P, N, A) for Box. The generators are the member's own, so
+        draws move with the member."""
         if not self.continuous:
-            return torch.stack([torch.rand(num_envs, generator=g) for g in self.generators])
+            shape = (num_envs,) if self.nvec is None else (num_envs, len(self.nvec))
+            return torch.stack([torch.rand(shape, generator=g) for g in self.generators])
         return torch.stack([torch.randn(num_envs, self.action_dim, generator=g) for g in self.generators])
 
     def actions(self, head: Tensor, noise: Optional[Tensor] = None) -> Tensor:
         """Actions from head outputs (P, N, A): sampled with ``noise`` (from :meth:`draw_noise`, on the head's
-        device) by inverse-CDF (Discrete) or reparameterization (Box), or the mode when ``noise`` is None."""
+        device) by inverse-CDF (Discrete; each of the K categoricals of a MultiDiscrete with its own uniform) or
+        reparameterization (Box), or the mode when ``noise`` is None. Returns (P, N) indices for Discrete, (P, N, K)
+        for MultiDiscrete, (P, N, A) for Box."""
         if not self.continuous:
-            if noise is None:
-                return head.argmax(-1)
-            cdf = torch.softmax(head, -1).cumsum(-1)
-            return (cdf < noise.unsqueeze(-1)).sum(-1).clamp_max(head.shape[-1] - 1)
+            if self.nvec is not None:
+                parts = torch.split(head, list(self.nvec), dim=-1)
+                return torch.stack([_categorical_action(part, None if noise is None else noise[..., k])
+                                    for k, part in enumerate(parts)], -1)
+            return _categorical_action(head, noise)
         if noise is None:
             return head
         return head + self.policy_head.log_std.exp().unsqueeze(1) * noise
+
+    def log_prob(self, head: Tensor, actions: Tensor) -> Tensor:
+        """Log-probability of ``actions`` alone (no entropy: what acting needs), shaped like the batch (P, ...)."""
+        log_std = self.policy_head.log_std if self.continuous else None
+        return log_prob(head, actions, self.continuous, log_std, self.nvec)
+
+    def log_prob_entropy(self, head: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """Log-probability of ``actions`` (P, ..., *action_shape) under head outputs (P, ..., A) and the
+        distribution's entropy, each (P, ...) (:func:`rpbt.agent.networks.log_prob_entropy`)."""
+        log_std = self.policy_head.log_std if self.continuous else None
+        return log_prob_entropy(head, actions, self.continuous, log_std, self.nvec)
 
     def sample_actions(self, head: Tensor, deterministic: bool = False) -> Tensor:
         """Sample (or take the mode of) actions from head outputs (P, N, A) with each member's generator."""
@@ -306,7 +376,7 @@ class PopulationPolicy(nn.Module):
     def kl_between(self, head_a: Tensor, head_b: Tensor) -> Tensor:
         """KL(pi_a || pi_b) per batch element, shaped like the batch (P, ...)."""
         log_std = self.policy_head.log_std if self.continuous else None
-        return kl_divergence(head_a, head_b, self.continuous, log_std)
+        return kl_divergence(head_a, head_b, self.continuous, log_std, self.nvec)
 
     # ------------------------------------------------------------------------------------------ episode scores
 
@@ -341,6 +411,14 @@ class PopulationPolicy(nn.Module):
     def recent_lengths(self, member: int, k: Optional[int] = None) -> np.ndarray:
         """Lengths of member's last ``k`` finished episodes, oldest first."""
         return self._recent(self.episode_lengths, member, k)
+
+
+def _categorical_action(logits: Tensor, noise: Optional[Tensor]) -> Tensor:
+    """One categorical's action from logits (P, N, n): the argmax, or the inverse CDF at ``noise`` (P, N)."""
+    if noise is None:
+        return logits.argmax(-1)
+    cdf = torch.softmax(logits, -1).cumsum(-1)
+    return (cdf < noise.unsqueeze(-1)).sum(-1).clamp_max(logits.shape[-1] - 1)
 
 
 __all__ = ["PopulationPolicy", "Critic", "resolve_device"]

@@ -19,7 +19,8 @@ over P members (every tensor has the member first; P = 1 is a single agent):
   the minibatch index: no position state is hidden anywhere.
 
 Per-member hyperparameters are (P,) tensors of the policy (``policy.hparam(name)``), broadcast in the loss and the
-optimizer. Shapes: P members, N environments per member, T steps, D observation features, A head outputs.
+optimizer. Shapes: P members, N environments per member, T steps, D observation features, I network inputs (D, then the
+previous action and reward when fed), A head outputs.
 
 Devices: the policy's tensors and the rollout live on ``policy.device``; environments run on the CPU. Per step,
 collection makes one host-to-device copy (observations, episode starts and sampling noise packed together) and
@@ -34,13 +35,14 @@ member is the PBT runner's decision (``run.on_member_fault``).
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Optional, Protocol, Sequence
 
 import torch
 from torch import Tensor
 
-from rpbt.agent.networks import log_prob, log_prob_entropy, trunks_sequence
+from rpbt.agent.networks import trunks_sequence
 from rpbt.agent.optim import PopulationAdam, clip_grad_norm_per_member
 from rpbt.agent.policy import PopulationPolicy, resolve_device
 from rpbt.agent.rollout import Rollout, compute_gae, stack_segment_states, take_envs, to_segments
@@ -84,13 +86,16 @@ def make_policy(cfg: Config, member_ids: Sequence[int], hparams: Optional[Sequen
         spec = space_info(probe.single_action_space)
     finally:
         probe.close()
-    return PopulationPolicy(cfg, member_ids, obs_dim, spec.dim, spec.continuous, hparams, device)
+    return PopulationPolicy(cfg, member_ids, obs_dim, spec.dim, spec.continuous, hparams, device,
+                            nvec=spec.nvec if spec.kind == "multi_discrete" else None)
 
 
 def make_runner(cfg: Config, policy: PopulationPolicy) -> EnvRunner:
     """The :class:`EnvRunner` of ``policy``'s members: ``env.num_envs`` environments each, seeded from the members'
-    seeds, with a burn-in history of ``pbt.burn_in_max_steps`` observations."""
-    return EnvRunner(cfg.env, policy.seeds, policy.initial_state(cfg.env.num_envs), cfg.pbt.burn_in_max_steps)
+    seeds, with a burn-in history of ``pbt.burn_in_max_steps`` observations, carrying the previous action and
+    reward when the policy is fed them."""
+    return EnvRunner(cfg.env, policy.seeds, policy.initial_state(cfg.env.num_envs), cfg.pbt.burn_in_max_steps,
+                     prev_action=policy.prev_action_dim > 0, prev_reward=policy.prev_reward_dim > 0)
 
 
 def auxiliary_losses(cfg: Config) -> list[AuxiliaryLoss]:
@@ -108,13 +113,18 @@ def _to_device(device: torch.device, *host: Tensor) -> list[Tensor]:
     if device.type == "cpu":
         return list(host)
     P, N = host[0].shape[:2]
-    flat = [t.reshape(P, N, -1) for t in host]
+    flat = [t.reshape(P, N, math.prod(t.shape[2:])) for t in host]
     packed = torch.cat([t.to(torch.float32) for t in flat], -1).to(device, non_blocking=True)
     out, at = [], 0
     for t, f in zip(host, flat):
         out.append(packed[..., at:at + f.shape[-1]].reshape(t.shape).to(t.dtype))
         at += f.shape[-1]
     return out
+
+
+def _prev_inputs(carried, feeds_prev: bool) -> list[Tensor]:
+    """The carried previous action features and reward when the policy is fed them, else nothing."""
+    return [carried.prev_action, carried.prev_reward] if feeds_prev else []
 
 
 # --------------------------------------------------------------------------------------------------- collect
@@ -126,17 +136,19 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
 
     Updates the observation normalizer, the runner's carried state (LSTM states, burn-in history, episodes) and
     the policy's ``env_steps`` and finished-episode returns. Returns the :class:`~rpbt.agent.rollout.Rollout`
-    (on the policy's device) with the value of the observation after the last step for GAE's bootstrap.
+    (on the policy's device) with the value of the observation after the last step for GAE's bootstrap. The
+    rollout's ``obs`` are the network inputs as fed (:meth:`PopulationPolicy.network_input`: the normalized
+    observations, then the previous action and reward when the policy is fed them), so replay sees what acting saw.
     """
     P, N, D = policy.population, runner.num_envs, policy.obs_dim
     T = policy.cfg.agent.num_steps if num_steps is None else num_steps
     C, dev = len(policy.critics), policy.device
     carried = runner.carried
-    act_shape = (P, T, N, policy.action_dim) if policy.continuous else (P, T, N)
     rollout = Rollout(
-        obs=torch.zeros(P, T, N, D, device=dev),
+        obs=torch.zeros(P, T, N, policy.input_dim, device=dev),
         episode_starts=torch.zeros(P, T, N, dtype=torch.bool, device=dev),
-        actions=torch.zeros(act_shape, dtype=torch.float32 if policy.continuous else torch.int64, device=dev),
+        actions=torch.zeros((P, T, N, *policy.action_shape), dtype=torch.float32 if policy.continuous else torch.int64,
+                            device=dev),
         log_probs=torch.zeros(P, T, N, device=dev),
         rewards=torch.zeros(P, T, N),  # rewards and episode ends come from the CPU: moved once, at the end
         dones=torch.zeros(P, T, N, dtype=torch.bool),
@@ -146,7 +158,7 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
         initial_states={k: (h.clone(), c.clone()) for k, (h, c) in carried.hidden.items()},
     )
     weights = policy.stacked_weights()  # fixed while acting
-    log_std = policy.policy_head.log_std if policy.continuous else None
+    feeds_prev = policy.input_dim > D  # the previous action and reward are inputs (agent.network.prev_*)
     seg_len = policy.cfg.agent.bptt_length or T
     boundaries = [rollout.initial_states]  # the carried LSTM states before every segment's first step
     no_start = torch.zeros(P, N, dtype=torch.bool, device=dev)
@@ -154,14 +166,15 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     for t in range(T):
         if t > 0 and t % seg_len == 0:
             boundaries.append({k: (h.clone(), c.clone()) for k, (h, c) in carried.hidden.items()})
-        raw_obs, start, noise = _to_device(dev, carried.next_obs, carried.episode_start, policy.draw_noise(N))
+        host = [carried.next_obs, carried.episode_start, policy.draw_noise(N)]
+        raw_obs, start, noise, *prev = _to_device(dev, *host, *_prev_inputs(carried, feeds_prev))
         if policy.cfg.agent.normalize_observations:
             policy.obs_rms.update(raw_obs)
-        obs = policy.normalize_obs(raw_obs)
-        carried.record(raw_obs, start)
+        obs = policy.network_input(policy.normalize_obs(raw_obs), *prev, episode_start=start)
+        carried.record(raw_obs, start, obs[..., D:] if feeds_prev else None)
         head, raws, carried.hidden = policy.step(obs, carried.hidden, start, weights)
         action = policy.actions(head, noise)
-        logp = log_prob(head, action, policy.continuous, log_std)
+        logp = policy.log_prob(head, action)
         rollout.obs[:, t], rollout.episode_starts[:, t], rollout.actions[:, t] = obs, start, action
         rollout.log_probs[:, t] = logp
         rollout.values[:, :, t] = policy.values_from_raw(raws)
@@ -170,7 +183,9 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
         rollout.rewards[:, t], rollout.dones[:, t] = result.reward, result.done
         rollout.terminated[:, t] = result.terminated
         if result.final_obs is not None:  # a time limit: bootstrap from the value of the final observation
-            final_obs = policy.normalize_obs(result.final_obs.to(dev))
+            # (fed with this step's action and reward, which the carried state holds until the next step)
+            final_obs = policy.network_input(policy.normalize_obs(result.final_obs.to(dev)),
+                                             *(t.to(dev) for t in _prev_inputs(carried, feeds_prev)))
             _, final_raws, _ = policy.step(final_obs, carried.hidden, no_start, weights)
             rollout.truncation_values[:, t] = torch.where(result.truncated.to(dev),
                                                           policy.values_from_raw(final_raws).min(0).values, 0.0)
@@ -179,13 +194,15 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     policy.env_steps += T * N
 
     # Value of the observation after the last step, for the GAE bootstrap at the rollout's end.
-    last_obs, last_start = _to_device(dev, carried.next_obs, carried.episode_start)
-    _, last_raws, _ = policy.step(policy.normalize_obs(last_obs), carried.hidden, last_start, weights)
+    last_obs, last_start, *prev = _to_device(dev, carried.next_obs, carried.episode_start,
+                                             *_prev_inputs(carried, feeds_prev))
+    last_input = policy.network_input(policy.normalize_obs(last_obs), *prev, episode_start=last_start)
+    _, last_raws, _ = policy.step(last_input, carried.hidden, last_start, weights)
     rollout.last_values = policy.values_from_raw(last_raws).min(0).values
     rollout.rewards, rollout.dones, rollout.terminated = (
         x.to(dev) for x in (rollout.rewards, rollout.dones, rollout.terminated))
     # Non-finite raw observations reach the stored (normalized) ones, through the values or the statistics.
-    bad_obs = ~torch.isfinite(rollout.obs.reshape(P, -1)).all(1)
+    bad_obs = ~torch.isfinite(rollout.obs[..., :D].reshape(P, -1)).all(1)
     bad_reward = ~torch.isfinite(rollout.rewards.reshape(P, -1)).all(1)
     rollout.nonfinite = bad_obs.long() | (bad_reward.long() << 1)
     rollout.segment_states = stack_segment_states(boundaries) if len(boundaries) > 1 else rollout.initial_states
@@ -257,7 +274,6 @@ def update(policy: PopulationPolicy, optimizer: PopulationAdam, rollout: Rollout
     ent_coef, vf_coef = hp("ent_coef").float(), hp("vf_coef").float()
     lr, max_norm = hp("learning_rate").float(), hp("max_grad_norm").float()
     mb_size = S // a.num_minibatches
-    log_std = policy.policy_head.log_std if policy.continuous else None
     params = [p for _, p in policy.trainable()]
     sums: dict[str, Tensor] = {}
     count = 0
@@ -273,7 +289,7 @@ def update(policy: PopulationPolicy, optimizer: PopulationAdam, rollout: Rollout
             head, raws = policy.sequence(take_envs(seg.obs, idx), states, take_envs(seg.episode_starts, idx))
 
             # Clipped surrogate objective, on advantages normalized per member and minibatch.
-            new_logp, entropy = log_prob_entropy(head, take_envs(seg.actions, idx), policy.continuous, log_std)
+            new_logp, entropy = policy.log_prob_entropy(head, take_envs(seg.actions, idx))
             log_ratio = new_logp - take_envs(seg.log_probs, idx)
             ratio = log_ratio.exp()
             adv = take_envs(advantages, idx)

@@ -56,8 +56,10 @@ def compute_gae(
 class Rollout:
     """One rollout of P members x N environments x T steps.
 
-    obs: (P, T, N, D) normalized observations as the policy saw them; episode_starts: (P, T, N) (True where the
-    state was reset before step t); actions: (P, T, N) or (P, T, N, A); log_probs, rewards, dones, terminated,
+    obs: (P, T, N, I) the network inputs as the policy saw them (normalized observations, then the previous action
+    features and reward when the policy is fed them, zero at episode starts); episode_starts: (P, T, N) (True where
+    the state was reset before step t); actions: (P, T, N) indices for Discrete, (P, T, N, K) for MultiDiscrete or
+    (P, T, N, A) for Box; log_probs, rewards, dones, terminated,
     truncation_values: (P, T, N); values: (C, P, T, N) in return units, one per critic (C = 1 or 2);
     initial_states: {name: (h, c)} each (P, L, N, H), the LSTM states before step 0.
     """

@@ -14,6 +14,7 @@ from typing import Callable, Optional, Sequence
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 from rpbt.config import EnvConfig
 
@@ -41,26 +42,52 @@ def _import_popgym() -> None:
         raise EnvError("env.id names a POPGym environment but the 'popgym' package is not installed") from err
 
 
-def make_env(cfg: EnvConfig, split: str = "train") -> gym.Env:
-    """One environment for ``cfg.id`` with a flat float32 observation vector.
+def make_env(cfg: EnvConfig, split: str = "train", render_mode: Optional[str] = None) -> gym.Env:
+    """One environment for ``cfg`` with a flat float32 observation vector.
 
-    Raises :class:`EnvError` naming ``env.id`` when the id is unknown or its spaces are unsupported.
+    Made by ``cfg.env_fn()`` when the config has one (``env.entry_point`` or an attached ``env_fn``, called with
+    ``env.kwargs``), else by ``gymnasium.make(env.id, **env.kwargs)`` (``env.id`` may be ``module:EnvId``: Gymnasium
+    imports the module that registers the id), or rpbt's trading environment for ``env.id: trading``.
+    Observations that are not a flat Box (Dict, Tuple, Discrete, a multi-dimensional Box) are flattened with
+    Gymnasium's ``FlattenObservation`` (``gymnasium.spaces.flatten``: Box entries raveled, Discrete and MultiDiscrete
+    entries one-hot, Dict entries in key order). ``render_mode`` (e.g. ``"rgb_array"``) is passed to the
+    environment's constructor when given.
+
+    Raises :class:`EnvError` naming ``env.id`` when the id is unknown, its module does not import, the entry point
+    cannot be imported or does not return a ``gymnasium.Env``, or its spaces are unsupported; the constructor's
+    ``TypeError`` when it does not take ``render_mode``.
     """
-    if cfg.id == "trading":
+    extra = {} if render_mode is None else {"render_mode": render_mode}
+    try:
+        env_fn = cfg.env_fn()
+    except ValueError as err:
+        raise EnvError(str(err)) from None
+    if env_fn is not None:
+        env = env_fn(**cfg.kwargs, **extra)
+        if not isinstance(env, gym.Env):
+            raise EnvError(f"env.entry_point {cfg.entry_point!r} returned {type(env).__name__}, not a gymnasium.Env")
+    elif cfg.id == "trading":
         from rpbt.envs.trading import make_trading_env
 
+        if render_mode is not None:
+            raise TypeError("the trading environment does not render")
         env = make_trading_env(cfg, split=split)
     else:
         if cfg.id.startswith("popgym-"):
             _import_popgym()
         try:
-            env = gym.make(cfg.id, **cfg.kwargs)
+            env = gym.make(cfg.id, **cfg.kwargs, **extra)
         except gym.error.Error as err:
+            raise EnvError(f"env.id {cfg.id!r} cannot be made: {err}") from None
+        except ImportError as err:  # env.id "module:EnvId" whose module does not import
             raise EnvError(f"env.id {cfg.id!r} cannot be made: {err}") from None
     if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
         env = gym.wrappers.FlattenObservation(env)
-    if not isinstance(env.action_space, (gym.spaces.Discrete, gym.spaces.Box)):
-        raise EnvError(f"env.id {cfg.id!r}: action space {env.action_space} is not Discrete or Box")
+    try:
+        space_info(env.action_space)
+    except EnvError as err:
+        env.close()
+        raise EnvError(f"env.id {cfg.id!r}: {err}") from None
     if cfg.observation_noise_std > 0:
         env = ObservationNoise(env, cfg.observation_noise_std)
     return env
@@ -72,23 +99,100 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, split: str = "train") -> gym.
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
+ACTION_KINDS = ("discrete", "multi_discrete", "box")
+
+
 @dataclass(frozen=True)
 class ActionSpec:
-    """What a policy needs to know of an action space: ``continuous`` (Box) or not (Discrete), ``dim`` (the number
-    of discrete actions, or the Box's flat size) and, for Box, the bounds ``low``/``high`` (dim,) that actions are
-    clipped to before they reach the environment (None for Discrete)."""
+    """What a policy needs to know of an action space.
 
-    continuous: bool
+    Attributes:
+        kind: ``discrete`` (``Discrete(n)``: one categorical), ``multi_discrete`` (a one-dimensional
+            ``MultiDiscrete(nvec)``: K independent categoricals) or ``box`` (``Box``: a diagonal Gaussian).
+        dim: A, the width of the policy head's output and of the action features: n logits, sum(nvec) logits
+            (the K categoricals' logits concatenated), or the Box's flat size d.
+        nvec: the K category counts of a MultiDiscrete space (empty otherwise).
+        start: the first action of each categorical (Gymnasium's ``start``; (1,) for Discrete, (K,) for
+            MultiDiscrete, empty for Box): the policy's index i is the environment's action ``start + i``.
+        low, high: for Box, the bounds (d,) that actions are clipped to before they reach the environment (None
+            otherwise).
+    """
+
+    kind: str
     dim: int
+    nvec: tuple[int, ...] = ()
+    start: tuple[int, ...] = ()
     low: Optional[np.ndarray] = None
     high: Optional[np.ndarray] = None
 
+    @property
+    def continuous(self) -> bool:
+        """Box actions (a Gaussian), as opposed to one or several categoricals."""
+        return self.kind == "box"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one action as the policy produces it: () for Discrete (an index), (K,) for MultiDiscrete
+        (K indices), (d,) for Box."""
+        if self.kind == "discrete":
+            return ()
+        return (len(self.nvec),) if self.kind == "multi_discrete" else (self.dim,)
+
+    def to_env(self, actions: np.ndarray) -> np.ndarray:
+        """Policy actions (..., *shape) as the environment takes them: Box clipped to [low, high], categorical
+        indices shifted by ``start`` (a no-op for the usual start 0)."""
+        if self.kind == "box":
+            return np.clip(actions, self.low, self.high)
+        if any(self.start):
+            return actions + np.asarray(self.start if self.kind == "multi_discrete" else self.start[0])
+        return actions
+
+    def features(self, actions: torch.Tensor) -> torch.Tensor:
+        """Actions as the policy's input (``agent.network.prev_action``), float32 (..., A).
+
+        ``actions`` are the policy's (indices from 0, shape (..., *shape)), for Box as the environment received them
+        (clipped). Discrete: the one-hot of the index; MultiDiscrete: the K one-hots concatenated (sum(nvec)
+        columns); Box: the action itself.
+        """
+        if self.kind == "box":
+            return actions.to(torch.float32)
+        if self.kind == "discrete":
+            return torch.nn.functional.one_hot(actions.long(), self.dim).to(torch.float32)
+        return torch.cat([torch.nn.functional.one_hot(actions[..., k].long(), n).to(torch.float32)
+                          for k, n in enumerate(self.nvec)], -1)
+
 
 def space_info(space: gym.Space) -> ActionSpec:
-    """The :class:`ActionSpec` of a Discrete or Box action space."""
+    """The :class:`ActionSpec` of a Discrete, one-dimensional MultiDiscrete or Box action space.
+
+    Raises :class:`EnvError` for any other space (MultiBinary, Dict, Tuple, or a MultiDiscrete of more than one
+    dimension).
+    """
     if isinstance(space, gym.spaces.Discrete):
-        return ActionSpec(continuous=False, dim=int(space.n))
-    return ActionSpec(continuous=True, dim=int(np.prod(space.shape)), low=space.low, high=space.high)
+        return ActionSpec(kind="discrete", dim=int(space.n), start=(int(space.start),))
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        if space.nvec.ndim != 1:
+            raise EnvError(f"action space {space} is a MultiDiscrete of shape {space.nvec.shape}; only "
+                           f"one-dimensional MultiDiscrete spaces are supported")
+        nvec = tuple(int(n) for n in space.nvec)
+        return ActionSpec(kind="multi_discrete", dim=sum(nvec), nvec=nvec,
+                          start=tuple(int(s) for s in np.asarray(space.start).reshape(-1)))
+    if isinstance(space, gym.spaces.Box):
+        return ActionSpec(kind="box", dim=int(np.prod(space.shape)), low=space.low.reshape(-1),
+                          high=space.high.reshape(-1))
+    raise EnvError(f"action space {space} is not Discrete, MultiDiscrete or Box")
 
 
-__all__: Sequence[str] = ["make_env", "make_vector_env", "EnvError", "space_info", "ActionSpec"]
+def base_observation_space(env: gym.Env) -> gym.Space:
+    """The observation space of ``env`` before :func:`make_env` flattened it (the space a user's own loop sees when
+    it makes the environment itself); ``env.observation_space`` when nothing was flattened."""
+    inner = env
+    while isinstance(inner, gym.Wrapper):
+        if isinstance(inner, gym.wrappers.FlattenObservation):
+            return inner.env.observation_space
+        inner = inner.env
+    return env.observation_space
+
+
+__all__: Sequence[str] = ["make_env", "make_vector_env", "EnvError", "space_info", "ActionSpec", "ACTION_KINDS",
+                          "base_observation_space"]

@@ -2,8 +2,9 @@
 
 An :class:`EnvRunner` owns P x N environments (N per member, member-major in one Gymnasium ``SyncVectorEnv`` with
 same-step autoreset) and one :class:`CarriedState`: every per-environment tensor that lives from one step to the
-next — the LSTM states of the running episodes, the next observation, the episode-start flags, the running episode
-returns and lengths, and the burn-in history of the current episodes' raw observations. The carried state is
+next — the LSTM states of the running episodes, the next observation, the episode-start flags, the previous action
+and reward (when the policy is fed them), the running episode returns and lengths, and the burn-in history of the
+current episodes' raw observations and of the previous actions and rewards fed with them. The carried state is
 declared once, here; transfer, backends, evaluation and studies act on it through :meth:`CarriedState.member`,
 :meth:`CarriedState.reset_member`, :meth:`CarriedState.clone_member` and its tensor form, and list nothing by hand.
 
@@ -40,10 +41,17 @@ class CarriedState:
     - ``hidden``: ``{name: (h, c)}``, each (P, L, N, H), for the actor and every critic, on the learner's device;
     - ``next_obs``: (P, N, D) float32, the raw observation each environment will show next (CPU);
     - ``episode_start``: (P, N) bool, True where the next step starts an episode (CPU);
+    - ``prev_action``: (P, N, A') float32, the features of the last action each environment received
+      (:meth:`~rpbt.envs.factory.ActionSpec.features`); A' = 0 when the policy is not fed previous actions (CPU);
+    - ``prev_reward``: (P, N, R') float32, the last reward each environment returned; R' = 1 when the policy is fed
+      previous rewards, else 0 (CPU). Both are the last step's, also across an episode end: the policy zeroes
+      them where ``episode_start`` is True (:meth:`rpbt.agent.policy.PopulationPolicy.network_input`);
     - ``running_return``: (P, N) float64, return of each running episode so far (CPU);
     - ``running_length``: (P, N) int64, its length so far (CPU);
     - ``history_obs``: (P, W, N, D) float32, a ring of the last W raw observations (row ``t % W`` holds global step
       t), on the device; W = 0 when no burn-in history is kept;
+    - ``history_prev``: (P, W, N, A' + R') float32, in the same ring, the previous action features and reward fed
+      with each recorded observation (already zero at episode starts), on the device;
     - ``history_start``: (P, N) int64, the global step of each environment's current episode's first observation;
     - ``history_steps``: (P,) int64, steps recorded (equal for all members: they step together).
 
@@ -55,24 +63,32 @@ class CarriedState:
     hidden: dict[str, LSTMState]
     next_obs: Tensor
     episode_start: Tensor
+    prev_action: Tensor
+    prev_reward: Tensor
     running_return: Tensor
     running_length: Tensor
     history_obs: Tensor
+    history_prev: Tensor
     history_start: Tensor
     history_steps: Tensor
 
     @classmethod
-    def initial(cls, hidden: dict[str, LSTMState], next_obs: Tensor, history_steps: int = 0) -> "CarriedState":
-        """Fresh episodes: the given (zero) LSTM states, ``next_obs`` (P, N, D), all environments starting."""
+    def initial(cls, hidden: dict[str, LSTMState], next_obs: Tensor, history_steps: int = 0,
+                prev_action_dim: int = 0, prev_reward_dim: int = 0) -> "CarriedState":
+        """Fresh episodes: the given (zero) LSTM states, ``next_obs`` (P, N, D), all environments starting, zero
+        previous actions (A' = ``prev_action_dim`` features) and rewards (R' = ``prev_reward_dim``, 0 or 1)."""
         p, n, d = next_obs.shape
         device = next(iter(hidden.values()))[0].device if hidden else torch.device("cpu")
         return cls(
             hidden={k: (h.clone(), c.clone()) for k, (h, c) in hidden.items()},
             next_obs=next_obs.to(torch.float32).clone(),
             episode_start=torch.ones(p, n, dtype=torch.bool),
+            prev_action=torch.zeros(p, n, prev_action_dim),
+            prev_reward=torch.zeros(p, n, prev_reward_dim),
             running_return=torch.zeros(p, n, dtype=torch.float64),
             running_length=torch.zeros(p, n, dtype=torch.int64),
             history_obs=torch.zeros(p, history_steps, n, d, device=device),
+            history_prev=torch.zeros(p, history_steps, n, prev_action_dim + prev_reward_dim, device=device),
             history_start=torch.zeros(p, n, dtype=torch.int64, device=device),
             history_steps=torch.zeros(p, dtype=torch.int64, device=device),
         )
@@ -140,6 +156,8 @@ class CarriedState:
             h[i] = 0.0
             c[i] = 0.0
         self.episode_start[i] = True
+        self.prev_action[i] = 0.0
+        self.prev_reward[i] = 0.0
         self.running_return[i] = 0.0
         self.running_length[i] = 0
         self.history_start[i] = self.history_steps[i]
@@ -147,19 +165,27 @@ class CarriedState:
     # ------------------------------------------------------------------------------------------ burn-in history
 
     @torch.no_grad()
-    def record(self, raw_obs: Tensor, episode_start: Tensor) -> None:
+    def record(self, raw_obs: Tensor, episode_start: Tensor, prev: Optional[Tensor] = None) -> None:
         """Record the raw observations (P, N, D) the policy is about to see, at ``episode_start`` (P, N) bool,
-        into the burn-in history (two tensor operations; nothing when W = 0)."""
+        and ``prev`` (P, N, A' + R'), the previous action features and reward fed with them (zero at episode
+        starts; needed when A' + R' > 0), into the burn-in history (two or three tensor operations; nothing when
+        W = 0)."""
         if self.history_length == 0:
             return
         self.history_start.copy_(torch.where(episode_start.to(self.history_start.device),
                                              self.history_steps.unsqueeze(1), self.history_start))
+        rings = [(self.history_obs, raw_obs)]
+        if self.history_prev.shape[-1] > 0:
+            if prev is None:
+                raise ValueError("this carried state keeps previous actions / rewards: record() needs prev")
+            rings.append((self.history_prev, prev))
         row = int(self.history_steps[0]) % self.history_length if self.history_steps.device.type == "cpu" else None
-        if row is None:  # on an accelerator: index on the device, no host synchronisation
-            idx = (self.history_steps % self.history_length).view(-1, 1, 1, 1).expand(-1, 1, *raw_obs.shape[1:])
-            self.history_obs.scatter_(1, idx, raw_obs.unsqueeze(1).to(self.history_obs.dtype))
-        else:
-            self.history_obs[:, row].copy_(raw_obs)
+        for ring, x in rings:
+            if row is None:  # on an accelerator: index on the device, no host synchronisation
+                idx = (self.history_steps % self.history_length).view(-1, 1, 1, 1).expand(-1, 1, *x.shape[1:])
+                ring.scatter_(1, idx, x.unsqueeze(1).to(ring.dtype))
+            else:
+                ring[:, row].copy_(x)
         self.history_steps += 1
 
     def episode_lengths(self) -> Tensor:
@@ -174,22 +200,32 @@ class CarriedState:
         observations in ``obs[n, :k_n]`` (zero padding after), W' = max(max_n k_n, 1), and k (N,).
         Raises ``RuntimeError`` when no history is kept (W = 0).
         """
+        (obs, _), kept = self.history_windows(member, lengths)
+        return obs, kept
+
+    def history_windows(self, member: int, lengths: Optional[Tensor] = None
+                        ) -> tuple[tuple[Tensor, Tensor], Tensor]:
+        """As :meth:`history_window`, for the observations and the previous inputs fed with them:
+        ((obs (N, W', D), prev (N, W', A' + R')), k (N,)), the same rows of both rings."""
         width_max = self.history_length
         if width_max == 0:
             raise RuntimeError("no burn-in history is kept (EnvRunner built with history_steps=0)")
         lengths = self.episode_lengths()[member] if lengths is None else lengths
         kept = lengths.clamp(max=width_max)
         width = max(int(kept.max()), 1)
-        n_envs, dim = self.history_obs.shape[2], self.history_obs.shape[3]
+        n_envs = self.history_obs.shape[2]
         steps = int(self.history_steps[member])
-        out = torch.zeros(n_envs, width, dim, device=self.history_obs.device)
+        dev = self.history_obs.device
+        outs = tuple(torch.zeros(n_envs, width, ring.shape[3], device=dev)
+                     for ring in (self.history_obs, self.history_prev))
         for n in range(n_envs):
             k = int(kept[n])
             if k == 0:
                 continue
-            rows = torch.arange(steps - k, steps, device=self.history_obs.device) % width_max
-            out[n, :k] = self.history_obs[member, rows, n]
-        return out, kept
+            rows = torch.arange(steps - k, steps, device=dev) % width_max
+            for out, ring in zip(outs, (self.history_obs, self.history_prev)):
+                out[n, :k] = ring[member, rows, n]
+        return (outs[0], outs[1]), kept
 
 
 @dataclass
@@ -221,6 +257,8 @@ class EnvRunner:
             from it alone (:func:`rpbt.seeding.env_seeds`), so a member sees the same episodes alone or batched.
         hidden: the initial (zero) LSTM states ``{name: (h, c)}``, each (P, L, N, H), from the policy.
         history_steps: W, raw observations kept per environment for burn-in (0: none).
+        prev_action, prev_reward: carry the last action's features and the last reward of every environment
+            (``agent.network.prev_action`` / ``prev_reward``: the policy is fed them).
         envs: an existing vector environment of P x N environments (already reset) to adopt instead of building
             one, with ``next_obs`` (P, N, D); used by :meth:`clone_member`.
 
@@ -229,7 +267,7 @@ class EnvRunner:
 
     def __init__(self, env_cfg: EnvConfig, member_seeds: Sequence[int], hidden: dict[str, LSTMState],
                  history_steps: int = 0, envs: Optional[gym.vector.VectorEnv] = None,
-                 next_obs: Optional[Tensor] = None):
+                 next_obs: Optional[Tensor] = None, prev_action: bool = False, prev_reward: bool = False):
         self.env_cfg = env_cfg
         self.member_seeds = [int(s) for s in member_seeds]
         self.population, self.num_envs = len(self.member_seeds), env_cfg.num_envs
@@ -242,21 +280,24 @@ class EnvRunner:
         self.envs = envs
         self.obs_dim = int(np.prod(envs.single_observation_space.shape))
         self.action_spec: ActionSpec = space_info(envs.single_action_space)
+        self.prev_action, self.prev_reward = bool(prev_action), bool(prev_reward)
         assert next_obs is not None
-        self.carried = CarriedState.initial(hidden, next_obs.view(P, N, self.obs_dim), history_steps)
+        self.carried = CarriedState.initial(hidden, next_obs.view(P, N, self.obs_dim), history_steps,
+                                            self.action_spec.dim if prev_action else 0, 1 if prev_reward else 0)
 
     # ------------------------------------------------------------------------------------------ stepping
 
     def step(self, actions: Tensor) -> StepResult:
-        """Step every environment with ``actions`` (P, N) or (P, N, A) on the CPU; update the carried state.
+        """Step every environment with ``actions`` on the CPU: (P, N) indices for Discrete, (P, N, K) for
+        MultiDiscrete, (P, N, A) for Box; update the carried state.
 
-        Box actions are clipped to the action space's bounds. The carried ``next_obs``, ``episode_start`` and the
-        running returns and lengths move on; the LSTM states and the history are the policy's to update.
+        Actions reach the environments through :meth:`~rpbt.envs.factory.ActionSpec.to_env` (Box clipped to the
+        action space's bounds). The carried ``next_obs``, ``episode_start``, previous action and reward (when
+        carried) and the running returns and lengths move on; the LSTM states and the history are the policy's to
+        update.
         """
         P, N, D = self.population, self.num_envs, self.obs_dim
-        flat = actions.reshape(P * N, *actions.shape[2:]).numpy()
-        if self.action_spec.continuous:
-            flat = np.clip(flat, self.action_spec.low, self.action_spec.high)
+        flat = self.action_spec.to_env(actions.reshape(P * N, *actions.shape[2:]).numpy())
         next_obs, reward, term, trunc, infos = self.envs.step(flat)
         reward_t = torch.as_tensor(reward, dtype=torch.float32).view(P, N)
         term_t = torch.as_tensor(term).view(P, N)
@@ -268,6 +309,11 @@ class EnvRunner:
                               for o, m in zip(infos["final_obs"], trunc_t.view(-1).numpy())])
             final_obs = torch.as_tensor(final).view(P, N, D)
         carried = self.carried
+        if self.prev_action:
+            fed = torch.as_tensor(flat).view(P, N, *actions.shape[2:]) if self.action_spec.continuous else actions
+            carried.prev_action = self.action_spec.features(fed)
+        if self.prev_reward:
+            carried.prev_reward = reward_t.unsqueeze(-1).clone()
         carried.running_return += reward_t.double()
         carried.running_length += 1
         finished = [(p, n, float(carried.running_return[p, n]), int(carried.running_length[p, n]))
@@ -303,7 +349,7 @@ class EnvRunner:
                                         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         mine = self.carried.clone_member(member)
         clone = EnvRunner(self.env_cfg, [self.member_seeds[member]], mine.hidden, mine.history_length, envs=envs,
-                          next_obs=mine.next_obs)
+                          next_obs=mine.next_obs, prev_action=self.prev_action, prev_reward=self.prev_reward)
         clone.carried = mine
         return clone
 

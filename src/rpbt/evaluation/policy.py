@@ -2,12 +2,13 @@
 
 Evaluation never changes the learner. A member's policy is run
 
-- with the mode of its action distribution (argmax of the logits for ``Discrete``, the mean for ``Box``, clipped to
-  the action bounds) unless ``deterministic=False``;
+- with the mode of its action distribution (argmax of the logits for ``Discrete``, of each component's logits for
+  ``MultiDiscrete``, the mean for ``Box``, clipped to the action bounds) unless ``deterministic=False``;
 - through the *actor* LSTM with hidden states of its own, zeroed at the start of every evaluation episode (the
   training hidden states, carried across rollouts, are left alone);
 - on observations normalized with the member's running statistics, which are *not* updated (as
-  Stable-Baselines3's ``VecNormalize`` with ``training=False``);
+  Stable-Baselines3's ``VecNormalize`` with ``training=False``), followed by the previous action and reward when
+  the member was trained with them (zero at each episode's first step);
 - on fresh environments of the requested split, made from the run's ``env`` config by
   :func:`rpbt.envs.factory.make_env` (so observation noise and wrappers are those of training), seeded from
   ``seed`` only, so every member sees the same episodes (common random numbers) and the same member state always
@@ -30,11 +31,17 @@ normalization and *before* the policy sees the observation:
 - ``obs``: ``(N, D)`` float32 normalized observations of that member's N evaluation episodes (rows of episodes
   that already ended carry their last observation; their output is ignored);
 - ``states``: ``{"actor": (h, c)}``, each ``(L, N, H)``, the actor LSTM state the policy will consume together with
-  ``obs`` at this step (already zeroed at episode starts), detached;
+  ``obs`` at this step (already zeroed at episode starts), detached; for a member fed previous actions or rewards
+  also ``"prev"``: ``(N, E)``, the previous action features and reward fed after ``obs`` (not to be perturbed);
 - returns the perturbed normalized observations, ``(N, D)``. The hook is called under ``torch.enable_grad()``, so
   a PGD / FGSM attack can differentiate through :func:`member_policy_head` (the member's policy on an observation
   and a state) with respect to the observation; the returned tensor is detached before use. The perturbation is
-  in normalized units (what the network sees), the space SA-PPO's epsilon ball is defined in.
+  in normalized units (what the network sees), the space SA-PPO's epsilon ball is defined in; the previous action
+  and reward are not perturbed.
+
+Video: with ``video_dir``, every evaluation environment is made with ``render_mode="rgb_array"`` and wrapped in
+Gymnasium's ``RecordVideo`` (one MP4 per episode, ``member<ID>-episode<j>-episode-0.mp4``; needs ``moviepy``, the
+``rpbt[video]`` extra); :func:`check_renders` says why an environment cannot be recorded.
 
 Trading accounting (metrics, whole-split evaluation against baselines) is in :mod:`rpbt.evaluation.trading`;
 ``rpbt evaluate`` in :mod:`rpbt.evaluation.run`.
@@ -42,10 +49,12 @@ Trading accounting (metrics, whole-split evaluation against baselines) is in :mo
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor
@@ -60,6 +69,7 @@ __all__ = [
     "ObsPerturbation",
     "evaluate_members",
     "evaluate_policy",
+    "check_renders",
     "load_member",
     "member_policy_head",
 ]
@@ -75,7 +85,8 @@ DEFAULT_MAX_EPISODE_STEPS = 100_000
 class EpisodeTrace:
     """One evaluation episode of one member.
 
-    ``rewards`` (T,) float64; ``actions`` (T,) int64 for Discrete or (T, A) float32 for Box (what the env received);
+    ``rewards`` (T,) float64; ``actions`` (T,) int64 for Discrete, (T, K) int64 for MultiDiscrete or (T, A) float32
+    for Box (what the env received);
     ``terminated`` / ``truncated`` as the env reported at the last step (``truncated`` is also set when
     ``max_steps`` cut the episode). Trading only (None otherwise): ``start`` the first decision bar (absolute index);
     ``bars`` (T+1,) int64 absolute index of the bar at each equity point (``bars[0] = start``);
@@ -133,15 +144,19 @@ def _padded(learner, rows: dict[int, Tensor], shape: tuple[int, ...]) -> Tensor:
     return out
 
 
-def member_policy_head(learner, member: int, obs: Tensor, state: tuple[Tensor, Tensor]) -> Tensor:
+def member_policy_head(learner, member: int, obs: Tensor, state: tuple[Tensor, Tensor],
+                       prev: Optional[Tensor] = None) -> Tensor:
     """Member ``member``'s policy head output on normalized observations ``obs`` (N, D) from actor state ``state``
-    ((h, c), each (L, N, H)): logits (N, A) for Discrete, means (N, A) for Box.
+    ((h, c), each (L, N, H)), with ``prev`` (N, E) the previous action features and reward fed after the
+    observation when the member is fed them: logits (N, A) for Discrete and MultiDiscrete, means (N, A) for Box.
 
     Differentiable with respect to ``obs`` (and the weights) when called with gradients enabled: for attacks that
     maximize the policy change over an epsilon ball (SA-PPO). Runs the learner's own modules on a population batch
     in which the other members' rows are zero (the population is a batch, so this costs one small forward).
     """
     P = learner.population
+    if prev is not None and prev.shape[-1] > 0:
+        obs = torch.cat([obs, prev.to(obs.device, obs.dtype)], -1)
     n, d = obs.shape
     dev = obs.device
     full_obs = torch.cat([torch.zeros(member, n, d, device=dev), obs.unsqueeze(0),
@@ -154,10 +169,53 @@ def member_policy_head(learner, member: int, obs: Tensor, state: tuple[Tensor, T
     return learner.policy_head(feats)[member]
 
 
-def _make_env(env_cfg: EnvConfig, split: str):
+def _member_actions(learner, member: int, head: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    """Member's actions from its head outputs (N, A) on the CPU: the mode when ``generator`` is None, else a sample
+    drawn with it. (N,) indices for Discrete, (N, K) for MultiDiscrete, (N, A) for Box (not yet clipped)."""
+    if learner.continuous:
+        if generator is None:
+            return head
+        std = learner.policy_head.log_std[member].detach().exp().cpu()
+        return head + std * torch.randn(head.shape, generator=generator)
+    parts = [head] if learner.nvec is None else list(torch.split(head, list(learner.nvec), dim=-1))
+    if generator is None:
+        acts = [part.argmax(-1) for part in parts]
+    else:
+        acts = [torch.multinomial(torch.softmax(part, -1), 1, generator=generator).squeeze(-1) for part in parts]
+    return acts[0] if learner.nvec is None else torch.stack(acts, -1)
+
+
+def _make_env(env_cfg: EnvConfig, split: str, render_mode: Optional[str] = None):
     from rpbt.envs.factory import make_env
 
-    return make_env(env_cfg, split)
+    return make_env(env_cfg, split, render_mode=render_mode)
+
+
+def check_renders(env_cfg: EnvConfig, split: str = "test") -> None:
+    """Make sure episodes of ``env_cfg`` can be recorded: ``moviepy`` is installed and the environment renders
+    ``rgb_array`` frames (an (H, W, 3) uint8 array after a reset).
+
+    Raises :class:`rpbt.extras.MissingExtraError` without moviepy, :class:`rpbt.envs.factory.EnvError` naming
+    ``env.id`` for an environment that does not take ``render_mode="rgb_array"`` or renders no frame.
+    """
+    from rpbt.envs.factory import EnvError
+    from rpbt.extras import require
+
+    require("moviepy", "video", "recording evaluation videos (rpbt evaluate --video)")
+    where = f"env.id {env_cfg.id!r}"
+    try:
+        env = _make_env(env_cfg, split, render_mode="rgb_array")
+    except (TypeError, gym.error.Error) as err:
+        raise EnvError(f"{where} does not render rgb_array frames, so its episodes cannot be recorded "
+                       f"(it refused render_mode='rgb_array': {err})") from None
+    try:
+        env.reset(seed=0)
+        frame = env.render()
+    finally:
+        env.close()
+    if not (isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[-1] == 3):
+        raise EnvError(f"{where} does not render rgb_array frames, so its episodes cannot be recorded (render() "
+                       f"returned {type(frame).__name__}{getattr(frame, 'shape', '')}, expected an (H, W, 3) array)")
 
 
 def _eval_seeds(seed: int, n: int) -> list[int]:
@@ -183,6 +241,7 @@ def evaluate_members(
     obs_perturbation: Optional[ObsPerturbation] = None,
     seed: int = 0,
     max_steps: int = DEFAULT_MAX_EPISODE_STEPS,
+    video_dir: Optional[Union[str, Path]] = None,
 ) -> dict[int, EvaluationResult]:
     """Evaluate several members of ``learner`` at once (one batched policy step per time step).
 
@@ -198,9 +257,12 @@ def evaluate_members(
         obs_perturbation: the adversarial hook described in the module docstring, or None.
         seed: seeds the evaluation environments (and sampling); the same for every member.
         max_steps: an episode still running after this many steps is cut (``truncated`` set).
+        video_dir: record every episode into this folder (see the module docstring; checked first with
+            :func:`check_renders`).
 
     Returns ``{member: EvaluationResult}``. Raises ``ValueError`` for unknown/duplicate members, ``starts`` with a
-    non-trading env, ``episodes < 1``, or a start outside the split (from the trading env).
+    non-trading env, ``episodes < 1``, or a start outside the split (from the trading env); with ``video_dir``,
+    what :func:`check_renders` raises.
     """
     members = [int(m) for m in members]
     P = learner.population
@@ -222,11 +284,24 @@ def evaluate_members(
         raise ValueError("need at least one evaluation episode (starts is empty)")
     seeds = _eval_seeds(seed, n_eps)
     M, N, D = len(members), n_eps, learner.obs_dim
+    E = learner.input_dim - D  # previous action features and reward, when fed
     continuous = learner.continuous
     sample_gen = None if deterministic else torch.Generator().manual_seed(int(seeds[0]))
 
     # One environment per (member, episode).
-    envs = [[_make_env(env_cfg, split) for _ in range(N)] for _ in members]
+    if video_dir is not None:
+        check_renders(env_cfg, split)
+        from gymnasium.wrappers import RecordVideo
+
+        Path(video_dir).mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():  # "overwriting existing videos": the episodes share the folder
+            warnings.simplefilter("ignore")
+            envs = [[RecordVideo(_make_env(env_cfg, split, render_mode="rgb_array"), str(video_dir),
+                                 episode_trigger=lambda _: True, disable_logger=True,
+                                 name_prefix=f"member{learner.member_ids[m]}-episode{j}") for j in range(N)]
+                    for m in members]
+    else:
+        envs = [[_make_env(env_cfg, split) for _ in range(N)] for _ in members]
     raw = torch.zeros(M, N, D)
     traces: list[list[dict[str, list]]] = [[{"rewards": [], "actions": []} for _ in range(N)] for _ in members]
     done = np.zeros((M, N), dtype=bool)
@@ -244,7 +319,7 @@ def evaluate_members(
     dev = learner.device
     h, c = (s.to(dev) for s in learner.actor.lstm.initial_state(N))  # (P, L, N, H), zero: episodes start now
     spec = space_info(envs[0][0].action_space)
-    low, high = spec.low, spec.high
+    prev = torch.zeros(P, N, E, device=dev)  # zero: every episode's first step has no previous action or reward
     normalize = learner.cfg.agent.normalize_observations
     while not done.all():
         full_raw = _padded(learner, {m: raw[i] for i, m in enumerate(members)}, (N, D))
@@ -253,30 +328,27 @@ def evaluate_members(
             obs = obs.clone()
             for m in members:
                 with torch.enable_grad():
-                    out = obs_perturbation(learner, m, obs[m].clone(), {"actor": (h[m].clone(), c[m].clone())})
+                    states = {"actor": (h[m].clone(), c[m].clone())}
+                    if E > 0:
+                        states["prev"] = prev[m].clone()
+                    out = obs_perturbation(learner, m, obs[m].clone(), states)
                 out = torch.as_tensor(out).detach().to(dev, torch.float32)
                 if out.shape != (N, D):
                     raise ValueError(f"obs_perturbation returned shape {tuple(out.shape)}, expected {(N, D)}")
                 obs[m] = out
-        feats, (h, c) = learner.actor.step(obs, (h, c), torch.zeros(P, N, dtype=torch.bool, device=dev))
+        x = torch.cat([obs, prev], -1) if E > 0 else obs
+        feats, (h, c) = learner.actor.step(x, (h, c), torch.zeros(P, N, dtype=torch.bool, device=dev))
         head = learner.policy_head(feats).cpu()  # (P, N, A)
         for i, m in enumerate(members):
-            hm = head[m]
-            if continuous:
-                act = hm
-                if sample_gen is not None:
-                    std = learner.policy_head.log_std[m].exp().cpu()
-                    act = hm + std * torch.randn(hm.shape, generator=sample_gen)
-                act_np = np.clip(act.numpy().astype(np.float32), low, high)
-            elif sample_gen is not None:
-                act_np = torch.multinomial(torch.softmax(hm, -1), 1, generator=sample_gen).squeeze(-1).numpy()
-            else:
-                act_np = hm.argmax(-1).numpy()
+            act = _member_actions(learner, m, head[m], sample_gen)  # the policy's actions, (N, *action_shape)
+            act_env = spec.to_env(act.numpy())
+            rewards = torch.zeros(N)
             for j in range(N):
                 if done[i, j]:
                     continue
-                a = act_np[j]
-                obs_j, reward, term, trunc, info = envs[i][j].step(a if continuous else int(a))
+                a = act_env[j]
+                obs_j, reward, term, trunc, info = envs[i][j].step(a if act_env.ndim > 1 else int(a))
+                rewards[j] = float(reward)
                 tr = traces[i][j]
                 tr["rewards"].append(float(reward))
                 tr["actions"].append(np.array(a, copy=True))
@@ -291,6 +363,11 @@ def evaluate_members(
                 if term or trunc or cut:
                     done[i, j] = True
                     flags[i, j] = (bool(term), bool(trunc) or (cut and not term))
+            if E > 0:  # what the member is fed with its next observation
+                parts = [spec.features(torch.as_tensor(act_env) if continuous else act)] if learner.prev_action_dim \
+                    else []
+                parts += [rewards.unsqueeze(-1)] if learner.prev_reward_dim else []
+                prev[m] = torch.cat(parts, -1).to(dev)
     for row in envs:
         for env in row:
             env.close()
@@ -327,6 +404,7 @@ def evaluate_policy(
     obs_perturbation: Optional[ObsPerturbation] = None,
     seed: int = 0,
     max_steps: int = DEFAULT_MAX_EPISODE_STEPS,
+    video_dir: Optional[Union[str, Path]] = None,
 ) -> EvaluationResult:
     """Evaluate one member (local index ``member``) of ``learner``; see :func:`evaluate_members` for the arguments.
 
@@ -335,20 +413,21 @@ def evaluate_policy(
     """
     return evaluate_members(learner, [member], env_cfg, split, episodes=episodes, starts=starts,
                             deterministic=deterministic, obs_perturbation=obs_perturbation, seed=seed,
-                            max_steps=max_steps)[int(member)]
+                            max_steps=max_steps, video_dir=video_dir)[int(member)]
 
 
 # --------------------------------------------------------------------------------------------------- loading
 
 
-def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu"):
+def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu", env_fn: Optional[Callable] = None):
     """Rebuild member ``member`` of a run from its latest committed checkpoint.
 
     Reads ``RUN_DIR/config.yaml`` and ``RUN_DIR/checkpoints/runner.json`` (whose ``checkpoint_dir`` names the round
     folder of the last commit; a run directory without it falls back to ``checkpoints/member_<i>.pt``) and restores
     ``member_<member>.pt`` (``torch.load(weights_only=True)`` via :meth:`MemberState.load`) into a fresh
     :class:`~rpbt.agent.policy.PopulationPolicy` holding that one member (local index 0, global id ``member``) on
-    ``device`` (a checkpoint is device-independent).
+    ``device`` (a checkpoint is device-independent). ``env_fn``: the callable the run was trained with
+    (``rpbt.train(env_fn=...)``), needed when its recorded ``env.entry_point`` cannot be imported.
 
     Returns ``(cfg, policy)``. Raises :class:`rpbt.run.rundir.RunDirError` for a missing config / runner state or a
     member outside ``0..population_size-1``, :class:`rpbt.checkpoint.CheckpointError` for a missing or unfitting
@@ -361,6 +440,8 @@ def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu"):
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
+    if env_fn is not None:
+        cfg.env.with_env_fn(env_fn)
     P = cfg.pbt.population_size
     member = int(member)
     if not 0 <= member < P:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from rpbt.evaluation.policy import evaluate_policy, load_member
+from rpbt.evaluation.policy import check_renders, evaluate_policy, load_member
 from rpbt.evaluation.trading import evaluate_trading_split, plot_equity_curves
 
 __all__ = ["evaluate_run"]
@@ -30,7 +30,8 @@ def _best_member(run_dir: Path) -> int:
 
 
 def evaluate_run(run_dir: Union[str, Path], member: Optional[int] = None, split: str = "test",
-                 episodes: Optional[int] = None, seed: Optional[int] = None
+                 episodes: Optional[int] = None, seed: Optional[int] = None,
+                 video_dir: Union[None, str, Path] = None, env_fn: Optional[Callable[..., Any]] = None
                  ) -> tuple[dict[str, Any], Path, Optional[Path]]:
     """``rpbt evaluate``: evaluate a member of a finished (or interrupted) run and write the results.
 
@@ -38,10 +39,14 @@ def evaluate_run(run_dir: Union[str, Path], member: Optional[int] = None, split:
     the whole ``split`` (``episodes`` must be None), writing ``RUN_DIR/evaluation/<split>_member<ID>.json`` and
     ``.png`` (equity curves). Other environments: ``episodes`` (default 10) deterministic episodes seeded from
     ``seed`` (default ``run.seed``), reporting ``mean_return``, ``std_return`` (population std, ddof=0),
-    ``returns`` and ``lengths``; JSON only.
+    ``returns`` and ``lengths``; JSON only. ``video_dir``: also record every episode as an MP4 there (Gymnasium's
+    ``RecordVideo``; the report then lists the files under ``videos``). ``env_fn``: the callable the run was trained
+    with, when its ``env.entry_point`` cannot be imported.
 
     Returns ``(report, json_path, png_path or None)``. Raises ``RunDirError`` / ``CheckpointError`` (see
-    :func:`load_member`) and ``ValueError`` for ``episodes`` with a trading run, ``episodes < 1`` or a bad split.
+    :func:`load_member`) and ``ValueError`` for ``episodes`` with a trading run, ``episodes < 1`` or a bad split;
+    with ``video_dir``, :class:`rpbt.envs.factory.EnvError` for an environment that does not render ``rgb_array``
+    frames and :class:`rpbt.extras.MissingExtraError` without moviepy, before any episode runs.
     """
     from rpbt.checkpoint import atomic_write_text
     from rpbt.envs.market_data import SPLIT_NAMES
@@ -51,7 +56,9 @@ def evaluate_run(run_dir: Union[str, Path], member: Optional[int] = None, split:
         raise ValueError(f"--split must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
     if member is None:
         member = _best_member(run_dir)
-    cfg, learner = load_member(run_dir, member)
+    cfg, learner = load_member(run_dir, member, env_fn=env_fn)
+    if video_dir is not None:
+        check_renders(cfg.env, split)
     out_dir = run_dir / "evaluation"
     json_path = out_dir / f"{split}_member{member}.json"
     png_path: Optional[Path] = None
@@ -71,11 +78,13 @@ def evaluate_run(run_dir: Union[str, Path], member: Optional[int] = None, split:
         if n < 1:
             raise ValueError(f"--episodes must be >= 1, got {n}")
         s = cfg.run.seed if seed is None else int(seed)
-        result = evaluate_policy(learner, 0, cfg.env, split, episodes=n, seed=s)
+        result = evaluate_policy(learner, 0, cfg.env, split, episodes=n, seed=s, video_dir=video_dir)
         rets = np.asarray(result.returns)
         report = {**head, "split": split, "episodes": n, "seed": s, "deterministic": True,
                   "mean_return": float(rets.mean()), "std_return": float(rets.std()),
                   "returns": rets.tolist(), "lengths": result.lengths}
+        if video_dir is not None:
+            report["videos"] = sorted(str(f) for f in Path(video_dir).glob(f"member{member}-episode*.mp4"))
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json_path, json.dumps(report, indent=1, allow_nan=False))
     return report, json_path, png_path

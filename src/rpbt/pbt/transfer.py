@@ -13,8 +13,9 @@ running episodes, which were computed by the old weights, with a strategy:
 - ``burn_in``: recompute each environment's (h, c), for the actor and every critic, by replaying the raw
   observations of its current episode, normalized with the donor's statistics, through the new weights from a
   zero state (Kapturowski et al. 2019, R2D2). At most ``burn_in_max_steps`` observations are kept per
-  environment; a longer episode replays its last window from zero and is counted as truncated. The observation
-  is the networks' only input (no previous action or reward is fed back), so it is all there is to replay. An
+  environment; a longer episode replays its last window from zero and is counted as truncated. With
+  ``agent.network.prev_action`` / ``prev_reward`` the history also keeps the previous action features and reward
+  fed with each observation (zero at the episode's first step), and burn-in replays them alongside. An
   environment whose next step starts a new episode gets a zero state (the LSTM resets it before that step anyway).
   Only the recipient's weights are run, and the recurrence runs in ``torch.nn.LSTM``'s fused loop (which
   :class:`~rpbt.agent.networks.PopLSTM` matches by construction; any other trunk class replays through its own
@@ -122,9 +123,10 @@ def burn_in_states(policy: PopulationPolicy, carried: CarriedState, member: int
     """Member's carried LSTM states recomputed from zero over its current episodes with its current weights.
 
     The member's raw observations (at most W = ``carried.history_length`` per environment) are normalized with the
-    member's current observation statistics and replayed through the member's slice of every trunk (actor and
-    each critic) from a zero state. Only that member's weights are run, so the cost does not grow with the
-    population.
+    member's current observation statistics, followed by the previous actions and rewards fed with them when the
+    policy is fed those (:meth:`~rpbt.agent.policy.PopulationPolicy.network_input`), and replayed through the
+    member's slice of every trunk (actor and each critic) from a zero state. Only that member's weights are run, so
+    the cost does not grow with the population.
 
     Returns ({name: (h, c)} each (L, N, H)) and the number of truncated burn-ins (continuing environments whose
     episode is longer than W). An environment whose next step starts a new episode gets a zero state and is not
@@ -133,13 +135,15 @@ def burn_in_states(policy: PopulationPolicy, carried: CarriedState, member: int
     going = continuing_envs(carried, member).to(carried.history_start.device)
     all_lengths = carried.episode_lengths()[member]
     lengths = torch.where(going, all_lengths, torch.zeros_like(all_lengths))
-    raw, kept = carried.history_window(member, lengths)  # (N, W', D), (N,)
+    (raw, prev), kept = carried.history_windows(member, lengths)  # (N, W', D), (N, W', A' + R'), (N,)
     truncated = int((lengths > carried.history_length).sum())
     n_envs, width, _ = raw.shape
     # Normalize with the member's statistics (the normalizer is population-batched; D is small, so this is cheap).
     x = torch.zeros(policy.population, n_envs, width, policy.obs_dim, device=raw.device)
     x[member] = raw
     obs = policy.normalize_obs(x)[member:member + 1]  # (1, N, W', D)
+    if prev.shape[-1] > 0:  # the previous inputs as they were fed (already zero at episode starts)
+        obs = torch.cat([obs, prev.unsqueeze(0).to(obs.dtype)], -1)  # (1, N, W', I)
     empty = kept == 0
     out: dict[str, LSTMState] = {}
     for name in policy.state_names():
@@ -172,8 +176,9 @@ def exploit_measurements(policy: PopulationPolicy, carried: CarriedState, member
         den += float(h_b[:, going].pow(2).sum() + c_b[:, going].pow(2).sum())
     drift = (num ** 0.5) / (den ** 0.5) if den > 0 else (0.0 if num == 0 else float("inf"))
 
-    obs = policy.normalize_obs(carried.next_obs.to(policy.device))
     start = carried.episode_start.to(policy.device)
+    obs = policy.network_input(policy.normalize_obs(carried.next_obs.to(policy.device)),
+                               carried.prev_action.to(policy.device), carried.prev_reward.to(policy.device), start)
     full_burned = {k: (h.clone(), c.clone()) for k, (h, c) in carried.hidden.items()}
     for name, (h_b, c_b) in burned.items():
         full_burned[name][0][member] = h_b

@@ -155,7 +155,7 @@ def clone_member(policy: PopulationPolicy, runner: EnvRunner, member: int) -> Cl
     ``policy`` nor ``runner`` is modified.
     """
     single = PopulationPolicy(policy.cfg, [policy.member_ids[member]], policy.obs_dim, policy.action_dim,
-                              policy.continuous, device=policy.device)
+                              policy.continuous, device=policy.device, nvec=policy.nvec)
     single.restore(0, policy.snapshot(member))
     return Clone(single, runner.clone_member(member), auxiliary_losses(policy.cfg))
 

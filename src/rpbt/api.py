@@ -1,0 +1,499 @@
+"""The Python API: train a population, resume it, load a member as a :class:`Policy` and act with it, export it.
+
+::
+
+    import rpbt
+
+    run = rpbt.train(**{"pbt.population_size": 4, "run.total_env_steps": 20_000})   # the shipped default, smaller
+    policy = rpbt.load_policy(run.dir)                   # the best member, one policy (no population dimension)
+    env = policy.make_env()                              # the run's environment, as evaluation makes it
+    obs, _ = env.reset(seed=0)
+    state, start = None, True
+    while True:
+        action, state = policy.predict(obs, state, episode_start=start)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        start = terminated or truncated
+        if start:
+            break
+    rpbt.export(run.dir, "actor.onnx")                   # or policy.export("actor.pt", format="torchscript")
+
+Configuration: ``config`` is the shipped default (None), a YAML file, a nested mapping or a
+:class:`~rpbt.config.Config`; overrides are dotted keys, as keyword arguments whose names contain a dot
+(``rpbt.train(**{"agent.learning_rate": 3e-4})``, Python values) and/or command-line strings
+(``overrides=["agent.learning_rate=3e-4"]``, parsed as YAML, applied first). Errors are
+:class:`~rpbt.config.ConfigError`\\ s that name the key and where the value came from, as on the command line.
+
+Custom environments: ``env_fn`` is a callable returning a Gymnasium environment (called with ``env.kwargs``). The
+local backend calls it in this process; the process and Ray backends send it to their workers by reference, so
+there it must be importable (a module-level function of an importable module, or of the script that calls
+:func:`train` under ``if __name__ == "__main__":``); a lambda or a nested function is refused with a
+:class:`~rpbt.config.ConfigError`. ``config.yaml`` records it as ``env.entry_point`` (``module:qualname``), so
+``rpbt resume`` / ``rpbt evaluate`` / :func:`load_policy` find it again when it is importable; otherwise pass
+``env_fn=`` to them. ``env.id: my_package.envs:MyEnv-v0`` is the config-file way: Gymnasium imports
+``my_package.envs``, which registers ``MyEnv-v0``.
+
+:class:`Policy` follows Stable-Baselines3's ``RecurrentPPO.predict``: ``predict(obs, state, episode_start,
+deterministic)`` returns the actions and the next state; ``state=None`` starts from zero, ``episode_start`` (True
+where an environment's episode starts at this observation) zeroes the state of those environments first.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rpbt.config import Config, ConfigError, apply_overrides, config_from_dict, read_config_data, set_dotted
+
+__all__ = ["Policy", "PolicyState", "Run", "train", "resume", "load_policy", "evaluate", "export",
+           "resolve_config"]
+
+ConfigLike = Union[None, str, Path, Mapping[str, Any], Config]
+MemberLike = Union[int, str]
+
+
+# --------------------------------------------------------------------------------------------------- config
+
+
+def resolve_config(config: ConfigLike = None, overrides: Sequence[str] = (), values: Optional[Mapping[str, Any]] = None
+                   ) -> Config:
+    """The validated :class:`~rpbt.config.Config` of ``config`` with ``overrides`` and then ``values`` applied.
+
+    ``config``: None (the shipped default), a YAML path, a nested mapping or a ``Config`` (copied, not changed; an
+    attached ``env_fn`` is kept); ``overrides``: ``key.sub=value`` strings, values parsed as YAML (as on the command
+    line); ``values``: ``{"key.sub": value}`` with Python values. Raises :class:`~rpbt.config.ConfigError` naming the
+    key and where the bad value came from (the file, or the argument that set it).
+    """
+    values = dict(values or {})
+    for key in values:
+        if "." not in key:
+            raise ConfigError(f"{key}={values[key]!r} (argument): config overrides are dotted keys such as "
+                              f"'pbt.population_size' (pass them as **{{'section.key': value}})")
+    if isinstance(config, Config):
+        source, data = "<Config>", config.to_dict()
+    elif isinstance(config, Mapping):
+        source, data = "<mapping>", _plain(config)
+    else:
+        path, data = read_config_data(config)
+        source = str(path)
+    apply_overrides(data, list(overrides))
+    labels = list(overrides)
+    for key, value in values.items():
+        label = f"{key}={value!r}"
+        set_dotted(data, key, value, f"{label} (argument)")
+        labels.append(label)
+    cfg = config_from_dict(data, source, overrides=labels, origin="argument")
+    if isinstance(config, Config) and config.env._env_fn is not None:
+        cfg.env.with_env_fn(config.env._env_fn)
+    return cfg
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _attach_env_fn(cfg: Config, env_fn: Optional[Callable[..., Any]], explicit_id: bool = True) -> None:
+    """Attach ``env_fn``; check that the process and Ray backends can send it to their workers by reference."""
+    if env_fn is None:
+        return
+    cfg.env.with_env_fn(env_fn)
+    if not explicit_id:
+        cfg.env.id = str(cfg.env.entry_point)
+    if cfg.backend.kind != "local":
+        try:
+            pickle.loads(pickle.dumps(env_fn))
+        except Exception as err:
+            raise ConfigError(
+                f"env_fn {cfg.env.entry_point!r} cannot be sent to the {cfg.backend.kind} backend's workers: it is "
+                f"not importable by reference ({type(err).__name__}: {err}). Define it at module level in an "
+                f"importable module (or in the script that calls rpbt.train, run under `if __name__ == "
+                f"'__main__':`), or train with backend.kind=local") from None
+
+
+# --------------------------------------------------------------------------------------------------- runs
+
+
+@dataclass
+class Run:
+    """A finished (or resumed to the end) run: its directory, resolved config and final summary.
+
+    ``summary`` is ``summary.json``'s content (best member and score, every member's score, hyperparameters,
+    lineage, wall time).
+    """
+
+    dir: Path
+    config: Config
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best_member(self) -> Optional[int]:
+        return self.summary.get("best_member")
+
+    @property
+    def best_score(self) -> Optional[float]:
+        return self.summary.get("best_score")
+
+    def load_policy(self, member: MemberLike = "best", device: str = "cpu") -> "Policy":
+        """:func:`load_policy` of this run (with the ``env_fn`` it was trained with, if any)."""
+        return load_policy(self.dir, member, device, env_fn=self.config.env._env_fn)
+
+
+def train(config: ConfigLike = None, *, overrides: Sequence[str] = (), env_fn: Optional[Callable[..., Any]] = None,
+          overwrite: bool = False, announce: Optional[bool] = None, **values: Any) -> Run:
+    """Train a population, as ``rpbt train`` does; returns the :class:`Run`.
+
+    Args:
+        config: None (the shipped default job), a YAML file, a nested mapping or a :class:`~rpbt.config.Config`.
+        overrides: ``key.sub=value`` strings, as on the command line (applied first).
+        env_fn: a callable returning a Gymnasium environment, used instead of ``env.id`` (see the module
+            docstring); ``env.id`` then names it (its ``module:qualname``) unless an override sets ``env.id``.
+        overwrite: replace ``run.dir`` if it is an rpbt run directory no process is using; otherwise a used
+            ``run.dir`` gets a numbered sibling (``runs/default_2``).
+        **values: dotted-key overrides with Python values: ``**{"pbt.population_size": 4}``.
+        announce: print ``rpbt: run directory PATH`` once the data is checked and the backend built (default:
+            ``run.progress``; the command line always does).
+
+    Shows a progress bar when ``run.progress`` is true. Raises
+    :class:`~rpbt.config.ConfigError` (bad config, an ``env_fn`` the backend cannot send),
+    :class:`~rpbt.envs.factory.EnvError`, :class:`~rpbt.run.rundir.RunDirError`, and what training raises
+    (:class:`~rpbt.pbt.runner.MemberFaultError`, :class:`~rpbt.pbt.backends.process.BackendError`).
+    """
+    from rpbt.pbt.runner import PopulationRunner
+    from rpbt.run.rundir import RunDirectory
+
+    cfg = resolve_config(config, overrides, values)
+    explicit_id = any(o.partition("=")[0].strip() == "env.id" for o in overrides) or "env.id" in values
+    _attach_env_fn(cfg, env_fn, explicit_id)
+    run_dir = Path(cfg.run.dir)
+    if not overwrite:
+        run_dir = RunDirectory.fresh_path(run_dir)
+    cfg.run.dir = str(run_dir)
+    runner = PopulationRunner(cfg, run_dir)
+    try:
+        runner.start(overwrite=overwrite)  # checks the data and builds the backend before writing anything
+    except BaseException:
+        runner.close()
+        raise
+    if cfg.run.progress if announce is None else announce:
+        print(f"rpbt: run directory {run_dir}", flush=True)
+    summary = runner.run()
+    return Run(run_dir, cfg, summary)
+
+
+def resume(run_dir: Union[str, Path], env_fn: Optional[Callable[..., Any]] = None,
+           announce: Optional[bool] = None) -> Run:
+    """Continue an interrupted run from its last committed round, as ``rpbt resume`` does; returns the :class:`Run`.
+
+    ``env_fn``: the callable the run was trained with, when its recorded ``env.entry_point`` cannot be imported
+    (a lambda, a nested function). ``announce`` (default ``run.progress``): print ``rpbt: resuming ...`` and each
+    skipped round as ``rpbt: warning: ...`` (otherwise a skipped round is a
+    :class:`~rpbt.pbt.runner.ResumeWarning`). Raises :class:`~rpbt.run.rundir.RunDirError` for a directory that is
+    not a run or has nothing committed, and what :func:`train` raises.
+    """
+    import warnings
+
+    from rpbt.pbt.runner import PopulationRunner, ResumeWarning
+    from rpbt.run.rundir import load_run_config
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    _attach_env_fn(cfg, env_fn)
+    runner = PopulationRunner(cfg, run_dir)
+    if cfg.run.progress if announce is None else announce:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResumeWarning)
+            runner.resume()
+        for w in caught:
+            if issubclass(w.category, ResumeWarning):
+                print(f"rpbt: warning: {w.message}", file=sys.stderr)
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+        print(f"rpbt: resuming {run_dir} after round {runner.round}/{runner.total_rounds}", flush=True)
+    else:
+        runner.resume()
+    summary = runner.run()
+    return Run(run_dir, cfg, summary)
+
+
+def evaluate(run_dir: Union[str, Path], member: MemberLike = "best", split: str = "test",
+             episodes: Optional[int] = None, seed: Optional[int] = None, video_dir: Union[None, str, Path] = None,
+             env_fn: Optional[Callable[..., Any]] = None) -> dict[str, Any]:
+    """``rpbt evaluate``: deterministic episodes of a member, written to ``RUN_DIR/evaluation/``; returns the report.
+
+    See :func:`rpbt.evaluation.run.evaluate_run` (``video_dir`` records every episode as an MP4).
+    """
+    from rpbt.evaluation.run import evaluate_run
+
+    report, _, _ = evaluate_run(run_dir, member=None if member == "best" else int(member), split=split,
+                                episodes=episodes, seed=seed, video_dir=video_dir, env_fn=env_fn)
+    return report
+
+
+def export(run_dir: Union[str, Path], path: Union[str, Path], format: str = "onnx", member: MemberLike = "best",
+           env_fn: Optional[Callable[..., Any]] = None) -> Path:
+    """Export a member's actor to ``path`` (``onnx`` or ``torchscript``; see :mod:`rpbt.actor_export`); returns the
+    path. Raises what :func:`load_policy` and :func:`rpbt.actor_export.export_policy` raise."""
+    return load_policy(run_dir, member, env_fn=env_fn).export(path, format)
+
+
+# --------------------------------------------------------------------------------------------------- policy
+
+
+@dataclass
+class PolicyState:
+    """What a :class:`Policy` carries from one call to the next, for a batch of B environments.
+
+    ``h``, ``c``: (L, B, H) float32, the actor LSTM's state (Stable-Baselines3's ``lstm_states``); ``prev_action``:
+    (B, A') float32, the features of the actions the last call returned (one-hot, concatenated one-hots, or the
+    clipped Box action; zero before the first action), fed back to a policy trained with
+    ``agent.network.prev_action`` (A' = 0 for any other policy).
+    """
+
+    h: np.ndarray
+    c: np.ndarray
+    prev_action: np.ndarray
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.h.shape[1])
+
+
+class Policy:
+    """One trained member as a policy: raw observations in, actions out (no population dimension).
+
+    Built by :func:`load_policy`. Observations are flattened as the environment factory does
+    (``gymnasium.spaces.flatten`` of Dict, Tuple, Discrete and multi-dimensional Box observations; an already flat
+    float vector of the flattened size is taken as it is) and normalized with the member's running statistics
+    (frozen). The member's networks run through the learner's own code (:class:`~rpbt.agent.policy.PopulationPolicy`
+    with P = 1).
+
+    Attributes: ``config`` (the run's), ``member`` (global id), ``observation_space`` (the environment's, before
+    flattening), ``action_space``, ``action_spec``, ``obs_dim`` (D, flattened), ``num_layers`` (L),
+    ``hidden_size`` (H), ``device``, ``learner`` (the one-member PopulationPolicy).
+    """
+
+    def __init__(self, cfg: Config, learner: Any, member: int, observation_space: gym.Space,
+                 action_space: gym.Space, device: Union[str, torch.device] = "cpu"):
+        from rpbt.envs.factory import space_info
+
+        self.config, self.learner, self.member = cfg, learner, int(member)
+        self.observation_space, self.action_space = observation_space, action_space
+        self.action_spec = space_info(action_space)
+        self.obs_dim = int(learner.obs_dim)
+        self.num_layers = int(cfg.agent.network.lstm_num_layers)
+        self.hidden_size = int(cfg.agent.network.lstm_hidden_size)
+        self.device = torch.device(device)
+        self.prev_action = learner.prev_action_dim > 0
+        self.prev_reward = learner.prev_reward_dim > 0
+        self.generator = torch.Generator().manual_seed(int(learner.seeds[0]))  # for deterministic=False
+
+    def __repr__(self) -> str:
+        return (f"Policy(member={self.member}, env={self.config.env.id!r}, obs_dim={self.obs_dim}, "
+                f"action_space={self.action_space}, lstm={self.num_layers}x{self.hidden_size})")
+
+    # ------------------------------------------------------------------------------------------ state
+
+    def initial_state(self, batch: int = 1) -> PolicyState:
+        """The state before any observation of ``batch`` environments: zero (h, c) (L, B, H), no previous action."""
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        zeros = np.zeros((self.num_layers, batch, self.hidden_size), dtype=np.float32)
+        return PolicyState(zeros, zeros.copy(), np.zeros((batch, self.learner.prev_action_dim), dtype=np.float32))
+
+    # ------------------------------------------------------------------------------------------ observations
+
+    def flatten_obs(self, obs: Any) -> tuple[np.ndarray, bool]:
+        """Observations as the networks' flat float32 vectors: ``(x (B, D), batched)``.
+
+        Accepts one observation of ``observation_space`` or a batch of them (a leading batch dimension; for Dict
+        and Tuple spaces on every entry, as vector environments return them), or flat float vectors (D,) / (B, D).
+        Raises ``ValueError`` for anything else.
+        """
+        space, D = self.observation_space, self.obs_dim
+        if isinstance(space, gym.spaces.Box):
+            arr = np.asarray(obs, dtype=np.float32)
+            if arr.shape == space.shape or arr.shape == (D,):
+                return arr.reshape(1, D), False
+            if arr.ndim >= 2 and (arr.shape[1:] == space.shape or arr.shape[1:] == (D,)):
+                return arr.reshape(arr.shape[0], D), True
+            raise ValueError(f"observation of shape {arr.shape} fits neither {space} nor a batch of it")
+        if isinstance(obs, np.ndarray) and obs.dtype.kind == "f" and obs.ndim in (1, 2) and obs.shape[-1] == D:
+            return obs.astype(np.float32, copy=False).reshape(-1, D), obs.ndim == 2  # already flattened
+        batch = _batch_size(space, obs)
+        if batch is None:
+            return gym.spaces.flatten(space, obs).astype(np.float32).reshape(1, D), False
+        from gymnasium.vector.utils import batch_space, iterate
+
+        items = list(iterate(batch_space(space, batch), obs))
+        return np.stack([gym.spaces.flatten(space, o).astype(np.float32) for o in items]).reshape(batch, D), True
+
+    # ------------------------------------------------------------------------------------------ acting
+
+    @torch.no_grad()
+    def _head(self, obs: Any, state: Optional[PolicyState], episode_start: Any, prev_reward: Any
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool, int]:
+        """Head outputs (B, A), new (h, c) (L, B, H) each, whether the input was a batch, and B."""
+        x, batched = self.flatten_obs(obs)
+        B = x.shape[0]
+        fresh = state is None
+        if state is None:
+            state = self.initial_state(B)
+        elif state.batch_size != B:
+            raise ValueError(f"state is for {state.batch_size} environments, the observation for {B}")
+        start = np.zeros(B, dtype=bool) if episode_start is None else np.asarray(episode_start, dtype=bool)
+        start = np.array(np.broadcast_to(start.reshape(-1), (B,)) if start.size == 1 else start.reshape(B))
+        learner, dev = self.learner, self.learner.device
+        start_t = torch.as_tensor(start).view(1, B).to(dev)
+        obs_n = learner.normalize_obs(torch.as_tensor(x).view(1, B, -1).to(dev))
+        prev_r = None
+        if self.prev_reward:
+            if prev_reward is None:
+                if not fresh and not bool(start.all()):
+                    raise ValueError("this policy was trained with agent.network.prev_reward: pass prev_reward=, the "
+                                     "reward each environment returned for the previous action")
+                prev_reward = 0.0
+            r = np.broadcast_to(np.asarray(prev_reward, dtype=np.float32).reshape(-1), (B,))
+            prev_r = torch.as_tensor(np.array(r)).view(1, B, 1)
+        prev_a = torch.as_tensor(state.prev_action).view(1, B, -1)
+        inp = learner.network_input(obs_n, prev_a, prev_r, start_t)
+        h = torch.as_tensor(state.h).unsqueeze(0).to(dev)
+        c = torch.as_tensor(state.c).unsqueeze(0).to(dev)
+        feats, (h, c) = learner.actor.step(inp, (h, c), start_t)
+        return learner.policy_head(feats)[0], h[0], c[0], batched, B
+
+    def _action_features(self, env_actions: np.ndarray) -> np.ndarray:
+        """(B, A') features of actions as the environments took them (A' = 0 when no previous action is fed)."""
+        spec = self.action_spec
+        if not self.prev_action:
+            return np.zeros((len(env_actions), 0), dtype=np.float32)
+        a = np.asarray(env_actions)
+        if not spec.continuous and any(spec.start):
+            a = a - np.asarray(spec.start if spec.kind == "multi_discrete" else spec.start[0])
+        return spec.features(torch.as_tensor(a)).numpy()
+
+    def action_distribution(self, obs: Any, state: Optional[PolicyState] = None, episode_start: Any = None,
+                            prev_reward: Any = None) -> tuple[dict[str, np.ndarray], PolicyState]:
+        """The action distribution's parameters at ``obs`` and the next state (whose ``prev_action`` is unchanged:
+        no action was taken).
+
+        Returns ``({"logits": (B, A)}, state)`` for Discrete and MultiDiscrete (the K categoricals' logits
+        concatenated, A = sum(nvec)) or ``({"mean": (B, d), "log_std": (B, d)}, state)`` for Box (a diagonal
+        Gaussian before clipping); without a batch dimension for a single observation. The exported actor
+        (:mod:`rpbt.actor_export`) returns the same numbers. Arguments as :meth:`predict`.
+        """
+        head, h, c, batched, B = self._head(obs, state, episode_start, prev_reward)
+        prev = (state or self.initial_state(B)).prev_action
+        if self.action_spec.continuous:
+            log_std = self.learner.policy_head.log_std[0].detach().expand_as(head)
+            params = {"mean": head.cpu().numpy(), "log_std": log_std.cpu().numpy()}
+        else:
+            params = {"logits": head.cpu().numpy()}
+        if not batched:
+            params = {k: v[0] for k, v in params.items()}
+        return params, PolicyState(h.cpu().numpy(), c.cpu().numpy(), prev)
+
+    def predict(self, obs: Any, state: Optional[PolicyState] = None, episode_start: Any = None,
+                deterministic: bool = True, prev_reward: Any = None) -> tuple[np.ndarray, PolicyState]:
+        """Actions for ``obs`` and the next state, as Stable-Baselines3's ``RecurrentPPO.predict``.
+
+        Args:
+            obs: one observation of ``observation_space`` or a batch of B of them (see :meth:`flatten_obs`).
+            state: the state returned by the previous call, or None: zero (h, c) and no previous action or reward
+                (as at an episode's first step).
+            episode_start: (B,) bool (or one bool for all): True where this observation is the first of an
+                episode; the state (and the previous action and reward) of those environments is zeroed first.
+                None: no episode starts.
+            deterministic: the mode of the action distribution (argmax of each categorical, the Gaussian's
+                mean), else a sample drawn with ``self.generator``.
+            prev_reward: (B,) (or a number): the reward of the previous ``env.step``; used, and required once
+                an episode is running, by a policy trained with ``agent.network.prev_reward`` (ignored otherwise).
+
+        Returns ``(actions, state)``: actions as the environment takes them ((B,) int64 for Discrete with
+        Gymnasium's ``start`` added, (B, K) int64 for MultiDiscrete, (B, d) float32 clipped to the Box), without the
+        batch dimension for a single observation. Raises ``ValueError`` for an observation that does not fit, a
+        state for another batch size, or a missing ``prev_reward``.
+        """
+        head, h, c, batched, B = self._head(obs, state, episode_start, prev_reward)
+        learner = self.learner
+        noise = None
+        if not deterministic:
+            if learner.continuous:
+                noise = torch.randn(B, learner.action_dim, generator=self.generator)
+            else:
+                shape = (B,) if learner.nvec is None else (B, len(learner.nvec))
+                noise = torch.rand(shape, generator=self.generator)
+            noise = noise.unsqueeze(0).to(head.device)
+        with torch.no_grad():
+            actions = learner.actions(head.unsqueeze(0), noise)[0].cpu().numpy()
+        env_actions = self.action_spec.to_env(actions)
+        if self.action_spec.continuous:
+            env_actions = env_actions.astype(np.float32)
+        new_state = PolicyState(h.cpu().numpy(), c.cpu().numpy(), self._action_features(env_actions))
+        return (env_actions if batched else env_actions[0]), new_state
+
+    # ------------------------------------------------------------------------------------------ environments
+
+    def make_env(self, split: str = "test", render_mode: Optional[str] = None) -> gym.Env:
+        """The run's environment as training and evaluation make it (:func:`rpbt.envs.factory.make_env`: flat
+        float32 observations, observation noise if configured); ``split`` matters for trading only."""
+        from rpbt.envs.factory import make_env
+
+        return make_env(self.config.env, split, render_mode=render_mode)
+
+    def export(self, path: Union[str, Path], format: str = "onnx") -> Path:
+        """Write this policy's actor to ``path`` as ONNX or TorchScript (:func:`rpbt.actor_export.export_policy`)."""
+        from rpbt.actor_export import export_policy
+
+        return export_policy(self, path, format)
+
+
+def _batch_size(space: gym.Space, obs: Any) -> Optional[int]:
+    """None when ``obs`` is one observation of ``space``, else its leading batch size (read on the first leaf)."""
+    if isinstance(space, gym.spaces.Dict):
+        key = next(iter(space.spaces))
+        return _batch_size(space.spaces[key], obs[key])
+    if isinstance(space, gym.spaces.Tuple):
+        return _batch_size(space.spaces[0], obs[0])
+    if isinstance(space, gym.spaces.Discrete):
+        return None if np.ndim(obs) == 0 else int(np.shape(obs)[0])
+    shape = getattr(space, "shape", None)
+    if shape is None:
+        raise ValueError(f"observation space {space} is not supported")
+    return None if np.ndim(obs) == len(shape) else int(np.shape(obs)[0])
+
+
+def load_policy(run_dir: Union[str, Path], member: MemberLike = "best", device: str = "cpu",
+                env_fn: Optional[Callable[..., Any]] = None) -> Policy:
+    """Load one member of a run as a :class:`Policy` from its latest committed checkpoint.
+
+    ``member``: ``"best"`` (``summary.json``'s best member) or a member id; ``device``: where the networks run;
+    ``env_fn``: the callable the run was trained with when ``env.entry_point`` cannot be imported (an environment
+    is made once, to read its spaces). Raises :class:`~rpbt.run.rundir.RunDirError` (no run, no best member yet,
+    an unknown member), :class:`~rpbt.checkpoint.CheckpointError`, :class:`~rpbt.envs.factory.EnvError`.
+    """
+    from rpbt.envs.factory import base_observation_space, make_env
+    from rpbt.evaluation.policy import load_member
+    from rpbt.evaluation.run import _best_member
+
+    run_dir = Path(run_dir)
+    if member == "best":
+        member = _best_member(run_dir)
+    elif isinstance(member, str) and not member.isdigit():
+        raise ValueError(f"member must be 'best' or a member id, got {member!r}")
+    cfg, learner = load_member(run_dir, int(member), device=device, env_fn=env_fn)
+    probe = make_env(cfg.env, "test")
+    try:
+        obs_space, act_space = base_observation_space(probe), probe.action_space
+    finally:
+        probe.close()
+    return Policy(cfg, learner, int(member), obs_space, act_space, device)

@@ -1,0 +1,349 @@
+"""The Python API: rpbt.train / resume / load_policy, Policy.predict (SB3 RecurrentPPO.predict's meaning), observation
+flattening, custom environments (env_fn, module:EnvId), and the exported actor (ONNX through onnxruntime,
+TorchScript through torch.jit.load) against Policy on whole episodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import rpbt
+import rpbt.actor_export
+from rpbt.agent.ppo import make_policy
+from rpbt.api import Policy
+from rpbt.cli import main
+from rpbt.config import ConfigError
+from rpbt.envs.factory import EnvError, base_observation_space, make_env
+from rpbt.seeding import eval_episode_seeds
+from tests.conftest import TINY, Learner, tiny_config
+from tests.custom_envs import make_dict_beacon
+
+
+def _train(tmp_path, name="run", **values):
+    values = {"pbt.population_size": 2, "run.dir": str(tmp_path / name), **values}
+    return rpbt.train(overrides=TINY, **values)
+
+
+# ------------------------------------------------------------------------------------------ train, load, predict
+
+
+def test_train_load_best_and_deterministic_predict_returns_equal_rpbt_evaluate(tmp_path, capsys):
+    run = _train(tmp_path, **{"run.total_env_steps": 256})
+    assert isinstance(run, rpbt.Run) and run.dir == tmp_path / "run"
+    assert run.best_member == json.loads((run.dir / "summary.json").read_text())["best_member"]
+    assert main(["evaluate", str(run.dir), "--episodes", "5"]) == 0
+    report = json.loads((run.dir / "evaluation" / f"test_member{run.best_member}.json").read_text())
+
+    policy = rpbt.load_policy(run.dir)
+    assert policy.member == run.best_member and policy.learner.population == 1
+    # Five episodes side by side (a batch of 5), seeded as rpbt evaluate seeds them; a finished environment is no
+    # longer stepped.
+    seeds = eval_episode_seeds(run.config.run.seed, 5)
+    envs = [policy.make_env() for _ in seeds]
+    obs = np.stack([env.reset(seed=s)[0] for env, s in zip(envs, seeds)])
+    rewards, done = [[] for _ in seeds], np.zeros(5, dtype=bool)
+    state, start = None, np.ones(5, dtype=bool)
+    while not done.all():
+        actions, state = policy.predict(obs, state, episode_start=start, deterministic=True)
+        assert actions.shape == (5,) and state.h.shape == (1, 5, 16)
+        start = np.zeros(5, dtype=bool)
+        for j, env in enumerate(envs):
+            if done[j]:
+                continue
+            obs[j], reward, term, trunc, _ = env.step(actions[j])
+            rewards[j].append(reward)
+            done[j] = term or trunc
+    # The return of an episode is the sum of its rewards (np.sum, as the evaluation's EpisodeTrace sums them).
+    assert [float(np.sum(r)) for r in rewards] == report["returns"]
+    assert [len(r) for r in rewards] == report["lengths"]
+
+    # One observation at a time (no batch dimension) gives episode 0 again.
+    env = policy.make_env()
+    o, _ = env.reset(seed=seeds[0])
+    state, episode, start = None, [], True
+    while True:
+        action, state = policy.predict(o, state, episode_start=start)
+        assert np.ndim(action) == 0 and state.h.shape == (1, 1, 16)
+        o, reward, term, trunc, _ = env.step(action)
+        episode.append(reward)
+        start = False
+        if term or trunc:
+            break
+    assert float(np.sum(episode)) == report["returns"][0]
+    assert rpbt.evaluate(run.dir, episodes=5)["returns"] == report["returns"]
+
+
+def test_predict_resets_state_at_episode_starts_and_samples_when_not_deterministic(tmp_path):
+    cfg = tiny_config()
+    learner = Learner(cfg, [0])
+    learner.train_update()
+    policy = _policy_of(learner)
+    env = policy.make_env()
+    o, _ = env.reset(seed=0)
+    _, s1 = policy.predict(o)
+    _, s2 = policy.predict(o, s1)
+    # episode_start=True zeroes the carried state first: the same as no state at all.
+    a_fresh, fresh = policy.predict(o)
+    a_reset, reset = policy.predict(o, s2, episode_start=True)
+    assert np.array_equal(fresh.h, reset.h) and a_fresh == a_reset
+    assert not np.allclose(s2.h, s1.h)
+    draws = {int(policy.predict(o, deterministic=False)[0]) for _ in range(40)}
+    assert draws == {0, 1}  # a near-uniform tiny policy samples both actions
+
+
+def _policy_of(learner: Learner, member: int = 0) -> Policy:
+    """A Policy of one member of a learner (what load_policy builds from a checkpoint)."""
+    cfg = learner.cfg
+    single = make_policy(cfg, [learner.policy.member_ids[member]])
+    single.restore(0, learner.policy.snapshot(member))
+    probe = make_env(cfg.env)
+    try:
+        return Policy(cfg, single, member, base_observation_space(probe), probe.action_space)
+    finally:
+        probe.close()
+
+
+# ------------------------------------------------------------------------------------------ observations
+
+
+def test_dict_observations_are_flattened_as_the_env_factory_does_single_and_batched():
+    cfg = tiny_config("env.entry_point=tests.custom_envs:make_dict_beacon", "env.id=beacon")
+    learner = Learner(cfg, [0])
+    learner.train_update()
+    policy = _policy_of(learner)
+    assert isinstance(policy.observation_space, gym.spaces.Dict) and policy.obs_dim == 5
+    raw = make_dict_beacon()
+    flat = make_env(cfg.env)
+    o_raw, _ = raw.reset(seed=4)
+    o_flat, _ = flat.reset(seed=4)
+    # by hand: Dict keys in sorted order, the Discrete entry one-hot
+    by_hand = np.concatenate([np.eye(3)[o_raw["beacon"]], o_raw["position"]]).astype(np.float32)
+    np.testing.assert_array_equal(policy.flatten_obs(o_raw)[0][0], by_hand)
+    np.testing.assert_array_equal(o_flat, by_hand)
+    batch = {"beacon": np.array([o_raw["beacon"], 0]), "position": np.stack([o_raw["position"], -o_raw["position"]])}
+    x, batched = policy.flatten_obs(batch)
+    assert batched and x.shape == (2, 5)
+    np.testing.assert_array_equal(x[0], by_hand)
+    p_raw, _ = policy.action_distribution(o_raw)
+    p_flat, _ = policy.action_distribution(o_flat)
+    p_batch, _ = policy.action_distribution(batch)
+    np.testing.assert_array_equal(p_raw["logits"], p_flat["logits"])
+    np.testing.assert_allclose(p_batch["logits"][0], p_raw["logits"], atol=1e-6)
+    with pytest.raises(ValueError, match="fits neither"):
+        _policy_of(Learner(tiny_config(), [0])).flatten_obs(np.zeros(7))
+
+
+# ------------------------------------------------------------------------------------------ custom environments
+
+
+def test_env_fn_trains_is_recorded_and_is_found_again_by_the_cli(tmp_path):
+    run = _train(tmp_path, **{"agent.network.prev_action": True})
+    del run
+    run = rpbt.train(overrides=TINY, env_fn=make_dict_beacon, **{"pbt.population_size": 2,
+                                                                 "run.dir": str(tmp_path / "beacon")})
+    saved = (run.dir / "config.yaml").read_text()
+    assert "entry_point: tests.custom_envs:make_dict_beacon" in saved
+    assert run.config.env.id == "tests.custom_envs:make_dict_beacon"
+    # A later process finds the callable through config.yaml.
+    assert main(["evaluate", str(run.dir), "--member", "0", "--episodes", "2"]) == 0
+    report = json.loads((run.dir / "evaluation" / "test_member0.json").read_text())
+    assert report["lengths"] == [10, 10]
+    assert rpbt.load_policy(run.dir, 0).obs_dim == 5
+
+
+def test_env_fn_that_is_not_importable_works_locally_and_is_refused_for_the_process_backend(tmp_path):
+    def nested(**kwargs):  # a closure: not importable by reference
+        return make_dict_beacon(length=6, **kwargs)
+
+    with pytest.raises(ConfigError, match="not importable by reference"):
+        rpbt.train(overrides=TINY, env_fn=nested, **{"backend.kind": "process", "run.dir": str(tmp_path / "p")})
+    with pytest.raises(ConfigError, match="not importable by reference"):
+        rpbt.train(overrides=TINY, env_fn=lambda: make_dict_beacon(), **{"backend.kind": "ray",
+                                                                         "run.dir": str(tmp_path / "r")})
+    run = rpbt.train(overrides=TINY, env_fn=nested, **{"pbt.population_size": 2, "run.dir": str(tmp_path / "l")})
+    assert run.config.env.entry_point.endswith("<locals>.nested")
+    with pytest.raises(EnvError, match="env_fn"):
+        rpbt.load_policy(run.dir, 0)
+    assert rpbt.load_policy(run.dir, 0, env_fn=nested).obs_dim == 5
+    assert run.load_policy(0).obs_dim == 5
+    assert main(["evaluate", str(run.dir), "--member", "0"]) == 2  # a clear error, no traceback
+
+
+def test_env_fn_goes_to_process_workers_by_reference(tmp_path):
+    run = rpbt.train(overrides=TINY, env_fn=make_dict_beacon,
+                     **{"pbt.population_size": 2, "backend.kind": "process", "backend.num_workers": 2,
+                        "run.dir": str(tmp_path / "proc")})
+    assert run.summary["env_steps"] == 192
+    assert pickle.loads(pickle.dumps(run.config)).env.env_fn() is make_dict_beacon
+
+
+def test_module_colon_env_id_and_config_errors_name_the_argument(tmp_path):
+    cfg = tiny_config("env.id=tests.custom_envs:RpbtDictBeacon-v0")
+    assert make_env(cfg.env).observation_space.shape == (5,)
+    with pytest.raises(EnvError, match="no_such_module"):
+        make_env(tiny_config("env.id=no_such_module:Env-v0").env)
+    with pytest.raises(ConfigError, match=r"agent.learnig_rate=0.1 \(argument\): unknown key"):
+        rpbt.resolve_config(None, TINY, {"agent.learnig_rate": 0.1})
+    with pytest.raises(ConfigError, match="dotted keys"):
+        rpbt.resolve_config(None, (), {"population_size": 4})
+    cfg = rpbt.resolve_config({"env": {"num_envs": 4}}, ["agent.num_minibatches=2"], {"pbt.population_size": 3})
+    assert (cfg.env.num_envs, cfg.agent.num_minibatches, cfg.pbt.population_size) == (4, 2, 3)
+
+
+# ------------------------------------------------------------------------------------------ export
+
+
+def _episodes(policy: Policy, actor_fns: dict, batch: int = 3, steps: int = 70, seed: int = 0) -> dict[str, float]:
+    """Run ``batch`` environments for ``steps`` steps with ``policy.predict`` (sampling, so actions vary), resetting
+    finished ones; feed every exported actor the same observations, episode starts, previous actions and rewards,
+    each carrying its own (h, c). Returns the max abs difference of every output from Policy's, per actor."""
+    envs = [policy.make_env() for _ in range(batch)]
+    obs = np.stack([e.reset(seed=seed + j)[0] for j, e in enumerate(envs)]).astype(np.float32)
+    spec = policy.action_spec
+    L, H = policy.num_layers, policy.hidden_size
+    carried = {name: (np.zeros((L, batch, H), np.float32), np.zeros((L, batch, H), np.float32)) for name in actor_fns}
+    prev_action = np.zeros((batch, *spec.shape), np.float32 if spec.continuous else np.int64)
+    prev_reward = np.zeros(batch, np.float32)
+    start = np.ones(batch, dtype=bool)
+    state = None
+    worst = {name: 0.0 for name in actor_fns}
+    starts_seen = 0
+    for _ in range(steps):
+        params, next_state = policy.action_distribution(obs, state, episode_start=start, prev_reward=prev_reward)
+        expected = list(params.values()) + [next_state.h, next_state.c]
+        for name, fn in actor_fns.items():
+            h, c = carried[name]
+            inputs = [obs, h, c, start.astype(np.float32)]
+            if policy.prev_action:
+                inputs.append(prev_action)
+            if policy.prev_reward:
+                inputs.append(prev_reward)
+            out = fn(inputs)
+            assert len(out) == len(expected)
+            for got, want in zip(out, expected):
+                assert got.shape == want.shape
+                worst[name] = max(worst[name], float(np.abs(got - want).max()))
+            carried[name] = (out[-2], out[-1])
+        actions, state = policy.predict(obs, state, episode_start=start, deterministic=False, prev_reward=prev_reward)
+        start = np.zeros(batch, dtype=bool)
+        for j, env in enumerate(envs):
+            o, r, term, trunc, _ = env.step(actions[j])
+            prev_reward[j] = r
+            if term or trunc:
+                o, _ = env.reset()
+                start[j] = True
+                starts_seen += 1
+            obs[j] = o
+        prev_action = np.array(actions, copy=True)
+    assert starts_seen > 0, "the comparison must cross episode starts"
+    return worst
+
+
+CASES = {
+    "discrete": ["agent.network.lstm_num_layers=2"],
+    "multi_discrete_prev_inputs": ["env.id=popgym-MineSweeperEasy-v0", "agent.network.prev_action=true",
+                                   "agent.network.prev_reward=true"],
+    "box_prev_inputs": ["env.id=Pendulum-v1", "env.kwargs={max_episode_steps: 30}", "agent.network.prev_action=true",
+                        "agent.network.prev_reward=true"],
+    "dict_obs_prev_reward_only": ["env.entry_point=tests.custom_envs:make_dict_beacon", "env.id=beacon",
+                                  "agent.network.prev_reward=true"],
+}
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_onnx_and_torchscript_exports_match_the_policy_over_whole_episodes(case, tmp_path):
+    learner = Learner(tiny_config(*CASES[case]), [0, 1])
+    for _ in range(2):  # non-trivial weights and normalizer statistics
+        learner.train_update()
+    policy = _policy_of(learner, member=1)
+    names = rpbt.actor_export.input_names(policy)
+    scripted = torch.jit.load(str(policy.export(tmp_path / "actor.pt", "torchscript")))
+
+    def run_ts(inputs):  # TorchScript: the previous action and reward by name (each optional)
+        with torch.no_grad():
+            tensors = {n: torch.as_tensor(np.asarray(x)) for n, x in zip(names, inputs)}
+            return [t.numpy() for t in scripted(**tensors)]
+
+    actors = {"torchscript": run_ts}
+    if _has("onnx") and _has("onnxruntime"):  # the rpbt[export] extra (CI installs it)
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(policy.export(tmp_path / "actor.onnx", "onnx")),
+                                       providers=["CPUExecutionProvider"])
+        assert [i.name for i in session.get_inputs()] == names
+        assert [o.name for o in session.get_outputs()] == rpbt.actor_export.output_names(policy)
+
+        def run_onnx(inputs):
+            return session.run(None, {n: np.asarray(x) for n, x in zip(names, inputs)})
+
+        actors["onnx"] = run_onnx
+    elif os.environ.get("CI"):
+        pytest.fail("CI installs rpbt[export]: onnx and onnxruntime must be importable")
+    worst = _episodes(policy, actors)
+    assert all(w < 1e-5 for w in worst.values()), worst
+
+
+def test_export_cli_and_errors(tmp_path, capsys):
+    run = _train(tmp_path)
+    out = tmp_path / "exported" / "actor.pt"
+    assert main(["export", str(run.dir), "--member", "0", "--format", "torchscript", "-o", str(out)]) == 0
+    assert "inputs obs, h, c, episode_start; outputs logits, h_out, c_out" in capsys.readouterr().out
+    actor = torch.jit.load(str(out))
+    logits, h, c = actor(torch.zeros(3, 2), torch.zeros(1, 3, 16), torch.zeros(1, 3, 16), torch.ones(3))
+    assert logits.shape == (3, 2) and h.shape == (1, 3, 16)
+    with pytest.raises(ValueError, match="--format"):
+        rpbt.export(run.dir, tmp_path / "x", format="tflite")
+    assert main(["export", str(tmp_path / "nowhere"), "--format", "onnx", "-o", str(tmp_path / "a.onnx")]) == 2
+
+
+# ------------------------------------------------------------------------------------------ video
+
+
+def test_evaluate_video_records_one_mp4_per_episode_and_refuses_envs_that_do_not_render(tmp_path, capsys):
+    if not _has("moviepy"):
+        if os.environ.get("CI"):
+            pytest.fail("CI installs rpbt[video]: moviepy must be importable")
+        pytest.skip("needs the rpbt[video] extra (moviepy)")
+    run = _train(tmp_path, **{"env.id": "tests.custom_envs:RpbtDictBeacon-v0"})
+    videos = tmp_path / "videos"
+    assert main(["evaluate", str(run.dir), "--member", "0", "--episodes", "2", "--video", str(videos)]) == 0
+    files = sorted(videos.glob("*.mp4"))
+    assert [f.name for f in files] == ["member0-episode0-episode-0.mp4", "member0-episode1-episode-0.mp4"]
+    assert all(f.stat().st_size > 0 for f in files)
+    report = json.loads((run.dir / "evaluation" / "test_member0.json").read_text())
+    assert report["videos"] == [str(f) for f in files] and report["lengths"] == [10, 10]
+    capsys.readouterr()
+
+    other = _train(tmp_path, "battleship", **{"env.id": "popgym-BattleshipEasy-v0", "run.total_env_steps": 64})
+    assert main(["evaluate", str(other.dir), "--member", "0", "--video", str(tmp_path / "v2")]) == 2
+    err = capsys.readouterr().err
+    assert "does not render rgb_array frames" in err and "Traceback" not in err
+    assert not (tmp_path / "v2").exists()
+
+
+def test_video_without_moviepy_names_the_extra(tmp_path, capsys, monkeypatch):
+    import rpbt.extras
+
+    real = rpbt.extras.importlib.import_module
+
+    def no_moviepy(name, *args):
+        if name == "moviepy":
+            raise ImportError("No module named 'moviepy'")
+        return real(name, *args)
+
+    run = _train(tmp_path, **{"env.id": "tests.custom_envs:RpbtDictBeacon-v0"})
+    monkeypatch.setattr(rpbt.extras.importlib, "import_module", no_moviepy)
+    assert main(["evaluate", str(run.dir), "--member", "0", "--video", str(tmp_path / "v")]) == 2
+    assert "pip install 'rpbt[video]'" in capsys.readouterr().err
