@@ -3,15 +3,15 @@
 ``backend.kind: process`` splits the P members into ``backend.num_workers`` contiguous ranges (default: the number
 of usable CPUs, capped at P; :func:`split_shards`), and starts one worker process per range with the ``spawn``
 start method. Each worker holds one :class:`~rpbt.pbt.backends.shard.Shard` (a batched
-:class:`~rpbt.agent.ppo.RecurrentPPO` of its members) for the whole run and sets ``torch.set_num_threads`` so that
-workers x threads does not exceed the CPU count (:func:`threads_per_worker`). The driver talks to the workers over
+:class:`~rpbt.agent.policy.PopulationPolicy` of its members) for the whole run and sets ``torch.set_num_threads`` so
+that workers x threads does not exceed the CPU count (:func:`threads_per_worker`). The driver talks to the workers over
 pipes with a small command set (:class:`ShardServer`): ``train n`` -> per-member metric rows, ``member_info``,
 ``snapshot`` -> member-state bytes (the checkpoint format, :meth:`~rpbt.checkpoint.MemberState.to_bytes`),
 ``restore``, ``exploit``, ``close``. All shards train concurrently (the command is sent to every worker, then the
 answers are collected). An exploit whose donor lives in the recipient's shard is an index copy inside the worker
 (as in the local backend); across shards the donor's state travels as bytes.
 
-Members are seeded by their global index (:class:`~rpbt.agent.ppo.RecurrentPPO`), and every per-member operation
+Members are seeded by their global index (:func:`rpbt.seeding.member_seed`), and every per-member operation
 of the batched learner is independent of the other members, so a shard holding members [2, 3] trains them bit for
 bit like members 2 and 3 of the whole-population shard *at the same torch thread count* (different intra-op thread
 counts may change float rounding). Same config and seed, same decisions on every backend (tested in
