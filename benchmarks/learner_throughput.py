@@ -612,9 +612,9 @@ def main(argv: Optional[list[str]] = None) -> int:
               "wall-clock ratios are unreliable, the per-CPU-second ratios less affected", file=sys.stderr)
     for c in return_checks:
         print(f"return, {c['label']} ({c['steps_per_member']} steps/member): "
-              f"rpbt {c['rpbt_mean']:.3f} (n={c['rpbt_n']}) "
-              f"vs sb3-contrib {c['sb3_mean']:.3f} (n={c['sb3_n']}), difference {c['rpbt_minus_sb3']:+.3f}, "
-              f"2 SE = {2 * c['se_of_difference']:.3f}")
+              f"{c['rpbt']} {c['rpbt_mean']:.3f} (n={c['rpbt_n']}) "
+              f"vs {c['sb3']} {c['sb3_mean']:.3f} (n={c['sb3_n']}), difference {c['rpbt_minus_sb3']:+.3f}, "
+              f"2 SE = {2 * c['se_of_difference']:.3f}, not worse: {c['rpbt_not_worse_2se']}")
     print(f"wrote {args.out}")
     return 0
 
