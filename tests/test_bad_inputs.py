@@ -168,6 +168,10 @@ CASES = [
     Case("unknown_backend", train("backend.kind=cloud"), ("backend.kind", "cloud")),
     Case("section_is_a_number", train("agent=5"), ("agent",)),
     Case("unknown_env_id", train("env.id=NoSuchEnv-v0"), ("NoSuchEnv-v0",)),
+    Case("encoder_layer_of_zero_units", train("agent.network.encoder_sizes=[0]"), ("agent.network.encoder_sizes",)),
+    Case("env_kwarg_the_env_does_not_take", train("env.id=MountainCar-v0", "env.kwargs.foo=1"),
+         ("MountainCar-v0", "env.kwargs", "foo")),
+    Case("bptt_length_does_not_divide_num_steps", train("agent.bptt_length=48"), ("agent.bptt_length",)),
     Case("split_of_two_fractions", trading("env.data.split=[0.5,0.5]"), ("env.data.split",)),
     Case("split_not_summing_to_1", trading("env.data.split=[0.7,0.2,0.2]"), ("env.data.split",)),
     # --- override syntax

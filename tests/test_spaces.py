@@ -197,3 +197,15 @@ def test_sa_ppo_perturbs_only_the_observation_of_a_multi_discrete_policy_fed_pre
                                obs_perturbation=make_obs_perturbation("pgd", 1.0, steps=2)).returns
     assert zero == clean and len(attacked) == 2
     learner.close()
+
+
+def test_made_environments_show_flat_float32_observations_even_for_discrete_observation_spaces():
+    # MineSweeper observes Discrete values: flattened one-hot int64 by Gymnasium, cast to float32 by the factory, so
+    # Policy.predict reads make_env()'s observations as flat vectors and never as a batch of Discrete observations.
+    from rpbt.config import EnvConfig
+    from rpbt.envs.factory import make_env
+
+    env = make_env(EnvConfig(id="popgym-MineSweeperEasy-v0"))
+    obs, _ = env.reset(seed=0)
+    assert obs.dtype == np.float32 and obs.ndim == 1 and env.observation_space.dtype == np.float32
+    env.close()

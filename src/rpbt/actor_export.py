@@ -228,6 +228,8 @@ def export_policy(policy: Any, path: Union[str, Path], format: str = "onnx") -> 
     if format not in EXPORT_FORMATS:
         raise ValueError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"export to {path}: is a folder; give a file name (-o FILE)")
     path.parent.mkdir(parents=True, exist_ok=True)
     actor = actor_module(policy)
     if format == "torchscript":

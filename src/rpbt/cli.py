@@ -143,7 +143,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from rpbt.api import load_policy
 
     policy = load_policy(Path(args.run_dir), "best" if args.member is None else args.member)
-    path = policy.export(args.output, args.format)
+    try:
+        path = policy.export(args.output, args.format)
+    except (ValueError, OSError) as err:  # a folder or an unwritable path given as -o
+        print(f"rpbt: error: {err}", file=sys.stderr)
+        return 2
     print(f"rpbt: member {policy.member}'s actor written to {path} ({args.format}); inputs "
           f"{', '.join(input_names(policy))}; outputs {', '.join(output_names(policy))}")
     return 0

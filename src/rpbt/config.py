@@ -22,7 +22,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 import yaml
 from pydantic import (
@@ -358,7 +358,7 @@ class NetworkConfig(_Strict):
     episode's first step, as R2D2 (Kapturowski et al. 2019) and POPGym's baselines (Morad et al. 2023) do.
     """
 
-    encoder_sizes: list[int] = Field(default_factory=lambda: [64])
+    encoder_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [64])
     lstm_hidden_size: int = Field(64, ge=1)
     lstm_num_layers: int = Field(1, ge=1)
     log_std_init: float = 0.0
@@ -426,9 +426,11 @@ class AgentConfig(_Strict):
     # null replays every environment's whole rollout from its start. Must divide agent.num_steps. 16 (PufferLib's
     # bptt_horizon) is the default by measurement: see the README's Benchmarks section.
     bptt_length: Optional[int] = Field(16, ge=1)
-    # The LSTM recurrence in training replay: a fused segment loop with a hand-written backward (fused), or the
-    # autograd reference (slower; both compute the same gradients, see tests/test_networks_fused.py).
-    fused_lstm: bool = True
+    # The LSTM recurrence in training replay as one autograd node with a hand-written backward (true), or the
+    # autograd loop (false). Same gradients (tests/test_networks_fused.py). Off by default by measurement: with
+    # 16-step segments it is slower at a population of 8 and even for one member; it pays with whole-rollout replay
+    # (agent.bptt_length: null), about 1.9x on the recurrence there. See docs/learner_speed.md.
+    fused_lstm: bool = False
     update_epochs: int = Field(4, ge=1)
     learning_rate: float = _hp_field("learning_rate")
     ent_coef: float = _hp_field("ent_coef")

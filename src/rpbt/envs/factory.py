@@ -81,8 +81,14 @@ def make_env(cfg: EnvConfig, split: str = "train", render_mode: Optional[str] = 
             raise EnvError(f"env.id {cfg.id!r} cannot be made: {err}") from None
         except ImportError as err:  # env.id "module:EnvId" whose module does not import
             raise EnvError(f"env.id {cfg.id!r} cannot be made: {err}") from None
+        except TypeError as err:  # env.kwargs the constructor does not take
+            if render_mode is not None and "render_mode" in str(err):
+                raise
+            raise EnvError(f"env.id {cfg.id!r} cannot be made with env.kwargs {cfg.kwargs}: {err}") from None
     if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
         env = gym.wrappers.FlattenObservation(env)
+    if env.observation_space.dtype != np.float32:  # e.g. one-hot int64 from flattened Discrete observations
+        env = gym.wrappers.DtypeObservation(env, np.float32)
     try:
         space_info(env.action_space)
     except EnvError as err:

@@ -185,7 +185,11 @@ class RunDirectory:
     # ---------------------------------------------------------------------------------------- creation
     @staticmethod
     def fresh_path(base: Path) -> Path:
-        """``base`` if it is unused, else ``base_2``, ``base_3``, ... (as SB3 numbers TensorBoard runs)."""
+        """``base`` if it is unused, else ``base_2``, ``base_3``, ... (as SB3 numbers TensorBoard runs).
+
+        Raises :class:`RunDirError` when ``base`` is an existing file (a run directory is a folder)."""
+        if base.exists() and not base.is_dir():
+            raise RunDirError(f"run.dir {base}: is a file, not a folder; choose another run.dir")
         if not base.exists() or not any(base.iterdir()):
             return base
         k = 2
