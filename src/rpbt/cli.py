@@ -335,7 +335,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"rpbt: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("rpbt: interrupted; continue with `rpbt resume RUN_DIR`", file=sys.stderr)
+        where = getattr(args, "run_dir", None) or "the run directory printed above"
+        print(f"rpbt: interrupted; continue with `rpbt resume {where}`", file=sys.stderr)
         return 130
 
 
