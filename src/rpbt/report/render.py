@@ -43,7 +43,7 @@ __all__ = ["ReportResult", "build_report", "write_report"]
 log = logging.getLogger("rpbt.report")
 
 MEASUREMENT_KEYS = ("pbt/hidden_state_drift", "pbt/policy_kl_at_exploit", "pbt/value_gap_at_exploit",
-                    "pbt/burn_in_truncated")
+                    "pbt/burn_in_truncated", "pbt/stale_state_drift")
 
 
 @dataclass
