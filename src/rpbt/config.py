@@ -372,7 +372,7 @@ class AgentConfig(_Strict):
 class PB2Config(_Strict):
     """PB2's Gaussian-process bandit (``pbt.explore: pb2``, see :mod:`rpbt.pbt.pb2`)."""
 
-    max_data: int = Field(256, ge=4)  # most recent (interval, member) observations the GP is fitted on
+    max_data: int = Field(128, ge=4)  # most recent (interval, member) observations the GP is fitted on
     min_data: int = Field(4, ge=2)  # fewer observations than this: explore by perturb instead (the first rounds)
     candidates: int = Field(512, ge=1)  # random points the acquisition is scored on before L-BFGS-B polishes the best
 

@@ -201,7 +201,7 @@ class PBTScheduler:
         mode: str = "max",
         seed: int = 0,
         explore: str = "perturb",
-        pb2_max_data: int = 256,
+        pb2_max_data: int = 128,
         pb2_min_data: int = 4,
         pb2_candidates: int = 512,
         ttest: bool = False,
