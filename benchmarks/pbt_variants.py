@@ -13,7 +13,8 @@ episodes, as the scheduler sees them):
 
 - ``final_best``: the best member's score after the last round; ``final_mean``: the population's mean score;
 - ``auc_best``: the best score averaged over rounds (how soon the population got good);
-- ``wall_s``: wall-clock seconds of the run; ``exploits`` and ``pb2_explores`` (how many explores the GP chose);
+- ``cpu_s``: process CPU seconds of the run (training, scheduler and GP; the steadier figure on a shared machine)
+  and ``wall_s``; ``exploits`` and ``pb2_explores`` (how many explores the GP chose);
 - replay: ``replay_seed0`` / ``replay_seed1`` final scores and ``original`` (the best member's final score);
   ``lineage_length`` (exploits in the best member's ancestry; 0 means its schedule never changed hands).
 
@@ -83,9 +84,9 @@ def run_one(env: str, pop: int, seed: int, explore: str, steps: int, workdir: Pa
         shutil.rmtree(run_dir)
     runner = PopulationRunner(cfg, run_dir)
     runner.start()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     summary = runner.run(progress=False)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     rounds = [e for e in events if e["type"] == "round"]
     exploits = [e for e in events if e["type"] == "exploit"]
@@ -100,7 +101,7 @@ def run_one(env: str, pop: int, seed: int, explore: str, steps: int, workdir: Pa
         "env": env, "population": pop, "seed": seed, "explore": explore, "env_steps_per_member": summary["env_steps"],
         "rounds": len(rounds), "final_best": summary["best_score"], "final_mean": statistics.fmean(final_scores),
         "auc_best": statistics.fmean(b for b in best_per_round if not math.isnan(b)),
-        "best_per_round": best_per_round, "wall_s": wall, "exploits": len(exploits),
+        "best_per_round": best_per_round, "wall_s": wall, "cpu_s": cpu, "exploits": len(exploits),
         "pb2_explores": sum(e.get("explore") == "pb2" for e in exploits),
         "best_member": summary["best_member"], "best_hparams": summary["hparams"],
         "lineage_length": len(schedule.lineage), "original": schedule.scores[-1],
@@ -129,7 +130,7 @@ def summarize(results: dict[str, dict[str, Any]], envs, pops, seeds) -> tuple[li
             if not all(runs.values()):
                 continue
             row: dict[str, Any] = {"env": env, "population": pop, "seeds": len(runs["pb2"])}
-            for measure in ("final_best", "final_mean", "auc_best", "wall_s"):
+            for measure in ("final_best", "final_mean", "auc_best", "cpu_s"):
                 a, b = (_mean([r[measure] for r in runs[e]]) for e in EXPLORES)
                 row[measure] = {"perturb": a, "pb2": b}
                 lines.append(f"| {env.removeprefix('popgym-')} | {pop} | {measure} | {a:.3f} | {b:.3f} | "
@@ -192,7 +193,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     res["load_before"] = load
                     results[key] = res
                     print(f"{env} P={pop} seed={seed} {explore:7s} final best {res['final_best']:.3f} "
-                          f"auc {res['auc_best']:.3f} ({res['wall_s']:.0f} s; replay {res['replay_seed0']:.3f} / "
+                          f"auc {res['auc_best']:.3f} ({res['cpu_s']:.0f} cpu s; replay {res['replay_seed0']:.3f} / "
                           f"{res['replay_seed1']:.3f} vs {res['original']:.3f})", flush=True)
                     rows, table = summarize(results, args.envs, args.pops, seeds)
                     args.out.write_text(json.dumps({**meta, "runs": results, "table": rows, "markdown": table,
