@@ -29,8 +29,8 @@ time-varying squared exponential of Bogunovic et al. 2016 (TV-GP-UCB), which the
 scikit-learn's :class:`~sklearn.gaussian_process.GaussianProcessRegressor`: ``eps`` in [1e-3, 0.5] (old data is
 forgotten at rate ``(1 - eps) ** 0.5`` per interval), one length scale per input (ARD) in [0.05, 10]. Each step's
 fit starts from the previous step's hyperparameters plus one seeded random restart (L-BFGS-B, at most 100
-iterations each). Cost, measured on a busy 2-core machine: about 0.3 s per step at 40 observations, 1-2 s at 128
-(the default ``max_data``).
+iterations each). Cost, measured on a busy 2-core machine: 0.1-0.35 CPU s per step with up to 128 observations
+(the default ``max_data``) in ``benchmarks/pbt_variants.py``, whatever the round's length.
 
 Acquisition. For each recipient, in recipient order, the UCB ``mu(z) + kappa * sigma_B(z)`` is maximized over the
 unit cube at the recipient's context ``(t_now, r01 of its donor's score)``, with ``kappa = sqrt(0.2 * max(1,
