@@ -1,5 +1,5 @@
-"""Command line: ``rpbt train | resume | config | report | evaluate | export | spike-study``, a thin layer over the
-Python API (:mod:`rpbt.api`: ``train``, ``resume``, ``evaluate``, ``export``).
+"""Command line: ``rpbt train | resume | replay | config | report | evaluate | export | spike-study``, a thin
+layer over the Python API (:mod:`rpbt.api`: ``train``, ``resume``, ``evaluate``, ``export``).
 
 ``rpbt train [CONFIG] [key.sub=value ...]`` runs the shipped default when no CONFIG is given; overrides use dotted
 keys as Hydra / OmegaConf users expect, and options such as ``--overwrite`` may stand anywhere on the line. Errors
@@ -70,6 +70,21 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     run = resume(Path(args.run_dir), announce=True)
     _print_summary(run.dir, run.summary)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """``rpbt replay RUN_DIR [--member ID] [--seeds K] [--out DIR]``: see :mod:`rpbt.pbt.replay`."""
+    from rpbt.pbt.replay import replay_run
+
+    overrides = ["run.progress=false"] + list(args.overrides)
+    out, summary = replay_run(Path(args.run_dir), None if args.out is None else Path(args.out), member=args.member,
+                              seeds=args.seeds, overrides=overrides, overwrite=args.overwrite)
+    info = summary["replay"]
+    print(f"rpbt: replayed member {info['member']} of {args.run_dir} into {out}")
+    print(f"final score: replay {info['mean_score']} (mean over {len(summary['scores'])} seed(s): "
+          f"{summary['scores']}), original member {info['original_score']}")
+    print(f"rpbt report {out}  draws the replay beside the original member")
     return 0
 
 
@@ -215,6 +230,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_resume)
 
+    p = sub.add_parser(
+        "replay", help="train fresh members along the hyperparameter schedule of a member's lineage",
+        description=(
+            "Train from scratch along the hyperparameter schedule PBT found for one member: the hyperparameters\n"
+            "in force in each round of its lineage (the ancestors its weights were copied from), with the source\n"
+            "run's environment, agent and budget, no exploit. Written as a run directory whose report draws the\n"
+            "replay beside the original member. See rpbt.pbt.replay."),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", help="the PBT run directory to replay (its committed rounds)")
+    p.add_argument("--member", type=int, default=None, help="member id (default: summary.json's best_member)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="independent replay members, trained side by side (default 1; member 0 starts from the "
+                        "lineage's initial weights)")
+    p.add_argument("--out", default=None, help="replay run directory (default: RUN_DIR_replay_m<ID>, numbered)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it is an idle rpbt run directory")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                   help="config overrides (e.g. agent.device=cpu); keep env, agent and budget for a faithful replay")
+    p.set_defaults(func=cmd_replay)
+
     p = sub.add_parser("config", help="print the resolved config with every default filled in")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key.sub=value ...]")
     p.set_defaults(func=cmd_config)
@@ -327,6 +361,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from rpbt.report import ReportError
 
         known += (ReportError,)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from rpbt.pbt.replay import ReplayError
+
+        known += (ReplayError,)
     except ImportError:  # pragma: no cover
         pass
     try:

@@ -456,6 +456,14 @@ class AgentConfig(_Strict):
 # --------------------------------------------------------------------------------------------------- pbt
 
 
+class PB2Config(_Strict):
+    """PB2's Gaussian-process bandit (``pbt.explore: pb2``, see :mod:`rpbt.pbt.pb2`)."""
+
+    max_data: int = Field(128, ge=4)  # most recent (interval, member) observations the GP is fitted on
+    min_data: int = Field(4, ge=2)  # fewer observations than this: explore by perturb instead (the first rounds)
+    candidates: int = Field(512, ge=1)  # random points the acquisition is scored on before L-BFGS-B polishes the best
+
+
 class PBTConfig(_Strict):
     """Population-Based Training (Jaderberg et al. 2017)."""
 
@@ -465,11 +473,27 @@ class PBTConfig(_Strict):
     burn_in: int = Field(5, ge=0)  # updates before a member is first ready
     exploit: Literal["truncation", "tournament"] = "truncation"
     quantile_fraction: float = Field(0.25, gt=0.0, le=0.5)
+    # Significance test on top of exploit (Jaderberg et al. 2017, "T-test selection"): a recipient copies its donor
+    # only when the donor's last ttest_window episode returns are better than the recipient's by a one-sided
+    # Welch's t-test at level ttest_alpha; a member with fewer than ttest_window returns is never tested (no copy).
+    # With exploit: tournament this is the paper's T-test selection. See rpbt.pbt.scheduler.
+    ttest: bool = False
+    ttest_alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    ttest_window: Optional[int] = Field(None, ge=2)  # K returns per side; null: score_window
+    # How a recipient's hyperparameters are explored: "perturb" (PBT: x 0.8 / 1.2, or resample) or "pb2"
+    # (Parker-Holder et al. 2020: a time-varying GP bandit on the score change per interval; rpbt.pbt.pb2).
+    explore: Literal["perturb", "pb2"] = "perturb"
+    pb2: PB2Config = Field(default_factory=PB2Config)
     resample_probability: float = Field(0.25, ge=0.0, le=1.0)
     perturb_factors: tuple[float, float] = (0.8, 1.2)
     score: Literal["mean", "cvar"] = "mean"
     score_window: int = Field(20, ge=1)  # K: last finished episodes in the score
     score_cvar_alpha: float = Field(0.1, gt=0.0, le=1.0)
+    # Score a member on the episodes it finished since its last exploit only (the recipient inherits the donor's
+    # recent returns with its member state). A member with fewer than score_window such episodes takes no part in
+    # exploit (neither donor nor recipient) until it has them. Off by default: it changes decisions after the first
+    # exploit, and the golden runs pin the current behaviour.
+    score_since_exploit: bool = False
     # Which returns the score is computed from: "training" = the member's last score_window finished training
     # episodes; "validation" = env.trading.eval_episodes deterministic episodes on the validation split, run by
     # the runner after each round (trading only: selection must not reward overfitting the training period);

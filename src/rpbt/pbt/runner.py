@@ -16,6 +16,16 @@ update and the first non-finite quantity, warns, and goes on; the faulty member 
 round. At ``run.max_member_faults`` faults of one member, or at the first fault under ``error``, the run stops with a
 :class:`MemberFaultError` naming the environment, the member, the update and the quantity, before anything of the
 faulty round is committed.
+
+Scores after an exploit: the recipient inherits the donor's recent episode returns with its member state, so by
+default its next score is partly the donor's. With ``pbt.score_since_exploit`` the runner remembers, at every
+exploit, the episode count the recipient inherited (``member_info``'s ``episodes``; saved in ``runner.json`` as
+``episode_marks``) and scores each member on the episodes it finished since then (episodes that were running at
+the exploit count: their last steps were played by the new weights). A member with fewer than ``pbt.score_window``
+such episodes is still scored on what it has (None with none), but takes no part in exploit (neither donor nor
+recipient, nor in a t-test) until it has the window. Off by default because it changes decisions after the first
+exploit. ``pbt.ttest`` is given the same returns the score is computed from (validation returns when the score
+source is validation); a pair it refuses is written as an ``exploit_refused`` event.
 """
 
 from __future__ import annotations
@@ -113,6 +123,8 @@ class PopulationRunner:
         self.member_faults = [0] * self.P
         self.history: list[str] = []  # kept committed round folders, newest first
         self.skipped: list[dict[str, Any]] = []  # rounds a resume could not restore: {"round", "reason"}
+        # Per member: its episode count right after its last exploit (what it inherited); 0 before any.
+        self.episode_marks = [0] * self.P
         self._backend = backend
         self.backend: Optional[Backend] = None
 
@@ -170,6 +182,7 @@ class PopulationRunner:
         self.exploitation_count = state["exploitation_count"]
         self.member_faults = list(state.get("member_faults") or [0] * self.P)
         self.last_scores = state.get("scores") or [None] * self.P
+        self.episode_marks = [int(v) for v in state.get("episode_marks", [0] * self.P)]
         folder = state.get("checkpoint_dir") or round_folder(self.round)
         self.history = candidates[candidates.index(folder):]
         self.rundir.remove_temp_files()
@@ -283,14 +296,20 @@ class PopulationRunner:
         per_member = self.backend.train(n)
         faulty = self.handle_faults(r, per_member)
         info = self.backend.member_info()
+        eligible: Optional[list[bool]] = None
+        own = self.own_returns(info)
         if score_source(self.cfg) == "validation":
             # Deterministic validation episodes (same starts for every member), so selection rewards what
             # generalises past the training period; pbt.score (mean / cvar) is taken over all of them.
             val = validation_returns(self.backend, list(range(self.P)))
             scores = [score_returns(val[m], self.cfg, window=len(val[m])) for m in range(self.P)]
+            test_returns = [val[m] for m in range(self.P)]
         else:
             val = None
-            scores = [score_returns(info[m]["recent_returns"], self.cfg) for m in range(self.P)]
+            scores = [score_returns(own[m], self.cfg) for m in range(self.P)]
+            test_returns = own
+            if self.cfg.pbt.score_since_exploit:
+                eligible = [len(own[m]) >= self.cfg.pbt.score_window for m in range(self.P)]
         scores = [None if m in faulty else s for m, s in enumerate(scores)]  # faulty: no score, so never a donor
         hparams = [info[m]["hparams"] for m in range(self.P)]
         updates = [info[m]["updates"] for m in range(self.P)]
@@ -308,16 +327,23 @@ class PopulationRunner:
             rows[-1]["pbt/exploitation_count"] = self.exploitation_count[m]
             self.rundir.write_metrics(m, rows)
         env_steps = info[0]["env_steps"]
-        self.rundir.write_event({"type": "round", "round": r, "env_steps": env_steps, "updates": updates[0],
-                                 "scores": [clean_float(s) for s in scores], "hparams": hparams})
+        round_event = {"type": "round", "round": r, "env_steps": env_steps, "updates": updates[0],
+                       "scores": [clean_float(s) for s in scores], "hparams": hparams}
+        if self.cfg.pbt.score_since_exploit:
+            round_event["episodes_since_exploit"] = [len(x) for x in own]
+        self.rundir.write_event(round_event)
 
-        decisions = self.scheduler.step(scores, hparams, updates)
+        decisions = self.scheduler.step(scores, hparams, updates,
+                                        returns=test_returns if self.cfg.pbt.ttest else None, eligible=eligible)
+        for refused in self.scheduler.last_refused:
+            self.rundir.write_event({"type": "exploit_refused", "round": r, "env_steps": env_steps, **refused})
         donor_states = {d.donor: self.backend.snapshot(d.donor) for d in decisions}
         events = []
         for d in decisions:
             measurements = self.backend.exploit(d.recipient, donor_states[d.donor], d.new_hparams)
             self.lineage[d.recipient] = self.lineage[d.donor] + [{"round": r, "member": d.donor}]
             self.exploitation_count[d.recipient] += 1
+            self.episode_marks[d.recipient] = int(info[d.donor].get("episodes", 0))
             event = {"type": "exploit", "round": r, "env_steps": env_steps, **d.to_dict(),
                      "hidden_state": self.cfg.pbt.hidden_state,
                      "measurements": {k: clean_float(v) for k, v in measurements.items()}}
@@ -328,6 +354,22 @@ class PopulationRunner:
         self.round = r
         self.commit()
         return events
+
+    def own_returns(self, info: dict[int, dict[str, Any]]) -> list[list[float]]:
+        """Per member, the training returns its score is computed from, oldest first.
+
+        Every recent return (``member_info``'s ``recent_returns``) by default; with ``pbt.score_since_exploit``,
+        only those of the episodes it finished since its last exploit (its ``episodes`` count minus the count it
+        inherited then, :attr:`episode_marks`).
+        """
+        out = []
+        for m in range(self.P):
+            returns = list(info[m]["recent_returns"])
+            if self.cfg.pbt.score_since_exploit:
+                own = int(info[m].get("episodes", len(returns))) - self.episode_marks[m]
+                returns = returns[-own:] if own > 0 else []
+            out.append(returns)
+        return out
 
     def handle_faults(self, r: int, per_member: dict[int, list[dict[str, Any]]]) -> set[int]:
         """Find members whose training went non-finite in round ``r`` and apply ``run.on_member_fault`` to them.
@@ -369,7 +411,10 @@ class PopulationRunner:
                 action = f"restored from round {self.round}"
             else:
                 donor = min(healthy)  # its member state, on fresh episodes: the faulty carried state is dropped
-                self.backend.restore(m, self.backend.snapshot(donor))
+                donor_state = self.backend.snapshot(donor)
+                self.backend.restore(m, donor_state)
+                if "episodes" in donor_state.tensors:  # its returns are the donor's from now on
+                    self.episode_marks[m] = int(donor_state.tensors["episodes"])
                 action = f"copied member {donor}"
             self.rundir.write_event({**event, "action": action})
             log.warning("%s; %s", what, action)
@@ -397,7 +442,7 @@ class PopulationRunner:
             "lineage": self.lineage, "exploitation_count": self.exploitation_count,
             "member_faults": self.member_faults,
             "scores": [clean_float(s) for s in self.last_scores], "env_steps": self._env_steps(),
-            "time_s": self.rundir.elapsed(), "history": history,
+            "time_s": self.rundir.elapsed(), "history": history, "episode_marks": self.episode_marks,
         }
         self.rundir.write_round_state(folder, state)
         self.rundir.write_runner_state(state)

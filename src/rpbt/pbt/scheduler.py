@@ -29,16 +29,39 @@ in each pair, a member copies its opponent when the opponent's score is strictly
 member left over compares with a uniformly chosen other ready member and copies it if strictly better, unless
 that member is already a recipient in this step (a donor is never a recipient in the same step).
 
-**Explore.** Only recipients get new hyperparameters: ``space.perturb(donor's hparams)`` (see
-:mod:`rpbt.pbt.space`: each searched value is resampled with probability ``resample_probability``, else perturbed).
+**Significance test** (``ttest=True``; paper section 4.1 "T-test selection"). Each pair the exploit strategy
+chose is kept only when the donor's last ``ttest_window`` (K) episode returns are better than the recipient's by
+Welch's t-test (unequal variances), one-sided at level ``ttest_alpha``: with donor sample ``d`` and recipient
+sample ``r`` (K each), ``t = (mean(d) - mean(r)) / sqrt(var(d)/K + var(r)/K)`` (sample variances, ddof 1; the sign
+flipped for ``mode="min"``), Welch-Satterthwaite degrees of freedom, ``p = P(T_df >= t)``, copy when ``p <
+ttest_alpha`` (:func:`welch_ttest`). A side with fewer than K returns is not tested and the pair is refused; two
+samples without variance are significant exactly when their means differ the right way. Refused pairs are listed
+in :attr:`PBTScheduler.last_refused`. The paper draws the opponent uniformly from the population; the binary
+tournament's random matching gives each member a uniform opponent too, so ``exploit="tournament"`` with the test is
+the paper's T-test selection, and ``"truncation"`` with it is truncation selection with a significance guard.
+
+**Eligibility.** ``step(..., eligible=...)`` may exclude members (the runner does when ``pbt.score_since_exploit``
+is on and a member has fewer than ``score_window`` episodes of its own since its last exploit): an ineligible
+member is neither donor nor recipient, and its ready point is not recorded, so it takes part in the first step at
+which it is eligible and ready.
+
+**Explore.** Only recipients get new hyperparameters. ``explore="perturb"``: ``space.perturb(donor's hparams)``
+(see :mod:`rpbt.pbt.space`: each searched value is resampled with probability ``resample_probability``, else
+perturbed). ``explore="pb2"``: the numeric searched values are chosen by PB2's time-varying GP bandit over the
+score change per interval, the batch of this step's recipients chosen together (:mod:`rpbt.pbt.pb2`); categorical
+values are perturbed as above; while the GP has fewer than ``pb2_min_data`` observations the whole explore is
+``perturb``. Every step (ready or not, exploit or not) feeds the GP one observation per scored member.
 
 Scores: higher is better with ``mode="max"``, lower with ``mode="min"``. ``None`` and NaN count as worst (equal to
 each other); in a :class:`Decision` they are reported as ``None`` so decisions stay JSON-able.
 
 Determinism: the decisions depend only on the seed, the generator's history and the inputs (search dimensions are
-visited in sorted name order; members in index order). :meth:`PBTScheduler.state_dict` /
-:meth:`PBTScheduler.load_state_dict` carry the generator state and ``last_ready`` so a resumed run continues the
-same random stream. :meth:`PBTScheduler.initial_hparams` uses its own generator derived from the seed, so calling
+visited in sorted name order; members in index order; PB2 draws one 32-bit seed from the generator per step that
+places recipients by the GP, for its fit restarts and candidates). :meth:`PBTScheduler.state_dict` /
+:meth:`PBTScheduler.load_state_dict` carry the generator state, ``last_ready`` and PB2's observations so a resumed
+run continues the same random stream and the same model. With the defaults (``explore="perturb"``, no test, every
+member eligible) the decisions are exactly those of the scheduler before these options existed.
+:meth:`PBTScheduler.initial_hparams` uses its own generator derived from the seed, so calling
 it (or not) never shifts the decision stream.
 
 Errors: ``ValueError`` for invalid constructor arguments (naming the argument), for ``step`` inputs whose lengths
@@ -55,7 +78,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Union, get_args
 
+from scipy import stats
+
 from rpbt.config import PBTConfig, SearchDim
+from rpbt.pbt.pb2 import PB2Explorer
 from rpbt.pbt.space import (
     DEFAULT_PERTURB_FACTORS,
     SearchSpace,
@@ -63,10 +89,12 @@ from rpbt.pbt.space import (
     check_probability,
 )
 
-__all__ = ["Decision", "PBTScheduler", "EXPLOIT_STRATEGIES", "MODES"]
+__all__ = ["Decision", "PBTScheduler", "EXPLOIT_STRATEGIES", "EXPLORE_STRATEGIES", "MODES", "welch_ttest"]
 
-#: The exploit strategies and score modes ``pbt.exploit`` / ``pbt.mode`` accept (read from :class:`PBTConfig`).
+#: The exploit / explore strategies and score modes ``pbt.exploit`` / ``pbt.explore`` / ``pbt.mode`` accept (read
+#: from :class:`PBTConfig`).
 EXPLOIT_STRATEGIES: tuple[str, ...] = get_args(PBTConfig.model_fields["exploit"].annotation)
+EXPLORE_STRATEGIES: tuple[str, ...] = get_args(PBTConfig.model_fields["explore"].annotation)
 MODES: tuple[str, ...] = get_args(PBTConfig.model_fields["mode"].annotation)
 _STATE_VERSION = 1
 
@@ -77,7 +105,9 @@ class Decision:
 
     ``old_hparams`` are the recipient's hyperparameters before the exploit, ``new_hparams`` the donor's after
     explore, ``resampled`` the searched names that were resampled rather than perturbed. Scores are ``None`` when
-    missing or NaN.
+    missing or NaN. ``explore``: ``"perturb"`` or ``"pb2"`` (how ``new_hparams`` were chosen); ``pb2``: the GP's
+    prediction at the chosen point (see :meth:`rpbt.pbt.pb2.PB2Explorer.select`), else None; ``ttest``: the
+    significance test that let the exploit through (see :func:`welch_ttest`), else None.
     """
 
     recipient: int
@@ -87,6 +117,9 @@ class Decision:
     old_hparams: dict[str, Any]
     new_hparams: dict[str, Any]
     resampled: list[str] = field(default_factory=list)
+    explore: str = "perturb"
+    pb2: Optional[dict[str, Any]] = None
+    ttest: Optional[dict[str, Any]] = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able copy (for ``events.jsonl``)."""
@@ -98,6 +131,35 @@ def _clean_score(score: Optional[float]) -> Optional[float]:
         return None
     score = float(score)
     return None if math.isnan(score) else score
+
+
+def welch_ttest(donor: Sequence[float], recipient: Sequence[float], mode: str = "max") -> tuple[float, float, float]:
+    """One-sided Welch's t-test that ``donor``'s returns are better than ``recipient``'s: ``(t, df, p)``.
+
+    ``t = (mean(donor) - mean(recipient)) / sqrt(s_d**2 / n_d + s_r**2 / n_r)`` with sample variances (ddof 1),
+    negated for ``mode="min"`` (lower is better); ``df`` by Welch-Satterthwaite; ``p = P(T_df >= t)`` (scipy's
+    Student t survival function). Both variances zero: ``t`` is +-inf (p 0 or 1) when the means differ, NaN
+    (p 1) when they are equal, and ``df = n_d + n_r - 2``. Raises ``ValueError`` when a side has fewer than 2
+    values or a value is not finite.
+    """
+    d = [float(v) for v in donor]
+    r = [float(v) for v in recipient]
+    if len(d) < 2 or len(r) < 2:
+        raise ValueError(f"Welch's t-test needs at least 2 values per side, got {len(d)} and {len(r)}")
+    if not all(math.isfinite(v) for v in d + r):
+        raise ValueError("Welch's t-test needs finite returns")
+    nd, nr = len(d), len(r)
+    md, mr = sum(d) / nd, sum(r) / nr
+    vd = sum((v - md) ** 2 for v in d) / (nd - 1)
+    vr = sum((v - mr) ** 2 for v in r) / (nr - 1)
+    diff = (md - mr) if mode == "max" else (mr - md)
+    se2 = vd / nd + vr / nr
+    if se2 == 0.0:
+        t = math.copysign(math.inf, diff) if diff != 0 else math.nan
+        return t, float(nd + nr - 2), (0.0 if t == math.inf else 1.0)
+    t = diff / math.sqrt(se2)
+    df = se2 ** 2 / ((vd / nd) ** 2 / (nd - 1) + (vr / nr) ** 2 / (nr - 1))
+    return t, df, float(stats.t.sf(t, df))
 
 
 class PBTScheduler:
@@ -114,6 +176,13 @@ class PBTScheduler:
         perturb_factors: factors a float is multiplied by when perturbed (one chosen uniformly), positive.
         mode: ``"max"`` (higher score is better) or ``"min"``.
         seed: seed of the decision generator (and, derived, of :meth:`initial_hparams`).
+        explore: ``"perturb"`` (PBT) or ``"pb2"`` (PB2's GP bandit, :mod:`rpbt.pbt.pb2`).
+        pb2_max_data, pb2_min_data, pb2_candidates: PB2's observation window (>= 4), the observations it needs
+            before it models (>= 2; before: perturb), random acquisition candidates (>= 1).
+        ttest: keep only the pairs whose donor is significantly better (Welch's t-test; :meth:`step` then needs
+            ``returns``).
+        ttest_alpha: its significance level, in (0, 1).
+        ttest_window: K, the last returns per side it compares (>= 2).
 
     Raises ``ValueError`` naming the argument when one is invalid.
     """
@@ -131,6 +200,13 @@ class PBTScheduler:
         perturb_factors: Sequence[float] = DEFAULT_PERTURB_FACTORS,
         mode: str = "max",
         seed: int = 0,
+        explore: str = "perturb",
+        pb2_max_data: int = 128,
+        pb2_min_data: int = 4,
+        pb2_candidates: int = 512,
+        ttest: bool = False,
+        ttest_alpha: float = 0.05,
+        ttest_window: int = 20,
     ) -> None:
         self.space = space if isinstance(space, SearchSpace) else SearchSpace(space)
         self.population_size = _check_int("population_size", population_size, minimum=1)
@@ -152,8 +228,24 @@ class PBTScheduler:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
         self.seed = _check_int("seed", seed)
+        if explore not in EXPLORE_STRATEGIES:
+            raise ValueError(f"explore must be one of {EXPLORE_STRATEGIES}, got {explore!r}")
+        self.explore = explore
+        self._pb2: Optional[PB2Explorer] = None
+        if explore == "pb2":
+            self._pb2 = PB2Explorer(self.space, population_size=self.population_size,
+                                    perturbation_interval=self.perturbation_interval, max_data=pb2_max_data,
+                                    min_data=pb2_min_data, candidates=pb2_candidates)
+        if not isinstance(ttest, bool):
+            raise ValueError(f"ttest must be true or false, got {ttest!r}")
+        self.ttest = ttest
+        if isinstance(ttest_alpha, bool) or not isinstance(ttest_alpha, (int, float)) or not 0 < ttest_alpha < 1:
+            raise ValueError(f"ttest_alpha must be in (0, 1), got {ttest_alpha!r}")
+        self.ttest_alpha = float(ttest_alpha)
+        self.ttest_window = _check_int("ttest_window", ttest_window, minimum=2)
         self._rng = random.Random(self.seed)
         self._last_ready: list[Optional[int]] = [None] * self.population_size
+        self._last_refused: list[dict[str, Any]] = []
 
     @classmethod
     def from_config(cls, pbt: PBTConfig, seed: int = 0) -> "PBTScheduler":
@@ -169,6 +261,13 @@ class PBTScheduler:
             perturb_factors=pbt.perturb_factors,
             mode=pbt.mode,
             seed=seed,
+            explore=pbt.explore,
+            pb2_max_data=pbt.pb2.max_data,
+            pb2_min_data=pbt.pb2.min_data,
+            pb2_candidates=pbt.pb2.candidates,
+            ttest=pbt.ttest,
+            ttest_alpha=pbt.ttest_alpha,
+            ttest_window=pbt.ttest_window if pbt.ttest_window is not None else max(2, pbt.score_window),
         )
 
     # ------------------------------------------------------------------ initial values
@@ -202,40 +301,94 @@ class PBTScheduler:
 
     # ------------------------------------------------------------------ step
 
+    @property
+    def last_refused(self) -> list[dict[str, Any]]:
+        """The pairs the significance test refused in the last :meth:`step` (a copy): ``recipient``, ``donor``,
+        ``reason`` (``"not significant"``, ``"too few returns"`` or ``"non-finite returns"``) and, when tested,
+        ``t``, ``df``, ``p`` (see :func:`welch_ttest`; a non-finite ``t`` is given as None)."""
+        return [dict(r) for r in self._last_refused]
+
+    @property
+    def pb2(self) -> Optional[PB2Explorer]:
+        """PB2's explorer (its observations), or None with ``explore="perturb"``."""
+        return self._pb2
+
     def step(
         self,
         scores: Sequence[Optional[float]],
         hparams: Sequence[Mapping[str, Any]],
         updates: Sequence[int],
+        returns: Optional[Sequence[Sequence[float]]] = None,
+        eligible: Optional[Sequence[bool]] = None,
     ) -> list[Decision]:
         """Decide this round's exploits and explores; returns decisions sorted by recipient.
 
         ``scores[i]``, ``hparams[i]`` and ``updates[i]`` describe member ``i`` (each list has ``population_size``
-        entries). Ready members (see :meth:`ready`) have their ready point recorded, then take part in the exploit
-        strategy; members that are not ready are ignored (neither donor nor recipient). Fewer than two ready
-        members means no decision. Raises ``ValueError`` when a list has the wrong length.
+        entries). ``returns[i]``: member i's recent episode returns, oldest first (needed with ``ttest``, which
+        compares the last ``ttest_window`` of them; ignored otherwise). ``eligible[i]`` False excludes member i
+        from this step's exploit (default: all eligible). Ready and eligible members (see :meth:`ready`) have
+        their ready point recorded, then take part in the exploit strategy; the others are ignored (neither donor
+        nor recipient). Fewer than two such members means no decision. With ``explore="pb2"`` every call also
+        feeds PB2 the interval that just ended. Raises ``ValueError`` when a list has the wrong length, or when
+        ``ttest`` is on and ``returns`` is missing.
         """
-        for what, seq in (("scores", scores), ("hparams", hparams), ("updates", updates)):
-            if len(seq) != self.population_size:
+        for what, seq in (("scores", scores), ("hparams", hparams), ("updates", updates), ("returns", returns),
+                          ("eligible", eligible)):
+            if seq is not None and len(seq) != self.population_size:
                 raise ValueError(f"{what} has {len(seq)} entries, expected population_size={self.population_size}")
+        if self.ttest and returns is None:
+            raise ValueError("ttest is on: step needs every member's recent episode returns (returns=...)")
 
-        ready_members = [m for m in range(self.population_size) if self.ready(m, updates[m])]
+        clean = [_clean_score(s) for s in scores]
+        self._last_refused = []
+        if self._pb2 is not None:
+            self._pb2.observe(self._larger_is_better(clean), hparams, updates)
+        decisions = self._decide(clean, hparams, updates, returns, eligible)
+        if self._pb2 is not None:
+            after_scores, after_hparams = list(clean), list(hparams)
+            for d in decisions:
+                after_scores[d.recipient], after_hparams[d.recipient] = clean[d.donor], d.new_hparams
+            self._pb2.remember(self._larger_is_better(after_scores), after_hparams, updates)
+        return decisions
+
+    def _decide(self, clean: list[Optional[float]], hparams: Sequence[Mapping[str, Any]], updates: Sequence[int],
+                returns: Optional[Sequence[Sequence[float]]], eligible: Optional[Sequence[bool]]) -> list[Decision]:
+        ready_members = [m for m in range(self.population_size)
+                         if (eligible is None or eligible[m]) and self.ready(m, updates[m])]
         for m in ready_members:
             self._last_ready[m] = int(updates[m])
         if len(ready_members) < 2:
             return []
 
-        clean = [_clean_score(s) for s in scores]
         if self.exploit == "truncation":
             pairs = self._truncation(ready_members, clean)
         else:
             pairs = self._tournament(ready_members, clean)
+        tests: dict[int, dict[str, Any]] = {}
+        if self.ttest:
+            assert returns is not None
+            pairs, tests = self._significant(pairs, returns)
+        pairs = sorted(pairs)
+
+        chosen: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        if self._pb2 is not None and pairs and self._pb2.ready_to_model():
+            seed = self._rng.getrandbits(32)
+            chosen = self._pb2.select(pairs, self._larger_is_better(clean), hparams, updates, seed)
+        categorical = [n for n in self.space.names if n not in self.space.numeric_names]
 
         decisions = []
-        for recipient, donor in sorted(pairs):
-            new_hparams, resampled = self.space.perturb(
-                hparams[donor], self._rng, self.perturb_factors, self.resample_probability
-            )
+        for recipient, donor in pairs:
+            info = None
+            if recipient in chosen:
+                new_hparams, info = chosen[recipient]
+                resampled: list[str] = []
+                if categorical:
+                    new_hparams, resampled = self.space.perturb(new_hparams, self._rng, self.perturb_factors,
+                                                                self.resample_probability, names=categorical)
+            else:
+                new_hparams, resampled = self.space.perturb(
+                    hparams[donor], self._rng, self.perturb_factors, self.resample_probability
+                )
             decisions.append(
                 Decision(
                     recipient=recipient,
@@ -245,9 +398,40 @@ class PBTScheduler:
                     old_hparams=dict(hparams[recipient]),
                     new_hparams=new_hparams,
                     resampled=resampled,
+                    explore="pb2" if info is not None else "perturb",
+                    pb2=info,
+                    ttest=tests.get(recipient),
                 )
             )
         return decisions
+
+    def _larger_is_better(self, scores: Sequence[Optional[float]]) -> list[Optional[float]]:
+        return [None if s is None else (s if self.mode == "max" else -s) for s in scores]
+
+    def _significant(self, pairs: list[tuple[int, int]], returns: Sequence[Sequence[float]]
+                     ) -> tuple[list[tuple[int, int]], dict[int, dict[str, Any]]]:
+        """The pairs whose donor is significantly better (see the module docstring); records the refused ones."""
+        k = self.ttest_window
+        kept: list[tuple[int, int]] = []
+        tests: dict[int, dict[str, Any]] = {}
+        for recipient, donor in pairs:
+            d, r = list(returns[donor])[-k:], list(returns[recipient])[-k:]
+            base = {"recipient": recipient, "donor": donor, "n_donor": len(d), "n_recipient": len(r),
+                    "window": k, "alpha": self.ttest_alpha}
+            if len(d) < k or len(r) < k:
+                self._last_refused.append({**base, "reason": "too few returns"})
+                continue
+            if not all(math.isfinite(float(v)) for v in d + r):
+                self._last_refused.append({**base, "reason": "non-finite returns"})
+                continue
+            t, df, p = welch_ttest(d, r, self.mode)
+            test = {**base, "t": t if math.isfinite(t) else None, "df": df, "p": p}
+            if p < self.ttest_alpha:
+                kept.append((recipient, donor))
+                tests[recipient] = {k_: v for k_, v in test.items() if k_ not in ("recipient", "donor")}
+            else:
+                self._last_refused.append({**test, "reason": "not significant"})
+        return kept, tests
 
     def _rank_key(self, score: Optional[float]) -> tuple[int, float]:
         """Sort key, larger is better: missing/NaN scores rank below every real score (including -inf)."""
@@ -293,18 +477,23 @@ class PBTScheduler:
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-able state: the decision generator's state (as lists) and ``last_ready``."""
+        """JSON-able state: the decision generator's state (as lists), ``last_ready`` and, with ``explore="pb2"``,
+        PB2's observations (``"pb2"``)."""
         version, internal, gauss_next = self._rng.getstate()
-        return {
+        state = {
             "version": _STATE_VERSION,
             "population_size": self.population_size,
             "rng_state": [version, list(internal), gauss_next],
             "last_ready": list(self._last_ready),
         }
+        if self._pb2 is not None:
+            state["pb2"] = self._pb2.state_dict()
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output, so decisions continue the same random stream.
 
+        A state without ``"pb2"`` (saved by a perturb scheduler) leaves a PB2 scheduler's observations empty.
         Raises ``ValueError`` when the state is malformed or was saved for another population size.
         """
         try:
@@ -323,6 +512,8 @@ class PBTScheduler:
             rng.setstate(rng_state)
         except (TypeError, ValueError) as err:
             raise ValueError(f"malformed PBT scheduler rng state: {err}") from None
+        if self._pb2 is not None and state.get("pb2") is not None:
+            self._pb2.load_state_dict(state["pb2"])
         self._rng = rng
         self._last_ready = last_ready
 

@@ -81,6 +81,27 @@ class _Dimension:
         factor = factors[rng.randrange(len(factors))]
         return self.clip_number(number * factor)
 
+    # ------------------------------------------------------------------ unit cube (PB2's GP inputs)
+
+    def _unit_bounds(self) -> tuple[float, float]:
+        if self.scale == "log":
+            return math.log(self.low), math.log(self.high)
+        return float(self.low), float(self.high)
+
+    def to_unit(self, value: Any) -> float:
+        number = self.check_number(value)
+        lo, hi = self._unit_bounds()
+        x = math.log(number) if self.scale == "log" and number > 0 else (lo if self.scale == "log" else number)
+        return min(max((x - lo) / (hi - lo), 0.0), 1.0)
+
+    def from_unit(self, u: float) -> Union[float, int]:
+        u = float(u)
+        if u <= 0.0 or u >= 1.0:  # the bounds exactly (exp(log(low)) can miss low by an ulp)
+            return self.clip_number(self.low if u <= 0.0 else self.high)
+        lo, hi = self._unit_bounds()
+        x = lo + u * (hi - lo)
+        return self.clip_number(math.exp(x) if self.scale == "log" else x)
+
     # ------------------------------------------------------------------ clip
 
     def clip(self, value: Any) -> Value:
@@ -217,6 +238,42 @@ class SearchSpace:
         """``"float"``, ``"int"`` or ``"categorical"`` (``KeyError`` if ``name`` is not searched)."""
         return self._dim(name).type
 
+    @property
+    def numeric_names(self) -> tuple[str, ...]:
+        """The searched float and int names, sorted (the dimensions PB2 models; categoricals are left out)."""
+        return tuple(name for name, dim in self._dims.items() if dim.type != "categorical")
+
+    def to_unit(self, values: Mapping[str, Any], names: Optional[Sequence[str]] = None) -> list[float]:
+        """Numeric values mapped into [0, 1]: ``(x - low) / (high - low)``, in ``log x`` for a log-scale float.
+
+        ``names`` defaults to :attr:`numeric_names`; the result follows its order. Values outside the bounds map to
+        0 or 1. Raises ``KeyError`` for a name that is not searched, ``ValueError`` for a categorical name or a value
+        that is not a finite number.
+        """
+        out = []
+        for name in self.numeric_names if names is None else names:
+            dim = self._dim(name)
+            if dim.type == "categorical":
+                raise ValueError(f"search dimension {name!r} is categorical: it has no place in the unit cube")
+            if name not in values:
+                raise ValueError(f"searched hyperparameter {name!r} is missing from the values")
+            out.append(dim.to_unit(values[name]))
+        return out
+
+    def from_unit(self, units: Sequence[float], names: Optional[Sequence[str]] = None) -> dict[str, Union[float, int]]:
+        """Inverse of :meth:`to_unit`: ``{name: value}``; u is clipped to [0, 1], an int rounded to the nearest
+        integer, the result clipped to the bounds. Raises ``ValueError`` when the lengths differ."""
+        names = self.numeric_names if names is None else tuple(names)
+        if len(units) != len(names):
+            raise ValueError(f"expected {len(names)} unit values (for {list(names)}), got {len(units)}")
+        out: dict[str, Union[float, int]] = {}
+        for name, u in zip(names, units):
+            dim = self._dim(name)
+            if dim.type == "categorical":
+                raise ValueError(f"search dimension {name!r} is categorical: it has no place in the unit cube")
+            out[name] = dim.from_unit(u)
+        return out
+
     def to_json(self) -> dict[str, dict[str, Any]]:
         """``{name: {"type", "low", "high", "scale", "values"}}`` in sorted name order (JSON-able)."""
         return {name: dim.to_json() for name, dim in self._dims.items()}
@@ -246,13 +303,14 @@ class SearchSpace:
         rng: random.Random,
         factors: Sequence[float] = DEFAULT_PERTURB_FACTORS,
         resample_probability: float = 0.25,
+        names: Optional[Sequence[str]] = None,
     ) -> tuple[dict[str, Any], list[str]]:
         """Explore: a perturbed copy of ``values`` and the (sorted) names that were resampled.
 
-        For every searched dimension, in sorted name order: draw ``u = rng.random()``; if
-        ``u < resample_probability`` the value is resampled from the prior, else it is perturbed (float: times a
-        factor chosen uniformly from ``factors``; int: +-1; categorical: neighbouring index +-1; then clipped).
-        Names in ``values`` that are not searched pass through unchanged.
+        For every searched dimension (only those in ``names`` when given), in sorted name order: draw
+        ``u = rng.random()``; if ``u < resample_probability`` the value is resampled from the prior, else it is
+        perturbed (float: times a factor chosen uniformly from ``factors``; int: +-1; categorical: neighbouring
+        index +-1; then clipped). Names in ``values`` that are not explored pass through unchanged.
 
         Raises ``ValueError`` when a searched name is missing from ``values``, when a value cannot be perturbed
         (see the module docstring), or for bad ``factors`` / ``resample_probability``.
@@ -261,7 +319,10 @@ class SearchSpace:
         resample_probability = check_probability(resample_probability)
         result = dict(values)
         resampled: list[str] = []
+        chosen = None if names is None else set(names)
         for name, dim in self._dims.items():
+            if chosen is not None and name not in chosen:
+                continue
             if name not in result:
                 raise ValueError(f"cannot perturb: searched hyperparameter {name!r} is missing from the values")
             if rng.random() < resample_probability:

@@ -35,7 +35,11 @@ Measurements at every exploit, whatever the strategy, compare the state the stra
 (mean KL(pi(.|burned) || pi(.|left)) at the next observation), ``pbt/value_gap_at_exploit`` (mean |V_left - V_burned|
 in return units) and ``pbt/burn_in_truncated`` (environments whose episode was longer than the window). Environments
 whose next step starts a new episode are left out of the drift (their state is reset before it is used) and
-contribute 0 to the KL and the value gap, for the same reason.
+contribute 0 to the KL and the value gap, for the same reason. Under ``burn_in`` the first three read 0 by
+construction, so the same three comparisons are also made *before* the strategy is applied, between the
+recipient's stale pre-exploit states (computed by its old weights) and the burned-in ones:
+``pbt/stale_state_drift``, ``pbt/stale_policy_kl_at_exploit`` and ``pbt/stale_value_gap_at_exploit``, in every mode:
+what ``keep`` would have left, i.e. what burn-in (or zero, or reset) corrected.
 """
 
 from __future__ import annotations
@@ -260,12 +264,18 @@ def exploit(policy: PopulationPolicy, runner: EnvRunner, recipient: int, donor_s
     carried = runner.carried
     truncated = 0
     burned = None
+    stale: dict[str, float] = {}
     if carried.history_length > 0:
         burned, truncated = burn_in_states(policy, carried, recipient)
+        # The recipient's own carried states, before the strategy touches them, under the new weights.
+        stale = exploit_measurements(policy, carried, recipient, burned)
     apply_hidden_state_strategy(policy, runner, recipient, strategy, burned)
     measurements: dict[str, float] = {"pbt/burn_in_truncated": float(truncated)}
     if burned is not None:
         # After reset_episodes every environment starts a new episode: the comparison is then over no continuing
         # environment (drift, KL and value gap are 0: the zero state is the right one for a new episode).
         measurements.update(exploit_measurements(policy, carried, recipient, burned))
+        measurements["pbt/stale_state_drift"] = stale["pbt/hidden_state_drift"]
+        measurements["pbt/stale_policy_kl_at_exploit"] = stale["pbt/policy_kl_at_exploit"]
+        measurements["pbt/stale_value_gap_at_exploit"] = stale["pbt/value_gap_at_exploit"]
     return measurements

@@ -27,7 +27,7 @@ from rpbt.report.analysis import (
     value_loss_windows,
 )
 from rpbt.report.lineage import Lineage
-from rpbt.report.reader import RunData
+from rpbt.report.reader import RunData, num_or_none
 
 __all__ = [
     "PNG_NAMES",
@@ -36,6 +36,9 @@ __all__ = [
     "plot_hparams",
     "plot_lineage",
     "plot_value_loss",
+    "plot_replay",
+    "replay_info",
+    "REPLAY_PNG",
 ]
 
 #: figure key -> file name, in report order
@@ -45,6 +48,9 @@ PNG_NAMES = {
     "lineage": "lineage.png",
     "value_loss": "value_loss_at_exploit.png",
 }
+
+#: the replay figure, drawn only for a replay run (``rpbt replay``)
+REPLAY_PNG = "replay.png"
 
 DPI = 100
 
@@ -384,3 +390,70 @@ def plot_value_loss(run: RunData, path: Path, window: Optional[int] = None) -> l
     fig.tight_layout()
     _save(fig, path)
     return notes
+
+
+# --------------------------------------------------------------------------------------------------- replay
+
+
+def replay_info(run: RunData) -> Optional[dict]:
+    """The ``"replay"`` description of a replay run's ``start`` event (see :mod:`rpbt.pbt.replay`), else None."""
+    info = run.start.get("replay") if isinstance(run.start, dict) else None
+    return info if isinstance(info, dict) and isinstance(info.get("hparams"), list) else None
+
+
+def plot_replay(run: RunData, path: Path) -> list[str]:
+    """A replay run beside the member it replays: scores over env steps (top) and the learning rate each replay
+    member trained with per update against the lineage's schedule (bottom)."""
+    info = replay_info(run)
+    title = "Replay beside the original member"
+    if info is None:
+        msg = "Not a replay run (no \"replay\" in the \"start\" event)."
+        _message_figure(path, title, msg)
+        return [msg]
+    colors = member_colors(max(run.population_size, 1))
+    fig = _figure(11, 7)
+    top, bottom = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
+    xs_orig = [num_or_none(x) for x in info.get("env_steps") or []]
+    ys_orig = [num_or_none(y) for y in info.get("scores") or []]
+    pts = [(x, y) for x, y in zip(xs_orig, ys_orig) if x is not None and y is not None]
+    if pts:
+        top.plot(*zip(*pts), color="black", lw=2.0, marker="o", ms=3,
+                 label=f"original member {info.get('member')} (its lineage's weights)")
+    for i in range(run.population_size):
+        xs, ys = [], []
+        for ev in run.rounds:
+            scores = ev.get("scores")
+            y = num_or_none(scores[i]) if isinstance(scores, list) and i < len(scores) else None
+            x = run.round_env_steps(ev, i)
+            if x is not None and y is not None:
+                xs.append(x)
+                ys.append(y)
+        if xs:
+            top.plot(xs, ys, color=colors[i], lw=1.3, marker="o", ms=2.5, label=f"replay seed {i}")
+    top.set_ylabel("score (pbt/score)")
+    top.set_title(f"{title}: {info.get('source')}", fontsize=10)
+    top.grid(alpha=0.3)
+    _legend_outside(top)
+    # learning-rate schedule: the lineage's (step line per round) and what each replay member used per update
+    sched = [num_or_none((h or {}).get("learning_rate")) for h in info["hparams"]]
+    ends = list(xs_orig)
+    starts = [0.0] + ends[:-1]
+    for k, (x0, x1, lr) in enumerate(zip(starts, ends, sched)):
+        if x0 is not None and x1 is not None and lr is not None:
+            bottom.plot([x0, x1], [lr, lr], color="black", lw=2.5, alpha=0.6,
+                        label="lineage schedule" if k == 0 else None)
+    for i in range(run.population_size):
+        m = run.metrics.get(i)
+        if m is None or not m.has_data("train/learning_rate") or m.get("env_steps") is None:
+            continue
+        bottom.plot(m.get("env_steps"), m.get("train/learning_rate"), ls="none", marker=".", ms=4, color=colors[i],
+                    label=f"replay seed {i}: train/learning_rate per update")
+    if any(v is not None and v > 0 for v in sched):
+        bottom.set_yscale("log")
+    bottom.set_xlabel("env steps (per member)")
+    bottom.set_ylabel("learning rate")
+    bottom.grid(alpha=0.3)
+    _legend_outside(bottom)
+    fig.tight_layout()
+    _save(fig, path)
+    return []

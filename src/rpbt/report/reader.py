@@ -43,9 +43,9 @@ __all__ = [
 ]
 
 #: Event types the report understands; others are kept but ignored.
-KNOWN_TYPES = ("start", "round", "exploit", "resume", "failure", "end")
+KNOWN_TYPES = ("start", "round", "exploit", "exploit_refused", "resume", "failure", "end")
 #: Events that belong to a round and are superseded when that round is re-run after a resume.
-_ROUND_SCOPED = ("round", "exploit", "failure")
+_ROUND_SCOPED = ("round", "exploit", "exploit_refused", "failure")
 
 
 class ReportError(ValueError):

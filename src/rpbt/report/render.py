@@ -30,11 +30,14 @@ from rpbt.report.analysis import (
 from rpbt.report.lineage import Lineage, derive_lineage
 from rpbt.report.plots import (
     PNG_NAMES,
+    REPLAY_PNG,
     _message_figure,
     plot_hparams,
     plot_lineage,
+    plot_replay,
     plot_scores,
     plot_value_loss,
+    replay_info,
 )
 from rpbt.report.reader import RunData, load_run, num_or_none
 
@@ -43,7 +46,7 @@ __all__ = ["ReportResult", "build_report", "write_report"]
 log = logging.getLogger("rpbt.report")
 
 MEASUREMENT_KEYS = ("pbt/hidden_state_drift", "pbt/policy_kl_at_exploit", "pbt/value_gap_at_exploit",
-                    "pbt/burn_in_truncated")
+                    "pbt/burn_in_truncated", "pbt/stale_state_drift")
 
 
 @dataclass
@@ -292,6 +295,32 @@ def _members_table(doc: _Doc, run: RunData, lineage: Lineage) -> None:
     doc.table(headers, rows)
 
 
+def _replay_section(doc: _Doc, run: RunData, info: dict, image: Path, notes: list[str]) -> None:
+    member, source = info.get("member"), info.get("source")
+    doc.h(2, "Replay")
+    lineage = info.get("lineage") or []
+    chain = " -> ".join([f"member {info.get('origin')}"] + [f"(round {link.get('round')}) member {m}" for link, m in
+                                                            zip(lineage, [x.get("member") for x in lineage[1:]]
+                                                                + [member])])
+    doc.p(f"This run replays the hyperparameter schedule of member {member} of `{source}` (lineage: {chain}) on "
+          f"fresh weights, {run.population_size} seed(s), no exploit. Replay seed 0 starts from the lineage's "
+          "initial weights (member "
+          f"{info.get('origin')}'s). Black: the original member's score (the score of whichever member trained "
+          "its weights in each round) and its schedule; colors: the replay.")
+    doc.img(image, "replay beside the original member")
+    doc.ul(notes)
+    orig = [num_or_none(s) for s in info.get("scores") or []]
+    last = run.rounds[-1] if run.rounds else None
+    if last is not None:
+        r = int(last["round"])
+        replay_scores = [num_or_none(s) for s in last.get("scores") or []]
+        original = orig[r - 1] if 0 < r <= len(orig) else None
+        mean = _mean(replay_scores)
+        ratio = (mean / original) if (mean is not None and original not in (None, 0.0)) else None
+        doc.table(["round", "original member's score", "replay scores", "replay mean", "replay / original"],
+                  [[str(r), _fmt(original), ", ".join(_fmt(s) for s in replay_scores), _fmt(mean), _fmt(ratio)]])
+
+
 # --------------------------------------------------------------------------------------------------- main
 
 
@@ -382,6 +411,12 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Repo
     doc.ul(notes["value_loss"])
     if run.exploits:
         _value_loss_table(doc, run)
+
+    info = replay_info(run)
+    if info is not None:
+        images["replay"] = out / REPLAY_PNG
+        notes["replay"] = _draw("Replay", lambda: plot_replay(run, images["replay"]), images["replay"], warnings)
+        _replay_section(doc, run, info, images["replay"], notes["replay"])
 
     doc.h(2, "5. Members")
     doc.p("Ranked by latest score; hyperparameters in force now (after the last round's exploits).")

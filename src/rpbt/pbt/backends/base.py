@@ -40,8 +40,9 @@ class Backend(Protocol):
         ...
 
     def member_info(self) -> dict[int, dict[str, Any]]:
-        """Per member: ``env_steps``, ``updates``, ``hparams`` (``{name: value}``) and ``recent_returns`` (the
-        returns of its recent finished training episodes, a list of floats)."""
+        """Per member: ``env_steps``, ``updates``, ``hparams`` (``{name: value}``), ``recent_returns`` (the
+        returns of its recent finished training episodes, a list of floats, oldest first) and ``episodes`` (its
+        count of finished training episodes, inherited from the donor at an exploit)."""
         ...
 
     def evaluate_members(self, members: Sequence[int], split: str = "validation") -> dict[int, list[float]]:

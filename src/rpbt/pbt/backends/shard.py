@@ -65,7 +65,9 @@ class Shard:
         return out
 
     def member_info(self) -> dict[int, dict[str, Any]]:
-        """Per member: env_steps, updates, hparams, and the returns of its recent finished episodes."""
+        """Per member: env_steps, updates, hparams, the returns of its recent finished episodes (oldest first, up to
+        the policy's episode capacity) and ``episodes``, its count of finished episodes (member state: an exploit
+        copies the donor's)."""
         info = {}
         for m in self.member_ids:
             i = self.local[m]
@@ -74,6 +76,7 @@ class Shard:
                 "updates": int(self.policy.updates[i]),
                 "hparams": self.policy.get_hparams(i),
                 "recent_returns": self.policy.recent_returns(i).tolist(),
+                "episodes": int(self.policy.episodes[i]),
             }
         return info
 
