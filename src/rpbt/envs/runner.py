@@ -172,14 +172,19 @@ class CarriedState:
         W = 0)."""
         if self.history_length == 0:
             return
-        self.history_start.copy_(torch.where(episode_start.to(self.history_start.device),
-                                             self.history_steps.unsqueeze(1), self.history_start))
+        on_cpu = self.history_steps.device.type == "cpu"
+        step = int(self.history_steps[0]) if on_cpu else None  # all members step together
+        if on_cpu:
+            self.history_start.masked_fill_(episode_start, step)
+        else:  # on an accelerator: no host synchronisation
+            self.history_start.copy_(torch.where(episode_start.to(self.history_start.device),
+                                                 self.history_steps.unsqueeze(1), self.history_start))
         rings = [(self.history_obs, raw_obs)]
         if self.history_prev.shape[-1] > 0:
             if prev is None:
                 raise ValueError("this carried state keeps previous actions / rewards: record() needs prev")
             rings.append((self.history_prev, prev))
-        row = int(self.history_steps[0]) % self.history_length if self.history_steps.device.type == "cpu" else None
+        row = step % self.history_length if on_cpu else None
         for ring, x in rings:
             if row is None:  # on an accelerator: index on the device, no host synchronisation
                 idx = (self.history_steps % self.history_length).view(-1, 1, 1, 1).expand(-1, 1, *x.shape[1:])
