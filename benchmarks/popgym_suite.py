@@ -215,6 +215,39 @@ def run_state(path: Path) -> str:
     return "committed"
 
 
+def code_version() -> str:
+    """The repository's commit (``git rev-parse HEAD``) with ``+dirty`` when tracked files differ from it, or
+    ``unknown`` outside a git checkout."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def record_code_version(path: Path) -> None:
+    """Append the code version that trains (or resumes) the run at ``path`` to the file beside it,
+    ``.<run name>.commits`` (one per line; outside the run directory, which a fresh ``rpbt.train`` replaces), so a
+    report can say which commit produced each run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.commits", "a") as f:
+        f.write(code_version() + "\n")
+
+
+def read_code_versions(path: Path) -> list[str]:
+    """The code versions :func:`record_code_version` wrote for the run at ``path``, in order, without repeats."""
+    try:
+        lines = (path.parent / f".{path.name}.commits").read_text().split()
+    except OSError:
+        return []
+    return list(dict.fromkeys(lines))
+
+
 def train_one(args: argparse.Namespace, name: str, arm: str, seed: int) -> str:
     """Bring one run directory to its end: skip, resume or train. Returns what was done."""
     import yaml
@@ -233,6 +266,7 @@ def train_one(args: argparse.Namespace, name: str, arm: str, seed: int) -> str:
     if state == "finished":
         return "skipped (finished)"
     if state == "committed":
+        record_code_version(path)
         run = rpbt.resume(path, announce=False)
         if (_read_json(path / "summary.json") or {}).get("round") != run.summary.get("round"):
             # killed between the last commit and its summary.json: a resume of a finished run plays no round and
@@ -249,6 +283,7 @@ def train_one(args: argparse.Namespace, name: str, arm: str, seed: int) -> str:
         probe.lock()  # RunDirError when a process still uses it
         probe.unlock()
         shutil.rmtree(path)
+    record_code_version(path)
     rpbt.train(cfg, overwrite=path.exists(), announce=False)  # a run killed before its first commit: again
     return "trained"
 
@@ -341,6 +376,7 @@ def run_metrics(args: argparse.Namespace, name: str, arm: str, seed: int) -> Opt
         "best_score": summary.get("best_score"), "best_hparams": summary.get("hparams"),
         "auc": area_under(steps, curve), "exploits": exploits,
         "wall_time_s": float(summary["wall_time_s"]), "eval_time_s": round(eval_time, 2),
+        "code_versions": read_code_versions(path),
         "curve": {"env_steps": steps.tolist(), "best_so_far": [None if math.isnan(v) else float(v) for v in curve]},
     }
 
