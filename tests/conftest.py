@@ -24,6 +24,8 @@ TINY = [
     "run.total_env_steps=192",
     "run.progress=false",
     "run.tensorboard=false",
+    "backend.kind=local",  # the default, auto, starts worker processes on a multi-core machine; tests that test a
+                           # backend name it (tests/test_backends.py tests auto)
 ]
 
 

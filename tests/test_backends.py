@@ -393,3 +393,71 @@ def test_every_backend_implements_the_protocol():
     with pytest.raises(ValueError, match="backend.kind"):
         make_backend(tiny_config().model_copy(update={"backend": tiny_config().backend.model_copy(
             update={"kind": "nope"})}), [])
+
+
+# ------------------------------------------------------------------------------------------------- auto
+
+
+def _env_lambda():  # noqa: D401 - a module-level callable: pickle sends it by reference
+    import gymnasium as gym
+
+    return gym.make("CartPole-v1")
+
+
+def test_auto_is_process_on_a_multicore_cpu_run_and_local_otherwise(monkeypatch):
+    """``backend.kind: auto`` resolves from the machine and the run (hand-listed cases of resolve_kind's rules)."""
+    from rpbt.pbt import backends
+
+    cfg = tiny_config("backend.kind=auto", "agent.device=cpu")
+    monkeypatch.setattr(backends, "main_module_is_spawn_safe", lambda: True)
+    assert backends.resolve_kind(cfg, cpus=2) == "process"
+    assert backends.resolve_kind(cfg, cpus=1) == "local"
+    gpu = tiny_config("backend.kind=auto", "agent.device=auto")
+    assert backends.resolve_kind(gpu, cpus=8, cuda_available=True) == "local"
+    assert backends.resolve_kind(gpu, cpus=8, cuda_available=False) == "process"
+    cfg.env.with_env_fn(_env_lambda)
+    assert backends.resolve_kind(cfg, cpus=2) == "process"
+    closure = tiny_config("backend.kind=auto", "agent.device=cpu")
+    closure.env.with_env_fn(lambda: _env_lambda())
+    assert backends.resolve_kind(closure, cpus=2) == "local"  # pickle cannot send a lambda
+    for kind in ("local", "process", "ray"):
+        assert backends.resolve_kind(tiny_config(f"backend.kind={kind}"), cpus=1) == kind
+    monkeypatch.setattr(backends, "main_module_is_spawn_safe", lambda: False)
+    assert backends.resolve_kind(cfg, cpus=2) == "local"
+
+
+def test_a_script_without_a_main_guard_is_not_spawn_safe(tmp_path, monkeypatch):
+    """spawn workers re-import ``__main__``: only a guarded script (or -m, or no file) is safe to re-import."""
+    import types
+
+    from rpbt.pbt.backends import main_module_is_spawn_safe
+
+    for source, safe in (("import rpbt\nrpbt.train()\n", False),
+                         ("def main():\n    pass\n\nif __name__ == '__main__':\n    main()\n", True),
+                         ('if "__main__" == __name__:\n    pass\n', True)):
+        script = tmp_path / "script.py"
+        script.write_text(source)
+        fake = types.ModuleType("__main__")
+        fake.__file__ = str(script)
+        fake.__spec__ = None
+        monkeypatch.setitem(sys.modules, "__main__", fake)
+        assert main_module_is_spawn_safe() is safe, source
+    fake = types.ModuleType("__main__")  # an interactive session: nothing to re-import
+    monkeypatch.setitem(sys.modules, "__main__", fake)
+    assert main_module_is_spawn_safe()
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="auto picks the process backend only with 2+ CPUs")
+def test_the_rpbt_command_with_auto_trains_on_worker_processes_with_the_local_decisions(tmp_path, local_reference,
+                                                                                         capsys):
+    """The ``rpbt`` command (guarded main) with the default ``auto`` on a 2+ CPU machine: process backend, one
+    worker per CPU (capped at P), recorded in the start event and printed; the decisions and scores are local's."""
+    run_dir = tmp_path / "run"
+    overrides = [o for o in TINY if o != "backend.kind=local"]
+    assert main(["train", *overrides, *DECIDE, f"run.dir={run_dir}", "agent.device=cpu"]) == 0
+    events = _events(run_dir)
+    workers = min(4, len(os.sched_getaffinity(0)))
+    assert events[0]["type"] == "start" and events[0]["backend"] == "process"
+    assert events[0]["num_workers"] == workers
+    assert f"(backend process, {workers} worker processes)" in capsys.readouterr().out
+    _assert_same_run(local_reference, events)

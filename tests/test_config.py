@@ -55,7 +55,7 @@ def test_default_config_has_the_documented_sections_and_values():
     assert cfg.pbt.population_size == 8
     assert cfg.agent.critic.kind == "quantile"
     assert cfg.pbt.hidden_state == "burn_in"
-    assert cfg.backend.kind == "local"
+    assert cfg.backend.kind == "auto"
     assert cfg.pbt.search_space["learning_rate"].scale == "log"
 
 

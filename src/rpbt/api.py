@@ -109,7 +109,7 @@ def _attach_env_fn(cfg: Config, env_fn: Optional[Callable[..., Any]], explicit_i
     cfg.env.with_env_fn(env_fn)
     if not explicit_id:
         cfg.env.id = str(cfg.env.entry_point)
-    if cfg.backend.kind != "local":
+    if cfg.backend.kind in ("process", "ray"):  # auto trains locally when env_fn cannot be sent
         try:
             pickle.loads(pickle.dumps(env_fn))
         except Exception as err:
@@ -185,7 +185,9 @@ def train(config: ConfigLike = None, *, overrides: Sequence[str] = (), env_fn: O
         runner.close()
         raise
     if cfg.run.progress if announce is None else announce:
-        print(f"rpbt: run directory {run_dir}", flush=True)
+        b = runner.backend
+        workers = f", {b.num_workers} worker processes" if b.kind != "local" else ""
+        print(f"rpbt: run directory {run_dir} (backend {b.kind}{workers})", flush=True)
     summary = runner.run()
     return Run(run_dir, cfg, summary)
 
@@ -218,7 +220,10 @@ def resume(run_dir: Union[str, Path], env_fn: Optional[Callable[..., Any]] = Non
                 print(f"rpbt: warning: {w.message}", file=sys.stderr)
             else:
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-        print(f"rpbt: resuming {run_dir} after round {runner.round}/{runner.total_rounds}", flush=True)
+        b = runner.backend
+        workers = f", {b.num_workers} worker processes" if b.kind != "local" else ""
+        print(f"rpbt: resuming {run_dir} after round {runner.round}/{runner.total_rounds} (backend {b.kind}"
+              f"{workers})", flush=True)
     else:
         runner.resume()
     summary = runner.run()

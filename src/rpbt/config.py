@@ -569,7 +569,9 @@ class RunConfig(_Strict):
 
 
 class BackendConfig(_Strict):
-    kind: Literal["local", "process", "ray"] = "local"
+    # auto: process (one worker per usable CPU, capped at the population) on a multi-core CPU run, else local; see
+    # rpbt.pbt.backends.resolve_kind. Same config and seed, same decisions on every backend.
+    kind: Literal["auto", "local", "process", "ray"] = "auto"
     num_workers: Optional[int] = None  # process/ray: shards; default CPU count
     address: Optional[str] = None  # ray: join an existing cluster
     num_cpus_per_shard: float = Field(1.0, gt=0.0)

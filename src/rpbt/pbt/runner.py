@@ -149,6 +149,7 @@ class PopulationRunner:
         self.rundir.set_elapsed(0.0)
         self.backend.attach_run(self.rundir)  # sharded backends: failure events, committed checkpoints
         self.rundir.write_event({"type": "start", "round": 0, "population_size": self.P,
+                                 "backend": self.backend.kind, "num_workers": self.backend.num_workers,
                                  "hparams": hparams, "search_space": self.space.to_json()})
 
     def resume(self) -> None:

@@ -23,13 +23,15 @@ __all__ = ["Backend"]
 class Backend(Protocol):
     """A population of members the runner can train, score, snapshot, restore and exploit.
 
-    ``kind`` names the backend (``local``, ``process``, ``ray``); ``population_size`` is the number of members.
+    ``kind`` names the backend (``local``, ``process``, ``ray``); ``population_size`` is the number of members;
+    ``num_workers`` the number of processes (or Ray actors) that train them (1 for ``local``).
     Errors of a member operation (a bad checkpoint, a bad environment) are raised with their own type; a sharded
     backend raises :class:`rpbt.pbt.backends.process.BackendError` when a worker keeps dying.
     """
 
     kind: str
     population_size: int
+    num_workers: int
 
     def train(self, n_updates: int) -> dict[int, list[dict[str, float]]]:
         """Run ``n_updates`` PPO updates on every member.

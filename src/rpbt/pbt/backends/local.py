@@ -22,6 +22,7 @@ class LocalBackend:
     """All members in this process, as one shard: an exploit is an index copy inside the batched learner."""
 
     kind = "local"
+    num_workers = 1
 
     def __init__(self, cfg: Config, hparams: Sequence[dict]):
         self.cfg = cfg

@@ -265,6 +265,7 @@ class ShardedBackend:
         self.cfg = cfg
         self.population_size = P
         self.shards = split_shards(P, num_shards)
+        self.num_workers = len(self.shards)
         self.shard_of = {m: k for k, ms in enumerate(self.shards) for m in ms}
         self.hparams = [dict(h) for h in hparams]
         self.max_failures = cfg.backend.max_failures
