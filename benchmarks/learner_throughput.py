@@ -210,6 +210,72 @@ def run_rpbt(population: int, seed: int, steps: int, threads: int,
     }
 
 
+def run_rpbt_process(population: int, seed: int, steps: int, threads: int,
+                     checkpoints: tuple[int, ...] = ()) -> dict[str, Any]:
+    """As :func:`run_rpbt`, on the process backend (what the default ``backend.kind: auto`` picks on a multi-core
+    CPU): one shard per usable CPU (capped at the population), each a batched learner in its own worker process
+    with ``threads`` torch threads, all members with the same hyperparameters (the config's). Times
+    ``backend.train`` (all shards at once), worker start excluded. ``cpu_seconds`` is this process's CPU time plus the
+    workers' whole lives (``os.times`` counts a child once it has exited), so their start-up (imports, learner
+    construction) is included: the per-CPU-second figure of this arm is a lower bound."""
+    _set_threads(threads)
+    import numpy as np
+
+    from rpbt.config import member_hparams
+    from rpbt.pbt.backends.process import ProcessBackend
+
+    cfg, overrides = rpbt_config(population, seed, threads, "cpu", ("backend.kind=process",))
+    backend = ProcessBackend(cfg, [member_hparams(cfg) for _ in range(population)])
+    updates = math.ceil(steps / (NUM_ENVS * NUM_STEPS))
+    load0 = os.getloadavg()[0]
+    pending = sorted(set(checkpoints))
+    returns_at: dict[str, Any] = {}
+    c0 = os.times()
+    t0 = time.perf_counter()
+    done_updates = 0
+    while done_updates < updates:  # one update per call only where a return checkpoint falls inside
+        n = updates - done_updates
+        if pending:
+            n = min(n, max(1, math.ceil(pending[0] / (NUM_ENVS * NUM_STEPS)) - done_updates))
+        backend.train(n)
+        done_updates += n
+        done = done_updates * NUM_ENVS * NUM_STEPS
+        if pending and done >= pending[0]:
+            info = backend.member_info()
+            while pending and done >= pending[0]:
+                returns_at[str(pending.pop(0))] = _returns_at_entry(
+                    done, [info[m]["recent_returns"][-RETURN_WINDOW:] for m in range(population)])
+    seconds = time.perf_counter() - t0
+    info = backend.member_info()
+    workers = backend.num_workers
+    backend.close()
+    c1 = os.times()
+    cpu_seconds = (c1.children_user + c1.children_system - c0.children_user - c0.children_system
+                   + c1.user + c1.system - c0.user - c0.system)
+    per_member = [info[m]["recent_returns"][-RETURN_WINDOW:] for m in range(population)]
+    env_steps = int(sum(info[m]["env_steps"] for m in range(population)))
+    return {
+        "learner": "rpbt",
+        "backend": f"process, {workers} workers x {threads} torch threads",
+        "workers": workers,
+        "population": population,
+        "device": "cpu",
+        "seeds": {"run.seed": seed, "members": list(range(population))},
+        "updates": updates,
+        "steps_per_member": int(info[0]["env_steps"]),
+        "env_steps_total": env_steps,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "env_steps_per_s": env_steps / seconds,
+        "env_steps_per_cpu_s": env_steps / cpu_seconds if cpu_seconds > 0 else float("nan"),
+        "returns_last20": [float(np.mean(r)) if len(r) else float("nan") for r in per_member],
+        "returns_at": returns_at,
+        "episodes": [int(info[m]["episodes"]) for m in range(population)],
+        "loadavg_1min_before_after": [load0, os.getloadavg()[0]],
+        "overrides": overrides,
+    }
+
+
 def _encoder_extractor_class():
     """sb3's features extractor equivalent to rpbt's encoder: Linear(obs, 64) + tanh (built lazily: sb3 import)."""
     import torch
@@ -452,6 +518,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--large", type=int, nargs="*", default=[32, 64],
                    help="population sizes of rpbt-only throughput arms (default 32 64; none: --large)")
     p.add_argument("--large-steps", type=int, default=20_000, help="env steps per member of the large arms")
+    p.add_argument("--no-process", action="store_true",
+                   help="skip the rpbt population arm on the process backend (one worker per usable CPU)")
     p.add_argument("--no-whole", action="store_true",
                    help="skip the rpbt population arm with whole-rollout replay (agent.bptt_length=null)")
     p.add_argument("--profile", type=int, default=0, metavar="UPDATES",
@@ -480,6 +548,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         (f"rpbt_pop{P}", run_rpbt, (P, args.seed, args.steps, args.threads, checkpoints, args.device)),
         (f"sb3_pop{P}", run_sb3, (P, args.seed, sb3_pop_steps, args.threads, args.sb3_arch, checkpoints)),
     ]
+    if not args.no_process:  # the default backend (auto) on a multi-core CPU: every core, one shard each
+        plan.append((f"rpbt_pop{P}_process", run_rpbt_process, (P, args.seed, args.steps, args.threads,
+                                                                checkpoints)))
     if not args.no_whole:  # the replay rpbt used before segment replay, for the return comparison
         plan.append((f"rpbt_pop{P}_whole", run_rpbt, (P, args.seed, args.steps, args.threads, checkpoints,
                                                       args.device, ("agent.bptt_length=null",))))
@@ -496,7 +567,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     raw = {}
     for n_envs in sorted({NUM_ENVS * r["population"] for r in runs.values() if r.get("learner") == "rpbt"}):
         raw[str(n_envs)] = _in_fresh_process(raw_env_rate, n_envs)
-    env_fraction = {name: r["env_steps_per_s"] / raw[str(NUM_ENVS * r["population"])]["env_steps_per_s"]
+    # A run on W worker processes is held against W times the one-process limit (each worker steps its own envs).
+    env_fraction = {name: r["env_steps_per_s"] / (raw[str(NUM_ENVS * r["population"])]["env_steps_per_s"]
+                                                  * r.get("workers", 1))
                     for name, r in runs.items() if r.get("learner") == "rpbt"}
 
     def ratio(a: str, b: str, key: str = "env_steps_per_s") -> float:
@@ -543,6 +616,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"pop{P}_aggregate_rpbt_over_sb3": pop,
         "one_member_rpbt_over_sb3": one,
         f"rpbt_pop{P}_over_rpbt_1": ratio(f"rpbt_pop{P}", "rpbt_1"),
+        **({f"pop{P}_process_aggregate_rpbt_over_sb3": ratio(f"rpbt_pop{P}_process", f"sb3_pop{P}"),
+            f"pop{P}_process_over_local": ratio(f"rpbt_pop{P}_process", f"rpbt_pop{P}"),
+            "process_workers": runs[f"rpbt_pop{P}_process"]["workers"]}
+           if f"rpbt_pop{P}_process" in runs else {}),
         "per_cpu_second": {f"pop{P}_aggregate_rpbt_over_sb3": pop_cpu, "one_member_rpbt_over_sb3": one_cpu},
         # sb3-contrib trains its population one model after another, so its aggregate rate is the per-model rate:
         # against its one model at the full budget (differs from the row above when --sb3-pop-steps < --steps).
@@ -588,11 +665,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.out.write_text(json.dumps(result, indent=2))
 
     print()
-    print(f"{'run':<12} {'members':>7} {'steps/member':>12} {'env steps/s':>12} {'per CPU s':>10} "
+    print(f"{'run':<18} {'members':>7} {'steps/member':>12} {'env steps/s':>12} {'per CPU s':>10} "
           f"{'return (last 20)':>18}")
     for name, r in runs.items():
         rr = returns[name]
-        print(f"{name:<12} {r['population']:>7} {r['steps_per_member']:>12} {r['env_steps_per_s']:>12.0f} "
+        print(f"{name:<18} {r['population']:>7} {r['steps_per_member']:>12} {r['env_steps_per_s']:>12.0f} "
               f"{r['env_steps_per_cpu_s']:>10.0f} {rr['mean']:>11.3f} +- {rr['se']:.3f}")
     print(f"random policy return: {random_ret:.3f}")
     for name, frac in env_fraction.items():
@@ -601,6 +678,11 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"({raw[str(n_envs)]['env_steps_per_s']:.0f} env steps/s for {n_envs} envs, random actions)")
     print(f"ratio, population of {P} (aggregate env steps/s, rpbt / sb3-contrib): {pop:.2f}x "
           f"[per CPU second: {pop_cpu:.2f}x] (target >= {TARGETS['pop8_min']:.0f}x)")
+    if f"rpbt_pop{P}_process" in runs:
+        print(f"ratio, population of {P} on the process backend ({ratios['process_workers']} workers, the default on "
+              f"this {os.cpu_count()}-CPU machine) / sb3-contrib in one process: "
+              f"{ratios[f'pop{P}_process_aggregate_rpbt_over_sb3']:.2f}x; process / local "
+              f"{ratios[f'pop{P}_process_over_local']:.2f}x")
     print(f"ratio, one member (env steps/s, rpbt / sb3-contrib): {one:.2f}x [per CPU second: {one_cpu:.2f}x] "
           f"(target >= {TARGETS['one_member_min']:.0f}x)")
     if sb3_pop_steps < args.steps:
