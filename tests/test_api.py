@@ -347,3 +347,42 @@ def test_video_without_moviepy_names_the_extra(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(rpbt.extras.importlib, "import_module", no_moviepy)
     assert main(["evaluate", str(run.dir), "--member", "0", "--video", str(tmp_path / "v")]) == 2
     assert "pip install 'rpbt[video]'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ damaged checkpoints
+
+
+def test_load_policy_and_the_cli_fall_back_to_an_older_kept_round_when_the_newest_does_not_load(tmp_path, capsys):
+    """As ``rpbt resume`` does: a member checkpoint of the last committed round that does not load is replaced by
+    the same member's checkpoint of the newest older kept round (run.keep_checkpoints), with a warning; when no kept
+    round loads, the newest round's error (exit 2)."""
+    from rpbt.checkpoint import CheckpointError, MemberState
+    from rpbt.evaluation.policy import CheckpointFallbackWarning
+
+    run = _train(tmp_path)
+    state = json.loads((run.dir / "checkpoints" / "runner.json").read_text())
+    newest, older = state["history"][:2]
+    assert newest == state["checkpoint_dir"] and newest != older
+    ckpts = run.dir / "checkpoints"
+
+    def same(a: MemberState, b: MemberState) -> bool:
+        return a.tensors.keys() == b.tensors.keys() and all(torch.equal(a.tensors[k], b.tensors[k])
+                                                            for k in a.tensors)
+
+    kept = {f: MemberState.load(ckpts / f / "member_1.pt") for f in (newest, older)}
+    assert not same(kept[newest], kept[older]), "the two kept rounds must differ for the test to see which"
+    damaged = ckpts / newest / "member_1.pt"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    with pytest.warns(CheckpointFallbackWarning, match=older):
+        policy = rpbt.load_policy(run.dir, member=1)
+    assert same(policy.learner.snapshot(0), kept[older])
+    rpbt.load_policy(run.dir, member=0)  # an intact member loads from the newest round, no warning needed
+    capsys.readouterr()
+    assert main(["evaluate", str(run.dir), "--member", "1", "--episodes", "1"]) == 0
+    assert f"rpbt: warning: {run.dir}: member 1's checkpoint" in capsys.readouterr().err
+    older_ckpt = ckpts / older / "member_1.pt"
+    older_ckpt.write_bytes(older_ckpt.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=newest):
+        rpbt.load_policy(run.dir, member=1)
+    assert main(["evaluate", str(run.dir), "--member", "1", "--episodes", "1"]) == 2
+    assert "member_1.pt" in capsys.readouterr().err

@@ -104,11 +104,14 @@ def yaml_file(text: bytes, *items: str) -> Callable[[Ctx], tuple[list[str], None
 
 
 def member_file(write: Callable[[Path, Ctx], None], command: str = "evaluate"):
-    """A run whose best member's checkpoint (latest round) is replaced by ``write(path, ctx)``."""
+    """A run whose best member's checkpoint is replaced by ``write(path, ctx)`` in every kept round (the latest and
+    the older ones evaluate and export fall back to), so none loads."""
     def build(c: Ctx):
         run = c.copy()
-        path = c.latest(run) / "member_0.pt"
-        write(path, c)
+        paths = sorted(c.latest(run).parent.glob("round_*/member_0.pt"))
+        assert c.latest(run) / "member_0.pt" in paths
+        for path in paths:
+            write(path, c)
         return [command, str(run), "--member", "0"], run
     return build
 

@@ -369,6 +369,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         known += (ReplayError,)
     except ImportError:  # pragma: no cover
         pass
+    import warnings
+
+    shown = warnings.showwarning
+
+    def show_rpbt_warning(message, category, filename, lineno, file=None, line=None):
+        """rpbt's own warnings (a skipped checkpoint round, ...) as one line, like its errors."""
+        if category.__module__.split(".")[0] == "rpbt":
+            print(f"rpbt: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show_rpbt_warning
     try:
         return int(args.func(args) or 0)
     except known as err:
@@ -378,6 +390,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         where = getattr(args, "run_dir", None) or "the run directory printed above"
         print(f"rpbt: interrupted; continue with `rpbt resume {where}`", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -64,6 +64,7 @@ from rpbt.envs.factory import space_info
 from rpbt.seeding import eval_episode_seeds
 
 __all__ = [
+    "CheckpointFallbackWarning",
     "EpisodeTrace",
     "EvaluationResult",
     "ObsPerturbation",
@@ -76,6 +77,10 @@ __all__ = [
 
 ObsPerturbation = Callable[[Any, int, Tensor, dict], Tensor]
 DEFAULT_MAX_EPISODE_STEPS = 100_000
+
+
+class CheckpointFallbackWarning(UserWarning):
+    """:func:`load_member` used an older kept round because the last committed round's checkpoint did not load."""
 
 
 # --------------------------------------------------------------------------------------------------- results
@@ -429,13 +434,17 @@ def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu", env
     ``device`` (a checkpoint is device-independent). ``env_fn``: the callable the run was trained with
     (``rpbt.train(env_fn=...)``), needed when its recorded ``env.entry_point`` cannot be imported.
 
+    When that checkpoint does not load or fit (damaged, missing), the older rounds ``runner.json`` keeps
+    (``history``, newest first; ``run.keep_checkpoints``) are tried in turn, as ``rpbt resume`` does, with a
+    :class:`CheckpointFallbackWarning` naming the round used.
+
     Returns ``(cfg, policy)``. Raises :class:`rpbt.run.rundir.RunDirError` for a missing config / runner state or a
-    member outside ``0..population_size-1``, :class:`rpbt.checkpoint.CheckpointError` for a missing or unfitting
-    checkpoint (both name the file).
+    member outside ``0..population_size-1``, :class:`rpbt.checkpoint.CheckpointError` (the newest round's, naming
+    its file) when no kept round's checkpoint loads.
     """
     from rpbt.agent.policy import resolve_device
     from rpbt.agent.ppo import make_policy
-    from rpbt.checkpoint import MemberState, naming_checkpoint
+    from rpbt.checkpoint import CheckpointError, MemberState, naming_checkpoint
     from rpbt.run.rundir import RunDirectory, RunDirError, load_run_config
 
     run_dir = Path(run_dir)
@@ -450,11 +459,24 @@ def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu", env
     rundir = RunDirectory(run_dir, P, tensorboard=False)
     state = rundir.read_runner_state()
     folder = state.get("checkpoint_dir")
-    ckpt_dir = rundir.checkpoint_dir / folder if folder else rundir.checkpoint_dir
-    ms = MemberState.load(ckpt_dir / f"member_{member}.pt")
-    learner = make_policy(cfg, [member], device=resolve_device(device))
-    with naming_checkpoint(ckpt_dir / f"member_{member}.pt", run_dir / "config.yaml"):  # a "does not fit" error
-        learner.restore(0, ms)
-    learner.eval()
-    return cfg, learner
+    folders = list(dict.fromkeys([folder, *(state.get("history") or [])])) if folder else [None]
+    first_error: Optional[CheckpointError] = None
+    for k, name in enumerate(folders):
+        path = (rundir.checkpoint_dir / name if name else rundir.checkpoint_dir) / f"member_{member}.pt"
+        try:
+            ms = MemberState.load(path)
+            learner = make_policy(cfg, [member], device=resolve_device(device))
+            with naming_checkpoint(path, run_dir / "config.yaml"):  # a "does not fit" error
+                learner.restore(0, ms)
+        except CheckpointError as err:
+            first_error = first_error or err
+            continue
+        if k > 0:
+            warnings.warn(CheckpointFallbackWarning(
+                f"{run_dir}: member {member}'s checkpoint of the last committed round does not load "
+                f"({first_error}); using the older kept round {name} (as `rpbt resume` would)"), stacklevel=2)
+        learner.eval()
+        return cfg, learner
+    assert first_error is not None
+    raise first_error
 
