@@ -308,3 +308,17 @@ def test_the_cli_reports_a_config_error_in_one_line_with_exit_status_2(capsys):
     assert main(["config", "agent.learning_rate=abc"]) == 2
     err = capsys.readouterr().err
     assert "agent.learning_rate=abc (command line)" in err and "Traceback" not in err
+
+
+def test_an_entry_point_without_an_id_is_named_by_the_entry_point(tmp_path):
+    """A custom environment given only by ``env.entry_point`` is not reported under the default environment's id;
+    an explicit ``env.id`` (file or override) wins."""
+    ep = "tests.custom_envs:make_dict_beacon"
+    assert load_config(None, [f"env.entry_point={ep}"]).env.id == ep
+    assert load_config(None, [f"env.entry_point={ep}", "env.id=beacon"]).env.id == "beacon"
+    f = tmp_path / "c.yaml"
+    f.write_text(f"env:\n  entry_point: {ep}\n")
+    assert load_config(f).env.id == ep
+    f.write_text(f"env:\n  id: beacon\n  entry_point: {ep}\n")
+    assert load_config(f).env.id == "beacon"
+    assert load_config(None).env.id == "popgym-PositionOnlyCartPoleEasy-v0"

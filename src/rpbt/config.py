@@ -731,12 +731,23 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>", overrides: Se
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Sequence[str]] = None) -> Config:
     """Load a YAML config (the shipped default when ``path`` is None) and apply dotted overrides.
 
+    ``env.entry_point`` without an ``env.id`` from the file or the overrides sets ``env.id`` to the entry point, so
+    messages and reports name the custom environment rather than the default one.
+
     Raises :class:`ConfigError` when the file is missing, is not a YAML mapping, or fails validation; the message
     names the dotted key and the file, or the override when the bad value came from the command line.
     """
     overrides = list(overrides or [])
+    given = path is not None
     path, data = read_config_data(path)
+    env = data.get("env")
+    id_given = (given and isinstance(env, dict) and "id" in env) or any(
+        o.partition("=")[0].strip() == "env.id" for o in overrides)
     apply_overrides(data, overrides)
+    env = data.get("env")
+    if not id_given and isinstance(env, dict) and isinstance(env.get("entry_point"), str):
+        # a custom environment given only by its callable is named by it, not by the default environment's id
+        env["id"] = env["entry_point"]
     return config_from_dict(data, source=str(path), overrides=overrides)
 
 
