@@ -165,6 +165,7 @@ CASES = [
     Case("learning_rate_not_a_number", train("agent.learning_rate=abc"), ("agent.learning_rate", "'abc'")),
     Case("misspelled_key", train("agent.learnig_rate=1"), ("agent.learnig_rate", "unknown key")),
     Case("num_envs_0", train("env.num_envs=0"), ("env.num_envs",)),
+    Case("num_envs_a_boolean", train("env.num_envs=true"), ("env.num_envs", "expected a number, got the boolean true")),
     Case("minibatches_do_not_divide_envs", train("agent.num_minibatches=3"), ("agent.num_minibatches",)),
     Case("unknown_hidden_state", train("pbt.hidden_state=sideways"), ("pbt.hidden_state", "sideways")),
     Case("total_env_steps_0", train("run.total_env_steps=0"), ("run.total_env_steps",)),

@@ -42,10 +42,33 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key and what was expected."""
 
 
+def _numeric_only(annotation: Any) -> bool:
+    """Whether a field's type is a number (``int``, ``float``, optionally ``None``) and nothing else."""
+    import types
+    import typing
+
+    if annotation in (int, float):
+        return True
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return bool(args) and all(a in (int, float) for a in args)
+    return False
+
+
 class _Strict(BaseModel):
-    """Base of every config model: unknown keys, non-finite floats and bad assignments are errors."""
+    """Base of every config model: unknown keys, non-finite floats, booleans for numbers and bad assignments are
+    errors."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, v: Any, info: Any) -> Any:
+        # pydantic reads true as 1 for an int field; `num_envs: true` is a mistake, not a count
+        if isinstance(v, bool) and info.field_name in cls.model_fields and _numeric_only(
+                cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"expected a number, got the boolean {str(v).lower()}")
+        return v
 
 
 # --------------------------------------------------------------------------------------------------- search dimension
