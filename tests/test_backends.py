@@ -423,7 +423,10 @@ def test_auto_is_process_on_a_multicore_cpu_run_and_local_otherwise(monkeypatch)
     for kind in ("local", "process", "ray"):
         assert backends.resolve_kind(tiny_config(f"backend.kind={kind}"), cpus=1) == kind
     monkeypatch.setattr(backends, "main_module_is_spawn_safe", lambda: False)
-    assert backends.resolve_kind(cfg, cpus=2) == "local"
+    assert backends.explain_kind(cfg, cpus=2) == (
+        "local", 'auto: the script has no `if __name__ == "__main__":` guard, so worker processes could not '
+        're-import it')
+    assert backends.explain_kind(tiny_config("backend.kind=process"), cpus=1) == ("process", "")
 
 
 def test_a_script_without_a_main_guard_is_not_spawn_safe(tmp_path, monkeypatch):
@@ -459,5 +462,6 @@ def test_the_rpbt_command_with_auto_trains_on_worker_processes_with_the_local_de
     workers = min(4, len(os.sched_getaffinity(0)))
     assert events[0]["type"] == "start" and events[0]["backend"] == "process"
     assert events[0]["num_workers"] == workers
-    assert f"(backend process, {workers} worker processes)" in capsys.readouterr().out
+    assert events[0]["backend_reason"] == f"auto: {len(os.sched_getaffinity(0))} usable CPUs"
+    assert f"(backend process, {workers} worker processes; auto: " in capsys.readouterr().out
     _assert_same_run(local_reference, events)

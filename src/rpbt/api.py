@@ -185,11 +185,19 @@ def train(config: ConfigLike = None, *, overrides: Sequence[str] = (), env_fn: O
         runner.close()
         raise
     if cfg.run.progress if announce is None else announce:
-        b = runner.backend
-        workers = f", {b.num_workers} worker processes" if b.kind != "local" else ""
-        print(f"rpbt: run directory {run_dir} (backend {b.kind}{workers})", flush=True)
+        print(f"rpbt: run directory {run_dir} ({_backend_words(runner)})", flush=True)
     summary = runner.run()
     return Run(run_dir, cfg, summary)
+
+
+def _backend_words(runner: Any) -> str:
+    """``backend process, 2 worker processes; auto: 2 usable CPUs``: what the announce line says of the backend."""
+    from rpbt.pbt.backends import explain_kind
+
+    b = runner.backend
+    workers = f", {b.num_workers} worker processes" if b.kind != "local" else ""
+    why = explain_kind(runner.cfg)[1]
+    return f"backend {b.kind}{workers}" + (f"; {why}" if why else "")
 
 
 def resume(run_dir: Union[str, Path], env_fn: Optional[Callable[..., Any]] = None,
@@ -220,10 +228,8 @@ def resume(run_dir: Union[str, Path], env_fn: Optional[Callable[..., Any]] = Non
                 print(f"rpbt: warning: {w.message}", file=sys.stderr)
             else:
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-        b = runner.backend
-        workers = f", {b.num_workers} worker processes" if b.kind != "local" else ""
-        print(f"rpbt: resuming {run_dir} after round {runner.round}/{runner.total_rounds} (backend {b.kind}"
-              f"{workers})", flush=True)
+        print(f"rpbt: resuming {run_dir} after round {runner.round}/{runner.total_rounds} "
+              f"({_backend_words(runner)})", flush=True)
     else:
         runner.resume()
     summary = runner.run()

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 from rpbt.config import Config
 from rpbt.pbt.backends.base import Backend
 
-__all__ = ["Backend", "make_backend", "resolve_kind"]
+__all__ = ["Backend", "explain_kind", "make_backend", "resolve_kind"]
 
 
 def _usable_cpus() -> int:
@@ -48,7 +48,14 @@ def main_module_is_spawn_safe() -> bool:
 
 
 def resolve_kind(cfg: Config, cpus: Optional[int] = None, cuda_available: Optional[bool] = None) -> str:
-    """The backend a run uses: ``backend.kind``, with ``auto`` resolved.
+    """The backend a run uses: ``backend.kind``, with ``auto`` resolved (:func:`explain_kind` without the reason)."""
+    return explain_kind(cfg, cpus, cuda_available)[0]
+
+
+def explain_kind(cfg: Config, cpus: Optional[int] = None, cuda_available: Optional[bool] = None
+                 ) -> tuple[str, str]:
+    """The backend a run uses and why: (``local`` | ``process`` | ``ray``, a short reason for ``auto``'s choice, or
+    ``""`` when ``backend.kind`` names the backend).
 
     ``auto`` is ``process`` when all of these hold, else ``local``:
 
@@ -63,26 +70,30 @@ def resolve_kind(cfg: Config, cpus: Optional[int] = None, cuda_available: Option
     """
     kind = cfg.backend.kind
     if kind != "auto":
-        return kind
-    if (cpus if cpus is not None else _usable_cpus()) < 2:
-        return "local"
+        return kind, ""
+    n = cpus if cpus is not None else _usable_cpus()
+    if n < 2:
+        return "local", "auto: 1 usable CPU"
     device = cfg.agent.device
     if device.startswith("cuda"):
-        return "local"
+        return "local", f"auto: the learner runs on {device}"
     if device == "auto":
         if cuda_available is None:
             import torch
 
             cuda_available = torch.cuda.is_available()
         if cuda_available:
-            return "local"
+            return "local", "auto: the learner runs on CUDA"
     env_fn = cfg.env._env_fn  # a callable attached in this process (rpbt.train(..., env_fn=...)), if any
     if env_fn is not None:
         try:
             pickle.loads(pickle.dumps(env_fn))
         except Exception:
-            return "local"
-    return "process" if main_module_is_spawn_safe() else "local"
+            return "local", "auto: env_fn cannot be sent to worker processes (not importable by reference)"
+    if not main_module_is_spawn_safe():
+        return "local", ("auto: the script has no `if __name__ == \"__main__\":` guard, so worker processes "
+                         "could not re-import it")
+    return "process", f"auto: {n} usable CPUs"
 
 
 def make_backend(cfg: Config, hparams: Sequence[dict]) -> Backend:
