@@ -190,6 +190,8 @@ CASES = [
     Case("yaml_missing", lambda c: (["train", str(c.tmp / "nope.yaml"), f"run.dir={c.fresh}"], None),
          ("nope.yaml", "not found")),
     Case("yaml_invalid", yaml_file(b"agent: [1,\n"), ("bad.yaml", "not valid YAML")),
+    Case("yaml_bad_indent_one_line", yaml_file(b"agent:\n learning_rate: 1\n  gamma: 2\n"),
+         ("bad.yaml", "not valid YAML: mapping values are not allowed here at line 3, column 8"), absent=("\n  ",)),
     Case("yaml_a_list", yaml_file(b"- env\n- agent\n"), ("bad.yaml", "expected a mapping")),
     Case("yaml_binary", yaml_file(b"\x00\xff\xfe\x81"), ("bad.yaml", "not a YAML text file")),
     Case("yaml_unknown_section", yaml_file(b"agnet:\n  learning_rate: 0.001\n"), ("agnet", "unknown key")),

@@ -774,6 +774,18 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Seq
     return config_from_dict(data, source=str(path), overrides=overrides)
 
 
+def _yaml_error_line(err: yaml.YAMLError) -> str:
+    """A YAML parse error in one line: what is wrong and where (``line L, column C``), without PyYAML's multi-line
+    excerpt of the file."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None)
+    context = getattr(err, "context", None)
+    if problem is None:
+        return " ".join(str(err).split())
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}" + (f" ({context})" if context else "")
+
+
 def read_config_data(path: Optional[Union[str, Path]] = None) -> tuple[Path, dict[str, Any]]:
     """The raw mapping of a YAML config file (the shipped default when ``path`` is None), not yet validated.
 
@@ -785,7 +797,7 @@ def read_config_data(path: Optional[Union[str, Path]] = None) -> tuple[Path, dic
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_error_line(err)}") from None
     except UnicodeDecodeError as err:  # a binary file passed as the config
         raise ConfigError(f"{path}: not a YAML text file (not UTF-8: {err.reason} at byte {err.start})") from None
     if not isinstance(data, dict):
