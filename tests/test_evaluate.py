@@ -362,7 +362,7 @@ def test_rpbt_evaluate_trading_writes_json_and_png(tmp_path, capsys):
     assert main(["evaluate", str(run), "--member", "1", "--split", "validation"]) == 0
     assert json.loads((run / "evaluation" / "validation_member1.json").read_text()) == again
     assert main(["evaluate", str(run), "--episodes", "3"]) == 2
-    assert "--episodes does not apply" in capsys.readouterr().err
+    assert "(--episodes) does not apply" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--member", "7"]) == 2
 
 

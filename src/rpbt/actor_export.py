@@ -226,7 +226,7 @@ def export_policy(policy: Any, path: Union[str, Path], format: str = "onnx") -> 
     Raises ``ValueError`` for an unknown format, :class:`rpbt.extras.MissingExtraError` without onnx.
     """
     if format not in EXPORT_FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
+        raise ValueError(f"format (--format) must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"export to {path}: is a folder; give a file name (-o FILE)")

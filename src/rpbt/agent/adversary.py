@@ -518,11 +518,11 @@ def make_obs_perturbation(attack: str, epsilon: float, norm: str = "linf", steps
     Raises ``ValueError`` for an unknown attack or norm, a negative epsilon or steps < 1.
     """
     if attack not in ATTACKS:
-        raise ValueError(f"--attack must be one of {ATTACKS}, got {attack!r}")
+        raise ValueError(f"attack (--attack) must be one of {ATTACKS}, got {attack!r}")
     if norm not in NORMS:
-        raise ValueError(f"--norm must be one of {NORMS}, got {norm!r}")
+        raise ValueError(f"norm (--norm) must be one of {NORMS}, got {norm!r}")
     if not (epsilon >= 0 and math.isfinite(epsilon)):
-        raise ValueError(f"--epsilon must be a finite number >= 0, got {epsilon}")
+        raise ValueError(f"epsilon (--epsilon) must be a finite number >= 0, got {epsilon}")
     if steps < 1:
         raise ValueError(f"attack steps must be >= 1, got {steps}")
     calls: dict[int, int] = {}

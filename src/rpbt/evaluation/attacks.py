@@ -68,11 +68,12 @@ def evaluate_run_robustness(run_dir: Any, attack: str, epsilon: float, member: O
         member = _best_member(run_dir)
     cfg, learner = load_member(run_dir, member)
     if cfg.env.id == "trading" and episodes is not None:
-        raise ValueError("--episodes does not apply to a trading run: it is evaluated as one episode over the split")
+        raise ValueError("episodes (--episodes) does not apply to a trading run: it is evaluated as one episode "
+                         "over the split")
     if cfg.env.id != "trading":
         episodes = 10 if episodes is None else int(episodes)
         if episodes < 1:
-            raise ValueError(f"--episodes must be >= 1, got {episodes}")
+            raise ValueError(f"episodes (--episodes) must be >= 1, got {episodes}")
     s = cfg.run.seed if seed is None else int(seed)
     report = {"run_dir": str(run_dir), "member": int(member), "env_id": cfg.env.id,
               "env_steps": int(learner.env_steps[0]), "updates": int(learner.updates[0]),

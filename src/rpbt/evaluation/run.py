@@ -19,13 +19,15 @@ def _best_member(run_dir: Path) -> int:
 
     path = run_dir / "summary.json"
     if not path.is_file():
-        raise RunDirError(f"{path}: not found (no completed round); pass --member ID")
+        raise RunDirError(f"{path}: not found (no completed round); pass a member id (--member ID; member=ID in "
+                          "Python)")
     try:
         best = json.loads(path.read_text()).get("best_member")
     except json.JSONDecodeError as err:
         raise RunDirError(f"{path}: not valid JSON ({err})") from None
     if best is None:
-        raise RunDirError(f"{path}: no best_member (no member has a score yet); pass --member ID")
+        raise RunDirError(f"{path}: no best_member (no member has a score yet); pass a member id (--member ID; "
+                          "member=ID in Python)")
     return int(best)
 
 
@@ -53,7 +55,7 @@ def evaluate_run(run_dir: Union[str, Path], member: Optional[int] = None, split:
 
     run_dir = Path(run_dir)
     if split not in SPLIT_NAMES:
-        raise ValueError(f"--split must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
+        raise ValueError(f"split (--split) must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
     if member is None:
         member = _best_member(run_dir)
     cfg, learner = load_member(run_dir, member, env_fn=env_fn)
@@ -66,8 +68,8 @@ def evaluate_run(run_dir: Union[str, Path], member: Optional[int] = None, split:
             "env_steps": int(learner.env_steps[0]), "updates": int(learner.updates[0])}
     if cfg.env.id == "trading":
         if episodes is not None:
-            raise ValueError("--episodes does not apply to a trading run: it is evaluated as one episode over the "
-                             "whole split")
+            raise ValueError("episodes (--episodes) does not apply to a trading run: it is evaluated as one "
+                             "episode over the whole split")
         report = {**head, "data": cfg.env.data.source if cfg.env.data.source != "csv" else cfg.env.data.path,
                   **evaluate_trading_split(learner, 0, cfg.env, split)}
         png_path = out_dir / f"{split}_member{member}.png"
@@ -76,7 +78,7 @@ def evaluate_run(run_dir: Union[str, Path], member: Optional[int] = None, split:
     else:
         n = 10 if episodes is None else int(episodes)
         if n < 1:
-            raise ValueError(f"--episodes must be >= 1, got {n}")
+            raise ValueError(f"episodes (--episodes) must be >= 1, got {n}")
         s = cfg.run.seed if seed is None else int(seed)
         result = evaluate_policy(learner, 0, cfg.env, split, episodes=n, seed=s, video_dir=video_dir)
         rets = np.asarray(result.returns)
