@@ -322,3 +322,20 @@ def test_an_entry_point_without_an_id_is_named_by_the_entry_point(tmp_path):
     f.write_text(f"env:\n  id: beacon\n  entry_point: {ep}\n")
     assert load_config(f).env.id == "beacon"
     assert load_config(None).env.id == "popgym-PositionOnlyCartPoleEasy-v0"
+
+
+def test_the_python_api_names_an_entry_point_environment_as_the_command_line_does(tmp_path):
+    """rpbt.resolve_config (behind rpbt.train): a file, a mapping, overrides and dotted values with only
+    ``env.entry_point`` name the environment by it; an explicit id wins."""
+    from rpbt.api import resolve_config
+
+    ep = "tests.custom_envs:make_dict_beacon"
+    f = tmp_path / "ep.yaml"
+    f.write_text(f"env:\n  entry_point: {ep}\n")
+    assert resolve_config(f).env.id == ep
+    assert resolve_config({"env": {"entry_point": ep}}).env.id == ep
+    assert resolve_config(None, [f"env.entry_point={ep}"]).env.id == ep
+    assert resolve_config(None, values={"env.entry_point": ep}).env.id == ep
+    assert resolve_config(None, values={"env.entry_point": ep, "env.id": "b"}).env.id == "b"
+    assert resolve_config({"env": {"entry_point": ep, "id": "c"}}).env.id == "c"
+    assert resolve_config(None).env.id == "popgym-PositionOnlyCartPoleEasy-v0"

@@ -49,7 +49,16 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rpbt.config import Config, ConfigError, apply_overrides, config_from_dict, read_config_data, set_dotted
+from rpbt.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    env_id_in,
+    name_custom_env,
+    read_config_data,
+    set_dotted,
+)
 
 __all__ = ["Policy", "PolicyState", "Run", "train", "resume", "load_policy", "evaluate", "export",
            "resolve_config"]
@@ -77,17 +86,22 @@ def resolve_config(config: ConfigLike = None, overrides: Sequence[str] = (), val
                               f"'pbt.population_size' (pass them as **{{'section.key': value}})")
     if isinstance(config, Config):
         source, data = "<Config>", config.to_dict()
+        id_given = True  # a Config's id was named when it was made
     elif isinstance(config, Mapping):
         source, data = "<mapping>", _plain(config)
+        id_given = env_id_in(data)
     else:
         path, data = read_config_data(config)
         source = str(path)
+        id_given = config is not None and env_id_in(data)
+    id_given = id_given or "env.id" in values or any(o.partition("=")[0].strip() == "env.id" for o in overrides)
     apply_overrides(data, list(overrides))
     labels = list(overrides)
     for key, value in values.items():
         label = f"{key}={value!r}"
         set_dotted(data, key, value, f"{label} (argument)")
         labels.append(label)
+    name_custom_env(data, id_given)
     cfg = config_from_dict(data, source, overrides=labels, origin="argument")
     if isinstance(config, Config) and config.env._env_fn is not None:
         cfg.env.with_env_fn(config.env._env_fn)

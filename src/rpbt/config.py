@@ -763,15 +763,24 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Seq
     overrides = list(overrides or [])
     given = path is not None
     path, data = read_config_data(path)
-    env = data.get("env")
-    id_given = (given and isinstance(env, dict) and "id" in env) or any(
-        o.partition("=")[0].strip() == "env.id" for o in overrides)
+    id_given = (given and env_id_in(data)) or any(o.partition("=")[0].strip() == "env.id" for o in overrides)
     apply_overrides(data, overrides)
+    name_custom_env(data, id_given)
+    return config_from_dict(data, source=str(path), overrides=overrides)
+
+
+def env_id_in(data: Any) -> bool:
+    """Whether raw config data (a mapping, before validation) sets ``env.id`` itself."""
+    return isinstance(data, dict) and isinstance(data.get("env"), dict) and "id" in data["env"]
+
+
+def name_custom_env(data: dict[str, Any], id_given: bool) -> None:
+    """Set ``env.id`` of raw config data to ``env.entry_point`` when an entry point is given and no id was: a
+    custom environment given only by its callable is named by it (in ``config.yaml``, messages and reports), not
+    by the default environment's id."""
     env = data.get("env")
     if not id_given and isinstance(env, dict) and isinstance(env.get("entry_point"), str):
-        # a custom environment given only by its callable is named by it, not by the default environment's id
         env["id"] = env["entry_point"]
-    return config_from_dict(data, source=str(path), overrides=overrides)
 
 
 def _yaml_error_line(err: yaml.YAMLError) -> str:
