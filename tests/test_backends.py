@@ -424,30 +424,75 @@ def test_auto_is_process_on_a_multicore_cpu_run_and_local_otherwise(monkeypatch)
         assert backends.resolve_kind(tiny_config(f"backend.kind={kind}"), cpus=1) == kind
     monkeypatch.setattr(backends, "main_module_is_spawn_safe", lambda: False)
     assert backends.explain_kind(cfg, cpus=2) == (
-        "local", 'auto: the script has no `if __name__ == "__main__":` guard, so worker processes could not '
-        're-import it')
+        "local", 'auto: the call is not under `if __name__ == "__main__":`, so worker processes re-importing the '
+        'script would run it again')
     assert backends.explain_kind(tiny_config("backend.kind=process"), cpus=1) == ("process", "")
 
 
-def test_a_script_without_a_main_guard_is_not_spawn_safe(tmp_path, monkeypatch):
-    """spawn workers re-import ``__main__``: only a guarded script (or -m, or no file) is safe to re-import."""
-    import types
+def _python(args: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
-    from rpbt.pbt.backends import main_module_is_spawn_safe
 
-    for source, safe in (("import rpbt\nrpbt.train()\n", False),
-                         ("def main():\n    pass\n\nif __name__ == '__main__':\n    main()\n", True),
-                         ('if "__main__" == __name__:\n    pass\n', True)):
-        script = tmp_path / "script.py"
-        script.write_text(source)
-        fake = types.ModuleType("__main__")
-        fake.__file__ = str(script)
-        fake.__spec__ = None
-        monkeypatch.setitem(sys.modules, "__main__", fake)
-        assert main_module_is_spawn_safe() is safe, source
-    fake = types.ModuleType("__main__")  # an interactive session: nothing to re-import
-    monkeypatch.setitem(sys.modules, "__main__", fake)
-    assert main_module_is_spawn_safe()
+def test_spawn_safety_follows_where_the_call_runs_in_the_main_file(tmp_path):
+    """spawn workers re-import the main script or -m module, running all but its main-guard blocks: the call must
+    be inside such a block (a guard elsewhere in the file does not count), or there must be no main file."""
+    probe = "from rpbt.pbt.backends import main_module_is_spawn_safe as safe\n"
+    cases = {
+        "top_level.py": (probe + "print(safe())\n", "False"),
+        "guarded.py": (probe + "if __name__ == '__main__':\n    print(safe())\n", "True"),
+        "guarded_main.py": (probe + "def main():\n    print(safe())\n\nif '__main__' == __name__:\n    main()\n",
+                            "True"),
+        "guard_elsewhere.py": (probe + "print(safe())\nif __name__ == '__main__':\n    pass\n", "False"),
+    }
+    for name, (source, want) in cases.items():
+        (tmp_path / name).write_text(source)
+        assert _python([name], tmp_path) == want, name
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "top_level.py").write_text(cases["top_level.py"][0])
+    (tmp_path / "pkg" / "guarded.py").write_text(cases["guarded.py"][0])
+    assert _python(["-m", "pkg.top_level"], tmp_path) == "False"  # -m re-imports the module too
+    assert _python(["-m", "pkg.guarded"], tmp_path) == "True"
+    assert _python(["-c", probe + "print(safe())"], tmp_path) == "True"  # nothing to re-import
+
+
+def test_an_env_fn_reaches_workers_only_from_the_top_level_of_an_importable_file(tmp_path):
+    """A function defined at the main file's top level is found again by a worker's re-import; one defined under
+    the main guard, a lambda, or one defined in python -c / a notebook is not."""
+    (tmp_path / "envfn.py").write_text(
+        "from rpbt.pbt.backends import env_fn_reaches_workers as ok\n"
+        "def top():\n    pass\n"
+        "if __name__ == '__main__':\n"
+        "    def inner():\n        pass\n"
+        "    print(ok(top), ok(inner), ok(lambda: 0), ok(ok))\n")
+    assert _python(["envfn.py"], tmp_path) == "True False False True"
+    assert _python(["-c", "from rpbt.pbt.backends import env_fn_reaches_workers as ok\n"
+                          "def f():\n    pass\nprint(ok(f))"], tmp_path) == "False"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="auto picks the process backend only with 2+ CPUs")
+def test_auto_falls_back_to_one_process_when_the_workers_cannot_build_the_environment(tmp_path):
+    """An environment registered only under the script's main guard does not exist in the re-imported workers:
+    auto warns, trains in the script's process (backend local) and records why."""
+    script = tmp_path / "train_registered.py"
+    script.write_text(
+        "import warnings, gymnasium as gym, rpbt\n"
+        "from rpbt.pbt.backends import AutoBackendWarning\n"
+        "if __name__ == '__main__':\n"
+        "    gym.register('GuardedCartPole-v0', entry_point='gymnasium.envs.classic_control:CartPoleEnv')\n"
+        "    with warnings.catch_warnings(record=True) as caught:\n"
+        "        warnings.simplefilter('always')\n"
+        f"        run = rpbt.train(overrides={TINY!r} + ['pbt.population_size=2', 'backend.kind=auto',\n"
+        "                         'agent.device=cpu', 'env.id=GuardedCartPole-v0', 'run.dir=run'])\n"
+        "    print([str(w.message) for w in caught if w.category is AutoBackendWarning])\n")
+    out = _python([script.name], tmp_path)
+    assert "worker processes did not start (EnvError" in out and "training in this process" in out
+    start = _events(tmp_path / "run")[0]
+    assert (start["backend"], start["backend_reason"]) == ("local", "auto: the worker processes did not start")
+    assert (tmp_path / "run" / "summary.json").is_file()
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="auto picks the process backend only with 2+ CPUs")

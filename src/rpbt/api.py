@@ -206,11 +206,11 @@ def train(config: ConfigLike = None, *, overrides: Sequence[str] = (), env_fn: O
 
 def _backend_words(runner: Any) -> str:
     """``backend process, 2 worker processes; auto: 2 usable CPUs``: what the announce line says of the backend."""
-    from rpbt.pbt.backends import explain_kind
+    from rpbt.pbt.backends import backend_reason
 
     b = runner.backend
     workers = f", {b.num_workers} worker processes" if b.kind != "local" else ""
-    why = explain_kind(runner.cfg)[1]
+    why = backend_reason(runner.cfg, b)
     return f"backend {b.kind}{workers}" + (f"; {why}" if why else "")
 
 

@@ -43,7 +43,7 @@ from rpbt.agent.distributional import empirical_cvar
 from rpbt.agent.ppo import first_nonfinite
 from rpbt.checkpoint import CheckpointError, MemberState, naming_checkpoint
 from rpbt.config import Config, member_hparams
-from rpbt.pbt.backends import explain_kind, make_backend
+from rpbt.pbt.backends import backend_reason, make_backend
 from rpbt.pbt.backends.base import Backend
 from rpbt.pbt.scheduler import PBTScheduler
 from rpbt.pbt.space import SearchSpace
@@ -150,7 +150,7 @@ class PopulationRunner:
         self.backend.attach_run(self.rundir)  # sharded backends: failure events, committed checkpoints
         self.rundir.write_event({"type": "start", "round": 0, "population_size": self.P,
                                  "backend": self.backend.kind, "num_workers": self.backend.num_workers,
-                                 "backend_reason": explain_kind(self.cfg)[1],
+                                 "backend_reason": backend_reason(self.cfg, self.backend),
                                  "hparams": hparams, "search_space": self.space.to_json()})
 
     def resume(self) -> None:
