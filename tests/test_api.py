@@ -382,7 +382,8 @@ def test_load_policy_and_the_cli_fall_back_to_an_older_kept_round_when_the_newes
     assert f"rpbt: warning: {run.dir}: member 1's checkpoint" in capsys.readouterr().err
     older_ckpt = ckpts / older / "member_1.pt"
     older_ckpt.write_bytes(older_ckpt.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match=newest):
+    with pytest.raises(CheckpointError, match=newest) as caught:
         rpbt.load_policy(run.dir, member=1)
+    assert f"the older kept rounds did not load either ({older}: " in str(caught.value)
     assert main(["evaluate", str(run.dir), "--member", "1", "--episodes", "1"]) == 2
     assert "member_1.pt" in capsys.readouterr().err

@@ -461,6 +461,7 @@ def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu", env
     folder = state.get("checkpoint_dir")
     folders = list(dict.fromkeys([folder, *(state.get("history") or [])])) if folder else [None]
     first_error: Optional[CheckpointError] = None
+    older_errors: list[str] = []
     for k, name in enumerate(folders):
         path = (rundir.checkpoint_dir / name if name else rundir.checkpoint_dir) / f"member_{member}.pt"
         try:
@@ -469,7 +470,10 @@ def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu", env
             with naming_checkpoint(path, run_dir / "config.yaml"):  # a "does not fit" error
                 learner.restore(0, ms)
         except CheckpointError as err:
-            first_error = first_error or err
+            if first_error is None:
+                first_error = err
+            else:
+                older_errors.append(f"{name}: {err}")
             continue
         if k > 0:
             warnings.warn(CheckpointFallbackWarning(
@@ -478,5 +482,8 @@ def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu", env
         learner.eval()
         return cfg, learner
     assert first_error is not None
+    if older_errors:
+        raise CheckpointError(f"{first_error}; the older kept rounds did not load either ("
+                              f"{'; '.join(older_errors)})") from None
     raise first_error
 
