@@ -387,3 +387,27 @@ def test_load_policy_and_the_cli_fall_back_to_an_older_kept_round_when_the_newes
     assert f"the older kept rounds did not load either ({older}: " in str(caught.value)
     assert main(["evaluate", str(run.dir), "--member", "1", "--episodes", "1"]) == 2
     assert "member_1.pt" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_rpbt_train_names_the_directory_to_resume_or_says_there_is_nothing(tmp_path, capsys,
+                                                                                         monkeypatch):
+    """Ctrl-C in ``rpbt train`` (exit 130): after a committed round the message is a command to paste; before the
+    first commit it says there is nothing to resume. Python callers get rpbt.api.Interrupted, a KeyboardInterrupt."""
+    from rpbt.api import Interrupted
+    from rpbt.pbt.runner import PopulationRunner
+
+    def interrupted_after(rounds):
+        def run(self, *args, **kwargs):
+            self.round = rounds
+            raise KeyboardInterrupt
+        return run
+
+    for rounds, want in ((2, "continue with `rpbt resume {d}`"), (0, "nothing to resume in {d}")):
+        monkeypatch.setattr(PopulationRunner, "run", interrupted_after(rounds))
+        run_dir = tmp_path / f"r{rounds}"
+        capsys.readouterr()
+        assert main(["train", *TINY, f"run.dir={run_dir}"]) == 130
+        assert want.format(d=run_dir) in capsys.readouterr().err
+    with pytest.raises(KeyboardInterrupt) as caught:
+        rpbt.train(overrides=TINY, **{"run.dir": str(tmp_path / "py")})
+    assert isinstance(caught.value, Interrupted) and caught.value.run_dir == tmp_path / "py"

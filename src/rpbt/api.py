@@ -60,7 +60,7 @@ from rpbt.config import (
     set_dotted,
 )
 
-__all__ = ["Policy", "PolicyState", "Run", "train", "resume", "load_policy", "evaluate", "export",
+__all__ = ["Interrupted", "Policy", "PolicyState", "Run", "train", "resume", "load_policy", "evaluate", "export",
            "resolve_config"]
 
 ConfigLike = Union[None, str, Path, Mapping[str, Any], Config]
@@ -137,6 +137,15 @@ def _attach_env_fn(cfg: Config, env_fn: Optional[Callable[..., Any]], explicit_i
 # --------------------------------------------------------------------------------------------------- runs
 
 
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C (a ``KeyboardInterrupt`` like any other): ``run_dir`` and ``committed_rounds``,
+    the rounds a ``rpbt resume`` / :func:`resume` continues from (0: nothing to resume, train again)."""
+
+    def __init__(self, run_dir: Path, committed_rounds: int):
+        super().__init__(f"{run_dir}: interrupted after {committed_rounds} committed rounds")
+        self.run_dir, self.committed_rounds = Path(run_dir), int(committed_rounds)
+
+
 @dataclass
 class Run:
     """A finished (or resumed to the end) run: its directory, resolved config and final summary.
@@ -200,7 +209,10 @@ def train(config: ConfigLike = None, *, overrides: Sequence[str] = (), env_fn: O
         raise
     if cfg.run.progress if announce is None else announce:
         print(f"rpbt: run directory {run_dir} ({_backend_words(runner)})", flush=True)
-    summary = runner.run()
+    try:
+        summary = runner.run()
+    except KeyboardInterrupt:
+        raise Interrupted(run_dir, runner.round) from None
     return Run(run_dir, cfg, summary)
 
 

@@ -386,9 +386,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except known as err:
         print(f"rpbt: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        where = getattr(args, "run_dir", None) or "the run directory printed above"
-        print(f"rpbt: interrupted; continue with `rpbt resume {where}`", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        from rpbt.api import Interrupted
+
+        if isinstance(err, Interrupted) and err.committed_rounds == 0:
+            print(f"rpbt: interrupted before the first round was committed: nothing to resume in {err.run_dir}; "
+                  f"train again (add --overwrite to reuse the directory)", file=sys.stderr)
+            return 130
+        where = err.run_dir if isinstance(err, Interrupted) else getattr(args, "run_dir", None)
+        print(f"rpbt: interrupted; continue with `rpbt resume {where or 'RUN_DIR'}`", file=sys.stderr)
         return 130
     finally:
         warnings.showwarning = shown
