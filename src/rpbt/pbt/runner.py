@@ -196,7 +196,9 @@ class PopulationRunner:
         if self.skipped:
             self.rundir.write_runner_state({**state, "history": self.history})
             self.rundir.write_summary(self.summary())
-        event: dict[str, Any] = {"type": "resume", "round": self.round}
+        event: dict[str, Any] = {"type": "resume", "round": self.round, "backend": self.backend.kind,
+                                 "num_workers": self.backend.num_workers,
+                                 "backend_reason": backend_reason(self.cfg, self.backend)}
         if self.skipped:
             event["skipped"] = self.skipped
         self.rundir.write_event(event)
