@@ -43,16 +43,34 @@ class ConfigError(ValueError):
 
 
 def _numeric_only(annotation: Any) -> bool:
-    """Whether a field's type is a number (``int``, ``float``, optionally ``None``) and nothing else."""
+    """Whether a field's type is a number (``int``, ``float``, optionally ``None``; possibly ``Annotated``) and
+    nothing else."""
     import types
     import typing
 
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
     if annotation in (int, float):
         return True
     if typing.get_origin(annotation) in (Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return bool(args) and all(a in (int, float) for a in args)
+        return bool(args) and all(_numeric_only(a) for a in args)
     return False
+
+
+def _numeric_list(annotation: Any) -> bool:
+    """Whether a field's type is a list of numbers (optionally ``None``)."""
+    import types
+    import typing
+
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return len(args) == 1 and _numeric_list(args[0])
+    return typing.get_origin(annotation) is list and all(_numeric_only(a) for a in typing.get_args(annotation))
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool) or (type(v).__module__ == "numpy" and type(v).__name__ in ("bool", "bool_"))
 
 
 class _Strict(BaseModel):
@@ -65,9 +83,13 @@ class _Strict(BaseModel):
     @classmethod
     def _no_bool_for_a_number(cls, v: Any, info: Any) -> Any:
         # pydantic reads true as 1 for an int field; `num_envs: true` is a mistake, not a count
-        if isinstance(v, bool) and info.field_name in cls.model_fields and _numeric_only(
-                cls.model_fields[info.field_name].annotation):
-            raise ValueError(f"expected a number, got the boolean {str(v).lower()}")
+        field = cls.model_fields.get(info.field_name)
+        if field is None:
+            return v
+        if _is_bool(v) and _numeric_only(field.annotation):
+            raise ValueError("expected a number, not a boolean")
+        if isinstance(v, (list, tuple)) and any(_is_bool(x) for x in v) and _numeric_list(field.annotation):
+            raise ValueError("expected a list of numbers; it holds a boolean")
         return v
 
 
