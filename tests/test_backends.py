@@ -18,6 +18,7 @@ import torch
 
 from rpbt.checkpoint import CheckpointError, MemberState
 from rpbt.cli import main
+from rpbt.config import ConfigError
 from rpbt.pbt.backends import process as process_mod
 from rpbt.pbt.backends.process import BackendError, split_shards, threads_per_worker
 from rpbt.pbt.runner import PopulationRunner
@@ -114,8 +115,8 @@ def test_shards_are_contiguous_and_threads_do_not_oversubscribe():
     assert threads_per_worker(3, 2) == 1  # more workers than CPUs: one thread each, never zero
     assert threads_per_worker(2, 16, requested=4) == 4
     assert threads_per_worker(2, 16, requested=32) == 8
-    with pytest.raises(BackendError, match="backend.num_workers"):
-        process_mod.num_process_workers(tiny_config("backend.num_workers=5"))
+    with pytest.raises(ConfigError, match="backend.num_workers"):  # checked with the config, for every backend
+        tiny_config("backend.num_workers=5")
     assert process_mod.num_process_workers(tiny_config(), cpus=16) == 4  # capped at the population
 
 

@@ -655,6 +655,10 @@ class Config(_Strict):
                 f"pbt.score_source: validation needs a walk-forward validation split, which only env.id: trading "
                 f"has (env.id is {self.env.id!r}); use training or auto"
             )
+        w, P = self.backend.num_workers, self.pbt.population_size
+        if w is not None and not 1 <= w <= P:
+            raise ValueError(f"backend.num_workers must be between 1 and pbt.population_size ({P}) (a worker holds at "
+                             f"least one member), got {w}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
