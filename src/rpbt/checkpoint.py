@@ -126,8 +126,10 @@ def naming_checkpoint(source: Union[str, Path], config: Union[str, Path, None] =
         msg = str(err)
         if msg.startswith(str(source)):
             raise
-        hint = f" (was it written by a run with another config than {config}?)" if config is not None else ""
-        raise CheckpointError(f"{source}: {msg}{hint}") from None
+        if config is not None:  # name the config as the likely mismatch, instead of the learner's generic hint
+            msg = msg.replace(" (different agent config?)", "")
+            msg += f" (was it written by a run with another config than {config}?)"
+        raise CheckpointError(f"{source}: {msg}") from None
 
 
 def _load_failure(err: Exception, data: bytes) -> str:

@@ -748,7 +748,8 @@ def _format_errors(err: ValidationError, source: str, overrides: Sequence[str] =
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; `rpbt config` prints every valid key)"
-        elif "input" in e and e["type"] != "missing" and not isinstance(e["input"], dict):
+        elif ("input" in e and e["type"] != "missing" and not isinstance(e["input"], dict)
+              and f"got {e['input']!r}" not in msg):  # a validator's own message may already say what it got
             msg = f"{msg} (got {e['input']!r})"
         found = _override_origin(loc, msg, overrides)
         if found:
