@@ -405,29 +405,21 @@ def _env_lambda():  # noqa: D401 - a module-level callable: pickle sends it by r
     return gym.make("CartPole-v1")
 
 
-def test_auto_is_process_on_a_multicore_cpu_run_and_local_otherwise(monkeypatch):
-    """``backend.kind: auto`` resolves from the machine and the run (hand-listed cases of resolve_kind's rules)."""
+def test_auto_is_process_on_a_multicore_cpu_run_and_local_otherwise():
+    """``backend.kind: auto`` resolves from the machine and the run (hand-listed cases of explain_kind's rules)."""
     from rpbt.pbt import backends
 
     cfg = tiny_config("backend.kind=auto", "agent.device=cpu")
-    monkeypatch.setattr(backends, "main_module_is_spawn_safe", lambda: True)
-    assert backends.resolve_kind(cfg, cpus=2) == "process"
-    assert backends.resolve_kind(cfg, cpus=1) == "local"
+    assert backends.explain_kind(cfg, cpus=2) == ("process", "auto: 2 usable CPUs")
+    assert backends.explain_kind(cfg, cpus=1) == ("local", "auto: 1 usable CPU")
     gpu = tiny_config("backend.kind=auto", "agent.device=auto")
     assert backends.resolve_kind(gpu, cpus=8, cuda_available=True) == "local"
     assert backends.resolve_kind(gpu, cpus=8, cuda_available=False) == "process"
-    cfg.env.with_env_fn(_env_lambda)
-    assert backends.resolve_kind(cfg, cpus=2) == "process"
-    closure = tiny_config("backend.kind=auto", "agent.device=cpu")
-    closure.env.with_env_fn(lambda: _env_lambda())
-    assert backends.resolve_kind(closure, cpus=2) == "local"  # pickle cannot send a lambda
+    cfg.env.with_env_fn(_env_lambda)  # a callable object is called where it was given
+    assert backends.explain_kind(cfg, cpus=2)[0] == "local"
+    assert "env_fn" in backends.explain_kind(cfg, cpus=2)[1]
     for kind in ("local", "process", "ray"):
-        assert backends.resolve_kind(tiny_config(f"backend.kind={kind}"), cpus=1) == kind
-    monkeypatch.setattr(backends, "main_module_is_spawn_safe", lambda: False)
-    assert backends.explain_kind(cfg, cpus=2) == (
-        "local", 'auto: the call is not under `if __name__ == "__main__":`, so worker processes re-importing the '
-        'script would run it again')
-    assert backends.explain_kind(tiny_config("backend.kind=process"), cpus=1) == ("process", "")
+        assert backends.explain_kind(tiny_config(f"backend.kind={kind}"), cpus=1) == (kind, "")
 
 
 def _python(args: list[str], cwd: Path) -> str:
@@ -437,46 +429,27 @@ def _python(args: list[str], cwd: Path) -> str:
     return done.stdout.strip()
 
 
-def test_spawn_safety_follows_where_the_call_runs_in_the_main_file(tmp_path):
-    """spawn workers re-import the main script or -m module, running all but its main-guard blocks: the call must
-    be inside such a block (a guard elsewhere in the file does not count), or there must be no main file."""
-    probe = "from rpbt.pbt.backends import main_module_is_spawn_safe as safe\n"
-    cases = {
-        "top_level.py": (probe + "print(safe())\n", "False"),
-        "guarded.py": (probe + "if __name__ == '__main__':\n    print(safe())\n", "True"),
-        "guarded_main.py": (probe + "def main():\n    print(safe())\n\nif '__main__' == __name__:\n    main()\n",
-                            "True"),
-        "guard_elsewhere.py": (probe + "print(safe())\nif __name__ == '__main__':\n    pass\n", "False"),
-    }
-    for name, (source, want) in cases.items():
-        (tmp_path / name).write_text(source)
-        assert _python([name], tmp_path) == want, name
-    (tmp_path / "pkg").mkdir()
-    (tmp_path / "pkg" / "__init__.py").write_text("")
-    (tmp_path / "pkg" / "top_level.py").write_text(cases["top_level.py"][0])
-    (tmp_path / "pkg" / "guarded.py").write_text(cases["guarded.py"][0])
-    assert _python(["-m", "pkg.top_level"], tmp_path) == "False"  # -m re-imports the module too
-    assert _python(["-m", "pkg.guarded"], tmp_path) == "True"
-    assert _python(["-c", probe + "print(safe())"], tmp_path) == "True"  # nothing to re-import
-
-
-def test_an_env_fn_reaches_workers_only_from_the_top_level_of_an_importable_file(tmp_path):
-    """A function defined at the main file's top level is found again by a worker's re-import; one defined under
-    the main guard, a lambda, or one defined in python -c / a notebook is not."""
-    (tmp_path / "envfn.py").write_text(
-        "from rpbt.pbt.backends import env_fn_reaches_workers as ok\n"
-        "def top():\n    pass\n"
-        "if __name__ == '__main__':\n"
-        "    def inner():\n        pass\n"
-        "    print(ok(top), ok(inner), ok(lambda: 0), ok(ok))\n")
-    assert _python(["envfn.py"], tmp_path) == "True False False True"
-    assert _python(["-c", "from rpbt.pbt.backends import env_fn_reaches_workers as ok\n"
-                          "def f():\n    pass\nprint(ok(f))"], tmp_path) == "False"
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="auto picks the process backend only with 2+ CPUs")
+def test_auto_workers_do_not_run_an_unguarded_script_again(tmp_path):
+    """A script that calls rpbt.train at its top level, without a main guard: auto trains on worker processes,
+    which do not import the script again, so its top-level code runs once (spawn's default would run it in every
+    worker)."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import os, rpbt\n"
+        "with open('ran.txt', 'a') as f:\n    f.write(f'{os.getpid()}\\n')\n"
+        f"run = rpbt.train(overrides={TINY!r} + ['pbt.population_size=2', 'backend.kind=auto',\n"
+        "                 'agent.device=cpu', 'run.dir=run'])\n")
+    _python([script.name], tmp_path)
+    assert len((tmp_path / "ran.txt").read_text().split()) == 1
+    start = _events(tmp_path / "run")[0]
+    assert (start["backend"], start["num_workers"]) == ("process", 2)
+    assert (tmp_path / "run" / "summary.json").is_file()
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="auto picks the process backend only with 2+ CPUs")
 def test_auto_falls_back_to_one_process_when_the_workers_cannot_build_the_environment(tmp_path):
-    """An environment registered only under the script's main guard does not exist in the re-imported workers:
+    """An environment the script registers does not exist in auto's workers (they do not import the script):
     auto warns, trains in the script's process (backend local) and records why."""
     script = tmp_path / "train_registered.py"
     script.write_text(

@@ -9,18 +9,14 @@ it is built (Ray is optional).
 
 from __future__ import annotations
 
-import ast
 import os
-import pickle
-import sys
 import warnings
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from rpbt.config import Config
 from rpbt.pbt.backends.base import Backend
 
-__all__ = ["AutoBackendWarning", "Backend", "backend_reason", "env_fn_reaches_workers", "explain_kind",
-           "main_module_is_spawn_safe", "make_backend", "resolve_kind"]
+__all__ = ["AutoBackendWarning", "Backend", "backend_reason", "explain_kind", "make_backend", "resolve_kind"]
 
 
 def _usable_cpus() -> int:
@@ -28,86 +24,6 @@ def _usable_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - non-Linux
         return max(1, os.cpu_count() or 1)
-
-
-def _is_main_test(test: ast.expr) -> bool:
-    """``__name__ == "__main__"`` (either side)."""
-    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
-        return False
-    a, b = test.left, test.comparators[0]
-    name = [x for x in (a, b) if isinstance(x, ast.Name) and x.id == "__name__"]
-    main = [x for x in (a, b) if isinstance(x, ast.Constant) and x.value == "__main__"]
-    return bool(name) and bool(main)
-
-
-def _main_source() -> Optional[tuple[Any, ast.Module]]:
-    """(``__main__``, its parsed source) when ``__main__`` is a file that spawn workers re-import (a script or a
-    module run with ``-m``); None when it is none (an interactive session, ``python -c``, a notebook)."""
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    if main is None or path is None:
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return main, ast.parse(f.read(), filename=str(path))
-    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
-        return main, ast.Module(body=[], type_ignores=[])  # unreadable (stdin): nothing is known to be safe
-
-
-def main_module_is_spawn_safe() -> bool:
-    """Whether worker processes started with ``spawn`` can re-import ``__main__`` without running this call again.
-
-    Spawn workers re-import the main script or ``-m`` module (as ``__mp_main__``), which runs its top-level code
-    except what is under ``if __name__ == "__main__":``. Safe: no main file (an interactive session,
-    ``python -c``, a notebook: nothing is re-imported), or this call runs inside such a guard block of the main
-    file (found from the call stack: the line at which ``__main__``'s top-level code is executing, and the file's
-    guard blocks from its syntax tree; the ``rpbt`` command's call is). Not safe: a call at the top level of a
-    script or module without a guard around it, or a main file that cannot be read.
-    """
-    found = _main_source()
-    if found is None:
-        return True
-    main, tree = found
-    frame = sys._getframe(1)
-    while frame is not None and not (frame.f_code.co_name == "<module>" and frame.f_globals is vars(main)):
-        frame = frame.f_back
-    if frame is None:  # not under __main__'s top-level code (another thread): nothing says it is guarded
-        return False
-    line = frame.f_lineno
-    return any(isinstance(node, ast.If) and _is_main_test(node.test) and node.lineno <= line <= (node.end_lineno or 0)
-               for node in tree.body)
-
-
-def _main_defines(name: str) -> bool:
-    """Whether the re-imported main file defines ``name`` at its top level (a ``def``, ``class``, assignment or
-    import outside the ``if __name__ == "__main__":`` blocks), so a spawn worker can unpickle ``__main__.name``."""
-    found = _main_source()
-    if found is None:
-        return False
-    for node in found[1].body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
-            return True
-        if isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-                return True
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            if any((a.asname or a.name.split(".")[0]) == name for a in node.names):
-                return True
-    return False
-
-
-def env_fn_reaches_workers(env_fn: Any) -> bool:
-    """Whether spawn workers can get ``env_fn`` by reference: pickle can send it, and when it lives in
-    ``__main__`` the re-imported main file defines it at its top level (not in a guard block, not in a notebook)."""
-    try:
-        pickle.loads(pickle.dumps(env_fn))
-    except Exception:
-        return False
-    if getattr(env_fn, "__module__", None) == "__main__":
-        qualname = getattr(env_fn, "__qualname__", "")
-        return "." not in qualname and _main_defines(qualname)
-    return True
 
 
 def resolve_kind(cfg: Config, cpus: Optional[int] = None, cuda_available: Optional[bool] = None) -> str:
@@ -127,13 +43,13 @@ def explain_kind(cfg: Config, cpus: Optional[int] = None, cuda_available: Option
       ``tests/test_backends.py``);
     - the learner runs on the CPU: ``agent.device: cpu``, or ``auto`` without CUDA (``cuda_available``; default
       ``torch.cuda.is_available()``). On a GPU one process batching the whole population is the fast path;
-    - an ``env_fn`` attached in this process reaches the workers (:func:`env_fn_reaches_workers`: a lambda, a
-      closure, a function defined in a notebook or inside the main guard train locally);
-    - the call can be repeated by ``spawn`` workers' re-import of the main script without running again
-      (:func:`main_module_is_spawn_safe`).
+    - no ``env_fn`` object is attached (``rpbt.train(..., env_fn=...)``): a callable is called where it was given,
+      with the globals it sees there; workers would import it anew by name.
 
-    :func:`make_backend` also falls back to ``local`` when ``auto``'s process workers fail to start (an environment
-    registered only under the script's main guard, ...), with a :class:`AutoBackendWarning` naming the cause.
+    ``auto``'s workers do not import the main script again (``ProcessBackend(reimport_main=False)``), so a script
+    needs no ``if __name__ == "__main__":`` guard and its top-level code runs once. :func:`make_backend` falls back
+    to ``local`` when they fail to start (an environment registered by the script with ``gym.register`` does not
+    exist in them), with an :class:`AutoBackendWarning` naming the cause.
     """
     kind = cfg.backend.kind
     if kind != "auto":
@@ -151,13 +67,8 @@ def explain_kind(cfg: Config, cpus: Optional[int] = None, cuda_available: Option
             cuda_available = torch.cuda.is_available()
         if cuda_available:
             return "local", "auto: the learner runs on CUDA"
-    env_fn = cfg.env._env_fn  # a callable attached in this process (rpbt.train(..., env_fn=...)), if any
-    if env_fn is not None and not env_fn_reaches_workers(env_fn):
-        return "local", ("auto: env_fn cannot reach worker processes (define it at the top level of an "
-                         "importable module or script)")
-    if not main_module_is_spawn_safe():
-        return "local", ("auto: the call is not under `if __name__ == \"__main__\":`, so worker processes "
-                         "re-importing the script would run it again")
+    if cfg.env._env_fn is not None:  # a callable attached in this process (rpbt.train(..., env_fn=...))
+        return "local", "auto: env_fn is called in this process (backend.kind=process sends it to workers by name)"
     return "process", f"auto: {n} usable CPUs"
 
 
@@ -193,7 +104,7 @@ def make_backend(cfg: Config, hparams: Sequence[dict]) -> Backend:
         if cfg.backend.kind != "auto":
             return ProcessBackend(cfg, hparams)
         try:
-            return ProcessBackend(cfg, hparams)
+            return ProcessBackend(cfg, hparams, reimport_main=False)
         except Exception as err:  # noqa: BLE001 - any start-up failure: one process is the fallback
             from rpbt.pbt.backends.local import LocalBackend
 
@@ -201,7 +112,8 @@ def make_backend(cfg: Config, hparams: Sequence[dict]) -> Backend:
             cause = " ".join(str(err).split())
             warnings.warn(AutoBackendWarning(
                 f"backend auto: the worker processes did not start ({type(err).__name__}: {cause[:300]}); "
-                f"training in this process (backend local). Set backend.kind=local to skip the attempt"),
+                f"training in this process (backend local). Set backend.kind=local to skip the attempt, or "
+                f"backend.kind=process to have the workers import the script (environments it registers)"),
                 stacklevel=2)
             return backend
     if kind == "ray":

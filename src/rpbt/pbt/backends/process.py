@@ -33,13 +33,15 @@ raised in the driver with their own type.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
 import signal
+import sys
 import traceback
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from rpbt.checkpoint import CheckpointError, MemberState, atomic_write_bytes
 from rpbt.config import Config
@@ -530,15 +532,40 @@ class ShardedBackend:
         self._handles = [None] * len(self.shards)
 
 
+@contextlib.contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """Start ``spawn`` processes inside this block without their re-importing the main script or ``-m`` module.
+
+    ``spawn`` normally runs the parent's ``__main__`` file again in each child (as ``__mp_main__``) so that objects
+    defined there can be unpickled; it finds the file from ``__main__.__file__`` / ``__main__.__spec__``. With both
+    hidden while the child is started, the child imports only what it unpickles (rpbt's modules), so a script's
+    top-level code never runs twice and needs no ``if __name__ == "__main__":`` guard.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    try:
+        main.__dict__.pop("__file__", None)
+        main.__dict__["__spec__"] = None
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
 class _ProcessHandle:
     """One worker process and the driver's end of its pipe."""
 
-    def __init__(self, ctx: Any, cfg: Config, members: list[int], hparams: list[dict], threads: int, index: int):
+    def __init__(self, ctx: Any, cfg: Config, members: list[int], hparams: list[dict], threads: int, index: int,
+                 reimport_main: bool = True):
         self.index = index
         self.conn, child = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(target=_worker_main, args=(child, cfg, members, hparams, threads, os.getpid()),
                                 name=f"rpbt-shard-{index}", daemon=True)
-        self.proc.start()
+        with contextlib.nullcontext() if reimport_main else _main_not_reimported():
+            self.proc.start()
         child.close()  # so that the worker's death reads as EOF here
         self.busy = True  # building its learner; cleared by each answer received
 
@@ -609,6 +636,10 @@ class ProcessBackend(ShardedBackend):
     Args:
         cfg: run config (``backend.num_workers``, ``backend.max_failures``, ``run.torch_threads``).
         hparams: initial hyperparameters per member (P dicts).
+        reimport_main: whether the workers import the main script again, as ``spawn`` does by default (so that an
+            ``env_fn`` or an environment registered at the script's top level exists in them; the script then needs
+            an ``if __name__ == "__main__":`` guard). ``backend.kind: auto`` starts them without
+            (:func:`_main_not_reimported`).
 
     Raises :class:`BackendError` for a bad ``backend.num_workers``; errors building a learner (e.g.
     ``EnvError``) are raised as in the local backend.
@@ -616,9 +647,10 @@ class ProcessBackend(ShardedBackend):
 
     kind = "process"
 
-    def __init__(self, cfg: Config, hparams: Sequence[dict]):
+    def __init__(self, cfg: Config, hparams: Sequence[dict], reimport_main: bool = True):
         import multiprocessing as mp
 
+        self.reimport_main = reimport_main
         cpus = usable_cpus()
         num_workers = num_process_workers(cfg, cpus)
         super().__init__(cfg, hparams, num_workers)
@@ -631,7 +663,8 @@ class ProcessBackend(ShardedBackend):
 
     def _new_handle(self, k: int) -> _ProcessHandle:
         ms = self.shards[k]
-        return _ProcessHandle(self._ctx, self.cfg, list(ms), [self.hparams[m] for m in ms], self.threads, k)
+        return _ProcessHandle(self._ctx, self.cfg, list(ms), [self.hparams[m] for m in ms], self.threads, k,
+                              self.reimport_main)
 
     def worker_pid(self, shard: int) -> Optional[int]:
         """Process id of shard ``shard``'s current worker."""
