@@ -230,13 +230,20 @@ def code_version() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+_LOADED_VERSION: Optional[str] = None  # the checkout's version when this process first trained: the code it runs
+
+
 def record_code_version(path: Path) -> None:
     """Append the code version that trains (or resumes) the run at ``path`` to the file beside it,
     ``.<run name>.commits`` (one per line; outside the run directory, which a fresh ``rpbt.train`` replaces), so a
-    report can say which commit produced each run."""
+    report can say which commit produced each run. The version is read once per suite process (the code it has
+    loaded), not at each run: a checkout that moves on while the suite runs does not change the suite's code."""
+    global _LOADED_VERSION
+    if _LOADED_VERSION is None:
+        _LOADED_VERSION = code_version()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f".{path.name}.commits", "a") as f:
-        f.write(code_version() + "\n")
+        f.write(_LOADED_VERSION + "\n")
 
 
 def read_code_versions(path: Path) -> list[str]:
@@ -546,6 +553,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    global _LOADED_VERSION
+    _LOADED_VERSION = _LOADED_VERSION or code_version()  # at start, before the checkout can move on
     args = parse_args(argv)
     try:
         check_envs(args.envs)
