@@ -19,6 +19,8 @@ bad value came from: the file, or the command-line override (``agent.learning_ra
 from __future__ import annotations
 
 import math
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +47,6 @@ class ConfigError(ValueError):
 def _numeric_only(annotation: Any) -> bool:
     """Whether a field's type is a number (``int``, ``float``, optionally ``None``; possibly ``Annotated``) and
     nothing else."""
-    import types
-    import typing
-
     if typing.get_origin(annotation) is Annotated:
         annotation = typing.get_args(annotation)[0]
     if annotation in (int, float):
@@ -60,9 +59,6 @@ def _numeric_only(annotation: Any) -> bool:
 
 def _numeric_list(annotation: Any) -> bool:
     """Whether a field's type is a list of numbers (optionally ``None``)."""
-    import types
-    import typing
-
     if typing.get_origin(annotation) in (Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return len(args) == 1 and _numeric_list(args[0])

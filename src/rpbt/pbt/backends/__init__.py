@@ -9,7 +9,6 @@ it is built (Ray is optional).
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Optional, Sequence
 
@@ -17,13 +16,6 @@ from rpbt.config import Config
 from rpbt.pbt.backends.base import Backend
 
 __all__ = ["AutoBackendWarning", "Backend", "backend_reason", "explain_kind", "make_backend", "resolve_kind"]
-
-
-def _usable_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def resolve_kind(cfg: Config, cpus: Optional[int] = None, cuda_available: Optional[bool] = None) -> str:
@@ -54,7 +46,11 @@ def explain_kind(cfg: Config, cpus: Optional[int] = None, cuda_available: Option
     kind = cfg.backend.kind
     if kind != "auto":
         return kind, ""
-    n = cpus if cpus is not None else _usable_cpus()
+    if cpus is None:
+        from rpbt.pbt.backends.process import usable_cpus
+
+        cpus = usable_cpus()
+    n = cpus
     if n < 2:
         return "local", "auto: 1 usable CPU"
     device = cfg.agent.device
