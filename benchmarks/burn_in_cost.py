@@ -13,8 +13,8 @@ rollouts, 4 minibatches x 4 epochs, encoder [64] + LSTM(64) actor and quantile c
 
 - **round**: wall time of ``perturbation_interval`` PPO updates of the whole population (after one warm-up
   update), plus the time spent recording the burn-in history during those updates
-  (:meth:`rpbt.envs.runner.CarriedState.record`, called by :func:`rpbt.agent.ppo.collect` at every step: burn-in's
-  running cost);
+  (:meth:`rpbt.envs.runner.CarriedState.record_steps`, called by :func:`rpbt.agent.ppo.collect` once per rollout
+  with its T steps: burn-in's running cost);
 - **exploit**: one recipient's whole transfer, :func:`rpbt.pbt.transfer.exploit`, with ``burn_in`` on a history
   of 512 steps in each of the 8 environments (synthetic episodes of 512 real observations cycled from the run;
   CartPole's episodes are at most 200 steps, so this is the worst case the window allows), against the peer: the
@@ -58,12 +58,12 @@ RESULTS = Path(__file__).resolve().parent / "results" / "burn_in_cost.json"
 
 
 class TimedRecord:
-    """Wraps a carried state's :meth:`~rpbt.envs.runner.CarriedState.record` and adds up the wall time spent in it
-    (synchronizing an accelerator before and after, so its queued work is counted where it is spent; on an
-    accelerator this adds two host synchronizations per collected step to the round)."""
+    """Wraps a carried state's :meth:`~rpbt.envs.runner.CarriedState.record_steps` and adds up the wall time spent
+    in it (synchronizing an accelerator before and after, so its queued work is counted where it is spent; on an
+    accelerator this adds two host synchronizations per rollout to the round)."""
 
     def __init__(self, carried: CarriedState):
-        self.record, self.seconds, self.calls = carried.record, 0.0, 0
+        self.record, self.seconds, self.calls = carried.record_steps, 0.0, 0
         self.device = carried.history_obs.device
 
     def _sync(self) -> None:
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     W = carried.history_length
     assert W == cfg.pbt.burn_in_max_steps
     timed = TimedRecord(carried)
-    carried.record = timed  # collect() records every step's raw observations through it
+    carried.record_steps = timed  # collect() records each rollout's raw observations through it
     train_iteration(policy, runner, aux)  # warm-up
     timed.seconds, timed.calls = 0.0, 0
     # Real observations to build the synthetic episodes from: what the history recorded during the warm-up.
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
     saved = {k: v.clone() for k, v in carried.tensors().items()}
 
     # Exploits before the round ...
-    fill_history(carried, timed.record, args.history, source)
+    fill_history(carried, carried.record, args.history, source)
     assert int(carried.episode_lengths()[1].min()) == args.history
     burn = time_exploits(policy, runner, 1, 0, args.repeats, burn_in=True)
     _sync(policy)
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
     hook_s = timed.seconds
 
     # ... and the exploits again after it (the machine's load may have changed).
-    fill_history(runner.carried, timed.record, args.history, source)
+    fill_history(runner.carried, runner.carried.record, args.history, source)
     burn += time_exploits(policy, runner, 1, 0, args.repeats, burn_in=True)
 
     burn_ms, plain_ms = 1000 * statistics.median(burn), 1000 * statistics.median(plain)

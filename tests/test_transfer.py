@@ -163,6 +163,33 @@ def test_burn_in_window_and_pending_episode_start_by_hand():
     assert torch.count_nonzero(raw[1, 5:]) == 0
 
 
+@pytest.mark.parametrize("chunks", [[5, 7], [3, 9, 4], [12], [1, 1, 10]])
+def test_record_steps_equals_one_record_call_per_step(chunks):
+    # A rollout recorded at once (what collect does) leaves the same ring, episode starts and step count as the
+    # same steps recorded one by one, also when a chunk is longer than the window (W = 8) and wraps around it.
+    P, N, D, W, T = 2, 3, 4, 8, sum(chunks)
+    gen = torch.Generator().manual_seed(1)
+    obs = torch.randn(P, T, N, D, generator=gen)
+    prev = torch.randn(P, T, N, 2, generator=gen)
+    starts = torch.rand(P, T, N, generator=gen) < 0.2
+    starts[:, 0] = True
+    hidden = {"actor": (torch.zeros(P, 1, N, 5), torch.zeros(P, 1, N, 5))}
+    one = CarriedState.initial(hidden, torch.zeros(P, N, D), history_steps=W, prev_action_dim=1, prev_reward_dim=1)
+    many = CarriedState.initial(hidden, torch.zeros(P, N, D), history_steps=W, prev_action_dim=1,
+                                prev_reward_dim=1)
+    for t in range(T):
+        one.record(obs[:, t], starts[:, t], prev[:, t])
+    at = 0
+    for k in chunks:
+        many.record_steps(obs[:, at:at + k], starts[:, at:at + k], prev[:, at:at + k])
+        at += k
+    for name in ("history_obs", "history_prev", "history_start", "history_steps"):
+        assert torch.equal(getattr(one, name), getattr(many, name)), name
+    assert int(many.history_steps[0]) == T and many.episode_lengths().min() >= 1
+    with pytest.raises(ValueError, match="needs prev"):
+        many.record_steps(obs[:, :2], starts[:, :2])
+
+
 def test_burn_in_without_history_is_an_error_and_unknown_strategies_are_refused():
     cfg = tiny_config()
     policy = make_policy(cfg, [0, 1])

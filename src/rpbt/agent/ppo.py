@@ -163,6 +163,7 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     boundaries = [rollout.initial_states]  # the carried LSTM states before every segment's first step
     no_start = torch.zeros(P, N, dtype=torch.bool, device=dev)
     finished = []
+    raw_steps = []  # the raw observations of every step, recorded into the burn-in history after the loop
     for t in range(T):
         if t > 0 and t % seg_len == 0:
             boundaries.append({k: (h.clone(), c.clone()) for k, (h, c) in carried.hidden.items()})
@@ -171,7 +172,7 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
         if policy.cfg.agent.normalize_observations:
             policy.obs_rms.update(raw_obs)
         obs = policy.network_input(policy.normalize_obs(raw_obs), *prev, episode_start=start)
-        carried.record(raw_obs, start, obs[..., D:] if feeds_prev else None)
+        raw_steps.append(raw_obs)
         head, raws, carried.hidden = policy.step(obs, carried.hidden, start, weights)
         action = policy.actions(head, noise)
         logp = policy.log_prob(head, action)
@@ -192,6 +193,9 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
         finished += [(p, ret, length) for p, _, ret, length in result.finished]
     policy.record_episodes(finished)
     policy.env_steps += T * N
+    if carried.history_length > 0:  # the burn-in history: T steps at once (only read between updates)
+        carried.record_steps(torch.stack(raw_steps, 1), rollout.episode_starts,
+                             rollout.obs[..., D:] if feeds_prev else None)
 
     # Value of the observation after the last step, for the GAE bootstrap at the rollout's end.
     last_obs, last_start, *prev = _to_device(dev, carried.next_obs, carried.episode_start,

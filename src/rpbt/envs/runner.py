@@ -193,6 +193,38 @@ class CarriedState:
                 ring[:, row].copy_(x)
         self.history_steps += 1
 
+    @torch.no_grad()
+    def record_steps(self, raw_obs: Tensor, episode_starts: Tensor, prev: Optional[Tensor] = None) -> None:
+        """Record T consecutive steps at once, as T calls of :meth:`record` would (what :func:`rpbt.agent.ppo.collect`
+        does after a rollout: a handful of tensor operations per rollout instead of per step).
+
+        raw_obs: (P, T, N, D) raw observations in step order; episode_starts: (P, T, N) bool; prev: (P, T, N, A' + R')
+        previous action features and rewards fed with them (needed when A' + R' > 0). Only the last min(T, W) steps
+        land in the ring. Works on any device without a host synchronisation. Raises ``ValueError`` when ``prev`` is
+        needed and missing.
+        """
+        width = self.history_length
+        if width == 0:
+            return
+        P, T = raw_obs.shape[:2]
+        dev = self.history_steps.device
+        starts = episode_starts.to(dev)
+        t = torch.arange(T, device=dev)
+        # Each environment's last episode start in these T steps (-1: none), as a global step.
+        last = torch.where(starts, t.view(1, T, 1), -1).amax(1)  # (P, N)
+        self.history_start.copy_(torch.where(last >= 0, self.history_steps.unsqueeze(1) + last, self.history_start))
+        rings = [(self.history_obs, raw_obs)]
+        if self.history_prev.shape[-1] > 0:
+            if prev is None:
+                raise ValueError("this carried state keeps previous actions / rewards: record_steps() needs prev")
+            rings.append((self.history_prev, prev))
+        k = min(T, width)
+        rows = (self.history_steps.unsqueeze(1) + t[T - k:]) % width  # (P, k): global step t lives in row t % W
+        for ring, x in rings:
+            idx = rows.view(P, k, 1, 1).expand(P, k, *ring.shape[2:])
+            ring.scatter_(1, idx, x[:, T - k:].to(device=ring.device, dtype=ring.dtype))
+        self.history_steps += T
+
     def episode_lengths(self) -> Tensor:
         """(P, N) observations seen in each environment's current episode (may exceed W: only W are kept)."""
         return self.history_steps.unsqueeze(1) - self.history_start

@@ -45,6 +45,7 @@ what ``keep`` would have left, i.e. what burn-in (or zero, or reset) corrected.
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Optional
 
 import torch
@@ -92,17 +93,20 @@ def _final_states_torch_lstm(trunk: RecurrentTrunk, member: int, obs: Tensor, ke
     """
     feats = functional_call(trunk.encoder, _member_params(trunk.encoder, member), (obs,))[0]  # (N, W, F)
     lstm = trunk.lstm
-    # Built on the meta device and then given empty storage: no initialization, so no draw from torch's global RNG.
-    torch_lstm = nn.LSTM(feats.shape[-1], lstm.hidden_size, num_layers=lstm.num_layers, batch_first=True,
-                         device="meta").to_empty(device=feats.device)
-    for layer, (w_ih, w_hh, bias) in enumerate(zip(lstm.weight_ih, lstm.weight_hh, lstm.bias)):
-        getattr(torch_lstm, f"weight_ih_l{layer}").copy_(w_ih[member].t())
-        getattr(torch_lstm, f"weight_hh_l{layer}").copy_(w_hh[member].t())
-        getattr(torch_lstm, f"bias_ih_l{layer}").copy_(bias[member])
-        getattr(torch_lstm, f"bias_hh_l{layer}").zero_()
+    params = []  # torch's flat weight list, per layer: weight_ih (4H, in), weight_hh (4H, H), bias_ih, bias_hh
+    for w_ih, w_hh, bias in zip(lstm.weight_ih, lstm.weight_hh, lstm.bias):
+        b = bias[member]
+        params += [w_ih[member].t().contiguous(), w_hh[member].t().contiguous(), b, torch.zeros_like(b)]
     packed = nn.utils.rnn.pack_padded_sequence(feats, kept.clamp(min=1), batch_first=True, enforce_sorted=False)
-    _, (h, c) = torch_lstm(packed)
-    return h, c
+    zeros = torch.zeros(lstm.num_layers, feats.shape[0], lstm.hidden_size, device=feats.device, dtype=feats.dtype)
+    # torch.nn.LSTM's own kernel (what ``nn.LSTM.forward`` calls on packed input), without building a module:
+    # args (data, batch_sizes, (h0, c0), params, has_biases, num_layers, dropout, train, bidirectional).
+    with warnings.catch_warnings():  # cuDNN asks for one flat weight buffer; these weights are used once
+        warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk")
+        _, h, c = torch.lstm(packed.data, packed.batch_sizes, (zeros, zeros), params, True, lstm.num_layers, 0.0,
+                             False, False)
+    # Packed outputs are in sorted order; put the final states back in environment order.
+    return h.index_select(1, packed.unsorted_indices), c.index_select(1, packed.unsorted_indices)
 
 
 @torch.no_grad()
@@ -161,39 +165,57 @@ def burn_in_states(policy: PopulationPolicy, carried: CarriedState, member: int
 
 
 @torch.no_grad()
+def outputs_at_next_obs(policy: PopulationPolicy, carried: CarriedState, member: int,
+                        states: Optional[dict[str, LSTMState]] = None) -> tuple[Tensor, Tensor]:
+    """Member's policy head and value at its next observation, from its carried LSTM states or from ``states``
+    ({name: (h, c)} each (L, N, H)) in their place.
+
+    Returns (head, value): the whole population's policy head (P, N, ...) (other members as carried) and the
+    member's V (N,) in return units (the smaller critic with twin critics). One population step; the carried
+    state is not changed.
+    """
+    hidden = carried.hidden
+    if states is not None:
+        hidden = {k: (h.clone(), c.clone()) for k, (h, c) in carried.hidden.items()}
+        for name, (h_s, c_s) in states.items():
+            hidden[name][0][member] = h_s
+            hidden[name][1][member] = c_s
+    start = carried.episode_start.to(policy.device)
+    obs = policy.network_input(policy.normalize_obs(carried.next_obs.to(policy.device)),
+                               carried.prev_action.to(policy.device), carried.prev_reward.to(policy.device), start)
+    head, raws, _ = policy.step(obs, hidden, start)
+    return head, policy.values_from_raw(raws).min(0).values[member]
+
+
+@torch.no_grad()
 def exploit_measurements(policy: PopulationPolicy, carried: CarriedState, member: int,
-                         burned: dict[str, LSTMState]) -> dict[str, float]:
+                         burned: dict[str, LSTMState],
+                         burned_outputs: Optional[tuple[Tensor, Tensor]] = None) -> dict[str, float]:
     """Compare member's carried states (as the strategy left them) with ``burned`` at the next observation.
 
-    burned: {name: (h, c)} each (L, N, H), the reference states (from :func:`burn_in_states`). Returns
+    burned: {name: (h, c)} each (L, N, H), the reference states (from :func:`burn_in_states`); burned_outputs:
+    :func:`outputs_at_next_obs` with them, when already computed. Returns
     ``pbt/hidden_state_drift`` = ||left - burned|| / ||burned|| (Frobenius norm over every LSTM's h and c of the
     continuing environments; 0 when both are zero, ``inf`` when only the reference is zero),
     ``pbt/policy_kl_at_exploit`` = mean over environments of KL(pi(.|burned) || pi(.|left)) at ``next_obs``, and
     ``pbt/value_gap_at_exploit`` = mean |V_left - V_burned| in return units (the smaller critic with twin critics).
+    When the carried states are bit-identical to ``burned`` (after ``burn_in``), the left outputs are the burned
+    ones and are not recomputed.
     """
     going = continuing_envs(carried, member).to(policy.device)
     num, den = 0.0, 0.0
+    identical = True
     for name, (h_b, c_b) in burned.items():
         h_l, c_l = carried.hidden[name]
+        identical = identical and torch.equal(h_l[member], h_b) and torch.equal(c_l[member], c_b)
         num += float((h_l[member][:, going] - h_b[:, going]).pow(2).sum()
                      + (c_l[member][:, going] - c_b[:, going]).pow(2).sum())
         den += float(h_b[:, going].pow(2).sum() + c_b[:, going].pow(2).sum())
     drift = (num ** 0.5) / (den ** 0.5) if den > 0 else (0.0 if num == 0 else float("inf"))
-
-    start = carried.episode_start.to(policy.device)
-    obs = policy.network_input(policy.normalize_obs(carried.next_obs.to(policy.device)),
-                               carried.prev_action.to(policy.device), carried.prev_reward.to(policy.device), start)
-    full_burned = {k: (h.clone(), c.clone()) for k, (h, c) in carried.hidden.items()}
-    for name, (h_b, c_b) in burned.items():
-        full_burned[name][0][member] = h_b
-        full_burned[name][1][member] = c_b
-    head_l, raws_l, _ = policy.step(obs, carried.hidden, start)
-    head_b, raws_b, _ = policy.step(obs, full_burned, start)
-    kl = policy.kl_between(head_b[member:member + 1], head_l[member:member + 1]) if not policy.continuous else \
-        policy.kl_between(head_b, head_l)[member:member + 1]
-    kl = kl.clamp_min(0.0)  # KL >= 0; nearly equal distributions can round to -1e-10
-    v_l = policy.values_from_raw(raws_l).min(0).values[member]
-    v_b = policy.values_from_raw(raws_b).min(0).values[member]
+    head_b, v_b = burned_outputs if burned_outputs is not None else outputs_at_next_obs(policy, carried, member,
+                                                                                        burned)
+    head_l, v_l = (head_b, v_b) if identical else outputs_at_next_obs(policy, carried, member)
+    kl = policy.kl_between(head_b, head_l)[member].clamp_min(0.0)  # KL >= 0; nearly equal ones round to -1e-10
     return {
         "pbt/hidden_state_drift": drift,
         "pbt/policy_kl_at_exploit": float(kl.mean()),
@@ -267,14 +289,17 @@ def exploit(policy: PopulationPolicy, runner: EnvRunner, recipient: int, donor_s
     stale: dict[str, float] = {}
     if carried.history_length > 0:
         burned, truncated = burn_in_states(policy, carried, recipient)
+        burned_outputs = outputs_at_next_obs(policy, carried, recipient, burned)
         # The recipient's own carried states, before the strategy touches them, under the new weights.
-        stale = exploit_measurements(policy, carried, recipient, burned)
+        stale = exploit_measurements(policy, carried, recipient, burned, burned_outputs)
     apply_hidden_state_strategy(policy, runner, recipient, strategy, burned)
     measurements: dict[str, float] = {"pbt/burn_in_truncated": float(truncated)}
     if burned is not None:
         # After reset_episodes every environment starts a new episode: the comparison is then over no continuing
         # environment (drift, KL and value gap are 0: the zero state is the right one for a new episode).
-        measurements.update(exploit_measurements(policy, carried, recipient, burned))
+        # (reset_episodes changed the next observations: the burned states' outputs are computed again there)
+        reference = None if strategy == "reset_episodes" else burned_outputs
+        measurements.update(exploit_measurements(policy, carried, recipient, burned, reference))
         measurements["pbt/stale_state_drift"] = stale["pbt/hidden_state_drift"]
         measurements["pbt/stale_policy_kl_at_exploit"] = stale["pbt/policy_kl_at_exploit"]
         measurements["pbt/stale_value_gap_at_exploit"] = stale["pbt/value_gap_at_exploit"]
