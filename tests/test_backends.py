@@ -202,6 +202,46 @@ def test_ray_backend_gives_the_local_decisions_and_survives_a_killed_actor(tmp_p
 # ------------------------------------------------------------------------------------------------- failures
 
 
+def test_exploits_of_different_shards_run_together_with_the_one_after_another_result(monkeypatch):
+    # Shards [0, 1] | [2, 3]. Three exploits from donor 0: into 1 (same shard: an index copy, no snapshot
+    # leaves the worker), into 3 and into 2 (across shards: donor 0's bytes, fetched once). Shard 1 has two, so
+    # they take two waves; the first sends to both shards at once. Then member 3 (just overwritten) gives to 2 and
+    # is itself overwritten by 1 in the same call: 2 must get 3's state as it was before the call.
+    # Measurements and member states equal the local backend's snapshots-then-exploits one after another.
+    from rpbt.config import member_hparams
+    from rpbt.pbt.backends.local import LocalBackend
+    from rpbt.pbt.backends.process import ProcessBackend
+
+    cfg = tiny_config(*DECIDE, "backend.kind=process", "backend.num_workers=2")
+    hp = [dict(member_hparams(cfg), learning_rate=1e-3 * (m + 1)) for m in range(4)]
+    new_hp = [dict(hp[0], learning_rate=5e-4 * (k + 1)) for k in range(5)]
+    local, sharded = LocalBackend(cfg, hp), ProcessBackend(cfg, hp)
+    sent: list[dict] = []
+    real_run_all = sharded._run_all
+    monkeypatch.setattr(sharded, "_run_all", lambda commands: sent.append(
+        {k: cmd for k, (cmd, _) in commands.items()}) or real_run_all(commands))
+    try:
+        for backend in (local, sharded):
+            backend.train(1)
+        first = [(1, 0, new_hp[0]), (3, 0, new_hp[1]), (2, 0, new_hp[2])]
+        second = [(2, 3, new_hp[3]), (3, 1, new_hp[4])]
+        sent.clear()
+        out = [backend.exploit_many(first) + backend.exploit_many(second) for backend in (local, sharded)]
+        assert sent[:3] == [{0: "snapshot"}, {0: "exploit_local", 1: "exploit"}, {1: "exploit"}]
+        assert sent[3:] == [{0: "snapshot", 1: "snapshot"}, {1: "exploit"}, {1: "exploit"}]
+        assert out[0] == out[1] and len(out[1]) == 5 and "pbt/stale_state_drift" in out[1][0]
+        for m in range(4):
+            a, b = local.snapshot(m), sharded.snapshot(m)
+            assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors), m
+            assert a.hparams() == b.hparams()
+        lr = {m: local.snapshot(m).hparams()["learning_rate"] for m in range(4)}
+        assert (lr[1], lr[2], lr[3]) == (new_hp[0]["learning_rate"], new_hp[3]["learning_rate"],
+                                         new_hp[4]["learning_rate"])
+    finally:
+        local.close()
+        sharded.close()
+
+
 def test_killed_worker_restarts_from_committed_checkpoint_and_the_run_completes(tmp_path, monkeypatch):
     run = tmp_path / "run"
     cfg = tiny_config(f"run.dir={run}", *DECIDE, "backend.kind=process", "backend.num_workers=2")
@@ -384,7 +424,7 @@ def test_every_backend_implements_the_protocol():
 
     methods = [n for n, v in vars(Backend).items() if inspect.isfunction(v) and not n.startswith("_")]
     assert set(methods) == {"train", "member_info", "evaluate_members", "snapshot", "restore", "exploit",
-                            "save_checkpoints", "attach_run", "close"}
+                            "exploit_many", "save_checkpoints", "attach_run", "close"}
     for cls in (LocalBackend, ProcessBackend, RayBackend):
         for name in methods:
             assert callable(getattr(cls, name, None)), f"{cls.__name__} lacks {name}"

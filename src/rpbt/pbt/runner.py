@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -297,7 +298,9 @@ class PopulationRunner:
         r = self.round + 1
         done_updates = (r - 1) * self.cfg.pbt.perturbation_interval
         n = min(self.cfg.pbt.perturbation_interval, self.total_updates - done_updates)
+        started = time.perf_counter()
         per_member = self.backend.train(n)
+        train_s = time.perf_counter() - started
         faulty = self.handle_faults(r, per_member)
         info = self.backend.member_info()
         eligible: Optional[list[bool]] = None
@@ -332,7 +335,7 @@ class PopulationRunner:
             self.rundir.write_metrics(m, rows)
         env_steps = info[0]["env_steps"]
         round_event = {"type": "round", "round": r, "env_steps": env_steps, "updates": updates[0],
-                       "scores": [clean_float(s) for s in scores], "hparams": hparams}
+                       "scores": [clean_float(s) for s in scores], "hparams": hparams, "train_s": round(train_s, 4)}
         if self.cfg.pbt.score_since_exploit:
             round_event["episodes_since_exploit"] = [len(x) for x in own]
         self.rundir.write_event(round_event)
@@ -341,15 +344,16 @@ class PopulationRunner:
                                         returns=test_returns if self.cfg.pbt.ttest else None, eligible=eligible)
         for refused in self.scheduler.last_refused:
             self.rundir.write_event({"type": "exploit_refused", "round": r, "env_steps": env_steps, **refused})
-        donor_states = {d.donor: self.backend.snapshot(d.donor) for d in decisions}
+        started = time.perf_counter()
+        all_measurements = self.backend.exploit_many([(d.recipient, d.donor, d.new_hparams) for d in decisions])
+        transfer_s = round(time.perf_counter() - started, 4)
         events = []
-        for d in decisions:
-            measurements = self.backend.exploit(d.recipient, donor_states[d.donor], d.new_hparams)
+        for d, measurements in zip(decisions, all_measurements):
             self.lineage[d.recipient] = self.lineage[d.donor] + [{"round": r, "member": d.donor}]
             self.exploitation_count[d.recipient] += 1
             self.episode_marks[d.recipient] = int(info[d.donor].get("episodes", 0))
             event = {"type": "exploit", "round": r, "env_steps": env_steps, **d.to_dict(),
-                     "hidden_state": self.cfg.pbt.hidden_state,
+                     "hidden_state": self.cfg.pbt.hidden_state, "transfer_s": transfer_s,
                      "measurements": {k: clean_float(v) for k, v in measurements.items()}}
             self.rundir.write_event(event)
             self.rundir.write_scalars(d.recipient, env_steps, measurements)

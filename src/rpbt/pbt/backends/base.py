@@ -74,6 +74,16 @@ class Backend(Protocol):
         """
         ...
 
+    def exploit_many(self, transfers: Sequence[tuple[int, int, dict[str, float]]]) -> list[dict[str, float]]:
+        """Several exploits, each ``(recipient, donor, new_hparams)``: copy the donor's state as it was before any
+        of them into the recipient, as :meth:`exploit` does (recipients are distinct). The result is that of
+        snapshotting every donor first and then calling :meth:`exploit` on each in order; a sharded backend fetches
+        only the donor states that must travel and runs the exploits of different shards at the same time.
+
+        Returns the measurements of each transfer, in the order given. Raises as :meth:`exploit`.
+        """
+        ...
+
     def save_checkpoints(self, directory: Path) -> None:
         """Write ``member_<i>.pt`` (the checkpoint format) for every member into the existing ``directory``.
         Raises ``OSError`` when a file cannot be written."""

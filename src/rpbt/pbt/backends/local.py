@@ -54,6 +54,12 @@ class LocalBackend:
     def exploit(self, recipient: int, donor_state: MemberState, new_hparams: dict[str, float]) -> dict[str, float]:
         return self.shard.exploit(recipient, donor_state, new_hparams)
 
+    def exploit_many(self, transfers: Sequence[tuple[int, int, dict[str, float]]]) -> list[dict[str, float]]:
+        """Every donor's snapshot first, then each transfer in order through :meth:`exploit` (one process:
+        nothing to overlap)."""
+        states = {d: self.snapshot(d) for _, d, _ in transfers}
+        return [self.exploit(r, states[d], hp) for r, d, hp in transfers]
+
     def save_checkpoints(self, directory: Path) -> None:
         for m in range(self.population_size):
             self.snapshot(m).save(directory / f"member_{m}.pt")

@@ -488,13 +488,59 @@ class ShardedBackend:
         if entry is not None and entry[0] is donor_state:
             _, donor, version, data = entry
             if self.shard_of[donor] == k and self._version[donor] == version:
-                out = self._call(k, "exploit_local", recipient, donor, dict(new_hparams))
-                self._version[recipient] += 1
-                return out
+                return self._exploit_waves([(recipient, ("exploit_local", (recipient, donor, dict(new_hparams))))])[0]
         else:
             data = donor_state.to_bytes()
-        out = self._call(k, "exploit", recipient, data, dict(new_hparams))
-        self._version[recipient] += 1
+        return self._exploit_waves([(recipient, ("exploit", (recipient, data, dict(new_hparams))))])[0]
+
+    def exploit_many(self, transfers: Sequence[tuple[int, int, dict[str, float]]]) -> list[dict[str, float]]:
+        """Several exploits ``(recipient, donor, new_hparams)`` (see :meth:`Backend.exploit_many`), the shards
+        working at the same time.
+
+        A donor in its recipient's shard is copied inside the worker (an index copy) and never leaves it; the other
+        donors' states (and any donor that is also a recipient here) are fetched first, as bytes of the checkpoint
+        format, each shard sending its own at the same time. The exploits then run in waves of at most one per
+        shard, each shard's in the order given, so the result is that of the exploits one after another (an
+        exploit touches only its recipient, and its random stream depends on neither the backend nor the order:
+        :func:`rpbt.seeding.exploit_seed`). Returns the measurements in the order given.
+        """
+        for r, d, _ in transfers:
+            self._check_member(r)
+            self._check_member(d)
+        recipients = {int(r) for r, _, _ in transfers}
+        travels = [self.shard_of[d] != self.shard_of[r] or d in recipients for r, d, _ in transfers]
+        data = self._snapshot_bytes(sorted({int(d) for (_, d, _), t in zip(transfers, travels) if t}))
+        return self._exploit_waves([
+            (r, ("exploit", (r, data[d], dict(hp))) if t else ("exploit_local", (r, d, dict(hp))))
+            for (r, d, hp), t in zip(transfers, travels)])
+
+    def _snapshot_bytes(self, members: Sequence[int]) -> dict[int, bytes]:
+        """Members' states as bytes of the checkpoint format, fetched in waves of one member per shard."""
+        queues: dict[int, list[int]] = {}
+        for m in members:
+            queues.setdefault(self.shard_of[m], []).append(int(m))
+        out: dict[int, bytes] = {}
+        while queues:
+            wave = {k: q.pop(0) for k, q in queues.items()}
+            queues = {k: q for k, q in queues.items() if q}
+            results = self._run_all({k: ("snapshot", (m,)) for k, m in wave.items()})
+            out.update({m: results[k] for k, m in wave.items()})
+        return out
+
+    def _exploit_waves(self, commands: Sequence[tuple[int, tuple[str, tuple]]]) -> list[dict[str, float]]:
+        """Run exploit commands ``(recipient, (cmd, args))`` in waves of at most one per shard (each shard's in
+        the order given); returns their answers in the order given."""
+        queues: dict[int, list[int]] = {}
+        for i, (recipient, _) in enumerate(commands):
+            queues.setdefault(self.shard_of[recipient], []).append(i)
+        out: list[dict[str, float]] = [{} for _ in commands]
+        while queues:
+            wave = {k: q.pop(0) for k, q in queues.items()}
+            queues = {k: q for k, q in queues.items() if q}
+            results = self._run_all({k: commands[i][1] for k, i in wave.items()})
+            for k, i in wave.items():
+                out[i] = results[k]
+                self._version[commands[i][0]] += 1
         return out
 
     def save_checkpoints(self, directory: Path) -> None:
