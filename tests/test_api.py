@@ -380,6 +380,9 @@ def test_load_policy_and_the_cli_fall_back_to_an_older_kept_round_when_the_newes
     capsys.readouterr()
     assert main(["evaluate", str(run.dir), "--member", "1", "--episodes", "1"]) == 0
     assert f"rpbt: warning: {run.dir}: member 1's checkpoint" in capsys.readouterr().err
+    # the evaluation's JSON names the checkpoint it evaluated: the older round's
+    report = json.loads((run.dir / "evaluation" / "test_member1.json").read_text())
+    assert report["checkpoint"] == f"checkpoints/{older}/member_1.pt"
     older_ckpt = ckpts / older / "member_1.pt"
     older_ckpt.write_bytes(older_ckpt.read_bytes()[:100])
     with pytest.raises(CheckpointError, match=newest) as caught:

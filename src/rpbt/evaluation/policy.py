@@ -438,7 +438,8 @@ def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu", env
     (``history``, newest first; ``run.keep_checkpoints``) are tried in turn, as ``rpbt resume`` does, with a
     :class:`CheckpointFallbackWarning` naming the round used.
 
-    Returns ``(cfg, policy)``. Raises :class:`rpbt.run.rundir.RunDirError` for a missing config / runner state or a
+    Returns ``(cfg, policy)``; ``policy.checkpoint_path`` is the file restored. Raises
+    :class:`rpbt.run.rundir.RunDirError` for a missing config / runner state or a
     member outside ``0..population_size-1``, :class:`rpbt.checkpoint.CheckpointError` (the newest round's, naming
     its file) when no kept round's checkpoint loads.
     """
@@ -480,6 +481,7 @@ def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu", env
                 f"{run_dir}: member {member}'s checkpoint of the last committed round does not load "
                 f"({first_error}); using the older kept round {name} (as `rpbt resume` would)"), stacklevel=2)
         learner.eval()
+        learner.checkpoint_path = path  # which file was loaded (an older kept round after a fallback)
         return cfg, learner
     assert first_error is not None
     if older_errors:
