@@ -530,6 +530,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=500_000, help="env steps per member (run.total_env_steps)")
     p.add_argument("--population", type=int, default=8, help="members per run, the same in every arm")
     p.add_argument("--seeds", type=int, default=3, help="seeds per arm (run.seed = 0 .. SEEDS-1)")
+    p.add_argument("--train-seeds", default=None, metavar="K,K,...",
+                   help="train only these of the seeds 0 .. SEEDS-1 (e.g. to split a suite between processes "
+                        "without two of them on one run); the report still covers every seed")
     p.add_argument("--backend", choices=("local", "process", "ray"), default="local")
     p.add_argument("--workers", type=int, default=None, help="backend.num_workers (process/ray shards)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="suite directory (run directories and reports)")
@@ -549,6 +552,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     for flag in ("steps", "population", "seeds", "eval_episodes", "torch_threads"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.train_seeds is None:
+        args.train_seeds = list(range(args.seeds))
+    else:
+        try:
+            args.train_seeds = [int(k) for k in args.train_seeds.split(",") if k.strip()]
+        except ValueError:
+            p.error(f"--train-seeds: expected comma-separated integers, got {args.train_seeds!r}")
+        if not all(0 <= k < args.seeds for k in args.train_seeds):
+            p.error(f"--train-seeds: every seed must be in 0 .. {args.seeds - 1} (--seeds {args.seeds})")
     return args
 
 
@@ -562,7 +574,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         t0 = time.monotonic()
         if not args.report_only:
             for name in args.envs:           # environment-major: a time-boxed suite finishes whole environments
-                for seed in range(args.seeds):
+                for seed in args.train_seeds:
                     for arm in args.arms:
                         key = f"{name}/{arm}/seed{seed}"
                         if args.deadline_s is not None and time.monotonic() - t0 > args.deadline_s:

@@ -101,6 +101,19 @@ def test_popgym_suite_smoke(suite, tmp_path, capsys):
     assert "run.total_env_steps" in capsys.readouterr().err
 
 
+def test_train_seeds_trains_only_those_seeds_and_reports_every_seed(suite, tmp_path, capsys):
+    out = tmp_path / "suite"
+    assert suite.main(_args(out) + ["--arms", "fixed", "--train-seeds", "1"]) == 0
+    data = json.loads((out / "suite.json").read_text())
+    assert data["actions"] == {f"{ENV}/fixed/seed1": "trained"}
+    fixed = data["envs"][ENV]["arms"]["fixed"]
+    assert fixed["seeds_asked"] == 2 and [r["seed"] for r in fixed["runs"]] == [1]
+    assert not (out / ENV / "fixed" / "seed0").exists()
+    with pytest.raises(SystemExit) as caught:
+        suite.main(_args(out) + ["--train-seeds", "0,2"])
+    assert caught.value.code == 2 and "--train-seeds" in capsys.readouterr().err
+
+
 def test_unknown_environment_is_refused(suite, tmp_path, capsys):
     assert suite.main(["--envs", "RepeatPreviousEasy,NoSuchEnvEasy", "--out", str(tmp_path)]) == 2
     assert "NoSuchEnvEasy" in capsys.readouterr().err
