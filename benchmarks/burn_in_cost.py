@@ -62,6 +62,7 @@ from rpbt.envs.runner import CarriedState, EnvRunner
 from rpbt.pbt.transfer import burn_in_states, exploit
 
 RESULTS = Path(__file__).resolve().parent / "results" / "burn_in_cost.json"
+RESULTS_JOB = RESULTS.with_name("burn_in_cost_job.json")
 
 
 class TimedRecord:
@@ -123,11 +124,14 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=20, help="exploits timed per variant (default 20)")
     ap.add_argument("--history", type=int, default=512, help="history steps per environment (default 512)")
     ap.add_argument("--device", default="cpu", help="torch device of the learner: cpu (default), cuda, auto")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=None,
+                    help=f"JSON output (default {RESULTS}, or {RESULTS_JOB.name} beside it with --job)")
     ap.add_argument("--job", action="store_true", help="measure the share on the real default job (rpbt train)")
     ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                     help="with --job: a config override for the job (repeatable)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = RESULTS_JOB if args.job else RESULTS
     if args.job:
         return job_share(args)
     torch.set_num_threads(args.threads)

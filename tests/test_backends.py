@@ -205,8 +205,8 @@ def test_ray_backend_gives_the_local_decisions_and_survives_a_killed_actor(tmp_p
 def test_exploits_of_different_shards_run_together_with_the_one_after_another_result(monkeypatch):
     # Shards [0, 1] | [2, 3]. Three exploits from donor 0: into 1 (same shard: an index copy, no snapshot
     # leaves the worker), into 3 and into 2 (across shards: donor 0's bytes, fetched once). Shard 1 has two, so
-    # they take two waves; the first sends to both shards at once. Then member 3 (just overwritten) gives to 2 and
-    # is itself overwritten by 1 in the same call: 2 must get 3's state as it was before the call.
+    # they take two waves; the first sends to both shards at once. Then member 3 (just overwritten) is itself
+    # overwritten by 1 and gives to 2 in the same call, in that order: 2 must get 3's state as it was before the call.
     # Measurements and member states equal the local backend's snapshots-then-exploits one after another.
     from rpbt.config import member_hparams
     from rpbt.pbt.backends.local import LocalBackend
@@ -224,11 +224,17 @@ def test_exploits_of_different_shards_run_together_with_the_one_after_another_re
         for backend in (local, sharded):
             backend.train(1)
         first = [(1, 0, new_hp[0]), (3, 0, new_hp[1]), (2, 0, new_hp[2])]
-        second = [(2, 3, new_hp[3]), (3, 1, new_hp[4])]
+        second = [(3, 1, new_hp[4]), (2, 3, new_hp[3])]
         sent.clear()
-        out = [backend.exploit_many(first) + backend.exploit_many(second) for backend in (local, sharded)]
-        assert sent[:3] == [{0: "snapshot"}, {0: "exploit_local", 1: "exploit"}, {1: "exploit"}]
-        assert sent[3:] == [{0: "snapshot", 1: "snapshot"}, {1: "exploit"}, {1: "exploit"}]
+        out = [backend.exploit_many(first) for backend in (local, sharded)]
+        assert sent == [{0: "snapshot"}, {0: "exploit_local", 1: "exploit"}, {1: "exploit"}]
+        for backend in (local, sharded):  # 1 and 3 now train apart (different learning rates)
+            backend.train(1)
+        before_3 = local.snapshot(3)
+        sent.clear()
+        for k, backend in enumerate((local, sharded)):
+            out[k] += backend.exploit_many(second)
+        assert sent[-3:] == [{0: "snapshot", 1: "snapshot"}, {1: "exploit"}, {1: "exploit"}]
         assert out[0] == out[1] and len(out[1]) == 5 and "pbt/stale_state_drift" in out[1][0]
         for m in range(4):
             a, b = local.snapshot(m), sharded.snapshot(m)
@@ -237,6 +243,12 @@ def test_exploits_of_different_shards_run_together_with_the_one_after_another_re
         lr = {m: local.snapshot(m).hparams()["learning_rate"] for m in range(4)}
         assert (lr[1], lr[2], lr[3]) == (new_hp[0]["learning_rate"], new_hp[3]["learning_rate"],
                                          new_hp[4]["learning_rate"])
+        # 2 got 3's weights from before the call, not the copy of 1 that 3 holds now
+        weights = [k for k in before_3.tensors if k.startswith(("actor.", "critics.", "policy_head."))]
+        assert weights
+        now_2, now_3 = sharded.snapshot(2), sharded.snapshot(3)
+        assert all(torch.equal(now_2.tensors[k], before_3.tensors[k]) for k in weights)
+        assert not all(torch.equal(now_3.tensors[k], before_3.tensors[k]) for k in weights)
     finally:
         local.close()
         sharded.close()

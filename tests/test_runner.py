@@ -43,6 +43,12 @@ def test_tiny_run_writes_every_run_directory_file(tmp_path):
         assert {"recipient", "donor", "old_hparams", "new_hparams", "recipient_score", "donor_score",
                 "measurements", "hidden_state"} <= set(e)
         assert e["recipient"] != e["donor"]
+    # wall-clock accounting: each round's training time, each round's transfer time (the same on its exploit lines,
+    # within the round's own clock)
+    assert all(0 < e["train_s"] <= e["time"] for e in rounds)
+    for r in {e["round"] for e in exploits}:
+        spent = {e["transfer_s"] for e in exploits if e["round"] == r}
+        assert len(spent) == 1 and spent.pop() > 0
     for m in range(4):
         with (run / "members" / str(m) / "metrics.csv").open() as f:
             rows = list(csv.DictReader(f))

@@ -41,7 +41,7 @@ CASES: dict[str, tuple[str, list[str]]] = {
 # float32 rounding, which SA-PPO's ratio of tiny KLs amplifies); these settings keep pinning the reference path.
 REFERENCE = ["agent.bptt_length=null", "agent.fused_lstm=false"]
 
-TIME_KEYS = {"time", "time/fps", "wall_time_s"}
+TIME_KEYS = {"time", "time/fps", "wall_time_s", "train_s", "transfer_s"}
 
 
 def _clean(value):

@@ -339,7 +339,10 @@ class ShardedBackend:
                     dead[k] = err.cause
                 except Exception as err:  # noqa: BLE001 - raised by the shard itself: re-raised below
                     error = error or err
-            if error is not None:
+            if error is not None:  # what the other shards did still happened: journal it for a restart's replay
+                for k in results:
+                    if commands[k][0] in MUTATING and k in pending:
+                        self._journal[k].append(commands[k])
                 raise error
             for k, cause in dead.items():
                 self._recover(k, cause)
@@ -537,10 +540,11 @@ class ShardedBackend:
         while queues:
             wave = {k: q.pop(0) for k, q in queues.items()}
             queues = {k: q for k, q in queues.items() if q}
+            for i in wave.values():  # before sending: an earlier snapshot of a recipient is stale even if this fails
+                self._version[commands[i][0]] += 1
             results = self._run_all({k: commands[i][1] for k, i in wave.items()})
             for k, i in wave.items():
                 out[i] = results[k]
-                self._version[commands[i][0]] += 1
         return out
 
     def save_checkpoints(self, directory: Path) -> None:
