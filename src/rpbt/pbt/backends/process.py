@@ -341,7 +341,7 @@ class ShardedBackend:
                     error = error or err
             if error is not None:  # what the other shards did still happened: journal it for a restart's replay
                 for k in results:
-                    if commands[k][0] in MUTATING and k in pending:
+                    if commands[k][0] in MUTATING:
                         self._journal[k].append(commands[k])
                 raise error
             for k, cause in dead.items():
