@@ -9,7 +9,8 @@ pipes with a small command set (:class:`ShardServer`): ``train n`` -> per-member
 ``snapshot`` -> member-state bytes (the checkpoint format, :meth:`~rpbt.checkpoint.MemberState.to_bytes`),
 ``restore``, ``exploit``, ``close``. All shards train concurrently (the command is sent to every worker, then the
 answers are collected). An exploit whose donor lives in the recipient's shard is an index copy inside the worker
-(as in the local backend); across shards the donor's state travels as bytes.
+(as in the local backend); across shards the donor's state travels as bytes. A round's exploits
+(:meth:`ShardedBackend.exploit_many`) run in waves of one per shard, the shards working at the same time.
 
 Members are seeded by their global index (:func:`rpbt.seeding.member_seed`), and every per-member operation
 of the batched learner is independent of the other members, so a shard holding members [2, 3] trains them bit for
