@@ -414,3 +414,15 @@ def test_ctrl_c_during_rpbt_train_names_the_directory_to_resume_or_says_there_is
     with pytest.raises(KeyboardInterrupt) as caught:
         rpbt.train(overrides=TINY, **{"run.dir": str(tmp_path / "py")})
     assert isinstance(caught.value, Interrupted) and caught.value.run_dir == tmp_path / "py"
+    # Ctrl-C while the command is still loading its modules: one line, exit 130, no directory made
+    from rpbt import cli
+
+    def loading(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", loading)
+    capsys.readouterr()
+    assert main(["train", *TINY, f"run.dir={tmp_path / 'early'}"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "rpbt: interrupted before the command started; nothing was written"
+    assert not (tmp_path / "early").exists()

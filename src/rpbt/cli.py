@@ -320,6 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The ``rpbt`` command. Returns the exit status: 0, 2 for a known error (one line on stderr, no traceback),
+    130 when interrupted (Ctrl-C), also while the modules are still loading."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before the command started (parsing, imports): nothing was written
+        print("rpbt: interrupted before the command started; nothing was written", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     from rpbt.checkpoint import CheckpointError
     from rpbt.config import ConfigError
     from rpbt.run.rundir import RunDirError
