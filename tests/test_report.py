@@ -562,7 +562,15 @@ def test_report_of_a_real_tiny_run_finds_its_checkpoints(tmp_path):
     result = build_report(run)
     assert result.warnings == []
     r = runner.total_rounds
-    assert f"checkpoints present: 4/4 (`checkpoints/round_{r:06d}`, round {r})" in result.markdown.read_text()
+    text = result.markdown.read_text()
+    assert f"checkpoints present: 4/4 (`checkpoints/round_{r:06d}`, round {r})" in text
+    # where the wall time went, summed by hand from the events (one transfer_s per round with exploits)
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines() if line]
+    train = sum(e["train_s"] for e in events if e["type"] == "round")
+    transfer = sum({e["round"]: e["transfer_s"] for e in events if e["type"] == "exploit"}.values())
+    assert transfer > 0
+    assert (f"wall time: training {train:.1f} s over {r} rounds, exploits (snapshots, transfers, burn-in) "
+            f"{transfer:.2f} s ({100 * transfer / (train + transfer):.2f}% of the two)") in text
 
 
 def test_failures_table_shows_count_and_action(tmp_path):

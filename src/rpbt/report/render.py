@@ -216,6 +216,9 @@ def _overview(doc: _Doc, run: RunData, lineage: Lineage) -> None:
         if parts:
             items.append("PBT: " + ", ".join(parts))
     items.append(f"exploits: {len(run.exploits)}")
+    timing = _timing(run)
+    if timing:
+        items.append(timing)
     if run.resumes:
         items.append(f"resumed {len(run.resumes)} time(s), at round(s) "
                      + ", ".join(str(e.get("round")) for e in run.resumes))
@@ -232,6 +235,20 @@ def _overview(doc: _Doc, run: RunData, lineage: Lineage) -> None:
         items.append(f"best member: {lineage.best_member} "
                      f"(latest score {_fmt(lineage.scores[lineage.best_member])})")
     doc.ul(items)
+
+
+def _timing(run: RunData) -> Optional[str]:
+    """Where the wall time went, from the rounds' ``train_s`` and the exploits' ``transfer_s`` (None for a run
+    written before they were recorded)."""
+    train = [float(e["train_s"]) for e in run.rounds if isinstance(e.get("train_s"), (int, float))]
+    if not train:
+        return None
+    transfer = {e.get("round"): float(e["transfer_s"]) for e in run.exploits
+                if isinstance(e.get("transfer_s"), (int, float))}
+    total = sum(train) + sum(transfer.values())
+    share = f" ({100 * sum(transfer.values()) / total:.2f}% of the two)" if total > 0 else ""
+    return (f"wall time: training {sum(train):.1f} s over {len(train)} rounds, exploits (snapshots, transfers, "
+            f"burn-in) {sum(transfer.values()):.2f} s{share}")
 
 
 def _lineage_text(doc: _Doc, run: RunData, lineage: Lineage) -> None:
