@@ -201,8 +201,7 @@ def main(argv=None) -> int:
         "burn_in_states_ms_mean": 1000 * burn_only, "burn_in_added_ms_per_exploit": added_ms,
         "round_s": round_s, "history_hook_s_per_round": hook_s, "history_hook_calls": timed.calls,
         "share_of_round": share, "target_share": 0.01, "meets_target": share < 0.01,
-        "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
-                    "cpus": os.cpu_count()},
+        "machine": _machine(),
     }
     print(f"exploit with burn-in ({runner.num_envs} envs x {args.history} steps): {burn_ms:.1f} ms "
           f"(burn_in_states alone {1000 * burn_only:.1f} ms); without history: {plain_ms:.1f} ms; "
@@ -211,9 +210,18 @@ def main(argv=None) -> int:
           f"{1000 * hook_s:.1f} ms recording the burn-in history")
     print(f"burn-in share of a round ({exploits_per_round} exploits + history recording): {100 * share:.3f}% "
           f"(ratio burn-in time / round time = {share:.5f}; target < 1%: {'met' if share < 0.01 else 'NOT met'})")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"written to {args.out}")
+    return _write(args.out, result)
+
+
+def _machine() -> dict:
+    return {"platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
+            "cpus": os.cpu_count()}
+
+
+def _write(out: Path, result: dict) -> int:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"written to {out}")
     return 0
 
 
@@ -244,8 +252,7 @@ def job_share(args: argparse.Namespace) -> int:
         "transfer_s": transfer_s, "transfer_ms_per_exploit": 1000 * transfer_s / max(len(exploits), 1),
         "round_s_mean": total_s / max(len(rounds), 1), "share_of_run": share, "target_share": 0.01,
         "meets_target": share < 0.01,
-        "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
-                    "cpus": os.cpu_count()},
+        "machine": _machine(),
     }
     print(f"default job on backend {result['backend']} ({result['num_workers']} workers): {len(rounds)} rounds, "
           f"{len(exploits)} exploits in {len(transfer)} rounds, {total_s:.1f} s of training "
@@ -254,10 +261,7 @@ def job_share(args: argparse.Namespace) -> int:
           f"{result['transfer_ms_per_exploit']:.1f} ms per exploit")
     print(f"share of the run's training time: {100 * share:.3f}% (ratio transfer time / training time = {share:.5f}; "
           f"target < 1%: {'met' if share < 0.01 else 'NOT met'})")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"written to {args.out}")
-    return 0
+    return _write(args.out, result)
 
 
 if __name__ == "__main__":
