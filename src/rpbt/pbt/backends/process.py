@@ -518,29 +518,29 @@ class ShardedBackend:
             (r, ("exploit", (r, data[d], dict(hp))) if t else ("exploit_local", (r, d, dict(hp))))
             for (r, d, hp), t in zip(transfers, travels)])
 
+    def _waves(self, members: Sequence[int]) -> Iterator[dict[int, int]]:
+        """Positions 0..len(members)-1 in waves of at most one per shard ``{shard: position}``, each shard's
+        positions in the order given."""
+        queues: dict[int, list[int]] = {}
+        for i, m in enumerate(members):
+            queues.setdefault(self.shard_of[m], []).append(i)
+        while queues:
+            yield {k: q.pop(0) for k, q in queues.items()}
+            queues = {k: q for k, q in queues.items() if q}
+
     def _snapshot_bytes(self, members: Sequence[int]) -> dict[int, bytes]:
         """Members' states as bytes of the checkpoint format, fetched in waves of one member per shard."""
-        queues: dict[int, list[int]] = {}
-        for m in members:
-            queues.setdefault(self.shard_of[m], []).append(int(m))
         out: dict[int, bytes] = {}
-        while queues:
-            wave = {k: q.pop(0) for k, q in queues.items()}
-            queues = {k: q for k, q in queues.items() if q}
-            results = self._run_all({k: ("snapshot", (m,)) for k, m in wave.items()})
-            out.update({m: results[k] for k, m in wave.items()})
+        for wave in self._waves(members):
+            results = self._run_all({k: ("snapshot", (members[i],)) for k, i in wave.items()})
+            out.update({int(members[i]): results[k] for k, i in wave.items()})
         return out
 
     def _exploit_waves(self, commands: Sequence[tuple[int, tuple[str, tuple]]]) -> list[dict[str, float]]:
         """Run exploit commands ``(recipient, (cmd, args))`` in waves of at most one per shard (each shard's in
         the order given); returns their answers in the order given."""
-        queues: dict[int, list[int]] = {}
-        for i, (recipient, _) in enumerate(commands):
-            queues.setdefault(self.shard_of[recipient], []).append(i)
         out: list[dict[str, float]] = [{} for _ in commands]
-        while queues:
-            wave = {k: q.pop(0) for k, q in queues.items()}
-            queues = {k: q for k, q in queues.items() if q}
+        for wave in self._waves([recipient for recipient, _ in commands]):
             for i in wave.values():  # before sending: an earlier snapshot of a recipient is stale even if this fails
                 self._version[commands[i][0]] += 1
             results = self._run_all({k: commands[i][1] for k, i in wave.items()})
