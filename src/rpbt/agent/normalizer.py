@@ -24,17 +24,14 @@ class RunningMeanStd(nn.Module):
     def update(self, x: Tensor) -> None:
         """Merge a batch x (P, N, D) into each member's statistics."""
         x = x.to(torch.float64)
-        batch_mean = x.mean(1)
-        batch_var = x.var(1, unbiased=False)
-        n = torch.full_like(self.count, x.shape[1])
+        batch_var, batch_mean = torch.var_mean(x, 1, correction=0)
+        n = x.shape[1]
+        count = self.count.unsqueeze(-1)
+        total = count + n
         delta = batch_mean - self.mean
-        total = self.count + n
-        self.mean += delta * (n / total).unsqueeze(-1)
-        m2 = self.var * self.count.unsqueeze(-1) + batch_var * n.unsqueeze(-1) + delta.pow(2) * (
-            self.count * n / total
-        ).unsqueeze(-1)
-        self.var.copy_(m2 / total.unsqueeze(-1))
-        self.count.copy_(total)
+        self.mean.addcmul_(delta, n / total)
+        self.var.copy_((self.var * count + batch_var * n + delta.square() * (count * n / total)) / total)
+        self.count.add_(n)
 
     def normalize(self, x: Tensor) -> Tensor:
         """Normalize x (P, ..., D) with each member's statistics; result float32."""

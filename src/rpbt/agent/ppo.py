@@ -142,28 +142,21 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     """
     P, N, D = policy.population, runner.num_envs, policy.obs_dim
     T = policy.cfg.agent.num_steps if num_steps is None else num_steps
-    C, dev = len(policy.critics), policy.device
+    dev = policy.device
     carried = runner.carried
-    rollout = Rollout(
-        obs=torch.zeros(P, T, N, policy.input_dim, device=dev),
-        episode_starts=torch.zeros(P, T, N, dtype=torch.bool, device=dev),
-        actions=torch.zeros((P, T, N, *policy.action_shape), dtype=torch.float32 if policy.continuous else torch.int64,
-                            device=dev),
-        log_probs=torch.zeros(P, T, N, device=dev),
-        rewards=torch.zeros(P, T, N),  # rewards and episode ends come from the CPU: moved once, at the end
-        dones=torch.zeros(P, T, N, dtype=torch.bool),
-        terminated=torch.zeros(P, T, N, dtype=torch.bool),
-        truncation_values=torch.zeros(P, T, N, device=dev),
-        values=torch.zeros(C, P, T, N, device=dev),
-        initial_states={k: (h.clone(), c.clone()) for k, (h, c) in carried.hidden.items()},
-    )
+    initial_states = {k: (h.clone(), c.clone()) for k, (h, c) in carried.hidden.items()}
     weights = policy.stacked_weights()  # fixed while acting
     feeds_prev = policy.input_dim > D  # the previous action and reward are inputs (agent.network.prev_*)
     seg_len = policy.cfg.agent.bptt_length or T
-    boundaries = [rollout.initial_states]  # the carried LSTM states before every segment's first step
+    boundaries = [initial_states]  # the carried LSTM states before every segment's first step
     no_start = torch.zeros(P, N, dtype=torch.bool, device=dev)
+    truncation_values = torch.zeros(P, T, N, device=dev)
     finished = []
-    raw_steps = []  # the raw observations of every step, recorded into the burn-in history after the loop
+    # Per step only what acting needs; the per-step results are stacked after the loop, where the log-probabilities
+    # and the critics' values of all T steps are computed at once. (The critics' heads stay in the step: a batched
+    # product over all T steps rounds differently from T small ones at some sizes.)
+    steps: dict[str, list[Tensor]] = {k: [] for k in ("raw_obs", "obs", "start", "head", "action", "reward", "done",
+                                                      "terminated", "critic")}
     for t in range(T):
         if t > 0 and t % seg_len == 0:
             boundaries.append({k: (h.clone(), c.clone()) for k, (h, c) in carried.hidden.items()})
@@ -172,30 +165,40 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
         if policy.cfg.agent.normalize_observations:
             policy.obs_rms.update(raw_obs)
         obs = policy.network_input(policy.normalize_obs(raw_obs), *prev, episode_start=start)
-        raw_steps.append(raw_obs)
-        head, raws, carried.hidden = policy.step(obs, carried.hidden, start, weights)
+        head, critic_raws, carried.hidden = policy.step(obs, carried.hidden, start, weights)
         action = policy.actions(head, noise)
-        logp = policy.log_prob(head, action)
-        rollout.obs[:, t], rollout.episode_starts[:, t], rollout.actions[:, t] = obs, start, action
-        rollout.log_probs[:, t] = logp
-        rollout.values[:, :, t] = policy.values_from_raw(raws)
 
         result = runner.step(action.cpu())
-        rollout.rewards[:, t], rollout.dones[:, t] = result.reward, result.done
-        rollout.terminated[:, t] = result.terminated
+        for key, x in (("raw_obs", raw_obs), ("obs", obs), ("start", start), ("head", head), ("action", action),
+                       ("reward", result.reward), ("done", result.done), ("terminated", result.terminated),
+                       ("critic", critic_raws)):
+            steps[key].append(x)
         if result.final_obs is not None:  # a time limit: bootstrap from the value of the final observation
             # (fed with this step's action and reward, which the carried state holds until the next step)
             final_obs = policy.network_input(policy.normalize_obs(result.final_obs.to(dev)),
                                              *(t.to(dev) for t in _prev_inputs(carried, feeds_prev)))
             _, final_raws, _ = policy.step(final_obs, carried.hidden, no_start, weights)
-            rollout.truncation_values[:, t] = torch.where(result.truncated.to(dev),
-                                                          policy.values_from_raw(final_raws).min(0).values, 0.0)
+            truncation_values[:, t] = torch.where(result.truncated.to(dev),
+                                                  policy.values_from_raw(final_raws).min(0).values, 0.0)
         finished += [(p, ret, length) for p, _, ret, length in result.finished]
     policy.record_episodes(finished)
     policy.env_steps += T * N
+
+    def stacked(key: str) -> Tensor:  # (P, T, N, ...) on the policy's device
+        return torch.stack(steps[key], 1).to(dev)
+
+    heads, actions = stacked("head"), stacked("action")
+    critic_raws = [torch.stack([f[k] for f in steps["critic"]], 1) for k in range(len(policy.critics))]
+    rollout = Rollout(
+        obs=stacked("obs"), episode_starts=stacked("start"), actions=actions,
+        log_probs=policy.log_prob(heads, actions),
+        rewards=stacked("reward"), dones=stacked("done"), terminated=stacked("terminated"),
+        truncation_values=truncation_values,
+        values=policy.values_from_raw(critic_raws),  # (C, P, T, N)
+        initial_states=initial_states,
+    )
     if carried.history_length > 0:  # the burn-in history: T steps at once (only read between updates)
-        carried.record_steps(torch.stack(raw_steps, 1), rollout.episode_starts,
-                             rollout.obs[..., D:] if feeds_prev else None)
+        carried.record_steps(stacked("raw_obs"), rollout.episode_starts, rollout.obs[..., D:] if feeds_prev else None)
 
     # Value of the observation after the last step, for the GAE bootstrap at the rollout's end.
     last_obs, last_start, *prev = _to_device(dev, carried.next_obs, carried.episode_start,
@@ -203,8 +206,6 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     last_input = policy.network_input(policy.normalize_obs(last_obs), *prev, episode_start=last_start)
     _, last_raws, _ = policy.step(last_input, carried.hidden, last_start, weights)
     rollout.last_values = policy.values_from_raw(last_raws).min(0).values
-    rollout.rewards, rollout.dones, rollout.terminated = (
-        x.to(dev) for x in (rollout.rewards, rollout.dones, rollout.terminated))
     # Non-finite raw observations reach the stored (normalized) ones, through the values or the statistics.
     bad_obs = ~torch.isfinite(rollout.obs[..., :D].reshape(P, -1)).all(1)
     bad_reward = ~torch.isfinite(rollout.rewards.reshape(P, -1)).all(1)

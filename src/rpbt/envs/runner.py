@@ -336,30 +336,37 @@ class EnvRunner:
         P, N, D = self.population, self.num_envs, self.obs_dim
         flat = self.action_spec.to_env(actions.reshape(P * N, *actions.shape[2:]).numpy())
         next_obs, reward, term, trunc, infos = self.envs.step(flat)
-        reward_t = torch.as_tensor(reward, dtype=torch.float32).view(P, N)
-        term_t = torch.as_tensor(term).view(P, N)
-        trunc_t = torch.as_tensor(trunc).view(P, N) & ~term_t
-        done_t = term_t | trunc_t
+        # Bookkeeping in NumPy on (P, N) arrays (a NumPy call on a few numbers costs a fraction of a torch call);
+        # the carried counters are CPU tensors, updated in place through NumPy views of their storage.
+        reward = np.asarray(reward, dtype=np.float32).reshape(P, N)
+        term = np.asarray(term, dtype=np.bool_).reshape(P, N)
+        trunc = np.asarray(trunc, dtype=np.bool_).reshape(P, N) & ~term
+        done = term | trunc
         final_obs = None
-        if trunc_t.any():
+        if trunc.any():
             final = np.stack([np.asarray(o, dtype=np.float32).reshape(D) if m else np.zeros(D, np.float32)
-                              for o, m in zip(infos["final_obs"], trunc_t.view(-1).numpy())])
-            final_obs = torch.as_tensor(final).view(P, N, D)
+                              for o, m in zip(infos["final_obs"], trunc.reshape(-1))])
+            final_obs = torch.from_numpy(final).view(P, N, D)
         carried = self.carried
+        reward_t = torch.from_numpy(reward)
         if self.prev_action:
             fed = torch.as_tensor(flat).view(P, N, *actions.shape[2:]) if self.action_spec.continuous else actions
             carried.prev_action = self.action_spec.features(fed)
         if self.prev_reward:
             carried.prev_reward = reward_t.unsqueeze(-1).clone()
-        carried.running_return += reward_t.double()
-        carried.running_length += 1
-        finished = [(p, n, float(carried.running_return[p, n]), int(carried.running_length[p, n]))
-                    for p, n in done_t.nonzero().tolist()]
-        carried.running_return[done_t] = 0.0
-        carried.running_length[done_t] = 0
+        running_return, running_length = carried.running_return.numpy(), carried.running_length.numpy()
+        running_return += reward  # float64 += float32, as torch's reward.double() added
+        running_length += 1
+        finished = []
+        if done.any():
+            finished = [(int(p), int(n), float(running_return[p, n]), int(running_length[p, n]))
+                        for p, n in zip(*np.nonzero(done))]
+            running_return[done] = 0.0
+            running_length[done] = 0
         carried.next_obs = torch.as_tensor(np.asarray(next_obs), dtype=torch.float32).view(P, N, D)
+        done_t = torch.from_numpy(done)
         carried.episode_start = done_t
-        return StepResult(reward_t, term_t, trunc_t, final_obs, finished)
+        return StepResult(reward_t, torch.from_numpy(term), torch.from_numpy(trunc), final_obs, finished)
 
     def reset_member(self, member: int, seeds: Optional[Sequence[int]] = None) -> None:
         """End member's running episodes (not recorded as finished), reset its N environments (with ``seeds`` when
