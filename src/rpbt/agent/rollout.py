@@ -37,17 +37,18 @@ def compute_gae(
     Returns (advantages, returns) with returns = advantages + values, each (P, T, N).
     """
     p, t_len, n = rewards.shape
-    g = gamma.view(p, 1).to(rewards.dtype)
-    gl = (gamma * gae_lambda).view(p, 1).to(rewards.dtype)
-    advantages = torch.zeros_like(rewards)
+    g = gamma.view(p, 1, 1).to(rewards.dtype)
+    gl = (gamma * gae_lambda).view(p, 1, 1).to(rewards.dtype)
+    # Everything but the recursion, for all T steps at once (the same element-wise operations as step by step).
+    following = torch.cat([values[:, 1:], last_values.unsqueeze(1)], 1)  # the value after step t if it goes on
+    ended_value = torch.where(terminated.bool(), torch.zeros_like(following), truncation_values)
+    next_value = torch.where(dones.bool(), ended_value, following)
+    delta = rewards + g * next_value - values
+    carry = gl * (1.0 - dones.to(rewards.dtype))  # 0 where the episode ended: the recursion is cut there
+    advantages = torch.empty_like(rewards)
     next_adv = torch.zeros(p, n, dtype=rewards.dtype, device=rewards.device)
     for t in reversed(range(t_len)):
-        following = last_values if t == t_len - 1 else values[:, t + 1]
-        done = dones[:, t].to(rewards.dtype)
-        ended_value = torch.where(terminated[:, t].bool(), torch.zeros_like(following), truncation_values[:, t])
-        next_value = torch.where(dones[:, t].bool(), ended_value, following)
-        delta = rewards[:, t] + g * next_value - values[:, t]
-        next_adv = delta + gl * (1.0 - done) * next_adv
+        next_adv = delta[:, t] + carry[:, t] * next_adv
         advantages[:, t] = next_adv
     return advantages, advantages + values
 
