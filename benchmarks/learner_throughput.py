@@ -73,6 +73,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Optional
 
@@ -438,10 +439,32 @@ def raw_env_rate(num_envs: int, seconds: float = 3.0, seed: int = 0) -> dict[str
     return {"num_envs": num_envs, "env_steps_per_s": rate}
 
 
+def _child(conn, fn, args) -> None:
+    try:
+        conn.send(("ok", fn(*args)))
+    except BaseException:  # the parent re-raises it with the child's traceback
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
 def _in_fresh_process(fn, *args):
-    """Run ``fn(*args)`` in a new spawned process and return its result (one at a time)."""
-    with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(fn, args)
+    """Run ``fn(*args)`` in a new spawned process and return its result (one at a time). The process is not a
+    daemon (a ``multiprocessing.Pool`` worker is), so the process-backend arm can start its own workers. Raises
+    ``RuntimeError`` with the child's traceback when ``fn`` fails."""
+    ctx = mp.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(send, fn, args))
+    proc.start()
+    send.close()
+    try:
+        status, value = receive.recv()
+    except EOFError:
+        status, value = "error", f"the process died (exit code {proc.join() or proc.exitcode})"
+    proc.join()
+    if status != "ok":
+        raise RuntimeError(f"{getattr(fn, '__name__', fn)} failed in its own process:\n{value}")
+    return value
 
 
 # --------------------------------------------------------------------------------------------------- profile
