@@ -610,14 +610,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                          "per_member": r["returns_last20"]}
     # "Equal or better return": rpbt's mean over members against sb3-contrib's, strictly, and "not worse" = not
     # below by more than 2 standard errors of the difference (8 seeds per side is a small sample; with one seed on a
-    # side its standard error counts as 0).
+    # side its standard error counts as 0; with one seed on both sides there is no test: None).
     def compare(label: str, a_name: str, a: list[float], b_name: str, b: list[float], steps: int) -> dict[str, Any]:
         (ma, sa), (mb, sb) = _mean_se(a), _mean_se(b)
         se_diff = math.sqrt((0.0 if math.isnan(sa) else sa) ** 2 + (0.0 if math.isnan(sb) else sb) ** 2)
         return {"label": label, "steps_per_member": steps, "rpbt": a_name, "sb3": b_name,
                 "rpbt_mean": ma, "rpbt_se": sa, "rpbt_n": len(a), "sb3_mean": mb, "sb3_se": sb, "sb3_n": len(b),
                 "rpbt_minus_sb3": ma - mb, "se_of_difference": se_diff,
-                "rpbt_at_least_equal_strict": ma >= mb, "rpbt_not_worse_2se": ma >= mb - 2 * se_diff}
+                "rpbt_at_least_equal_strict": ma >= mb,
+                "rpbt_not_worse_2se": None if len(a) < 2 and len(b) < 2 else ma >= mb - 2 * se_diff}
 
     rp_run, sp_run = runs[f"rpbt_pop{P}"], runs[f"sb3_pop{P}"]
     b_key = str(sb3_pop_steps)
@@ -719,7 +720,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"return, {c['label']} ({c['steps_per_member']} steps/member): "
               f"{c['rpbt']} {c['rpbt_mean']:.3f} (n={c['rpbt_n']}) "
               f"vs {c['sb3']} {c['sb3_mean']:.3f} (n={c['sb3_n']}), difference {c['rpbt_minus_sb3']:+.3f}, "
-              f"2 SE = {2 * c['se_of_difference']:.3f}, not worse: {c['rpbt_not_worse_2se']}")
+              f"2 SE = {2 * c['se_of_difference']:.3f}, not worse: "
+              f"{'no test (one run each)' if c['rpbt_not_worse_2se'] is None else c['rpbt_not_worse_2se']}")
     print(f"wrote {args.out}")
     return 0
 
