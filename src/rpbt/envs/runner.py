@@ -338,8 +338,8 @@ class EnvRunner:
         next_obs, reward, term, trunc, infos = self.envs.step(flat)
         # Bookkeeping in NumPy on (P, N) arrays (a NumPy call on a few numbers costs a fraction of a torch call);
         # the carried counters are CPU tensors, updated in place through NumPy views of their storage.
-        reward = np.asarray(reward, dtype=np.float32).reshape(P, N)
-        term = np.asarray(term, dtype=np.bool_).reshape(P, N)
+        reward = np.array(reward, dtype=np.float32).reshape(P, N)
+        term = np.array(term, dtype=np.bool_).reshape(P, N)  # copies (np.array): the tensors returned share memory
         trunc = np.asarray(trunc, dtype=np.bool_).reshape(P, N) & ~term
         done = term | trunc
         final_obs = None
