@@ -461,6 +461,12 @@ def _in_fresh_process(fn, *args):
         status, value = receive.recv()
     except EOFError:
         status, value = "error", f"the process died (exit code {proc.join() or proc.exitcode})"
+    except BaseException:  # interrupted while waiting (Ctrl-C): do not leave the arm running
+        proc.terminate()
+        proc.join()
+        raise
+    finally:
+        receive.close()
     proc.join()
     if status != "ok":
         raise RuntimeError(f"{getattr(fn, '__name__', fn)} failed in its own process:\n{value}")

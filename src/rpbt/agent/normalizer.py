@@ -24,12 +24,12 @@ class RunningMeanStd(nn.Module):
     def update(self, x: Tensor) -> None:
         """Merge a batch x (P, N, D) into each member's statistics."""
         x = x.to(torch.float64)
-        batch_var, batch_mean = torch.var_mean(x, 1, correction=0)
+        batch_mean, batch_var = x.mean(1), x.var(1, unbiased=False)  # (var_mean's mean rounds differently)
         n = x.shape[1]
         count = self.count.unsqueeze(-1)
         total = count + n
         delta = batch_mean - self.mean
-        self.mean.addcmul_(delta, n / total)
+        self.mean += delta * (torch.full_like(total, n) / total)  # (a Python n / total multiplies by 1 / total)
         self.var.copy_((self.var * count + batch_var * n + delta.square() * (count * n / total)) / total)
         self.count.add_(n)
 

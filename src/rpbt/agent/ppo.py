@@ -154,7 +154,9 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     finished = []
     # Per step only what acting needs; the per-step results are stacked after the loop, where the log-probabilities
     # and the critics' values of all T steps are computed at once. (The critics' heads stay in the step: a batched
-    # product over all T steps rounds differently from T small ones at some sizes.)
+    # product over all T steps rounds differently from T small ones at some sizes.) The lists hold the step's
+    # tensors themselves, some of them the carried state's: EnvRunner.step replaces those with new tensors every
+    # step, and nothing writes into them while collecting.
     steps: dict[str, list[Tensor]] = {k: [] for k in ("raw_obs", "obs", "start", "head", "action", "reward", "done",
                                                       "terminated", "critic")}
     for t in range(T):
