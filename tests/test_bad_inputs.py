@@ -261,6 +261,10 @@ CASES = [
     Case("resume_half_made", run_dir_case(_half_made), ("runner.json", "no completed round")),
     Case("evaluate_half_made", run_dir_case(lambda run, c: _half_made(run, c) and ["evaluate", str(run)]),
          ("summary.json", "--member")),
+    Case("evaluate_without_runner_json",
+         run_dir_case(lambda run, c: (run / "checkpoints" / "runner.json").unlink()
+                      or ["evaluate", str(run), "--member", "1"]),
+         ("runner.json", "no completed round to load member 1 from"), absent=("resume",)),
     Case("resume_runner_json_not_json",
          run_dir_case(lambda run, c: (run / "checkpoints" / "runner.json").write_text('{"round": 3,')
                       and ["resume", str(run)]), ("runner.json", "not valid JSON")),

@@ -458,7 +458,8 @@ def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu", env
         raise RunDirError(f"{run_dir / 'config.yaml'}: member {member} does not exist; the population has members "
                           f"0..{P - 1}")
     rundir = RunDirectory(run_dir, P, tensorboard=False)
-    state = rundir.read_runner_state()
+    state = rundir.read_runner_state(missing=f"no completed round to load member {member} from (the run stopped "
+                                             "before its first round ended, or this file was removed)")
     folder = state.get("checkpoint_dir")
     folders = list(dict.fromkeys([folder, *(state.get("history") or [])])) if folder else [None]
     first_error: Optional[CheckpointError] = None

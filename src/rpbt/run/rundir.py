@@ -316,18 +316,19 @@ class RunDirectory:
     def write_runner_state(self, state: dict[str, Any]) -> None:
         atomic_write_text(self.runner_state_path, json.dumps(state, indent=1, default=_json_default))
 
-    def read_runner_state(self, folder: str | None = None) -> dict[str, Any]:
+    def read_runner_state(self, folder: str | None = None, missing: str | None = None) -> dict[str, Any]:
         """``checkpoints/runner.json`` (the commit point), or with ``folder`` the copy in ``checkpoints/<folder>/``.
 
         Checks that it is a JSON object whose ``round`` is an int >= 1 and whose ``checkpoint_dir`` is a round
-        folder name; raises :class:`RunDirError` naming the file otherwise.
+        folder name; raises :class:`RunDirError` naming the file otherwise. ``missing``: what the error says when
+        the commit point does not exist (default: worded for a resume).
         """
         path = self.runner_state_path if folder is None else self.checkpoint_dir / folder / "runner.json"
         if not path.is_file():
             if folder is not None:
                 raise RunDirError(f"{path}: not found (the round's runner state is missing)")
-            raise RunDirError(f"{path}: no completed round to resume from (the run stopped before its first "
-                              "round ended); start it again with `rpbt train`")
+            raise RunDirError(f"{path}: " + (missing or "no completed round to resume from (the run stopped before "
+                                             "its first round ended); start it again with `rpbt train`"))
         try:
             state = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
