@@ -58,3 +58,33 @@ def make_dict_beacon(length: int = 10, render_mode: Optional[str] = None) -> gym
 
 if "RpbtDictBeacon-v0" not in gym.registry:
     gym.register("RpbtDictBeacon-v0", entry_point=DictBeacon)
+
+
+class MatrixAction(gym.Env):
+    """A Box observation (3,) and a two-dimensional Box action (2, 2): the environment refuses any other action shape,
+    and its reward says how close the action is to a target matrix shown in the observation."""
+
+    def __init__(self, length: int = 6):
+        self.length = int(length)
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (3,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2, 2), dtype=np.float32)
+        self.t = 0
+        self.actions: list[np.ndarray] = []
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.uniform(-1.0, 1.0, 3).astype(np.float32), {}
+
+    def step(self, action):
+        action = np.asarray(action)
+        if action.shape != (2, 2):
+            raise ValueError(f"MatrixAction takes a (2, 2) action, got shape {action.shape}")
+        self.actions.append(action.copy())
+        self.t += 1
+        reward = -float(np.abs(action - np.array([[0.5, -0.5], [0.0, 0.25]])).sum())
+        return self.np_random.uniform(-1.0, 1.0, 3).astype(np.float32), reward, self.t >= self.length, False, {}
+
+
+def make_matrix_action(length: int = 6) -> gym.Env:
+    return MatrixAction(length=length)

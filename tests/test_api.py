@@ -22,7 +22,7 @@ from rpbt.config import ConfigError
 from rpbt.envs.factory import EnvError, base_observation_space, make_env
 from rpbt.seeding import eval_episode_seeds
 from tests.conftest import TINY, Learner, tiny_config
-from tests.custom_envs import make_dict_beacon
+from tests.custom_envs import make_dict_beacon, make_matrix_action
 
 
 def _train(tmp_path, name="run", **values):
@@ -173,6 +173,24 @@ def test_env_fn_that_is_not_importable_works_locally_and_is_refused_for_the_proc
     assert rpbt.load_policy(run.dir, 0, env_fn=nested).obs_dim == 5
     assert run.load_policy(0).obs_dim == 5
     assert main(["evaluate", str(run.dir), "--member", "0"]) == 2  # a clear error, no traceback
+
+
+def test_a_two_dimensional_box_action_reaches_the_env_in_its_shape_in_training_evaluation_and_predict(tmp_path):
+    # MatrixAction raises for any action that is not (2, 2): training, evaluation and predict must all reshape.
+    run = rpbt.train(overrides=TINY, env_fn=make_matrix_action,
+                     **{"pbt.population_size": 2, "agent.network.prev_action": True, "run.dir": str(tmp_path / "m")})
+    assert run.summary["env_steps"] == 192
+    assert main(["evaluate", str(run.dir), "--member", "1", "--episodes", "2"]) == 0
+    policy = rpbt.load_policy(run.dir, 1)
+    env = make_matrix_action()
+    obs, _ = env.reset(seed=0)
+    action, state = policy.predict(obs)
+    assert action.shape == (2, 2) and float(np.abs(action).max()) <= 1.0
+    env.step(action)
+    assert state.prev_action.shape == (1, 4)
+    torch.testing.assert_close(torch.as_tensor(state.prev_action[0]), torch.as_tensor(action.reshape(4)))
+    actions, _ = policy.predict(np.stack([obs, obs, obs]), policy.initial_state(3), deterministic=False)
+    assert actions.shape == (3, 2, 2)
 
 
 def test_env_fn_goes_to_process_workers_by_reference(tmp_path):

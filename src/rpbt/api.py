@@ -456,9 +456,9 @@ class Policy:
                 an episode is running, by a policy trained with ``agent.network.prev_reward`` (ignored otherwise).
 
         Returns ``(actions, state)``: actions as the environment takes them ((B,) int64 for Discrete with
-        Gymnasium's ``start`` added, (B, K) int64 for MultiDiscrete, (B, d) float32 clipped to the Box), without the
-        batch dimension for a single observation. Raises ``ValueError`` for an observation that does not fit, a
-        state for another batch size, or a missing ``prev_reward``.
+        Gymnasium's ``start`` added, (B, K) int64 for MultiDiscrete, (B, *box_shape) float32 clipped to the Box, in
+        the Box's own shape), without the batch dimension for a single observation. Raises ``ValueError`` for an
+        observation that does not fit, a state for another batch size, or a missing ``prev_reward``.
         """
         head, h, c, batched, B = self._head(obs, state, episode_start, prev_reward)
         learner = self.learner

@@ -122,6 +122,8 @@ class ActionSpec:
             MultiDiscrete, empty for Box): the policy's index i is the environment's action ``start + i``.
         low, high: for Box, the bounds (d,) that actions are clipped to before they reach the environment (None
             otherwise).
+        box_shape: for Box, the space's own shape (e.g. (2, 2), or () for a scalar Box): the policy acts on the
+            flat (d,) vector and the environment receives it reshaped to this shape (empty for the other kinds).
     """
 
     kind: str
@@ -130,6 +132,7 @@ class ActionSpec:
     start: tuple[int, ...] = ()
     low: Optional[np.ndarray] = None
     high: Optional[np.ndarray] = None
+    box_shape: tuple[int, ...] = ()
 
     @property
     def continuous(self) -> bool:
@@ -145,10 +148,13 @@ class ActionSpec:
         return (len(self.nvec),) if self.kind == "multi_discrete" else (self.dim,)
 
     def to_env(self, actions: np.ndarray) -> np.ndarray:
-        """Policy actions (..., *shape) as the environment takes them: Box clipped to [low, high], categorical
-        indices shifted by ``start`` (a no-op for the usual start 0)."""
+        """Policy actions (..., *shape) as the environment takes them: Box clipped to [low, high] and reshaped to
+        (..., *box_shape), categorical indices shifted by ``start`` (a no-op for the usual start 0)."""
         if self.kind == "box":
-            return np.clip(actions, self.low, self.high)
+            clipped = np.clip(actions, self.low, self.high)
+            if self.box_shape == (self.dim,):
+                return clipped
+            return clipped.reshape(*clipped.shape[:-1], *self.box_shape)
         if any(self.start):
             return actions + np.asarray(self.start if self.kind == "multi_discrete" else self.start[0])
         return actions
@@ -157,10 +163,13 @@ class ActionSpec:
         """Actions as the policy's input (``agent.network.prev_action``), float32 (..., A).
 
         ``actions`` are the policy's (indices from 0, shape (..., *shape)), for Box as the environment received them
-        (clipped). Discrete: the one-hot of the index; MultiDiscrete: the K one-hots concatenated (sum(nvec)
-        columns); Box: the action itself.
+        (clipped; (..., d) or (..., *box_shape)). Discrete: the one-hot of the index; MultiDiscrete: the K one-hots
+        concatenated (sum(nvec) columns); Box: the action itself, flattened to (..., d).
         """
         if self.kind == "box":
+            k = len(self.box_shape)
+            if self.box_shape != (self.dim,) and tuple(actions.shape[actions.dim() - k:]) == self.box_shape:
+                actions = actions.reshape(*actions.shape[:actions.dim() - k], self.dim)
             return actions.to(torch.float32)
         if self.kind == "discrete":
             return torch.nn.functional.one_hot(actions.long(), self.dim).to(torch.float32)
@@ -185,7 +194,7 @@ def space_info(space: gym.Space) -> ActionSpec:
                           start=tuple(int(s) for s in np.asarray(space.start).reshape(-1)))
     if isinstance(space, gym.spaces.Box):
         return ActionSpec(kind="box", dim=int(np.prod(space.shape)), low=space.low.reshape(-1),
-                          high=space.high.reshape(-1))
+                          high=space.high.reshape(-1), box_shape=tuple(int(n) for n in space.shape))
     raise EnvError(f"action space {space} is not Discrete, MultiDiscrete or Box")
 
 
