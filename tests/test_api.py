@@ -214,6 +214,18 @@ def test_module_colon_env_id_and_config_errors_name_the_argument(tmp_path):
     assert (cfg.env.num_envs, cfg.agent.num_minibatches, cfg.pbt.population_size) == (4, 2, 3)
 
 
+def test_env_kwargs_take_numpy_values_as_plain_data_and_refuse_objects_before_anything_is_written(tmp_path):
+    cfg = rpbt.resolve_config(None, (), {"env.kwargs": {"length": np.int64(6), "sizes": np.array([2, 3]),
+                                                        "pair": (0.5, np.float32(0.25))}})
+    assert cfg.env.kwargs == {"length": 6, "sizes": [2, 3], "pair": [0.5, 0.25]}
+    assert type(cfg.env.kwargs["length"]) is int
+    run_dir = tmp_path / "never"
+    with pytest.raises(ConfigError, match="env.kwargs.length: .* is a object; expected a number"):
+        rpbt.train(overrides=TINY, env_fn=make_dict_beacon, **{"env.kwargs": {"length": object()},
+                                                                "run.dir": str(run_dir)})
+    assert not run_dir.exists()
+
+
 # ------------------------------------------------------------------------------------------ export
 
 

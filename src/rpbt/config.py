@@ -315,6 +315,7 @@ class EnvConfig(_Strict):
     @field_validator("kwargs")
     @classmethod
     def _finite_kwargs(cls, v: dict[str, Any]) -> dict[str, Any]:
+        v = _plain_data(v, "env.kwargs")  # config.yaml records them
         _check_finite(v, "env.kwargs")
         return v
 
@@ -374,6 +375,27 @@ class EnvConfig(_Strict):
         if not callable(obj):
             raise ValueError(f"env.entry_point {self.entry_point!r} is not callable")
         return obj
+
+
+def _plain_data(value: Any, where: str) -> Any:
+    """``value`` as YAML's plain data (str, int, float, bool, None, lists, mappings with string keys): NumPy numbers
+    and arrays become Python numbers and lists, tuples lists. Raises ``ValueError`` naming the dotted key of
+    anything else (an object ``config.yaml`` could not record)."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):  # numpy scalars and arrays
+        return _plain_data(value.tolist(), where)
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where}: key {key!r} is a {type(key).__name__}, expected a string")
+            out[key] = _plain_data(item, f"{where}.{key}")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain_data(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    raise ValueError(f"{where}: {value!r} is a {type(value).__name__}; expected a number, string, bool, None, list or "
+                     "mapping (config.yaml records it)")
 
 
 def _check_finite(value: Any, where: str) -> None:

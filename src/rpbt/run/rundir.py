@@ -237,10 +237,11 @@ class RunDirectory:
             self._lock_file = None
 
     def create(self, cfg: Config) -> None:
+        config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)  # before anything is made: it may raise
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "members").mkdir(exist_ok=True)
         self.checkpoint_dir.mkdir(exist_ok=True)
-        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        atomic_write_text(self.path / "config.yaml", config_text)
         self.events_path.touch()
 
     # ---------------------------------------------------------------------------------------- events
