@@ -219,3 +219,36 @@ def test_made_environments_show_flat_float32_observations_even_for_discrete_obse
     obs, _ = env.reset(seed=0)
     assert obs.dtype == np.float32 and obs.ndim == 1 and env.observation_space.dtype == np.float32
     env.close()
+
+
+class _ObsSpaceEnv(gym.Env):
+    def __init__(self, space: gym.Space):
+        self.observation_space, self.action_space = space, gym.spaces.Discrete(2)
+
+
+@pytest.mark.parametrize("space, named", [
+    (gym.spaces.Sequence(gym.spaces.Discrete(3)), "Sequence"),
+    (gym.spaces.Dict({"s": gym.spaces.Box(0, 1, (2,), np.float32), "q": gym.spaces.Sequence(gym.spaces.Discrete(3))}),
+     "Sequence"),
+    (gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Text(5))), "Text"),
+    (gym.spaces.Graph(gym.spaces.Box(0, 1, (2,), np.float32), None), "Graph"),
+])
+def test_observation_spaces_without_a_fixed_size_flattening_are_refused_naming_the_env_and_the_part(space, named):
+    from rpbt.config import EnvConfig
+    from rpbt.envs.factory import make_env
+
+    cfg = EnvConfig(id="my-env").with_env_fn(lambda: _ObsSpaceEnv(space))
+    with pytest.raises(EnvError, match=rf"env.id 'my-env': observation space .* holds {named}\("):
+        make_env(cfg)
+
+
+def test_env_kwargs_an_env_fn_does_not_take_are_an_env_error():
+    from rpbt.config import EnvConfig
+    from rpbt.envs.factory import make_env
+    from tests.custom_envs import make_dict_beacon
+
+    cfg = EnvConfig(id="beacon", kwargs={"bogus": 1}).with_env_fn(make_dict_beacon)
+    with pytest.raises(EnvError, match="'beacon' .* cannot be made with env.kwargs {'bogus': 1}: .*bogus"):
+        make_env(cfg)
+    env = make_env(EnvConfig(id="beacon", kwargs={"length": 3}).with_env_fn(make_dict_beacon))
+    assert env.observation_space.shape == (5,)

@@ -54,7 +54,8 @@ def make_env(cfg: EnvConfig, split: str = "train", render_mode: Optional[str] = 
     environment's constructor when given.
 
     Raises :class:`EnvError` naming ``env.id`` when the id is unknown, its module does not import, the entry point
-    cannot be imported or does not return a ``gymnasium.Env``, or its spaces are unsupported; the constructor's
+    cannot be imported or does not return a ``gymnasium.Env``, or its spaces are unsupported (observations: Text,
+    Sequence, Graph or other spaces without a fixed-size flattening, also inside Dict / Tuple); the constructor's
     ``TypeError`` when it does not take ``render_mode``.
     """
     extra = {} if render_mode is None else {"render_mode": render_mode}
@@ -63,7 +64,13 @@ def make_env(cfg: EnvConfig, split: str = "train", render_mode: Optional[str] = 
     except ValueError as err:
         raise EnvError(str(err)) from None
     if env_fn is not None:
-        env = env_fn(**cfg.kwargs, **extra)
+        try:
+            env = env_fn(**cfg.kwargs, **extra)
+        except TypeError as err:  # env.kwargs the callable does not take
+            if render_mode is not None and "render_mode" in str(err):
+                raise
+            raise EnvError(f"env {cfg.id!r} (env.entry_point {cfg.entry_point!r}) cannot be made with env.kwargs "
+                           f"{cfg.kwargs}: {err}") from None
         if not isinstance(env, gym.Env):
             raise EnvError(f"env.entry_point {cfg.entry_point!r} returned {type(env).__name__}, not a gymnasium.Env")
     elif cfg.id == "trading":
@@ -85,6 +92,12 @@ def make_env(cfg: EnvConfig, split: str = "train", render_mode: Optional[str] = 
             if render_mode is not None and "render_mode" in str(err):
                 raise
             raise EnvError(f"env.id {cfg.id!r} cannot be made with env.kwargs {cfg.kwargs}: {err}") from None
+    unsupported = _unsupported_observation_part(env.observation_space)
+    if unsupported is not None:
+        env.close()
+        raise EnvError(f"env.id {cfg.id!r}: observation space {env.observation_space} holds {unsupported}; "
+                       f"supported are Box, Discrete, MultiDiscrete and MultiBinary, and Dict / Tuple of them "
+                       f"(flattened to one fixed-size vector)")
     if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
         env = gym.wrappers.FlattenObservation(env)
     if env.observation_space.dtype != np.float32:  # e.g. one-hot int64 from flattened Discrete observations
@@ -97,6 +110,20 @@ def make_env(cfg: EnvConfig, split: str = "train", render_mode: Optional[str] = 
     if cfg.observation_noise_std > 0:
         env = ObservationNoise(env, cfg.observation_noise_std)
     return env
+
+
+_FLAT_SPACES = (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)
+
+
+def _unsupported_observation_part(space: gym.Space) -> Optional[gym.Space]:
+    """The first part of an observation space that does not flatten to a fixed-size vector (Text, Sequence, Graph,
+    an unknown space), or None."""
+    if isinstance(space, _FLAT_SPACES):
+        return None
+    if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple)):
+        parts = space.spaces.values() if isinstance(space, gym.spaces.Dict) else space.spaces
+        return next((bad for bad in map(_unsupported_observation_part, parts) if bad is not None), None)
+    return space
 
 
 def make_vector_env(cfg: EnvConfig, num_envs: int, split: str = "train") -> gym.vector.SyncVectorEnv:
