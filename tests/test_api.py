@@ -138,6 +138,29 @@ def test_dict_observations_are_flattened_as_the_env_factory_does_single_and_batc
     with pytest.raises(ValueError, match="fits neither"):
         _policy_of(Learner(tiny_config(), [0])).flatten_obs(np.zeros(7))
 
+    # Bad arguments: a ValueError naming what was wrong, never a KeyError / IndexError / torch error from inside.
+    good = policy.initial_state(1)
+    bad_calls = [
+        (lambda: policy.predict({"position": o_raw["position"]}), r"fits neither Dict.*KeyError: 'beacon'"),
+        (lambda: policy.predict({"beacon": 1, "position": np.zeros(3)}), "fits neither Dict"),
+        (lambda: policy.predict({"beacon": 7, "position": o_raw["position"]}), "fits neither Dict"),
+        (lambda: policy.predict([1, 2]), "fits neither Dict"),
+        (lambda: policy.predict(np.zeros(4, np.float32)), "fits neither Dict"),
+        (lambda: policy.predict({"beacon": np.array([1, 0, 2]), "position": np.zeros((2, 2))}), "fits neither Dict"),
+        (lambda: policy.predict(np.full(5, np.nan, np.float32)), "NaN or inf"),
+        (lambda: policy.predict(o_raw, (good.h, good.c)), "state must be the PolicyState"),
+        (lambda: policy.predict(o_raw, type(good)(good.h[:, :, :3], good.c, good.prev_action)),
+         r"state.h has shape \(1, 1, 3\), expected \(1, 1, 16\)"),
+        (lambda: policy.predict(o_raw, type(good)(np.zeros((2, 1, 16)), np.zeros((2, 1, 16)), good.prev_action)),
+         r"state.h has shape \(2, 1, 16\)"),
+        (lambda: policy.predict(o_raw, policy.initial_state(2)), "state is for 2 environments, the observation for 1"),
+        (lambda: policy.predict(batch, episode_start=[True, False, True]), "episode_start has 3 entries"),
+        (lambda: policy.predict(o_raw, episode_start="yes"), "episode_start must be a bool"),
+    ]
+    for call, message in bad_calls:
+        with pytest.raises(ValueError, match=message):
+            call()
+
 
 # ------------------------------------------------------------------------------------------ custom environments
 

@@ -354,11 +354,22 @@ class Policy:
 
         Accepts one observation of ``observation_space`` or a batch of them (a leading batch dimension; for Dict
         and Tuple spaces on every entry, as vector environments return them), or flat float vectors (D,) / (B, D).
-        Raises ``ValueError`` for anything else.
+        Raises ``ValueError`` for anything else, naming the space, and for NaN or inf anywhere in the observation.
         """
+        x, batched = self._flatten(obs)
+        if not np.isfinite(x).all():
+            rows = sorted({int(i) for i in np.argwhere(~np.isfinite(x))[:, 0]})
+            raise ValueError(f"observation holds NaN or inf (batch rows {rows}); the policy would carry it in its "
+                             "LSTM state to every later step")
+        return x, batched
+
+    def _flatten(self, obs: Any) -> tuple[np.ndarray, bool]:
         space, D = self.observation_space, self.obs_dim
         if isinstance(space, gym.spaces.Box):
-            arr = np.asarray(obs, dtype=np.float32)
+            try:
+                arr = np.asarray(obs, dtype=np.float32)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"observation {obs!r:.80} is not an array of numbers for {space}: {err}") from None
             if arr.shape == space.shape or arr.shape == (D,):
                 return arr.reshape(1, D), False
             if arr.ndim >= 2 and (arr.shape[1:] == space.shape or arr.shape[1:] == (D,)):
@@ -366,13 +377,20 @@ class Policy:
             raise ValueError(f"observation of shape {arr.shape} fits neither {space} nor a batch of it")
         if isinstance(obs, np.ndarray) and obs.dtype.kind == "f" and obs.ndim in (1, 2) and obs.shape[-1] == D:
             return obs.astype(np.float32, copy=False).reshape(-1, D), obs.ndim == 2  # already flattened
-        batch = _batch_size(space, obs)
-        if batch is None:
-            return gym.spaces.flatten(space, obs).astype(np.float32).reshape(1, D), False
-        from gymnasium.vector.utils import batch_space, iterate
+        try:
+            batch = _batch_size(space, obs)
+            if batch is None:
+                return gym.spaces.flatten(space, obs).astype(np.float32).reshape(1, D), False
+            from gymnasium.vector.utils import batch_space, iterate
 
-        items = list(iterate(batch_space(space, batch), obs))
-        return np.stack([gym.spaces.flatten(space, o).astype(np.float32) for o in items]).reshape(batch, D), True
+            items = list(iterate(batch_space(space, batch), obs))
+            if len(items) != batch:
+                raise ValueError(f"its entries hold {len(items)} and {batch} observations")
+            x = np.stack([gym.spaces.flatten(space, o).astype(np.float32) for o in items])
+            return x.reshape(batch, D), True
+        except (KeyError, IndexError, TypeError, ValueError, AssertionError) as err:
+            raise ValueError(f"observation {obs!r:.120} fits neither {space}, nor a batch of it, nor flat float "
+                             f"vectors of {D} features ({type(err).__name__}: {err})") from None
 
     # ------------------------------------------------------------------------------------------ acting
 
@@ -385,10 +403,10 @@ class Policy:
         fresh = state is None
         if state is None:
             state = self.initial_state(B)
-        elif state.batch_size != B:
-            raise ValueError(f"state is for {state.batch_size} environments, the observation for {B}")
-        start = np.zeros(B, dtype=bool) if episode_start is None else np.asarray(episode_start, dtype=bool)
-        start = np.array(np.broadcast_to(start.reshape(-1), (B,)) if start.size == 1 else start.reshape(B))
+        else:
+            self._check_state(state, B)
+        start = np.zeros(B, dtype=bool) if episode_start is None else _per_env("episode_start", episode_start, B,
+                                                                               "bool")
         learner, dev = self.learner, self.learner.device
         start_t = torch.as_tensor(start).view(1, B).to(dev)
         obs_n = learner.normalize_obs(torch.as_tensor(x).view(1, B, -1).to(dev))
@@ -399,14 +417,30 @@ class Policy:
                     raise ValueError("this policy was trained with agent.network.prev_reward: pass prev_reward=, the "
                                      "reward each environment returned for the previous action")
                 prev_reward = 0.0
-            r = np.broadcast_to(np.asarray(prev_reward, dtype=np.float32).reshape(-1), (B,))
-            prev_r = torch.as_tensor(np.array(r)).view(1, B, 1)
+            r = _per_env("prev_reward", prev_reward, B, "number").astype(np.float32)
+            prev_r = torch.as_tensor(r).view(1, B, 1)
         prev_a = torch.as_tensor(state.prev_action).view(1, B, -1)
         inp = learner.network_input(obs_n, prev_a, prev_r, start_t)
         h = torch.as_tensor(state.h).unsqueeze(0).to(dev)
         c = torch.as_tensor(state.c).unsqueeze(0).to(dev)
         feats, (h, c) = learner.actor.step(inp, (h, c), start_t)
         return learner.policy_head(feats)[0], h[0], c[0], batched, B
+
+    def _check_state(self, state: Any, B: int) -> None:
+        """Raise ``ValueError`` unless ``state`` is a :class:`PolicyState` of this policy for B environments."""
+        if not isinstance(state, PolicyState):
+            raise ValueError(f"state must be the PolicyState a previous call returned (or initial_state(B)), got "
+                             f"{type(state).__name__}")
+        L, H, A = self.num_layers, self.hidden_size, self.learner.prev_action_dim
+        for name, value, shape in (("h", state.h, (L, B, H)), ("c", state.c, (L, B, H)),
+                                   ("prev_action", state.prev_action, (B, A))):
+            got = tuple(np.shape(value))
+            if got != shape:
+                what = (f"state is for {got[1]} environments, the observation for {B}"
+                        if name == "h" and len(got) == 3 and got[::2] == (L, H) else
+                        f"state.{name} has shape {got}, expected {shape} (L layers, B environments, H hidden units"
+                        f"{'' if name != 'prev_action' else '; A = the previous-action features'})")
+                raise ValueError(what)
 
     def _action_features(self, env_actions: np.ndarray) -> np.ndarray:
         """(B, A') features of actions as the environments took them (A' = 0 when no previous action is fed)."""
@@ -457,8 +491,10 @@ class Policy:
 
         Returns ``(actions, state)``: actions as the environment takes them ((B,) int64 for Discrete with
         Gymnasium's ``start`` added, (B, K) int64 for MultiDiscrete, (B, *box_shape) float32 clipped to the Box, in
-        the Box's own shape), without the batch dimension for a single observation. Raises ``ValueError`` for an
-        observation that does not fit, a state for another batch size, or a missing ``prev_reward``.
+        the Box's own shape), without the batch dimension for a single observation. Raises ``ValueError``, naming
+        the argument, for an observation that does not fit or holds NaN / inf, a state that is not this policy's
+        ``PolicyState`` (L, B, H) for this batch, an ``episode_start`` or ``prev_reward`` that is not 1 or B bools
+        / numbers, or a missing ``prev_reward``.
         """
         head, h, c, batched, B = self._head(obs, state, episode_start, prev_reward)
         learner = self.learner
@@ -492,6 +528,18 @@ class Policy:
         from rpbt.actor_export import export_policy
 
         return export_policy(self, path, format)
+
+
+def _per_env(name: str, value: Any, B: int, kind: str) -> np.ndarray:
+    """``value`` (one entry for all or B of them) as a (B,) array of bools or numbers; ``ValueError`` naming ``name``
+    otherwise."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in ("b" if kind == "bool" else "") + "iuf":
+        what = "a bool" if kind == "bool" else "a number"
+        raise ValueError(f"{name} must be {what} or {B} of them, got {value!r:.80}")
+    if arr.size not in (1, B):
+        raise ValueError(f"{name} has {arr.size} entries, expected 1 or {B} (one per environment)")
+    return np.array(np.broadcast_to(arr.reshape(-1), (B,)), dtype=bool if kind == "bool" else arr.dtype)
 
 
 def _batch_size(space: gym.Space, obs: Any) -> Optional[int]:
