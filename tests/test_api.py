@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -20,6 +23,7 @@ from rpbt.api import Policy
 from rpbt.cli import main
 from rpbt.config import ConfigError
 from rpbt.envs.factory import EnvError, base_observation_space, make_env
+from rpbt.run.rundir import RunDirError
 from rpbt.seeding import eval_episode_seeds
 from tests.conftest import TINY, Learner, tiny_config
 from tests.custom_envs import make_dict_beacon, make_matrix_action
@@ -224,6 +228,33 @@ def test_env_fn_goes_to_process_workers_by_reference(tmp_path):
     assert pickle.loads(pickle.dumps(run.config)).env.env_fn() is make_dict_beacon
 
 
+def test_member_ids_are_integers_or_best_and_a_missing_run_is_named_as_such(tmp_path):
+    from rpbt.api import _member_id
+
+    assert [_member_id(m) for m in ("best", 3, "3", np.int64(2))] == ["best", 3, 3, 2]
+    for bad in (1.7, True, "x", "-1", None):
+        with pytest.raises(ValueError, match="member must be 'best' or a member id"):
+            _member_id(bad)
+    for call in (lambda: rpbt.load_policy(tmp_path / "nope"), lambda: rpbt.load_policy(tmp_path / "nope", 0),
+                 lambda: rpbt.evaluate(tmp_path / "nope")):
+        with pytest.raises(RunDirError, match=r"no rpbt run directory at .*nope \(nothing is there\)"):
+            call()
+
+
+def test_env_fn_on_the_process_backend_works_from_a_script_read_on_stdin(tmp_path):
+    # spawn would run the main script again in each worker; "<stdin>" is no file, so the workers must not try.
+    script = (f"import rpbt\nfrom tests.conftest import TINY\nfrom tests.custom_envs import make_dict_beacon\n"
+              f"run = rpbt.train(overrides=TINY, env_fn=make_dict_beacon, **{{'backend.kind': 'process', "
+              f"'backend.num_workers': 2, 'pbt.population_size': 2, 'run.dir': {str(tmp_path / 'run')!r}}})\n"
+              f"print('env steps', run.summary['env_steps'])\n")
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "env steps 192" in done.stdout
+
+
 def test_module_colon_env_id_and_config_errors_name_the_argument(tmp_path):
     cfg = tiny_config("env.id=tests.custom_envs:RpbtDictBeacon-v0")
     assert make_env(cfg.env).observation_space.shape == (5,)
@@ -233,6 +264,10 @@ def test_module_colon_env_id_and_config_errors_name_the_argument(tmp_path):
         rpbt.resolve_config(None, TINY, {"agent.learnig_rate": 0.1})
     with pytest.raises(ConfigError, match="dotted keys"):
         rpbt.resolve_config(None, (), {"population_size": 4})
+    with pytest.raises(ConfigError, match="overrides must be a list of 'key.sub=value' strings.*wrap the string"):
+        rpbt.resolve_config(None, "agent.learning_rate=3e-4")
+    with pytest.raises(ConfigError, match="config must be None .* got int 42"):
+        rpbt.resolve_config(42)
     cfg = rpbt.resolve_config({"env": {"num_envs": 4}}, ["agent.num_minibatches=2"], {"pbt.population_size": 3})
     assert (cfg.env.num_envs, cfg.agent.num_minibatches, cfg.pbt.population_size) == (4, 2, 3)
 

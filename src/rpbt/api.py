@@ -39,6 +39,7 @@ where an environment's episode starts at this observation) zeroes the state of t
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 from dataclasses import dataclass, field
@@ -79,6 +80,12 @@ def resolve_config(config: ConfigLike = None, overrides: Sequence[str] = (), val
     line); ``values``: ``{"key.sub": value}`` with Python values. Raises :class:`~rpbt.config.ConfigError` naming the
     key and where the bad value came from (the file, or the argument that set it).
     """
+    if isinstance(overrides, (str, bytes)) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(f"overrides must be a list of 'key.sub=value' strings, got {overrides!r:.80}"
+                          + (" (wrap the string in a list)" if isinstance(overrides, str) else ""))
+    if config is not None and not isinstance(config, (Config, Mapping, str, os.PathLike)):
+        raise ConfigError(f"config must be None (the shipped default), a YAML file's path, a mapping or a Config, "
+                          f"got {type(config).__name__} {config!r:.80}")
     values = dict(values or {})
     for key in values:
         if "." not in key:
@@ -271,9 +278,21 @@ def evaluate(run_dir: Union[str, Path], member: MemberLike = "best", split: str 
     """
     from rpbt.evaluation.run import evaluate_run
 
-    report, _, _ = evaluate_run(run_dir, member=None if member == "best" else int(member), split=split,
+    member_id = _member_id(member)
+    report, _, _ = evaluate_run(run_dir, member=None if member_id == "best" else member_id, split=split,
                                 episodes=episodes, seed=seed, video_dir=video_dir, env_fn=env_fn)
     return report
+
+
+def _member_id(member: Any) -> Union[int, str]:
+    """``"best"`` or a member id (an int, a NumPy integer or a string of digits); ``ValueError`` for anything else
+    (a float or a bool is not silently truncated to an id)."""
+    if isinstance(member, str):
+        if member == "best" or member.isdigit():
+            return member if member == "best" else int(member)
+    elif isinstance(member, (int, np.integer)) and not isinstance(member, (bool, np.bool_)):
+        return int(member)
+    raise ValueError(f"member must be 'best' or a member id (an integer), got {member!r}")
 
 
 def export(run_dir: Union[str, Path], path: Union[str, Path], format: str = "onnx", member: MemberLike = "best",
@@ -564,17 +583,18 @@ def load_policy(run_dir: Union[str, Path], member: MemberLike = "best", device: 
     ``member``: ``"best"`` (``summary.json``'s best member) or a member id; ``device``: where the networks run;
     ``env_fn``: the callable the run was trained with when ``env.entry_point`` cannot be imported (an environment
     is made once, to read its spaces). Raises :class:`~rpbt.run.rundir.RunDirError` (no run, no best member yet,
-    an unknown member), :class:`~rpbt.checkpoint.CheckpointError`, :class:`~rpbt.envs.factory.EnvError`.
+    an unknown member), :class:`~rpbt.checkpoint.CheckpointError`, :class:`~rpbt.envs.factory.EnvError`, and
+    ``ValueError`` for a ``member`` that is neither ``"best"`` nor an integer id.
     """
     from rpbt.envs.factory import base_observation_space, make_env
     from rpbt.evaluation.policy import load_member
     from rpbt.evaluation.run import _best_member
+    from rpbt.run.rundir import require_run_dir
 
-    run_dir = Path(run_dir)
+    run_dir = require_run_dir(Path(run_dir))
+    member = _member_id(member)
     if member == "best":
         member = _best_member(run_dir)
-    elif isinstance(member, str) and not member.isdigit():
-        raise ValueError(f"member must be 'best' or a member id, got {member!r}")
     cfg, learner = load_member(run_dir, int(member), device=device, env_fn=env_fn)
     probe = make_env(cfg.env, "test")
     try:

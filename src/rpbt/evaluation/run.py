@@ -52,8 +52,9 @@ def evaluate_run(run_dir: Union[str, Path], member: Optional[int] = None, split:
     """
     from rpbt.checkpoint import atomic_write_text
     from rpbt.envs.market_data import SPLIT_NAMES
+    from rpbt.run.rundir import require_run_dir
 
-    run_dir = Path(run_dir)
+    run_dir = require_run_dir(Path(run_dir))
     if split not in SPLIT_NAMES:
         raise ValueError(f"split (--split) must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
     if member is None:

@@ -615,6 +615,9 @@ class _ProcessHandle:
         self.conn, child = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(target=_worker_main, args=(child, cfg, members, hparams, threads, os.getpid()),
                                 name=f"rpbt-shard-{index}", daemon=True)
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        if main_file is not None and not os.path.isfile(main_file):  # e.g. "<stdin>": spawn cannot run it again
+            reimport_main = False
         with contextlib.nullcontext() if reimport_main else _main_not_reimported():
             self.proc.start()
         child.close()  # so that the worker's death reads as EOF here
