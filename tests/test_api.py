@@ -514,3 +514,43 @@ def test_ctrl_c_during_rpbt_train_names_the_directory_to_resume_or_says_there_is
     err = capsys.readouterr().err
     assert err.strip() == "rpbt: interrupted before the command started; nothing was written"
     assert not (tmp_path / "early").exists()
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["evaluate", "RUN"], "interrupted; `rpbt evaluate` did not finish"),
+    (["report", "RUN"], "interrupted; `rpbt report` did not finish"),
+    (["replay", "RUN", "--out", "OUT"], "interrupted; the replay is incomplete and cannot be resumed: run the same "
+                                        "`rpbt replay` again with --overwrite"),
+])
+def test_ctrl_c_in_a_command_that_does_not_train_never_says_resume(argv, said, monkeypatch, capsys):
+    from rpbt import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, f"cmd_{argv[0]}", interrupted)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == f"rpbt: {said}" and "resume" not in err.replace("cannot be resumed", "")
+
+
+def test_a_reader_that_goes_away_does_not_stop_training(tmp_path):
+    """`rpbt train ... | head -1`: the first line is read, the pipe closes; the run still trains to its end."""
+    run_dir = tmp_path / "piped"
+    proc = subprocess.Popen([sys.executable, "-m", "rpbt.cli", "train", *TINY, "backend.kind=local",
+                             f"run.dir={run_dir}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith(f"rpbt: run directory {run_dir}")
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["env_steps"] == 192 and summary["round"] == summary["rounds_total"]
+
+
+def test_without_a_terminal_progress_is_one_plain_line_per_round_and_no_bar(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "rpbt.cli", "train", *TINY, "backend.kind=local", "run.progress=true",
+                           f"run.dir={tmp_path / 'r'}"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rounds = [line for line in done.stdout.splitlines() if line.startswith("round ")]
+    assert [line.split()[1] for line in rounds] == ["1/3", "2/3", "3/3"], done.stdout
+    assert "env steps per member" not in done.stdout and "\r" not in done.stdout  # the bar's text

@@ -104,6 +104,10 @@ def test_replay_errors_name_the_problem(source, tmp_path, capsys):
     assert main(["replay", str(run), "--member", "9", "--out", str(tmp_path / "x")]) == 2
     assert "member 9 is not in" in capsys.readouterr().err
     assert main(["replay", str(tmp_path / "nothing")]) == 2
+    assert f"no rpbt run directory at {tmp_path / 'nothing'} (nothing is there)" in capsys.readouterr().err
+    (tmp_path / "unfinished").mkdir()  # a run that committed no round
+    (tmp_path / "unfinished" / "config.yaml").write_text((run / "config.yaml").read_text())
+    assert main(["replay", str(tmp_path / "unfinished")]) == 2
     assert "no committed round" in capsys.readouterr().err
     with pytest.raises(ReplayError, match="seeds"):
         replay_run(run, tmp_path / "y", seeds=0)

@@ -60,6 +60,7 @@ from rpbt.config import (
     read_config_data,
     set_dotted,
 )
+from rpbt.run.output import say
 
 __all__ = ["Interrupted", "Policy", "PolicyState", "Run", "train", "resume", "load_policy", "evaluate", "export",
            "resolve_config"]
@@ -215,7 +216,7 @@ def train(config: ConfigLike = None, *, overrides: Sequence[str] = (), env_fn: O
         runner.close()
         raise
     if cfg.run.progress if announce is None else announce:
-        print(f"rpbt: run directory {run_dir} ({_backend_words(runner)})", flush=True)
+        say(f"rpbt: run directory {run_dir} ({_backend_words(runner)})")
     try:
         summary = runner.run()
     except KeyboardInterrupt:
@@ -261,8 +262,7 @@ def resume(run_dir: Union[str, Path], env_fn: Optional[Callable[..., Any]] = Non
                 print(f"rpbt: warning: {w.message}", file=sys.stderr)
             else:
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-        print(f"rpbt: resuming {run_dir} after round {runner.round}/{runner.total_rounds} "
-              f"({_backend_words(runner)})", flush=True)
+        say(f"rpbt: resuming {run_dir} after round {runner.round}/{runner.total_rounds} ({_backend_words(runner)})")
     else:
         runner.resume()
     summary = runner.run()

@@ -89,10 +89,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _print_summary(run_dir: Path, summary: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from rpbt.run.output import console as make_console
+
+    console = make_console()
     table = Table(title=f"rpbt run {run_dir}")
     table.add_column("member")
     table.add_column("score", justify="right")
@@ -134,7 +135,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rpbt.run.rundir import require_run_dir
 
     require_run_dir(Path(args.run_dir))
-    if getattr(args, "attack", None) is not None or getattr(args, "epsilon", None) is not None:
+    attack_options = ("attack", "epsilon", "norm", "attack_steps")
+    if any(getattr(args, name, None) is not None for name in attack_options):
         if getattr(args, "video", None) is not None:
             print("rpbt: error: --video records clean episodes; it does not go with --attack", file=sys.stderr)
             return 2
@@ -173,12 +175,15 @@ def _cmd_evaluate_attack(args: argparse.Namespace) -> int:
     from rpbt.evaluation.attacks import evaluate_run_robustness
 
     if args.attack is None or args.epsilon is None:
-        print("rpbt: error: --attack and --epsilon go together", file=sys.stderr)
+        given = [f"--{n.replace('_', '-')}" for n in ("norm", "attack_steps") if getattr(args, n) is not None]
+        print("rpbt: error: --attack and --epsilon go together" + (f" (and {', '.join(given)} needs them)"
+                                                                   if given else ""), file=sys.stderr)
         return 2
     try:
         report, path = evaluate_run_robustness(Path(args.run_dir), args.attack, args.epsilon, member=args.member,
-                                               split=args.split, episodes=args.episodes, norm=args.norm,
-                                               steps=args.attack_steps)
+                                               split=args.split, episodes=args.episodes,
+                                               norm=args.norm or "linf",
+                                               steps=10 if args.attack_steps is None else args.attack_steps)
     except ValueError as err:
         print(f"rpbt: error: {err}", file=sys.stderr)
         return 2
@@ -191,10 +196,11 @@ def _cmd_evaluate_attack(args: argparse.Namespace) -> int:
 
 
 def _print_evaluation(report: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from rpbt.run.output import console as make_console
+
+    console = make_console()
     if "policy" not in report:
         console.print(f"member {report['member']}: mean return {report['mean_return']:.4f} "
                       f"(std {report['std_return']:.4f}) over {report['episodes']} deterministic episodes")
@@ -267,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", choices=["pgd", "fgsm"], default=None,
                    help="also evaluate under an observation attack (SA-PPO, Zhang et al. 2020); needs --epsilon")
     p.add_argument("--epsilon", type=float, default=None, help="attack radius in normalized observation units")
-    p.add_argument("--norm", choices=["linf", "l2"], default="linf", help="attack ball (default linf)")
-    p.add_argument("--attack-steps", type=int, default=10, help="PGD steps (default 10)")
+    p.add_argument("--norm", choices=["linf", "l2"], default=None, help="attack ball (default linf; with --attack)")
+    p.add_argument("--attack-steps", type=int, default=None, help="PGD steps (default 10; with --attack)")
     p.add_argument("--video", metavar="DIR", default=None,
                    help="also record every episode as an MP4 in DIR (environments that render rgb_array frames; "
                         "needs pip install 'rpbt[video]')")
@@ -319,6 +325,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted_message(args: argparse.Namespace, err: KeyboardInterrupt) -> str:
+    """What Ctrl-C during a command leaves behind, and what to do next: only a training run is resumed."""
+    from rpbt.api import Interrupted
+
+    if args.command == "replay":
+        return ("interrupted; the replay is incomplete and cannot be resumed: run the same `rpbt replay` again "
+                "with --overwrite")
+    if args.command not in ("train", "resume"):
+        return f"interrupted; `rpbt {args.command}` did not finish"
+    if isinstance(err, Interrupted) and err.committed_rounds == 0:
+        return (f"interrupted before the first round was committed: nothing to resume in {err.run_dir}; train "
+                f"again (add --overwrite to reuse the directory)")
+    where = err.run_dir if isinstance(err, Interrupted) else getattr(args, "run_dir", None)
+    return f"interrupted; continue with `rpbt resume {where or 'RUN_DIR'}`"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The ``rpbt`` command. Returns the exit status: 0, 2 for a known error (one line on stderr, no traceback),
     130 when interrupted (Ctrl-C), also while the modules are still loading."""
@@ -336,16 +358,18 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    # Options may stand anywhere: `rpbt train a=1 --overwrite b=2` leaves b=2 unparsed; it belongs to the items.
-    if extra and hasattr(args, "items") and not any(x.startswith("-") for x in extra):
-        args.items = [*args.items, *extra]
+    # Options may stand anywhere: `rpbt train a=1 --overwrite b=2` leaves b=2 unparsed; it belongs to the items
+    # (to the overrides of `rpbt replay RUN --out DIR a=1`).
+    rest = "items" if hasattr(args, "items") else "overrides" if hasattr(args, "overrides") else None
+    if extra and rest is not None and not any(x.startswith("-") for x in extra):
+        setattr(args, rest, [*getattr(args, rest), *extra])
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     from rpbt.extras import MissingExtraError
 
     known: tuple[type[BaseException], ...] = (UsageError, ConfigError, CheckpointError, RunDirError,
-                                              FileNotFoundError, MissingExtraError)
+                                              MissingExtraError)
     try:
         from rpbt.envs.factory import EnvError
 
@@ -396,15 +420,12 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     except known as err:
         print(f"rpbt: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a path that is a file where a folder is needed, no permission, a full disk, ...
+        where = f"{err.filename}: " if err.filename is not None else ""
+        print(f"rpbt: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as err:
-        from rpbt.api import Interrupted
-
-        if isinstance(err, Interrupted) and err.committed_rounds == 0:
-            print(f"rpbt: interrupted before the first round was committed: nothing to resume in {err.run_dir}; "
-                  f"train again (add --overwrite to reuse the directory)", file=sys.stderr)
-            return 130
-        where = err.run_dir if isinstance(err, Interrupted) else getattr(args, "run_dir", None)
-        print(f"rpbt: interrupted; continue with `rpbt resume {where or 'RUN_DIR'}`", file=sys.stderr)
+        print(f"rpbt: {_interrupted_message(args, err)}", file=sys.stderr)
         return 130
     finally:
         warnings.showwarning = shown

@@ -454,12 +454,17 @@ def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu", env
         cfg.env.with_env_fn(env_fn)
     P = cfg.pbt.population_size
     member = int(member)
-    if not 0 <= member < P:
-        raise RunDirError(f"{run_dir / 'config.yaml'}: member {member} does not exist; the population has members "
-                          f"0..{P - 1}")
     rundir = RunDirectory(run_dir, P, tensorboard=False)
     state = rundir.read_runner_state(missing=f"no completed round to load member {member} from (the run stopped "
                                              "before its first round ended, or this file was removed)")
+    if state.get("replay"):  # `rpbt replay` trains --seeds members, whatever the source's population size
+        seeds = len(state.get("scores") or [])
+        if not 0 <= member < seeds:
+            raise RunDirError(f"{rundir.runner_state_path}: member {member} does not exist; this replay run has "
+                              f"members 0..{seeds - 1} (its --seeds)")
+    elif not 0 <= member < P:
+        raise RunDirError(f"{run_dir / 'config.yaml'}: member {member} does not exist; the population has members "
+                          f"0..{P - 1}")
     folder = state.get("checkpoint_dir")
     folders = list(dict.fromkeys([folder, *(state.get("history") or [])])) if folder else [None]
     first_error: Optional[CheckpointError] = None

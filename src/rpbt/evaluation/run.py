@@ -22,13 +22,18 @@ def _best_member(run_dir: Path) -> int:
         raise RunDirError(f"{path}: not found (no completed round); pass a member id (--member ID; member=ID in "
                           "Python)")
     try:
-        best = json.loads(path.read_text()).get("best_member")
-    except json.JSONDecodeError as err:
+        summary = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RunDirError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(summary, dict):
+        raise RunDirError(f"{path}: expected a JSON object, got {type(summary).__name__}")
+    best = summary.get("best_member")
     if best is None:
         raise RunDirError(f"{path}: no best_member (no member has a score yet); pass a member id (--member ID; "
                           "member=ID in Python)")
-    return int(best)
+    if not isinstance(best, int) or isinstance(best, bool) or best < 0:
+        raise RunDirError(f"{path}: \"best_member\" is {best!r}, expected a member id (an integer >= 0)")
+    return best
 
 
 def evaluate_run(run_dir: Union[str, Path], member: Optional[int] = None, split: str = "test",

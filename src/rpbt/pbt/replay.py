@@ -48,7 +48,7 @@ from rpbt.config import Config
 from rpbt.pbt.backends.shard import Shard
 from rpbt.pbt.runner import score_returns, score_source, validation_returns
 from rpbt.pbt.space import SearchSpace
-from rpbt.run.rundir import RunDirectory, RunDirError, clean_float, load_run_config
+from rpbt.run.rundir import RunDirectory, RunDirError, clean_float, load_run_config, require_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,9 @@ class ReplayRunner:
         if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
             raise ReplayError(f"seeds must be an integer >= 1, got {seeds!r}")
         self.source = Path(source)
+        if any(o.partition("=")[0].strip() == "pbt.population_size" for o in overrides or []):
+            raise ReplayError("pbt.population_size cannot be overridden in a replay: it trains --seeds members along "
+                              "one lineage of the source run (whose population size its schedule was found with)")
         self.schedule = lineage_schedule(self.source, member)
         cfg = load_run_config(self.source)
         if overrides:
@@ -313,7 +316,7 @@ def replay_run(source: Path, out_dir: Optional[Path] = None, member: Optional[in
                overrides: Optional[list[str]] = None, overwrite: bool = False) -> tuple[Path, dict[str, Any]]:
     """Replay ``member``'s schedule of ``source`` into ``out_dir`` (default: ``<source>_replay_m<member>``,
     numbered when taken); returns the replay's directory and summary. Errors: see :class:`ReplayRunner`."""
-    source = Path(source)
+    source = require_run_dir(Path(source))
     if out_dir is None:
         chosen = lineage_schedule(source, member).member
         out_dir = RunDirectory.fresh_path(source.with_name(f"{source.name}_replay_m{chosen}"))

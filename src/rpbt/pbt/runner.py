@@ -48,6 +48,7 @@ from rpbt.pbt.backends import backend_reason, make_backend
 from rpbt.pbt.backends.base import Backend
 from rpbt.pbt.scheduler import PBTScheduler
 from rpbt.pbt.space import SearchSpace
+from rpbt.run.output import say
 from rpbt.run.rundir import ROUND_FOLDER, RunDirectory, RunDirError, clean_float, round_folder
 
 
@@ -168,6 +169,9 @@ class PopulationRunner:
         self.rundir.lock()
         try:
             latest = self.rundir.read_runner_state()
+            if latest.get("replay"):
+                raise RunDirError(f"{self.rundir.path}: a replay run (`rpbt replay`) cannot be resumed; run the "
+                                  "same `rpbt replay` again with --overwrite")
             check_run_inputs(self.cfg)
             top = latest.get("checkpoint_dir") or round_folder(latest["round"])
             candidates = list(latest.get("history") or [top])
@@ -257,7 +261,9 @@ class PopulationRunner:
         """Play rounds until every member has ``run.total_env_steps``; returns the final summary."""
         show = self.cfg.run.progress if progress is None else progress
         try:
-            if show:
+            from rich.console import Console
+
+            if show and Console().is_terminal:
                 from rich.progress import (
                     BarColumn,
                     Progress,
@@ -275,11 +281,11 @@ class PopulationRunner:
                     while self.round < self.total_rounds:
                         self.play_round()
                         bar.update(task, completed=self._env_steps(), description=self._describe())
-                        if not bar.console.is_terminal:  # logs and CI: one plain line per round
-                            bar.console.print(f"{self._describe()}  env steps {self._env_steps():,}")
-            else:
+            else:  # logs, CI and pipes: one plain line per round, no bar
                 while self.round < self.total_rounds:
                     self.play_round()
+                    if show:
+                        say(f"{self._describe()}  env steps {self._env_steps():,}")
             summary = self.summary()
             self.rundir.write_event({"type": "end", "round": self.round, "env_steps": self._env_steps()})
             return summary

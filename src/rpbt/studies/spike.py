@@ -51,7 +51,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from rpbt.agent.networks import LSTMState
 from rpbt.agent.policy import PopulationPolicy
@@ -61,6 +61,7 @@ from rpbt.checkpoint import MemberState
 from rpbt.config import (
     Config,
     ConfigError,
+    _format_errors,
     apply_overrides,
     config_from_dict,
     member_hparams,
@@ -119,16 +120,11 @@ def load_study_config(path: Optional[Union[str, Path]] = None,
     study = data.pop(STUDY_SECTION, None) or {}
     if not isinstance(study, dict):
         raise ConfigError(f"{path}: {STUDY_SECTION}: expected a mapping, got {type(study).__name__}")
-    try:
-        settings = StudySettings.model_validate(study)
+    try:  # validated under its section's name, so that errors read spike_study.KEY and name the override
+        settings = TypeAdapter(dict[str, StudySettings]).validate_python({STUDY_SECTION: study})[STUDY_SECTION]
     except ValidationError as err:
-        lines = [f"invalid configuration in {path}:"]
-        for e in err.errors():
-            loc = ".".join([STUDY_SECTION] + [str(p) for p in e["loc"]])
-            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-            lines.append(f"  {loc}: {msg}")
-        raise ConfigError("\n".join(lines)) from None
-    return config_from_dict(data, source=str(path)), settings
+        raise ConfigError(_format_errors(err, str(path), list(overrides))) from None
+    return config_from_dict(data, source=str(path), overrides=list(overrides)), settings
 
 
 # --------------------------------------------------------------------------------------------------- clones
