@@ -171,6 +171,7 @@ CASES = [
     Case("minibatches_do_not_divide_envs", train("agent.num_minibatches=3"), ("agent.num_minibatches",)),
     Case("unknown_hidden_state", train("pbt.hidden_state=sideways"), ("pbt.hidden_state", "sideways")),
     Case("total_env_steps_0", train("run.total_env_steps=0"), ("run.total_env_steps",)),
+    Case("negative_seed", train("run.seed=-1"), ("run.seed=-1 (command line)", "greater than or equal to 0")),
     Case("unknown_backend", train("backend.kind=cloud"), ("backend.kind", "cloud")),
     Case("section_is_a_number", train("agent=5"), ("agent",)),
     Case("unknown_env_id", train("env.id=NoSuchEnv-v0"), ("NoSuchEnv-v0",)),

@@ -270,6 +270,23 @@ def test_an_empty_search_space_is_an_error(tmp_path, text):
     assert "pbt.search_space={} (command line)" in _error("pbt.search_space={}")
 
 
+def test_a_negative_seed_is_an_error_naming_run_seed_and_its_source(tmp_path):
+    """Every derived seed comes from run.seed through numpy's SeedSequence, which rejects negative entropy: the
+    config says so, not a traceback from rpbt.seeding once training starts."""
+    from rpbt.api import resolve_config
+
+    assert load_config(None, ["run.seed=0"]).run.seed == 0
+    assert load_config(None, ["run.seed=12345678901234567890"]).run.seed == 12345678901234567890
+    message = _error("run.seed=-1")
+    assert "run.seed=-1 (command line)" in message and "greater than or equal to 0" in message
+    path = tmp_path / "c.yaml"
+    path.write_text("run:\n  seed: -7\n")
+    assert _error(path=path).splitlines() == [
+        f"invalid configuration in {path}:", "  run.seed: Input should be greater than or equal to 0 (got -7)"]
+    with pytest.raises(ConfigError, match=r"run.seed=-2 \(argument\): Input should be greater than or equal to 0"):
+        resolve_config(None, values={"run.seed": -2})
+
+
 def test_a_population_of_two_is_the_smallest():
     assert load_config(None, ["pbt.population_size=2"]).pbt.population_size == 2
     with pytest.raises(ValueError, match="at least two members"):

@@ -617,7 +617,8 @@ class PBTConfig(_Strict):
 
 class RunConfig(_Strict):
     total_env_steps: int = Field(150_000, ge=1)  # per member
-    seed: int = 0
+    # Every derived seed comes from it through numpy's SeedSequence (rpbt.seeding), which takes no negative entropy.
+    seed: int = Field(0, ge=0)
     dir: str = "runs/default"
     # torch threads in this process (None: torch's default). 1 by default: a small recurrent net is a long chain of
     # tiny ops, and intra-op threads cost more than they give (5-16x slower measured on a busy 2-core machine).
