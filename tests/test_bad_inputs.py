@@ -159,6 +159,9 @@ CASES = [
     Case("population_size_1", train("pbt.population_size=1"), ("pbt.population_size",)),
     Case("single_value_categorical", train("pbt.search_space.gamma={{type: categorical, values: [0.99]}}"),
          ("gamma",)),
+    Case("categorical_value_not_a_number",  # 1e-4 (a string to YAML 1.1) is a number; fast is not
+         train("pbt.search_space.learning_rate={{type: categorical, values: [1e-4, fast]}}"),
+         ("command line", "search space of learning_rate: 'fast' is not a number"), absent=("'1e-4'",)),
     Case("learning_rate_inf", train("agent.learning_rate=.inf"), ("agent.learning_rate",)),
     Case("override_named_as_command_line", train("agent.learning_rate=abc"),
          ("agent.learning_rate=abc", "command line")),

@@ -312,6 +312,36 @@ def test_search_space_must_stay_inside_each_hyperparameters_valid_range(override
     assert expected in message and "pbt." in message
 
 
+def test_categorical_values_in_scientific_notation_are_numbers_as_low_and_high_are(tmp_path):
+    """YAML 1.1 reads 1e-4 (no dot) as a string; pydantic reads it as a number for low / high, and so does a
+    categorical of a (numeric) hyperparameter. A string that is not a number is still an error."""
+    from rpbt.api import resolve_config
+    from rpbt.pbt.space import SearchSpace
+
+    path = tmp_path / "c.yaml"
+    path.write_text("pbt:\n  search_space:\n    learning_rate: {type: categorical, values: [1e-4, 1E-3, '2e-3']}\n"
+                    "    ent_coef: {type: float, low: 1e-4, high: 1e-2}\n")
+    cfg = load_config(path)
+    values = cfg.pbt.search_space["learning_rate"].values
+    assert values == [1e-4, 1e-3, 2e-3] and all(type(v) is float for v in values)
+    assert cfg.to_dict()["pbt"]["search_space"]["learning_rate"]["values"] == [1e-4, 1e-3, 2e-3]
+    assert SearchSpace(cfg.pbt.search_space).sample(__import__("random").Random(0))["learning_rate"] in values
+    override = "pbt.search_space.learning_rate={type: categorical, values: [1e-4, 1e-3]}"
+    assert load_config(None, [override]).pbt.search_space["learning_rate"].values == [1e-4, 1e-3]
+    assert resolve_config(None, values={"pbt.search_space": {"gamma": {"type": "categorical", "values": [
+        "9.9e-1", 0.9]}}}).pbt.search_space["gamma"].values == [0.99, 0.9]
+
+    for bad, expected in [("[1e-4, fast]", "'fast' is not a number"), ("[1e-4, 0.0001]", "duplicate categorical "
+                          "value 0.0001"), ("[1e-4, 1e+3]", "outside its valid range"),
+                          ("[1e-4, 'inf']", "not a finite number"), ("[1e-4, true]", "True is not a number")]:
+        message = _error(f"pbt.search_space.gamma={{type: categorical, values: {bad}}}")
+        assert f"values: {bad}}} (command line)" in message and "search space of gamma" in message, message
+        assert expected in message, message
+    path.write_text("pbt:\n  search_space:\n    learning_rate: {type: categorical, values: [1e-4, 1e-3x]}\n")
+    message = _error(path=path)
+    assert f"in {path}" in message and "search space of learning_rate: '1e-3x' is not a number" in message
+
+
 def test_search_dim_is_the_one_check_of_a_dimension():
     with pytest.raises(ValueError, match="at least two 'values'"):
         SearchDim(type="categorical", values=[1])

@@ -32,6 +32,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -527,6 +528,36 @@ class PB2Config(_Strict):
     candidates: int = Field(512, ge=1)  # random points the acquisition is scored on before L-BFGS-B polishes the best
 
 
+_FLOAT = TypeAdapter(float)
+
+
+def _numeric_categorical(dim: SearchDim, hparam: HParam, where: str) -> SearchDim:
+    """The categorical ``dim`` of the numeric ``hparam`` with every string that reads as a number made that number,
+    as pydantic reads ``low`` / ``high`` (YAML 1.1 reads ``1e-4``, without a dot, as a string).
+
+    Raises ``ValueError`` starting with ``where`` for a value that is not a number (a string that does not read as
+    one, a boolean), not finite or outside the hyperparameter's valid range, and for two values that are the same
+    number (``1e-4`` and ``0.0001``).
+    """
+    values = list(dim.values or [])
+    numbers: list[Any] = []
+    for value in values:
+        if isinstance(value, str):
+            try:
+                value = _FLOAT.validate_python(value)
+            except ValidationError:
+                pass  # not a number: named by check below
+        hparam.check(value, where)
+        numbers.append(value)
+    if all(type(a) is type(b) for a, b in zip(numbers, values)):
+        return dim
+    try:
+        return SearchDim.model_validate({**dim.model_dump(), "values": numbers})
+    except ValidationError as err:  # two values became the same number
+        raise ValueError(f"{where}: " + "; ".join(e["msg"].removeprefix("Value error, ")
+                                                  for e in err.errors())) from None
+
+
 class PBTConfig(_Strict):
     """Population-Based Training (Jaderberg et al. 2017)."""
 
@@ -568,6 +599,8 @@ class PBTConfig(_Strict):
     burn_in_max_steps: int = Field(512, ge=1)
     # Searched hyperparameters (names of HPARAMS, `agent.` prefix optional). Left out: default_search_space(), the
     # priors of HPARAMS. Given: it replaces the default whole. Empty: an error (PBT would have nothing to explore).
+    # Every hyperparameter is a number: a categorical's string values that read as numbers (YAML 1.1 reads 1e-4 as a
+    # string) are those numbers, as for low / high; any other string is an error.
     search_space: dict[str, SearchDim] = Field(default_factory=default_search_space)
 
     @field_validator("population_size")
@@ -598,9 +631,11 @@ class PBTConfig(_Strict):
                 raise ValueError(f"unknown hyperparameter {key!r}; searchable: {sorted(SEARCHABLE)}")
             if name in space:
                 raise ValueError(f"{name!r} is searched twice (as {name!r} and as 'agent.{name}'); keep one")
-            values = dim.values if dim.type == "categorical" else [dim.low, dim.high]
-            for value in values or []:
-                hparam.check(value, f"search space of {key}")
+            if dim.type == "categorical":
+                dim = _numeric_categorical(dim, hparam, f"search space of {key}")
+            else:
+                for value in (dim.low, dim.high):
+                    hparam.check(value, f"search space of {key}")
             space[name] = dim
         return space
 
