@@ -188,6 +188,8 @@ CASES = [
     Case("override_empty_key", train("=1"), ("'=1'", "empty key")),
     Case("override_empty_segment", train("agent..learning_rate=1"), ("agent..learning_rate=1",)),
     Case("override_unclosed_list", train("agent.learning_rate=[1,"), ("agent.learning_rate",)),
+    Case("override_value_with_a_comment", train("run.dir=runs/a #1"),  # YAML would read runs/a
+         ("run.dir=runs/a #1", "command line", "comment", "run.dir='runs/a #1'")),
     Case("override_without_equals_sign", train("agent.learning_rate"), ("agent.learning_rate=VALUE",)),
     Case("two_config_files", lambda c: (["train", TRADING, TRADING, f"run.dir={c.fresh}"], None),
          ("unexpected argument",)),
@@ -198,6 +200,8 @@ CASES = [
     Case("yaml_invalid", yaml_file(b"agent: [1,\n"), ("bad.yaml", "not valid YAML")),
     Case("yaml_bad_indent_one_line", yaml_file(b"agent:\n learning_rate: 1\n  gamma: 2\n"),
          ("bad.yaml", "not valid YAML: mapping values are not allowed here at line 3, column 8"), absent=("\n  ",)),
+    Case("yaml_section_twice", yaml_file(b"env:\n  num_envs: 4\nagent:\n  num_steps: 64\nenv:\n  id: CartPole-v1\n"),
+         ("bad.yaml", "key 'env' is given twice", "line 1 and line 5")),
     Case("yaml_a_list", yaml_file(b"- env\n- agent\n"), ("bad.yaml", "expected a mapping")),
     Case("yaml_binary", yaml_file(b"\x00\xff\xfe\x81"), ("bad.yaml", "not a YAML text file")),
     Case("yaml_unknown_section", yaml_file(b"agnet:\n  learning_rate: 0.001\n"), ("agnet", "unknown key")),

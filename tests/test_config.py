@@ -167,6 +167,46 @@ def test_overrides_parse_yaml_values():
                     "env": {"num_envs": 4}, "run": {"torch_threads": None}, "pbt": {"exploit": "tournament"}}
 
 
+def test_an_override_value_that_would_lose_text_to_a_yaml_comment_is_an_error():
+    """`` #`` starts a YAML comment: ``run.dir=runs/a #1`` would silently read as ``runs/a``. Quoted, the whole
+    text is kept; a ``#`` inside a word is no comment."""
+    from rpbt.api import resolve_config
+
+    message = _error("run.dir=runs/a #1")
+    assert message.startswith("override 'run.dir=runs/a #1' (command line): YAML reads '#1' as a comment")
+    assert "quote the value to keep it (e.g. run.dir='runs/a #1')" in message
+    assert "'#x' as a comment" in _error("run.dir=#x")  # all comment: YAML would read null
+    assert "'# two' as a comment" in _error("agent.network.encoder_sizes=[8, 8] # two")
+    assert load_config(None, ["run.dir='runs/a #1'"]).run.dir == "runs/a #1"
+    assert load_config(None, ['run.dir="runs/b #2"']).run.dir == "runs/b #2"
+    assert load_config(None, ["run.dir=runs/a#1"]).run.dir == "runs/a#1"
+    assert apply_overrides({}, ["env.kwargs={name: 'x #1'}"]) == {"env": {"kwargs": {"name": "x #1"}}}
+    with pytest.raises(ConfigError, match=r"override 'run.dir=a #1' \(argument\): YAML reads '#1' as a comment"):
+        resolve_config(None, ["run.dir=a #1"])
+
+
+def test_a_key_given_twice_is_an_error_naming_the_file_the_key_and_its_lines(tmp_path):
+    """yaml.safe_load keeps the last of two equal keys silently; a config file or override value must not."""
+    from rpbt.api import resolve_config
+    from rpbt.config import load_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text("env:\n  num_envs: 4\nagent:\n  num_steps: 64\nenv:\n  id: CartPole-v1\n")
+    assert _error(path=path) == (f"{path}: key 'env' is given twice in one mapping, at line 1 and line 5 (YAML would "
+                                 f"keep only the last one); merge them or remove one")
+    with pytest.raises(ConfigError, match="key 'env' is given twice in one mapping, at line 1 and line 5"):
+        resolve_config(path)
+    path.write_text("agent:\n  network:\n    lstm_hidden_size: 8\n    prev_action: true\n    lstm_hidden_size: 16\n")
+    assert "key 'lstm_hidden_size' is given twice in one mapping, at line 3 and line 5" in _error(path=path)
+    # a merge key brings in keys that may be set again (YAML's own override), and equal keys in two mappings are fine
+    path.write_text("x-base: &base {num_steps: 64, update_epochs: 2}\nagent:\n  <<: *base\n  num_steps: 32\n")
+    assert load_yaml(path.read_text())["agent"] == {"num_steps": 32, "update_epochs": 2}
+    assert load_yaml("a: {k: 1}\nb: {k: 1}\n") == yaml.safe_load("a: {k: 1}\nb: {k: 1}\n")
+    message = _error("env.kwargs={size: 3, size: 4}")
+    assert message == ("override 'env.kwargs={size: 3, size: 4}' (command line): key 'size' is given twice in one "
+                       "mapping (YAML would keep only the last one)")
+
+
 # --------------------------------------------------------------------------------------------------- errors
 
 
