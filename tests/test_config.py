@@ -167,6 +167,46 @@ def test_overrides_parse_yaml_values():
                     "env": {"num_envs": 4}, "run": {"torch_threads": None}, "pbt": {"exploit": "tournament"}}
 
 
+def test_an_override_value_that_would_lose_text_to_a_yaml_comment_is_an_error():
+    """`` #`` starts a YAML comment: ``run.dir=runs/a #1`` would silently read as ``runs/a``. Quoted, the whole
+    text is kept; a ``#`` inside a word is no comment."""
+    from rpbt.api import resolve_config
+
+    message = _error("run.dir=runs/a #1")
+    assert message.startswith("override 'run.dir=runs/a #1' (command line): YAML reads '#1' as a comment")
+    assert "quote the value to keep it (e.g. run.dir='runs/a #1')" in message
+    assert "'#x' as a comment" in _error("run.dir=#x")  # all comment: YAML would read null
+    assert "'# two' as a comment" in _error("agent.network.encoder_sizes=[8, 8] # two")
+    assert load_config(None, ["run.dir='runs/a #1'"]).run.dir == "runs/a #1"
+    assert load_config(None, ['run.dir="runs/b #2"']).run.dir == "runs/b #2"
+    assert load_config(None, ["run.dir=runs/a#1"]).run.dir == "runs/a#1"
+    assert apply_overrides({}, ["env.kwargs={name: 'x #1'}"]) == {"env": {"kwargs": {"name": "x #1"}}}
+    with pytest.raises(ConfigError, match=r"override 'run.dir=a #1' \(argument\): YAML reads '#1' as a comment"):
+        resolve_config(None, ["run.dir=a #1"])
+
+
+def test_a_key_given_twice_is_an_error_naming_the_file_the_key_and_its_lines(tmp_path):
+    """yaml.safe_load keeps the last of two equal keys silently; a config file or override value must not."""
+    from rpbt.api import resolve_config
+    from rpbt.config import load_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text("env:\n  num_envs: 4\nagent:\n  num_steps: 64\nenv:\n  id: CartPole-v1\n")
+    assert _error(path=path) == (f"{path}: key 'env' is given twice in one mapping, at line 1 and line 5 (YAML would "
+                                 f"keep only the last one); merge them or remove one")
+    with pytest.raises(ConfigError, match="key 'env' is given twice in one mapping, at line 1 and line 5"):
+        resolve_config(path)
+    path.write_text("agent:\n  network:\n    lstm_hidden_size: 8\n    prev_action: true\n    lstm_hidden_size: 16\n")
+    assert "key 'lstm_hidden_size' is given twice in one mapping, at line 3 and line 5" in _error(path=path)
+    # a merge key brings in keys that may be set again (YAML's own override), and equal keys in two mappings are fine
+    path.write_text("x-base: &base {num_steps: 64, update_epochs: 2}\nagent:\n  <<: *base\n  num_steps: 32\n")
+    assert load_yaml(path.read_text())["agent"] == {"num_steps": 32, "update_epochs": 2}
+    assert load_yaml("a: {k: 1}\nb: {k: 1}\n") == yaml.safe_load("a: {k: 1}\nb: {k: 1}\n")
+    message = _error("env.kwargs={size: 3, size: 4}")
+    assert message == ("override 'env.kwargs={size: 3, size: 4}' (command line): key 'size' is given twice in one "
+                       "mapping (YAML would keep only the last one)")
+
+
 # --------------------------------------------------------------------------------------------------- errors
 
 
@@ -270,6 +310,23 @@ def test_an_empty_search_space_is_an_error(tmp_path, text):
     assert "pbt.search_space={} (command line)" in _error("pbt.search_space={}")
 
 
+def test_a_negative_seed_is_an_error_naming_run_seed_and_its_source(tmp_path):
+    """Every derived seed comes from run.seed through numpy's SeedSequence, which rejects negative entropy: the
+    config says so, not a traceback from rpbt.seeding once training starts."""
+    from rpbt.api import resolve_config
+
+    assert load_config(None, ["run.seed=0"]).run.seed == 0
+    assert load_config(None, ["run.seed=12345678901234567890"]).run.seed == 12345678901234567890
+    message = _error("run.seed=-1")
+    assert "run.seed=-1 (command line)" in message and "greater than or equal to 0" in message
+    path = tmp_path / "c.yaml"
+    path.write_text("run:\n  seed: -7\n")
+    assert _error(path=path).splitlines() == [
+        f"invalid configuration in {path}:", "  run.seed: Input should be greater than or equal to 0 (got -7)"]
+    with pytest.raises(ConfigError, match=r"run.seed=-2 \(argument\): Input should be greater than or equal to 0"):
+        resolve_config(None, values={"run.seed": -2})
+
+
 def test_a_population_of_two_is_the_smallest():
     assert load_config(None, ["pbt.population_size=2"]).pbt.population_size == 2
     with pytest.raises(ValueError, match="at least two members"):
@@ -293,6 +350,36 @@ def test_a_population_of_two_is_the_smallest():
 def test_search_space_must_stay_inside_each_hyperparameters_valid_range(override, expected):
     message = _error(override)
     assert expected in message and "pbt." in message
+
+
+def test_categorical_values_in_scientific_notation_are_numbers_as_low_and_high_are(tmp_path):
+    """YAML 1.1 reads 1e-4 (no dot) as a string; pydantic reads it as a number for low / high, and so does a
+    categorical of a (numeric) hyperparameter. A string that is not a number is still an error."""
+    from rpbt.api import resolve_config
+    from rpbt.pbt.space import SearchSpace
+
+    path = tmp_path / "c.yaml"
+    path.write_text("pbt:\n  search_space:\n    learning_rate: {type: categorical, values: [1e-4, 1E-3, '2e-3']}\n"
+                    "    ent_coef: {type: float, low: 1e-4, high: 1e-2}\n")
+    cfg = load_config(path)
+    values = cfg.pbt.search_space["learning_rate"].values
+    assert values == [1e-4, 1e-3, 2e-3] and all(type(v) is float for v in values)
+    assert cfg.to_dict()["pbt"]["search_space"]["learning_rate"]["values"] == [1e-4, 1e-3, 2e-3]
+    assert SearchSpace(cfg.pbt.search_space).sample(__import__("random").Random(0))["learning_rate"] in values
+    override = "pbt.search_space.learning_rate={type: categorical, values: [1e-4, 1e-3]}"
+    assert load_config(None, [override]).pbt.search_space["learning_rate"].values == [1e-4, 1e-3]
+    assert resolve_config(None, values={"pbt.search_space": {"gamma": {"type": "categorical", "values": [
+        "9.9e-1", 0.9]}}}).pbt.search_space["gamma"].values == [0.99, 0.9]
+
+    for bad, expected in [("[1e-4, fast]", "'fast' is not a number"), ("[1e-4, 0.0001]", "duplicate categorical "
+                          "value 0.0001"), ("[1e-4, 1e+3]", "outside its valid range"),
+                          ("[1e-4, 'inf']", "not a finite number"), ("[1e-4, true]", "True is not a number")]:
+        message = _error(f"pbt.search_space.gamma={{type: categorical, values: {bad}}}")
+        assert f"values: {bad}}} (command line)" in message and "search space of gamma" in message, message
+        assert expected in message, message
+    path.write_text("pbt:\n  search_space:\n    learning_rate: {type: categorical, values: [1e-4, 1e-3x]}\n")
+    message = _error(path=path)
+    assert f"in {path}" in message and "search space of learning_rate: '1e-3x' is not a number" in message
 
 
 def test_search_dim_is_the_one_check_of_a_dimension():

@@ -103,7 +103,7 @@ def resolve_config(config: ConfigLike = None, overrides: Sequence[str] = (), val
         source = str(path)
         id_given = config is not None and env_id_in(data)
     id_given = id_given or "env.id" in values or any(o.partition("=")[0].strip() == "env.id" for o in overrides)
-    apply_overrides(data, list(overrides))
+    apply_overrides(data, list(overrides), origin="argument")
     labels = list(overrides)
     for key, value in values.items():
         label = f"{key}={value!r}"

@@ -32,6 +32,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -527,6 +528,36 @@ class PB2Config(_Strict):
     candidates: int = Field(512, ge=1)  # random points the acquisition is scored on before L-BFGS-B polishes the best
 
 
+_FLOAT = TypeAdapter(float)
+
+
+def _numeric_categorical(dim: SearchDim, hparam: HParam, where: str) -> SearchDim:
+    """The categorical ``dim`` of the numeric ``hparam`` with every string that reads as a number made that number,
+    as pydantic reads ``low`` / ``high`` (YAML 1.1 reads ``1e-4``, without a dot, as a string).
+
+    Raises ``ValueError`` starting with ``where`` for a value that is not a number (a string that does not read as
+    one, a boolean), not finite or outside the hyperparameter's valid range, and for two values that are the same
+    number (``1e-4`` and ``0.0001``).
+    """
+    values = list(dim.values or [])
+    numbers: list[Any] = []
+    for value in values:
+        if isinstance(value, str):
+            try:
+                value = _FLOAT.validate_python(value)
+            except ValidationError:
+                pass  # not a number: named by check below
+        hparam.check(value, where)
+        numbers.append(value)
+    if all(type(a) is type(b) for a, b in zip(numbers, values)):
+        return dim
+    try:
+        return SearchDim.model_validate({**dim.model_dump(), "values": numbers})
+    except ValidationError as err:  # two values became the same number
+        raise ValueError(f"{where}: " + "; ".join(e["msg"].removeprefix("Value error, ")
+                                                  for e in err.errors())) from None
+
+
 class PBTConfig(_Strict):
     """Population-Based Training (Jaderberg et al. 2017)."""
 
@@ -568,6 +599,8 @@ class PBTConfig(_Strict):
     burn_in_max_steps: int = Field(512, ge=1)
     # Searched hyperparameters (names of HPARAMS, `agent.` prefix optional). Left out: default_search_space(), the
     # priors of HPARAMS. Given: it replaces the default whole. Empty: an error (PBT would have nothing to explore).
+    # Every hyperparameter is a number: a categorical's string values that read as numbers (YAML 1.1 reads 1e-4 as a
+    # string) are those numbers, as for low / high; any other string is an error.
     search_space: dict[str, SearchDim] = Field(default_factory=default_search_space)
 
     @field_validator("population_size")
@@ -598,9 +631,11 @@ class PBTConfig(_Strict):
                 raise ValueError(f"unknown hyperparameter {key!r}; searchable: {sorted(SEARCHABLE)}")
             if name in space:
                 raise ValueError(f"{name!r} is searched twice (as {name!r} and as 'agent.{name}'); keep one")
-            values = dim.values if dim.type == "categorical" else [dim.low, dim.high]
-            for value in values or []:
-                hparam.check(value, f"search space of {key}")
+            if dim.type == "categorical":
+                dim = _numeric_categorical(dim, hparam, f"search space of {key}")
+            else:
+                for value in (dim.low, dim.high):
+                    hparam.check(value, f"search space of {key}")
             space[name] = dim
         return space
 
@@ -617,7 +652,8 @@ class PBTConfig(_Strict):
 
 class RunConfig(_Strict):
     total_env_steps: int = Field(150_000, ge=1)  # per member
-    seed: int = 0
+    # Every derived seed comes from it through numpy's SeedSequence (rpbt.seeding), which takes no negative entropy.
+    seed: int = Field(0, ge=0)
     dir: str = "runs/default"
     # torch threads in this process (None: torch's default). 1 by default: a small recurrent net is a long chain of
     # tiny ops, and intra-op threads cost more than they give (5-16x slower measured on a busy 2-core machine).
@@ -687,12 +723,72 @@ class Config(_Strict):
 # --------------------------------------------------------------------------------------------------- loading
 
 
-def _parse_value(text: str) -> Any:
-    """Parse an override's right-hand side as YAML (so ``1e-3`` is a float, ``[1, 2]`` a list, ``null`` None)."""
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A YAML mapping names a key twice (``yaml.safe_load`` would keep the last value silently)."""
+
+    def __init__(self, key: Any, first: yaml.Mark, again: yaml.Mark):
+        super().__init__(None, None, f"duplicate key {key!r} (first at line {first.line + 1}; YAML would keep only "
+                                     f"the last one)", again)
+        self.key, self.first, self.again = key, first, again
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, except that a key given twice in one mapping raises :class:`DuplicateKeyError`
+    (a ``yaml.YAMLError``) instead of silently keeping the last value. Keys a merge (``<<: *base``) brings in may
+    be set again, as YAML intends."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Mark] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:  # an unhashable key: SafeLoader's own error
+                    continue
+                if first is not key_node.start_mark:
+                    raise DuplicateKeyError(key, first, key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)`` with :class:`ConfigLoader`: a duplicate key raises :class:`DuplicateKeyError`."""
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - ConfigLoader is a SafeLoader
+
+
+def _dropped_comment(text: str) -> Optional[str]:
+    """The part of ``text`` YAML would read as a comment and drop (`` #...``, or all of it when it starts with
+    ``#``), else None. ``a#1`` and quoted text (``'a #1'``) hold no comment."""
+    end = 0
+    for token in yaml.scan(text, Loader=ConfigLoader):  # the scanner skips comments: they lie between tokens
+        start = token.start_mark.index
+        if start > end and "#" in text[end:start]:
+            return text[end + text[end:start].index("#"):start].rstrip()
+        end = max(end, token.end_mark.index)
+    return None
+
+
+def _parse_value(text: str, where: str = "override", key: str = "key") -> Any:
+    """Parse an override's right-hand side as YAML (so ``1e-3`` is a float, ``[1, 2]`` a list, ``null`` None).
+
+    Text that is not YAML is kept as a string. Raises :class:`ConfigError` starting with ``where`` when YAML would
+    silently lose part of it: a comment (``runs/a #1`` would read as ``runs/a``; quoted, ``'runs/a #1'`` is kept
+    whole) or a key given twice in one mapping. ``key`` is the override's key, for the message.
+    """
     try:
-        value = yaml.safe_load(text)
+        comment = _dropped_comment(text)
+        value = load_yaml(text)
+    except DuplicateKeyError as err:
+        raise ConfigError(f"{where}: key {err.key!r} is given twice in one mapping (YAML would keep only the last "
+                          f"one)") from None
     except yaml.YAMLError:
         return text
+    if comment is not None:
+        quoted = key.strip() + "='" + text.strip().replace("'", "''") + "'"
+        raise ConfigError(f"{where}: YAML reads {comment!r} as a comment and would drop it from the value; quote the "
+                          f"value to keep it (e.g. {quoted}), or leave the comment out")
     if isinstance(value, str):
         try:
             return float(value) if any(c in value for c in "eE.") else value
@@ -701,17 +797,20 @@ def _parse_value(text: str) -> Any:
     return value
 
 
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str], origin: str = "command line") -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides to nested config data (in place, also returned).
 
-    Raises :class:`ConfigError` naming the override for one without ``=``, with an empty key segment, or one that
-    descends into a non-mapping.
+    Values are parsed as YAML (:func:`_parse_value`). Raises :class:`ConfigError` naming the override for one
+    without ``=``, with an empty key segment, one that descends into a non-mapping, and one whose value YAML would
+    read only in part (a `` #`` comment: quote the value; a key given twice in one mapping). The message says the
+    override came from ``origin`` (``argument`` for the Python API).
     """
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} (command line): expected key.sub=value")
+            raise ConfigError(f"override {item!r} ({origin}): expected key.sub=value")
         key, _, raw = item.partition("=")
-        set_dotted(data, key, _parse_value(raw), f"override {item!r} (command line)")
+        where = f"override {item!r} ({origin})"
+        set_dotted(data, key, _parse_value(raw, where, key), where)
     return data
 
 
@@ -843,13 +942,18 @@ def _yaml_error_line(err: yaml.YAMLError) -> str:
 def read_config_data(path: Optional[Union[str, Path]] = None) -> tuple[Path, dict[str, Any]]:
     """The raw mapping of a YAML config file (the shipped default when ``path`` is None), not yet validated.
 
-    Raises :class:`ConfigError` naming the file when it is missing, not YAML, or not a mapping.
+    Raises :class:`ConfigError` naming the file when it is missing, not YAML, not a mapping, or names a key twice
+    in one mapping (with the key and its lines).
     """
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
+    except DuplicateKeyError as err:
+        raise ConfigError(f"{path}: key {err.key!r} is given twice in one mapping, at line {err.first.line + 1} and "
+                          f"line {err.again.line + 1} (YAML would keep only the last one); merge them or remove "
+                          f"one") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {_yaml_error_line(err)}") from None
     except UnicodeDecodeError as err:  # a binary file passed as the config
