@@ -241,6 +241,14 @@ def test_member_ids_are_integers_or_best_and_a_missing_run_is_named_as_such(tmp_
             call()
 
 
+def test_evaluate_refuses_a_negative_seed_before_any_episode(tmp_path):
+    run = _train(tmp_path)
+    for seed in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+            rpbt.evaluate(run.dir, member=0, seed=seed)
+    assert not (run.dir / "evaluation").exists()
+
+
 def test_env_fn_on_the_process_backend_works_from_a_script_read_on_stdin(tmp_path):
     # spawn would run the main script again in each worker; "<stdin>" is no file, so the workers must not try.
     script = (f"import rpbt\nfrom tests.conftest import TINY\nfrom tests.custom_envs import make_dict_beacon\n"

@@ -206,7 +206,8 @@ CASES = [
     Case("yaml_binary", yaml_file(b"\x00\xff\xfe\x81"), ("bad.yaml", "not a YAML text file")),
     Case("yaml_unknown_section", yaml_file(b"agnet:\n  learning_rate: 0.001\n"), ("agnet", "unknown key")),
     Case("yaml_wrong_type", yaml_file(b"agent:\n  ent_coef: lots\n"), ("bad.yaml", "agent.ent_coef", "lots")),
-    Case("yaml_a_folder", lambda c: (["train", str(c.tmp), f"run.dir={c.fresh}"], None), (str("{tmp}"),)),
+    Case("yaml_a_folder", lambda c: (["train", str(c.tmp), f"run.dir={c.fresh}"], None),
+         ("{tmp}: a folder, not a config file",)),
     # --- trading CSVs
     Case("csv_without_volume_for_log_volume_change", trading("env.data.path={data}/no_volume.csv"),
          ("no_volume.csv", "volume", "log_volume_change")),

@@ -946,6 +946,8 @@ def read_config_data(path: Optional[Union[str, Path]] = None) -> tuple[Path, dic
     in one mapping (with the key and its lines).
     """
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder, not a config file (pass a YAML file; a run's is RUN_DIR/config.yaml)")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
