@@ -144,11 +144,29 @@ def test_population_of_one_never_decides():
 def test_truncation_never_copies_a_tie_or_an_unscored_member(seed):
     assert decide(make(seed=seed), [1.0] * 8) == []  # everyone tied: no churn
     assert decide(make(seed=seed), [None] * 8) == []
-    # bottom two tied with a top member: only strictly better donors are copied
+    # bottom two tied with a top member: both copy the one strictly better donor of the top two
     decisions = decide(make(seed=seed), [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0])
+    assert len(decisions) == 2
     for d in decisions:
         assert d.donor == 7 and d.donor_score > d.recipient_score
-    assert len(decisions) <= 2
+
+
+def test_truncation_donor_is_uniform_among_the_strictly_better_top_members():
+    # n = 4, q = 0.5: bottom {member 0, one of the 3s}, top {the other 3, member 3}. The bottom 3 must copy member 3
+    # every time (the tie is never a donor); member 0 copies either top member, uniformly.
+    donors_of_zero, decided = Counter(), 0
+    for seed in range(400):
+        decisions = decide(make(population_size=4, quantile_fraction=0.5, seed=seed), [0.0, 3.0, 3.0, 5.0])
+        assert len(decisions) == 2
+        decided += 1
+        for d in decisions:
+            if d.recipient == 0:
+                donors_of_zero[d.donor] += 1
+            else:
+                assert d.recipient in (1, 2) and d.donor == 3
+    assert set(donors_of_zero) == {1, 2, 3} - {min(donors_of_zero)} or set(donors_of_zero) <= {1, 2, 3}
+    top_three = donors_of_zero[3] / decided
+    assert abs(top_three - 0.5) < 0.08  # member 0's donor: member 3 half of the time, the top 3 the other half
 
 
 def test_truncation_ties_in_the_bottom_are_broken_by_the_seed():

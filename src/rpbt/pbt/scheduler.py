@@ -18,10 +18,11 @@ for every ready member, whether or not it exploits.
 
 **Exploit, truncation selection** (paper section 4.1 "Truncation selection"). Only ready members take part. With
 ``n`` ready members (``n >= 2``) and ``q = quantile_fraction``, ``k = max(1, floor(q * n))``. The ready members are
-ranked by score; the bottom ``k`` are recipients, each copying a donor chosen uniformly from the top ``k``.
-Since ``q <= 0.5`` the two sides never overlap. Ties are broken by a seeded shuffle: the ready indices, in
-ascending order, are shuffled with the scheduler's generator and then stably sorted by score, so tied members
-keep their shuffled order. Members of equal score on both sides still exploit (as in the paper and Ray Tune).
+ranked by score; the bottom ``k`` are recipients, each copying a donor chosen uniformly from those of the top ``k``
+whose score is strictly better than its own (none: it does not exploit; copying a tie is churn that discards the
+population's diversity). Since ``q <= 0.5`` the two sides never overlap. Ties are broken by a seeded shuffle: the
+ready indices, in ascending order, are shuffled with the scheduler's generator and then stably sorted by score, so
+tied members keep their shuffled order.
 
 **Exploit, binary tournament** (paper section 4.1 "Binary tournament"). The ready members are shuffled and paired
 off in order (a uniformly random matching, so each member's opponent is uniform among the other ready members);
@@ -449,10 +450,20 @@ class PBTScheduler:
         order.sort(key=lambda m: self._rank_key(scores[m]))  # stable: worst first, ties in shuffled order
         k = max(1, math.floor(self.quantile_fraction * len(order)))
         bottom, top = order[:k], order[-k:]
-        pairs = [(recipient, top[self._rng.randrange(k)]) for recipient in sorted(bottom)]
         # A recipient copies only a strictly better donor: copying a tie (or an unscored member) is pure churn that
-        # discards the population's diversity, e.g. once every member has reached a task's maximum score.
-        return [(r, d) for r, d in pairs if self._better(scores[d], scores[r])]
+        # discards the population's diversity, e.g. once every member has reached a task's maximum score. The donor
+        # is uniform among the top members strictly better than the recipient: a first draw from the whole top, and
+        # a second among the better ones only when the first drew a tie (uniform overall: 1/k + (k - b)/k * 1/b).
+        pairs = []
+        for recipient in sorted(bottom):
+            donor = top[self._rng.randrange(k)]
+            if not self._better(scores[donor], scores[recipient]):
+                better = [d for d in top if self._better(scores[d], scores[recipient])]
+                if not better:
+                    continue
+                donor = better[self._rng.randrange(len(better))]
+            pairs.append((recipient, donor))
+        return pairs
 
     def _tournament(self, ready_members: list[int], scores: list[Optional[float]]) -> list[tuple[int, int]]:
         order = list(ready_members)
