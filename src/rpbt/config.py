@@ -122,6 +122,9 @@ class SearchDim(_Strict):
                     if type(a) is type(b) and a == b:
                         raise ValueError(f"duplicate categorical value {a!r} in 'values'")
             return self
+        if self.values is not None:
+            raise ValueError(f"'values' ({self.values!r}) is for a categorical dimension; a {self.type} dimension "
+                             f"is bounded by 'low' and 'high' (set type: categorical to search those values)")
         if self.low is None or self.high is None:
             raise ValueError(f"a {self.type} dimension needs 'low' and 'high'")
         if not self.high > self.low:
@@ -596,7 +599,7 @@ class PBTConfig(_Strict):
     mode: Literal["max", "min"] = "max"
     optimizer_state: Literal["copy", "reset"] = "copy"
     hidden_state: Literal["keep", "zero", "reset_episodes", "burn_in"] = "burn_in"
-    burn_in_max_steps: int = Field(512, ge=1)
+    burn_in_max_steps: int = Field(512, ge=1, le=100_000)  # history kept per environment
     # Searched hyperparameters (names of HPARAMS, `agent.` prefix optional). Left out: default_search_space(), the
     # priors of HPARAMS. Given: it replaces the default whole. Empty: an error (PBT would have nothing to explore).
     # Every hyperparameter is a number: a categorical's string values that read as numbers (YAML 1.1 reads 1e-4 as a
@@ -709,6 +712,20 @@ class Config(_Strict):
                 f"pbt.score_source: validation needs a walk-forward validation split, which only env.id: trading "
                 f"has (env.id is {self.env.id!r}); use training or auto"
             )
+        pbt = self.pbt
+        if pbt.explore == "pb2" and pbt.pb2.min_data > pbt.pb2.max_data:
+            raise ValueError(f"pbt.pb2.min_data ({pbt.pb2.min_data}) must be at most pbt.pb2.max_data "
+                             f"({pbt.pb2.max_data}): PB2 would never have enough data and would always perturb")
+        if pbt.ttest:
+            k = pbt.ttest_window if pbt.ttest_window is not None else max(2, pbt.score_window)
+            validation = pbt.score_source == "validation" or (pbt.score_source == "auto" and self.env.id == "trading")
+            have, what = ((self.env.trading.eval_episodes, "env.trading.eval_episodes validation returns per round")
+                          if validation else (max(100, pbt.score_window), "returns a member keeps (max(100, "
+                                                                               "pbt.score_window))"))
+            if k > have:
+                raise ValueError(f"pbt.ttest compares the last {k} returns per member (pbt.ttest_window, or "
+                                 f"pbt.score_window when null) but there are only {have} {what}: every exploit would "
+                                 f"be refused; lower pbt.ttest_window")
         w, P = self.backend.num_workers, self.pbt.population_size
         if w is not None and not 1 <= w <= P:
             raise ValueError(f"backend.num_workers must be between 1 and pbt.population_size ({P}) (a worker holds at "
