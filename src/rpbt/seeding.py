@@ -26,6 +26,7 @@ import torch
 TAG_ENV = 0xE0
 TAG_RESTORE_ENV = 0xE1
 TAG_EXPLOIT = 0xF0
+TAG_FAULT_RETRY = 0xF1
 TAG_EVAL = 0xE7A1
 TAG_ADVERSARY_TRAIN = 0x5A
 TAG_ADVERSARY_EVAL = 0x5E
@@ -45,12 +46,19 @@ def env_seeds(member_seed: int, num_envs: int) -> list[int]:
     return _uint32s([member_seed, TAG_ENV], num_envs)
 
 
-def restore_env_seeds(member_seed: int, env_steps: int, num_envs: int) -> list[int]:
+def restore_env_seeds(member_seed: int, env_steps: int, num_envs: int, retry: int = 0) -> list[int]:
     """Seeds of a restored member's fresh episodes, from its seed and the env steps it was restored at.
 
-    A resumed run therefore does not replay the episodes its members started the run with.
+    A resumed run therefore does not replay the episodes its members started the run with. ``retry`` > 0 (the
+    member's fault count, when it is restored after a fault) gives other episodes than the failed attempt's.
     """
-    return _uint32s([member_seed, env_steps, TAG_RESTORE_ENV], num_envs)
+    return _uint32s([member_seed, env_steps, TAG_RESTORE_ENV, *([retry] if retry else [])], num_envs)
+
+
+def fault_retry_seed(run_seed: int, member: int, env_steps: int, retry: int) -> int:
+    """Seed of a member's generator when it is restored after its ``retry``-th fault (a fork: neither the stream
+    that failed nor the donor's)."""
+    return _uint32s([run_seed, member, env_steps, retry, TAG_FAULT_RETRY], 1)[0]
 
 
 def exploit_seed(run_seed: int, recipient: int, updates: int) -> int:

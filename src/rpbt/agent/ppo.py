@@ -208,8 +208,10 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     last_input = policy.network_input(policy.normalize_obs(last_obs), *prev, episode_start=last_start)
     _, last_raws, _ = policy.step(last_input, carried.hidden, last_start, weights)
     rollout.last_values = policy.values_from_raw(last_raws).min(0).values
-    # Non-finite raw observations reach the stored (normalized) ones, through the values or the statistics.
-    bad_obs = ~torch.isfinite(rollout.obs[..., :D].reshape(P, -1)).all(1)
+    # Non-finite raw observations reach the stored (normalized) ones, through the values or the statistics; the
+    # observation after the last step (the bootstrap's) is one too.
+    bad_obs = ~(torch.isfinite(rollout.obs[..., :D].reshape(P, -1)).all(1)
+                & torch.isfinite(last_obs.reshape(P, -1)).all(1))
     bad_reward = ~torch.isfinite(rollout.rewards.reshape(P, -1)).all(1)
     rollout.nonfinite = bad_obs.long() | (bad_reward.long() << 1)
     rollout.segment_states = stack_segment_states(boundaries) if len(boundaries) > 1 else rollout.initial_states

@@ -10,11 +10,14 @@ only after the commit, so a donor's checkpoint is never deleted while something 
 
 Member faults: after training, a member whose observations, rewards, loss, gradients or weights turned non-finite
 (the learner's ``health/nonfinite`` flag) is handled by ``run.on_member_fault``. ``restore`` puts it back to its
-last committed checkpoint (before the first commit: a copy of a healthy member's state, without explore), on fresh
-episodes (its carried state came from non-finite data), records a ``member_fault`` event naming the member, the
-update and the first non-finite quantity, warns, and goes on; the faulty member neither scores nor donates in that
-round. At ``run.max_member_faults`` faults of one member, or at the first fault under ``error``, the run stops with a
-:class:`MemberFaultError` naming the environment, the member, the update and the quantity, before anything of the
+last committed checkpoint (before the first commit: a copy of a healthy member's state, without explore, recorded in
+its lineage), on fresh episodes (its carried state came from non-finite data) that differ from the failed attempt's,
+with a forked generator (:func:`rpbt.seeding.fault_retry_seed`), so that a retry does not replay the fault; it
+records a ``member_fault`` event naming the member, the update and the first non-finite quantity, warns, and goes
+on; the faulty member neither scores nor donates in that round, and keeps the env-step count it was restored with
+(round events and the summary give each member's own count as ``member_env_steps``). At ``run.max_member_faults``
+faults of one member, or at the first fault under ``error``, the run stops with a :class:`MemberFaultError`
+naming the environment, the member, the update and the quantity, before anything of the
 faulty round is committed.
 
 Scores after an exploit: the recipient inherits the donor's recent episode returns with its member state, so by
@@ -340,7 +343,10 @@ class PopulationRunner:
             rows[-1]["pbt/exploitation_count"] = self.exploitation_count[m]
             self.rundir.write_metrics(m, rows)
         env_steps = info[0]["env_steps"]
+        # env_steps / updates: member 0's (the schedule's); member_env_steps: each member's own count, lower for a
+        # member restored after a fault (it lost the steps since the commit it was restored from).
         round_event = {"type": "round", "round": r, "env_steps": env_steps, "updates": updates[0],
+                       "member_env_steps": [int(info[m]["env_steps"]) for m in range(self.P)],
                        "scores": [clean_float(s) for s in scores], "hparams": hparams, "train_s": round(train_s, 4)}
         if self.cfg.pbt.score_since_exploit:
             round_event["episodes_since_exploit"] = [len(x) for x in own]
@@ -418,17 +424,21 @@ class PopulationRunner:
                 kept = (f"its last committed round ({self.round}) is intact (rpbt resume continues from it)"
                         if self.round > 0 else "nothing had been committed yet")
                 raise MemberFaultError(f"{what}; {stop}. The run stops; {kept}.")
+            # The retry runs on other episodes with a forked generator (retry = the fault count): restoring the
+            # same state onto the same episodes would replay the failed attempt step for step.
+            retry = self.member_faults[m]
             if self.round > 0:
                 state = self.rundir.read_runner_state()
                 self.backend.restore(m, MemberState.load(
-                    self.rundir.checkpoint_dir / state["checkpoint_dir"] / f"member_{m}.pt"))
+                    self.rundir.checkpoint_dir / state["checkpoint_dir"] / f"member_{m}.pt"), retry=retry)
                 action = f"restored from round {self.round}"
             else:
                 donor = min(healthy)  # its member state, on fresh episodes: the faulty carried state is dropped
                 donor_state = self.backend.snapshot(donor)
-                self.backend.restore(m, donor_state)
+                self.backend.restore(m, donor_state, retry=retry)
                 if "episodes" in donor_state.tensors:  # its returns are the donor's from now on
                     self.episode_marks[m] = int(donor_state.tensors["episodes"])
+                self.lineage[m] = self.lineage[donor] + [{"round": r, "member": donor}]  # its weights are the donor's
                 action = f"copied member {donor}"
             self.rundir.write_event({**event, "action": action})
             log.warning("%s; %s", what, action)
@@ -486,7 +496,8 @@ class PopulationRunner:
         return {
             "round": self.round,
             "rounds_total": self.total_rounds,
-            "env_steps": self._env_steps(),
+            "env_steps": self._env_steps(),  # the schedule's; member_env_steps: each member's own
+            "member_env_steps": [int(info[m]["env_steps"]) for m in range(self.P)] if info else None,
             "best_member": best,
             "best_score": clean_float(self.last_scores[best]) if best is not None else None,
             "hparams": info.get(best, {}).get("hparams") if best is not None else None,

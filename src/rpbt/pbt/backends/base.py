@@ -60,9 +60,11 @@ class Backend(Protocol):
         exist."""
         ...
 
-    def restore(self, member: int, state: MemberState) -> None:
+    def restore(self, member: int, state: MemberState, retry: int = 0) -> None:
         """Replace the member's state with ``state`` (resume, worker restart); the member starts fresh episodes.
-        Raises :class:`~rpbt.checkpoint.CheckpointError` for a state that does not fit the learner."""
+        ``retry`` > 0: a restore after the member's ``retry``-th fault, on other episodes and a forked generator
+        (:meth:`rpbt.pbt.backends.shard.Shard.restore`). Raises :class:`~rpbt.checkpoint.CheckpointError` for a state
+        that does not fit the learner."""
         ...
 
     def exploit(self, recipient: int, donor_state: MemberState, new_hparams: dict[str, float]) -> dict[str, float]:

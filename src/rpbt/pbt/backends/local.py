@@ -48,8 +48,8 @@ class LocalBackend:
     def snapshot(self, member: int) -> MemberState:
         return self.shard.snapshot(member)
 
-    def restore(self, member: int, state: MemberState) -> None:
-        self.shard.restore(member, state)
+    def restore(self, member: int, state: MemberState, retry: int = 0) -> None:
+        self.shard.restore(member, state, retry)
 
     def exploit(self, recipient: int, donor_state: MemberState, new_hparams: dict[str, float]) -> dict[str, float]:
         return self.shard.exploit(recipient, donor_state, new_hparams)

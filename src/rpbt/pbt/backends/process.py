@@ -151,8 +151,8 @@ class ShardServer:
         if cmd == "snapshot_many":
             return {int(m): s.snapshot(int(m)).to_bytes() for m in args[0]}
         if cmd == "restore":
-            m, data = args
-            s.restore(int(m), MemberState.from_bytes(data, source=f"state sent for member {m}"))
+            m, data, *retry = args  # (m, data) from a restart, (m, data, retry) from the driver
+            s.restore(int(m), MemberState.from_bytes(data, source=f"state sent for member {m}"), *retry)
             return None
         if cmd == "exploit":
             r, data, hp = args
@@ -475,9 +475,9 @@ class ShardedBackend:
         self._payloads[id(state)] = (state, member, self._version[member], data)
         return state
 
-    def restore(self, member: int, state: MemberState) -> None:
+    def restore(self, member: int, state: MemberState, retry: int = 0) -> None:
         self._check_member(member)
-        self._call(self.shard_of[member], "restore", member, state.to_bytes())
+        self._call(self.shard_of[member], "restore", member, state.to_bytes(), int(retry))
         self._version[member] += 1
 
     def exploit(self, recipient: int, donor_state: MemberState, new_hparams: dict[str, float]) -> dict[str, float]:

@@ -15,7 +15,7 @@ from rpbt.agent.ppo import auxiliary_losses, make_policy, make_runner, train_ite
 from rpbt.checkpoint import MemberState
 from rpbt.config import Config
 from rpbt.pbt.transfer import exploit
-from rpbt.seeding import exploit_seed, restore_env_seeds
+from rpbt.seeding import exploit_seed, fault_retry_seed, restore_env_seeds
 
 __all__ = ["Shard", "metrics_to_rows"]
 
@@ -102,17 +102,21 @@ class Shard:
     def snapshot(self, member: int) -> MemberState:
         return self.policy.snapshot(self.local[member])
 
-    def restore(self, member: int, state: MemberState) -> None:
+    def restore(self, member: int, state: MemberState, retry: int = 0) -> None:
         """Restore a member from a checkpoint (resume, worker restart) and start it on fresh episodes.
 
         The carried state is reset (zero LSTM states) and the member's environments reset with seeds derived from
         its seed and the restored env-step count (:func:`rpbt.seeding.restore_env_seeds`), so a resumed run does
-        not replay the episodes its members started the run with.
+        not replay the episodes its members started the run with. ``retry`` > 0 (a restore after the member's
+        ``retry``-th fault) also salts the episode seeds and re-seeds the member's generator
+        (:func:`rpbt.seeding.fault_retry_seed`), so the retry does not replay the attempt that failed.
         """
         i = self.local[member]
         self.policy.restore(i, state)
         steps = int(self.policy.env_steps[i])
-        self.runner.reset_member(i, restore_env_seeds(self.policy.seeds[i], steps, self.runner.num_envs))
+        if retry:
+            self.policy.generators[i].manual_seed(fault_retry_seed(self.cfg.run.seed, int(member), steps, retry))
+        self.runner.reset_member(i, restore_env_seeds(self.policy.seeds[i], steps, self.runner.num_envs, retry))
 
     def exploit(self, recipient: int, donor_state: MemberState, new_hparams: dict[str, float]) -> dict[str, float]:
         """Transfer ``donor_state`` into ``recipient`` (a global id) with the configured strategies.
