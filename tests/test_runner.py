@@ -282,3 +282,16 @@ def test_a_restored_member_starts_fresh_episodes_seeded_by_its_progress():
     assert torch.equal(again.shard.runner.carried.next_obs[1], carried.next_obs[1])
     backend.close()
     again.close()
+
+
+def test_a_budget_that_ends_before_anyone_is_ready_warns_that_pbt_will_never_act(tmp_path, capsys):
+    from rpbt.pbt.runner import NoExploitWarning
+
+    # TINY: 192 env steps per member = 6 updates; burn_in 50 is never reached
+    with pytest.warns(NoExploitWarning, match=r"first ready point is update 50 .* the run has 6 updates"):
+        runner = PopulationRunner(tiny_config("pbt.burn_in=50", f"run.dir={tmp_path / 'a'}"), tmp_path / "a")
+        runner.start()
+        runner.close()
+    capsys.readouterr()
+    assert main(["train", *TINY, "pbt.perturbation_interval=7", f"run.dir={tmp_path / 'b'}"]) == 0
+    assert "rpbt: warning: no member is ever ready: the first ready point is update 7" in capsys.readouterr().err

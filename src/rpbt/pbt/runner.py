@@ -55,6 +55,11 @@ from rpbt.run.output import say
 from rpbt.run.rundir import ROUND_FOLDER, RunDirectory, RunDirError, clean_float, round_folder
 
 
+class NoExploitWarning(UserWarning):
+    """The run's budget ends before any member is first ready (``pbt.burn_in`` / ``pbt.perturbation_interval``
+    beyond the run's updates): it trains, but PBT never exploits or explores."""
+
+
 class ResumeWarning(UserWarning):
     """A resume skipped a kept round whose checkpoints do not load or fit; the message names the file and why."""
 
@@ -143,6 +148,14 @@ class PopulationRunner:
         :class:`~rpbt.run.rundir.RunDirError` otherwise.
         """
         check_run_inputs(self.cfg)
+        pbt = self.cfg.pbt
+        first_ready = max(pbt.burn_in, pbt.perturbation_interval)
+        if first_ready > self.total_updates:
+            warnings.warn(NoExploitWarning(
+                f"no member is ever ready: the first ready point is update {first_ready} (max of pbt.burn_in "
+                f"{pbt.burn_in} and pbt.perturbation_interval {pbt.perturbation_interval}) but the run has "
+                f"{self.total_updates} updates (run.total_env_steps / (env.num_envs x agent.num_steps)): PBT will "
+                f"never exploit or explore"), stacklevel=2)
         hparams = self.scheduler.initial_hparams(member_hparams(self.cfg))
         if overwrite and self.rundir.path.exists():
             self.rundir.check_replaceable()
