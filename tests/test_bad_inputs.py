@@ -223,6 +223,10 @@ CASES = [
     Case("csv_empty", trading("env.data.path={data}/empty.csv"), ("empty.csv", "empty")),
     Case("csv_dates_out_of_order", trading("env.data.path={data}/unsorted.csv"),
          ("unsorted.csv", "strictly increasing")),
+    Case("csv_day_month_ambiguous", trading("env.data.path={data}/monthly_ddmm.csv"),
+         ("monthly_ddmm.csv", "column 'Date'", "ambiguous", "env.data.date_format")),
+    Case("date_format_for_shipped_data", trading("env.data.date_format=%d/%m/%Y"),
+         ("env.data.date_format", "CSV")),
     # --- checkpoints (rpbt evaluate reads the member's file of the latest committed round)
     Case("checkpoint_pickled_code", member_file(lambda p, c: p.write_bytes(pickle.dumps(Evil(c.tmp / "pwned")))),
          ("member_0.pt", "pickled Python objects", "never code"), absent=("weights_only",)),
@@ -343,6 +347,8 @@ def shared(tmp_path_factory) -> dict[str, Path]:
     bad[3] = bad[3].split(",", 2)[0] + ",n/a," + bad[3].split(",", 2)[2]
     (data / "bad_price.csv").write_text("\n".join(bad) + "\n")
     (data / "empty.csv").write_text("")
+    monthly = [f"01/{m:02d}/{y}" for y in range(2000, 2100) for m in range(1, 13)]  # dd/mm/yyyy, 1200 months
+    (data / "monthly_ddmm.csv").write_text("Date,Open,High,Low,Close\n" + "".join(f"{d},1,1,1,1\n" for d in monthly))
     (data / "unsorted.csv").write_text("\n".join([head, *rows[:500], rows[10], *rows[500:1000]]) + "\n")
     return {"base": base, "data": data, "foreign": foreign}
 

@@ -317,8 +317,8 @@ class TradingEnv(gym.Env):
 
 
 @lru_cache(maxsize=8)
-def _cached_csv(path: str, mtime_ns: int, size: int) -> MarketData:
-    return load_csv(path)
+def _cached_csv(path: str, mtime_ns: int, size: int, date_format: Optional[str] = None) -> MarketData:
+    return load_csv(path, date_format=date_format)
 
 
 @lru_cache(maxsize=4)
@@ -330,15 +330,17 @@ def load_market_data(data_cfg) -> MarketData:
     """The :class:`MarketData` named by an ``env.data`` section (:class:`rpbt.config.TradingDataConfig`).
 
     Loaded once per process and shared by every environment (cached by path, modification time and size for
-    CSV files). Raises :class:`rpbt.envs.market_data.MarketDataError` for a bad or missing file.
+    CSV files); a CSV's timestamps are parsed with ``env.data.date_format`` when set. Raises
+    :class:`rpbt.envs.market_data.MarketDataError` for a bad or missing file.
     """
     if data_cfg.source == "csv":
         path = Path(data_cfg.path).expanduser()
+        date_format = getattr(data_cfg, "date_format", None)
         try:
             st = path.stat()
         except OSError:
-            return load_csv(path)  # raises MarketDataError naming the file
-        return _cached_csv(str(path), st.st_mtime_ns, st.st_size)
+            return load_csv(path, date_format=date_format)  # raises MarketDataError naming the file
+        return _cached_csv(str(path), st.st_mtime_ns, st.st_size, date_format)
     return _cached_shipped(data_cfg.source)
 
 
