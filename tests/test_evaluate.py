@@ -115,6 +115,22 @@ def test_whole_split_report_baselines_and_policy_accounting_by_hand(tmp_path):
     assert report["bars_per_year"] == pytest.approx(365.25)  # daily bars every calendar day: a 7-day market
 
 
+def test_whole_split_report_names_the_cost_set_in_env_kwargs(tmp_path):
+    # env.kwargs {cost_bps: 50} overrides env.trading.cost_bps (default 1) in the environment; the report said 1.
+    closes = 100 * np.exp(np.cumsum(np.random.default_rng(4).normal(0, 0.02, 120)))
+    path = _csv(tmp_path, np.round(closes, 4))
+    cfg = tiny_config(f"env.data.path={path}", "env.id=trading", "env.trading.episode_length=16",
+                      "env.kwargs={cost_bps: 50}")
+    assert cfg.env.trading.cost_bps == 1.0
+    report = evaluate_trading_split(_policy(cfg, [0]), 0, cfg.env, "test")
+    assert report["cost_bps"] == 50.0
+    close = make_trading_env(cfg.env, "test").data.close
+    start, end = report["start_bar"], report["end_bar"]
+    # buy-and-hold pays 50 bp once on entry: log(1 - 0.005) + log(close[end] / close[start])
+    assert report["buy_and_hold"]["total_log_return"] == pytest.approx(
+        math.log(1 - 0.005) + math.log(close[end] / close[start]))
+
+
 # --------------------------------------------------------------------------------------------------- evaluate_policy
 
 

@@ -142,7 +142,8 @@ def evaluate_trading_split(learner, member: int, env_cfg: EnvConfig, split: str 
     zeroed once at the start and carried through (as a live trader would), no equity floor. Buy-and-hold (long +1
     from the first bar, paying the entry cost) and flat (position 0) are run through the same environment and
     accounting. Returns a JSON-able dict: ``policy``, ``buy_and_hold``, ``flat`` (each :func:`trading_metrics`),
-    ``split``, ``start_bar``, ``end_bar``, ``start_date``, ``end_date``, ``bars_per_year``, ``cost_bps``,
+    ``split``, ``start_bar``, ``end_bar``, ``start_date``, ``end_date``, ``bars_per_year``, ``cost_bps`` (the cost
+    the environment charged: ``env.kwargs``'s ``cost_bps`` when set there, else ``env.trading.cost_bps``),
     ``terminated`` (the policy's account was wiped out) and ``curves`` (``dates``, ``policy``, ``buy_and_hold``,
     ``flat`` equity and the policy's ``position``, each of length T+1).
     """
@@ -154,6 +155,12 @@ def evaluate_trading_split(learner, member: int, env_cfg: EnvConfig, split: str 
     ep = evaluate_policy(learner, member, cfg_w, split, starts=[start], obs_perturbation=obs_perturbation).episodes[0]
     bh = _constant_position_trace(cfg_w, split, start, 1.0)
     flat = _constant_position_trace(cfg_w, split, start, 0.0)
+    # The cost the environment actually charges: env.kwargs (e.g. {cost_bps: 50}) override env.trading.cost_bps.
+    from rpbt.envs.trading import make_trading_env
+
+    probe = make_trading_env(cfg_w, split=split)
+    cost_bps = float(probe.cost_bps)
+    probe.close()
     # Baselines span the whole split; the policy's curve is shorter only if its account was wiped out.
     dates = [str(np.datetime_as_string(data.dates[b], unit="s")) for b in bh.bars]
     return {
@@ -163,7 +170,7 @@ def evaluate_trading_split(learner, member: int, env_cfg: EnvConfig, split: str 
         "start_date": dates[0],
         "end_date": dates[-1],
         "bars_per_year": bpy,
-        "cost_bps": float(cfg_w.trading.cost_bps),
+        "cost_bps": cost_bps,
         "terminated": bool(ep.terminated),
         "policy": trading_metrics(ep.rewards, ep.turnover, bpy),
         "buy_and_hold": trading_metrics(bh.rewards, bh.turnover, bpy),
