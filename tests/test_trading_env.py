@@ -342,3 +342,18 @@ def test_env_data_date_format_reaches_the_loader(tmp_path):
         TradingDataConfig(source="googl", date_format="%Y-%m-%d")
     with pytest.raises(ValueError, match="strftime format"):
         TradingDataConfig(path=str(path), date_format="dd/mm/yyyy")
+
+
+def test_bad_env_kwargs_are_one_env_error_naming_env_kwargs():
+    from rpbt.envs.factory import EnvError, make_env
+
+    for kwargs, words in [({"bogus": 1}, "env.kwargs has 'bogus'"), ({"split": "test"}, "env.kwargs sets 'split'"),
+                          ({"fractions": [0.5, 0.25, 0.25]}, "env.data.split"),
+                          ({"window": 0}, "env.kwargs {'window': 0}: window must be >= 1"),
+                          ({"features": ["nope"]}, "unknown feature 'nope'")]:
+        cfg = EnvConfig(id="trading", kwargs=kwargs)
+        with pytest.raises(EnvError, match="env.kwargs") as err:
+            make_env(cfg)
+        assert words in str(err.value)
+    env = make_env(EnvConfig(id="trading", kwargs={"cost_bps": 50}))  # a good key still works
+    assert env.unwrapped.cost_bps == 50.0
