@@ -405,6 +405,25 @@ def test_rpbt_evaluate_trading_writes_json_and_png(tmp_path, capsys):
     assert main(["evaluate", str(run), "--member", "7"]) == 2
 
 
+def test_rpbt_evaluate_from_another_folder_names_env_data_path_and_the_run_config(tmp_path, monkeypatch, capsys):
+    # A relative env.data.path is read from the current folder; evaluating from elsewhere cannot find it, and the
+    # message said only "bars.csv: file not found".
+    train_dir, other = tmp_path / "a", tmp_path / "b"
+    train_dir.mkdir()
+    other.mkdir()
+    _csv(train_dir, np.round(100 * np.exp(np.cumsum(np.random.default_rng(5).normal(0, 0.01, 600))), 4))
+    monkeypatch.chdir(train_dir)
+    run = tmp_path / "run"
+    assert main(["train", *TINY, *TRADING, "env.data.path=bars.csv", f"run.dir={run}"]) == 0
+    monkeypatch.chdir(other)
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "bars.csv: file not found" in err and "env.data.path 'bars.csv'" in err, err
+    assert f"relative to the current directory {other}" in err and str(run / "config.yaml") in err, err
+    assert "Traceback" not in err and not (run / "evaluation").exists()
+
+
 def test_rpbt_evaluate_non_trading(tmp_path, capsys):
     run = tmp_path / "cartpole"
     assert main(["train", *TINY, "pbt.population_size=2", f"run.dir={run}"]) == 0

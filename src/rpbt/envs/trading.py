@@ -331,13 +331,17 @@ def load_market_data(data_cfg) -> MarketData:
 
     Loaded once per process and shared by every environment (cached by path, modification time and size for
     CSV files); a CSV's timestamps are parsed with ``env.data.date_format`` when set. Raises
-    :class:`rpbt.envs.market_data.MarketDataError` for a bad or missing file.
+    :class:`rpbt.envs.market_data.MarketDataError` for a bad file, or a missing one (naming ``env.data.path``
+    and, for a relative path, the current directory it was looked up in).
     """
     if data_cfg.source == "csv":
         path = Path(data_cfg.path).expanduser()
         date_format = getattr(data_cfg, "date_format", None)
         try:
             st = path.stat()
+        except FileNotFoundError:
+            where = "" if path.is_absolute() else f", relative to the current directory {Path.cwd()}"
+            raise MarketDataError(f"{path}: file not found (env.data.path {data_cfg.path!r}{where})") from None
         except OSError:
             return load_csv(path, date_format=date_format)  # raises MarketDataError naming the file
         return _cached_csv(str(path), st.st_mtime_ns, st.st_size, date_format)
