@@ -137,6 +137,24 @@ BAD_CASES = {
         "'Close'",
         "not finite",
     ),
+    "high_below_low": (
+        "Date,Open,High,Low,Close\n2020-01-01,1,2,1,1.5\n2020-01-02,1,0.9,1.1,1\n",
+        "data row 2 (line 3 of the file)",
+        "'High'",
+        "'0.9' is below the row's low",
+    ),
+    "close_above_high": (
+        "Date,Open,High,Low,Close\n2020-01-01,1,2,1,1.5\n2020-01-02,1,2,1,1.5\n2020-01-03,1,2,1,2.5\n",
+        "data row 3 (line 4 of the file)",
+        "'Close'",
+        "'2.5' is outside the row's [low, high] (high 2, low 1, close 2.5)",
+    ),
+    "close_below_low": (
+        "Date,Open,High,Low,Close\n2020-01-01,1,2,1,0.5\n2020-01-02,1,2,1,1.5\n",
+        "data row 1 (line 2 of the file)",
+        "'Close'",
+        "outside the row's [low, high]",
+    ),
     "negative_volume": (
         "Date,Open,High,Low,Close,Volume\n2020-01-01,1,1,1,1,5\n2020-01-02,1,1,1,1,-3\n",
         "data row 2 (line 3 of the file)",
@@ -342,3 +360,31 @@ def test_ambiguous_day_month_dates_refused_naming_file_and_column(tmp_path):
 def test_iso_dates_not_ambiguous(tmp_path):
     md = load_csv(_ohlc_csv(tmp_path, ["2020-01-02", "2020-02-03", "2020-03-02"]))
     assert [str(d)[:10] for d in md.dates] == ["2020-01-02", "2020-02-03", "2020-03-02"]
+
+
+def test_semicolon_separated_file_gets_a_separator_hint(tmp_path):
+    path = write(tmp_path, "Date;Open;High;Low;Close;Volume\n2020-01-02;1;1;1;1;5\n2020-01-03;1;1;1;1;5\n")
+    with pytest.raises(MarketDataError) as err:
+        load_csv(path)
+    msg = str(err.value)
+    assert str(path) in msg and "columns found in the header: ['Date;Open;High;Low;Close;Volume']" in msg
+    assert "seems to use ';' as its separator" in msg
+
+
+def test_utf8_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    from rpbt.config import EnvConfig, TradingConfig, TradingDataConfig
+    from rpbt.envs.trading import check_trading_setup
+
+    path = tmp_path / "bom.csv"
+    path.write_bytes(("Date,Open,High,Low,Close\n" + "".join(f"2020-01-{d:02d},1,2,1,1.5\n" for d in range(1, 29)))
+                     .encode("utf-8-sig"))
+    assert path.read_bytes()[:3] == b"\xef\xbb\xbf"
+    md = load_csv(path)
+    assert str(md.dates[0])[:10] == "2020-01-01" and len(md) == 28
+    # The header listed in the "no volume" message was read without the BOM stripped: "\ufeffDate".
+    cfg = EnvConfig(id="trading", data=TradingDataConfig(path=str(path)),
+                    trading=TradingConfig(features=["log_volume_change"], episode_length=4))
+    with pytest.raises(MarketDataError) as err:
+        check_trading_setup(cfg)
+    msg = str(err.value)
+    assert "(columns found: Date, Open, High, Low, Close)" in msg and "\ufeff" not in msg, msg

@@ -295,14 +295,16 @@ def load_csv(
     an unreadable or empty file; missing required columns (the message lists the columns found); duplicate
     columns; an empty or unparsable timestamp; day/month-ambiguous dates (naming the column; set
     ``date_format``); timestamps that do not strictly increase; a missing, non-numeric,
-    non-finite or non-positive price; a missing, non-numeric or negative volume; fewer than ``min_rows`` rows.
+    non-finite or non-positive price; a high below the low or a close outside [low, high]; a missing,
+    non-numeric or negative volume; fewer than ``min_rows`` rows. A header read as one column holding ``;``, a tab
+    or ``|`` adds a hint that the file uses another separator; a UTF-8 byte-order mark is ignored.
     """
     import pandas as pd
 
     path_str = str(path)
     min_rows = max(int(min_rows), 2)
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False, encoding="utf-8-sig")
     except FileNotFoundError:
         raise MarketDataError(f"{path_str}: file not found") from None
     except pd.errors.EmptyDataError:
@@ -323,8 +325,14 @@ def load_csv(
     if date_col is None:
         missing.insert(0, "date (or timestamp / datetime / time)")
     if missing:
+        hint = ""
+        if len(found) == 1:
+            sep = next((c for c in (";", "\t", "|") if c in found[0]), None)
+            if sep is not None:
+                hint = (f"; the header is one column holding {sep!r}: the file seems to use {sep!r} as its separator, "
+                        "but it is read as comma-separated (save it with commas)")
         raise MarketDataError(
-            f"{path_str}: missing required column(s) {', '.join(missing)}; columns found in the header: {found}"
+            f"{path_str}: missing required column(s) {', '.join(missing)}; columns found in the header: {found}{hint}"
         )
 
     # Drop wholly blank rows but keep the original index so row/line numbers match the file.
@@ -375,6 +383,19 @@ def load_csv(
         return values
 
     prices = {k: numeric(by_key[k], allow_zero=False) for k in PRICE_COLUMNS}
+    high, low, close = prices["high"], prices["low"], prices["close"]
+    for col, bad_rows, what in (
+        ("high", high < low, "is below the row's low"),
+        ("close", (close < low) | (close > high), "is outside the row's [low, high]"),
+    ):
+        hit = np.flatnonzero(bad_rows)
+        if hit.size:
+            j = int(hit[0])
+            raise MarketDataError(
+                f"{_where(path_str, int(index[j]), by_key[col])}: {df[by_key[col]].iloc[j].strip()!r} {what} "
+                f"(high {df[by_key['high']].iloc[j].strip()}, low {df[by_key['low']].iloc[j].strip()}, close "
+                f"{df[by_key['close']].iloc[j].strip()}); a bar needs low <= close <= high"
+            )
     volume = numeric(by_key["volume"], allow_zero=True) if "volume" in by_key else None
     return MarketData(
         dates=dates,

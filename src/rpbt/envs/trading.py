@@ -418,7 +418,7 @@ def _data_label(data_cfg, data: Optional[MarketData] = None) -> str:
 
 def _csv_header(path: str) -> list[str]:
     try:
-        with open(Path(path).expanduser(), newline="") as f:
+        with open(Path(path).expanduser(), newline="", encoding="utf-8-sig") as f:
             return [c.strip() for c in f.readline().strip().split(",") if c.strip()]
     except (OSError, UnicodeDecodeError):  # pragma: no cover - load_csv read it a moment ago
         return []
