@@ -235,6 +235,19 @@ CASES = [
     Case("csv_empty", trading("env.data.path={data}/empty.csv"), ("empty.csv", "empty")),
     Case("csv_dates_out_of_order", trading("env.data.path={data}/unsorted.csv"),
          ("unsorted.csv", "strictly increasing")),
+    Case("trading_env_kwargs_unknown_key", trading("env.kwargs={{bogus: 1}}"),
+         ("env.kwargs", "'bogus'", "does not take", "cost_bps")),
+    Case("trading_env_kwargs_split", trading("env.kwargs={{split: test}}"), ("env.kwargs", "'split'")),
+    Case("trading_env_kwargs_bad_value", trading("env.kwargs={{window: 0}}"),
+         ("env.kwargs", "window must be >= 1")),
+    Case("csv_semicolon_separated", trading("env.data.path={data}/semicolons.csv"),
+         ("semicolons.csv", "missing required column", "seems to use ';' as its separator")),
+    Case("csv_high_below_low", trading("env.data.path={data}/high_below_low.csv"),
+         ("high_below_low.csv", "data row 4", "'High'", "below the row's low")),
+    Case("csv_day_month_ambiguous", trading("env.data.path={data}/monthly_ddmm.csv"),
+         ("monthly_ddmm.csv", "column 'Date'", "ambiguous", "env.data.date_format")),
+    Case("date_format_for_shipped_data", trading("env.data.date_format=%d/%m/%Y"),
+         ("env.data.date_format", "CSV")),
     # --- checkpoints (rpbt evaluate reads the member's file of the latest committed round)
     Case("checkpoint_pickled_code", member_file(lambda p, c: p.write_bytes(pickle.dumps(Evil(c.tmp / "pwned")))),
          ("member_0.pt", "pickled Python objects", "never code"), absent=("weights_only",)),
@@ -355,6 +368,13 @@ def shared(tmp_path_factory) -> dict[str, Path]:
     bad[3] = bad[3].split(",", 2)[0] + ",n/a," + bad[3].split(",", 2)[2]
     (data / "bad_price.csv").write_text("\n".join(bad) + "\n")
     (data / "empty.csv").write_text("")
+    monthly = [f"01/{m:02d}/{y}" for y in range(2000, 2100) for m in range(1, 13)]  # dd/mm/yyyy, 1200 months
+    (data / "monthly_ddmm.csv").write_text("Date,Open,High,Low,Close\n" + "".join(f"{d},1,1,1,1\n" for d in monthly))
+    (data / "semicolons.csv").write_text("\n".join(x.replace(",", ";") for x in [head, *rows[:1000]]) + "\n")
+    swapped = [head, *rows[:1000]]
+    f = swapped[4].split(",")  # data row 4: Date,Open,High,Low,... with High and Low swapped
+    swapped[4] = ",".join([f[0], f[1], f[3], f[2], *f[4:]])
+    (data / "high_below_low.csv").write_text("\n".join(swapped) + "\n")
     (data / "unsorted.csv").write_text("\n".join([head, *rows[:500], rows[10], *rows[500:1000]]) + "\n")
     return {"base": base, "data": data, "foreign": foreign}
 

@@ -110,9 +110,48 @@ def test_whole_split_report_baselines_and_policy_accounting_by_hand(tmp_path):
         b = start + t
         equity *= (1 - c * abs(pos[t + 1] - pos[t])) * (1 + pos[t + 1] * (close[b + 1] / close[b] - 1))
     assert report["policy"]["final_equity"] == pytest.approx(equity, rel=1e-9)
+    assert "held from dates[k-1]'s close to dates[k]'s close" in report["position_meaning"]  # what was used above
     assert report["curves"]["policy"][-1] == pytest.approx(equity, rel=1e-9)
     assert report["policy"]["turnover"] == pytest.approx(np.abs(np.diff(pos)).sum())
     assert report["bars_per_year"] == pytest.approx(365.25)  # daily bars every calendar day: a 7-day market
+
+
+def test_whole_split_report_names_the_cost_set_in_env_kwargs(tmp_path):
+    # env.kwargs {cost_bps: 50} overrides env.trading.cost_bps (default 1) in the environment; the report said 1.
+    closes = 100 * np.exp(np.cumsum(np.random.default_rng(4).normal(0, 0.02, 120)))
+    path = _csv(tmp_path, np.round(closes, 4))
+    cfg = tiny_config(f"env.data.path={path}", "env.id=trading", "env.trading.episode_length=16",
+                      "env.kwargs={cost_bps: 50}")
+    assert cfg.env.trading.cost_bps == 1.0
+    report = evaluate_trading_split(_policy(cfg, [0]), 0, cfg.env, "test")
+    assert report["cost_bps"] == 50.0
+    close = make_trading_env(cfg.env, "test").data.close
+    start, end = report["start_bar"], report["end_bar"]
+    # buy-and-hold pays 50 bp once on entry: log(1 - 0.005) + log(close[end] / close[start])
+    assert report["buy_and_hold"]["total_log_return"] == pytest.approx(
+        math.log(1 - 0.005) + math.log(close[end] / close[start]))
+
+
+def test_png_draws_each_position_over_the_bar_it_was_held(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    from matplotlib.cbook import STEP_LOOKUP_MAP
+
+    from rpbt.evaluation.trading import plot_equity_curves
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at it
+    metrics = {"total_log_return": 0.0}
+    # flat before the first decision, long over bar 0 -> 1, short over bar 1 -> 2 and bar 2 -> 3
+    report = {"policy": metrics, "buy_and_hold": metrics, "flat": metrics,
+              "curves": {"dates": ["2020-01-01", "2020-01-02", "2020-01-03", "2020-01-04"],
+                         "policy": [1.0] * 4, "buy_and_hold": [1.0] * 4, "flat": [1.0] * 4,
+                         "position": [0.0, 1.0, -1.0, -1.0]}}
+    plot_equity_curves(report, tmp_path / "eq.png", "t")
+    (line,) = figures[0].axes[1].lines
+    x, y = STEP_LOOKUP_MAP[line.get_drawstyle()](np.arange(4.0), line.get_ydata())
+    # the path rises to +1 at bar 0 and stays there until bar 1 (long held over bar 0 -> 1), then -1 to the end;
+    # drawn "post" it would sit at 0 until bar 1 and at +1 over bar 1 -> 2, one bar late
+    assert list(zip(x.tolist(), y.tolist())) == [(0, 0), (0, 1), (1, 1), (1, -1), (2, -1), (2, -1), (3, -1)]
 
 
 # --------------------------------------------------------------------------------------------------- evaluate_policy
@@ -364,6 +403,25 @@ def test_rpbt_evaluate_trading_writes_json_and_png(tmp_path, capsys):
     assert main(["evaluate", str(run), "--episodes", "3"]) == 2
     assert "(--episodes) does not apply" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--member", "7"]) == 2
+
+
+def test_rpbt_evaluate_from_another_folder_names_env_data_path_and_the_run_config(tmp_path, monkeypatch, capsys):
+    # A relative env.data.path is read from the current folder; evaluating from elsewhere cannot find it, and the
+    # message said only "bars.csv: file not found".
+    train_dir, other = tmp_path / "a", tmp_path / "b"
+    train_dir.mkdir()
+    other.mkdir()
+    _csv(train_dir, np.round(100 * np.exp(np.cumsum(np.random.default_rng(5).normal(0, 0.01, 600))), 4))
+    monkeypatch.chdir(train_dir)
+    run = tmp_path / "run"
+    assert main(["train", *TINY, *TRADING, "env.data.path=bars.csv", f"run.dir={run}"]) == 0
+    monkeypatch.chdir(other)
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "bars.csv: file not found" in err and "env.data.path 'bars.csv'" in err, err
+    assert f"relative to the current directory {other}" in err and str(run / "config.yaml") in err, err
+    assert "Traceback" not in err and not (run / "evaluation").exists()
 
 
 def test_rpbt_evaluate_non_trading(tmp_path, capsys):

@@ -137,6 +137,24 @@ BAD_CASES = {
         "'Close'",
         "not finite",
     ),
+    "high_below_low": (
+        "Date,Open,High,Low,Close\n2020-01-01,1,2,1,1.5\n2020-01-02,1,0.9,1.1,1\n",
+        "data row 2 (line 3 of the file)",
+        "'High'",
+        "'0.9' is below the row's low",
+    ),
+    "close_above_high": (
+        "Date,Open,High,Low,Close\n2020-01-01,1,2,1,1.5\n2020-01-02,1,2,1,1.5\n2020-01-03,1,2,1,2.5\n",
+        "data row 3 (line 4 of the file)",
+        "'Close'",
+        "'2.5' is outside the row's [low, high] (high 2, low 1, close 2.5)",
+    ),
+    "close_below_low": (
+        "Date,Open,High,Low,Close\n2020-01-01,1,2,1,0.5\n2020-01-02,1,2,1,1.5\n",
+        "data row 1 (line 2 of the file)",
+        "'Close'",
+        "outside the row's [low, high]",
+    ),
     "negative_volume": (
         "Date,Open,High,Low,Close,Volume\n2020-01-01,1,1,1,1,5\n2020-01-02,1,1,1,1,-3\n",
         "data row 2 (line 3 of the file)",
@@ -289,3 +307,84 @@ def test_walk_forward_split_errors():
     # a zero fraction is an explicit "no such split": allowed to be empty
     s = walk_forward_split(10, (1.0, 0.0, 0.0))
     assert s["train"] == slice(0, 10) and s["validation"] == slice(10, 10) and s["test"] == slice(10, 10)
+
+
+# ----------------------------------------------------------------------------------- dates: offsets, ambiguity
+
+
+def _ohlc_csv(tmp_path, stamps, name="bars.csv"):
+    lines = ["Date,Open,High,Low,Close"] + [f"{s},1,1,1,1" for s in stamps]
+    return write(tmp_path, "\n".join(lines) + "\n", name=name)
+
+
+def test_utc_offset_keeps_local_calendar_days(tmp_path):
+    # yfinance style: business days at local midnight, +01:00 in winter and +02:00 in summer (offsets change at
+    # the daylight-saving switch on 2020-03-29). Converting to UTC made Monday 00:00+01:00 Sunday 23:00: 20% of the
+    # bars on a weekend, so bars_per_year was 365.25 instead of 252 and every date one day early.
+    import pandas as pd
+
+    days = pd.date_range("2020-01-01", periods=400, freq="B", tz="Europe/Berlin")
+    stamps = [d.isoformat(sep=" ") for d in days]
+    assert stamps[3] == "2020-01-06 00:00:00+01:00" and "2020-06-01 00:00:00+02:00" in stamps
+    md = load_csv(_ohlc_csv(tmp_path, stamps))
+    assert md.bars_per_year == 252.0
+    assert str(md.dates[3]) == "2020-01-06T00:00:00.000000000"  # Monday 6 January, as written
+    assert [str(d)[:10] for d in md.dates] == [s[:10] for s in stamps]
+
+
+def test_utc_offset_intraday_across_daylight_saving_falls_back_to_utc(tmp_path):
+    # Hourly bars over the autumn switch: local 02:00+02:00 then 02:00+01:00 repeat on the wall clock, so these
+    # are kept as UTC instants (one hour apart) instead.
+    stamps = ["2020-10-25 01:00:00+02:00", "2020-10-25 02:00:00+02:00", "2020-10-25 02:00:00+01:00",
+              "2020-10-25 03:00:00+01:00"]
+    md = load_csv(_ohlc_csv(tmp_path, stamps))
+    assert [str(d)[11:16] for d in md.dates] == ["23:00", "00:00", "01:00", "02:00"]
+
+
+def test_ambiguous_day_month_dates_refused_naming_file_and_column(tmp_path):
+    # Monthly bars written dd/mm/yyyy: read month-first they are 2 .. 12 January of each year, also increasing.
+    stamps = [f"01/{m:02d}/{y}" for y in (2010, 2011, 2012) for m in range(1, 13)][1:]
+    path = _ohlc_csv(tmp_path, stamps)
+    with pytest.raises(MarketDataError) as err:
+        load_csv(path)
+    msg = str(err.value)
+    assert str(path) in msg and "column 'Date'" in msg and "ambiguous" in msg
+    assert "env.data.date_format" in msg and "'%d/%m/%Y'" in msg
+    assert "'01/02/2010'" in msg and "2010-01-02" in msg and "2010-02-01" in msg
+    md = load_csv(path, date_format="%d/%m/%Y")
+    assert str(md.dates[0])[:10] == "2010-02-01" and str(md.dates[-1])[:10] == "2012-12-01"
+    # 34 monthly gaps, 19 of them 31 days (months Jan/Mar/May/Jul/Aug/Oct/Dec): median 31, 365.25 / 31 = 11.78
+    assert md.bars_per_year == pytest.approx(365.25 / 31)
+
+
+def test_iso_dates_not_ambiguous(tmp_path):
+    md = load_csv(_ohlc_csv(tmp_path, ["2020-01-02", "2020-02-03", "2020-03-02"]))
+    assert [str(d)[:10] for d in md.dates] == ["2020-01-02", "2020-02-03", "2020-03-02"]
+
+
+def test_semicolon_separated_file_gets_a_separator_hint(tmp_path):
+    path = write(tmp_path, "Date;Open;High;Low;Close;Volume\n2020-01-02;1;1;1;1;5\n2020-01-03;1;1;1;1;5\n")
+    with pytest.raises(MarketDataError) as err:
+        load_csv(path)
+    msg = str(err.value)
+    assert str(path) in msg and "columns found in the header: ['Date;Open;High;Low;Close;Volume']" in msg
+    assert "seems to use ';' as its separator" in msg
+
+
+def test_utf8_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    from rpbt.config import EnvConfig, TradingConfig, TradingDataConfig
+    from rpbt.envs.trading import check_trading_setup
+
+    path = tmp_path / "bom.csv"
+    path.write_bytes(("Date,Open,High,Low,Close\n" + "".join(f"2020-01-{d:02d},1,2,1,1.5\n" for d in range(1, 29)))
+                     .encode("utf-8-sig"))
+    assert path.read_bytes()[:3] == b"\xef\xbb\xbf"
+    md = load_csv(path)
+    assert str(md.dates[0])[:10] == "2020-01-01" and len(md) == 28
+    # The header listed in the "no volume" message was read without the BOM stripped: "\ufeffDate".
+    cfg = EnvConfig(id="trading", data=TradingDataConfig(path=str(path)),
+                    trading=TradingConfig(features=["log_volume_change"], episode_length=4))
+    with pytest.raises(MarketDataError) as err:
+        check_trading_setup(cfg)
+    msg = str(err.value)
+    assert "(columns found: Date, Open, High, Low, Close)" in msg and "\ufeff" not in msg, msg

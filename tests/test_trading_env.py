@@ -325,3 +325,35 @@ def test_make_trading_env_from_config(tmp_path):
     assert env.data.source == str(path)
     obs, *_ = env.step(LONG)
     np.testing.assert_allclose(obs, [math.log(15 / 14), 1.0], rtol=1e-6)
+
+
+def test_env_data_date_format_reaches_the_loader(tmp_path):
+    from rpbt.envs.market_data import MarketDataError
+    from rpbt.envs.trading import load_market_data
+
+    path = tmp_path / "monthly.csv"
+    stamps = [f"01/{m:02d}/{y}" for y in (2010, 2011) for m in range(1, 13)][1:]  # dd/mm/yyyy, monthly
+    path.write_text("Date,Open,High,Low,Close\n" + "".join(f"{s},1,1,1,1\n" for s in stamps))
+    with pytest.raises(MarketDataError, match="env.data.date_format"):
+        load_market_data(TradingDataConfig(path=str(path)))
+    data = load_market_data(TradingDataConfig(path=str(path), date_format="%d/%m/%Y"))
+    assert str(data.dates[0])[:10] == "2010-02-01" and str(data.dates[1])[:10] == "2010-03-01"
+    with pytest.raises(ValueError, match="env.data.date_format applies to a CSV file"):
+        TradingDataConfig(source="googl", date_format="%Y-%m-%d")
+    with pytest.raises(ValueError, match="strftime format"):
+        TradingDataConfig(path=str(path), date_format="dd/mm/yyyy")
+
+
+def test_bad_env_kwargs_are_one_env_error_naming_env_kwargs():
+    from rpbt.envs.factory import EnvError, make_env
+
+    for kwargs, words in [({"bogus": 1}, "env.kwargs has 'bogus'"), ({"split": "test"}, "env.kwargs sets 'split'"),
+                          ({"fractions": [0.5, 0.25, 0.25]}, "env.data.split"),
+                          ({"window": 0}, "env.kwargs {'window': 0}: window must be >= 1"),
+                          ({"features": ["nope"]}, "unknown feature 'nope'")]:
+        cfg = EnvConfig(id="trading", kwargs=kwargs)
+        with pytest.raises(EnvError, match="env.kwargs") as err:
+            make_env(cfg)
+        assert words in str(err.value)
+    env = make_env(EnvConfig(id="trading", kwargs={"cost_bps": 50}))  # a good key still works
+    assert env.unwrapped.cost_bps == 50.0

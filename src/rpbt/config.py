@@ -268,6 +268,8 @@ class TradingDataConfig(_Strict):
     source: Literal["googl", "eurusd", "csv"] = "googl"
     path: Optional[str] = None  # CSV file when source == "csv" (or when given, implies csv)
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train / validation / test fractions, chronological
+    # strftime format of the CSV's timestamp column (e.g. "%d/%m/%Y"); null: inferred (ambiguous day/month refused)
+    date_format: Optional[str] = None
 
     @model_validator(mode="after")
     def _check(self) -> "TradingDataConfig":
@@ -275,6 +277,13 @@ class TradingDataConfig(_Strict):
             object.__setattr__(self, "source", "csv")
         if self.source == "csv" and not self.path:
             raise ValueError("env.data.path is required when env.data.source is 'csv'")
+        if self.date_format is not None:
+            if self.source != "csv":
+                raise ValueError(f"env.data.date_format applies to a CSV file (env.data.source: csv); the shipped "
+                                 f"series {self.source!r} has its own format")
+            if "%" not in self.date_format:
+                raise ValueError(f"env.data.date_format must be a strftime format such as '%d/%m/%Y', got "
+                                 f"{self.date_format!r}")
         if any(f < 0 for f in self.split) or not math.isclose(sum(self.split), 1.0, abs_tol=1e-6):
             raise ValueError(f"env.data.split must be three non-negative fractions summing to 1, got {self.split}")
         return self

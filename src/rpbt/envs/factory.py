@@ -55,7 +55,9 @@ def make_env(cfg: EnvConfig, split: str = "train", render_mode: Optional[str] = 
 
     Raises :class:`EnvError` naming ``env.id`` when the id is unknown, its module does not import, the entry point
     cannot be imported or does not return a ``gymnasium.Env``, or its spaces are unsupported (observations: Text,
-    Sequence, Graph or other spaces without a fixed-size flattening, also inside Dict / Tuple); the constructor's
+    Sequence, Graph or other spaces without a fixed-size flattening, also inside Dict / Tuple); for ``env.id:
+    trading``, naming ``env.kwargs`` when a key or value there is one the trading environment does not take
+    (:func:`rpbt.envs.trading.make_trading_env`; bad data raises its ``MarketDataError``); the constructor's
     ``TypeError`` when it does not take ``render_mode``.
     """
     extra = {} if render_mode is None else {"render_mode": render_mode}

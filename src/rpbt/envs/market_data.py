@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.resources
 import importlib.util
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,8 +102,8 @@ class MarketData:
 
     Attributes (``n`` = number of bars):
 
-    * ``dates``: shape ``(n,)``, ``datetime64[ns]``, strictly increasing (timezone-aware input is converted to UTC
-      and stored naive).
+    * ``dates``: shape ``(n,)``, ``datetime64[ns]``, strictly increasing, naive (:func:`load_csv` keeps the local
+      wall-clock time of timestamps with a UTC offset).
     * ``open``, ``high``, ``low``, ``close``: shape ``(n,)``, ``float64``, finite and > 0, in the quote currency.
     * ``volume``: shape ``(n,)``, ``float64``, finite and >= 0 (units as in the source), or ``None`` when absent.
     * ``name``: a short label (``"googl"``, the CSV file's stem, ...).
@@ -185,31 +186,73 @@ def _where(path: str, index: int, column: str) -> str:
     return f"{path}: data row {index + 1} (line {index + 2} of the file), column {column!r}"
 
 
-def _parse_dates(raw, date_format: Optional[str], dayfirst: Optional[bool]):
-    """Parse a column of date strings; returns (parsed UTC series, NaT mask). Tries month-first then day-first."""
+# Day and month first, separated by '/', '.' or '-' (01/02/2010, 01.02.2017 22:00): the order is ambiguous.
+_DAY_MONTH_FIRST = re.compile(r"^\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}(?!\d)")
+
+
+def _parse_dates(raw, path: str, column: str, date_format: Optional[str], dayfirst: Optional[bool]):
+    """Parse a column of date strings into ``(local, utc)``: ``datetime64[ns]`` arrays with NaT where a row does
+    not parse. ``local`` is the wall-clock time as written (a UTC offset is dropped, not applied); ``utc`` is the
+    same instants converted to UTC when any row carries an offset, else None.
+
+    Without ``date_format`` / ``dayfirst``, dates written day-and-month first (``01/02/2010``, ``01.02.2017``) are
+    read both month-first and day-first: the reading that parses more rows, then the one that strictly increases,
+    wins. Raises :class:`MarketDataError` naming ``path`` and ``column`` when both readings parse every row into a
+    strictly increasing series and differ (monthly ``dd/mm/yyyy`` bars read month-first look like daily bars).
+    """
     import pandas as pd
+
+    text = raw.str.strip()
+
+    def one(value: str, kw: dict):
+        t = pd.to_datetime(value, errors="coerce", **kw)
+        if t is pd.NaT:
+            return pd.NaT, pd.NaT
+        if t.tzinfo is None:
+            return t, t
+        return t.tz_localize(None), t.tz_convert("UTC").tz_localize(None)
 
     def parse(**kw):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return pd.to_datetime(raw.str.strip(), errors="coerce", utc=True, **kw)
+            try:
+                parsed = pd.to_datetime(text, errors="coerce", **kw)
+            except (ValueError, TypeError):  # rows with different UTC offsets (daylight saving): row by row
+                pairs = [one(v, kw) for v in text]
+                local = pd.to_datetime(pd.Series([p[0] for p in pairs], dtype=object), errors="coerce")
+                utc = pd.to_datetime(pd.Series([p[1] for p in pairs], dtype=object), errors="coerce")
+                return (local.to_numpy().astype("datetime64[ns]"), utc.to_numpy().astype("datetime64[ns]"))
+        if getattr(parsed.dt, "tz", None) is None:
+            return parsed.to_numpy().astype("datetime64[ns]"), None
+        return (parsed.dt.tz_localize(None).to_numpy().astype("datetime64[ns]"),
+                parsed.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[ns]"))
+
+    def nat(c) -> int:
+        return int(np.isnat(c[0]).sum())
+
+    def increasing(c) -> bool:
+        values = c[0][~np.isnat(c[0])]
+        return bool(np.all(values[1:] > values[:-1])) if len(values) > 1 else True
 
     if date_format is not None:
-        candidates = [parse(format=date_format)]
-    elif dayfirst is not None:
-        candidates = [parse(dayfirst=dayfirst)]
-    else:
-        # Inference picks a format from the first row; "01.02.2017" is ambiguous, so also try day-first and keep
-        # whichever parses more rows (then whichever is increasing; ties keep month-first / ISO).
-        candidates = [parse(), parse(dayfirst=True)]
-
-    def rank(parsed):
-        nat = int(parsed.isna().sum())
-        values = parsed.dropna().to_numpy()
-        increasing = bool(np.all(values[1:] > values[:-1])) if len(values) > 1 else True
-        return (nat, not increasing)
-
-    return min(candidates, key=rank)
+        return parse(format=date_format)
+    if dayfirst is not None:
+        return parse(dayfirst=dayfirst)
+    first = next((v for v in text if v), "")
+    if not _DAY_MONTH_FIRST.match(first):
+        return parse()
+    month_first, day_first = parse(dayfirst=False), parse(dayfirst=True)
+    both = (month_first, day_first)
+    if (all(nat(c) == 0 and increasing(c) for c in both)
+            and not np.array_equal(month_first[0], day_first[0])):
+        j = int(np.flatnonzero(month_first[0] != day_first[0])[0])
+        shown = [str(np.datetime_as_string(c[0][j], unit="D")) for c in both]
+        raise MarketDataError(
+            f"{path}: column {column!r}: dates such as {text.iloc[j]!r} are ambiguous: read month-first "
+            f"({shown[0]}) or day-first ({shown[1]}), every row parses into increasing dates either way; set the "
+            f"date format, env.data.date_format (load_csv's date_format), e.g. '%d/%m/%Y' for day/month/year or "
+            f"'%m/%d/%Y' for month/day/year (use the file's separator)")
+    return min(both, key=lambda c: (nat(c), not increasing(c)))
 
 
 def load_csv(
@@ -226,8 +269,13 @@ def load_csv(
     Columns are matched by header name, case-insensitively after stripping spaces:
 
     * timestamp: the first present of ``date``, ``timestamp``, ``datetime``, ``time`` (required). Parsed by pandas;
-      without ``date_format`` / ``dayfirst`` both month-first and day-first readings are tried and the one that
-      parses every row into increasing timestamps wins. Timezone offsets are converted to UTC.
+      without ``date_format`` / ``dayfirst``, dates written day and month first (``01/02/2010``) are read both
+      month-first and day-first and the reading that parses every row into increasing timestamps wins; when both
+      do and they differ the file is refused as ambiguous (set ``date_format``). A UTC offset in a timestamp is
+      dropped, keeping the local wall-clock time as written (``2020-01-06 00:00:00+01:00`` is Monday 6 January,
+      00:00), so daily bars stay on their trading days; only when wall-clock times would not strictly increase
+      (intraday bars across a daylight-saving change) and the UTC instants do, are the timestamps converted to
+      UTC.
     * ``open``, ``high``, ``low``, ``close``: required, numbers > 0.
     * ``volume``: optional, numbers >= 0. Other columns (``Adj Close``, ...) are ignored.
 
@@ -245,15 +293,18 @@ def load_csv(
 
     Raises :class:`MarketDataError` naming the file, the column and the row (1-based data row and file line) for:
     an unreadable or empty file; missing required columns (the message lists the columns found); duplicate
-    columns; an empty or unparsable timestamp; timestamps that do not strictly increase; a missing, non-numeric,
-    non-finite or non-positive price; a missing, non-numeric or negative volume; fewer than ``min_rows`` rows.
+    columns; an empty or unparsable timestamp; day/month-ambiguous dates (naming the column; set
+    ``date_format``); timestamps that do not strictly increase; a missing, non-numeric,
+    non-finite or non-positive price; a high below the low or a close outside [low, high]; a missing,
+    non-numeric or negative volume; fewer than ``min_rows`` rows. A header read as one column holding ``;``, a tab
+    or ``|`` adds a hint that the file uses another separator; a UTF-8 byte-order mark is ignored.
     """
     import pandas as pd
 
     path_str = str(path)
     min_rows = max(int(min_rows), 2)
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False, encoding="utf-8-sig")
     except FileNotFoundError:
         raise MarketDataError(f"{path_str}: file not found") from None
     except pd.errors.EmptyDataError:
@@ -274,8 +325,14 @@ def load_csv(
     if date_col is None:
         missing.insert(0, "date (or timestamp / datetime / time)")
     if missing:
+        hint = ""
+        if len(found) == 1:
+            sep = next((c for c in (";", "\t", "|") if c in found[0]), None)
+            if sep is not None:
+                hint = (f"; the header is one column holding {sep!r}: the file seems to use {sep!r} as its separator, "
+                        "but it is read as comma-separated (save it with commas)")
         raise MarketDataError(
-            f"{path_str}: missing required column(s) {', '.join(missing)}; columns found in the header: {found}"
+            f"{path_str}: missing required column(s) {', '.join(missing)}; columns found in the header: {found}{hint}"
         )
 
     # Drop wholly blank rows but keep the original index so row/line numbers match the file.
@@ -286,15 +343,17 @@ def load_csv(
     index = df.index.to_numpy()
 
     raw_dates = df[date_col]
-    parsed = _parse_dates(raw_dates, date_format, dayfirst)
-    nat = np.flatnonzero(parsed.isna().to_numpy())
+    local, utc = _parse_dates(raw_dates, path_str, date_col, date_format, dayfirst)
+    nat = np.flatnonzero(np.isnat(local))
     if nat.size:
         j = int(nat[0])
         value = raw_dates.iloc[j]
         what = "is empty" if value.strip() == "" else f"{value!r} is not a date/time"
         hint = f" (format {date_format!r})" if date_format else ""
         raise MarketDataError(f"{_where(path_str, int(index[j]), date_col)}: {what}{hint}")
-    dates = parsed.dt.tz_convert(None).to_numpy().astype("datetime64[ns]")
+    dates = local
+    if utc is not None and np.any(local[1:] <= local[:-1]) and np.all(utc[1:] > utc[:-1]):
+        dates = utc  # wall-clock times repeat at a daylight-saving change (intraday bars): keep them in UTC
     bad = np.flatnonzero(dates[1:] <= dates[:-1])
     if bad.size:
         j = int(bad[0]) + 1
@@ -324,6 +383,19 @@ def load_csv(
         return values
 
     prices = {k: numeric(by_key[k], allow_zero=False) for k in PRICE_COLUMNS}
+    high, low, close = prices["high"], prices["low"], prices["close"]
+    for col, bad_rows, what in (
+        ("high", high < low, "is below the row's low"),
+        ("close", (close < low) | (close > high), "is outside the row's [low, high]"),
+    ):
+        hit = np.flatnonzero(bad_rows)
+        if hit.size:
+            j = int(hit[0])
+            raise MarketDataError(
+                f"{_where(path_str, int(index[j]), by_key[col])}: {df[by_key[col]].iloc[j].strip()!r} {what} "
+                f"(high {df[by_key['high']].iloc[j].strip()}, low {df[by_key['low']].iloc[j].strip()}, close "
+                f"{df[by_key['close']].iloc[j].strip()}); a bar needs low <= close <= high"
+            )
     volume = numeric(by_key["volume"], allow_zero=True) if "volume" in by_key else None
     return MarketData(
         dates=dates,

@@ -50,8 +50,8 @@ from rpbt.envs.market_data import (
     walk_forward_split,
 )
 
-__all__ = ["FEATURES", "TradingEnv", "check_trading_setup", "episode_starts", "load_market_data", "make_trading_env",
-           "valid_start_range"]
+__all__ = ["FEATURES", "TRADING_KWARGS", "TradingEnv", "check_trading_kwargs", "check_trading_setup", "episode_starts",
+           "load_market_data", "make_trading_env", "valid_start_range"]
 
 FEATURES = ("log_volume_change", "high_low_range")
 DISCRETE_POSITIONS = np.array([-1.0, 0.0, 1.0])
@@ -317,8 +317,8 @@ class TradingEnv(gym.Env):
 
 
 @lru_cache(maxsize=8)
-def _cached_csv(path: str, mtime_ns: int, size: int) -> MarketData:
-    return load_csv(path)
+def _cached_csv(path: str, mtime_ns: int, size: int, date_format: Optional[str] = None) -> MarketData:
+    return load_csv(path, date_format=date_format)
 
 
 @lru_cache(maxsize=4)
@@ -330,16 +330,47 @@ def load_market_data(data_cfg) -> MarketData:
     """The :class:`MarketData` named by an ``env.data`` section (:class:`rpbt.config.TradingDataConfig`).
 
     Loaded once per process and shared by every environment (cached by path, modification time and size for
-    CSV files). Raises :class:`rpbt.envs.market_data.MarketDataError` for a bad or missing file.
+    CSV files); a CSV's timestamps are parsed with ``env.data.date_format`` when set. Raises
+    :class:`rpbt.envs.market_data.MarketDataError` for a bad file, or a missing one (naming ``env.data.path``
+    and, for a relative path, the current directory it was looked up in).
     """
     if data_cfg.source == "csv":
         path = Path(data_cfg.path).expanduser()
+        date_format = getattr(data_cfg, "date_format", None)
         try:
             st = path.stat()
+        except FileNotFoundError:
+            where = "" if path.is_absolute() else f", relative to the current directory {Path.cwd()}"
+            raise MarketDataError(f"{path}: file not found (env.data.path {data_cfg.path!r}{where})") from None
         except OSError:
-            return load_csv(path)  # raises MarketDataError naming the file
-        return _cached_csv(str(path), st.st_mtime_ns, st.st_size)
+            return load_csv(path, date_format=date_format)  # raises MarketDataError naming the file
+        return _cached_csv(str(path), st.st_mtime_ns, st.st_size, date_format)
     return _cached_shipped(data_cfg.source)
+
+
+#: Constructor arguments ``env.kwargs`` may set on ``env.id: trading`` (the ``env.trading`` options and a fixed start).
+TRADING_KWARGS = ("action", "window", "features", "cost_bps", "episode_length", "equity_floor", "deterministic_start")
+#: Constructor arguments the run sets itself, with the config key to use instead.
+_RUN_SET_KWARGS = {"split": "the run chooses the train / validation / test part itself",
+                   "fractions": "set the fractions with env.data.split",
+                   "data": "set the data with env.data.source / env.data.path"}
+
+
+def check_trading_kwargs(env_cfg) -> None:
+    """Check the keys of ``env.kwargs`` for ``env.id: trading`` (no environment is made).
+
+    Raises :class:`rpbt.envs.factory.EnvError` naming ``env.kwargs`` and the key for a key the trading environment
+    does not take (the message lists those it does) or one the run sets itself (``split``, ``fractions``, ``data``).
+    """
+    from rpbt.envs.factory import EnvError
+
+    for key in (env_cfg.kwargs or {}):
+        if key in _RUN_SET_KWARGS:
+            raise EnvError(f"env.kwargs sets {key!r}, which the trading environment (env.id: trading) does not take "
+                           f"from the config: {_RUN_SET_KWARGS[key]}")
+        if key not in TRADING_KWARGS:
+            raise EnvError(f"env.kwargs has {key!r}, which the trading environment (env.id: trading) does not take; "
+                           f"it takes {', '.join(TRADING_KWARGS)} (usually set as env.trading.<name>)")
 
 
 def make_trading_env(env_cfg, split: str = "train", **overrides: Any) -> TradingEnv:
@@ -347,7 +378,12 @@ def make_trading_env(env_cfg, split: str = "train", **overrides: Any) -> Trading
 
     Reads the data from ``env_cfg.data`` (source, path, split fractions) and the options from ``env_cfg.trading``;
     ``env_cfg.kwargs`` and then ``overrides`` (e.g. ``deterministic_start=...``) override constructor arguments.
+
+    Raises :class:`rpbt.envs.market_data.MarketDataError` for bad data; :class:`rpbt.envs.factory.EnvError`
+    naming ``env.kwargs`` for a key it may not set (:func:`check_trading_kwargs`) or a value the environment
+    refuses (a ``window`` of 0, an unknown feature, a ``deterministic_start`` outside the split, ...).
     """
+    check_trading_kwargs(env_cfg)
     t = env_cfg.trading
     kwargs: dict[str, Any] = dict(
         split=split,
@@ -361,7 +397,16 @@ def make_trading_env(env_cfg, split: str = "train", **overrides: Any) -> Trading
     )
     kwargs.update(env_cfg.kwargs or {})
     kwargs.update(overrides)
-    return TradingEnv(load_market_data(env_cfg.data), **kwargs)
+    data = load_market_data(env_cfg.data)
+    if not env_cfg.kwargs:
+        return TradingEnv(data, **kwargs)
+    try:
+        return TradingEnv(data, **kwargs)
+    except (TypeError, ValueError) as err:
+        from rpbt.envs.factory import EnvError
+
+        raise EnvError(f"the trading environment (env.id: trading) cannot be made with env.kwargs "
+                       f"{dict(env_cfg.kwargs)}: {err}") from None
 
 
 def _data_label(data_cfg, data: Optional[MarketData] = None) -> str:
@@ -373,7 +418,7 @@ def _data_label(data_cfg, data: Optional[MarketData] = None) -> str:
 
 def _csv_header(path: str) -> list[str]:
     try:
-        with open(Path(path).expanduser(), newline="") as f:
+        with open(Path(path).expanduser(), newline="", encoding="utf-8-sig") as f:
             return [c.strip() for c in f.readline().strip().split(",") if c.strip()]
     except (OSError, UnicodeDecodeError):  # pragma: no cover - load_csv read it a moment ago
         return []
@@ -405,13 +450,21 @@ def check_trading_setup(env_cfg, validation_episodes: bool = True) -> MarketData
 
     ``window`` and ``episode_length`` are ``env.trading``'s, or ``env.kwargs``'s when given there. Returns the data.
     Raises :class:`MarketDataError` with one message naming the file (or shipped series), the config keys, what
-    each too-short part has and needs, and the fewest bars that would do.
+    each too-short part has and needs, and the fewest bars that would do; :class:`rpbt.envs.factory.EnvError`
+    naming ``env.kwargs`` for a key or value the trading environment does not take (:func:`make_trading_env`).
     """
+    from rpbt.envs.factory import EnvError
+
     t = env_cfg.trading
     kwargs = env_cfg.kwargs or {}
-    window = int(kwargs.get("window", t.window))
-    episode_length = int(kwargs.get("episode_length", t.episode_length))
-    features = tuple(kwargs.get("features", t.features))
+    check_trading_kwargs(env_cfg)
+    try:
+        window = int(kwargs.get("window", t.window))
+        episode_length = int(kwargs.get("episode_length", t.episode_length))
+        features = tuple(kwargs.get("features", t.features))
+    except (TypeError, ValueError) as err:
+        raise EnvError(f"env.kwargs {dict(kwargs)}: window and episode_length must be integers and features a list "
+                       f"({err})") from None
     fractions = tuple(float(f) for f in env_cfg.data.split)
     data = load_market_data(env_cfg.data)
     label = _data_label(env_cfg.data, data)
@@ -444,6 +497,8 @@ def check_trading_setup(env_cfg, validation_episodes: bool = True) -> MarketData
         if length < need:
             problems.append(f"the {name} part gets {length} bars but needs {need} {why}")
     if not problems:
+        if kwargs:  # a value of env.kwargs the environment refuses (window 0, an unknown feature, ...): EnvError
+            make_trading_env(env_cfg, split="train").close()
         return data
     least = _min_bars(fractions, {k: v[0] for k, v in needs.items()})
     advice = (f"use at least {least} bars, give the short part a larger fraction of env.data.split, or lower "

@@ -441,7 +441,8 @@ def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu", env
     Returns ``(cfg, policy)``; ``policy.checkpoint_path`` is the file restored. Raises
     :class:`rpbt.run.rundir.RunDirError` for a missing config / runner state or a
     member outside ``0..population_size-1``, :class:`rpbt.checkpoint.CheckpointError` (the newest round's, naming
-    its file) when no kept round's checkpoint loads.
+    its file) when no kept round's checkpoint loads, :class:`rpbt.envs.market_data.MarketDataError` naming
+    ``env.data.path`` and the run's ``config.yaml`` when a trading run's data does not load.
     """
     from rpbt.agent.policy import resolve_device
     from rpbt.agent.ppo import make_policy
@@ -450,6 +451,14 @@ def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu", env
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
+    if cfg.env.id == "trading":  # the data first, so a moved file or a relative path names the run's config
+        from rpbt.envs.market_data import MarketDataError
+        from rpbt.envs.trading import load_market_data
+
+        try:
+            load_market_data(cfg.env.data)
+        except MarketDataError as err:
+            raise MarketDataError(f"{err} [env.data of {run_dir / 'config.yaml'}]") from None
     if env_fn is not None:
         cfg.env.with_env_fn(env_fn)
     P = cfg.pbt.population_size

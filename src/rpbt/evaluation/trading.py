@@ -17,7 +17,12 @@ import numpy as np
 from rpbt.config import EnvConfig
 from rpbt.evaluation.policy import EpisodeTrace, ObsPerturbation, evaluate_policy
 
-__all__ = ["evaluate_trading_split", "plot_equity_curves", "trading_metrics", "whole_split_env_config"]
+#: What ``curves["position"][k]`` of :func:`evaluate_trading_split`'s report means (written into the report).
+POSITION_MEANING = ("curves.position[k] (k >= 1) is the position held from dates[k-1]'s close to dates[k]'s close "
+                    "(chosen at dates[k-1], earning that bar's return); position[0] = 0, before the first decision")
+
+__all__ = ["POSITION_MEANING", "evaluate_trading_split", "plot_equity_curves", "trading_metrics",
+           "whole_split_env_config"]
 
 
 def trading_metrics(log_returns: Sequence[float], turnover: Sequence[float], bars_per_year: float) -> dict[str, Any]:
@@ -142,9 +147,13 @@ def evaluate_trading_split(learner, member: int, env_cfg: EnvConfig, split: str 
     zeroed once at the start and carried through (as a live trader would), no equity floor. Buy-and-hold (long +1
     from the first bar, paying the entry cost) and flat (position 0) are run through the same environment and
     accounting. Returns a JSON-able dict: ``policy``, ``buy_and_hold``, ``flat`` (each :func:`trading_metrics`),
-    ``split``, ``start_bar``, ``end_bar``, ``start_date``, ``end_date``, ``bars_per_year``, ``cost_bps``,
-    ``terminated`` (the policy's account was wiped out) and ``curves`` (``dates``, ``policy``, ``buy_and_hold``,
-    ``flat`` equity and the policy's ``position``, each of length T+1).
+    ``split``, ``start_bar``, ``end_bar``, ``start_date``, ``end_date``, ``bars_per_year``, ``cost_bps`` (the cost
+    the environment charged: ``env.kwargs``'s ``cost_bps`` when set there, else ``env.trading.cost_bps``),
+    ``terminated`` (the policy's account was wiped out), ``curves`` (``dates``, ``policy``, ``buy_and_hold``,
+    ``flat`` equity and the policy's ``position``, each of length T+1) and ``position_meaning`` (a sentence):
+    ``equity[k]`` is the equity at ``dates[k]``'s close, and ``position[k]`` (k >= 1) is the position held from
+    ``dates[k-1]``'s close to ``dates[k]``'s close (chosen at ``dates[k-1]``, earning that bar's return);
+    ``position[0] = 0``, before the first decision.
     """
     from rpbt.envs.trading import load_market_data
 
@@ -154,6 +163,12 @@ def evaluate_trading_split(learner, member: int, env_cfg: EnvConfig, split: str 
     ep = evaluate_policy(learner, member, cfg_w, split, starts=[start], obs_perturbation=obs_perturbation).episodes[0]
     bh = _constant_position_trace(cfg_w, split, start, 1.0)
     flat = _constant_position_trace(cfg_w, split, start, 0.0)
+    # The cost the environment actually charges: env.kwargs (e.g. {cost_bps: 50}) override env.trading.cost_bps.
+    from rpbt.envs.trading import make_trading_env
+
+    probe = make_trading_env(cfg_w, split=split)
+    cost_bps = float(probe.cost_bps)
+    probe.close()
     # Baselines span the whole split; the policy's curve is shorter only if its account was wiped out.
     dates = [str(np.datetime_as_string(data.dates[b], unit="s")) for b in bh.bars]
     return {
@@ -163,8 +178,9 @@ def evaluate_trading_split(learner, member: int, env_cfg: EnvConfig, split: str 
         "start_date": dates[0],
         "end_date": dates[-1],
         "bars_per_year": bpy,
-        "cost_bps": float(cfg_w.trading.cost_bps),
+        "cost_bps": cost_bps,
         "terminated": bool(ep.terminated),
+        "position_meaning": POSITION_MEANING,
         "policy": trading_metrics(ep.rewards, ep.turnover, bpy),
         "buy_and_hold": trading_metrics(bh.rewards, bh.turnover, bpy),
         "flat": trading_metrics(flat.rewards, flat.turnover, bpy),
@@ -179,7 +195,11 @@ def evaluate_trading_split(learner, member: int, env_cfg: EnvConfig, split: str 
 
 
 def plot_equity_curves(report: dict[str, Any], path: Path, title: str) -> None:
-    """Write a PNG: equity of the policy, buy-and-hold and flat (top) and the policy's position (bottom)."""
+    """Write a PNG: equity of the policy, buy-and-hold and flat (top) and the policy's position (bottom).
+
+    The position is drawn as a step over the bar it was held: ``position[k]`` spans ``(dates[k-1], dates[k]]``
+    (matplotlib's ``where="pre"``), so a position change shows at the bar where it was taken.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,7 +216,7 @@ def plot_equity_curves(report: dict[str, Any], path: Path, title: str) -> None:
     ax.set_title(title)
     ax.legend(loc="best")
     ax.grid(alpha=0.3)
-    axp.step(x[: len(curves["position"])], curves["position"], where="post", color="C0")
+    axp.step(x[: len(curves["position"])], curves["position"], where="pre", color="C0")
     axp.set_ylabel("position")
     axp.set_ylim(-1.1, 1.1)
     axp.grid(alpha=0.3)
