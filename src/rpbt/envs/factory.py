@@ -17,10 +17,7 @@ import numpy as np
 import torch
 
 from rpbt.config import EnvConfig
-
-
-class EnvError(ValueError):
-    """An environment id cannot be made or has spaces rpbt does not support."""
+from rpbt.envs.errors import EnvError
 
 
 class ObservationNoise(gym.ObservationWrapper):

@@ -362,7 +362,7 @@ def check_trading_kwargs(env_cfg) -> None:
     Raises :class:`rpbt.envs.factory.EnvError` naming ``env.kwargs`` and the key for a key the trading environment
     does not take (the message lists those it does) or one the run sets itself (``split``, ``fractions``, ``data``).
     """
-    from rpbt.envs.factory import EnvError
+    from rpbt.envs.errors import EnvError
 
     for key in (env_cfg.kwargs or {}):
         if key in _RUN_SET_KWARGS:
@@ -403,7 +403,7 @@ def make_trading_env(env_cfg, split: str = "train", **overrides: Any) -> Trading
     try:
         return TradingEnv(data, **kwargs)
     except (TypeError, ValueError) as err:
-        from rpbt.envs.factory import EnvError
+        from rpbt.envs.errors import EnvError
 
         raise EnvError(f"the trading environment (env.id: trading) cannot be made with env.kwargs "
                        f"{dict(env_cfg.kwargs)}: {err}") from None
@@ -453,7 +453,7 @@ def check_trading_setup(env_cfg, validation_episodes: bool = True) -> MarketData
     each too-short part has and needs, and the fewest bars that would do; :class:`rpbt.envs.factory.EnvError`
     naming ``env.kwargs`` for a key or value the trading environment does not take (:func:`make_trading_env`).
     """
-    from rpbt.envs.factory import EnvError
+    from rpbt.envs.errors import EnvError
 
     t = env_cfg.trading
     kwargs = env_cfg.kwargs or {}
