@@ -61,13 +61,15 @@ if "RpbtDictBeacon-v0" not in gym.registry:
 
 
 class MatrixAction(gym.Env):
-    """A Box observation (3,) and a two-dimensional Box action (2, 2): the environment refuses any other action shape,
-    and its reward says how close the action is to a target matrix shown in the observation."""
+    """A Box observation (3,) and a Box action of ``shape`` ((2, 2) by default; () is a scalar): the environment
+    refuses an action of any other shape or a non-float one, and its reward says how close the action is to a fixed
+    target."""
 
-    def __init__(self, length: int = 6):
-        self.length = int(length)
+    def __init__(self, length: int = 6, shape: tuple = (2, 2)):
+        self.length, self.shape = int(length), tuple(shape)
         self.observation_space = gym.spaces.Box(-1.0, 1.0, (3,), dtype=np.float32)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (2, 2), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, self.shape, dtype=np.float32)
+        self.target = np.linspace(-0.5, 0.5, int(np.prod(self.shape))).reshape(self.shape)
         self.t = 0
         self.actions: list[np.ndarray] = []
 
@@ -77,14 +79,14 @@ class MatrixAction(gym.Env):
         return self.np_random.uniform(-1.0, 1.0, 3).astype(np.float32), {}
 
     def step(self, action):
+        if np.asarray(action).dtype.kind != "f" or np.shape(action) != self.shape:
+            raise ValueError(f"MatrixAction takes a float action of shape {self.shape}, got {action!r}")
         action = np.asarray(action)
-        if action.shape != (2, 2):
-            raise ValueError(f"MatrixAction takes a (2, 2) action, got shape {action.shape}")
         self.actions.append(action.copy())
         self.t += 1
-        reward = -float(np.abs(action - np.array([[0.5, -0.5], [0.0, 0.25]])).sum())
+        reward = -float(np.abs(action - self.target).sum())
         return self.np_random.uniform(-1.0, 1.0, 3).astype(np.float32), reward, self.t >= self.length, False, {}
 
 
-def make_matrix_action(length: int = 6) -> gym.Env:
-    return MatrixAction(length=length)
+def make_matrix_action(length: int = 6, shape: tuple = (2, 2)) -> gym.Env:
+    return MatrixAction(length=length, shape=tuple(shape))

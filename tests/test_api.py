@@ -202,22 +202,27 @@ def test_env_fn_that_is_not_importable_works_locally_and_is_refused_for_the_proc
     assert main(["evaluate", str(run.dir), "--member", "0"]) == 2  # a clear error, no traceback
 
 
-def test_a_two_dimensional_box_action_reaches_the_env_in_its_shape_in_training_evaluation_and_predict(tmp_path):
-    # MatrixAction raises for any action that is not (2, 2): training, evaluation and predict must all reshape.
+@pytest.mark.parametrize("shape, num_envs", [((2, 2), 2), ((), 2), ((1, 2), 1)])
+def test_a_box_action_of_any_shape_reaches_the_env_in_its_shape_in_training_evaluation_and_predict(shape, num_envs,
+                                                                                                  tmp_path):
+    # MatrixAction raises for a float action of any other shape: training, evaluation and predict must all reshape.
+    d = int(np.prod(shape))
     run = rpbt.train(overrides=TINY, env_fn=make_matrix_action,
-                     **{"pbt.population_size": 2, "agent.network.prev_action": True, "run.dir": str(tmp_path / "m")})
+                     **{"pbt.population_size": 2, "agent.network.prev_action": True, "env.num_envs": num_envs,
+                        "agent.num_minibatches": 1, "env.kwargs": {"shape": list(shape)}, "run.dir": str(tmp_path)})
     assert run.summary["env_steps"] == 192
-    assert main(["evaluate", str(run.dir), "--member", "1", "--episodes", "2"]) == 0
+    report = rpbt.evaluate(run.dir, member=1, episodes=2)
+    assert report["lengths"] == [6, 6] and all(r < 0 for r in report["returns"])
     policy = rpbt.load_policy(run.dir, 1)
-    env = make_matrix_action()
+    env = make_matrix_action(shape=shape)
     obs, _ = env.reset(seed=0)
     action, state = policy.predict(obs)
-    assert action.shape == (2, 2) and float(np.abs(action).max()) <= 1.0
+    assert action.shape == shape and float(np.abs(action).max()) <= 1.0
     env.step(action)
-    assert state.prev_action.shape == (1, 4)
-    torch.testing.assert_close(torch.as_tensor(state.prev_action[0]), torch.as_tensor(action.reshape(4)))
+    assert state.prev_action.shape == (1, d)
+    torch.testing.assert_close(torch.as_tensor(state.prev_action[0]), torch.as_tensor(action.reshape(d)))
     actions, _ = policy.predict(np.stack([obs, obs, obs]), policy.initial_state(3), deterministic=False)
-    assert actions.shape == (3, 2, 2)
+    assert actions.shape == (3, *shape)
 
 
 def test_env_fn_goes_to_process_workers_by_reference(tmp_path):
@@ -243,10 +248,11 @@ def test_member_ids_are_integers_or_best_and_a_missing_run_is_named_as_such(tmp_
 
 def test_evaluate_refuses_a_negative_seed_before_any_episode(tmp_path):
     run = _train(tmp_path)
-    for seed in (-1, 1.5, True):
+    for seed in (-1, 1.5, True, np.int64(-2)):
         with pytest.raises(ValueError, match="seed must be an integer >= 0"):
             rpbt.evaluate(run.dir, member=0, seed=seed)
     assert not (run.dir / "evaluation").exists()
+    assert rpbt.evaluate(run.dir, member=0, seed=np.int64(3), episodes=1)["seed"] == 3
 
 
 def test_env_fn_on_the_process_backend_works_from_a_script_read_on_stdin(tmp_path):
@@ -285,6 +291,9 @@ def test_env_kwargs_take_numpy_values_as_plain_data_and_refuse_objects_before_an
                                                         "pair": (0.5, np.float32(0.25))}})
     assert cfg.env.kwargs == {"length": 6, "sizes": [2, 3], "pair": [0.5, 0.25]}
     assert type(cfg.env.kwargs["length"]) is int
+    import datetime
+    cfg = rpbt.resolve_config(None, (), {"env.kwargs": {"path": Path("/data/x.csv"), "day": datetime.date(2020, 1, 2)}})
+    assert cfg.env.kwargs == {"path": "/data/x.csv", "day": "2020-01-02"}  # as config.yaml recorded them before
     run_dir = tmp_path / "never"
     with pytest.raises(ConfigError, match="env.kwargs.length: .* is a object; expected a number"):
         rpbt.train(overrides=TINY, env_fn=make_dict_beacon, **{"env.kwargs": {"length": object()},

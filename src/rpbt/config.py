@@ -37,6 +37,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 DEFAULT_CONFIG_PATH = Path(__file__).parent / "configs" / "default.yaml"
 
@@ -392,8 +393,9 @@ class EnvConfig(_Strict):
 
 def _plain_data(value: Any, where: str) -> Any:
     """``value`` as YAML's plain data (str, int, float, bool, None, lists, mappings with string keys): NumPy numbers
-    and arrays become Python numbers and lists, tuples lists. Raises ``ValueError`` naming the dotted key of
-    anything else (an object ``config.yaml`` could not record)."""
+    and arrays become Python numbers and lists, tuples lists, and what pydantic's JSON mode can write (a path, a
+    date, a set, an enum) its JSON form. Raises ``ValueError`` naming the dotted key of anything else (an object
+    ``config.yaml`` could not record)."""
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     if type(value).__module__ == "numpy" and hasattr(value, "tolist"):  # numpy scalars and arrays
@@ -407,6 +409,12 @@ def _plain_data(value: Any, where: str) -> Any:
         return out
     if isinstance(value, (list, tuple)):
         return [_plain_data(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    try:  # pathlib.Path -> str, datetime.date -> ISO text, set -> list, ... (what config.yaml recorded before)
+        jsonable = to_jsonable_python(value)
+    except (PydanticSerializationError, TypeError, ValueError):
+        jsonable = value
+    if jsonable is not value and not isinstance(jsonable, type(value)):
+        return _plain_data(jsonable, where)
     raise ValueError(f"{where}: {value!r} is a {type(value).__name__}; expected a number, string, bool, None, list or "
                      "mapping (config.yaml records it)")
 
@@ -763,20 +771,31 @@ class ConfigLoader(yaml.SafeLoader):
     (a ``yaml.YAMLError``) instead of silently keeping the last value. Keys a merge (``<<: *base``) brings in may
     be set again, as YAML intends."""
 
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[Any, yaml.Mark] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    first = seen.setdefault(key, key_node.start_mark)
-                except TypeError:  # an unhashable key: SafeLoader's own error
-                    continue
-                if first is not key_node.start_mark:
-                    raise DuplicateKeyError(key, first, key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
+    def construct_document(self, node: yaml.Node) -> Any:
+        # Checked on the document as written, before construction: constructing a merge (<<) rewrites the merged
+        # mapping's own key list, which would read as duplicates there.
+        stack, visited = [node], set()
+        while stack:
+            n = stack.pop()
+            if id(n) in visited:
+                continue
+            visited.add(id(n))
+            if isinstance(n, yaml.MappingNode):
+                seen: dict[Any, yaml.Mark] = {}
+                for key_node, value_node in n.value:
+                    stack.append(value_node)
+                    if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                        continue
+                    key = self.construct_object(key_node)
+                    try:
+                        first = seen.setdefault(key, key_node.start_mark)
+                    except TypeError:  # an unhashable key: SafeLoader's own error
+                        continue
+                    if first is not key_node.start_mark:
+                        raise DuplicateKeyError(key, first, key_node.start_mark)
+            elif isinstance(n, yaml.SequenceNode):
+                stack.extend(n.value)
+        return super().construct_document(node)
 
 
 def load_yaml(text: str) -> Any:
@@ -812,7 +831,7 @@ def _parse_value(text: str, where: str = "override", key: str = "key") -> Any:
     except yaml.YAMLError:
         return text
     if comment is not None:
-        quoted = key.strip() + "='" + text.strip().replace("'", "''") + "'"
+        quoted = '"' + key.strip() + "='" + text.strip().replace("'", "''") + "'\"" + " on a shell command line"
         raise ConfigError(f"{where}: YAML reads {comment!r} as a comment and would drop it from the value; quote the "
                           f"value to keep it (e.g. {quoted}), or leave the comment out")
     if isinstance(value, str):

@@ -189,13 +189,10 @@ class ActionSpec:
         """Actions as the policy's input (``agent.network.prev_action``), float32 (..., A).
 
         ``actions`` are the policy's (indices from 0, shape (..., *shape)), for Box as the environment received them
-        (clipped; (..., d) or (..., *box_shape)). Discrete: the one-hot of the index; MultiDiscrete: the K one-hots
-        concatenated (sum(nvec) columns); Box: the action itself, flattened to (..., d).
+        (clipped) but flat, (..., d) (callers flatten what :meth:`to_env` shaped). Discrete: the one-hot of the index;
+        MultiDiscrete: the K one-hots concatenated (sum(nvec) columns); Box: the action itself.
         """
         if self.kind == "box":
-            k = len(self.box_shape)
-            if self.box_shape != (self.dim,) and tuple(actions.shape[actions.dim() - k:]) == self.box_shape:
-                actions = actions.reshape(*actions.shape[:actions.dim() - k], self.dim)
             return actions.to(torch.float32)
         if self.kind == "discrete":
             return torch.nn.functional.one_hot(actions.long(), self.dim).to(torch.float32)

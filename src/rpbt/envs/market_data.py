@@ -186,6 +186,8 @@ def _where(path: str, index: int, column: str) -> str:
     return f"{path}: data row {index + 1} (line {index + 2} of the file), column {column!r}"
 
 
+# A timestamp's trailing UTC offset (+01:00, -0500, Z).
+_UTC_OFFSET = r"\s*(?:[+-]\d{2}:?\d{2}|Z)$"
 # Day and month first, separated by '/', '.' or '-' (01/02/2010, 01.02.2017 22:00): the order is ambiguous.
 _DAY_MONTH_FIRST = re.compile(r"^\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}(?!\d)")
 
@@ -204,24 +206,16 @@ def _parse_dates(raw, path: str, column: str, date_format: Optional[str], dayfir
 
     text = raw.str.strip()
 
-    def one(value: str, kw: dict):
-        t = pd.to_datetime(value, errors="coerce", **kw)
-        if t is pd.NaT:
-            return pd.NaT, pd.NaT
-        if t.tzinfo is None:
-            return t, t
-        return t.tz_localize(None), t.tz_convert("UTC").tz_localize(None)
-
     def parse(**kw):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
                 parsed = pd.to_datetime(text, errors="coerce", **kw)
-            except (ValueError, TypeError):  # rows with different UTC offsets (daylight saving): row by row
-                pairs = [one(v, kw) for v in text]
-                local = pd.to_datetime(pd.Series([p[0] for p in pairs], dtype=object), errors="coerce")
-                utc = pd.to_datetime(pd.Series([p[1] for p in pairs], dtype=object), errors="coerce")
-                return (local.to_numpy().astype("datetime64[ns]"), utc.to_numpy().astype("datetime64[ns]"))
+            except (ValueError, TypeError):  # rows with different UTC offsets (daylight saving): the instants in
+                # UTC, and the wall-clock times from the text without its offset (both vectorized)
+                utc = pd.to_datetime(text, errors="coerce", utc=True, **kw).dt.tz_localize(None)
+                local = pd.to_datetime(text.str.replace(_UTC_OFFSET, "", regex=True), errors="coerce", **kw)
+                return local.to_numpy().astype("datetime64[ns]"), utc.to_numpy().astype("datetime64[ns]")
         if getattr(parsed.dt, "tz", None) is None:
             return parsed.to_numpy().astype("datetime64[ns]"), None
         return (parsed.dt.tz_localize(None).to_numpy().astype("datetime64[ns]"),

@@ -352,7 +352,7 @@ def evaluate_members(
                 if done[i, j]:
                     continue
                 a = act_env[j]
-                obs_j, reward, term, trunc, info = envs[i][j].step(a if act_env.ndim > 1 else int(a))
+                obs_j, reward, term, trunc, info = envs[i][j].step(a if continuous or act_env.ndim > 1 else int(a))
                 rewards[j] = float(reward)
                 tr = traces[i][j]
                 tr["rewards"].append(float(reward))
@@ -369,8 +369,8 @@ def evaluate_members(
                     done[i, j] = True
                     flags[i, j] = (bool(term), bool(trunc) or (cut and not term))
             if E > 0:  # what the member is fed with its next observation
-                parts = [spec.features(torch.as_tensor(act_env) if continuous else act)] if learner.prev_action_dim \
-                    else []
+                parts = [spec.features(torch.as_tensor(act_env).reshape(N, -1) if continuous else act)] \
+                    if learner.prev_action_dim else []
                 parts += [rewards.unsqueeze(-1)] if learner.prev_reward_dim else []
                 prev[m] = torch.cat(parts, -1).to(dev)
     for row in envs:

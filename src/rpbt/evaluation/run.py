@@ -60,7 +60,8 @@ def evaluate_run(run_dir: Union[str, Path], member: Optional[int] = None, split:
     from rpbt.run.rundir import require_run_dir
 
     run_dir = require_run_dir(Path(run_dir))
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+    if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
         raise ValueError(f"seed must be an integer >= 0 (or None: the run's run.seed), got {seed!r}")
     if split not in SPLIT_NAMES:
         raise ValueError(f"split (--split) must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
