@@ -336,7 +336,7 @@ def load_market_data(data_cfg) -> MarketData:
     """
     if data_cfg.source == "csv":
         path = Path(data_cfg.path).expanduser()
-        date_format = getattr(data_cfg, "date_format", None)
+        date_format = data_cfg.date_format
         try:
             st = path.stat()
         except FileNotFoundError:
@@ -398,11 +398,11 @@ def make_trading_env(env_cfg, split: str = "train", **overrides: Any) -> Trading
     kwargs.update(env_cfg.kwargs or {})
     kwargs.update(overrides)
     data = load_market_data(env_cfg.data)
-    if not env_cfg.kwargs:
-        return TradingEnv(data, **kwargs)
     try:
         return TradingEnv(data, **kwargs)
     except (TypeError, ValueError) as err:
+        if not env_cfg.kwargs:  # not the user's kwargs: a bug or bad data, raised as it is
+            raise
         from rpbt.envs.errors import EnvError
 
         raise EnvError(f"the trading environment (env.id: trading) cannot be made with env.kwargs "

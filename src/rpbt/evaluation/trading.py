@@ -163,12 +163,9 @@ def evaluate_trading_split(learner, member: int, env_cfg: EnvConfig, split: str 
     ep = evaluate_policy(learner, member, cfg_w, split, starts=[start], obs_perturbation=obs_perturbation).episodes[0]
     bh = _constant_position_trace(cfg_w, split, start, 1.0)
     flat = _constant_position_trace(cfg_w, split, start, 0.0)
-    # The cost the environment actually charges: env.kwargs (e.g. {cost_bps: 50}) override env.trading.cost_bps.
-    from rpbt.envs.trading import make_trading_env
-
-    probe = make_trading_env(cfg_w, split=split)
-    cost_bps = float(probe.cost_bps)
-    probe.close()
+    # The cost the environment charges: env.kwargs (e.g. {cost_bps: 50}) override env.trading.cost_bps, as in
+    # make_trading_env.
+    cost_bps = float((cfg_w.kwargs or {}).get("cost_bps", cfg_w.trading.cost_bps))
     # Baselines span the whole split; the policy's curve is shorter only if its account was wiped out.
     dates = [str(np.datetime_as_string(data.dates[b], unit="s")) for b in bh.bars]
     return {
