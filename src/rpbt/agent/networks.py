@@ -373,12 +373,17 @@ def kl_divergence(
 
     For MultiDiscrete (``nvec`` given) the sum of the K categoricals' KLs (they are independent). For Box the
     log-std is shared (state-independent), so KL reduces to the squared mean difference over 2 var.
+
+    The categorical KL is summed in float64 and returned in the logits' dtype: for two nearly equal distributions
+    (an SA-PPO perturbation of a fresh policy gives KLs near 1e-8) sum_a p (log p - log q) cancels terms of about
+    1e-4, which float32 leaves dominated by rounding, so the value would depend on the CPU's kernels. The Box KL
+    needs no such care: the difference of two float32 means is exact.
     """
     if not continuous:
         kl = 0
-        for lp, lq in zip(_categoricals(p_out, nvec), _categoricals(q_out, nvec)):
+        for lp, lq in zip(_categoricals(p_out.double(), nvec), _categoricals(q_out.double(), nvec)):
             kl = kl + (lp.exp() * (lp - lq)).sum(-1)
-        return kl  # type: ignore[return-value]
+        return kl.to(p_out.dtype)  # type: ignore[union-attr]
     assert log_std is not None
     shape = (log_std.shape[0],) + (1,) * (p_out.dim() - 2) + (log_std.shape[1],)
     var = torch.exp(2 * log_std.reshape(shape))
