@@ -283,6 +283,34 @@ def test_cross_field_and_file_errors(tmp_path):
         load_config(None, ["agent.learning_rate"])
 
 
+@pytest.mark.parametrize("text, what", [
+    ("", "the file is empty"), ("\n  \n", "the file is empty"), ("# nothing yet\n", "only comments"),
+    ("---\n# c\n...\n", "only comments"), ("~\n", "only null"), ("null  # c\n", "only null"),
+])
+def test_an_empty_config_file_is_an_error_not_the_default_job(tmp_path, text, what):
+    """An empty file (blank, only comments, only null) is most likely a mistake: the default job is run by giving
+    no file, so the file is refused, by the command line and the Python API alike, before anything is written."""
+    import rpbt
+    from rpbt.cli import main
+
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    message = _error(path=path)
+    assert message.startswith(f"{path}: ") and what in message and "give no file to run the default job" in message
+    assert _error("pbt.population_size=4", path=path) == message
+    with pytest.raises(ConfigError, match="give no file to run the default job"):
+        rpbt.train(path, overrides=[f"run.dir={tmp_path / 'run'}"])
+    assert main(["train", str(path), f"run.dir={tmp_path / 'run'}"]) == 2
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text, got", [("[]\n", "list"), ("false\n", "bool"), ("0\n", "int"), ("''\n", "str")])
+def test_a_config_file_holding_a_false_value_is_not_read_as_an_empty_mapping(tmp_path, text, got):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert _error(path=path) == f"{path}: expected a mapping with sections env, agent, pbt, run; got {got}"
+
+
 @pytest.mark.parametrize(
     "override, key",
     [

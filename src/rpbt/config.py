@@ -984,11 +984,22 @@ def _yaml_error_line(err: yaml.YAMLError) -> str:
     return f"{problem}{where}" + (f" ({context})" if context else "")
 
 
+def _empty_words(text: str) -> str:
+    """What an empty YAML file (one that reads as None) holds, in words: nothing, only comments, or only null."""
+    if not text.strip():
+        return "the file is empty"
+    bare = (yaml.StreamStartToken, yaml.StreamEndToken, yaml.DocumentStartToken, yaml.DocumentEndToken)
+    if all(isinstance(token, bare) for token in yaml.scan(text, Loader=ConfigLoader)):
+        return "the file is empty (it holds only comments)"
+    return "the file is empty (it holds only null)"
+
+
 def read_config_data(path: Optional[Union[str, Path]] = None) -> tuple[Path, dict[str, Any]]:
     """The raw mapping of a YAML config file (the shipped default when ``path`` is None), not yet validated.
 
-    Raises :class:`ConfigError` naming the file when it is missing, not YAML, not a mapping, or names a key twice
-    in one mapping (with the key and its lines).
+    Raises :class:`ConfigError` naming the file when it is missing, not YAML, empty (blank, only comments or only
+    null: the default job is run by giving no file, so an empty one is a mistake, not a request for it), not a
+    mapping, or names a key twice in one mapping (with the key and its lines).
     """
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     if path.is_dir():
@@ -996,7 +1007,8 @@ def read_config_data(path: Optional[Union[str, Path]] = None) -> tuple[Path, dic
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = load_yaml(path.read_text()) or {}
+        text = path.read_text()
+        data = load_yaml(text)
     except DuplicateKeyError as err:
         raise ConfigError(f"{path}: key {err.key!r} is given twice in one mapping, at line {err.first.line + 1} and "
                           f"line {err.again.line + 1} (YAML would keep only the last one); merge them or remove "
@@ -1005,6 +1017,9 @@ def read_config_data(path: Optional[Union[str, Path]] = None) -> tuple[Path, dic
         raise ConfigError(f"{path}: not valid YAML: {_yaml_error_line(err)}") from None
     except UnicodeDecodeError as err:  # a binary file passed as the config
         raise ConfigError(f"{path}: not a YAML text file (not UTF-8: {err.reason} at byte {err.start})") from None
+    if data is None:
+        raise ConfigError(f"{path}: {_empty_words(text)}; give no file to run the default job, or write in it the "
+                          f"keys to change (`rpbt config` prints every key)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with sections env, agent, pbt, run; got {type(data).__name__}")
     return path, data
