@@ -102,6 +102,36 @@ def test_a_given_search_space_replaces_the_default_whole(tmp_path):
     assert default_search_space()["learning_rate"].low == 1e-4
 
 
+def test_a_dotted_search_space_override_changes_or_adds_one_dimension_of_the_space_in_force(tmp_path):
+    """``pbt.search_space.NAME={...}`` changes or adds one dimension: of the default space when the file gives none
+    (the same as on the shipped default file), of the file's own space when it gives one."""
+    from rpbt.api import resolve_config
+
+    ent = "pbt.search_space.ent_coef={type: float, low: 0.001, high: 0.02, scale: log}"
+    gamma = "pbt.search_space.gamma={type: float, low: 0.9, high: 0.999}"
+    minimal = tmp_path / "min.yaml"
+    minimal.write_text("env:\n  id: CartPole-v1\n")
+    for space in (load_config(minimal, [ent]).pbt.search_space, load_config(None, [ent]).pbt.search_space,
+                  resolve_config(minimal, [ent]).pbt.search_space,
+                  resolve_config({"env": {"id": "CartPole-v1"}}, [ent]).pbt.search_space,
+                  resolve_config(minimal, values={"pbt.search_space.ent_coef": {
+                      "type": "float", "low": 0.001, "high": 0.02, "scale": "log"}}).pbt.search_space):
+        assert list(space) == list(DEFAULT_SEARCH_SPACE)
+        assert (space["ent_coef"].low, space["ent_coef"].high) == (0.001, 0.02)
+        assert space["learning_rate"].model_dump() == DEFAULT_SEARCH_SPACE["learning_rate"]
+    assert list(load_config(minimal, [gamma]).pbt.search_space) == [*DEFAULT_SEARCH_SPACE, "gamma"]
+    assert load_config(minimal, ["pbt.search_space.learning_rate.high=0.01"]).pbt.search_space[
+        "learning_rate"].model_dump() == {**DEFAULT_SEARCH_SPACE["learning_rate"], "high": 0.01}
+    # a file that gives its own space keeps it; the override changes or adds one dimension of it
+    own = tmp_path / "own.yaml"
+    own.write_text("pbt:\n  search_space:\n    clip_range: {type: float, low: 0.1, high: 0.2}\n")
+    assert list(load_config(own, [gamma]).pbt.search_space) == ["clip_range", "gamma"]
+    assert list(load_config(own, [ent]).pbt.search_space) == ["clip_range", "ent_coef"]
+    # a whole space given on the command line still replaces the space whole
+    assert list(load_config(minimal, ["pbt.search_space={gamma: {low: 0.9, high: 0.99}}"]).pbt.search_space) == [
+        "gamma"]
+
+
 # --------------------------------------------------------------------------------------------------- the table
 
 

@@ -619,6 +619,8 @@ class PBTConfig(_Strict):
     burn_in_max_steps: int = Field(512, ge=1, le=100_000)  # history kept per environment
     # Searched hyperparameters (names of HPARAMS, `agent.` prefix optional). Left out: default_search_space(), the
     # priors of HPARAMS. Given: it replaces the default whole. Empty: an error (PBT would have nothing to explore).
+    # A dotted override pbt.search_space.NAME={...} changes or adds one dimension of the space in force (the given
+    # one, else the default; see set_dotted).
     # Every hyperparameter is a number: a categorical's string values that read as numbers (YAML 1.1 reads 1e-4 as a
     # string) are those numbers, as for low / high; any other string is an error.
     search_space: dict[str, SearchDim] = Field(default_factory=default_search_space)
@@ -859,11 +861,20 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], origin: str 
     return data
 
 
+#: Mappings of raw config data whose absence means a non-empty default: a dotted key into one that the data leaves
+#: out starts from that default (``pbt.search_space.NAME=...`` changes or adds one dimension of the default space).
+_ABSENT_MEANS: dict[tuple[str, ...], Callable[[], dict[str, Any]]] = {
+    ("pbt", "search_space"): lambda: {name: dim.model_dump() for name, dim in default_search_space().items()},
+}
+
+
 def set_dotted(data: dict[str, Any], key: str, value: Any, where: str) -> None:
     """Set the dotted ``key`` (``agent.network.lstm_hidden_size``) of nested config data to ``value`` (in place).
 
-    Raises :class:`ConfigError` starting with ``where`` for an empty key segment or a key that descends into a
-    non-mapping.
+    A key inside a mapping the data leaves out creates it: empty, or its default when that is not empty
+    (:data:`_ABSENT_MEANS`: ``pbt.search_space.NAME`` changes or adds one dimension of the default search space,
+    as it does of a space the data gives). Raises :class:`ConfigError` starting with ``where`` for an empty key
+    segment or a key that descends into a non-mapping.
     """
     parts = key.strip().split(".")
     if not all(parts):
@@ -872,7 +883,8 @@ def set_dotted(data: dict[str, Any], key: str, value: Any, where: str) -> None:
     for depth, part in enumerate(parts[:-1]):
         child = node.get(part)
         if child is None:
-            child = node[part] = {}
+            default = _ABSENT_MEANS.get(tuple(parts[: depth + 1])) if part not in node else None
+            child = node[part] = default() if default is not None else {}
         if not isinstance(child, dict):
             raise ConfigError(f"{where}: {'.'.join(parts[: depth + 1])} is not a section; expected a key inside one")
         node = child
