@@ -341,6 +341,21 @@ def test_a_config_file_holding_a_false_value_is_not_read_as_an_empty_mapping(tmp
     assert _error(path=path) == f"{path}: expected a mapping with sections env, agent, pbt, run; got {got}"
 
 
+@pytest.mark.parametrize("where", ["file", "override"])
+def test_a_log_scale_on_a_categorical_dimension_is_an_error_naming_the_key(tmp_path, where):
+    dim = "{type: categorical, values: [0.9, 0.99], scale: log}"
+    if where == "file":
+        path = tmp_path / "c.yaml"
+        path.write_text(f"pbt:\n  search_space:\n    gamma: {dim}\n")
+        message = _error(path=path)
+    else:
+        message = _error(f"pbt.search_space.gamma={dim}")
+        assert "(command line)" in message
+    assert "pbt.search_space.gamma.scale" in message and "'log'" in message and "categorical" in message, message
+    # linear (the default) says nothing a categorical could ignore
+    assert load_config(None, ["pbt.search_space.gamma={type: categorical, values: [0.9, 0.99], scale: linear}"])
+
+
 @pytest.mark.parametrize(
     "override, key",
     [

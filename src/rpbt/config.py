@@ -97,8 +97,9 @@ class _Strict(BaseModel):
 class SearchDim(_Strict):
     """One searched hyperparameter (one entry of ``pbt.search_space``).
 
-    ``type``: ``float`` (with ``scale`` linear or log), ``int`` or ``categorical`` (``values``). ``low``/``high``
-    bound numeric dimensions. Every member starts from a draw of the prior (uniform; log-uniform for ``log``).
+    ``type``: ``float`` (with ``scale`` linear or log), ``int`` or ``categorical`` (``values``); ``scale: log`` on
+    another type is an error, not ignored. ``low``/``high`` bound numeric dimensions. Every member starts from a
+    draw of the prior (uniform; log-uniform for ``log``).
 
     A dimension must give explore somewhere to go: ``high > low`` (integral bounds for ``int``, ``low > 0`` for a
     log scale, which only floats have) and at least two distinct ``values`` for a categorical. This is the one place
@@ -110,6 +111,18 @@ class SearchDim(_Strict):
     high: Optional[float] = None
     scale: Literal["linear", "log"] = "linear"
     values: Optional[list[Union[float, int, str, bool]]] = None
+
+    @field_validator("scale")
+    @classmethod
+    def _log_is_for_floats(cls, v: str, info: Any) -> str:
+        # a field validator, so that the error names the key (pbt.search_space.NAME.scale); type is validated first
+        kind = info.data.get("type")
+        if v == "log" and kind == "int":
+            raise ValueError("scale 'log' is only supported for float dimensions")
+        if v == "log" and kind == "categorical":
+            raise ValueError("a log scale is only supported for float dimensions: a categorical dimension moves "
+                             "between its 'values' as listed (leave scale out)")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> "SearchDim":
@@ -134,8 +147,6 @@ class SearchDim(_Strict):
         if self.type == "int":
             if self.low != int(self.low) or self.high != int(self.high):
                 raise ValueError(f"an int dimension needs integral bounds, got {self.low}, {self.high}")
-            if self.scale == "log":
-                raise ValueError("scale 'log' is only supported for float dimensions")
         if self.scale == "log" and self.low <= 0:
             raise ValueError(f"a log-scale dimension needs low > 0, got {self.low}")
         return self
