@@ -102,6 +102,36 @@ def test_a_given_search_space_replaces_the_default_whole(tmp_path):
     assert default_search_space()["learning_rate"].low == 1e-4
 
 
+def test_a_dotted_search_space_override_changes_or_adds_one_dimension_of_the_space_in_force(tmp_path):
+    """``pbt.search_space.NAME={...}`` changes or adds one dimension: of the default space when the file gives none
+    (the same as on the shipped default file), of the file's own space when it gives one."""
+    from rpbt.api import resolve_config
+
+    ent = "pbt.search_space.ent_coef={type: float, low: 0.001, high: 0.02, scale: log}"
+    gamma = "pbt.search_space.gamma={type: float, low: 0.9, high: 0.999}"
+    minimal = tmp_path / "min.yaml"
+    minimal.write_text("env:\n  id: CartPole-v1\n")
+    for space in (load_config(minimal, [ent]).pbt.search_space, load_config(None, [ent]).pbt.search_space,
+                  resolve_config(minimal, [ent]).pbt.search_space,
+                  resolve_config({"env": {"id": "CartPole-v1"}}, [ent]).pbt.search_space,
+                  resolve_config(minimal, values={"pbt.search_space.ent_coef": {
+                      "type": "float", "low": 0.001, "high": 0.02, "scale": "log"}}).pbt.search_space):
+        assert list(space) == list(DEFAULT_SEARCH_SPACE)
+        assert (space["ent_coef"].low, space["ent_coef"].high) == (0.001, 0.02)
+        assert space["learning_rate"].model_dump() == DEFAULT_SEARCH_SPACE["learning_rate"]
+    assert list(load_config(minimal, [gamma]).pbt.search_space) == [*DEFAULT_SEARCH_SPACE, "gamma"]
+    assert load_config(minimal, ["pbt.search_space.learning_rate.high=0.01"]).pbt.search_space[
+        "learning_rate"].model_dump() == {**DEFAULT_SEARCH_SPACE["learning_rate"], "high": 0.01}
+    # a file that gives its own space keeps it; the override changes or adds one dimension of it
+    own = tmp_path / "own.yaml"
+    own.write_text("pbt:\n  search_space:\n    clip_range: {type: float, low: 0.1, high: 0.2}\n")
+    assert list(load_config(own, [gamma]).pbt.search_space) == ["clip_range", "gamma"]
+    assert list(load_config(own, [ent]).pbt.search_space) == ["clip_range", "ent_coef"]
+    # a whole space given on the command line still replaces the space whole
+    assert list(load_config(minimal, ["pbt.search_space={gamma: {low: 0.9, high: 0.99}}"]).pbt.search_space) == [
+        "gamma"]
+
+
 # --------------------------------------------------------------------------------------------------- the table
 
 
@@ -281,6 +311,49 @@ def test_cross_field_and_file_errors(tmp_path):
         load_config(broken)
     with pytest.raises(ConfigError, match=r"override 'agent.learning_rate' \(command line\): expected key.sub=value"):
         load_config(None, ["agent.learning_rate"])
+
+
+@pytest.mark.parametrize("text, what", [
+    ("", "the file is empty"), ("\n  \n", "the file is empty"), ("# nothing yet\n", "only comments"),
+    ("---\n# c\n...\n", "only comments"), ("~\n", "only null"), ("null  # c\n", "only null"),
+])
+def test_an_empty_config_file_is_an_error_not_the_default_job(tmp_path, text, what):
+    """An empty file (blank, only comments, only null) is most likely a mistake: the default job is run by giving
+    no file, so the file is refused, by the command line and the Python API alike, before anything is written."""
+    import rpbt
+    from rpbt.cli import main
+
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    message = _error(path=path)
+    assert message.startswith(f"{path}: ") and what in message and "give no file to run the default job" in message
+    assert _error("pbt.population_size=4", path=path) == message
+    with pytest.raises(ConfigError, match="give no file to run the default job"):
+        rpbt.train(path, overrides=[f"run.dir={tmp_path / 'run'}"])
+    assert main(["train", str(path), f"run.dir={tmp_path / 'run'}"]) == 2
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text, got", [("[]\n", "list"), ("false\n", "bool"), ("0\n", "int"), ("''\n", "str")])
+def test_a_config_file_holding_a_false_value_is_not_read_as_an_empty_mapping(tmp_path, text, got):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert _error(path=path) == f"{path}: expected a mapping with sections env, agent, pbt, run; got {got}"
+
+
+@pytest.mark.parametrize("where", ["file", "override"])
+def test_a_log_scale_on_a_categorical_dimension_is_an_error_naming_the_key(tmp_path, where):
+    dim = "{type: categorical, values: [0.9, 0.99], scale: log}"
+    if where == "file":
+        path = tmp_path / "c.yaml"
+        path.write_text(f"pbt:\n  search_space:\n    gamma: {dim}\n")
+        message = _error(path=path)
+    else:
+        message = _error(f"pbt.search_space.gamma={dim}")
+        assert "(command line)" in message
+    assert "pbt.search_space.gamma.scale" in message and "'log'" in message and "categorical" in message, message
+    # linear (the default) says nothing a categorical could ignore
+    assert load_config(None, ["pbt.search_space.gamma={type: categorical, values: [0.9, 0.99], scale: linear}"])
 
 
 @pytest.mark.parametrize(

@@ -295,3 +295,42 @@ def test_a_budget_that_ends_before_anyone_is_ready_warns_that_pbt_will_never_act
     capsys.readouterr()
     assert main(["train", *TINY, "pbt.perturbation_interval=7", f"run.dir={tmp_path / 'b'}"]) == 0
     assert "rpbt: warning: no member is ever ready: the first ready point is update 7" in capsys.readouterr().err
+
+
+def test_truncation_groups_of_one_member_are_said_once_at_the_start(tmp_path, capsys):
+    """pbt.quantile_fraction 0.25 at a population of 4 (0.2 at 5..9) rounds truncation selection's top and bottom
+    groups to one member: every exploit copies the single best member. The start says so, once; a population of 8
+    (the default job's) does not, and neither does tournament selection, which has no groups."""
+    import warnings
+
+    from rpbt.config import Config
+    from rpbt.pbt.runner import SingleDonorWarning, single_donor_warning
+
+    assert single_donor_warning(Config().pbt) is None  # the default job: groups of 2 of 8
+    message = single_donor_warning(tiny_config().pbt)  # TINY: population 4, quantile_fraction 0.25
+    assert message is not None and message.startswith("pbt.quantile_fraction 0.25 at pbt.population_size 4:")
+    assert "groups of 1 member (max(1, floor(0.25 x 4)) = 1)" in message and "single best member" in message
+    assert "pbt.quantile_fraction >= 0.5 or pbt.population_size >= 8" in message
+    q02 = single_donor_warning(tiny_config("pbt.population_size=9", "pbt.quantile_fraction=0.2").pbt)
+    assert q02 is not None and "floor(0.2 x 9)" in q02
+    assert "pbt.quantile_fraction >= 0.23 or pbt.population_size >= 10" in q02
+    assert single_donor_warning(tiny_config("pbt.population_size=10", "pbt.quantile_fraction=0.2").pbt) is None
+    assert single_donor_warning(tiny_config("pbt.quantile_fraction=0.5").pbt) is None
+    assert single_donor_warning(tiny_config("pbt.exploit=tournament").pbt) is None
+    assert single_donor_warning(tiny_config("pbt.population_size=3").pbt) is None  # one a side is all 3 allow
+
+    with pytest.warns(SingleDonorWarning) as caught:
+        runner = PopulationRunner(tiny_config(f"run.dir={tmp_path / 'a'}"), tmp_path / "a")
+        runner.start()
+        runner.close()
+    assert [str(w.message) for w in caught if w.category is SingleDonorWarning] == [message]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runner = PopulationRunner(tiny_config("pbt.population_size=8", f"run.dir={tmp_path / 'b'}"), tmp_path / "b")
+        runner.start()
+        runner.close()
+    assert not [w for w in caught if issubclass(w.category, SingleDonorWarning)]
+    capsys.readouterr()
+    assert main(["train", *TINY, "run.total_env_steps=64", f"run.dir={tmp_path / 'c'}"]) == 0
+    err = capsys.readouterr().err
+    assert err.count(f"rpbt: warning: {message}\n") == 1 and err.count("rpbt: warning") == 1, err

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from rpbt.config import PBTConfig
-from rpbt.pbt.scheduler import Decision, PBTScheduler
+from rpbt.pbt.scheduler import Decision, PBTScheduler, truncation_group_size
 from rpbt.pbt.space import SearchSpace
 
 SPACE = {
@@ -104,6 +104,7 @@ def test_truncation_donors_are_chosen_uniformly_from_the_top():
 
 @pytest.mark.parametrize("q, n, k", [(0.25, 8, 2), (0.5, 8, 4), (0.25, 7, 1), (0.2, 10, 2), (0.5, 5, 2), (0.1, 3, 1)])
 def test_truncation_count_per_side_is_floor_q_n_at_least_one(q, n, k):
+    assert truncation_group_size(q, n) == k  # the count the runner's start warning reports
     scores = [float(i) for i in range(n)]  # member i has score i: bottom k are 0..k-1
     decisions = decide(make(population_size=n, quantile_fraction=q), scores)
     assert [d.recipient for d in decisions] == list(range(k))

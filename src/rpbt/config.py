@@ -97,8 +97,9 @@ class _Strict(BaseModel):
 class SearchDim(_Strict):
     """One searched hyperparameter (one entry of ``pbt.search_space``).
 
-    ``type``: ``float`` (with ``scale`` linear or log), ``int`` or ``categorical`` (``values``). ``low``/``high``
-    bound numeric dimensions. Every member starts from a draw of the prior (uniform; log-uniform for ``log``).
+    ``type``: ``float`` (with ``scale`` linear or log), ``int`` or ``categorical`` (``values``); ``scale: log`` on
+    another type is an error, not ignored. ``low``/``high`` bound numeric dimensions. Every member starts from a
+    draw of the prior (uniform; log-uniform for ``log``).
 
     A dimension must give explore somewhere to go: ``high > low`` (integral bounds for ``int``, ``low > 0`` for a
     log scale, which only floats have) and at least two distinct ``values`` for a categorical. This is the one place
@@ -110,6 +111,18 @@ class SearchDim(_Strict):
     high: Optional[float] = None
     scale: Literal["linear", "log"] = "linear"
     values: Optional[list[Union[float, int, str, bool]]] = None
+
+    @field_validator("scale")
+    @classmethod
+    def _log_is_for_floats(cls, v: str, info: Any) -> str:
+        # a field validator, so that the error names the key (pbt.search_space.NAME.scale); type is validated first
+        kind = info.data.get("type")
+        if v == "log" and kind == "int":
+            raise ValueError("scale 'log' is only supported for float dimensions")
+        if v == "log" and kind == "categorical":
+            raise ValueError("a log scale is only supported for float dimensions: a categorical dimension moves "
+                             "between its 'values' as listed (leave scale out)")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> "SearchDim":
@@ -134,8 +147,6 @@ class SearchDim(_Strict):
         if self.type == "int":
             if self.low != int(self.low) or self.high != int(self.high):
                 raise ValueError(f"an int dimension needs integral bounds, got {self.low}, {self.high}")
-            if self.scale == "log":
-                raise ValueError("scale 'log' is only supported for float dimensions")
         if self.scale == "log" and self.low <= 0:
             raise ValueError(f"a log-scale dimension needs low > 0, got {self.low}")
         return self
@@ -619,6 +630,8 @@ class PBTConfig(_Strict):
     burn_in_max_steps: int = Field(512, ge=1, le=100_000)  # history kept per environment
     # Searched hyperparameters (names of HPARAMS, `agent.` prefix optional). Left out: default_search_space(), the
     # priors of HPARAMS. Given: it replaces the default whole. Empty: an error (PBT would have nothing to explore).
+    # A dotted override pbt.search_space.NAME={...} changes or adds one dimension of the space in force (the given
+    # one, else the default; see set_dotted).
     # Every hyperparameter is a number: a categorical's string values that read as numbers (YAML 1.1 reads 1e-4 as a
     # string) are those numbers, as for low / high; any other string is an error.
     search_space: dict[str, SearchDim] = Field(default_factory=default_search_space)
@@ -859,11 +872,20 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], origin: str 
     return data
 
 
+#: Mappings of raw config data whose absence means a non-empty default: a dotted key into one that the data leaves
+#: out starts from that default (``pbt.search_space.NAME=...`` changes or adds one dimension of the default space).
+_ABSENT_MEANS: dict[tuple[str, ...], Callable[[], dict[str, Any]]] = {
+    ("pbt", "search_space"): lambda: {name: dim.model_dump() for name, dim in default_search_space().items()},
+}
+
+
 def set_dotted(data: dict[str, Any], key: str, value: Any, where: str) -> None:
     """Set the dotted ``key`` (``agent.network.lstm_hidden_size``) of nested config data to ``value`` (in place).
 
-    Raises :class:`ConfigError` starting with ``where`` for an empty key segment or a key that descends into a
-    non-mapping.
+    A key inside a mapping the data leaves out creates it: empty, or its default when that is not empty
+    (:data:`_ABSENT_MEANS`: ``pbt.search_space.NAME`` changes or adds one dimension of the default search space,
+    as it does of a space the data gives). Raises :class:`ConfigError` starting with ``where`` for an empty key
+    segment or a key that descends into a non-mapping.
     """
     parts = key.strip().split(".")
     if not all(parts):
@@ -872,7 +894,8 @@ def set_dotted(data: dict[str, Any], key: str, value: Any, where: str) -> None:
     for depth, part in enumerate(parts[:-1]):
         child = node.get(part)
         if child is None:
-            child = node[part] = {}
+            default = _ABSENT_MEANS.get(tuple(parts[: depth + 1])) if part not in node else None
+            child = node[part] = default() if default is not None else {}
         if not isinstance(child, dict):
             raise ConfigError(f"{where}: {'.'.join(parts[: depth + 1])} is not a section; expected a key inside one")
         node = child
@@ -984,11 +1007,22 @@ def _yaml_error_line(err: yaml.YAMLError) -> str:
     return f"{problem}{where}" + (f" ({context})" if context else "")
 
 
+def _empty_words(text: str) -> str:
+    """What an empty YAML file (one that reads as None) holds, in words: nothing, only comments, or only null."""
+    if not text.strip():
+        return "the file is empty"
+    bare = (yaml.StreamStartToken, yaml.StreamEndToken, yaml.DocumentStartToken, yaml.DocumentEndToken)
+    if all(isinstance(token, bare) for token in yaml.scan(text, Loader=ConfigLoader)):
+        return "the file is empty (it holds only comments)"
+    return "the file is empty (it holds only null)"
+
+
 def read_config_data(path: Optional[Union[str, Path]] = None) -> tuple[Path, dict[str, Any]]:
     """The raw mapping of a YAML config file (the shipped default when ``path`` is None), not yet validated.
 
-    Raises :class:`ConfigError` naming the file when it is missing, not YAML, not a mapping, or names a key twice
-    in one mapping (with the key and its lines).
+    Raises :class:`ConfigError` naming the file when it is missing, not YAML, empty (blank, only comments or only
+    null: the default job is run by giving no file, so an empty one is a mistake, not a request for it), not a
+    mapping, or names a key twice in one mapping (with the key and its lines).
     """
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     if path.is_dir():
@@ -996,7 +1030,8 @@ def read_config_data(path: Optional[Union[str, Path]] = None) -> tuple[Path, dic
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = load_yaml(path.read_text()) or {}
+        text = path.read_text()
+        data = load_yaml(text)
     except DuplicateKeyError as err:
         raise ConfigError(f"{path}: key {err.key!r} is given twice in one mapping, at line {err.first.line + 1} and "
                           f"line {err.again.line + 1} (YAML would keep only the last one); merge them or remove "
@@ -1005,6 +1040,9 @@ def read_config_data(path: Optional[Union[str, Path]] = None) -> tuple[Path, dic
         raise ConfigError(f"{path}: not valid YAML: {_yaml_error_line(err)}") from None
     except UnicodeDecodeError as err:  # a binary file passed as the config
         raise ConfigError(f"{path}: not a YAML text file (not UTF-8: {err.reason} at byte {err.start})") from None
+    if data is None:
+        raise ConfigError(f"{path}: {_empty_words(text)}; give no file to run the default job, or write in it the "
+                          f"keys to change (`rpbt config` prints every key)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with sections env, agent, pbt, run; got {type(data).__name__}")
     return path, data

@@ -46,10 +46,10 @@ import numpy as np
 from rpbt.agent.distributional import empirical_cvar
 from rpbt.agent.ppo import first_nonfinite
 from rpbt.checkpoint import CheckpointError, MemberState, naming_checkpoint
-from rpbt.config import Config, member_hparams
+from rpbt.config import Config, PBTConfig, member_hparams
 from rpbt.pbt.backends import backend_reason, make_backend
 from rpbt.pbt.backends.base import Backend
-from rpbt.pbt.scheduler import PBTScheduler
+from rpbt.pbt.scheduler import PBTScheduler, truncation_group_size
 from rpbt.pbt.space import SearchSpace
 from rpbt.run.output import say
 from rpbt.run.rundir import ROUND_FOLDER, RunDirectory, RunDirError, clean_float, round_folder
@@ -58,6 +58,36 @@ from rpbt.run.rundir import ROUND_FOLDER, RunDirectory, RunDirError, clean_float
 class NoExploitWarning(UserWarning):
     """The run's budget ends before any member is first ready (``pbt.burn_in`` / ``pbt.perturbation_interval``
     beyond the run's updates): it trains, but PBT never exploits or explores."""
+
+
+class SingleDonorWarning(UserWarning):
+    """Truncation selection's top and bottom groups hold one member each at this ``pbt.population_size`` and
+    ``pbt.quantile_fraction``: every exploit copies the single best member (see :func:`single_donor_warning`)."""
+
+
+def single_donor_warning(pbt: PBTConfig) -> Optional[str]:
+    """What :meth:`PopulationRunner.start` says when truncation selection's groups round to one member, else None.
+
+    The groups hold ``k = max(1, floor(q * n))`` of the ``n`` ready members (:func:`truncation_group_size`, the
+    scheduler's own count). With all ``pbt.population_size`` members ready and ``k == 1``, each round at most the
+    worst member exploits, and its donor is always the single best. Said only where groups of 2 are possible (a
+    population of 4 or more; the groups never overlap, so 2 and 3 members allow one a side) and for ``exploit:
+    truncation`` (the binary tournament has no groups); the message gives the smallest ``quantile_fraction`` in
+    hundredths (at most 0.5 from a population of 4) and the smallest population that make groups of 2.
+    """
+    q, P = pbt.quantile_fraction, pbt.population_size
+    if pbt.exploit != "truncation" or P < 4 or truncation_group_size(q, P) > 1:
+        return None
+    q_min = math.ceil(200 / P) / 100
+    while truncation_group_size(q_min, P) < 2:  # float rounding: the scheduler's count decides
+        q_min = round(q_min + 0.01, 2)
+    P_min = P
+    while truncation_group_size(q, P_min) < 2:
+        P_min += 1
+    return (f"pbt.quantile_fraction {q:g} at pbt.population_size {P}: truncation selection's top and bottom groups "
+            f"of 1 member (max(1, floor({q:g} x {P})) = 1) mean that each round at most one member, the worst, "
+            f"exploits, and its donor is always the single best member; groups of 2 need pbt.quantile_fraction >= "
+            f"{q_min:g} or pbt.population_size >= {P_min}")
 
 
 class ResumeWarning(UserWarning):
@@ -160,6 +190,9 @@ class PopulationRunner:
         if overwrite and self.rundir.path.exists():
             self.rundir.check_replaceable()
         self.backend = self._backend or make_backend(self.cfg, hparams)
+        single_donor = single_donor_warning(pbt) if first_ready <= self.total_updates else None
+        if single_donor is not None:  # once the backend is built: a run that cannot start says only its error
+            warnings.warn(SingleDonorWarning(single_donor), stacklevel=2)
         if overwrite and self.rundir.path.exists():
             shutil.rmtree(self.rundir.path)
         self.rundir.create(self.cfg)

@@ -448,7 +448,7 @@ class PBTScheduler:
         order = list(ready_members)  # ascending member index
         self._rng.shuffle(order)  # seeded tie-break
         order.sort(key=lambda m: self._rank_key(scores[m]))  # stable: worst first, ties in shuffled order
-        k = max(1, math.floor(self.quantile_fraction * len(order)))
+        k = truncation_group_size(self.quantile_fraction, len(order))
         bottom, top = order[:k], order[-k:]
         # A recipient copies only a strictly better donor: copying a tie (or an unscored member) is pure churn that
         # discards the population's diversity, e.g. once every member has reached a task's maximum score. The donor
@@ -537,6 +537,12 @@ class PBTScheduler:
             index = None
         if isinstance(member, bool) or index is None or not (0 <= index < self.population_size):
             raise ValueError(f"member must be an index in [0, {self.population_size}), got {member!r}")
+
+
+def truncation_group_size(quantile_fraction: float, n: int) -> int:
+    """``k``, the size of truncation selection's top and bottom groups among ``n`` ready members:
+    ``max(1, floor(quantile_fraction * n))``."""
+    return max(1, math.floor(quantile_fraction * n))
 
 
 def _check_int(what: str, value: Any, minimum: Optional[int] = None) -> int:
