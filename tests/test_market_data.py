@@ -388,3 +388,114 @@ def test_utf8_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
         check_trading_setup(cfg)
     msg = str(err.value)
     assert "(columns found: Date, Open, High, Low, Close)" in msg and "\ufeff" not in msg, msg
+
+
+# ------------------------------------------------------------------------- MetaTrader: Date and Time columns
+
+MT4 = """Date,Time,Open,High,Low,Close,Volume
+2016.12.31,23:00,1.0510,1.0520,1.0500,1.0515,800
+2017.01.01,22:00,1.0520,1.0530,1.0510,1.0525,1234
+2017.01.01,23:00,1.0525,1.0535,1.0515,1.0530,1000
+2017.01.02,00:00,1.0530,1.0540,1.0520,1.0535,900
+2017.01.02,01:00,1.0535,1.0545,1.0525,1.0540,950
+2017.01.02,09:30,1.0540,1.0550,1.0530,1.0545,700
+"""
+MT4_EXPECTED = np.array(["2016-12-31T23:00", "2017-01-01T22:00", "2017-01-01T23:00", "2017-01-02T00:00",
+                         "2017-01-02T01:00", "2017-01-02T09:30"], dtype="datetime64[ns]")
+
+
+def test_metatrader_date_and_time_columns_are_merged(tmp_path):
+    md = load_csv(write(tmp_path, MT4))
+    np.testing.assert_array_equal(md.dates, MT4_EXPECTED)  # 22:00 -> 23:00 -> 00:00 of the next day
+    assert md.timestamp_columns == ("Date", "Time") and md.timestamps_from == "merged columns Date + Time"
+    np.testing.assert_allclose(md.volume, [800, 1234, 1000, 900, 950, 700])
+    # seconds and fractions as MetaTrader 5 / tick exports write them; one-digit hours
+    text = ("date,time,open,high,low,close\n2017.01.02,9:05:30,1,1,1,1\n2017.01.02,09:05:30.250,1,1,1,1\n"
+            "2017.01.02,23:59:59,1,1,1,1\n")
+    md = load_csv(write(tmp_path, text, "seconds.csv"))
+    np.testing.assert_array_equal(md.dates, np.array(["2017-01-02T09:05:30", "2017-01-02T09:05:30.250",
+                                                      "2017-01-02T23:59:59"], dtype="datetime64[ns]"))
+    # a one-column timestamp is recorded as such
+    assert load_csv(write(tmp_path, GOOD, "daily.csv")).timestamps_from == "column Date"
+
+
+def test_date_format_of_a_split_file_applies_to_the_date_column(tmp_path):
+    path = write(tmp_path, MT4)
+    np.testing.assert_array_equal(load_csv(path, date_format="%Y.%m.%d").dates, MT4_EXPECTED)
+    # day-first dates: 01.02.2017 and 02.02.2017 read both ways give increasing timestamps: refused, then settled
+    text = ("Date,Time,Open,High,Low,Close\n01.02.2017,22:00,1,1,1,1\n01.02.2017,23:00,1,1,1,1\n"
+            "02.02.2017,00:00,1,1,1,1\n")
+    dayfirst = write(tmp_path, text, "dayfirst.csv")
+    with pytest.raises(MarketDataError, match="column 'Date'.*ambiguous.*env.data.date_format"):
+        load_csv(dayfirst)
+    md = load_csv(dayfirst, date_format="%d.%m.%Y")
+    np.testing.assert_array_equal(md.dates, np.array(["2017-02-01T22:00", "2017-02-01T23:00", "2017-02-02T00:00"],
+                                                     dtype="datetime64[ns]"))
+    # a format with a time in it is not the date column's format: refused, saying what to give instead
+    with pytest.raises(MarketDataError) as err:
+        load_csv(path, date_format="%Y.%m.%d %H:%M")
+    msg = str(err.value)
+    assert str(path) in msg and "'%Y.%m.%d %H:%M'" in msg and "column 'Time'" in msg and "column 'Date'" in msg
+    assert "date column alone" in msg
+
+
+MT4_BAD_CASES = {
+    # name: (csv text, words in the message)
+    "time_column_without_date_column": (
+        "Time,Open,High,Low,Close\n22:00,1,1,1,1\n23:00,1,1,1,1\n",
+        ["data row 1 (line 2 of the file)", "column 'Time'", "'22:00'", "time of day", "no date"]),
+    "date_column_already_holding_a_time": (
+        "Date,Time,Open,High,Low,Close\n2017.01.01 22:00,22:00,1,1,1,1\n2017.01.01 23:00,23:00,1,1,1,1\n",
+        ["data row 1 (line 2 of the file)", "column 'Date'", "'2017.01.01 22:00'", "time column 'Time'"]),
+    "date_column_holding_a_time_without_colon": (
+        "Date,Time,Open,High,Low,Close\n2017-01-01T22,22:00,1,1,1,1\n2017-01-01T23,23:00,1,1,1,1\n",
+        ["data row 1 (line 2 of the file)", "column 'Date'", "'2017-01-01T22'", "time column 'Time'"]),
+    "hour_out_of_range": (
+        "Date,Time,Open,High,Low,Close\n2017.01.01,22:00,1,1,1,1\n2017.01.01,24:00,1,1,1,1\n",
+        ["data row 2 (line 3 of the file)", "column 'Time'", "'24:00'", "HH:MM"]),
+    "time_not_a_time": (
+        "Date,Time,Open,High,Low,Close\n2017.01.01,10pm,1,1,1,1\n2017.01.01,23:00,1,1,1,1\n",
+        ["data row 1 (line 2 of the file)", "column 'Time'", "'10pm'", "HH:MM"]),
+    "time_empty": (
+        "Date,Time,Open,High,Low,Close\n2017.01.01,22:00,1,1,1,1\n2017.01.01, ,1,1,1,1\n",
+        ["data row 2 (line 3 of the file)", "column 'Time'", "is empty"]),
+    "merged_timestamps_out_of_order": (
+        "Date,Time,Open,High,Low,Close\n2017.01.01,23:00,1,1,1,1\n2017.01.01,22:00,1,1,1,1\n",
+        ["data row 2 (line 3 of the file)", "columns 'Date' + 'Time'", "'2017.01.01 22:00'", "'2017.01.01 23:00'"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MT4_BAD_CASES))
+def test_bad_date_and_time_columns_name_file_row_and_column(tmp_path, case):
+    text, words = MT4_BAD_CASES[case]
+    path = write(tmp_path, text)
+    with pytest.raises(MarketDataError) as err:
+        load_csv(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: "), msg
+    for w in words:
+        assert w in msg, (w, msg)
+
+
+def test_metatrader_file_without_a_header_gets_a_hint(tmp_path):
+    path = write(tmp_path, "2017.01.01,22:00,1.0520,1.0530,1.0510,1.0525,1234\n"
+                           "2017.01.01,23:00,1.0525,1.0535,1.0515,1.0530,1000\n")
+    with pytest.raises(MarketDataError) as err:
+        load_csv(path)
+    msg = str(err.value)
+    assert str(path) in msg and "no header row" in msg and "Date,Time,Open,High,Low,Close,Volume" in msg, msg
+
+
+def test_30000_row_metatrader_file_loads_fast(tmp_path):
+    import time
+
+    import pandas as pd
+
+    stamps = pd.date_range("2015-01-01 22:00", periods=30_000, freq="h")
+    rows = [f"{s:%Y.%m.%d},{s:%H:%M},1.05,1.06,1.04,1.055,100" for s in stamps]
+    path = write(tmp_path, "Date,Time,Open,High,Low,Close,Volume\n" + "\n".join(rows) + "\n")
+    start = time.perf_counter()
+    md = load_csv(path)
+    seconds = time.perf_counter() - start
+    np.testing.assert_array_equal(md.dates, stamps.to_numpy().astype("datetime64[ns]"))
+    assert seconds < 2.0, f"{seconds:.2f} s for 30,000 rows: parsing is no longer vectorized"

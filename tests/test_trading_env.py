@@ -357,3 +357,30 @@ def test_bad_env_kwargs_are_one_env_error_naming_env_kwargs():
         assert words in str(err.value)
     env = make_env(EnvConfig(id="trading", kwargs={"cost_bps": 50}))  # a good key still works
     assert env.unwrapped.cost_bps == 50.0
+
+
+def test_merged_date_and_time_columns_are_recorded_in_the_start_event(tmp_path, caplog):
+    import json
+    import logging
+
+    from rpbt.pbt.runner import PopulationRunner
+    from tests.conftest import tiny_config
+
+    stamps = np.datetime64("2017-01-01T22:00") + np.arange(400).astype("timedelta64[h]")
+    rows = [f"{str(s)[:10].replace('-', '.')},{str(s)[11:16]},1.05,1.06,1.04,1.055,100" for s in stamps]
+    path = tmp_path / "EURUSD60.csv"
+    path.write_text("Date,Time,Open,High,Low,Close,Volume\n" + "\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    cfg = tiny_config("env.id=trading", f"env.data.path={path}", "env.trading.episode_length=16",
+                      "env.trading.eval_episodes=1", "pbt.population_size=2", f"run.dir={run}", "run.torch_threads=1")
+    runner = PopulationRunner(cfg, run)
+    try:
+        with caplog.at_level(logging.INFO, logger="rpbt"):
+            runner.start()
+    finally:
+        runner.close()
+    start = json.loads((run / "events.jsonl").read_text().splitlines()[0])
+    assert start["type"] == "start"
+    assert start["data"] == {"path": str(path), "bars": 400, "timestamps": "merged columns Date + Time"}
+    logged = [r.getMessage() for r in caplog.records if "timestamps:" in r.getMessage()]
+    assert len(logged) == 1 and "timestamps: merged columns Date + Time" in logged[0], logged

@@ -280,7 +280,8 @@ class TradingDataConfig(_Strict):
     source: Literal["googl", "eurusd", "csv"] = "googl"
     path: Optional[str] = None  # CSV file when source == "csv" (or when given, implies csv)
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train / validation / test fractions, chronological
-    # strftime format of the CSV's timestamp column (e.g. "%d/%m/%Y"); null: inferred (ambiguous day/month refused)
+    # strftime format of the CSV's timestamp column (e.g. "%d/%m/%Y"); null: inferred (ambiguous day/month refused);
+    # with separate Date and Time columns (MetaTrader) the format of the Date column alone (e.g. "%Y.%m.%d")
     date_format: Optional[str] = None
 
     @model_validator(mode="after")

@@ -3,7 +3,8 @@
 A :class:`MarketData` holds one instrument's bars as aligned 1-D arrays of length ``n`` (the number of bars),
 oldest first, with strictly increasing timestamps and positive, finite prices.
 
-* :func:`load_csv` reads the user's own CSV file (header row, one bar per line).
+* :func:`load_csv` reads the user's own CSV file (header row, one bar per line; a ``Date`` and a ``Time`` column,
+  as MetaTrader writes them, are merged into one timestamp).
 * :func:`load_shipped` reads one of the series shipped inside the installed ``gym_anytrading`` package
   (``"googl"``: daily GOOGL stock bars 2009-2018; ``"eurusd"``: hourly EUR/USD ask bars through 2017). Nothing is
   downloaded.
@@ -45,6 +46,7 @@ CALENDAR_DAYS_PER_YEAR = 365.25
 SPLIT_NAMES = ("train", "validation", "test")
 
 # Header names accepted for the timestamp column, in order of preference (matched case-insensitively, stripped).
+# A "date" column together with a "time" column is read as one timestamp, date + time of day (MetaTrader files).
 DATE_COLUMNS = ("date", "timestamp", "datetime", "time")
 PRICE_COLUMNS = ("open", "high", "low", "close")
 
@@ -110,6 +112,9 @@ class MarketData:
     * ``source``: where the bars came from (file path), ``""`` for in-memory data.
     * ``bars_per_year``: bars per year used to annualise; inferred from ``dates`` by :func:`infer_bars_per_year`
       when not given.
+    * ``timestamp_columns``: the file's columns the timestamps were read from, as spelled in its header:
+      ``("Date",)``, or ``("Date", "Time")`` when a date and a time column were merged; ``()`` for in-memory data.
+      :attr:`timestamps_from` says it in words for the run's log.
 
     Constructing validates shapes, prices and date order and raises :class:`MarketDataError` (without row numbers
     in the file; :func:`load_csv` checks first and reports those).
@@ -124,9 +129,11 @@ class MarketData:
     name: str = ""
     source: str = ""
     bars_per_year: Optional[float] = field(default=None)
+    timestamp_columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         label = self.source or self.name or "<market data>"
+        self.timestamp_columns = tuple(self.timestamp_columns)
         self.dates = np.asarray(self.dates).astype("datetime64[ns]")
         n = self.dates.shape[0]
         if self.dates.ndim != 1:
@@ -171,6 +178,14 @@ class MarketData:
         return int(self.dates.shape[0])
 
     @property
+    def timestamps_from(self) -> str:
+        """Where the timestamps came from, in words: ``"merged columns Date + Time"``, ``"column Date"``, or ``""``
+        (in-memory data)."""
+        if len(self.timestamp_columns) > 1:
+            return f"merged columns {' + '.join(self.timestamp_columns)}"
+        return f"column {self.timestamp_columns[0]}" if self.timestamp_columns else ""
+
+    @property
     def log_returns(self) -> np.ndarray:
         """Close-to-close log returns, shape ``(n,)``: ``[i] = log(close[i] / close[i-1])``, ``[0] = nan``."""
         out = np.full(len(self), np.nan)
@@ -181,21 +196,62 @@ class MarketData:
 # --------------------------------------------------------------------------------------------------- CSV loading
 
 
-def _where(path: str, index: int, column: str) -> str:
-    """'FILE: data row R (line L), column 'C'' for the 0-based data index ``index``."""
-    return f"{path}: data row {index + 1} (line {index + 2} of the file), column {column!r}"
+def _where(path: str, index: int, column: str, *more: str) -> str:
+    """'FILE: data row R (line L), column 'C'' for the 0-based data index ``index`` (``columns 'C' + 'D'`` with
+    ``more``)."""
+    columns = f"columns {' + '.join(repr(c) for c in (column, *more))}" if more else f"column {column!r}"
+    return f"{path}: data row {index + 1} (line {index + 2} of the file), {columns}"
 
 
 # A timestamp's trailing UTC offset (+01:00, -0500, Z).
 _UTC_OFFSET = r"\s*(?:[+-]\d{2}:?\d{2}|Z)$"
 # Day and month first, separated by '/', '.' or '-' (01/02/2010, 01.02.2017 22:00): the order is ambiguous.
 _DAY_MONTH_FIRST = re.compile(r"^\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}(?!\d)")
+# A time of day alone, 24-hour, as MetaTrader's Time column holds it: 22:00, 9:30, 22:00:00, 22:00:00.250.
+_TIME_OF_DAY = r"^(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?$"
+# strftime directives of a time of day: a date_format holding one is not the format of a date column alone.
+_TIME_DIRECTIVES = re.compile(r"%[-#]?[HIMSfpXTRrc]")
 
 
-def _parse_dates(raw, path: str, column: str, date_format: Optional[str], dayfirst: Optional[bool]):
+def _date_holds_time(path: str, raw, j: int, date_column: str, time_column: str) -> MarketDataError:
+    """The error for row ``j`` of a date column that holds a time too, while the file has a time column."""
+    return MarketDataError(
+        f"{_where(path, int(raw.index[j]), date_column)}: {raw.iloc[j].strip()!r} holds a time of day, but the file "
+        f"also has a time column {time_column!r}, which is added to the date; write the date alone in "
+        f"{date_column!r} (e.g. 2017.01.01) and the time in {time_column!r}, or drop the {time_column!r} column")
+
+
+def _parse_times_of_day(raw, path: str, column: str) -> np.ndarray:
+    """Parse a time column (``HH:MM``, ``HH:MM:SS`` or ``HH:MM:SS.fff``, 24-hour) into ``timedelta64[ns]`` since
+    midnight, shape ``(n,)``, vectorized. Raises :class:`MarketDataError` naming ``path``, ``column`` and the first
+    row that is empty or not a time of day (an hour above 23, minutes or seconds above 59 included)."""
+    import pandas as pd
+
+    text = raw.fillna("").str.strip()
+    parts = text.str.extract(_TIME_OF_DAY)
+    hour, minute, second = (pd.to_numeric(parts[k]).to_numpy(dtype=np.float64) for k in range(3))
+    second = np.nan_to_num(second, nan=0.0)
+    ok = parts[0].notna().to_numpy() & (hour <= 23) & (minute <= 59) & (second <= 59)
+    bad = np.flatnonzero(~ok)
+    if bad.size:
+        j = int(bad[0])
+        what = "is empty" if text.iloc[j] == "" else f"{text.iloc[j]!r} is not a time of day"
+        raise MarketDataError(f"{_where(path, int(raw.index[j]), column)}: {what} (expected HH:MM or HH:MM:SS, "
+                              f"24-hour, e.g. 22:00)")
+    nanos = parts[3].fillna("").str.ljust(9, "0").astype(np.int64).to_numpy()
+    seconds = (hour.astype(np.int64) * 60 + minute.astype(np.int64)) * 60 + second.astype(np.int64)
+    return (seconds * 1_000_000_000 + nanos).astype("timedelta64[ns]")
+
+
+def _parse_dates(raw, path: str, column: str, date_format: Optional[str], dayfirst: Optional[bool],
+                 time_of_day: Optional[np.ndarray] = None, time_column: Optional[str] = None):
     """Parse a column of date strings into ``(local, utc)``: ``datetime64[ns]`` arrays with NaT where a row does
     not parse. ``local`` is the wall-clock time as written (a UTC offset is dropped, not applied); ``utc`` is the
     same instants converted to UTC when any row carries an offset, else None.
+
+    ``time_of_day`` (``timedelta64[ns]``, shape ``(n,)``, from the file's ``time_column``) is added to every
+    reading of the dates, before the readings are compared; a date that parses to anything but midnight then
+    raises :class:`MarketDataError` (the date column holds a time as well).
 
     Without ``date_format`` / ``dayfirst``, dates written day-and-month first (``01/02/2010``, ``01.02.2017``) are
     read both month-first and day-first: the reading that parses more rows, then the one that strictly increases,
@@ -207,6 +263,15 @@ def _parse_dates(raw, path: str, column: str, date_format: Optional[str], dayfir
     text = raw.str.strip()
 
     def parse(**kw):
+        local, utc = read(**kw)
+        if time_of_day is None:
+            return local, utc
+        timed = np.flatnonzero(~np.isnat(local) & (local != local.astype("datetime64[D]")))
+        if timed.size:
+            raise _date_holds_time(path, raw, int(timed[0]), column, time_column)
+        return local + time_of_day, None if utc is None else utc + time_of_day
+
+    def read(**kw):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -269,7 +334,12 @@ def load_csv(
       dropped, keeping the local wall-clock time as written (``2020-01-06 00:00:00+01:00`` is Monday 6 January,
       00:00), so daily bars stay on their trading days; only when wall-clock times would not strictly increase
       (intraday bars across a daylight-saving change) and the UTC instants do, are the timestamps converted to
-      UTC.
+      UTC. A value that is a time of day alone (``22:00``) is refused: it has no date.
+    * ``date`` and ``time`` both present (MetaTrader: ``Date,Time,Open,High,Low,Close,Volume`` with
+      ``2017.01.01,22:00,...``): the timestamp is the date plus the time of day (``HH:MM``, ``HH:MM:SS`` or
+      ``HH:MM:SS.fff``, 24-hour); ``date_format`` / ``dayfirst`` then apply to the ``date`` column alone. The
+      columns used are recorded in :attr:`MarketData.timestamp_columns`. (A ``timestamp`` or ``datetime`` column
+      beside a ``time`` column is read alone, the ``time`` column ignored.)
     * ``open``, ``high``, ``low``, ``close``: required, numbers > 0.
     * ``volume``: optional, numbers >= 0. Other columns (``Adj Close``, ...) are ignored.
 
@@ -279,7 +349,8 @@ def load_csv(
         path: the CSV file.
         name: label for the series; default the file's stem.
         min_rows: fewest data rows accepted (at least 2, so there is one return).
-        date_format: explicit ``strftime`` format of the timestamp column, e.g. ``"%d.%m.%Y %H:%M:%S.%f"``.
+        date_format: explicit ``strftime`` format of the timestamp column, e.g. ``"%d.%m.%Y %H:%M:%S.%f"``; of
+            the date column alone (``"%Y.%m.%d"``) when the file has a date and a time column.
         dayfirst: force day-first (True) or month-first (False) parsing of ambiguous dates.
         bars_per_year: override the inferred value (see :func:`infer_bars_per_year`).
 
@@ -287,11 +358,13 @@ def load_csv(
 
     Raises :class:`MarketDataError` naming the file, the column and the row (1-based data row and file line) for:
     an unreadable or empty file; missing required columns (the message lists the columns found); duplicate
-    columns; an empty or unparsable timestamp; day/month-ambiguous dates (naming the column; set
-    ``date_format``); timestamps that do not strictly increase; a missing, non-numeric,
+    columns; an empty or unparsable timestamp; a time of day without a date; with date and time columns: an empty
+    or bad time, a date that holds a time too, a ``date_format`` with a time in it; day/month-ambiguous dates
+    (naming the column; set ``date_format``); timestamps that do not strictly increase; a missing, non-numeric,
     non-finite or non-positive price; a high below the low or a close outside [low, high]; a missing,
     non-numeric or negative volume; fewer than ``min_rows`` rows. A header read as one column holding ``;``, a tab
-    or ``|`` adds a hint that the file uses another separator; a UTF-8 byte-order mark is ignored.
+    or ``|`` adds a hint that the file uses another separator, and a first line that looks like a bar adds a hint
+    that the file has no header row (MetaTrader 4 exports often have none); a UTF-8 byte-order mark is ignored.
     """
     import pandas as pd
 
@@ -315,6 +388,7 @@ def load_csv(
             raise MarketDataError(f"{path_str}: duplicate column {key!r} in the header (columns found: {found})")
         by_key[key] = col
     date_col = next((by_key[k] for k in DATE_COLUMNS if k in by_key), None)
+    time_col = by_key.get("time") if "date" in by_key else None  # date_col is then the "date" column
     missing = [k for k in PRICE_COLUMNS if k not in by_key]
     if date_col is None:
         missing.insert(0, "date (or timestamp / datetime / time)")
@@ -325,6 +399,10 @@ def load_csv(
             if sep is not None:
                 hint = (f"; the header is one column holding {sep!r}: the file seems to use {sep!r} as its separator, "
                         "but it is read as comma-separated (save it with commas)")
+        elif re.match(r"^\d{1,4}[/.\-]\d", found[0].strip()):
+            hint = ("; the first line looks like a bar, not a header: the file has no header row; add one as its first "
+                    "line naming the columns in their order, e.g. Date,Time,Open,High,Low,Close,Volume for a "
+                    "MetaTrader 4 export")
         raise MarketDataError(
             f"{path_str}: missing required column(s) {', '.join(missing)}; columns found in the header: {found}{hint}"
         )
@@ -337,7 +415,28 @@ def load_csv(
     index = df.index.to_numpy()
 
     raw_dates = df[date_col]
-    local, utc = _parse_dates(raw_dates, path_str, date_col, date_format, dayfirst)
+    time_of_day = None
+    if time_col is not None:
+        if date_format is not None and _TIME_DIRECTIVES.search(date_format):
+            raise MarketDataError(
+                f"{path_str}: the date format {date_format!r} (env.data.date_format, load_csv's date_format) holds "
+                f"a time, but the file has a date column {date_col!r} and a time column {time_col!r}: the format is "
+                f"that of the date column alone (e.g. '%Y.%m.%d' for 2017.01.01); the time is read from column "
+                f"{time_col!r} as HH:MM or HH:MM:SS")
+        timed = np.flatnonzero(raw_dates.str.contains(":", regex=False, na=False).to_numpy(dtype=bool))
+        if timed.size:
+            raise _date_holds_time(path_str, raw_dates, int(timed[0]), date_col, time_col)
+        time_of_day = _parse_times_of_day(df[time_col], path_str, time_col)
+    else:
+        bare = np.flatnonzero(raw_dates.str.strip().str.match(_TIME_OF_DAY, na=False).to_numpy(dtype=bool))
+        if bare.size:
+            j = int(bare[0])
+            raise MarketDataError(
+                f"{_where(path_str, int(index[j]), date_col)}: {raw_dates.iloc[j].strip()!r} is a time of day with "
+                f"no date, and the file has no date column to take the date from; add a Date column before it (as "
+                f"MetaTrader writes: Date,Time,Open,High,Low,Close,Volume) or write full timestamps such as "
+                f"'2017-01-01 22:00'")
+    local, utc = _parse_dates(raw_dates, path_str, date_col, date_format, dayfirst, time_of_day, time_col)
     nat = np.flatnonzero(np.isnat(local))
     if nat.size:
         j = int(nat[0])
@@ -351,9 +450,14 @@ def load_csv(
     bad = np.flatnonzero(dates[1:] <= dates[:-1])
     if bad.size:
         j = int(bad[0]) + 1
+        columns = (date_col,) if time_col is None else (date_col, time_col)
+
+        def stamp(i: int) -> str:
+            return " ".join(df[c].iloc[i].strip() for c in columns)
+
         raise MarketDataError(
-            f"{_where(path_str, int(index[j]), date_col)}: timestamp {raw_dates.iloc[j].strip()!r} is not after the "
-            f"previous row's {raw_dates.iloc[j - 1].strip()!r}; rows must be in strictly increasing time order"
+            f"{_where(path_str, int(index[j]), *columns)}: timestamp {stamp(j)!r} is not after the previous row's "
+            f"{stamp(j - 1)!r}; rows must be in strictly increasing time order"
         )
 
     def numeric(col: str, allow_zero: bool) -> np.ndarray:
@@ -397,6 +501,7 @@ def load_csv(
         name=name if name is not None else Path(path_str).stem,
         source=path_str,
         bars_per_year=bars_per_year,
+        timestamp_columns=(date_col,) if time_col is None else (date_col, time_col),
         **prices,
     )
 

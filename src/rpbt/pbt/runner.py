@@ -39,7 +39,7 @@ import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
@@ -53,6 +53,9 @@ from rpbt.pbt.scheduler import PBTScheduler, truncation_group_size
 from rpbt.pbt.space import SearchSpace
 from rpbt.run.output import say
 from rpbt.run.rundir import ROUND_FOLDER, RunDirectory, RunDirError, clean_float, round_folder
+
+if TYPE_CHECKING:
+    from rpbt.envs.market_data import MarketData
 
 
 class NoExploitWarning(UserWarning):
@@ -129,13 +132,16 @@ def validation_returns(backend: Backend, members: list[int], split: str = "valid
     return {int(m): list(r) for m, r in backend.evaluate_members(members, split).items()}
 
 
-def check_run_inputs(cfg: Config) -> None:
+def check_run_inputs(cfg: Config) -> Optional["MarketData"]:
     """Check what a run reads besides its config before anything trains or is written: the trading data and its
-    split (:func:`rpbt.envs.trading.check_trading_setup`). Raises a ``ValueError`` subclass naming the culprit."""
+    split (:func:`rpbt.envs.trading.check_trading_setup`). Returns the trading run's
+    :class:`~rpbt.envs.market_data.MarketData` (None for other environments). Raises a ``ValueError`` subclass
+    naming the culprit."""
     if cfg.env.id == "trading":
         from rpbt.envs.trading import check_trading_setup
 
-        check_trading_setup(cfg.env, validation_episodes=score_source(cfg) == "validation")
+        return check_trading_setup(cfg.env, validation_episodes=score_source(cfg) == "validation")
+    return None
 
 
 class PopulationRunner:
@@ -177,7 +183,7 @@ class PopulationRunner:
         path (never any other folder, never one that another rpbt process holds); raises
         :class:`~rpbt.run.rundir.RunDirError` otherwise.
         """
-        check_run_inputs(self.cfg)
+        data = check_run_inputs(self.cfg)
         pbt = self.cfg.pbt
         first_ready = max(pbt.burn_in, pbt.perturbation_interval)
         if first_ready > self.total_updates:
@@ -199,10 +205,14 @@ class PopulationRunner:
         self.rundir.lock()
         self.rundir.set_elapsed(0.0)
         self.backend.attach_run(self.rundir)  # sharded backends: failure events, committed checkpoints
-        self.rundir.write_event({"type": "start", "round": 0, "population_size": self.P,
-                                 "backend": self.backend.kind, "num_workers": self.backend.num_workers,
-                                 "backend_reason": backend_reason(self.cfg, self.backend),
-                                 "hparams": hparams, "search_space": self.space.to_json()})
+        start = {"type": "start", "round": 0, "population_size": self.P, "backend": self.backend.kind,
+                 "num_workers": self.backend.num_workers, "backend_reason": backend_reason(self.cfg, self.backend),
+                 "hparams": hparams, "search_space": self.space.to_json()}
+        if data is not None:  # trading: which bars, and how their timestamps were read (merged Date + Time, ...)
+            start["data"] = {"path": data.source or data.name, "bars": len(data), "timestamps": data.timestamps_from}
+            log.info("trading data %s: %d bars; timestamps: %s", start["data"]["path"], len(data),
+                     data.timestamps_from)
+        self.rundir.write_event(start)
 
     def resume(self) -> None:
         """Reopen the run directory at its newest restorable committed round and restore every member from it.
