@@ -374,21 +374,47 @@ class EnvConfig(_Strict):
             return self._env_fn
         if self.entry_point is None:
             return None
-        import importlib
-
         module, _, name = self.entry_point.partition(":")
+        again = ("a callable given as env_fn that is not importable by reference (a lambda, a nested function, a "
+                 "function of a script) must be given again: rpbt.resume(run_dir, env_fn=...), "
+                 "rpbt.load_policy(run_dir, env_fn=...)")
+        obj: Any = import_env_module(module, f"env.entry_point {self.entry_point!r} cannot be imported",
+                                     also=f"; {again}")
         try:
-            obj: Any = importlib.import_module(module)
             for part in name.split("."):
                 obj = getattr(obj, part)
-        except (ImportError, AttributeError) as err:
-            raise ValueError(f"env.entry_point {self.entry_point!r} cannot be imported ({err}); a callable given as "
-                             f"env_fn that is not importable by reference (a lambda, a nested function, a function "
-                             f"of a script) must be given again: rpbt.resume(run_dir, env_fn=...), "
-                             f"rpbt.load_policy(run_dir, env_fn=...)") from None
+        except AttributeError as err:
+            raise ValueError(f"env.entry_point {self.entry_point!r} cannot be imported ({err}); {again}") from None
         if not callable(obj):
             raise ValueError(f"env.entry_point {self.entry_point!r} is not callable")
         return obj
+
+
+def import_env_module(module: str, where: str, also: str = "") -> types.ModuleType:
+    """Import ``module``, the user's module that ``where`` names (``env.id 'my_envs:MyEnv-v0' cannot be made``,
+    ``env.entry_point 'my_envs:make_env' cannot be imported``).
+
+    Raises ``ValueError`` starting with ``where``, ending with ``also``: when ``module`` itself is not found, saying
+    how to make it importable (an installed package, or its folder on ``PYTHONPATH``: the ``rpbt`` command is a
+    console script, so Python searches its own folder, not the current directory; ``python -m`` and a script's
+    folder are searched); when a module it imports is not installed, naming that module; for any other
+    ``ImportError`` it raises. Other errors raised by its code propagate (a bug there shows its traceback).
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        missing = err.name or module
+        if missing != module and not module.startswith(missing + "."):
+            raise ValueError(f"{where}: module {module!r} imports {missing!r}, which is not installed ({err})"
+                             f"{also}") from None
+        raise ValueError(f"{where}: module {module!r} is not found; it must be importable by the Python that runs "
+                         f"rpbt: install its package (pip install -e PROJECT_DIR) or put the folder holding it on "
+                         f"PYTHONPATH (the rpbt command does not search the current directory: PYTHONPATH=. rpbt "
+                         f"...){also}") from None
+    except ImportError as err:
+        raise ValueError(f"{where}: importing module {module!r} failed ({err}){also}") from None
 
 
 def _plain_data(value: Any, where: str) -> Any:
