@@ -438,6 +438,19 @@ def test_evaluate_video_records_one_mp4_per_episode_and_refuses_envs_that_do_not
     assert not (tmp_path / "v2").exists()
 
 
+def test_video_of_an_env_function_without_render_mode_names_the_function_and_what_it_must_take(tmp_path, capsys):
+    if not _has("moviepy"):
+        pytest.skip("needs the rpbt[video] extra (moviepy)")
+    run = _train(tmp_path, **{"env.entry_point": "tests.custom_envs:make_matrix_action", "run.total_env_steps": 64})
+    capsys.readouterr()
+    assert main(["evaluate", str(run.dir), "--member", "0", "--video", str(tmp_path / "v")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rpbt: error: env.entry_point "
+                                                   "'tests.custom_envs:make_matrix_action' does not take render_mode")
+    assert "make_matrix_action(**env.kwargs, render_mode='rgb_array')" in err and "render_mode=None" in err
+    assert not (tmp_path / "v").exists()
+
+
 def test_video_without_moviepy_names_the_extra(tmp_path, capsys, monkeypatch):
     import rpbt.extras
 

@@ -201,16 +201,26 @@ def check_renders(env_cfg: EnvConfig, split: str = "test") -> None:
     ``rgb_array`` frames (an (H, W, 3) uint8 array after a reset).
 
     Raises :class:`rpbt.extras.MissingExtraError` without moviepy, :class:`rpbt.envs.factory.EnvError` naming
-    ``env.id`` for an environment that does not take ``render_mode="rgb_array"`` or renders no frame.
+    ``env.id`` for an environment that does not take ``render_mode="rgb_array"`` or renders no frame; for an
+    environment made by a function (``env.entry_point`` / ``env_fn``), naming the function and saying that it must
+    take ``render_mode`` and pass it on to the environment.
     """
     from rpbt.envs.factory import EnvError
     from rpbt.extras import require
 
     require("moviepy", "video", "recording evaluation videos (rpbt evaluate --video)")
-    where = f"env.id {env_cfg.id!r}"
+    where, fn_hint = f"env.id {env_cfg.id!r}", ""
+    if env_cfg.entry_point is not None:  # made by a function: say what it must take
+        where = f"env.entry_point {env_cfg.entry_point!r}" + (
+            f" (env.id {env_cfg.id!r})" if env_cfg.id != env_cfg.entry_point else "")
+        fn_hint = (f"; --video calls {env_cfg.entry_point.partition(':')[2]}(**env.kwargs, render_mode='rgb_array'):"
+                   f" give it a render_mode=None parameter and pass it on to the environment")
     try:
         env = _make_env(env_cfg, split, render_mode="rgb_array")
     except (TypeError, gym.error.Error) as err:
+        if fn_hint and isinstance(err, TypeError):
+            raise EnvError(f"{where} does not take render_mode ({err}), so its episodes cannot be recorded"
+                           f"{fn_hint}") from None
         raise EnvError(f"{where} does not render rgb_array frames, so its episodes cannot be recorded "
                        f"(it refused render_mode='rgb_array': {err})") from None
     try:
@@ -220,7 +230,8 @@ def check_renders(env_cfg: EnvConfig, split: str = "test") -> None:
         env.close()
     if not (isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[-1] == 3):
         raise EnvError(f"{where} does not render rgb_array frames, so its episodes cannot be recorded (render() "
-                       f"returned {type(frame).__name__}{getattr(frame, 'shape', '')}, expected an (H, W, 3) array)")
+                       f"returned {type(frame).__name__}{getattr(frame, 'shape', '')}, expected an (H, W, 3) array)"
+                       f"{fn_hint}")
 
 
 def _eval_seeds(seed: int, n: int) -> list[int]:
