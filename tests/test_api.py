@@ -584,3 +584,20 @@ def test_without_a_terminal_progress_is_one_plain_line_per_round_and_no_bar(tmp_
     rounds = [line for line in done.stdout.splitlines() if line.startswith("round ")]
     assert [line.split()[1] for line in rounds] == ["1/3", "2/3", "3/3"], done.stdout
     assert "env steps per member" not in done.stdout and "\r" not in done.stdout  # the bar's text
+
+
+@pytest.mark.parametrize("sappo", [False, True])
+def test_the_end_of_run_summary_prints_only_the_hyperparameters_in_force(sappo, tmp_path, capsys):
+    """SA-PPO's hyperparameters are every member's (they are carried and explored alike), but they act only with
+    ``agent.adversarial.enabled``; summary.json keeps them all."""
+    run = _train(tmp_path, **{"run.total_env_steps": 64, "agent.adversarial.enabled": sappo})
+    capsys.readouterr()
+    from rpbt.cli import _print_summary
+
+    _print_summary(run.dir, run.summary, run.config)
+    out = capsys.readouterr().out
+    printed = json.loads(out.partition("hyperparameters ")[2])  # rich wraps the line between JSON tokens
+    adversarial = {"adversarial.epsilon", "adversarial.robust_kl_coef", "adversarial.ratio"}
+    assert set(run.summary["hparams"]) >= adversarial
+    assert set(printed) == set(run.summary["hparams"]) - (set() if sappo else adversarial)
+    assert printed["learning_rate"] == float(f"{run.summary['hparams']['learning_rate']:.4g}")
