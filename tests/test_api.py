@@ -424,11 +424,14 @@ def test_evaluate_video_records_one_mp4_per_episode_and_refuses_envs_that_do_not
     run = _train(tmp_path, **{"env.id": "tests.custom_envs:RpbtDictBeacon-v0"})
     videos = tmp_path / "videos"
     assert main(["evaluate", str(run.dir), "--member", "0", "--episodes", "2", "--video", str(videos)]) == 0
-    files = sorted(videos.glob("*.mp4"))
-    assert [f.name for f in files] == ["member0-episode0-episode-0.mp4", "member0-episode1-episode-0.mp4"]
+    files = sorted(videos.iterdir())
+    assert [f.name for f in files] == ["member0-episode0.mp4", "member0-episode1.mp4"]
     assert all(f.stat().st_size > 0 for f in files)
     report = json.loads((run.dir / "evaluation" / "test_member0.json").read_text())
     assert report["videos"] == [str(f) for f in files] and report["lengths"] == [10, 10]
+    assert main(["evaluate", str(run.dir), "--member", "0", "--episodes", "1", "--video", str(videos)]) == 0
+    report = json.loads((run.dir / "evaluation" / "test_member0.json").read_text())
+    assert report["videos"] == [str(files[0])]  # this evaluation's, not every file in the folder
     capsys.readouterr()
 
     other = _train(tmp_path, "battleship", **{"env.id": "popgym-BattleshipEasy-v0", "run.total_env_steps": 64})

@@ -40,8 +40,8 @@ normalization and *before* the policy sees the observation:
   and reward are not perturbed.
 
 Video: with ``video_dir``, every evaluation environment is made with ``render_mode="rgb_array"`` and wrapped in
-Gymnasium's ``RecordVideo`` (one MP4 per episode, ``member<ID>-episode<j>-episode-0.mp4``; needs ``moviepy``, the
-``rpbt[video]`` extra); :func:`check_renders` says why an environment cannot be recorded.
+Gymnasium's ``RecordVideo`` (one MP4 per episode, ``member<ID>-episode<j>.mp4``, :func:`video_path`; needs
+``moviepy``, the ``rpbt[video]`` extra); :func:`check_renders` says why an environment cannot be recorded.
 
 Trading accounting (metrics, whole-split evaluation against baselines) is in :mod:`rpbt.evaluation.trading`;
 ``rpbt evaluate`` in :mod:`rpbt.evaluation.run`.
@@ -73,6 +73,7 @@ __all__ = [
     "check_renders",
     "load_member",
     "member_policy_head",
+    "video_path",
 ]
 
 ObsPerturbation = Callable[[Any, int, Tensor, dict], Tensor]
@@ -110,6 +111,7 @@ class EpisodeTrace:
     positions: Optional[np.ndarray] = None
     turnover: Optional[np.ndarray] = None
     asset_returns: Optional[np.ndarray] = None
+    video: Optional[str] = None  # the MP4 the episode was recorded to (evaluate_members' video_dir), else None
 
     @property
     def total_return(self) -> float:
@@ -194,6 +196,19 @@ def _make_env(env_cfg: EnvConfig, split: str, render_mode: Optional[str] = None)
     from rpbt.envs.factory import make_env
 
     return make_env(env_cfg, split, render_mode=render_mode)
+
+
+def video_path(video_dir: Union[str, Path], member: int, episode: int) -> Path:
+    """Where episode ``episode`` of member ``member`` (its global id) is recorded: ``member<ID>-episode<j>.mp4``."""
+    return Path(video_dir) / f"member{member}-episode{episode}.mp4"
+
+
+class _EpisodeVideo(gym.wrappers.RecordVideo):
+    """Gymnasium's ``RecordVideo`` for an environment that plays one episode, written to ``<name_prefix>.mp4``
+    (``RecordVideo`` itself appends ``-episode-<id>``, and every evaluation environment's one episode has id 0)."""
+
+    def start_recording(self, video_name: str) -> None:
+        super().start_recording(self.name_prefix)
 
 
 def check_renders(env_cfg: EnvConfig, split: str = "test") -> None:
@@ -307,15 +322,13 @@ def evaluate_members(
     # One environment per (member, episode).
     if video_dir is not None:
         check_renders(env_cfg, split)
-        from gymnasium.wrappers import RecordVideo
-
         Path(video_dir).mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():  # "overwriting existing videos": the episodes share the folder
             warnings.simplefilter("ignore")
-            envs = [[RecordVideo(_make_env(env_cfg, split, render_mode="rgb_array"), str(video_dir),
-                                 episode_trigger=lambda _: True, disable_logger=True,
-                                 name_prefix=f"member{learner.member_ids[m]}-episode{j}") for j in range(N)]
-                    for m in members]
+            envs = [[_EpisodeVideo(_make_env(env_cfg, split, render_mode="rgb_array"), str(video_dir),
+                                   episode_trigger=lambda _: True, disable_logger=True,
+                                   name_prefix=video_path(video_dir, learner.member_ids[m], j).stem)
+                     for j in range(N)] for m in members]
     else:
         envs = [[_make_env(env_cfg, split) for _ in range(N)] for _ in members]
     raw = torch.zeros(M, N, D)
@@ -404,6 +417,8 @@ def evaluate_members(
                 ep.positions = np.asarray(tr["positions"], dtype=np.float64)
                 ep.turnover = np.asarray(tr["turnover"], dtype=np.float64)
                 ep.asset_returns = np.asarray(tr["asset_returns"], dtype=np.float64)
+            if video_dir is not None:
+                ep.video = str(video_path(video_dir, learner.member_ids[m], j))
             result.episodes.append(ep)
         out[m] = result
     return out
