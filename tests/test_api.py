@@ -454,6 +454,39 @@ def test_video_of_an_env_function_without_render_mode_names_the_function_and_wha
     assert not (tmp_path / "v").exists()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SDL's X11 / Wayland probing is Linux's")
+def test_video_of_a_pygame_env_without_a_display_prints_no_sdl_noise(tmp_path):
+    """CartPole draws its frames with pygame, which starts SDL's video; on a machine without a display and without
+    XDG_RUNTIME_DIR, SDL's Wayland probe printed "error: XDG_RUNTIME_DIR is invalid or not set" lines."""
+    if not (_has("moviepy") and _has("pygame")):
+        pytest.skip("needs the rpbt[video] extra (moviepy, pygame)")
+    run = _train(tmp_path, **{"env.id": "CartPole-v1", "run.total_env_steps": 64})
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("XDG_RUNTIME_DIR", "DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER")}
+    env["PYTHONPATH"] = str(Path(rpbt.__file__).parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, "-m", "rpbt.cli", "evaluate", str(run.dir), "--member", "0", "--episodes",
+                           "1", "--video", str(tmp_path / "v")], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "XDG_RUNTIME_DIR" not in done.stderr and "SDL" not in done.stderr, done.stderr
+    assert [f.name for f in (tmp_path / "v").iterdir()] == ["member0-episode0.mp4"]
+
+
+@pytest.mark.parametrize("environ, driver", [({}, "dummy"), ({"SDL_VIDEODRIVER": "x11"}, "x11"),
+                                             ({"DISPLAY": ":0"}, None), ({"WAYLAND_DISPLAY": "wayland-0"}, None)])
+def test_the_video_path_sets_sdl_s_dummy_driver_only_without_a_display_and_never_over_the_user_s(environ, driver,
+                                                                                                 monkeypatch):
+    from rpbt.evaluation.policy import _headless_sdl
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    for key in ("SDL_VIDEODRIVER", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.setenv(key, "")  # recorded, so that what _headless_sdl sets is undone after the test
+        monkeypatch.delenv(key)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    _headless_sdl()
+    assert os.environ.get("SDL_VIDEODRIVER") == driver
+
+
 def test_video_without_moviepy_names_the_extra(tmp_path, capsys, monkeypatch):
     import rpbt.extras
 

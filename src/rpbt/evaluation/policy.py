@@ -49,6 +49,8 @@ Trading accounting (metrics, whole-split evaluation against baselines) is in :mo
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,9 +213,26 @@ class _EpisodeVideo(gym.wrappers.RecordVideo):
         super().start_recording(self.name_prefix)
 
 
+def _headless_sdl() -> None:
+    """On a machine without a display (no ``DISPLAY``, no ``WAYLAND_DISPLAY``) and ``SDL_VIDEODRIVER`` unset, set it
+    to ``dummy`` in this process, before pygame draws a video's frames.
+
+    Gymnasium's classic-control environments call ``pygame.display.init()`` even for ``rgb_array`` (they draw on an
+    off-screen surface); without a display SDL tries X11, then Wayland, whose client library prints "error:
+    XDG_RUNTIME_DIR is invalid or not set in the environment." to the process's stderr when that is unset, and then
+    falls back to drawing off-screen. With no display the frames are the same either way, so only the noise goes; a
+    user's own ``SDL_VIDEODRIVER`` and a machine with a display are left alone.
+    """
+    if sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")) and not os.environ.get("DISPLAY") \
+            and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+
 def check_renders(env_cfg: EnvConfig, split: str = "test") -> None:
     """Make sure episodes of ``env_cfg`` can be recorded: ``moviepy`` is installed and the environment renders
-    ``rgb_array`` frames (an (H, W, 3) uint8 array after a reset).
+    ``rgb_array`` frames (an (H, W, 3) uint8 array after a reset). On a machine without a display it first points
+    SDL at its ``dummy`` video driver unless ``SDL_VIDEODRIVER`` is set (:func:`_headless_sdl`: pygame's frames,
+    without SDL's "XDG_RUNTIME_DIR is invalid" lines).
 
     Raises :class:`rpbt.extras.MissingExtraError` without moviepy, :class:`rpbt.envs.factory.EnvError` naming
     ``env.id`` for an environment that does not take ``render_mode="rgb_array"`` or renders no frame; for an
@@ -224,6 +243,7 @@ def check_renders(env_cfg: EnvConfig, split: str = "test") -> None:
     from rpbt.extras import require
 
     require("moviepy", "video", "recording evaluation videos (rpbt evaluate --video)")
+    _headless_sdl()
     where, fn_hint = f"env.id {env_cfg.id!r}", ""
     if env_cfg.entry_point is not None:  # made by a function: say what it must take
         where = f"env.entry_point {env_cfg.entry_point!r}" + (
