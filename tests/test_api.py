@@ -424,11 +424,14 @@ def test_evaluate_video_records_one_mp4_per_episode_and_refuses_envs_that_do_not
     run = _train(tmp_path, **{"env.id": "tests.custom_envs:RpbtDictBeacon-v0"})
     videos = tmp_path / "videos"
     assert main(["evaluate", str(run.dir), "--member", "0", "--episodes", "2", "--video", str(videos)]) == 0
-    files = sorted(videos.glob("*.mp4"))
-    assert [f.name for f in files] == ["member0-episode0-episode-0.mp4", "member0-episode1-episode-0.mp4"]
+    files = sorted(videos.iterdir())
+    assert [f.name for f in files] == ["member0-episode0.mp4", "member0-episode1.mp4"]
     assert all(f.stat().st_size > 0 for f in files)
     report = json.loads((run.dir / "evaluation" / "test_member0.json").read_text())
     assert report["videos"] == [str(f) for f in files] and report["lengths"] == [10, 10]
+    assert main(["evaluate", str(run.dir), "--member", "0", "--episodes", "1", "--video", str(videos)]) == 0
+    report = json.loads((run.dir / "evaluation" / "test_member0.json").read_text())
+    assert report["videos"] == [str(files[0])]  # this evaluation's, not every file in the folder
     capsys.readouterr()
 
     other = _train(tmp_path, "battleship", **{"env.id": "popgym-BattleshipEasy-v0", "run.total_env_steps": 64})
@@ -436,6 +439,52 @@ def test_evaluate_video_records_one_mp4_per_episode_and_refuses_envs_that_do_not
     err = capsys.readouterr().err
     assert "does not render rgb_array frames" in err and "Traceback" not in err
     assert not (tmp_path / "v2").exists()
+
+
+def test_video_of_an_env_function_without_render_mode_names_the_function_and_what_it_must_take(tmp_path, capsys):
+    if not _has("moviepy"):
+        pytest.skip("needs the rpbt[video] extra (moviepy)")
+    run = _train(tmp_path, **{"env.entry_point": "tests.custom_envs:make_matrix_action", "run.total_env_steps": 64})
+    capsys.readouterr()
+    assert main(["evaluate", str(run.dir), "--member", "0", "--video", str(tmp_path / "v")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rpbt: error: env.entry_point "
+                                                   "'tests.custom_envs:make_matrix_action' does not take render_mode")
+    assert "make_matrix_action(**env.kwargs, render_mode='rgb_array')" in err and "render_mode=None" in err
+    assert not (tmp_path / "v").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SDL's X11 / Wayland probing is Linux's")
+def test_video_of_a_pygame_env_without_a_display_prints_no_sdl_noise(tmp_path):
+    """CartPole draws its frames with pygame, which starts SDL's video; on a machine without a display and without
+    XDG_RUNTIME_DIR, SDL's Wayland probe printed "error: XDG_RUNTIME_DIR is invalid or not set" lines."""
+    if not (_has("moviepy") and _has("pygame")):
+        pytest.skip("needs the rpbt[video] extra (moviepy, pygame)")
+    run = _train(tmp_path, **{"env.id": "CartPole-v1", "run.total_env_steps": 64})
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("XDG_RUNTIME_DIR", "DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER")}
+    env["PYTHONPATH"] = str(Path(rpbt.__file__).parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, "-m", "rpbt.cli", "evaluate", str(run.dir), "--member", "0", "--episodes",
+                           "1", "--video", str(tmp_path / "v")], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "XDG_RUNTIME_DIR" not in done.stderr and "SDL" not in done.stderr, done.stderr
+    assert [f.name for f in (tmp_path / "v").iterdir()] == ["member0-episode0.mp4"]
+
+
+@pytest.mark.parametrize("environ, driver", [({}, "dummy"), ({"SDL_VIDEODRIVER": "x11"}, "x11"),
+                                             ({"DISPLAY": ":0"}, None), ({"WAYLAND_DISPLAY": "wayland-0"}, None)])
+def test_the_video_path_sets_sdl_s_dummy_driver_only_without_a_display_and_never_over_the_user_s(environ, driver,
+                                                                                                 monkeypatch):
+    from rpbt.evaluation.policy import _headless_sdl
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    for key in ("SDL_VIDEODRIVER", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.setenv(key, "")  # recorded, so that what _headless_sdl sets is undone after the test
+        monkeypatch.delenv(key)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    _headless_sdl()
+    assert os.environ.get("SDL_VIDEODRIVER") == driver
 
 
 def test_video_without_moviepy_names_the_extra(tmp_path, capsys, monkeypatch):
@@ -571,3 +620,20 @@ def test_without_a_terminal_progress_is_one_plain_line_per_round_and_no_bar(tmp_
     rounds = [line for line in done.stdout.splitlines() if line.startswith("round ")]
     assert [line.split()[1] for line in rounds] == ["1/3", "2/3", "3/3"], done.stdout
     assert "env steps per member" not in done.stdout and "\r" not in done.stdout  # the bar's text
+
+
+@pytest.mark.parametrize("sappo", [False, True])
+def test_the_end_of_run_summary_prints_only_the_hyperparameters_in_force(sappo, tmp_path, capsys):
+    """SA-PPO's hyperparameters are every member's (they are carried and explored alike), but they act only with
+    ``agent.adversarial.enabled``; summary.json keeps them all."""
+    run = _train(tmp_path, **{"run.total_env_steps": 64, "agent.adversarial.enabled": sappo})
+    capsys.readouterr()
+    from rpbt.cli import _print_summary
+
+    _print_summary(run.dir, run.summary, run.config)
+    out = capsys.readouterr().out
+    printed = json.loads(out.partition("hyperparameters ")[2])  # rich wraps the line between JSON tokens
+    adversarial = {"adversarial.epsilon", "adversarial.robust_kl_coef", "adversarial.ratio"}
+    assert set(run.summary["hparams"]) >= adversarial
+    assert set(printed) == set(run.summary["hparams"]) - (set() if sappo else adversarial)
+    assert printed["learning_rate"] == float(f"{run.summary['hparams']['learning_rate']:.4g}")

@@ -103,6 +103,18 @@ def yaml_file(text: bytes, *items: str) -> Callable[[Ctx], tuple[list[str], None
     return build
 
 
+def env_module(name: str, source: str) -> Callable[[Ctx], tuple[list[str], None]]:
+    """``env.id: <name>:MyEnv-v0`` for a module ``name`` of ``source`` on ``sys.path`` (removed again after)."""
+    def build(c: Ctx):
+        folder = c.tmp / "modules"
+        folder.mkdir()
+        (folder / f"{name}.py").write_text(source)
+        sys.path.insert(0, str(folder))
+        c.cleanup.append(lambda: (sys.path.remove(str(folder)), sys.modules.pop(name, None)))
+        return train(f"env.id={name}:MyEnv-v0")(c)
+    return build
+
+
 def member_file(write: Callable[[Path, Ctx], None], command: str = "evaluate"):
     """A run whose best member's checkpoint is replaced by ``write(path, ctx)`` in every kept round (the latest and
     the older ones evaluate and export fall back to), so none loads."""
@@ -193,6 +205,17 @@ CASES = [
     Case("unknown_backend", train("backend.kind=cloud"), ("backend.kind", "cloud")),
     Case("section_is_a_number", train("agent=5"), ("agent",)),
     Case("unknown_env_id", train("env.id=NoSuchEnv-v0"), ("NoSuchEnv-v0",)),
+    Case("env_id_module_not_found", train("env.id=rpbt_no_such_module:MyEnv-v0"),
+         ("env.id 'rpbt_no_such_module:MyEnv-v0'", "module 'rpbt_no_such_module' is not found", "PYTHONPATH",
+          "pip install")),
+    Case("env_id_module_imports_a_missing_module", env_module("rpbt_env_with_a_missing_import",
+                                                              "import rpbt_missing_dependency\n"),
+         ("env.id 'rpbt_env_with_a_missing_import:MyEnv-v0'", "imports 'rpbt_missing_dependency', which is not "
+          "installed"), absent=("PYTHONPATH",)),
+    Case("env_id_of_two_colons", train("env.id=a:b:MyEnv-v0"), ("env.id 'a:b:MyEnv-v0'", "'module:EnvId'")),
+    Case("env_id_without_module", train("env.id=:MyEnv-v0"), ("env.id ':MyEnv-v0'", "'module:EnvId'")),
+    Case("env_entry_point_module_not_found", train("env.entry_point=rpbt_no_such_module:make_env"),
+         ("env.entry_point 'rpbt_no_such_module:make_env'", "is not found", "PYTHONPATH")),
     Case("encoder_layer_of_zero_units", train("agent.network.encoder_sizes=[0]"), ("agent.network.encoder_sizes",)),
     Case("env_kwarg_the_env_does_not_take", train("env.id=MountainCar-v0", "env.kwargs.foo=1"),
          ("MountainCar-v0", "env.kwargs", "foo")),
@@ -427,7 +450,8 @@ def test_bad_input_is_one_clear_message(case: Case, shared, tmp_path, capsys):
     assert not (tmp_path / "pwned").exists(), "a checkpoint ran code"
 
 
-SUBPROCESS_CASES = ["csv_of_150_rows", "checkpoint_pickled_code", "evaluate_missing_run_dir"]
+SUBPROCESS_CASES = ["csv_of_150_rows", "checkpoint_pickled_code", "evaluate_missing_run_dir",
+                    "env_id_module_not_found"]
 
 
 @pytest.mark.parametrize("case_id", SUBPROCESS_CASES)
@@ -448,3 +472,30 @@ def test_bad_input_in_a_real_process(case_id, shared, tmp_path):
     if watched is not None:
         assert tree_hash(watched) == before
     assert not (tmp_path / "pwned").exists()
+
+
+def test_the_rpbt_command_finds_an_env_module_on_pythonpath_not_in_the_current_directory(tmp_path):
+    """What the not-found message says: the ``rpbt`` console script (Python runs a file in the environment's bin/,
+    so that folder, not the current directory, is first on sys.path) does not import ``mymodule.py`` from the
+    directory it runs in, and does with ``PYTHONPATH=.``."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "my_rpbt_env.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register('MyEnv-v0', entry_point='gymnasium.envs.classic_control:CartPoleEnv', max_episode_steps=20)\n")
+    script = tmp_path / "bin" / "rpbt"  # what pip writes for [project.scripts] rpbt = "rpbt.cli:main"
+    script.parent.mkdir()
+    script.write_text("import sys\nfrom rpbt.cli import main\nsys.exit(main())\n")
+    argv = [sys.executable, str(script), "train", *TINY, "run.torch_threads=1", "pbt.population_size=2",
+            "run.total_env_steps=64", "env.id=my_rpbt_env:MyEnv-v0", f"run.dir={tmp_path / 'run'}"]
+    src = str(REPO / "src")
+    done = subprocess.run(argv, cwd=project, env={**os.environ, "PYTHONPATH": src}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("rpbt: error") and "Traceback" not in done.stderr, \
+        done.stderr
+    assert "env.id 'my_rpbt_env:MyEnv-v0'" in done.stderr and "PYTHONPATH=." in done.stderr, done.stderr
+    assert not (tmp_path / "run").exists()
+    done = subprocess.run(argv, cwd=project, env={**os.environ, "PYTHONPATH": src + os.pathsep + "."},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -15,9 +15,12 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import yaml
+
+if TYPE_CHECKING:
+    from rpbt.config import Config
 
 
 class UsageError(ValueError):
@@ -61,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     path, overrides = _split_config_and_overrides(args.items)
     run = train(load_config(path, overrides), overwrite=args.overwrite, announce=True)
-    _print_summary(run.dir, run.summary)
+    _print_summary(run.dir, run.summary, run.config)
     return 0
 
 
@@ -69,7 +72,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from rpbt.api import resume
 
     run = resume(Path(args.run_dir), announce=True)
-    _print_summary(run.dir, run.summary)
+    _print_summary(run.dir, run.summary, run.config)
     return 0
 
 
@@ -88,9 +91,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(run_dir: Path, summary: dict) -> None:
+def _print_summary(run_dir: Path, summary: dict, cfg: Config) -> None:
+    """The end of a run: every member's score, and the best member's hyperparameters in force (the SA-PPO ones only
+    when ``agent.adversarial.enabled``; ``summary.json`` keeps them all)."""
     from rich.table import Table
 
+    from rpbt.config import hparams_in_force
     from rpbt.run.output import console as make_console
 
     console = make_console()
@@ -101,7 +107,8 @@ def _print_summary(run_dir: Path, summary: dict) -> None:
         mark = " (best)" if m == summary["best_member"] else ""
         table.add_row(f"{m}{mark}", _score(s))
     console.print(table)
-    hparams = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in (summary["hparams"] or {}).items()}
+    hparams = {k: float(f"{v:.4g}") if isinstance(v, float) else v
+               for k, v in hparams_in_force(cfg, summary["hparams"] or {}).items()}
     console.print(f"best member {summary['best_member']}  score {_score(summary['best_score'])}  "
                   f"hyperparameters {json.dumps(hparams)}")
 

@@ -169,6 +169,8 @@ class HParam:
         doc: what it is (the field's description).
         prior: its dimension in the default search space (:func:`default_search_space`); ``None``: not searched by
             default.
+        enabled_by: the dotted config key of the switch it belongs to (``agent.adversarial.enabled``); while that
+            is off, the hyperparameter is carried but not in force (:meth:`in_force`). ``None``: always in force.
     """
 
     name: str
@@ -181,6 +183,7 @@ class HParam:
     searchable: bool
     doc: str
     prior: Optional[SearchDim] = None
+    enabled_by: Optional[str] = None
 
     def interval(self) -> str:
         """The valid range in interval notation, e.g. ``(0.0, 1.0]``."""
@@ -214,18 +217,28 @@ class HParam:
 
     def get(self, cfg: "Config") -> float:
         """This hyperparameter's value in ``cfg`` (read at :attr:`path`)."""
-        node: Any = cfg
-        for part in self.path.split("."):
-            node = getattr(node, part)
-        return node
+        return _read(cfg, self.path)
+
+    def in_force(self, cfg: "Config") -> bool:
+        """Whether it acts in a run of ``cfg``: its switch (:attr:`enabled_by`) is on, or it has none."""
+        return self.enabled_by is None or bool(_read(cfg, self.enabled_by))
+
+
+def _read(cfg: "Config", path: str) -> Any:
+    node: Any = cfg
+    for part in path.split("."):
+        node = getattr(node, part)
+    return node
 
 
 def _hp(name: str, default: float, low: Optional[float], high: Optional[float], doc: str, *,
         low_inclusive: bool = False, high_inclusive: bool = False, searchable: bool = True,
-        prior: Optional[SearchDim] = None) -> HParam:
+        prior: Optional[SearchDim] = None, enabled_by: Optional[str] = None) -> HParam:
     return HParam(name=name, path=f"agent.{name}", default=default, low=low, low_inclusive=low_inclusive, high=high,
-                  high_inclusive=high_inclusive, searchable=searchable, doc=doc, prior=prior)
+                  high_inclusive=high_inclusive, searchable=searchable, doc=doc, prior=prior, enabled_by=enabled_by)
 
+
+_SAPPO = "agent.adversarial.enabled"
 
 #: Every per-member hyperparameter, in :func:`member_hparams` order. Ranges: ``(`` excludes, ``[`` includes a bound.
 HPARAMS: tuple[HParam, ...] = (
@@ -240,11 +253,12 @@ HPARAMS: tuple[HParam, ...] = (
     _hp("gae_lambda", 0.95, 0.0, 1.0, "GAE(lambda)", low_inclusive=True, high_inclusive=True,
         prior=SearchDim(type="float", low=0.8, high=0.99)),
     _hp("max_grad_norm", 0.5, 0.0, None, "per-member gradient-norm clip"),
-    _hp("adversarial.epsilon", 0.05, 0.0, None, "SA-PPO: final attack radius", low_inclusive=True),
+    _hp("adversarial.epsilon", 0.05, 0.0, None, "SA-PPO: final attack radius", low_inclusive=True,
+        enabled_by=_SAPPO),
     _hp("adversarial.robust_kl_coef", 0.1, 0.0, None, "SA-PPO: robust KL regularizer coefficient",
-        low_inclusive=True),
+        low_inclusive=True, enabled_by=_SAPPO),
     _hp("adversarial.ratio", 1.0, 0.0, 1.0, "SA-PPO: fraction of each minibatch attacked",
-        low_inclusive=True, high_inclusive=True),
+        low_inclusive=True, high_inclusive=True, enabled_by=_SAPPO),
 )
 
 HPARAMS_BY_NAME: dict[str, HParam] = {h.name: h for h in HPARAMS}
@@ -386,21 +400,47 @@ class EnvConfig(_Strict):
             return self._env_fn
         if self.entry_point is None:
             return None
-        import importlib
-
         module, _, name = self.entry_point.partition(":")
+        again = ("a callable given as env_fn that is not importable by reference (a lambda, a nested function, a "
+                 "function of a script) must be given again: rpbt.resume(run_dir, env_fn=...), "
+                 "rpbt.load_policy(run_dir, env_fn=...)")
+        obj: Any = import_env_module(module, f"env.entry_point {self.entry_point!r} cannot be imported",
+                                     also=f"; {again}")
         try:
-            obj: Any = importlib.import_module(module)
             for part in name.split("."):
                 obj = getattr(obj, part)
-        except (ImportError, AttributeError) as err:
-            raise ValueError(f"env.entry_point {self.entry_point!r} cannot be imported ({err}); a callable given as "
-                             f"env_fn that is not importable by reference (a lambda, a nested function, a function "
-                             f"of a script) must be given again: rpbt.resume(run_dir, env_fn=...), "
-                             f"rpbt.load_policy(run_dir, env_fn=...)") from None
+        except AttributeError as err:
+            raise ValueError(f"env.entry_point {self.entry_point!r} cannot be imported ({err}); {again}") from None
         if not callable(obj):
             raise ValueError(f"env.entry_point {self.entry_point!r} is not callable")
         return obj
+
+
+def import_env_module(module: str, where: str, also: str = "") -> types.ModuleType:
+    """Import ``module``, the user's module that ``where`` names (``env.id 'my_envs:MyEnv-v0' cannot be made``,
+    ``env.entry_point 'my_envs:make_env' cannot be imported``).
+
+    Raises ``ValueError`` starting with ``where``, ending with ``also``: when ``module`` itself is not found, saying
+    how to make it importable (an installed package, or its folder on ``PYTHONPATH``: the ``rpbt`` command is a
+    console script, so Python searches its own folder, not the current directory; ``python -m`` and a script's
+    folder are searched); when a module it imports is not installed, naming that module; for any other
+    ``ImportError`` it raises. Other errors raised by its code propagate (a bug there shows its traceback).
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        missing = err.name or module
+        if missing != module and not module.startswith(missing + "."):
+            raise ValueError(f"{where}: module {module!r} imports {missing!r}, which is not installed ({err})"
+                             f"{also}") from None
+        raise ValueError(f"{where}: module {module!r} is not found; it must be importable by the Python that runs "
+                         f"rpbt: install its package (pip install -e PROJECT_DIR) or put the folder holding it on "
+                         f"PYTHONPATH (the rpbt command does not search the current directory: PYTHONPATH=. rpbt "
+                         f"...){also}") from None
+    except ImportError as err:
+        raise ValueError(f"{where}: importing module {module!r} failed ({err}){also}") from None
 
 
 def _plain_data(value: Any, where: str) -> Any:
@@ -1052,3 +1092,9 @@ def read_config_data(path: Optional[Union[str, Path]] = None) -> tuple[Path, dic
 def member_hparams(cfg: Config) -> dict[str, float]:
     """The initial value of every per-member hyperparameter in ``cfg``: :data:`HPARAM_NAMES` in order."""
     return {h.name: h.get(cfg) for h in HPARAMS}
+
+
+def hparams_in_force(cfg: Config, hparams: dict[str, Any]) -> dict[str, Any]:
+    """``hparams`` (a member's, by name) without those not in force in a run of ``cfg`` (:meth:`HParam.in_force`:
+    the SA-PPO ones while ``agent.adversarial.enabled`` is off); names outside :data:`HPARAMS` are kept."""
+    return {k: v for k, v in hparams.items() if k not in HPARAMS_BY_NAME or HPARAMS_BY_NAME[k].in_force(cfg)}

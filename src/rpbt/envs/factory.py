@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rpbt.config import EnvConfig
+from rpbt.config import EnvConfig, import_env_module
 from rpbt.envs.errors import EnvError
 
 
@@ -39,20 +39,36 @@ def _import_popgym() -> None:
         raise EnvError("env.id names a POPGym environment but the 'popgym' package is not installed") from err
 
 
+def _import_id_module(env_id: str) -> None:
+    """Import the module of an ``env.id`` of the form ``module:EnvId`` (importing it registers ``EnvId``), as
+    ``gymnasium.make`` would, but with errors that say what to do. Raises :class:`EnvError` naming ``env.id`` for an
+    id of another form with a colon, a module that is not found (see :func:`rpbt.config.import_env_module`) or
+    does not import."""
+    module, _, name = env_id.partition(":")
+    if not module or not name or ":" in name:
+        raise EnvError(f"env.id {env_id!r}: expected a registered Gymnasium id (CartPole-v1) or 'module:EnvId' (one "
+                       f"colon: my_package.envs:MyEnv-v0, where importing my_package.envs registers MyEnv-v0)")
+    try:
+        import_env_module(module, f"env.id {env_id!r} cannot be made")
+    except ValueError as err:
+        raise EnvError(str(err)) from None
+
+
 def make_env(cfg: EnvConfig, split: str = "train", render_mode: Optional[str] = None) -> gym.Env:
     """One environment for ``cfg`` with a flat float32 observation vector.
 
     Made by ``cfg.env_fn()`` when the config has one (``env.entry_point`` or an attached ``env_fn``, called with
-    ``env.kwargs``), else by ``gymnasium.make(env.id, **env.kwargs)`` (``env.id`` may be ``module:EnvId``: Gymnasium
-    imports the module that registers the id), or rpbt's trading environment for ``env.id: trading``.
+    ``env.kwargs``), else by ``gymnasium.make(env.id, **env.kwargs)`` (``env.id`` may be ``module:EnvId``: the module,
+    which registers the id, is imported first), or rpbt's trading environment for ``env.id: trading``.
     Observations that are not a flat Box (Dict, Tuple, Discrete, a multi-dimensional Box) are flattened with
     Gymnasium's ``FlattenObservation`` (``gymnasium.spaces.flatten``: Box entries raveled, Discrete and MultiDiscrete
     entries one-hot, Dict entries in key order). ``render_mode`` (e.g. ``"rgb_array"``) is passed to the
     environment's constructor when given.
 
-    Raises :class:`EnvError` naming ``env.id`` when the id is unknown, its module does not import, the entry point
-    cannot be imported or does not return a ``gymnasium.Env``, or its spaces are unsupported (observations: Text,
-    Sequence, Graph or other spaces without a fixed-size flattening, also inside Dict / Tuple); for ``env.id:
+    Raises :class:`EnvError` naming ``env.id`` when the id is unknown, its module is not found (the message says
+    how to make it importable) or does not import, the entry point cannot be imported or does not return a
+    ``gymnasium.Env``, or its spaces are unsupported (observations: Text, Sequence, Graph or other spaces without a
+    fixed-size flattening, also inside Dict / Tuple); for ``env.id:
     trading``, naming ``env.kwargs`` when a key or value there is one the trading environment does not take
     (:func:`rpbt.envs.trading.make_trading_env`; bad data raises its ``MarketDataError``); the constructor's
     ``TypeError`` when it does not take ``render_mode``.
@@ -81,11 +97,13 @@ def make_env(cfg: EnvConfig, split: str = "train", render_mode: Optional[str] = 
     else:
         if cfg.id.startswith("popgym-"):
             _import_popgym()
+        if ":" in cfg.id:
+            _import_id_module(cfg.id)
         try:
             env = gym.make(cfg.id, **cfg.kwargs, **extra)
         except gym.error.Error as err:
             raise EnvError(f"env.id {cfg.id!r} cannot be made: {err}") from None
-        except ImportError as err:  # env.id "module:EnvId" whose module does not import
+        except ImportError as err:  # a module the environment's constructor imports
             raise EnvError(f"env.id {cfg.id!r} cannot be made: {err}") from None
         except TypeError as err:  # env.kwargs the constructor does not take
             if render_mode is not None and "render_mode" in str(err):

@@ -40,8 +40,8 @@ normalization and *before* the policy sees the observation:
   and reward are not perturbed.
 
 Video: with ``video_dir``, every evaluation environment is made with ``render_mode="rgb_array"`` and wrapped in
-Gymnasium's ``RecordVideo`` (one MP4 per episode, ``member<ID>-episode<j>-episode-0.mp4``; needs ``moviepy``, the
-``rpbt[video]`` extra); :func:`check_renders` says why an environment cannot be recorded.
+Gymnasium's ``RecordVideo`` (one MP4 per episode, ``member<ID>-episode<j>.mp4``, :func:`video_path`; needs
+``moviepy``, the ``rpbt[video]`` extra); :func:`check_renders` says why an environment cannot be recorded.
 
 Trading accounting (metrics, whole-split evaluation against baselines) is in :mod:`rpbt.evaluation.trading`;
 ``rpbt evaluate`` in :mod:`rpbt.evaluation.run`.
@@ -49,6 +49,8 @@ Trading accounting (metrics, whole-split evaluation against baselines) is in :mo
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +75,7 @@ __all__ = [
     "check_renders",
     "load_member",
     "member_policy_head",
+    "video_path",
 ]
 
 ObsPerturbation = Callable[[Any, int, Tensor, dict], Tensor]
@@ -110,6 +113,7 @@ class EpisodeTrace:
     positions: Optional[np.ndarray] = None
     turnover: Optional[np.ndarray] = None
     asset_returns: Optional[np.ndarray] = None
+    video: Optional[str] = None  # the MP4 the episode was recorded to (evaluate_members' video_dir), else None
 
     @property
     def total_return(self) -> float:
@@ -196,21 +200,62 @@ def _make_env(env_cfg: EnvConfig, split: str, render_mode: Optional[str] = None)
     return make_env(env_cfg, split, render_mode=render_mode)
 
 
+def video_path(video_dir: Union[str, Path], member: int, episode: int) -> Path:
+    """Where episode ``episode`` of member ``member`` (its global id) is recorded: ``member<ID>-episode<j>.mp4``."""
+    return Path(video_dir) / f"member{member}-episode{episode}.mp4"
+
+
+class _EpisodeVideo(gym.wrappers.RecordVideo):
+    """Gymnasium's ``RecordVideo`` for an environment that plays one episode, written to ``<name_prefix>.mp4``
+    (``RecordVideo`` itself appends ``-episode-<id>``, and every evaluation environment's one episode has id 0)."""
+
+    def start_recording(self, video_name: str) -> None:
+        super().start_recording(self.name_prefix)
+
+
+def _headless_sdl() -> None:
+    """On a machine without a display (no ``DISPLAY``, no ``WAYLAND_DISPLAY``) and ``SDL_VIDEODRIVER`` unset, set it
+    to ``dummy`` in this process, before pygame draws a video's frames.
+
+    Gymnasium's classic-control environments call ``pygame.display.init()`` even for ``rgb_array`` (they draw on an
+    off-screen surface); without a display SDL tries X11, then Wayland, whose client library prints "error:
+    XDG_RUNTIME_DIR is invalid or not set in the environment." to the process's stderr when that is unset, and then
+    falls back to drawing off-screen. With no display the frames are the same either way, so only the noise goes; a
+    user's own ``SDL_VIDEODRIVER`` and a machine with a display are left alone.
+    """
+    if sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")) and not os.environ.get("DISPLAY") \
+            and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+
 def check_renders(env_cfg: EnvConfig, split: str = "test") -> None:
     """Make sure episodes of ``env_cfg`` can be recorded: ``moviepy`` is installed and the environment renders
-    ``rgb_array`` frames (an (H, W, 3) uint8 array after a reset).
+    ``rgb_array`` frames (an (H, W, 3) uint8 array after a reset). On a machine without a display it first points
+    SDL at its ``dummy`` video driver unless ``SDL_VIDEODRIVER`` is set (:func:`_headless_sdl`: pygame's frames,
+    without SDL's "XDG_RUNTIME_DIR is invalid" lines).
 
     Raises :class:`rpbt.extras.MissingExtraError` without moviepy, :class:`rpbt.envs.factory.EnvError` naming
-    ``env.id`` for an environment that does not take ``render_mode="rgb_array"`` or renders no frame.
+    ``env.id`` for an environment that does not take ``render_mode="rgb_array"`` or renders no frame; for an
+    environment made by a function (``env.entry_point`` / ``env_fn``), naming the function and saying that it must
+    take ``render_mode`` and pass it on to the environment.
     """
     from rpbt.envs.factory import EnvError
     from rpbt.extras import require
 
     require("moviepy", "video", "recording evaluation videos (rpbt evaluate --video)")
-    where = f"env.id {env_cfg.id!r}"
+    _headless_sdl()
+    where, fn_hint = f"env.id {env_cfg.id!r}", ""
+    if env_cfg.entry_point is not None:  # made by a function: say what it must take
+        where = f"env.entry_point {env_cfg.entry_point!r}" + (
+            f" (env.id {env_cfg.id!r})" if env_cfg.id != env_cfg.entry_point else "")
+        fn_hint = (f"; --video calls {env_cfg.entry_point.partition(':')[2]}(**env.kwargs, render_mode='rgb_array'):"
+                   f" give it a render_mode=None parameter and pass it on to the environment")
     try:
         env = _make_env(env_cfg, split, render_mode="rgb_array")
     except (TypeError, gym.error.Error) as err:
+        if fn_hint and isinstance(err, TypeError):
+            raise EnvError(f"{where} does not take render_mode ({err}), so its episodes cannot be recorded"
+                           f"{fn_hint}") from None
         raise EnvError(f"{where} does not render rgb_array frames, so its episodes cannot be recorded "
                        f"(it refused render_mode='rgb_array': {err})") from None
     try:
@@ -220,7 +265,8 @@ def check_renders(env_cfg: EnvConfig, split: str = "test") -> None:
         env.close()
     if not (isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[-1] == 3):
         raise EnvError(f"{where} does not render rgb_array frames, so its episodes cannot be recorded (render() "
-                       f"returned {type(frame).__name__}{getattr(frame, 'shape', '')}, expected an (H, W, 3) array)")
+                       f"returned {type(frame).__name__}{getattr(frame, 'shape', '')}, expected an (H, W, 3) array)"
+                       f"{fn_hint}")
 
 
 def _eval_seeds(seed: int, n: int) -> list[int]:
@@ -296,15 +342,13 @@ def evaluate_members(
     # One environment per (member, episode).
     if video_dir is not None:
         check_renders(env_cfg, split)
-        from gymnasium.wrappers import RecordVideo
-
         Path(video_dir).mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():  # "overwriting existing videos": the episodes share the folder
             warnings.simplefilter("ignore")
-            envs = [[RecordVideo(_make_env(env_cfg, split, render_mode="rgb_array"), str(video_dir),
-                                 episode_trigger=lambda _: True, disable_logger=True,
-                                 name_prefix=f"member{learner.member_ids[m]}-episode{j}") for j in range(N)]
-                    for m in members]
+            envs = [[_EpisodeVideo(_make_env(env_cfg, split, render_mode="rgb_array"), str(video_dir),
+                                   episode_trigger=lambda _: True, disable_logger=True,
+                                   name_prefix=video_path(video_dir, learner.member_ids[m], j).stem)
+                     for j in range(N)] for m in members]
     else:
         envs = [[_make_env(env_cfg, split) for _ in range(N)] for _ in members]
     raw = torch.zeros(M, N, D)
@@ -393,6 +437,8 @@ def evaluate_members(
                 ep.positions = np.asarray(tr["positions"], dtype=np.float64)
                 ep.turnover = np.asarray(tr["turnover"], dtype=np.float64)
                 ep.asset_returns = np.asarray(tr["asset_returns"], dtype=np.float64)
+            if video_dir is not None:
+                ep.video = str(video_path(video_dir, learner.member_ids[m], j))
             result.episodes.append(ep)
         out[m] = result
     return out

@@ -96,7 +96,7 @@ def evaluate_run(run_dir: Union[str, Path], member: Optional[int] = None, split:
                   "mean_return": float(rets.mean()), "std_return": float(rets.std()),
                   "returns": rets.tolist(), "lengths": result.lengths}
         if video_dir is not None:
-            report["videos"] = sorted(str(f) for f in Path(video_dir).glob(f"member{member}-episode*.mp4"))
+            report["videos"] = [ep.video for ep in result.episodes]  # this evaluation's, in episode order
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json_path, json.dumps(report, indent=1, allow_nan=False))
     return report, json_path, png_path
