@@ -17,8 +17,8 @@ records a ``member_fault`` event naming the member, the update and the first non
 on; the faulty member neither scores nor donates in that round, and keeps the env-step count it was restored with
 (round events and the summary give each member's own count as ``member_env_steps``). At ``run.max_member_faults``
 faults of one member, or at the first fault under ``error``, the run stops with a :class:`MemberFaultError`
-naming the environment, the member, the update and the quantity, before anything of the
-faulty round is committed.
+naming the environment and every faulty member of the round with its update and quantity (all of them when all
+fault at once), before anything of the faulty round is committed.
 
 Scores after an exploit: the recipient inherits the donor's recent episode returns with its member state, so by
 default its next score is partly the donor's. With ``pbt.score_since_exploit`` the runner remembers, at every
@@ -67,8 +67,9 @@ log = logging.getLogger(__name__)
 
 
 class MemberFaultError(RuntimeError):
-    """A member's training went non-finite too often (or once, under ``run.on_member_fault: error``); the message
-    names the environment, the member, the update and the first non-finite quantity."""
+    """A member's training went non-finite too often (or once, under ``run.on_member_fault: error``, or every
+    member at once before the first commit); the message names the environment and every faulty member of the round
+    with its update and first non-finite quantity."""
 
 
 def score_returns(returns: list[float], cfg: Config, window: Optional[int] = None) -> Optional[float]:
@@ -409,7 +410,10 @@ class PopulationRunner:
 
         Removes the ``health/nonfinite`` flag from the metric rows. Returns the faulty members (restored by now).
         Raises :class:`MemberFaultError` when the policy is ``error``, when a member reaches
-        ``run.max_member_faults`` faults, or when no healthy member is left to copy before the first commit.
+        ``run.max_member_faults`` faults, or when no healthy member is left to copy before the first commit; then no
+        member is restored, every faulty member of the round gets a ``member_fault`` event with action ``stop`` (and
+        a ``reason`` where its own fault stops the run), and the message names each of them with its update and
+        quantity.
         """
         faults: dict[int, tuple[int, str]] = {}
         for m, rows in per_member.items():
@@ -418,25 +422,43 @@ class PopulationRunner:
                 if quantity is not None and m not in faults:
                     faults[m] = (int(row.get("update", 0)), quantity)
         run = self.cfg.run
-        for m, (update, quantity) in sorted(faults.items()):
+        healthy = [d for d in range(self.P) if d not in faults]
+        stops: dict[int, str] = {}  # member -> why its fault stops the run
+        for m in sorted(faults):
             self.member_faults[m] += 1
-            what = (f"env {self.cfg.env.id!r}: member {m} produced a non-finite {quantity} at update {update} "
-                    f"(fault {self.member_faults[m]} of this member)")
-            event = {"type": "member_fault", "round": r, "member": m, "update": update, "quantity": quantity,
-                     "faults": self.member_faults[m]}
-            healthy = [d for d in range(self.P) if d not in faults]
-            stop = None
             if run.on_member_fault == "error":
-                stop = "run.on_member_fault is 'error'"
+                stops[m] = "run.on_member_fault is 'error'"
             elif self.member_faults[m] >= run.max_member_faults:
-                stop = f"run.max_member_faults ({run.max_member_faults}) reached"
+                stops[m] = f"run.max_member_faults ({run.max_member_faults}) reached"
             elif self.round == 0 and not healthy:
-                stop = "no healthy member to copy before the first commit"
-            if stop is not None:
-                self.rundir.write_event({**event, "action": "stop"})
-                kept = (f"its last committed round ({self.round}) is intact (rpbt resume continues from it)"
-                        if self.round > 0 else "nothing had been committed yet")
-                raise MemberFaultError(f"{what}; {stop}. The run stops; {kept}.")
+                stops[m] = "no healthy member to copy before the first commit"
+
+        def what(m: int) -> str:
+            update, quantity = faults[m]
+            return (f"member {m} produced a non-finite {quantity} at update {update} "
+                    f"(fault {self.member_faults[m]} of this member)")
+
+        def event(m: int) -> dict[str, Any]:
+            update, quantity = faults[m]
+            return {"type": "member_fault", "round": r, "member": m, "update": update, "quantity": quantity,
+                    "faults": self.member_faults[m]}
+
+        if stops:  # nothing is restored: every faulty member of the round is named, with its quantity
+            for m in sorted(faults):
+                self.rundir.write_event({**event(m), "action": "stop", **({"reason": stops[m]} if m in stops else {})})
+            reasons: dict[str, list[int]] = {}
+            for m, why in stops.items():
+                reasons.setdefault(why, []).append(m)
+            if len(faults) == 1:
+                why = next(iter(reasons))
+            else:
+                why = "; ".join(f"{reason} (member{'s' if len(ms) > 1 else ''} {', '.join(map(str, ms))})"
+                                for reason, ms in reasons.items())
+            kept = (f"its last committed round ({self.round}) is intact (rpbt resume continues from it)"
+                    if self.round > 0 else "nothing had been committed yet")
+            raise MemberFaultError(f"env {self.cfg.env.id!r}: {'; '.join(what(m) for m in sorted(faults))}; {why}. "
+                                   f"The run stops; {kept}.")
+        for m in sorted(faults):
             # The retry runs on other episodes with a forked generator (retry = the fault count): restoring the
             # same state onto the same episodes would replay the failed attempt step for step.
             retry = self.member_faults[m]
@@ -453,8 +475,8 @@ class PopulationRunner:
                     self.episode_marks[m] = int(donor_state.tensors["episodes"])
                 self.lineage[m] = self.lineage[donor] + [{"round": r, "member": donor}]  # its weights are the donor's
                 action = f"copied member {donor}"
-            self.rundir.write_event({**event, "action": action})
-            log.warning("%s; %s", what, action)
+            self.rundir.write_event({**event(m), "action": action})
+            log.warning("env %r: %s; %s", self.cfg.env.id, what(m), action)
         return set(faults)
 
     def commit(self) -> None:
