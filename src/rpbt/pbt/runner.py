@@ -20,6 +20,11 @@ faults of one member, or at the first fault under ``error``, the run stops with 
 naming the environment and every faulty member of the round with its update and quantity (all of them when all
 fault at once), before anything of the faulty round is committed.
 
+Observation outliers: a member whose environment emitted finite but absurd raw observations (the learner's
+``health/obs_outliers`` count, :func:`rpbt.agent.normalizer.find_obs_outliers`) is warned about once
+(:class:`ObsOutlierWarning`, naming the environment, the member, the update and the observation index) with an
+``obs_outlier`` event; every round event counts each member's outliers of the round. Training is not changed.
+
 Scores after an exploit: the recipient inherits the donor's recent episode returns with its member state, so by
 default its next score is partly the donor's. With ``pbt.score_since_exploit`` the runner remembers, at every
 exploit, the episode count the recipient inherited (``member_info``'s ``episodes``; saved in ``runner.json`` as
@@ -58,6 +63,46 @@ from rpbt.run.rundir import ROUND_FOLDER, RunDirectory, RunDirError, clean_float
 class NoExploitWarning(UserWarning):
     """The run's budget ends before any member is first ready (``pbt.burn_in`` / ``pbt.perturbation_interval``
     beyond the run's updates): it trains, but PBT never exploits or explores."""
+
+
+class ObsOutlierWarning(UserWarning):
+    """A member's environment emitted a finite raw observation component more than ``agent.obs_outlier_factor``
+    times beyond its typical magnitude (:func:`rpbt.agent.normalizer.find_obs_outliers`); the message names the
+    environment, the member, the update and the observation index. Given once per member and run."""
+
+
+OBS_OUTLIER_KEYS = ("health/obs_outliers", "health/obs_outlier_index", "health/obs_outlier_value",
+                    "health/obs_outlier_scale")
+
+
+def pop_obs_outliers(rows: list[dict[str, Any]]) -> tuple[int, Optional[dict[str, Any]]]:
+    """Remove the observation-outlier metrics (:data:`OBS_OUTLIER_KEYS`) from one member's per-update rows.
+    Returns the number of outlying values and the worst outlier of the first update that had any, as
+    ``{"update", "index", "value", "scale"}`` (None when there was none)."""
+    total, first = 0, None
+    for row in rows:
+        count, index, value, scale = (row.pop(k, 0.0) or 0.0 for k in OBS_OUTLIER_KEYS)
+        if count > 0:
+            total += int(count)
+            if first is None:
+                first = {"update": int(row.get("update", 0)), "index": int(index), "value": float(value),
+                         "scale": float(scale)}
+    return total, first
+
+
+def obs_outlier_message(cfg: Config, member: int, first: dict[str, Any]) -> str:
+    """The one-line warning for a member's first observation outlier (see :class:`ObsOutlierWarning`)."""
+    a = cfg.agent
+    if not a.normalize_observations:
+        effect = "the network sees it unnormalized"
+    elif a.raw_obs_clip is not None:
+        effect = f"agent.raw_obs_clip ({a.raw_obs_clip:g}) clips it before normalization"
+    else:
+        effect = ("it ruins the observation normalizer's statistics of that index; fix the environment or set "
+                  "agent.raw_obs_clip")
+    return (f"env {cfg.env.id!r}: member {member} saw observation index {first['index']} at {first['value']:.3g} "
+            f"(update {first['update']}), over agent.obs_outlier_factor ({a.obs_outlier_factor:g}) x its typical "
+            f"magnitude {first['scale']:.3g}; {effect} (warned once per member; counted in events.jsonl)")
 
 
 class ResumeWarning(UserWarning):
@@ -132,6 +177,7 @@ class PopulationRunner:
         self.exploitation_count = [0] * self.P
         self.last_scores: list[Optional[float]] = [None] * self.P
         self.member_faults = [0] * self.P
+        self.obs_outliers = [0] * self.P  # outlying raw observation values seen per member (warned at the first)
         self.history: list[str] = []  # kept committed round folders, newest first
         self.skipped: list[dict[str, Any]] = []  # rounds a resume could not restore: {"round", "reason"}
         # Per member: its episode count right after its last exploit (what it inherited); 0 before any.
@@ -205,6 +251,7 @@ class PopulationRunner:
         self.lineage = state["lineage"]
         self.exploitation_count = state["exploitation_count"]
         self.member_faults = list(state.get("member_faults") or [0] * self.P)
+        self.obs_outliers = [int(v) for v in state.get("obs_outliers") or [0] * self.P]
         self.last_scores = state.get("scores") or [None] * self.P
         self.episode_marks = [int(v) for v in state.get("episode_marks", [0] * self.P)]
         folder = state.get("checkpoint_dir") or round_folder(self.round)
@@ -324,6 +371,7 @@ class PopulationRunner:
         started = time.perf_counter()
         per_member = self.backend.train(n)
         train_s = time.perf_counter() - started
+        outliers = self.handle_obs_outliers(r, per_member)  # first: a spike may be what turned a member non-finite
         faulty = self.handle_faults(r, per_member)
         info = self.backend.member_info()
         eligible: Optional[list[bool]] = None
@@ -364,6 +412,8 @@ class PopulationRunner:
                        "scores": [clean_float(s) for s in scores], "hparams": hparams, "train_s": round(train_s, 4)}
         if self.cfg.pbt.score_since_exploit:
             round_event["episodes_since_exploit"] = [len(x) for x in own]
+        if self.cfg.agent.obs_outlier_factor is not None:
+            round_event["obs_outliers"] = outliers
         self.rundir.write_event(round_event)
 
         decisions = self.scheduler.step(scores, hparams, updates,
@@ -404,6 +454,24 @@ class PopulationRunner:
                 returns = returns[-own:] if own > 0 else []
             out.append(returns)
         return out
+
+    def handle_obs_outliers(self, r: int, per_member: dict[int, list[dict[str, Any]]]) -> list[int]:
+        """Count each member's raw observation outliers of round ``r`` (``health/obs_outliers``, removed from the
+        metric rows with the rest of :data:`OBS_OUTLIER_KEYS`). At a member's first, warns
+        (:class:`ObsOutlierWarning`) and records an ``obs_outlier`` event naming the environment, the member, the
+        update and the observation index. Returns the count per member this round; changes nothing in training."""
+        counts = [0] * self.P
+        for m in range(self.P):
+            count, first = pop_obs_outliers(per_member.get(m, []))
+            counts[m] = count
+            if first is None:
+                continue
+            if self.obs_outliers[m] == 0:
+                self.rundir.write_event({"type": "obs_outlier", "round": r, "member": m, "env": self.cfg.env.id,
+                                         **first, "count": count, "factor": self.cfg.agent.obs_outlier_factor})
+                warnings.warn(ObsOutlierWarning(obs_outlier_message(self.cfg, m, first)), stacklevel=2)
+            self.obs_outliers[m] += count
+        return counts
 
     def handle_faults(self, r: int, per_member: dict[int, list[dict[str, Any]]]) -> set[int]:
         """Find members whose training went non-finite in round ``r`` and apply ``run.on_member_fault`` to them.
@@ -499,7 +567,7 @@ class PopulationRunner:
         state = {
             "round": self.round, "checkpoint_dir": folder, "scheduler": self.scheduler.state_dict(),
             "lineage": self.lineage, "exploitation_count": self.exploitation_count,
-            "member_faults": self.member_faults,
+            "member_faults": self.member_faults, "obs_outliers": self.obs_outliers,
             "scores": [clean_float(s) for s in self.last_scores], "env_steps": self._env_steps(),
             "time_s": self.rundir.elapsed(), "history": history, "episode_marks": self.episode_marks,
         }
