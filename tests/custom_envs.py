@@ -4,7 +4,8 @@
 and renders ``rgb_array`` frames without pygame; it is registered as ``RpbtDictBeacon-v0`` when this module is
 imported (``env.id: tests.custom_envs:RpbtDictBeacon-v0``) and made by :func:`make_dict_beacon` (``env_fn`` /
 ``env.entry_point: tests.custom_envs:make_dict_beacon``). The task needs memory: the beacon's side is shown only at
-the first step, and the agent is rewarded for pointing to it at every later step.
+the first step, and the agent is rewarded for pointing to it at every later step. ``SpikyCartPole`` emits a finite
+but absurd observation component now and then (the observation-outlier tests).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Optional
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.classic_control import CartPoleEnv
 
 
 class DictBeacon(gym.Env):
@@ -90,3 +92,27 @@ class MatrixAction(gym.Env):
 
 def make_matrix_action(length: int = 6, shape: tuple = (2, 2)) -> gym.Env:
     return MatrixAction(length=length, shape=tuple(shape))
+
+
+class SpikyCartPole(CartPoleEnv):
+    """CartPole whose observation component ``index`` is ``value`` (finite, absurd: 1e30 by default) at every
+    ``period``-th step of the environment's life (counted across episodes), as a buggy sensor or a unit mix-up would
+    emit now and then. Registered as ``RpbtSpikyCartPole-v0`` (``env.id: tests.custom_envs:RpbtSpikyCartPole-v0``).
+    Index 1 (the cart velocity) has unbounded observation-space bounds, so Gymnasium's checker does not complain."""
+
+    def __init__(self, period: int = 30, index: int = 1, value: float = 1e30, **kwargs):
+        super().__init__(**kwargs)
+        self.period, self.index, self.value = int(period), int(index), float(value)
+        self.steps = 0
+
+    def step(self, action):
+        obs, reward, term, trunc, info = super().step(action)
+        self.steps += 1
+        if self.steps % self.period == 0:
+            obs = np.array(obs, dtype=np.float32)
+            obs[self.index] = self.value
+        return obs, reward, term, trunc, info
+
+
+if "RpbtSpikyCartPole-v0" not in gym.registry:
+    gym.register("RpbtSpikyCartPole-v0", entry_point=SpikyCartPole, max_episode_steps=200)

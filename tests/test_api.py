@@ -352,6 +352,7 @@ def _episodes(policy: Policy, actor_fns: dict, batch: int = 3, steps: int = 70, 
 
 CASES = {
     "discrete": ["agent.network.lstm_num_layers=2"],
+    "discrete_raw_obs_clip": ["agent.raw_obs_clip=0.05"],  # clips the position-only CartPole's raw values
     "multi_discrete_prev_inputs": ["env.id=popgym-MineSweeperEasy-v0", "agent.network.prev_action=true",
                                    "agent.network.prev_reward=true"],
     "box_prev_inputs": ["env.id=Pendulum-v1", "env.kwargs={max_episode_steps: 30}", "agent.network.prev_action=true",

@@ -62,6 +62,24 @@ def test_error_policy_stops_at_the_first_fault_naming_env_member_update_and_quan
     assert "non-finite reward" in msg and "on_member_fault is 'error'" in msg
 
 
+@pytest.mark.parametrize("policy", ["restore", "error"])
+def test_every_member_faulting_in_one_update_is_named_with_its_quantity(tmp_path, policy):
+    # p = 1: every member's first observation after a step is NaN, so all four fault in update 1; under restore no
+    # healthy member is left to copy, under error the first fault stops the run. Either way the error names them all.
+    run = tmp_path / "run"
+    with pytest.raises(MemberFaultError) as err:
+        _run(run, "env.kwargs={p: 1.0, what: obs}", f"run.on_member_fault={policy}")
+    msg = str(err.value)
+    for m in range(4):
+        assert f"member {m} produced a non-finite observation at update 1" in msg, msg
+    assert "tests.nan_env:NanCartPole-v0" in msg
+    reason = "on_member_fault is 'error'" if policy == "error" else "no healthy member to copy"
+    assert reason in msg and "members 0, 1, 2, 3" in msg
+    stops = [e for e in _events(run) if e["type"] == "member_fault"]
+    assert [e["member"] for e in stops] == [0, 1, 2, 3]
+    assert all(e["action"] == "stop" and e["quantity"] == "observation" for e in stops)
+
+
 def test_too_many_faults_of_one_member_stop_the_run_with_exit_code_2_and_nothing_corrupt_committed(tmp_path, capsys):
     run = tmp_path / "run"
     args = ["train", *TINY, ENV, "env.kwargs={p: 0.02, what: obs}", "run.total_env_steps=384", f"run.dir={run}"]
@@ -74,7 +92,10 @@ def test_too_many_faults_of_one_member_stop_the_run_with_exit_code_2_and_nothing
         ms = MemberState.load(run / "checkpoints" / state["checkpoint_dir"] / f"member_{m}.pt")
         assert all(torch.isfinite(v.double()).all() for v in ms.tensors.values())
     stops = [e for e in _events(run) if e["type"] == "member_fault" and e["action"] == "stop"]
-    assert len(stops) == 1 and stops[0]["faults"] == 3
+    assert [e["faults"] for e in stops if "reason" in e] == [3]
+    # every member that faulted in the stopping round is named in the message, not only the one at the limit
+    assert all(f"member {e['member']} produced a non-finite observation at update {e['update']}" in err
+               for e in stops)
 
 
 def test_a_restore_after_a_fault_does_not_replay_the_failed_attempt_and_a_plain_restore_does():

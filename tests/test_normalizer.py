@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from rpbt.agent.normalizer import RunningMeanStd
@@ -39,3 +40,45 @@ def test_normalize_clips_and_returns_float32():
     assert y[0, 0, 0].item() == 3.0
     expected = (1.0 - rms.mean[0, 1].item()) / np.sqrt(rms.var[0, 1].item() + 1e-8)
     assert abs(y[0, 0, 1].item() - expected) < 1e-6
+
+
+def test_outliers_are_values_far_beyond_their_components_median_magnitude_and_nothing_ordinary():
+    from rpbt.agent.normalizer import find_obs_outliers
+
+    g = torch.Generator().manual_seed(0)
+    P, T, N = 2, 50, 4
+    raw = torch.randn(P, T, N, 4, generator=g)  # index 0: a zero-centred component of unit spread
+    raw[..., 1] = 0.0
+    raw[:, 7, 2, 1] = 1.0  # index 1: an indicator that fires once (its median magnitude is 0: the floor of 1 holds)
+    raw[0, 9, 1, 1] = 5000.0  # a rare large count, under the factor
+    raw[..., 2] = 1e7 + 1e5 * torch.randn(P, T, N, generator=g)  # index 2: a large level (volumes)
+    raw[0, 3, 0, 2] = 1e9  # 100 x its level: heavy, not absurd
+    raw[0, 4, 0, 3], raw[0, 5, 0, 3] = float("nan"), float("inf")  # non-finite values are faults, not outliers
+    raw[1, 11, 3, 0] = 1e30  # member 1: the absurd spike, the worst ...
+    raw[1, 12, 3, 2] = 1e12  # ... and one 1e5 x its level
+    found = find_obs_outliers(raw, factor=1e4)
+    assert found.count.tolist() == [0, 2] and found.index.tolist() == [-1, 0]
+    assert found.value[0].item() == 0.0 and found.value[1].item() == pytest.approx(1e30, rel=1e-6)
+    assert found.scale[1].item() == 1.0  # the unit floor: member 1's index 0 has a median magnitude under 1
+    metrics = found.metrics()
+    assert sorted(metrics) == ["health/obs_outlier_index", "health/obs_outlier_scale", "health/obs_outlier_value",
+                               "health/obs_outliers"]
+    assert all(v.dtype == torch.float64 and v.shape == (P,) for v in metrics.values())
+    # A long rollout: the median is taken over evenly spaced values, but every value is checked.
+    from rpbt.agent.normalizer import MEDIAN_SAMPLES
+
+    long = torch.randn(1, 4 * MEDIAN_SAMPLES, 1, 2, generator=g)
+    long[0, 4 * 7 + 1, 0, 1] = -1e6  # off the median's grid (stride 4); negative: magnitudes are compared
+    found = find_obs_outliers(long, factor=1e4)
+    assert found.count.tolist() == [1] and found.index.tolist() == [1] and found.value.tolist() == [1e6]
+
+
+def test_raw_clip_clips_before_the_statistics_and_before_normalizing():
+    rms = RunningMeanStd(1, 2, raw_clip=5.0)
+    rms.update(torch.tensor([[[1e30, 1.0], [-1e30, 3.0]]]))
+    assert rms.mean[0].tolist() == pytest.approx([0.0, 2.0], abs=1e-3)
+    assert rms.var[0, 0].item() == pytest.approx(25.0, rel=1e-3)
+    plain = RunningMeanStd(1, 2, raw_clip=None)
+    plain.mean.copy_(rms.mean), plain.var.copy_(rms.var)
+    x = torch.tensor([[[1e30, 2.0]]])
+    assert torch.equal(rms.normalize(x), plain.normalize(torch.tensor([[[5.0, 2.0]]])))

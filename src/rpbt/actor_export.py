@@ -7,7 +7,8 @@ exporter traces it; the learner's population-batched networks (:mod:`rpbt.agent.
 It computes what :meth:`rpbt.api.Policy.action_distribution` computes, on a batch of B environments:
 
 1. observation normalization with the member's frozen running statistics:
-   ``clip((obs - mean) / sqrt(var + 1e-8), -obs_clip, obs_clip)``, in float64 as the learner does;
+   ``clip((obs - mean) / sqrt(var + 1e-8), -obs_clip, obs_clip)``, in float64 as the learner does (with
+   ``agent.raw_obs_clip``, obs is first clipped to [-raw_obs_clip, raw_obs_clip]);
 2. with ``agent.network.prev_action`` / ``prev_reward``: the previous action's features (one-hot of
    ``prev_action - start``; the K one-hots of a MultiDiscrete concatenated; a Box action clipped to its bounds) and
    the previous reward appended, both zeroed where ``episode_start`` is 1;
@@ -80,6 +81,8 @@ class ExportedActor(nn.Module):
     kind: str
     normalize: bool
     obs_clip: float
+    raw_clip: bool
+    raw_obs_clip: float
     prev_action: bool
     prev_reward: bool
     nvec: List[int]
@@ -91,6 +94,9 @@ class ExportedActor(nn.Module):
         self.kind = spec.kind
         self.normalize = bool(policy.config.agent.normalize_observations)
         self.obs_clip = float(policy.config.agent.obs_clip)
+        raw_obs_clip = policy.config.agent.raw_obs_clip
+        self.raw_clip = raw_obs_clip is not None
+        self.raw_obs_clip = float(raw_obs_clip) if raw_obs_clip is not None else 0.0
         self.register_buffer("obs_mean", learner.obs_rms.mean[0].detach().clone().double().cpu())
         self.register_buffer("obs_var", learner.obs_rms.var[0].detach().clone().double().cpu())
         self.prev_action = learner.prev_action_dim > 0
@@ -139,7 +145,11 @@ class ExportedActor(nn.Module):
         keep = 1.0 - episode_start.float().reshape(-1, 1)  # (B, 1)
         x = obs.float()
         if self.normalize:
-            y = (x.double() - self.obs_mean) / torch.sqrt(self.obs_var + 1e-8)
+            raw = x.double()
+            if self.raw_clip:
+                raw = torch.minimum(torch.maximum(raw, torch.full_like(raw, -self.raw_obs_clip)),
+                                    torch.full_like(raw, self.raw_obs_clip))
+            y = (raw - self.obs_mean) / torch.sqrt(self.obs_var + 1e-8)
             y = torch.minimum(torch.maximum(y, torch.full_like(y, -self.obs_clip)), torch.full_like(y, self.obs_clip))
             x = y.float()
         parts: List[Tensor] = [x]

@@ -579,7 +579,17 @@ class AgentConfig(_Strict):
     adam_eps: float = Field(1e-5, gt=0.0)
     normalize_advantage: bool = True
     normalize_observations: bool = True
-    obs_clip: float = Field(10.0, gt=0.0)
+    obs_clip: float = Field(10.0, gt=0.0)  # normalized observations are clipped to [-obs_clip, obs_clip]
+    # Raw observations are clipped to [-raw_obs_clip, raw_obs_clip] before the normalizer sees them (its running
+    # statistics and normalization, in training, evaluation, predict and export), so a finite but absurd value (a
+    # 1e30 spike) cannot drag the statistics away. null (default): off. No effect without normalize_observations.
+    raw_obs_clip: Optional[float] = Field(None, gt=0.0)
+    # Warn (once per member; counted in events.jsonl) when a finite raw observation component exceeds this many times
+    # its typical magnitude in the rollout, max(median |x|, 1) (rpbt.agent.normalizer.find_obs_outliers): such a
+    # value dominates the running variance, so the component's ordinary values all normalize to about one number.
+    # Read-only: training is unchanged. null: no check. 1e4: ordinary environments stay under 10 (README, "Observation
+    # outliers").
+    obs_outlier_factor: Optional[float] = Field(1.0e4, gt=1.0)
     # Torch device of every learner tensor: auto (CUDA when available), cpu, cuda or cuda:N. Environments stay on the
     # CPU. A checkpoint is device-independent.
     device: str = "auto"

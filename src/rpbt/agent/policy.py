@@ -148,7 +148,7 @@ class PopulationPolicy(nn.Module):
         for critic in self.critics:
             critic.reset_parameters(self.generators)
 
-        self.obs_rms = RunningMeanStd(P, self.obs_dim, clip=a.obs_clip)
+        self.obs_rms = RunningMeanStd(P, self.obs_dim, clip=a.obs_clip, raw_clip=a.raw_obs_clip)
         self.return_normalizer = ReturnNormalizer(P)
         self.vgs = None
         if a.vgs.enabled:

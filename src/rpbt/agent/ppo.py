@@ -28,7 +28,10 @@ one device-to-host copy (actions).
 
 Health: a member whose observations, rewards, loss, gradients or weights turn non-finite is flagged per member in
 the metric ``health/nonfinite`` (bit flags, :data:`NONFINITE_QUANTITIES` in order; 0 = healthy), checked once
-per rollout and per update on the device, so no synchronisation is added.
+per rollout and per update on the device, so no synchronisation is added. Finite but absurd raw observations
+(``agent.obs_outlier_factor``, :func:`rpbt.agent.normalizer.find_obs_outliers`) are counted per member in the metrics
+``health/obs_outliers`` (with the worst one's ``health/obs_outlier_index``, ``_value`` and ``_scale``), checked once
+per rollout; they do not change training (``agent.raw_obs_clip`` clips them before normalization when asked).
 The other members are not affected (the population is a batch, not a shared fate); what to do with the faulty
 member is the PBT runner's decision (``run.on_member_fault``).
 """
@@ -43,6 +46,7 @@ import torch
 from torch import Tensor
 
 from rpbt.agent.networks import trunks_sequence
+from rpbt.agent.normalizer import find_obs_outliers
 from rpbt.agent.optim import PopulationAdam, clip_grad_norm_per_member
 from rpbt.agent.policy import PopulationPolicy, resolve_device
 from rpbt.agent.rollout import Rollout, compute_gae, stack_segment_states, take_envs, to_segments
@@ -199,8 +203,12 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
         values=policy.values_from_raw(critic_raws),  # (C, P, T, N)
         initial_states=initial_states,
     )
+    factor = policy.cfg.agent.obs_outlier_factor
+    raw = stacked("raw_obs") if carried.history_length > 0 or factor is not None else None  # (P, T, N, D)
     if carried.history_length > 0:  # the burn-in history: T steps at once (only read between updates)
-        carried.record_steps(stacked("raw_obs"), rollout.episode_starts, rollout.obs[..., D:] if feeds_prev else None)
+        carried.record_steps(raw, rollout.episode_starts, rollout.obs[..., D:] if feeds_prev else None)
+    if factor is not None:  # finite but absurd raw values, which would drag the normalizer's statistics away
+        rollout.obs_outliers = find_obs_outliers(raw, factor)
 
     # Value of the observation after the last step, for the GAE bootstrap at the rollout's end.
     last_obs, last_start, *prev = _to_device(dev, carried.next_obs, carried.episode_start,
@@ -367,6 +375,8 @@ def update(policy: PopulationPolicy, optimizer: PopulationAdam, rollout: Rollout
                                                                                            device=dev)
         metrics["health/nonfinite"] = (collected | (bad_loss.long() << 2) | (bad_grad.long() << 3)
                                        | (bad_weights.long() << 4)).double()
+        if rollout.obs_outliers is not None:
+            metrics.update(rollout.obs_outliers.metrics())
     policy.updates += 1
     return metrics
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from rpbt.agent.normalizer import ObsOutliers
+
 
 def compute_gae(
     rewards: Tensor,
@@ -77,6 +79,8 @@ class Rollout:
     initial_states: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
     last_values: Tensor | None = None
     nonfinite: Tensor | None = None  # (P,) int64 bit flags of non-finite inputs seen while collecting (see ppo)
+    # Raw observation outliers seen while collecting (rpbt.agent.normalizer.find_obs_outliers); None: not checked.
+    obs_outliers: ObsOutliers | None = None
     # Segment replay: the LSTM states before every segment's first step, {name: (h, c)} each (P, L, K*N, H) with
     # segment k of environment n at index k*N + n (K = T / bptt_length); equal to initial_states when K = 1.
     segment_states: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)

@@ -46,7 +46,7 @@ import numpy as np
 from rpbt.agent.ppo import first_nonfinite
 from rpbt.config import Config
 from rpbt.pbt.backends.shard import Shard
-from rpbt.pbt.runner import score_returns, score_source, validation_returns
+from rpbt.pbt.runner import pop_obs_outliers, score_returns, score_source, validation_returns
 from rpbt.pbt.space import SearchSpace
 from rpbt.run.rundir import RunDirectory, RunDirError, clean_float, load_run_config, require_run_dir
 
@@ -191,6 +191,7 @@ class ReplayRunner:
         self.round = 0
         self.scores: list[Optional[float]] = [None] * seeds
         self.t_start = time.time()
+        self.outliers_logged: set[int] = set()  # replay members whose observation outliers were logged
 
     def start(self, overwrite: bool = False) -> None:
         """Build the learner (a bad environment fails before anything is written), then create the directory."""
@@ -238,6 +239,12 @@ class ReplayRunner:
         now = time.time()
         for j, m in enumerate(self.member_ids):
             rows = per_member[m]
+            _, outlier = pop_obs_outliers(rows)  # logged once per member; kept out of the metrics
+            if outlier is not None and j not in self.outliers_logged:
+                self.outliers_logged.add(j)
+                log.warning("replay member %d: observation index %d at %.3g (over agent.obs_outlier_factor times its "
+                            "typical magnitude %.3g) at update %d", j, outlier["index"], outlier["value"],
+                            outlier["scale"], outlier["update"])
             for row in rows:
                 quantity = first_nonfinite(row.pop("health/nonfinite", 0) or 0)
                 if quantity is not None:

@@ -17,8 +17,13 @@ records a ``member_fault`` event naming the member, the update and the first non
 on; the faulty member neither scores nor donates in that round, and keeps the env-step count it was restored with
 (round events and the summary give each member's own count as ``member_env_steps``). At ``run.max_member_faults``
 faults of one member, or at the first fault under ``error``, the run stops with a :class:`MemberFaultError`
-naming the environment, the member, the update and the quantity, before anything of the
-faulty round is committed.
+naming the environment and every faulty member of the round with its update and quantity (all of them when all
+fault at once), before anything of the faulty round is committed.
+
+Observation outliers: a member whose environment emitted finite but absurd raw observations (the learner's
+``health/obs_outliers`` count, :func:`rpbt.agent.normalizer.find_obs_outliers`) is warned about once
+(:class:`ObsOutlierWarning`, naming the environment, the member, the update and the observation index) with an
+``obs_outlier`` event; every round event counts each member's outliers of the round. Training is not changed.
 
 Scores after an exploit: the recipient inherits the donor's recent episode returns with its member state, so by
 default its next score is partly the donor's. With ``pbt.score_since_exploit`` the runner remembers, at every
@@ -93,6 +98,46 @@ def single_donor_warning(pbt: PBTConfig) -> Optional[str]:
             f"{q_min:g} or pbt.population_size >= {P_min}")
 
 
+class ObsOutlierWarning(UserWarning):
+    """A member's environment emitted a finite raw observation component more than ``agent.obs_outlier_factor``
+    times beyond its typical magnitude (:func:`rpbt.agent.normalizer.find_obs_outliers`); the message names the
+    environment, the member, the update and the observation index. Given once per member and run."""
+
+
+OBS_OUTLIER_KEYS = ("health/obs_outliers", "health/obs_outlier_index", "health/obs_outlier_value",
+                    "health/obs_outlier_scale")
+
+
+def pop_obs_outliers(rows: list[dict[str, Any]]) -> tuple[int, Optional[dict[str, Any]]]:
+    """Remove the observation-outlier metrics (:data:`OBS_OUTLIER_KEYS`) from one member's per-update rows.
+    Returns the number of outlying values and the worst outlier of the first update that had any, as
+    ``{"update", "index", "value", "scale"}`` (None when there was none)."""
+    total, first = 0, None
+    for row in rows:
+        count, index, value, scale = (row.pop(k, 0.0) or 0.0 for k in OBS_OUTLIER_KEYS)
+        if count > 0:
+            total += int(count)
+            if first is None:
+                first = {"update": int(row.get("update", 0)), "index": int(index), "value": float(value),
+                         "scale": float(scale)}
+    return total, first
+
+
+def obs_outlier_message(cfg: Config, member: int, first: dict[str, Any]) -> str:
+    """The one-line warning for a member's first observation outlier (see :class:`ObsOutlierWarning`)."""
+    a = cfg.agent
+    if not a.normalize_observations:
+        effect = "the network sees it unnormalized"
+    elif a.raw_obs_clip is not None:
+        effect = f"agent.raw_obs_clip ({a.raw_obs_clip:g}) clips it before normalization"
+    else:
+        effect = ("it ruins the observation normalizer's statistics of that index; fix the environment or set "
+                  "agent.raw_obs_clip")
+    return (f"env {cfg.env.id!r}: member {member} saw observation index {first['index']} at {first['value']:.3g} "
+            f"(update {first['update']}), over agent.obs_outlier_factor ({a.obs_outlier_factor:g}) x its typical "
+            f"magnitude {first['scale']:.3g}; {effect} (warned once per member; counted in events.jsonl)")
+
+
 class ResumeWarning(UserWarning):
     """A resume skipped a kept round whose checkpoints do not load or fit; the message names the file and why."""
 
@@ -100,8 +145,9 @@ log = logging.getLogger(__name__)
 
 
 class MemberFaultError(RuntimeError):
-    """A member's training went non-finite too often (or once, under ``run.on_member_fault: error``); the message
-    names the environment, the member, the update and the first non-finite quantity."""
+    """A member's training went non-finite too often (or once, under ``run.on_member_fault: error``, or every
+    member at once before the first commit); the message names the environment and every faulty member of the round
+    with its update and first non-finite quantity."""
 
 
 def score_returns(returns: list[float], cfg: Config, window: Optional[int] = None) -> Optional[float]:
@@ -167,6 +213,7 @@ class PopulationRunner:
         self.exploitation_count = [0] * self.P
         self.last_scores: list[Optional[float]] = [None] * self.P
         self.member_faults = [0] * self.P
+        self.obs_outliers = [0] * self.P  # outlying raw observation values seen per member (warned at the first)
         self.history: list[str] = []  # kept committed round folders, newest first
         self.skipped: list[dict[str, Any]] = []  # rounds a resume could not restore: {"round", "reason"}
         # Per member: its episode count right after its last exploit (what it inherited); 0 before any.
@@ -247,6 +294,7 @@ class PopulationRunner:
         self.lineage = state["lineage"]
         self.exploitation_count = state["exploitation_count"]
         self.member_faults = list(state.get("member_faults") or [0] * self.P)
+        self.obs_outliers = [int(v) for v in state.get("obs_outliers") or [0] * self.P]
         self.last_scores = state.get("scores") or [None] * self.P
         self.episode_marks = [int(v) for v in state.get("episode_marks", [0] * self.P)]
         folder = state.get("checkpoint_dir") or round_folder(self.round)
@@ -366,6 +414,7 @@ class PopulationRunner:
         started = time.perf_counter()
         per_member = self.backend.train(n)
         train_s = time.perf_counter() - started
+        outliers = self.handle_obs_outliers(r, per_member)  # first: a spike may be what turned a member non-finite
         faulty = self.handle_faults(r, per_member)
         info = self.backend.member_info()
         eligible: Optional[list[bool]] = None
@@ -406,6 +455,8 @@ class PopulationRunner:
                        "scores": [clean_float(s) for s in scores], "hparams": hparams, "train_s": round(train_s, 4)}
         if self.cfg.pbt.score_since_exploit:
             round_event["episodes_since_exploit"] = [len(x) for x in own]
+        if self.cfg.agent.obs_outlier_factor is not None:
+            round_event["obs_outliers"] = outliers
         self.rundir.write_event(round_event)
 
         decisions = self.scheduler.step(scores, hparams, updates,
@@ -447,12 +498,33 @@ class PopulationRunner:
             out.append(returns)
         return out
 
+    def handle_obs_outliers(self, r: int, per_member: dict[int, list[dict[str, Any]]]) -> list[int]:
+        """Count each member's raw observation outliers of round ``r`` (``health/obs_outliers``, removed from the
+        metric rows with the rest of :data:`OBS_OUTLIER_KEYS`). At a member's first, warns
+        (:class:`ObsOutlierWarning`) and records an ``obs_outlier`` event naming the environment, the member, the
+        update and the observation index. Returns the count per member this round; changes nothing in training."""
+        counts = [0] * self.P
+        for m in range(self.P):
+            count, first = pop_obs_outliers(per_member.get(m, []))
+            counts[m] = count
+            if first is None:
+                continue
+            if self.obs_outliers[m] == 0:
+                self.rundir.write_event({"type": "obs_outlier", "round": r, "member": m, "env": self.cfg.env.id,
+                                         **first, "count": count, "factor": self.cfg.agent.obs_outlier_factor})
+                warnings.warn(ObsOutlierWarning(obs_outlier_message(self.cfg, m, first)), stacklevel=2)
+            self.obs_outliers[m] += count
+        return counts
+
     def handle_faults(self, r: int, per_member: dict[int, list[dict[str, Any]]]) -> set[int]:
         """Find members whose training went non-finite in round ``r`` and apply ``run.on_member_fault`` to them.
 
         Removes the ``health/nonfinite`` flag from the metric rows. Returns the faulty members (restored by now).
         Raises :class:`MemberFaultError` when the policy is ``error``, when a member reaches
-        ``run.max_member_faults`` faults, or when no healthy member is left to copy before the first commit.
+        ``run.max_member_faults`` faults, or when no healthy member is left to copy before the first commit; then no
+        member is restored, every faulty member of the round gets a ``member_fault`` event with action ``stop`` (and
+        a ``reason`` where its own fault stops the run), and the message names each of them with its update and
+        quantity.
         """
         faults: dict[int, tuple[int, str]] = {}
         for m, rows in per_member.items():
@@ -461,25 +533,43 @@ class PopulationRunner:
                 if quantity is not None and m not in faults:
                     faults[m] = (int(row.get("update", 0)), quantity)
         run = self.cfg.run
-        for m, (update, quantity) in sorted(faults.items()):
+        healthy = [d for d in range(self.P) if d not in faults]
+        stops: dict[int, str] = {}  # member -> why its fault stops the run
+        for m in sorted(faults):
             self.member_faults[m] += 1
-            what = (f"env {self.cfg.env.id!r}: member {m} produced a non-finite {quantity} at update {update} "
-                    f"(fault {self.member_faults[m]} of this member)")
-            event = {"type": "member_fault", "round": r, "member": m, "update": update, "quantity": quantity,
-                     "faults": self.member_faults[m]}
-            healthy = [d for d in range(self.P) if d not in faults]
-            stop = None
             if run.on_member_fault == "error":
-                stop = "run.on_member_fault is 'error'"
+                stops[m] = "run.on_member_fault is 'error'"
             elif self.member_faults[m] >= run.max_member_faults:
-                stop = f"run.max_member_faults ({run.max_member_faults}) reached"
+                stops[m] = f"run.max_member_faults ({run.max_member_faults}) reached"
             elif self.round == 0 and not healthy:
-                stop = "no healthy member to copy before the first commit"
-            if stop is not None:
-                self.rundir.write_event({**event, "action": "stop"})
-                kept = (f"its last committed round ({self.round}) is intact (rpbt resume continues from it)"
-                        if self.round > 0 else "nothing had been committed yet")
-                raise MemberFaultError(f"{what}; {stop}. The run stops; {kept}.")
+                stops[m] = "no healthy member to copy before the first commit"
+
+        def what(m: int) -> str:
+            update, quantity = faults[m]
+            return (f"member {m} produced a non-finite {quantity} at update {update} "
+                    f"(fault {self.member_faults[m]} of this member)")
+
+        def event(m: int) -> dict[str, Any]:
+            update, quantity = faults[m]
+            return {"type": "member_fault", "round": r, "member": m, "update": update, "quantity": quantity,
+                    "faults": self.member_faults[m]}
+
+        if stops:  # nothing is restored: every faulty member of the round is named, with its quantity
+            for m in sorted(faults):
+                self.rundir.write_event({**event(m), "action": "stop", **({"reason": stops[m]} if m in stops else {})})
+            reasons: dict[str, list[int]] = {}
+            for m, why in stops.items():
+                reasons.setdefault(why, []).append(m)
+            if len(faults) == 1:
+                why = next(iter(reasons))
+            else:
+                why = "; ".join(f"{reason} (member{'s' if len(ms) > 1 else ''} {', '.join(map(str, ms))})"
+                                for reason, ms in reasons.items())
+            kept = (f"its last committed round ({self.round}) is intact (rpbt resume continues from it)"
+                    if self.round > 0 else "nothing had been committed yet")
+            raise MemberFaultError(f"env {self.cfg.env.id!r}: {'; '.join(what(m) for m in sorted(faults))}; {why}. "
+                                   f"The run stops; {kept}.")
+        for m in sorted(faults):
             # The retry runs on other episodes with a forked generator (retry = the fault count): restoring the
             # same state onto the same episodes would replay the failed attempt step for step.
             retry = self.member_faults[m]
@@ -496,8 +586,8 @@ class PopulationRunner:
                     self.episode_marks[m] = int(donor_state.tensors["episodes"])
                 self.lineage[m] = self.lineage[donor] + [{"round": r, "member": donor}]  # its weights are the donor's
                 action = f"copied member {donor}"
-            self.rundir.write_event({**event, "action": action})
-            log.warning("%s; %s", what, action)
+            self.rundir.write_event({**event(m), "action": action})
+            log.warning("env %r: %s; %s", self.cfg.env.id, what(m), action)
         return set(faults)
 
     def commit(self) -> None:
@@ -520,7 +610,7 @@ class PopulationRunner:
         state = {
             "round": self.round, "checkpoint_dir": folder, "scheduler": self.scheduler.state_dict(),
             "lineage": self.lineage, "exploitation_count": self.exploitation_count,
-            "member_faults": self.member_faults,
+            "member_faults": self.member_faults, "obs_outliers": self.obs_outliers,
             "scores": [clean_float(s) for s in self.last_scores], "env_steps": self._env_steps(),
             "time_s": self.rundir.elapsed(), "history": history, "episode_marks": self.episode_marks,
         }
