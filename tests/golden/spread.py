@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -47,6 +48,7 @@ def run_all(out: Path) -> None:
     from tests.golden.record import CASES, run_case
 
     torch.set_num_threads(1)
+    warnings.simplefilter("ignore")  # the tiny cases' configuration warnings, once per case and setting
     with tempfile.TemporaryDirectory() as tmp:
         runs = {name: run_case(name, Path(tmp)) for name in CASES}
     out.write_text(json.dumps({k: {"events": v["events"], "metrics": v["metrics"]} for k, v in runs.items()}))
