@@ -257,12 +257,18 @@ def read_code_versions(path: Path) -> list[str]:
 
 def train_one(args: argparse.Namespace, name: str, arm: str, seed: int) -> str:
     """Bring one run directory to its end: skip, resume or train. Returns what was done."""
+    return train_run(run_config(args, name, arm, seed))
+
+
+def train_run(cfg: Any) -> str:
+    """Bring the run directory ``cfg.run.dir`` of the validated config ``cfg`` to its end: skip it (finished),
+    resume it (a round committed) or train it; a run directory trained with another config is a
+    :class:`SuiteError`. Returns what was done. (Shared with ``benchmarks/exploit_ablation.py``.)"""
     import yaml
 
     import rpbt
     from rpbt.run.rundir import RunDirectory
 
-    cfg = run_config(args, name, arm, seed)
     path = Path(cfg.run.dir)
     state = run_state(path)
     if state != "fresh" and (path / "config.yaml").is_file():

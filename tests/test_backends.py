@@ -254,6 +254,45 @@ def test_exploits_of_different_shards_run_together_with_the_one_after_another_re
         sharded.close()
 
 
+def test_weights_only_exploits_keep_the_recipients_own_state_inside_a_shard_and_across_shards():
+    # Shards [0, 1] | [2, 3]: 1 <- 0 inside a shard (the donor's state never leaves the worker), 3 <- 0 across shards
+    # (the donor's bytes are restored in the other worker). Each recipient ends with every weight of the donor and
+    # its own normalizers, optimizer moments and step, counters and generator, on the process backend as on the
+    # local one.
+    from rpbt.config import member_hparams
+    from rpbt.pbt.backends.local import LocalBackend
+    from rpbt.pbt.backends.process import ProcessBackend
+
+    cfg = tiny_config(*DECIDE, "backend.kind=process", "backend.num_workers=2", "pbt.transfer=weights_only")
+    hp = [dict(member_hparams(cfg), learning_rate=1e-3 * (m + 1)) for m in range(4)]
+    new_hp = [dict(hp[0], learning_rate=5e-4 * (k + 1)) for k in range(2)]
+    local, sharded = LocalBackend(cfg, hp), ProcessBackend(cfg, hp)
+    try:
+        for backend in (local, sharded):
+            backend.train(2)
+        before = {m: sharded.snapshot(m) for m in range(4)}
+        weights = {n for n, _ in local.shard.policy.named_parameters()}
+        kept = set(before[0].tensors) - weights - {"hp_learning_rate"}
+        assert {"obs_rms.mean", "obs_rms.var", "optimizer.step_count", "updates"} <= kept
+        for backend in (local, sharded):
+            backend.exploit_many([(1, 0, new_hp[0]), (3, 0, new_hp[1])])
+        for r, k in ((1, 0), (3, 1)):
+            got = sharded.snapshot(r)
+            for key in weights:
+                assert torch.equal(got.tensors[key], before[0].tensors[key]), (r, key)
+            for key in kept:
+                assert torch.equal(got.tensors[key], before[r].tensors[key]), (r, key)
+            assert not torch.equal(got.tensors["obs_rms.mean"], before[0].tensors["obs_rms.mean"])
+            assert got.hparams()["learning_rate"] == new_hp[k]["learning_rate"]
+            assert torch.equal(got.rng, before[r].rng)
+        for m in range(4):
+            a, b = local.snapshot(m), sharded.snapshot(m)
+            assert all(torch.equal(a.tensors[key], b.tensors[key]) for key in a.tensors), m
+            assert torch.equal(a.rng, b.rng)
+    finally:
+        local.close()
+        sharded.close()
+
 def test_killed_worker_restarts_from_committed_checkpoint_and_the_run_completes(tmp_path, monkeypatch):
     run = tmp_path / "run"
     cfg = tiny_config(f"run.dir={run}", *DECIDE, "backend.kind=process", "backend.num_workers=2")

@@ -95,9 +95,11 @@ def test_an_ineligible_member_is_neither_donor_nor_recipient_and_joins_when_elig
 # ------------------------------------------------------------------------------------------ runner
 
 
-def test_score_since_exploit_scores_only_the_recipients_own_episodes(tmp_path):
+@pytest.mark.parametrize("transfer", ["whole_state", "weights_only"])
+def test_score_since_exploit_scores_only_the_recipients_own_episodes(tmp_path, transfer):
+    # weights_only: the recipient keeps its own episode count and returns, so its mark is its own count
     cfg = tiny_config(f"run.dir={tmp_path / 'r'}", "pbt.score_since_exploit=true", "pbt.score_window=2",
-                      "run.total_env_steps=384")
+                      "run.total_env_steps=384", f"pbt.transfer={transfer}")
     runner = PopulationRunner(cfg, tmp_path / "r")
     info = {m: {"recent_returns": [1.0, 2.0, 3.0, 4.0], "episodes": 10} for m in range(4)}
     runner.episode_marks = [0, 7, 10, 12]
@@ -118,6 +120,7 @@ def test_score_since_exploit_scores_only_the_recipients_own_episodes(tmp_path):
     events = [json.loads(line) for line in (tmp_path / "r" / "events.jsonl").read_text().splitlines()]
     rounds = {e["round"]: e for e in events if e["type"] == "round"}
     for e in (e for e in events if e["type"] == "exploit"):
+        assert e["transfer"] == transfer
         own = rounds[e["round"]]["episodes_since_exploit"]
         assert own[e["donor"]] >= 2 and own[e["recipient"]] >= 2  # both had a full window of their own
     state = json.loads((tmp_path / "r" / "checkpoints" / "runner.json").read_text())

@@ -343,6 +343,70 @@ def test_exploit_copies_every_field_but_the_explored_hparams_and_the_explored_lr
     assert moved > 0
 
 
+def _weights(policy) -> set[str]:
+    return {name for name, _ in policy.named_parameters()}
+
+
+@pytest.mark.parametrize("optimizer_state", ["copy", "reset"])
+def test_weights_only_moves_every_weight_and_the_recipient_keeps_the_rest_of_its_own_state(optimizer_state):
+    # VGS on and twin critics, so gradient-scaler statistics and every critic's weights are in the state.
+    cfg = tiny_config("agent.update_epochs=1", "agent.vgs.enabled=true", "agent.vgs.warmup=1",
+                      "agent.critic.twin=true", "pbt.transfer=weights_only", f"pbt.optimizer_state={optimizer_state}")
+    learner, _ = trained(cfg, updates=2)
+    learner.policy.generators[2].manual_seed(12345)  # the recipient's stream differs from the donor's
+    donor, r = 0, 2
+    donor_state = learner.policy.snapshot(donor)
+    before = learner.policy.snapshot(r)
+    weights = _weights(learner.policy)
+    assert weights and weights < set(donor_state.tensors)
+    assert any(k.startswith("critics.1.") for k in weights) and any(k.startswith("policy_head.") for k in weights)
+    kept = set(donor_state.tensors) - weights
+    assert {"obs_rms.mean", "obs_rms.var", "return_normalizer.var", "vgs.step", "updates",
+            "episode_returns"} <= kept and any(k.startswith("optimizer.exp_avg_sq") for k in kept)
+    # The two members differ in what must stay (else the test would not see a copy).
+    for key in ("obs_rms.mean", "return_normalizer.var"):
+        assert not torch.equal(donor_state.tensors[key], before.tensors[key]), key
+    donor_lr = float(donor_state.tensors[hparam_key("learning_rate")])
+    new = explored(learner, donor, learning_rate=donor_lr * 0.5, ent_coef=0.02)
+
+    measurements = transfer(learner, r, donor_state, new, optimizer_state=optimizer_state,
+                            transfer="weights_only", rng_seed=777)
+
+    got = learner.policy.snapshot(r)
+    assert set(got.tensors) == set(donor_state.tensors)
+    for key in weights:
+        assert torch.equal(got.tensors[key], donor_state.tensors[key]), key
+    changed = {hparam_key(name) for name in new}
+    for key in kept - changed:
+        if optimizer_state == "reset" and key.startswith("optimizer."):
+            assert torch.count_nonzero(got.tensors[key]) == 0, key
+            continue
+        assert torch.equal(got.tensors[key], before.tensors[key]), key
+    assert optimizer_state == "reset" or any(torch.count_nonzero(got.tensors[k]) > 0 for k in kept
+                                             if k.startswith("optimizer.exp_avg"))
+    assert got.hparams() == pytest.approx(new)
+    assert torch.equal(got.rng, before.rng)  # its own generator: not the donor's, not re-seeded
+    assert measurements["pbt/hidden_state_drift"] == 0.0  # burn-in (the default), with the recipient's statistics
+    # The donor is untouched.
+    after_donor = learner.policy.snapshot(donor)
+    assert all(torch.equal(after_donor.tensors[k], v) for k, v in donor_state.tensors.items())
+
+
+def test_weights_only_refuses_a_donor_state_without_the_weights_and_an_unknown_transfer():
+    from rpbt.checkpoint import CheckpointError, MemberState
+
+    cfg = tiny_config()
+    learner, _ = trained(cfg, updates=1, population=2)
+    state = learner.policy.snapshot(0)
+    before = learner.policy.snapshot(1)
+    partial = MemberState({k: v for k, v in state.tensors.items() if not k.startswith("policy_head.")}, state.rng)
+    with pytest.raises(CheckpointError, match="policy_head"):
+        transfer(learner, 1, partial, {}, transfer="weights_only")
+    with pytest.raises(ValueError, match="pbt.transfer"):
+        transfer(learner, 1, state, {}, transfer="optimizer_only")
+    after = learner.policy.snapshot(1)
+    assert all(torch.equal(after.tensors[k], v) for k, v in before.tensors.items())  # nothing written
+
 def test_fused_lstm_replay_agrees_with_the_trunks_own_sequence():
     # burn_in_states replays PopLSTM through torch.nn.LSTM's fused loop; the generic path (the trunk's own
     # ``sequence``, used for any other trunk class) must give the same final states for ragged lengths.

@@ -678,6 +678,14 @@ class PBTConfig(_Strict):
     mode: Literal["max", "min"] = "max"
     optimizer_state: Literal["copy", "reset"] = "copy"
     hidden_state: Literal["keep", "zero", "reset_episodes", "burn_in"] = "burn_in"
+    # What an exploit moves. "whole_state": the donor's whole member state (weights, optimizer moments and step,
+    # observation/return normalizer statistics, VGS statistics, counters, recent returns, RNG, then forked).
+    # "weights_only" is an ablation setting, not a recommendation (benchmarks/exploit_ablation.py): only the network
+    # weights move, as a load_state_dict of the policy's weights does; the recipient keeps its own normalizer
+    # statistics, optimizer state, VGS statistics, counters, recent returns and RNG. Either way the explored
+    # hyperparameters are applied on top, then optimizer_state and hidden_state (burn-in then normalizes with the
+    # recipient's own statistics).
+    transfer: Literal["whole_state", "weights_only"] = "whole_state"
     burn_in_max_steps: int = Field(512, ge=1, le=100_000)  # history kept per environment
     # Searched hyperparameters (names of HPARAMS, `agent.` prefix optional). Left out: default_search_space(), the
     # priors of HPARAMS. Given: it replaces the default whole. Empty: an error (PBT would have nothing to explore).

@@ -470,9 +470,12 @@ class PopulationRunner:
         for d, measurements in zip(decisions, all_measurements):
             self.lineage[d.recipient] = self.lineage[d.donor] + [{"round": r, "member": d.donor}]
             self.exploitation_count[d.recipient] += 1
-            self.episode_marks[d.recipient] = int(info[d.donor].get("episodes", 0))
+            # The episode count the recipient now holds: the donor's, or its own when only weights moved.
+            holder = d.recipient if self.cfg.pbt.transfer == "weights_only" else d.donor
+            self.episode_marks[d.recipient] = int(info[holder].get("episodes", 0))
             event = {"type": "exploit", "round": r, "env_steps": env_steps, **d.to_dict(),
-                     "hidden_state": self.cfg.pbt.hidden_state, "transfer_s": transfer_s,
+                     "hidden_state": self.cfg.pbt.hidden_state, "transfer": self.cfg.pbt.transfer,
+                     "transfer_s": transfer_s,
                      "measurements": {k: clean_float(v) for k, v in measurements.items()}}
             self.rundir.write_event(event)
             self.rundir.write_scalars(d.recipient, env_steps, measurements)

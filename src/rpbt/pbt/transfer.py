@@ -2,9 +2,10 @@
 
 PBT's exploit copies a donor into a recipient (Jaderberg et al. 2017). rpbt moves the donor's whole
 :class:`~rpbt.checkpoint.MemberState` (weights, optimizer, normalizers, gradient scaler, hyperparameters, counters,
-RNG), then applies the explored hyperparameters on top (they win over anything the donor's state carried: the
-learning rate in force is the explored one — Ray issue 62173), then handles the LSTM states of the recipient's
-running episodes, which were computed by the old weights, with a strategy:
+RNG; ``pbt.transfer: whole_state``; ``weights_only``, an ablation setting, moves only the network weights, see
+:func:`weights_only_state`), then applies the explored hyperparameters on top (they win over anything the donor's
+state carried: the learning rate in force is the explored one — Ray issue 62173), then handles the LSTM states of
+the recipient's running episodes, which were computed by the old weights, with a strategy:
 
 - ``keep``: leave them (stale; the baseline the spike study compares against; a warning is logged);
 - ``zero``: zero every carried (h, c), shape (P, L, N, H) preserved;
@@ -54,12 +55,13 @@ from torch.func import functional_call
 
 from rpbt.agent.networks import LSTMState, PopLSTM, RecurrentTrunk
 from rpbt.agent.policy import PopulationPolicy
-from rpbt.checkpoint import MemberState
+from rpbt.checkpoint import CheckpointError, MemberState
 from rpbt.envs.runner import CarriedState, EnvRunner
 
 log = logging.getLogger(__name__)
 
 HIDDEN_STATE_STRATEGIES = ("keep", "zero", "reset_episodes", "burn_in")
+TRANSFERS = ("whole_state", "weights_only")
 
 
 class _TrunkSequence(nn.Module):
@@ -223,6 +225,25 @@ def exploit_measurements(policy: PopulationPolicy, carried: CarriedState, member
     }
 
 
+def weights_only_state(policy: PopulationPolicy, member: int, donor_state: MemberState) -> MemberState:
+    """The member state a ``weights_only`` exploit restores: member ``member``'s own state (normalizer statistics,
+    optimizer moments and step, gradient-scaler statistics, hyperparameters, counters, recent returns, generator)
+    with every network parameter (``named_parameters``: trunks, heads, log-std) replaced by ``donor_state``'s.
+
+    What a ``load_state_dict`` of the policy's weights alone does; an ablation setting (``pbt.transfer``), not a
+    recommendation: the donor's weights then meet the recipient's input scaling and optimizer moments. Raises
+    :class:`~rpbt.checkpoint.CheckpointError` naming the weights ``donor_state`` lacks.
+    """
+    own = policy.snapshot(member)
+    weights = [name for name, _ in policy.named_parameters()]
+    missing = [name for name in weights if name not in donor_state.tensors]
+    if missing:
+        raise CheckpointError(f"donor state lacks network weights {missing[:5]} (different agent config?)")
+    tensors = dict(own.tensors)
+    tensors.update({name: donor_state.tensors[name] for name in weights})
+    return MemberState(tensors=tensors, rng=own.rng, meta=dict(own.meta))
+
+
 def apply_hidden_state_strategy(policy: PopulationPolicy, runner: EnvRunner, member: int, strategy: str,
                                 burned: Optional[dict[str, LSTMState]] = None) -> None:
     """Apply ``strategy`` to member's carried states (see module docstring). Raises ``ValueError`` if unknown."""
@@ -257,27 +278,35 @@ def _warn_keep() -> None:
 
 def exploit(policy: PopulationPolicy, runner: EnvRunner, recipient: int, donor_state: MemberState,
             new_hparams: dict[str, float], strategy: str = "burn_in", optimizer_state: str = "copy",
-            rng_seed: Optional[int] = None) -> dict[str, float]:
+            rng_seed: Optional[int] = None, transfer: str = "whole_state") -> dict[str, float]:
     """Copy ``donor_state`` into member ``recipient`` of ``policy`` as one transfer; ``runner`` holds the
     recipient's environments and carried state.
 
-    Order: restore the whole member state; reset the optimizer moments if ``optimizer_state == 'reset'``; apply
-    ``new_hparams`` on top; re-seed the recipient's generator with ``rng_seed`` when given (otherwise it continues
-    the donor's stream: donor and recipient would then draw the same action noise and minibatch orders, so a
-    population run forks it — see :func:`rpbt.seeding.exploit_seed`); recompute the burned-in states (for the
-    strategy or for the measurements); apply the hidden-state strategy; measure. Returns the measurements (see
-    module docstring). Only call between updates.
+    Order: restore the whole member state (``transfer='weights_only'``: only the network weights, the recipient
+    keeping the rest of its own state, :func:`weights_only_state`); reset the optimizer moments if
+    ``optimizer_state == 'reset'``; apply ``new_hparams`` on top; re-seed the recipient's generator with
+    ``rng_seed`` when given (otherwise it continues the donor's stream: donor and recipient would then draw the
+    same action noise and minibatch orders, so a population run forks it — see :func:`rpbt.seeding.exploit_seed`;
+    with ``weights_only`` the recipient keeps its own generator, which is not the donor's, and ``rng_seed`` is not
+    used); recompute the burned-in states (for the strategy or for the measurements); apply the hidden-state
+    strategy; measure. Returns the measurements (see module docstring). Only call between updates.
 
-    Raises ``ValueError`` for an unknown strategy or optimizer_state, :class:`~rpbt.checkpoint.CheckpointError`
-    when the state does not fit the policy.
+    Raises ``ValueError`` for an unknown strategy, optimizer_state or transfer,
+    :class:`~rpbt.checkpoint.CheckpointError` when the state does not fit the policy.
     """
     if strategy not in HIDDEN_STATE_STRATEGIES:
         raise ValueError(f"pbt.hidden_state must be one of {HIDDEN_STATE_STRATEGIES}, got {strategy!r}")
     if optimizer_state not in ("copy", "reset"):
         raise ValueError(f"pbt.optimizer_state must be 'copy' or 'reset', got {optimizer_state!r}")
+    if transfer not in TRANSFERS:
+        raise ValueError(f"pbt.transfer must be one of {TRANSFERS}, got {transfer!r}")
     if strategy == "keep" and not _warned_keep:
         _warn_keep()
-    policy.restore(recipient, donor_state)
+    if transfer == "weights_only":
+        policy.restore(recipient, weights_only_state(policy, recipient, donor_state))
+        rng_seed = None  # the recipient's own stream goes on
+    else:
+        policy.restore(recipient, donor_state)
     if optimizer_state == "reset":
         policy.optimizer.reset_member(recipient)
     policy.set_hparams(recipient, new_hparams)

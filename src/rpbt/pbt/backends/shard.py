@@ -123,12 +123,15 @@ class Shard:
 
         The recipient's RNG is forked, not shared with the donor: it is re-seeded from (run seed, recipient id,
         the update count it inherited) (:func:`rpbt.seeding.exploit_seed`), so it depends on neither the backend
-        nor the shard layout.
+        nor the shard layout. With ``pbt.transfer: weights_only`` the recipient keeps its own generator (and the
+        rest of its state but the weights): this is the one place every backend restores an exploit, whether the
+        donor's state came from this shard or as bytes from another.
         """
         i = self.local[recipient]
         return exploit(self.policy, self.runner, i, donor_state, new_hparams, strategy=self.cfg.pbt.hidden_state,
                        optimizer_state=self.cfg.pbt.optimizer_state,
-                       rng_seed=exploit_seed(self.cfg.run.seed, int(recipient), int(donor_state.tensors["updates"])))
+                       rng_seed=exploit_seed(self.cfg.run.seed, int(recipient), int(donor_state.tensors["updates"])),
+                       transfer=self.cfg.pbt.transfer)
 
     def close(self) -> None:
         self.runner.close()
