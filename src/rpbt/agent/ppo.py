@@ -131,6 +131,11 @@ def _prev_inputs(carried, feeds_prev: bool) -> list[Tensor]:
     return [carried.prev_action, carried.prev_reward] if feeds_prev else []
 
 
+def _prev_or_none(prev: list[Tensor]) -> tuple[Optional[Tensor], Optional[Tensor]]:
+    """:func:`_prev_inputs` (moved to the device) as :meth:`PopulationPolicy.act`'s two previous inputs."""
+    return (prev[0], prev[1]) if prev else (None, None)
+
+
 # --------------------------------------------------------------------------------------------------- collect
 
 
@@ -153,7 +158,6 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     feeds_prev = policy.input_dim > D  # the previous action and reward are inputs (agent.network.prev_*)
     seg_len = policy.cfg.agent.bptt_length or T
     boundaries = [initial_states]  # the carried LSTM states before every segment's first step
-    no_start = torch.zeros(P, N, dtype=torch.bool, device=dev)
     truncation_values = torch.zeros(P, T, N, device=dev)
     finished = []
     # Per step only what acting needs; the per-step results are stacked after the loop, where the log-probabilities
@@ -170,8 +174,8 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
         raw_obs, start, noise, *prev = _to_device(dev, *host, *_prev_inputs(carried, feeds_prev))
         if policy.cfg.agent.normalize_observations:
             policy.obs_rms.update(raw_obs)
-        obs = policy.network_input(policy.normalize_obs(raw_obs), *prev, episode_start=start)
-        head, critic_raws, carried.hidden = policy.step(obs, carried.hidden, start, weights)
+        head, critic_raws, carried.hidden, obs = policy.act(raw_obs, carried.hidden, *_prev_or_none(prev), start,
+                                                            values=True, weights=weights)
         action = policy.actions(head, noise)
 
         result = runner.step(action.cpu())
@@ -181,9 +185,10 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
             steps[key].append(x)
         if result.final_obs is not None:  # a time limit: bootstrap from the value of the final observation
             # (fed with this step's action and reward, which the carried state holds until the next step)
-            final_obs = policy.network_input(policy.normalize_obs(result.final_obs.to(dev)),
-                                             *(t.to(dev) for t in _prev_inputs(carried, feeds_prev)))
-            _, final_raws, _ = policy.step(final_obs, carried.hidden, no_start, weights)
+            prev = [x.to(dev) for x in _prev_inputs(carried, feeds_prev)]
+            final = policy.act(result.final_obs.to(dev), carried.hidden, *_prev_or_none(prev), values=True,
+                               weights=weights)
+            final_raws = final.values_raw
             truncation_values[:, t] = torch.where(result.truncated.to(dev),
                                                   policy.values_from_raw(final_raws).min(0).values, 0.0)
         finished += [(p, ret, length) for p, _, ret, length in result.finished]
@@ -213,9 +218,8 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     # Value of the observation after the last step, for the GAE bootstrap at the rollout's end.
     last_obs, last_start, *prev = _to_device(dev, carried.next_obs, carried.episode_start,
                                              *_prev_inputs(carried, feeds_prev))
-    last_input = policy.network_input(policy.normalize_obs(last_obs), *prev, episode_start=last_start)
-    _, last_raws, _ = policy.step(last_input, carried.hidden, last_start, weights)
-    rollout.last_values = policy.values_from_raw(last_raws).min(0).values
+    last = policy.act(last_obs, carried.hidden, *_prev_or_none(prev), last_start, values=True, weights=weights)
+    rollout.last_values = policy.values_from_raw(last.values_raw).min(0).values
     # Non-finite raw observations reach the stored (normalized) ones, through the values or the statistics; the
     # observation after the last step (the bootstrap's) is one too.
     bad_obs = ~(torch.isfinite(rollout.obs[..., :D].reshape(P, -1)).all(1)
