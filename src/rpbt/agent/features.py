@@ -56,7 +56,7 @@ def network_input(obs: Tensor, prev_action: Optional[Tensor], prev_reward: Optio
         return obs
     keep: Optional[Tensor] = None
     if episode_start is not None:
-        keep = (~episode_start.to(obs.device).bool()).unsqueeze(-1).to(obs.dtype)
+        keep = torch.logical_not(episode_start.to(obs.device, torch.bool)).unsqueeze(-1).to(obs.dtype)
     parts: List[Tensor] = [obs]
     for extra in [prev_action, prev_reward]:
         if extra is not None:
