@@ -36,6 +36,7 @@ from rpbt.agent.networks import (
     kl_divergence,
     log_prob,
     log_prob_entropy,
+    pop_linear,
     stack_trunks,
     trunks_sequence,
     trunks_step,
@@ -84,6 +85,26 @@ class ActOutput(NamedTuple):
     values_raw: Optional[list[Tensor]]
     state: dict[str, LSTMState]
     inputs: Tensor
+
+
+class ActorView(NamedTuple):
+    """The actor of P members (P = 1 for one member's view) as tensors (:meth:`PopulationPolicy.actor_view`).
+
+    trunk: the actor trunk's weights (:data:`rpbt.agent.networks.TrunkWeights`); head_weight (P, H, A),
+    head_bias (P, A): the policy head; log_std: (P, A) for Box, else None; continuous, nvec: the action
+    distribution (as :class:`PopulationPolicy`).
+    """
+
+    trunk: TrunkWeights
+    head_weight: Tensor
+    head_bias: Tensor
+    log_std: Optional[Tensor]
+    continuous: bool
+    nvec: Optional[tuple[int, ...]]
+
+    def head(self, features: Tensor) -> Tensor:
+        """The policy head: features (P, ..., H) -> (P, ..., A)."""
+        return pop_linear(features, self.head_weight, self.head_bias)
 
 
 class Critic(nn.Module):
@@ -338,20 +359,33 @@ class PopulationPolicy(nn.Module):
         return (self.policy_head(results[0][0]), [critic.head(r[0]) for critic, r in zip(self.critics, results[1:])],
                 {n: r[1] for n, r in zip(names, results)})
 
-    def sequence(self, obs: Tensor, states: dict[str, LSTMState], episode_starts: Tensor
-                 ) -> tuple[Tensor, list[Tensor]]:
-        """Replay sequences through the actor and the critics (with gradients).
+    def sequence(self, obs: Tensor, states: dict[str, LSTMState], episode_starts: Tensor, *, actor: bool = True,
+                 fused: Optional[bool] = None) -> tuple[Optional[Tensor], list[Tensor]]:
+        """Replay sequences through the actor (unless ``actor`` is False) and the critics (with gradients).
 
         obs: (P, T, b, I) the network input as stored in the rollout; states: the initial ``{name: (h, c)}`` each
-        (P, L, b, H); episode_starts: (P, T, b). Returns the policy head's output (P, T, b, A) and the critics' raw
-        outputs [(P, T, b, K)].
+        (P, L, b, H); episode_starts: (P, T, b); fused: the fused recurrence (default ``agent.fused_lstm``).
+        Returns the policy head's output (P, T, b, A) (None without ``actor``) and the critics' raw outputs
+        [(P, T, b, K)].
         """
-        names = self.state_names()
-        results = trunks_sequence(self.stacked_weights(), obs, [states[n] for n in names], episode_starts,
-                                  fused=self.cfg.agent.fused_lstm)
-        head = self.policy_head(results[0][0])
-        raws = [critic.head(r[0]) for critic, r in zip(self.critics, results[1:])]
+        names = self.state_names()[0 if actor else 1:]
+        results = trunks_sequence(stack_trunks([self.trunk(n) for n in names]), obs, [states[n] for n in names],
+                                  episode_starts, fused=self.cfg.agent.fused_lstm if fused is None else fused)
+        head = self.policy_head(results[0][0]) if actor else None
+        raws = [critic.head(r[0]) for critic, r in zip(self.critics, results[1:] if actor else results)]
         return head, raws
+
+    def actor_view(self, member: Optional[int] = None) -> ActorView:
+        """The actor as weights (differentiable in the parameters): the whole population's, or member ``member``'s
+        alone (P = 1), for code that replays the actor on its own (SA-PPO's attacks)."""
+        weights = self.stacked_weights(values=False)
+        lin, log_std = self.policy_head.linear, self.policy_head.log_std if self.continuous else None
+        w, b = lin.weight, lin.bias
+        if member is not None:
+            m = slice(member, member + 1)
+            weights = ([(w_[m], b_[m]) for w_, b_ in weights[0]], [tuple(t[m] for t in layer) for layer in weights[1]])
+            w, b, log_std = w[m], b[m], None if log_std is None else log_std[m]
+        return ActorView(weights, w, b, log_std, self.continuous, self.nvec)
 
     def values_from_raw(self, raws: Sequence[Tensor]) -> Tensor:
         """Per-critic values in return units, (C, P, ...), from raw head outputs."""
