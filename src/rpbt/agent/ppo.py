@@ -188,9 +188,8 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
             prev = [x.to(dev) for x in _prev_inputs(carried, feeds_prev)]
             final = policy.act(result.final_obs.to(dev), carried.hidden, *_prev_or_none(prev), values=True,
                                weights=weights)
-            final_raws = final.values_raw
             truncation_values[:, t] = torch.where(result.truncated.to(dev),
-                                                  policy.values_from_raw(final_raws).min(0).values, 0.0)
+                                                  policy.values_from_raw(final.values_raw).min(0).values, 0.0)
         finished += [(p, ret, length) for p, _, ret, length in result.finished]
     policy.record_episodes(finished)
     policy.env_steps += T * N
@@ -215,19 +214,24 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     if factor is not None:  # finite but absurd raw values, which would drag the normalizer's statistics away
         rollout.obs_outliers = find_obs_outliers(raw, factor)
 
-    # Value of the observation after the last step, for the GAE bootstrap at the rollout's end.
-    last_obs, last_start, *prev = _to_device(dev, carried.next_obs, carried.episode_start,
-                                             *_prev_inputs(carried, feeds_prev))
+    _bootstrap_and_check(policy, runner, rollout, weights)
+    rollout.segment_states = stack_segment_states(boundaries) if len(boundaries) > 1 else rollout.initial_states
+    return rollout
+
+
+def _bootstrap_and_check(policy: PopulationPolicy, runner: EnvRunner, rollout: Rollout, weights) -> None:
+    """Set the rollout's ``last_values`` (the value of the observation after the last step, GAE's bootstrap at the
+    rollout's end) and its ``nonfinite`` flags: non-finite raw observations reach the stored (normalized) ones,
+    through the values or the statistics, and the bootstrap's observation is one too."""
+    P, D, carried = policy.population, policy.obs_dim, runner.carried
+    last_obs, last_start, *prev = _to_device(policy.device, carried.next_obs, carried.episode_start,
+                                             *_prev_inputs(carried, policy.input_dim > D))
     last = policy.act(last_obs, carried.hidden, *_prev_or_none(prev), last_start, values=True, weights=weights)
     rollout.last_values = policy.values_from_raw(last.values_raw).min(0).values
-    # Non-finite raw observations reach the stored (normalized) ones, through the values or the statistics; the
-    # observation after the last step (the bootstrap's) is one too.
     bad_obs = ~(torch.isfinite(rollout.obs[..., :D].reshape(P, -1)).all(1)
                 & torch.isfinite(last_obs.reshape(P, -1)).all(1))
     bad_reward = ~torch.isfinite(rollout.rewards.reshape(P, -1)).all(1)
     rollout.nonfinite = bad_obs.long() | (bad_reward.long() << 1)
-    rollout.segment_states = stack_segment_states(boundaries) if len(boundaries) > 1 else rollout.initial_states
-    return rollout
 
 
 @torch.no_grad()
