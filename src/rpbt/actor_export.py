@@ -47,6 +47,8 @@ from typing import Any, List, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from rpbt.agent.features import action_features, network_input
+
 __all__ = ["EXPORT_FORMATS", "ExportedActor", "actor_module", "export_policy", "input_names", "output_names"]
 
 EXPORT_FORMATS = ("onnx", "torchscript")
@@ -128,18 +130,6 @@ class ExportedActor(nn.Module):
         self.register_buffer("log_std", log_std.detach().clone().float().cpu())
         self.eval()
 
-    def _prev_action_features(self, prev_action: Tensor) -> Tensor:
-        if self.kind == "box":
-            return torch.minimum(torch.maximum(prev_action.float(), self.action_low), self.action_high)
-        a = prev_action.long()
-        if self.kind == "discrete":
-            a = a.unsqueeze(-1)
-        parts: List[Tensor] = []
-        for k, n in enumerate(self.nvec):
-            idx = a[:, k:k + 1] - self.starts[k]
-            parts.append((idx == torch.arange(n, device=a.device).unsqueeze(0)).float())
-        return torch.cat(parts, -1)
-
     def forward(self, obs: Tensor, h: Tensor, c: Tensor, episode_start: Tensor,
                 prev_action: Optional[Tensor] = None, prev_reward: Optional[Tensor] = None) -> List[Tensor]:
         keep = 1.0 - episode_start.float().reshape(-1, 1)  # (B, 1)
@@ -152,15 +142,16 @@ class ExportedActor(nn.Module):
             y = (raw - self.obs_mean) / torch.sqrt(self.obs_var + 1e-8)
             y = torch.minimum(torch.maximum(y, torch.full_like(y, -self.obs_clip)), torch.full_like(y, self.obs_clip))
             x = y.float()
-        parts: List[Tensor] = [x]
+        action_feats: Optional[Tensor] = None
+        reward: Optional[Tensor] = None
         if self.prev_action:
             assert prev_action is not None, "this actor was trained with previous actions: pass prev_action"
-            parts.append(self._prev_action_features(prev_action) * keep)
+            action_feats = action_features(prev_action, self.kind, self.nvec, self.starts, self.action_low,
+                                           self.action_high)
         if self.prev_reward:
             assert prev_reward is not None, "this actor was trained with previous rewards: pass prev_reward"
-            parts.append(prev_reward.float().reshape(-1, 1) * keep)
-        if len(parts) > 1:
-            x = torch.cat(parts, -1)
+            reward = prev_reward.float().reshape(-1, 1)
+        x = network_input(x, action_feats, reward, episode_start.reshape(-1))
         for lin in self.encoder:
             x = torch.tanh(lin(x))
         hs: List[Tensor] = []

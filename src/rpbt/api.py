@@ -44,12 +44,13 @@ import pickle
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 import gymnasium as gym
 import numpy as np
 import torch
 
+from rpbt.agent.features import ActionFeatures
 from rpbt.config import (
     Config,
     ConfigError,
@@ -305,6 +306,17 @@ def export(run_dir: Union[str, Path], path: Union[str, Path], format: str = "onn
 # --------------------------------------------------------------------------------------------------- policy
 
 
+class _Acted(NamedTuple):
+    """One :meth:`Policy._act`: head outputs (B, A), new (h, c) (L, B, H) each, whether the observation was a
+    batch, and the previous-action features the step was fed (B, A')."""
+
+    head: torch.Tensor
+    h: torch.Tensor
+    c: torch.Tensor
+    batched: bool
+    prev_action: np.ndarray
+
+
 @dataclass
 class PolicyState:
     """What a :class:`Policy` carries from one call to the next, for a batch of B environments.
@@ -352,6 +364,7 @@ class Policy:
         self.prev_action = learner.prev_action_dim > 0
         self.prev_reward = learner.prev_reward_dim > 0
         self.generator = torch.Generator().manual_seed(int(learner.seeds[0]))  # for deterministic=False
+        self._features = ActionFeatures(self.action_spec)
 
     def __repr__(self) -> str:
         return (f"Policy(member={self.member}, env={self.config.env.id!r}, obs_dim={self.obs_dim}, "
@@ -414,9 +427,9 @@ class Policy:
     # ------------------------------------------------------------------------------------------ acting
 
     @torch.no_grad()
-    def _head(self, obs: Any, state: Optional[PolicyState], episode_start: Any, prev_reward: Any
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool, int]:
-        """Head outputs (B, A), new (h, c) (L, B, H) each, whether the input was a batch, and B."""
+    def _act(self, obs: Any, state: Optional[PolicyState], episode_start: Any, prev_reward: Any) -> _Acted:
+        """One step of the member's actor (:meth:`rpbt.agent.policy.PopulationPolicy.act`, P = 1) on B
+        environments."""
         x, batched = self.flatten_obs(obs)
         B = x.shape[0]
         fresh = state is None
@@ -427,8 +440,6 @@ class Policy:
         start = np.zeros(B, dtype=bool) if episode_start is None else _per_env("episode_start", episode_start, B,
                                                                                "bool")
         learner, dev = self.learner, self.learner.device
-        start_t = torch.as_tensor(start).view(1, B).to(dev)
-        obs_n = learner.normalize_obs(torch.as_tensor(x).view(1, B, -1).to(dev))
         prev_r = None
         if self.prev_reward:
             if prev_reward is None:
@@ -438,12 +449,13 @@ class Policy:
                 prev_reward = 0.0
             r = _per_env("prev_reward", prev_reward, B, "number").astype(np.float32)
             prev_r = torch.as_tensor(r).view(1, B, 1)
-        prev_a = torch.as_tensor(state.prev_action).view(1, B, -1)
-        inp = learner.network_input(obs_n, prev_a, prev_r, start_t)
-        h = torch.as_tensor(state.h).unsqueeze(0).to(dev)
-        c = torch.as_tensor(state.c).unsqueeze(0).to(dev)
-        feats, (h, c) = learner.actor.step(inp, (h, c), start_t)
-        return learner.policy_head(feats)[0], h[0], c[0], batched, B
+        hidden = {"actor": (torch.as_tensor(state.h).unsqueeze(0).to(dev),
+                            torch.as_tensor(state.c).unsqueeze(0).to(dev))}
+        out = learner.act(torch.as_tensor(x).view(1, B, -1).to(dev), hidden,
+                          torch.as_tensor(state.prev_action).view(1, B, -1), prev_r,
+                          torch.as_tensor(start).view(1, B).to(dev))
+        h, c = out.state["actor"]
+        return _Acted(out.head[0], h[0], c[0], batched, state.prev_action)
 
     def _check_state(self, state: Any, B: int) -> None:
         """Raise ``ValueError`` unless ``state`` is a :class:`PolicyState` of this policy for B environments."""
@@ -463,15 +475,10 @@ class Policy:
 
     def _action_features(self, env_actions: np.ndarray) -> np.ndarray:
         """(B, A') features of actions as the environments took them (A' = 0 when no previous action is fed)."""
-        spec = self.action_spec
         if not self.prev_action:
             return np.zeros((len(env_actions), 0), dtype=np.float32)
-        a = np.asarray(env_actions)
-        if spec.continuous:
-            a = a.reshape(len(a), -1)  # the Box's own shape, flat again
-        if not spec.continuous and any(spec.start):
-            a = a - np.asarray(spec.start if spec.kind == "multi_discrete" else spec.start[0])
-        return spec.features(torch.as_tensor(a)).numpy()
+        a = torch.as_tensor(np.asarray(env_actions))
+        return self._features(a.reshape(len(a), -1) if self.action_spec.continuous else a).numpy()
 
     def action_distribution(self, obs: Any, state: Optional[PolicyState] = None, episode_start: Any = None,
                             prev_reward: Any = None) -> tuple[dict[str, np.ndarray], PolicyState]:
@@ -483,16 +490,16 @@ class Policy:
         Gaussian before clipping); without a batch dimension for a single observation. The exported actor
         (:mod:`rpbt.actor_export`) returns the same numbers. Arguments as :meth:`predict`.
         """
-        head, h, c, batched, B = self._head(obs, state, episode_start, prev_reward)
-        prev = (state or self.initial_state(B)).prev_action
+        acted = self._act(obs, state, episode_start, prev_reward)
+        head = acted.head
         if self.action_spec.continuous:
             log_std = self.learner.policy_head.log_std[0].detach().expand_as(head)
             params = {"mean": head.cpu().numpy(), "log_std": log_std.cpu().numpy()}
         else:
             params = {"logits": head.cpu().numpy()}
-        if not batched:
+        if not acted.batched:
             params = {k: v[0] for k, v in params.items()}
-        return params, PolicyState(h.cpu().numpy(), c.cpu().numpy(), prev)
+        return params, PolicyState(acted.h.cpu().numpy(), acted.c.cpu().numpy(), acted.prev_action)
 
     def predict(self, obs: Any, state: Optional[PolicyState] = None, episode_start: Any = None,
                 deterministic: bool = True, prev_reward: Any = None) -> tuple[np.ndarray, PolicyState]:
@@ -517,7 +524,8 @@ class Policy:
         ``PolicyState`` (L, B, H) for this batch, an ``episode_start`` or ``prev_reward`` that is not 1 or B bools
         / numbers, or a missing ``prev_reward``.
         """
-        head, h, c, batched, B = self._head(obs, state, episode_start, prev_reward)
+        acted = self._act(obs, state, episode_start, prev_reward)
+        head, h, c, batched, B = acted.head, acted.h, acted.c, acted.batched, acted.head.shape[0]
         learner = self.learner
         noise = None
         if not deterministic:

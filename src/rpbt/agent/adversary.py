@@ -59,9 +59,9 @@ from rpbt.agent.networks import (
     LSTMState,
     TrunkWeights,
     kl_divergence,
-    stack_trunks,
     trunks_sequence,
 )
+from rpbt.agent.policy import PopulationPolicy
 from rpbt.agent.rollout import take_envs
 from rpbt.seeding import TAG_ADVERSARY_EVAL, TAG_ADVERSARY_TRAIN, noise_generators
 
@@ -131,7 +131,7 @@ class SequencePolicy:
         self.extra = extra if extra is not None and extra.shape[-1] > 0 else None
 
     @classmethod
-    def from_learner(cls, learner: Any, state: LSTMState, starts: Tensor, member: Optional[int] = None,
+    def from_learner(cls, learner: PopulationPolicy, state: LSTMState, starts: Tensor, member: Optional[int] = None,
                      extra: Optional[Tensor] = None) -> "SequencePolicy":
         """The actor of a :class:`rpbt.agent.policy.PopulationPolicy` bound to ``state``, ``starts`` and the
         unperturbed ``extra`` inputs.
@@ -139,22 +139,8 @@ class SequencePolicy:
         With ``member`` (local index) only that member's weights are used (a population of one: state (1, L, b, H),
         starts (1, T, b)); otherwise the whole population's (state (P, L, b, H), starts (P, T, b)).
         """
-        weights = stack_trunks([learner.actor])
-        log_std = learner.policy_head.log_std if learner.continuous else None
-        head: Any = learner.policy_head
-        if member is not None:
-            m = slice(member, member + 1)
-            weights = ([(w[m], b[m]) for w, b in weights[0]], [tuple(t[m] for t in layer) for layer in weights[1]])
-            lin = learner.policy_head.linear
-            w_head, b_head = lin.weight[m], lin.bias[m]
-
-            def head(features: Tensor) -> Tensor:
-                shape = features.shape
-                y = torch.baddbmm(b_head.unsqueeze(1), features.reshape(1, -1, shape[-1]), w_head)
-                return y.reshape(*shape[:-1], w_head.shape[-1])
-
-            log_std = log_std[m] if log_std is not None else None
-        return cls(weights, head, state, starts, learner.continuous, log_std, learner.nvec, extra)
+        view = learner.actor_view(member)
+        return cls(view.trunk, view.head, state, starts, view.continuous, view.log_std, view.nvec, extra)
 
     def __call__(self, obs: Tensor) -> Tensor:
         if obs.shape[:3] != self.starts.shape:
@@ -340,7 +326,7 @@ def observation_bounds(env_cfg: Any) -> tuple[np.ndarray, np.ndarray]:
         probe.close()
 
 
-def normalized_bounds(learner: Any, low_raw: np.ndarray, high_raw: np.ndarray
+def normalized_bounds(learner: PopulationPolicy, low_raw: np.ndarray, high_raw: np.ndarray
                       ) -> tuple[Optional[Tensor], Optional[Tensor]]:
     """Bounds of valid normalized observations per member, each (P, 1, 1, D) or None.
 
@@ -395,18 +381,18 @@ class SAPPO:
         self.adv = cfg.agent.adversarial
         self.low_raw, self.high_raw = observation_bounds(cfg.env)
 
-    def epsilon(self, learner: Any) -> Tensor:
+    def epsilon(self, learner: PopulationPolicy) -> Tensor:
         """(P,) float64 radius in force for each member (see :func:`scheduled_epsilon`)."""
         return scheduled_epsilon(learner.hparam("adversarial.epsilon"), learner.env_steps,
                                  self.cfg.run.total_env_steps, self.adv.epsilon_schedule)
 
-    def _generators(self, learner: Any, call: int) -> list[torch.Generator]:
+    def _generators(self, learner: PopulationPolicy, call: int) -> list[torch.Generator]:
         """Generators of one call: keyed by (member seed, member's updates, index of the call within the update,
         from 1)."""
         return [noise_generators([s], TAG_ADVERSARY_TRAIN, int(u), call)[0]
                 for s, u in zip(learner.seeds, learner.updates.tolist())]
 
-    def __call__(self, learner: Any, rollout: Any, idx: Tensor, head: Tensor, epoch: int, minibatch: int
+    def __call__(self, learner: PopulationPolicy, rollout: Any, idx: Tensor, head: Tensor, epoch: int, minibatch: int
                  ) -> tuple[Tensor, dict[str, Tensor]]:
         """Loss (P,) and metrics {key: (P,)} for minibatch ``minibatch`` of epoch ``epoch``.
 
@@ -415,7 +401,8 @@ class SAPPO:
         out = self.losses(learner, rollout, idx, head, epoch * self.cfg.agent.num_minibatches + minibatch + 1)
         return out.pop("loss"), out
 
-    def losses(self, learner: Any, rollout: Any, idx: Tensor, head: Tensor, call: int = 1) -> dict[str, Tensor]:
+    def losses(self, learner: PopulationPolicy, rollout: Any, idx: Tensor, head: Tensor, call: int = 1
+               ) -> dict[str, Tensor]:
         """Loss ('loss') and metrics for one minibatch, every value (P,); ``call`` numbers the minibatches of the
         update from 1 (it keys the random starts). head: the clean replay's policy output."""
         P, T, b = head.shape[:3]
@@ -464,20 +451,8 @@ class SAPPO:
 
         value_diff = None
         if self.adv.value_coef > 0:
-            names = learner.state_names()
-            pert_inputs = torch.cat([perturbed, extra], -1) if extra.shape[-1] > 0 else perturbed
-            results = trunks_sequence(stack_trunks([learner.trunk(n) for n in names]), pert_inputs,
-                                      [states[n] for n in names], starts)
-            pert_head = learner.policy_head(results[0][0])
-            with torch.no_grad():
-                crit = trunks_sequence(stack_trunks([learner.trunk(n) for n in names[1:]]), inputs,
-                                       [states[n] for n in names[1:]], starts)
-            diffs = []
-            for critic, r_pert, r_clean in zip(learner.critics, results[1:], crit):
-                v_pert = critic.head.value(critic.head(r_pert[0]))
-                v_clean = critic.head.value(critic.head(r_clean[0])).detach()
-                diffs.append((v_pert - v_clean) ** 2)
-            value_diff = masked_mean(torch.stack(diffs).mean(0))
+            pert_head, diffs = self._value_diffs(learner, inputs, perturbed, extra, states, starts)
+            value_diff = masked_mean(diffs)
         else:
             pert_head = policy(perturbed)
         robust_kl = masked_mean(policy.kl(clean, pert_head))
@@ -498,6 +473,22 @@ class SAPPO:
         if value_diff is not None:
             out["sa_ppo/value_diff"] = value_diff.detach()
         return out
+
+
+    @staticmethod
+    def _value_diffs(learner: PopulationPolicy, inputs: Tensor, perturbed: Tensor, extra: Tensor,
+                     states: dict[str, LSTMState], starts: Tensor) -> tuple[Tensor, Tensor]:
+        """The policy head on the perturbed sequences (P, T, k, A) and the squared change of the critics' values
+        (P, T, k), averaged over critics, between the perturbed and the clean (detached) inputs."""
+        pert_inputs = torch.cat([perturbed, extra], -1) if extra.shape[-1] > 0 else perturbed
+        pert_head, pert_raws = learner.sequence(pert_inputs, states, starts, fused=False)
+        with torch.no_grad():
+            _, clean_raws = learner.sequence(inputs, states, starts, actor=False, fused=False)
+        diffs = []
+        for critic, r_pert, r_clean in zip(learner.critics, pert_raws, clean_raws):
+            diffs.append((critic.head.value(r_pert) - critic.head.value(r_clean).detach()) ** 2)
+        assert pert_head is not None
+        return pert_head, torch.stack(diffs).mean(0)
 
 
 # --------------------------------------------------------------------------------------------------- evaluation
@@ -528,7 +519,7 @@ def make_obs_perturbation(attack: str, epsilon: float, norm: str = "linf", steps
     calls: dict[int, int] = {}
     bounds: dict[int, Any] = {}
 
-    def perturb(learner: Any, member: int, obs: Tensor, states: dict) -> Tensor:
+    def perturb(learner: PopulationPolicy, member: int, obs: Tensor, states: dict) -> Tensor:
         if epsilon == 0:
             return obs
         calls[member] = calls.get(member, 0) + 1

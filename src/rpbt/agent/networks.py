@@ -52,10 +52,14 @@ class PopLinear(nn.Module):
             self.bias.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
-        shape = x.shape
-        x2 = x.reshape(shape[0], -1, shape[-1])
-        y = torch.baddbmm(self.bias.unsqueeze(1), x2, self.weight)
-        return y.reshape(*shape[:-1], self.out_features)
+        return pop_linear(x, self.weight, self.bias)
+
+
+def pop_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """Functional :class:`PopLinear`: x (P, ..., in), weight (P, in, out), bias (P, out) -> (P, ..., out)."""
+    shape = x.shape
+    y = torch.baddbmm(bias.unsqueeze(1), x.reshape(shape[0], -1, shape[-1]), weight)
+    return y.reshape(*shape[:-1], weight.shape[-1])
 
 
 class PopLSTM(nn.Module):

@@ -19,7 +19,7 @@ checkpoint, which is device-independent), so random draws are made on the CPU an
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from rpbt.agent.critic import ValueHead
 from rpbt.agent.distributional import ReturnNormalizer
+from rpbt.agent.features import network_input
 from rpbt.agent.networks import (
     LSTMState,
     PolicyHead,
@@ -35,6 +36,7 @@ from rpbt.agent.networks import (
     kl_divergence,
     log_prob,
     log_prob_entropy,
+    pop_linear,
     stack_trunks,
     trunks_sequence,
     trunks_step,
@@ -68,6 +70,41 @@ def resolve_device(name: str) -> torch.device:
     if device.index is not None and device.index >= torch.cuda.device_count():
         raise ConfigError(f"agent.device: {name!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+class ActOutput(NamedTuple):
+    """One acting step's result (:meth:`PopulationPolicy.act`).
+
+    head: (P, N, A) the action distribution's parameters (logits; MultiDiscrete: the K categoricals' logits
+    concatenated; Box: the Gaussian's mean, its log-std being ``policy_head.log_std``); values_raw: the critics' raw
+    outputs [(P, N, K)] (:meth:`PopulationPolicy.values_from_raw` turns them into values), None unless asked;
+    state: the new ``{name: (h, c)}`` each (P, L, N, H); inputs: (P, N, I) the network input the step saw.
+    """
+
+    head: Tensor
+    values_raw: Optional[list[Tensor]]
+    state: dict[str, LSTMState]
+    inputs: Tensor
+
+
+class ActorView(NamedTuple):
+    """The actor of P members (P = 1 for one member's view) as tensors (:meth:`PopulationPolicy.actor_view`).
+
+    trunk: the actor trunk's weights (:data:`rpbt.agent.networks.TrunkWeights`); head_weight (P, H, A),
+    head_bias (P, A): the policy head; log_std: (P, A) for Box, else None; continuous, nvec: the action
+    distribution (as :class:`PopulationPolicy`).
+    """
+
+    trunk: TrunkWeights
+    head_weight: Tensor
+    head_bias: Tensor
+    log_std: Optional[Tensor]
+    continuous: bool
+    nvec: Optional[tuple[int, ...]]
+
+    def head(self, features: Tensor) -> Tensor:
+        """The policy head: features (P, ..., H) -> (P, ..., A)."""
+        return pop_linear(features, self.head_weight, self.head_bias)
 
 
 class Critic(nn.Module):
@@ -192,10 +229,10 @@ class PopulationPolicy(nn.Module):
         """The trunk behind state ``name`` (see :meth:`state_names`)."""
         return self.actor if name == "actor" else self.critics[int(name[len("critic"):])].trunk
 
-    def stacked_weights(self) -> TrunkWeights:
-        """Every trunk's weights stacked along the member dimension (actor first), for :meth:`step`; build once
-        per rollout while the weights are fixed."""
-        return stack_trunks([self.trunk(n) for n in self.state_names()])
+    def stacked_weights(self, values: bool = True) -> TrunkWeights:
+        """The actor's weights, and with ``values`` every critic's after them, stacked along the member dimension
+        for :meth:`act`; build once per rollout while the weights are fixed."""
+        return stack_trunks([self.trunk(n) for n in (self.state_names() if values else ["actor"])])
 
     def initial_state(self, num_envs: int) -> dict[str, LSTMState]:
         """Zero LSTM states ``{name: (h, c)}``, each (P, L, num_envs, H), on the policy's device."""
@@ -267,61 +304,88 @@ class PopulationPolicy(nn.Module):
 
     def network_input(self, obs: Tensor, prev_action: Optional[Tensor] = None, prev_reward: Optional[Tensor] = None,
                       episode_start: Optional[Tensor] = None) -> Tensor:
-        """What the actor and critics see: (P, ..., I).
+        """What the actor and critics see: (P, ..., I) (:func:`rpbt.agent.features.network_input`).
 
         obs: (P, ..., D) normalized observations; prev_action: (P, ..., A') the previous action's features
-        (:meth:`rpbt.envs.factory.ActionSpec.features`); prev_reward: (P, ..., R') the previous reward; both are used
+        (:class:`rpbt.agent.features.ActionFeatures`); prev_reward: (P, ..., R') the previous reward; both are used
         only when the config feeds them (A' = ``prev_action_dim``, R' = ``prev_reward_dim``, else ignored and may
-        be None) and are zeroed where ``episode_start`` (P, ...) is True (an episode's first step has no previous
-        action or reward; Kapturowski et al. 2019 and POPGym's baselines feed them the same way). Without previous
-        inputs this is ``obs`` itself.
+        be None) and are zeroed where ``episode_start`` (P, ...) is True. Raises ``ValueError`` for a fed input of
+        the wrong width.
         """
-        if self.input_dim == self.obs_dim:
-            return obs
-        parts = [obs]
+        fed = []
         for extra, width in ((prev_action, self.prev_action_dim), (prev_reward, self.prev_reward_dim)):
-            if width == 0:
-                continue
-            if extra is None or extra.shape[-1] != width:
+            if width and (extra is None or extra.shape[-1] != width):
                 raise ValueError(f"this policy feeds previous inputs of width {width}; got "
                                  f"{None if extra is None else tuple(extra.shape)}")
-            extra = extra.to(obs.device, obs.dtype)
-            if episode_start is not None:
-                extra = extra * (~episode_start.to(obs.device).bool()).unsqueeze(-1).to(obs.dtype)
-            parts.append(extra)
-        return torch.cat(parts, -1)
+            fed.append(extra if width else None)
+        return network_input(obs, fed[0], fed[1], episode_start)
+
+    def act(self, obs: Tensor, state: dict[str, LSTMState], prev_action: Optional[Tensor] = None,
+            prev_reward: Optional[Tensor] = None, episode_start: Optional[Tensor] = None, *, values: bool = False,
+            normalize: bool = True, weights: Optional[TrunkWeights] = None) -> ActOutput:
+        """One acting step of P x N environments: what collection, ``Policy.predict``, evaluation and export compute.
+
+        Args:
+            obs: (P, N, D) raw observations (normalized here with each member's running statistics, which are not
+                updated), or already normalized ones with ``normalize=False``.
+            state: ``{name: (h, c)}`` each (P, L, N, H): at least ``"actor"``, and every critic's with ``values``.
+            prev_action, prev_reward: (P, N, A') / (P, N, R') the previous action's features and reward, when the
+                policy is fed them (:meth:`network_input`; else ignored).
+            episode_start: (P, N) bool: the states and the previous inputs are zeroed where True (None: no start).
+            values: also run the critics (stacked with the actor in one batch).
+            normalize: normalize ``obs`` first (False when the caller already has the normalized observations).
+            weights: :meth:`stacked_weights` ``(values)``, built here when None; build once while weights are fixed.
+
+        Returns an :class:`ActOutput`: the policy head's output (P, N, A), the critics' raw outputs [(P, N, K)] (None
+        without ``values``), the new states (``actor`` only without ``values``) and the network input (P, N, I).
+        """
+        x = self.normalize_obs(obs) if normalize else obs
+        inputs = self.network_input(x, prev_action, prev_reward, episode_start)
+        if episode_start is None:
+            episode_start = torch.zeros(inputs.shape[:2], dtype=torch.bool, device=inputs.device)
+        names = self.state_names() if values else ["actor"]
+        weights = self.stacked_weights(values) if weights is None else weights
+        results = trunks_step(weights, inputs, [state[n] for n in names], episode_start)
+        head = self.policy_head(results[0][0])
+        raws = [critic.head(r[0]) for critic, r in zip(self.critics, results[1:])] if values else None
+        return ActOutput(head, raws, {n: r[1] for n, r in zip(names, results)}, inputs)
 
     def step(self, obs: Tensor, states: dict[str, LSTMState], episode_start: Tensor,
              weights: Optional[TrunkWeights] = None) -> tuple[Tensor, list[Tensor], dict[str, LSTMState]]:
-        """One step of the actor and the critics on a batch.
-
-        obs: (P, N, I) the network input (:meth:`network_input`; the normalized observations when no previous
-        action or reward is fed); states: ``{name: (h, c)}`` each (P, L, N, H); episode_start: (P, N) bool (the
-        states are zeroed where True); weights: :meth:`stacked_weights`, built here when None.
-        Returns the policy head's output (P, N, A), the critics' raw outputs [(P, N, K)] and the new states.
-        """
+        """:meth:`act` with values on a network input (P, N, I) already built: (head, critic raws, new states)."""
         names = self.state_names()
         weights = self.stacked_weights() if weights is None else weights
         results = trunks_step(weights, obs, [states[n] for n in names], episode_start)
-        new_states = {n: r[1] for n, r in zip(names, results)}
-        head = self.policy_head(results[0][0])
-        raws = [critic.head(r[0]) for critic, r in zip(self.critics, results[1:])]
-        return head, raws, new_states
+        return (self.policy_head(results[0][0]), [critic.head(r[0]) for critic, r in zip(self.critics, results[1:])],
+                {n: r[1] for n, r in zip(names, results)})
 
-    def sequence(self, obs: Tensor, states: dict[str, LSTMState], episode_starts: Tensor
-                 ) -> tuple[Tensor, list[Tensor]]:
-        """Replay sequences through the actor and the critics (with gradients).
+    def sequence(self, obs: Tensor, states: dict[str, LSTMState], episode_starts: Tensor, *, actor: bool = True,
+                 fused: Optional[bool] = None) -> tuple[Optional[Tensor], list[Tensor]]:
+        """Replay sequences through the actor (unless ``actor`` is False) and the critics (with gradients).
 
         obs: (P, T, b, I) the network input as stored in the rollout; states: the initial ``{name: (h, c)}`` each
-        (P, L, b, H); episode_starts: (P, T, b). Returns the policy head's output (P, T, b, A) and the critics' raw
-        outputs [(P, T, b, K)].
+        (P, L, b, H); episode_starts: (P, T, b); fused: the fused recurrence (default ``agent.fused_lstm``).
+        Returns the policy head's output (P, T, b, A) (None without ``actor``) and the critics' raw outputs
+        [(P, T, b, K)].
         """
-        names = self.state_names()
-        results = trunks_sequence(self.stacked_weights(), obs, [states[n] for n in names], episode_starts,
-                                  fused=self.cfg.agent.fused_lstm)
-        head = self.policy_head(results[0][0])
-        raws = [critic.head(r[0]) for critic, r in zip(self.critics, results[1:])]
+        names = self.state_names()[0 if actor else 1:]
+        results = trunks_sequence(stack_trunks([self.trunk(n) for n in names]), obs, [states[n] for n in names],
+                                  episode_starts, fused=self.cfg.agent.fused_lstm if fused is None else fused)
+        head = self.policy_head(results[0][0]) if actor else None
+        raws = [critic.head(r[0]) for critic, r in zip(self.critics, results[1:] if actor else results)]
         return head, raws
+
+    def actor_view(self, member: Optional[int] = None) -> ActorView:
+        """The actor as weights (differentiable in the parameters): the whole population's, or member ``member``'s
+        alone (P = 1), for code that replays the actor on its own (SA-PPO's attacks)."""
+        weights = self.stacked_weights(values=False)
+        lin, log_std = self.policy_head.linear, self.policy_head.log_std if self.continuous else None
+        w, b = lin.weight, lin.bias
+        if member is not None:
+            m = slice(member, member + 1)
+            weights = ([(w_[m], b_[m]) for w_, b_ in weights[0]], [tuple(t[m] for t in layer) for layer in weights[1]])
+            w, b, log_std = w[m], b[m], None if log_std is None else log_std[m]
+        return ActorView(weights, w, b, log_std, self.continuous, self.nvec)
 
     def values_from_raw(self, raws: Sequence[Tensor]) -> Tensor:
         """Per-critic values in return units, (C, P, ...), from raw head outputs."""

@@ -131,6 +131,11 @@ def _prev_inputs(carried, feeds_prev: bool) -> list[Tensor]:
     return [carried.prev_action, carried.prev_reward] if feeds_prev else []
 
 
+def _prev_or_none(prev: list[Tensor]) -> tuple[Optional[Tensor], Optional[Tensor]]:
+    """:func:`_prev_inputs` (moved to the device) as :meth:`PopulationPolicy.act`'s two previous inputs."""
+    return (prev[0], prev[1]) if prev else (None, None)
+
+
 # --------------------------------------------------------------------------------------------------- collect
 
 
@@ -153,7 +158,6 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     feeds_prev = policy.input_dim > D  # the previous action and reward are inputs (agent.network.prev_*)
     seg_len = policy.cfg.agent.bptt_length or T
     boundaries = [initial_states]  # the carried LSTM states before every segment's first step
-    no_start = torch.zeros(P, N, dtype=torch.bool, device=dev)
     truncation_values = torch.zeros(P, T, N, device=dev)
     finished = []
     # Per step only what acting needs; the per-step results are stacked after the loop, where the log-probabilities
@@ -170,8 +174,8 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
         raw_obs, start, noise, *prev = _to_device(dev, *host, *_prev_inputs(carried, feeds_prev))
         if policy.cfg.agent.normalize_observations:
             policy.obs_rms.update(raw_obs)
-        obs = policy.network_input(policy.normalize_obs(raw_obs), *prev, episode_start=start)
-        head, critic_raws, carried.hidden = policy.step(obs, carried.hidden, start, weights)
+        head, critic_raws, carried.hidden, obs = policy.act(raw_obs, carried.hidden, *_prev_or_none(prev), start,
+                                                            values=True, weights=weights)
         action = policy.actions(head, noise)
 
         result = runner.step(action.cpu())
@@ -181,11 +185,11 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
             steps[key].append(x)
         if result.final_obs is not None:  # a time limit: bootstrap from the value of the final observation
             # (fed with this step's action and reward, which the carried state holds until the next step)
-            final_obs = policy.network_input(policy.normalize_obs(result.final_obs.to(dev)),
-                                             *(t.to(dev) for t in _prev_inputs(carried, feeds_prev)))
-            _, final_raws, _ = policy.step(final_obs, carried.hidden, no_start, weights)
+            prev = [x.to(dev) for x in _prev_inputs(carried, feeds_prev)]
+            final = policy.act(result.final_obs.to(dev), carried.hidden, *_prev_or_none(prev), values=True,
+                               weights=weights)
             truncation_values[:, t] = torch.where(result.truncated.to(dev),
-                                                  policy.values_from_raw(final_raws).min(0).values, 0.0)
+                                                  policy.values_from_raw(final.values_raw).min(0).values, 0.0)
         finished += [(p, ret, length) for p, _, ret, length in result.finished]
     policy.record_episodes(finished)
     policy.env_steps += T * N
@@ -210,20 +214,24 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     if factor is not None:  # finite but absurd raw values, which would drag the normalizer's statistics away
         rollout.obs_outliers = find_obs_outliers(raw, factor)
 
-    # Value of the observation after the last step, for the GAE bootstrap at the rollout's end.
-    last_obs, last_start, *prev = _to_device(dev, carried.next_obs, carried.episode_start,
-                                             *_prev_inputs(carried, feeds_prev))
-    last_input = policy.network_input(policy.normalize_obs(last_obs), *prev, episode_start=last_start)
-    _, last_raws, _ = policy.step(last_input, carried.hidden, last_start, weights)
-    rollout.last_values = policy.values_from_raw(last_raws).min(0).values
-    # Non-finite raw observations reach the stored (normalized) ones, through the values or the statistics; the
-    # observation after the last step (the bootstrap's) is one too.
+    _bootstrap_and_check(policy, runner, rollout, weights)
+    rollout.segment_states = stack_segment_states(boundaries) if len(boundaries) > 1 else rollout.initial_states
+    return rollout
+
+
+def _bootstrap_and_check(policy: PopulationPolicy, runner: EnvRunner, rollout: Rollout, weights) -> None:
+    """Set the rollout's ``last_values`` (the value of the observation after the last step, GAE's bootstrap at the
+    rollout's end) and its ``nonfinite`` flags: non-finite raw observations reach the stored (normalized) ones,
+    through the values or the statistics, and the bootstrap's observation is one too."""
+    P, D, carried = policy.population, policy.obs_dim, runner.carried
+    last_obs, last_start, *prev = _to_device(policy.device, carried.next_obs, carried.episode_start,
+                                             *_prev_inputs(carried, policy.input_dim > D))
+    last = policy.act(last_obs, carried.hidden, *_prev_or_none(prev), last_start, values=True, weights=weights)
+    rollout.last_values = policy.values_from_raw(last.values_raw).min(0).values
     bad_obs = ~(torch.isfinite(rollout.obs[..., :D].reshape(P, -1)).all(1)
                 & torch.isfinite(last_obs.reshape(P, -1)).all(1))
     bad_reward = ~torch.isfinite(rollout.rewards.reshape(P, -1)).all(1)
     rollout.nonfinite = bad_obs.long() | (bad_reward.long() << 1)
-    rollout.segment_states = stack_segment_states(boundaries) if len(boundaries) > 1 else rollout.initial_states
-    return rollout
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rpbt.agent.features import ActionFeatures
 from rpbt.config import EnvConfig
 from rpbt.envs.factory import ActionSpec, make_vector_env, space_info
 from rpbt.seeding import env_seeds
@@ -317,6 +318,7 @@ class EnvRunner:
         self.envs = envs
         self.obs_dim = int(np.prod(envs.single_observation_space.shape))
         self.action_spec: ActionSpec = space_info(envs.single_action_space)
+        self.action_features = ActionFeatures(self.action_spec)
         self.prev_action, self.prev_reward = bool(prev_action), bool(prev_reward)
         assert next_obs is not None
         self.carried = CarriedState.initial(hidden, next_obs.view(P, N, self.obs_dim), history_steps,
@@ -350,8 +352,7 @@ class EnvRunner:
         carried = self.carried
         reward_t = torch.from_numpy(reward)
         if self.prev_action:
-            fed = torch.as_tensor(flat).view(P, N, *actions.shape[2:]) if self.action_spec.continuous else actions
-            carried.prev_action = self.action_spec.features(fed)
+            carried.prev_action = self.action_features(torch.as_tensor(flat).reshape(P, N, *actions.shape[2:]))
         if self.prev_reward:
             carried.prev_reward = reward_t.unsqueeze(-1).clone()
         running_return, running_length = carried.running_return.numpy(), carried.running_length.numpy()

@@ -61,6 +61,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rpbt.agent.features import ActionFeatures
 from rpbt.config import EnvConfig
 from rpbt.envs.factory import space_info
 from rpbt.seeding import eval_episode_seeds
@@ -319,6 +320,26 @@ def evaluate_members(
     P = learner.population
     if len(set(members)) != len(members) or any(not 0 <= m < P for m in members):
         raise ValueError(f"members must be distinct local indices in 0..{P - 1}, got {members}")
+    n_eps, starts = _episode_plan(env_cfg, split, episodes, starts)
+    seeds = _eval_seeds(seed, n_eps)
+    sample_gen = None if deterministic else torch.Generator().manual_seed(int(seeds[0]))
+    runs = [_MemberEpisodes(envs, env_cfg.id == "trading", max_steps, learner.obs_dim)
+            for envs in _make_envs(learner, members, env_cfg, split, n_eps, video_dir)]
+    for run in runs:
+        run.reset(seeds, starts)
+    try:
+        _play(learner, members, runs, obs_perturbation, sample_gen)
+    finally:
+        for run in runs:
+            run.close()
+    return {m: run.result(m, split, learner.continuous,
+                          None if video_dir is None else lambda j, m=m: video_path(video_dir, learner.member_ids[m], j))
+            for m, run in zip(members, runs)}
+
+
+def _episode_plan(env_cfg: EnvConfig, split: str, episodes: Optional[int], starts: Optional[Sequence[int]]
+                  ) -> tuple[int, Optional[list[int]]]:
+    """The number of episodes per member and, for trading, their start bars (see :func:`evaluate_members`)."""
     trading = env_cfg.id == "trading"
     if starts is not None:
         if not trading:
@@ -333,115 +354,141 @@ def evaluate_members(
             starts = _trading_starts(env_cfg, split, n_eps)
     if n_eps < 1:
         raise ValueError("need at least one evaluation episode (starts is empty)")
-    seeds = _eval_seeds(seed, n_eps)
-    M, N, D = len(members), n_eps, learner.obs_dim
-    E = learner.input_dim - D  # previous action features and reward, when fed
-    continuous = learner.continuous
-    sample_gen = None if deterministic else torch.Generator().manual_seed(int(seeds[0]))
+    return n_eps, starts
 
-    # One environment per (member, episode).
-    if video_dir is not None:
-        check_renders(env_cfg, split)
-        Path(video_dir).mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():  # "overwriting existing videos": the episodes share the folder
-            warnings.simplefilter("ignore")
-            envs = [[_EpisodeVideo(_make_env(env_cfg, split, render_mode="rgb_array"), str(video_dir),
-                                   episode_trigger=lambda _: True, disable_logger=True,
-                                   name_prefix=video_path(video_dir, learner.member_ids[m], j).stem)
-                     for j in range(N)] for m in members]
-    else:
-        envs = [[_make_env(env_cfg, split) for _ in range(N)] for _ in members]
-    raw = torch.zeros(M, N, D)
-    traces: list[list[dict[str, list]]] = [[{"rewards": [], "actions": []} for _ in range(N)] for _ in members]
-    done = np.zeros((M, N), dtype=bool)
-    flags = np.zeros((M, N, 2), dtype=bool)  # terminated, truncated
-    for i in range(M):
-        for j in range(N):
-            options = {"start": starts[j]} if trading else None
-            obs, info = envs[i][j].reset(seed=seeds[j], options=options)
-            raw[i, j] = torch.as_tensor(np.asarray(obs, dtype=np.float32).reshape(-1))
-            if trading:
-                tr = traces[i][j]
-                tr.update(start=int(info["bar"]), bars=[int(info["bar"])], equity=[float(info["equity"])],
-                          positions=[float(info["position"])], turnover=[], asset_returns=[])
 
-    dev = learner.device
-    h, c = (s.to(dev) for s in learner.actor.lstm.initial_state(N))  # (P, L, N, H), zero: episodes start now
-    spec = space_info(envs[0][0].action_space)
-    prev = torch.zeros(P, N, E, device=dev)  # zero: every episode's first step has no previous action or reward
-    normalize = learner.cfg.agent.normalize_observations
-    while not done.all():
-        full_raw = _padded(learner, {m: raw[i] for i, m in enumerate(members)}, (N, D))
-        obs = learner.obs_rms.normalize(full_raw) if normalize else full_raw  # statistics are not updated
+def _make_envs(learner, members: Sequence[int], env_cfg: EnvConfig, split: str, n: int,
+               video_dir: Optional[Union[str, Path]]) -> list[list[gym.Env]]:
+    """One environment per (member, episode); recording every episode into ``video_dir`` when given."""
+    if video_dir is None:
+        return [[_make_env(env_cfg, split) for _ in range(n)] for _ in members]
+    check_renders(env_cfg, split)
+    Path(video_dir).mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # "overwriting existing videos": the episodes share the folder
+        warnings.simplefilter("ignore")
+        return [[_EpisodeVideo(_make_env(env_cfg, split, render_mode="rgb_array"), str(video_dir),
+                               episode_trigger=lambda _: True, disable_logger=True,
+                               name_prefix=video_path(video_dir, learner.member_ids[m], j).stem)
+                 for j in range(n)] for m in members]
+
+
+def _play(learner, members: Sequence[int], runs: Sequence["_MemberEpisodes"],
+          obs_perturbation: Optional[ObsPerturbation], sample_gen: Optional[torch.Generator]) -> None:
+    """Run every member's episodes to their end, one :meth:`~rpbt.agent.policy.PopulationPolicy.act` per time
+    step for all members (rows of members not evaluated are zero), from zero actor states and no previous action or
+    reward (every episode starts now)."""
+    P, D, dev, N = learner.population, learner.obs_dim, learner.device, len(runs[0].envs)
+    spec = space_info(runs[0].envs[0].action_space)
+    features = ActionFeatures(spec)
+    state = {"actor": tuple(s.to(dev) for s in learner.actor.lstm.initial_state(N))}  # (P, L, N, H) each
+    prev_action = torch.zeros(P, N, learner.prev_action_dim, device=dev)
+    prev_reward = torch.zeros(P, N, learner.prev_reward_dim, device=dev)
+    while not all(run.done.all() for run in runs):
+        raw = _padded(learner, {m: run.raw for m, run in zip(members, runs)}, (N, D))
+        obs = learner.normalize_obs(raw)  # the statistics are not updated
         if obs_perturbation is not None:
-            obs = obs.clone()
-            for m in members:
-                with torch.enable_grad():
-                    states = {"actor": (h[m].clone(), c[m].clone())}
-                    if E > 0:
-                        states["prev"] = prev[m].clone()
-                    out = obs_perturbation(learner, m, obs[m].clone(), states)
-                out = torch.as_tensor(out).detach().to(dev, torch.float32)
-                if out.shape != (N, D):
-                    raise ValueError(f"obs_perturbation returned shape {tuple(out.shape)}, expected {(N, D)}")
-                obs[m] = out
-        x = torch.cat([obs, prev], -1) if E > 0 else obs
-        feats, (h, c) = learner.actor.step(x, (h, c), torch.zeros(P, N, dtype=torch.bool, device=dev))
-        head = learner.policy_head(feats).cpu()  # (P, N, A)
-        for i, m in enumerate(members):
+            obs = _perturbed(learner, members, obs, state["actor"], torch.cat([prev_action, prev_reward], -1),
+                             obs_perturbation)
+        out = learner.act(obs, state, prev_action, prev_reward, normalize=False)
+        state = out.state
+        head = out.head.cpu()  # (P, N, A)
+        for m, run in zip(members, runs):
             act = _member_actions(learner, m, head[m], sample_gen)  # the policy's actions, (N, *action_shape)
             act_env = spec.to_env(act.numpy())
-            rewards = torch.zeros(N)
-            for j in range(N):
-                if done[i, j]:
-                    continue
-                a = act_env[j]
-                obs_j, reward, term, trunc, info = envs[i][j].step(a if continuous or act_env.ndim > 1 else int(a))
-                rewards[j] = float(reward)
-                tr = traces[i][j]
-                tr["rewards"].append(float(reward))
-                tr["actions"].append(np.array(a, copy=True))
-                if trading:
-                    tr["bars"].append(int(info["bar"]))
-                    tr["equity"].append(float(info["equity"]))
-                    tr["positions"].append(float(info["position"]))
-                    tr["turnover"].append(float(info["turnover"]))
-                    tr["asset_returns"].append(float(info["asset_return"]))
-                raw[i, j] = torch.as_tensor(np.asarray(obs_j, dtype=np.float32).reshape(-1))
-                cut = len(tr["rewards"]) >= max_steps
-                if term or trunc or cut:
-                    done[i, j] = True
-                    flags[i, j] = (bool(term), bool(trunc) or (cut and not term))
-            if E > 0:  # what the member is fed with its next observation
-                parts = [spec.features(torch.as_tensor(act_env).reshape(N, -1) if continuous else act)] \
-                    if learner.prev_action_dim else []
-                parts += [rewards.unsqueeze(-1)] if learner.prev_reward_dim else []
-                prev[m] = torch.cat(parts, -1).to(dev)
-    for row in envs:
-        for env in row:
-            env.close()
+            rewards = run.step(act_env, learner.continuous)
+            if learner.prev_action_dim:  # what the member is fed with its next observation
+                taken = torch.as_tensor(act_env)
+                prev_action[m] = features(taken.reshape(N, -1) if spec.continuous else taken).to(dev)
+            if learner.prev_reward_dim:
+                prev_reward[m] = rewards.unsqueeze(-1).to(dev)
 
-    out: dict[int, EvaluationResult] = {}
-    for i, m in enumerate(members):
-        result = EvaluationResult(member=m, split=split)
-        for j in range(N):
-            tr = traces[i][j]
+
+def _perturbed(learner, members: Sequence[int], obs: Tensor, actor_state: tuple[Tensor, Tensor], prev: Tensor,
+               hook: ObsPerturbation) -> Tensor:
+    """``obs`` (P, N, D) normalized, with every evaluated member's rows replaced by what ``hook`` returns (see the
+    module docstring); ``prev`` (P, N, E): the previous action features and reward, handed to the hook."""
+    h, c = actor_state
+    obs = obs.clone()
+    shape = tuple(obs.shape[1:])
+    for m in members:
+        with torch.enable_grad():
+            states = {"actor": (h[m].clone(), c[m].clone())}
+            if prev.shape[-1] > 0:
+                states["prev"] = prev[m].clone()
+            out = hook(learner, m, obs[m].clone(), states)
+        out = torch.as_tensor(out).detach().to(obs.device, torch.float32)
+        if tuple(out.shape) != shape:
+            raise ValueError(f"obs_perturbation returned shape {tuple(out.shape)}, expected {shape}")
+        obs[m] = out
+    return obs
+
+
+class _MemberEpisodes:
+    """One member's N evaluation episodes, run side by side: environments, traces, the latest raw observations
+    ``raw`` (N, D), which episodes are ``done`` (N,) and their (terminated, truncated) ``flags`` (N, 2)."""
+
+    def __init__(self, envs: list[gym.Env], trading: bool, max_steps: int, obs_dim: int):
+        self.envs, self.trading, self.max_steps = envs, trading, max_steps
+        n = len(envs)
+        self.raw = torch.zeros(n, obs_dim)
+        self.traces: list[dict[str, Any]] = [{"rewards": [], "actions": []} for _ in range(n)]
+        self.done = np.zeros(n, dtype=bool)
+        self.flags = np.zeros((n, 2), dtype=bool)
+
+    def reset(self, seeds: Sequence[int], starts: Optional[Sequence[int]]) -> None:
+        for j, env in enumerate(self.envs):
+            obs, info = env.reset(seed=seeds[j], options={"start": starts[j]} if self.trading else None)
+            self.raw[j] = torch.as_tensor(np.asarray(obs, dtype=np.float32).reshape(-1))
+            if self.trading:
+                self.traces[j].update(start=int(info["bar"]), bars=[int(info["bar"])],
+                                      equity=[float(info["equity"])], positions=[float(info["position"])],
+                                      turnover=[], asset_returns=[])
+
+    def step(self, env_actions: np.ndarray, continuous: bool) -> Tensor:
+        """Step every running episode with its action; returns the rewards (N,) (0 for finished episodes)."""
+        rewards = torch.zeros(len(self.envs))
+        for j, env in enumerate(self.envs):
+            if self.done[j]:
+                continue
+            a = env_actions[j]
+            obs_j, reward, term, trunc, info = env.step(a if continuous or env_actions.ndim > 1 else int(a))
+            rewards[j] = float(reward)
+            tr = self.traces[j]
+            tr["rewards"].append(float(reward))
+            tr["actions"].append(np.array(a, copy=True))
+            if self.trading:
+                for key, name, cast in (("bars", "bar", int), ("equity", "equity", float),
+                                        ("positions", "position", float), ("turnover", "turnover", float),
+                                        ("asset_returns", "asset_return", float)):
+                    tr[key].append(cast(info[name]))
+            self.raw[j] = torch.as_tensor(np.asarray(obs_j, dtype=np.float32).reshape(-1))
+            cut = len(tr["rewards"]) >= self.max_steps
+            if term or trunc or cut:
+                self.done[j] = True
+                self.flags[j] = (bool(term), bool(trunc) or (cut and not term))
+        return rewards
+
+    def result(self, member: int, split: str, continuous: bool,
+               video: Optional[Callable[[int], Path]]) -> EvaluationResult:
+        result = EvaluationResult(member=member, split=split)
+        for j, tr in enumerate(self.traces):
             acts = np.stack(tr["actions"]) if tr["actions"] else np.zeros((0,))
             ep = EpisodeTrace(rewards=np.asarray(tr["rewards"], dtype=np.float64),
                               actions=acts.astype(np.float32 if continuous else np.int64),
-                              terminated=bool(flags[i, j, 0]), truncated=bool(flags[i, j, 1]))
-            if trading:
+                              terminated=bool(self.flags[j, 0]), truncated=bool(self.flags[j, 1]))
+            if self.trading:
                 ep.start = tr["start"]
                 ep.bars = np.asarray(tr["bars"], dtype=np.int64)
-                ep.equity = np.asarray(tr["equity"], dtype=np.float64)
-                ep.positions = np.asarray(tr["positions"], dtype=np.float64)
-                ep.turnover = np.asarray(tr["turnover"], dtype=np.float64)
-                ep.asset_returns = np.asarray(tr["asset_returns"], dtype=np.float64)
-            if video_dir is not None:
-                ep.video = str(video_path(video_dir, learner.member_ids[m], j))
+                for key in ("equity", "positions", "turnover", "asset_returns"):
+                    setattr(ep, key, np.asarray(tr[key], dtype=np.float64))
+            if video is not None:
+                ep.video = str(video(j))
             result.episodes.append(ep)
-        out[m] = result
-    return out
+        return result
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
 
 
 def evaluate_policy(
