@@ -20,6 +20,7 @@ from rpbt.checkpoint import CheckpointError, MemberState
 from rpbt.cli import main
 from rpbt.config import ConfigError
 from rpbt.pbt.backends import process as process_mod
+from rpbt.pbt.backends.commands import MemberInfo, Restore
 from rpbt.pbt.backends.process import BackendError, split_shards, threads_per_worker
 from rpbt.pbt.runner import PopulationRunner
 from tests.conftest import TINY, tiny_config
@@ -79,9 +80,9 @@ def _kill_on(backend, shards, commands: tuple[str, ...]) -> list[tuple[int, int]
     for shard in ([shards] if isinstance(shards, int) else shards):
         handle = backend._handles[shard]
 
-        def send(cmd, args, handle=handle, original=handle.send, shard=shard):
-            original(cmd, args)
-            if cmd in commands and not killed:
+        def send(command, handle=handle, original=handle.send, shard=shard):
+            original(command)
+            if command.name in commands and not killed:
                 killed.append((shard, handle.pid))
                 os.kill(handle.pid, signal.SIGKILL)
 
@@ -181,9 +182,9 @@ def test_ray_backend_gives_the_local_decisions_and_survives_a_killed_actor(tmp_p
         handle = backend._handles[1]
         original = handle.send
 
-        def send(cmd, args):
-            original(cmd, args)
-            if cmd == "train":
+        def send(command):
+            original(command)
+            if command.name == "train":
                 ray.kill(handle.actor, no_restart=True)
 
         handle.send = send
@@ -219,7 +220,7 @@ def test_exploits_of_different_shards_run_together_with_the_one_after_another_re
     sent: list[dict] = []
     real_run_all = sharded._run_all
     monkeypatch.setattr(sharded, "_run_all", lambda commands: sent.append(
-        {k: cmd for k, (cmd, _) in commands.items()}) or real_run_all(commands))
+        {k: command.name for k, command in commands.items()}) or real_run_all(commands))
     try:
         for backend in (local, sharded):
             backend.train(1)
@@ -306,7 +307,7 @@ def test_killed_worker_restarts_from_committed_checkpoint_and_the_run_completes(
         loaded.append(source)
         return real_from_bytes(cls, data, source)
 
-    monkeypatch.setattr(process_mod.MemberState, "from_bytes", classmethod(spy))
+    monkeypatch.setattr(MemberState, "from_bytes", classmethod(spy))
     try:
         runner.play_round()
         # round 2: shard 1's worker dies while training
@@ -353,7 +354,7 @@ def test_truncated_checkpoint_is_refused_and_too_many_failures_stop_the_run(tmp_
         runner.play_round()
         # an error raised inside a worker comes back with its own type and leaves every pipe in step
         with pytest.raises(CheckpointError, match="state sent for member 0"):
-            runner.backend._run_all({0: ("restore", (0, b"not a member state")), 1: ("member_info", ())})
+            runner.backend._run_all({0: Restore(0, b"not a member state"), 1: MemberInfo()})
         assert sorted(runner.backend.member_info()) == [0, 1, 2, 3]
         assert runner.backend.failures == [0, 0]
         data = path.read_bytes()

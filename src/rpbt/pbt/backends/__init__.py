@@ -47,7 +47,7 @@ def explain_kind(cfg: Config, cpus: Optional[int] = None, cuda_available: Option
     if kind != "auto":
         return kind, ""
     if cpus is None:
-        from rpbt.pbt.backends.process import usable_cpus
+        from rpbt.pbt.backends.sharded import usable_cpus
 
         cpus = usable_cpus()
     n = cpus

@@ -26,7 +26,7 @@ class Backend(Protocol):
     ``kind`` names the backend (``local``, ``process``, ``ray``); ``population_size`` is the number of members;
     ``num_workers`` the number of processes (or Ray actors) that train them (1 for ``local``).
     Errors of a member operation (a bad checkpoint, a bad environment) are raised with their own type; a sharded
-    backend raises :class:`rpbt.pbt.backends.process.BackendError` when a worker keeps dying.
+    backend raises :class:`rpbt.pbt.backends.errors.BackendError` when a worker keeps dying.
     """
 
     kind: str

@@ -3,7 +3,7 @@
 ``backend.kind: ray`` splits the population into ``backend.num_workers`` contiguous shards (default: the CPUs of
 the cluster divided by ``backend.num_cpus_per_shard``, capped at the population size) and creates one actor per
 shard with ``num_cpus = backend.num_cpus_per_shard``; each actor holds one batched learner
-(:class:`~rpbt.pbt.backends.process.ShardServer`) for the whole run and sets ``torch.set_num_threads`` to its CPU
+(:class:`~rpbt.pbt.backends.commands.ShardServer`) for the whole run and sets ``torch.set_num_threads`` to its CPU
 share. ``backend.address`` (``"auto"``, ``"ray://head:10001"``, ``"10.0.0.1:6379"``) joins an existing cluster with
 ``ray.init(address=...)``; otherwise a local instance is started with ``num_cpus = num_workers *
 num_cpus_per_shard``. If Ray is already initialised in this process (``ray.init`` called by the user) it is used
@@ -15,7 +15,7 @@ recipient's actor (bytes that did not come from a snapshot are ``ray.put`` first
 driver, so the run directory only needs to exist on the driver's machine.
 
 Fault tolerance, determinism and the command set are those of the process backend
-(:class:`~rpbt.pbt.backends.process.ShardedBackend`): an actor that dies (node lost, killed, out of memory) is
+(:class:`~rpbt.pbt.backends.sharded.ShardedBackend`): an actor that dies (node lost, killed, out of memory) is
 created again, restored from its members' last committed checkpoints and replays the commands since; actors are
 created with ``max_restarts=0`` so that Ray does not restart them behind the backend's back.
 
@@ -29,13 +29,9 @@ import math
 from typing import Any, Optional, Sequence
 
 from rpbt.config import Config
-from rpbt.pbt.backends.process import (
-    BackendError,
-    ShardedBackend,
-    ShardServer,
-    WorkerDied,
-    usable_cpus,
-)
+from rpbt.pbt.backends.commands import Close, Command, Ping, ShardServer
+from rpbt.pbt.backends.errors import BackendError, WorkerDied
+from rpbt.pbt.backends.sharded import ShardedBackend, usable_cpus
 
 
 def import_ray() -> Any:
@@ -63,14 +59,12 @@ class ShardActor:
         except Exception as err:  # noqa: BLE001
             self.error = err
 
-    def call(self, cmd: str, *args: Any) -> Any:
+    def call(self, command_type: type[Command], *fields: Any) -> Any:
+        """Run ``command_type(*fields)`` (its fields travel apart so that Ray resolves object references in them)."""
         if self.error is not None:
             raise self.error
         assert self.server is not None
-        if cmd == "close":
-            self.server.close()
-            return None
-        return self.server.handle(cmd, args)
+        return self.server.handle(command_type(*fields))
 
 
 def _death_types(ray: Any) -> tuple[type[BaseException], ...]:
@@ -86,11 +80,11 @@ class _RayHandle:
         self.backend = backend
         self.index = index
         self.actor = backend._actor_cls.remote(backend.cfg, members, hparams, backend.threads)
-        self.ref: Any = self.actor.call.remote("ping")
+        self.ref: Any = self.actor.call.remote(Ping)
 
-    def send(self, cmd: str, args: tuple) -> None:
-        wired = [self.backend._wire(a) if isinstance(a, bytes) else a for a in args]  # top level: resolved by Ray
-        self.ref = self.actor.call.remote(cmd, *wired)
+    def send(self, command: Command) -> None:
+        wired = [self.backend._wire(a) if isinstance(a, bytes) else a for a in command.fields()]  # resolved by Ray
+        self.ref = self.actor.call.remote(type(command), *wired)
 
     def recv(self) -> Any:
         ray = self.backend._ray
@@ -106,7 +100,7 @@ class _RayHandle:
                 raise cause from None
             raise
         if isinstance(out, bytes):  # a member state: keep its object reference for an exploit across shards
-            self.backend._refs[id(out)] = (out, ref)
+            self.backend._refs[out] = ref
         return out
 
     def wait_ready(self) -> Any:
@@ -128,7 +122,7 @@ class _RayHandle:
         ray = self.backend._ray
         try:
             if self.ref is None:  # idle: let the shard close its environments (a busy one is just killed)
-                ray.get(self.actor.call.remote("close"), timeout=30)
+                ray.get(self.actor.call.remote(Close), timeout=30)
         finally:
             ray.kill(self.actor, no_restart=True)
 
@@ -141,7 +135,7 @@ class RayBackend(ShardedBackend):
             ``backend.max_failures``, ``run.torch_threads``).
         hparams: initial hyperparameters per member (P dicts).
 
-    Raises :class:`~rpbt.pbt.backends.process.BackendError` when Ray is not installed or ``backend.num_workers``
+    Raises :class:`~rpbt.pbt.backends.errors.BackendError` when Ray is not installed or ``backend.num_workers``
     is out of range.
     """
 
@@ -171,7 +165,7 @@ class RayBackend(ShardedBackend):
         self.threads = max(1, int(b.num_cpus_per_shard))
         if cfg.run.torch_threads:
             self.threads = max(1, min(self.threads, cfg.run.torch_threads))
-        self._refs: dict[int, tuple[bytes, Any]] = {}
+        self._refs: dict[bytes, Any] = {}  # keyed by the bytes themselves
         self._actor_cls = ray.remote(num_cpus=b.num_cpus_per_shard, max_restarts=0)(ShardActor)
         try:
             self._start_all()
@@ -185,11 +179,9 @@ class RayBackend(ShardedBackend):
 
     def _wire(self, data: bytes) -> Any:
         """An object reference for ``data``: the snapshot's own result in the object store, else ``ray.put``."""
-        hit = self._refs.get(id(data))
-        if hit is not None and hit[0] is data:
-            return hit[1]
-        ref = self._ray.put(data)
-        self._refs[id(data)] = (data, ref)
+        ref = self._refs.get(data)
+        if ref is None:
+            ref = self._refs[data] = self._ray.put(data)
         return ref
 
     def train(self, n_updates: int) -> dict[int, list[dict[str, float]]]:

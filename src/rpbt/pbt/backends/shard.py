@@ -2,7 +2,7 @@
 commands a backend runs on it.
 
 The local backend holds the whole population as one shard; the process and Ray backends hold one shard per worker
-(:class:`~rpbt.pbt.backends.process.ShardServer`).
+(:class:`~rpbt.pbt.backends.commands.ShardServer`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,185 @@
+"""The commands a sharded backend's driver sends to a shard, and the server that runs them on the shard.
+
+Each command is a small frozen dataclass: its fields are its arguments, ``name`` is how logs and tests call it,
+``mutating`` says whether it changes the shard's members (a mutating command is kept in the shard's
+:class:`~rpbt.pbt.backends.journal.Journal` and replayed after a restart), and :meth:`Command.run` carries it out on
+a :class:`~rpbt.pbt.backends.shard.Shard`. A command travels as a pickled object (process backend) or as its type and
+fields (Ray backend, :meth:`Command.fields`, so that member-state bytes can go through the object store).
+
+Member states travel as bytes of the checkpoint format (:meth:`~rpbt.checkpoint.MemberState.to_bytes`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+from rpbt.checkpoint import MemberState
+
+if TYPE_CHECKING:
+    from rpbt.config import Config
+    from rpbt.pbt.backends.shard import Shard
+
+__all__ = ["Command", "Ping", "Train", "MemberInfo", "EvaluateMembers", "Snapshot", "SnapshotMany", "Restore",
+           "Exploit", "ExploitLocal", "Close", "ShardServer"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command for one shard. Subclasses set ``name``, ``mutating`` (default False) and implement :meth:`run`."""
+
+    name: ClassVar[str] = "command"
+    mutating: ClassVar[bool] = False
+
+    def run(self, shard: "Shard") -> Any:
+        """Carry the command out on ``shard`` and return the answer sent back to the driver."""
+        raise NotImplementedError
+
+    def fields(self) -> tuple:
+        """The command's arguments in field order (``type(c)(*c.fields()) == c``)."""
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+
+
+@dataclass(frozen=True)
+class Ping(Command):
+    """() -> the worker's process id."""
+
+    name = "ping"
+
+    def run(self, shard: "Shard") -> int:
+        return os.getpid()
+
+
+@dataclass(frozen=True)
+class Train(Command):
+    """``n_updates`` PPO updates -> ``{member: [row per update]}``."""
+
+    n_updates: int
+    name = "train"
+    mutating = True
+
+    def run(self, shard: "Shard") -> dict[int, list[dict[str, float]]]:
+        return shard.train(int(self.n_updates))
+
+
+@dataclass(frozen=True)
+class MemberInfo(Command):
+    """() -> ``{member: info}`` (:meth:`Shard.member_info`)."""
+
+    name = "member_info"
+
+    def run(self, shard: "Shard") -> dict[int, dict[str, Any]]:
+        return shard.member_info()
+
+
+@dataclass(frozen=True)
+class EvaluateMembers(Command):
+    """Deterministic evaluation of ``members`` on ``split`` -> ``{member: [return per episode]}``."""
+
+    members: Sequence[int]
+    split: str = "validation"
+    name = "evaluate_members"
+
+    def run(self, shard: "Shard") -> dict[int, list[float]]:
+        return shard.evaluate_members([int(m) for m in self.members], str(self.split))
+
+
+@dataclass(frozen=True)
+class Snapshot(Command):
+    """``member``'s state -> bytes."""
+
+    member: int
+    name = "snapshot"
+
+    def run(self, shard: "Shard") -> bytes:
+        return shard.snapshot(int(self.member)).to_bytes()
+
+
+@dataclass(frozen=True)
+class SnapshotMany(Command):
+    """Several members' states -> ``{member: bytes}``."""
+
+    members: Sequence[int]
+    name = "snapshot_many"
+
+    def run(self, shard: "Shard") -> dict[int, bytes]:
+        return {int(m): shard.snapshot(int(m)).to_bytes() for m in self.members}
+
+
+@dataclass(frozen=True)
+class Restore(Command):
+    """Replace ``member``'s state with ``data`` (``retry``: see :meth:`Shard.restore`) -> None.
+
+    Raises :class:`~rpbt.checkpoint.CheckpointError` for bytes that are not a member state."""
+
+    member: int
+    data: bytes
+    retry: int = 0
+    name = "restore"
+    mutating = True
+
+    def run(self, shard: "Shard") -> None:
+        m = int(self.member)
+        shard.restore(m, MemberState.from_bytes(self.data, source=f"state sent for member {m}"), int(self.retry))
+
+
+@dataclass(frozen=True)
+class Exploit(Command):
+    """Copy the donor state ``donor_data`` (bytes) into ``recipient`` with ``new_hparams`` -> measurements."""
+
+    recipient: int
+    donor_data: bytes
+    new_hparams: dict
+    name = "exploit"
+    mutating = True
+
+    def run(self, shard: "Shard") -> dict[str, float]:
+        r = int(self.recipient)
+        donor = MemberState.from_bytes(self.donor_data, source=f"donor state sent for member {r}")
+        return shard.exploit(r, donor, self.new_hparams)
+
+
+@dataclass(frozen=True)
+class ExploitLocal(Command):
+    """Copy member ``donor`` of the same shard into ``recipient`` (an index copy) -> measurements."""
+
+    recipient: int
+    donor: int
+    new_hparams: dict
+    name = "exploit_local"
+    mutating = True
+
+    def run(self, shard: "Shard") -> dict[str, float]:
+        return shard.exploit(int(self.recipient), shard.snapshot(int(self.donor)), self.new_hparams)
+
+
+@dataclass(frozen=True)
+class Close(Command):
+    """Close the shard's environments; the worker then stops (handled by the worker loop, not by :meth:`run`)."""
+
+    name = "close"
+
+    def run(self, shard: "Shard") -> None:
+        shard.close()
+
+
+class ShardServer:
+    """Runs commands on one :class:`~rpbt.pbt.backends.shard.Shard` (inside a worker process or Ray actor).
+
+    Raises ``ValueError`` for an object that is not a :class:`Command`; a command raises what its shard raises.
+    """
+
+    def __init__(self, cfg: "Config", member_ids: Sequence[int], hparams: Sequence[dict]):
+        from rpbt.pbt.backends.shard import Shard
+
+        self.shard = Shard(cfg, list(member_ids), list(hparams))
+
+    def handle(self, command: Command) -> Any:
+        if not isinstance(command, Command):
+            raise ValueError(f"unknown shard command {command!r}")
+        return command.run(self.shard)
+
+    def close(self) -> None:
+        self.shard.close()
