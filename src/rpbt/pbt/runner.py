@@ -54,7 +54,8 @@ from rpbt.checkpoint import CheckpointError, MemberState, naming_checkpoint
 from rpbt.config import Config, PBTConfig, member_hparams
 from rpbt.pbt.backends import backend_reason, make_backend
 from rpbt.pbt.backends.base import Backend
-from rpbt.pbt.scheduler import PBTScheduler, truncation_group_size
+from rpbt.pbt.scheduler import PBTScheduler
+from rpbt.pbt.selection import truncation_group_size
 from rpbt.pbt.space import SearchSpace
 from rpbt.run.output import say
 from rpbt.run.rundir import ROUND_FOLDER, RunDirectory, RunDirError, clean_float, round_folder
@@ -459,9 +460,10 @@ class PopulationRunner:
             round_event["obs_outliers"] = outliers
         self.rundir.write_event(round_event)
 
-        decisions = self.scheduler.step(scores, hparams, updates,
-                                        returns=test_returns if self.cfg.pbt.ttest else None, eligible=eligible)
-        for refused in self.scheduler.last_refused:
+        decision = self.scheduler.step(scores, hparams, updates,
+                                       returns=test_returns if self.cfg.pbt.ttest else None, eligible=eligible)
+        decisions = decision.exploits
+        for refused in decision.refused:
             self.rundir.write_event({"type": "exploit_refused", "round": r, "env_steps": env_steps, **refused})
         started = time.perf_counter()
         all_measurements = self.backend.exploit_many([(d.recipient, d.donor, d.new_hparams) for d in decisions])
