@@ -10,6 +10,7 @@ from scipy import stats
 
 from rpbt.pbt.runner import PopulationRunner
 from rpbt.pbt.scheduler import PBTScheduler
+from rpbt.pbt.scoring import own_returns
 from rpbt.pbt.selection import welch_ttest
 from tests.conftest import tiny_config
 
@@ -102,9 +103,8 @@ def test_score_since_exploit_scores_only_the_recipients_own_episodes(tmp_path):
                       "run.total_env_steps=384")
     runner = PopulationRunner(cfg, tmp_path / "r")
     info = {m: {"recent_returns": [1.0, 2.0, 3.0, 4.0], "episodes": 10} for m in range(4)}
-    runner.episode_marks = [0, 7, 10, 12]
-    assert runner.own_returns(info) == [[1.0, 2.0, 3.0, 4.0], [2.0, 3.0, 4.0], [], []]
-    runner.episode_marks = [0] * 4
+    marks = [0, 7, 10, 12]
+    assert [own_returns(info[m], marks[m]) for m in range(4)] == [[1.0, 2.0, 3.0, 4.0], [2.0, 3.0, 4.0], [], []]
     runner.start()
     exploited = 0
     while runner.round < runner.total_rounds:
@@ -113,8 +113,9 @@ def test_score_since_exploit_scores_only_the_recipients_own_episodes(tmp_path):
         for e in events:
             exploited += 1
             # right after the exploit the recipient holds the donor's returns and none of its own
-            assert runner.episode_marks[e["recipient"]] == info[e["recipient"]]["episodes"] > 0
-            assert runner.own_returns(info)[e["recipient"]] == []
+            recipient = runner.members[e["recipient"]]
+            assert recipient.episode_mark == info[e["recipient"]]["episodes"] > 0
+            assert own_returns(info[e["recipient"]], recipient.episode_mark) == []
     assert exploited, "the tiny config must exploit"
     runner.close()
     events = [json.loads(line) for line in (tmp_path / "r" / "events.jsonl").read_text().splitlines()]
@@ -123,7 +124,7 @@ def test_score_since_exploit_scores_only_the_recipients_own_episodes(tmp_path):
         own = rounds[e["round"]]["episodes_since_exploit"]
         assert own[e["donor"]] >= 2 and own[e["recipient"]] >= 2  # both had a full window of their own
     state = json.loads((tmp_path / "r" / "checkpoints" / "runner.json").read_text())
-    assert state["episode_marks"] == runner.episode_marks
+    assert state["episode_marks"] == [record.episode_mark for record in runner.members]
 
 
 def test_ttest_and_pb2_run_records_refused_exploits_and_resumes_with_the_model(tmp_path):
@@ -136,13 +137,13 @@ def test_ttest_and_pb2_run_records_refused_exploits_and_resumes_with_the_model(t
     for _ in range(3):
         runner.play_round()
     committed = runner.scheduler.state_dict()
-    marks = list(runner.episode_marks)
+    marks = [record.episode_mark for record in runner.members]
     runner.close()
     assert committed["pb2"]["data"], "PB2's observations are committed with the round"
     resumed = PopulationRunner(cfg, run)
     resumed.resume()
     assert resumed.scheduler.state_dict() == json.loads(json.dumps(committed))
-    assert resumed.episode_marks == marks
+    assert [record.episode_mark for record in resumed.members] == marks
     resumed.run(progress=False)
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     tested = [e for e in events if e["type"] in ("exploit", "exploit_refused")]
