@@ -33,19 +33,20 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-from rpbt.checkpoint import CheckpointError, MemberState, naming_checkpoint
+from rpbt.checkpoint import MemberState
 from rpbt.config import Config, PBTConfig, member_hparams
 from rpbt.pbt.backends import backend_reason, make_backend
 from rpbt.pbt.backends.base import Backend
 from rpbt.pbt.faults import MemberFaultError, MemberFaults, ObsOutlierWarning
 from rpbt.pbt.records import MemberRecord, records_from_state, records_to_state
+from rpbt.pbt.resume import ResumeWarning, restore_newest, resume_candidates
 from rpbt.pbt.round_log import RoundLog
 from rpbt.pbt.scheduler import Decision, PBTScheduler
 from rpbt.pbt.scoring import RoundScores, ScoreSource, check_run_inputs
 from rpbt.pbt.selection import truncation_group_size
 from rpbt.pbt.space import SearchSpace
 from rpbt.run.output import say
-from rpbt.run.rundir import ROUND_FOLDER, RunDirectory, RunDirError, clean_float, round_folder
+from rpbt.run.rundir import RunDirectory, RunDirError, clean_float, round_folder
 
 # The errors and warnings a run raises, importable from the module that runs it.
 __all__ = ["PopulationRunner", "MemberFaultError", "ObsOutlierWarning", "ResumeWarning", "NoExploitWarning",
@@ -60,6 +61,18 @@ class NoExploitWarning(UserWarning):
 class SingleDonorWarning(UserWarning):
     """Truncation selection's top and bottom groups hold one member each at this ``pbt.population_size`` and
     ``pbt.quantile_fraction``: every exploit copies the single best member (see :func:`single_donor_warning`)."""
+
+
+def no_exploit_warning(pbt: PBTConfig, total_updates: int) -> Optional[str]:
+    """What :meth:`PopulationRunner.start` says when no member is ever ready in the run's ``total_updates``, else
+    None."""
+    first_ready = max(pbt.burn_in, pbt.perturbation_interval)
+    if first_ready <= total_updates:
+        return None
+    return (f"no member is ever ready: the first ready point is update {first_ready} (max of pbt.burn_in "
+            f"{pbt.burn_in} and pbt.perturbation_interval {pbt.perturbation_interval}) but the run has "
+            f"{total_updates} updates (run.total_env_steps / (env.num_envs x agent.num_steps)): PBT will "
+            f"never exploit or explore")
 
 
 def single_donor_warning(pbt: PBTConfig) -> Optional[str]:
@@ -85,10 +98,6 @@ def single_donor_warning(pbt: PBTConfig) -> Optional[str]:
             f"of 1 member (max(1, floor({q:g} x {P})) = 1) mean that each round at most one member, the worst, "
             f"exploits, and its donor is always the single best member; groups of 2 need pbt.quantile_fraction >= "
             f"{q_min:g} or pbt.population_size >= {P_min}")
-
-class ResumeWarning(UserWarning):
-    """A resume skipped a kept round whose checkpoints do not load or fit; the message names the file and why."""
-
 
 log = logging.getLogger(__name__)
 
@@ -131,19 +140,14 @@ class PopulationRunner:
         :class:`~rpbt.run.rundir.RunDirError` otherwise.
         """
         data = check_run_inputs(self.cfg)
-        pbt = self.cfg.pbt
-        first_ready = max(pbt.burn_in, pbt.perturbation_interval)
-        if first_ready > self.total_updates:
-            warnings.warn(NoExploitWarning(
-                f"no member is ever ready: the first ready point is update {first_ready} (max of pbt.burn_in "
-                f"{pbt.burn_in} and pbt.perturbation_interval {pbt.perturbation_interval}) but the run has "
-                f"{self.total_updates} updates (run.total_env_steps / (env.num_envs x agent.num_steps)): PBT will "
-                f"never exploit or explore"), stacklevel=2)
+        no_exploit = no_exploit_warning(self.cfg.pbt, self.total_updates)
+        if no_exploit is not None:
+            warnings.warn(NoExploitWarning(no_exploit), stacklevel=2)
         hparams = self.scheduler.initial_hparams(member_hparams(self.cfg))
         if overwrite and self.rundir.path.exists():
             self.rundir.check_replaceable()
         self.backend = self._backend or make_backend(self.cfg, hparams)
-        single_donor = single_donor_warning(pbt) if first_ready <= self.total_updates else None
+        single_donor = single_donor_warning(self.cfg.pbt) if no_exploit is None else None
         if single_donor is not None:  # once the backend is built: a run that cannot start says only its error
             warnings.warn(SingleDonorWarning(single_donor), stacklevel=2)
         if overwrite and self.rundir.path.exists():
@@ -179,11 +183,8 @@ class PopulationRunner:
                 raise RunDirError(f"{self.rundir.path}: a replay run (`rpbt replay`) cannot be resumed; run the "
                                   "same `rpbt replay` again with --overwrite")
             check_run_inputs(self.cfg)
-            top = latest.get("checkpoint_dir") or round_folder(latest["round"])
-            candidates = list(latest.get("history") or [top])
-            if top not in candidates:
-                candidates.insert(0, top)
-            state = self._restore_newest(latest, top, candidates)
+            self.skipped = []
+            state = restore_newest(self.rundir, latest, self.scheduler, self._backend_for, self.skipped)
         except BaseException:
             if self.backend is not None:
                 self.backend.close()
@@ -193,6 +194,7 @@ class PopulationRunner:
         self.round = int(state["round"])
         self.members = records_from_state(state, self.P)
         folder = state.get("checkpoint_dir") or round_folder(self.round)
+        candidates = resume_candidates(latest)[1]
         self.history = candidates[candidates.index(folder):]
         self.rundir.remove_temp_files()
         kept = self.rundir.truncate_events_after(self.round)
@@ -210,86 +212,19 @@ class PopulationRunner:
             event["skipped"] = self.skipped
         self.rundir.write_event(event)
 
-    def _load_round(self, folder: str, latest: dict[str, Any], top: str) -> tuple[dict[str, Any], list[MemberState]]:
-        """The runner state and member states of a kept round folder; :class:`RunDirError` /
-        :class:`CheckpointError` naming the file when one does not load. Loads the scheduler state."""
-        path = self.rundir.checkpoint_dir / folder
-        state = latest if folder == top else self.rundir.read_runner_state(folder)
-        where = self.rundir.runner_state_path if folder == top else path / "runner.json"
-        match = ROUND_FOLDER.fullmatch(folder)
-        if match is None or int(match.group(1)) != state["round"]:
-            raise RunDirError(f"{where}: names round {state['round']}, but lies in (or points at) {folder}")
-        for key in ("lineage", "exploitation_count"):
-            if not isinstance(state.get(key), list) or len(state[key]) != self.P:
-                raise RunDirError(f"{where}: {key!r} is not a list of {self.P} entries (one per member)")
-        try:
-            self.scheduler.load_state_dict(state["scheduler"])
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
-            raise RunDirError(f"{where}: bad \"scheduler\" state ({type(err).__name__}: {err})") from None
-        return state, [MemberState.load(path / f"member_{m}.pt") for m in range(self.P)]
-
-    def _restore_newest(self, latest: dict[str, Any], top: str, candidates: list[str]) -> dict[str, Any]:
-        """Restore every member from the newest candidate round that loads and fits; returns its runner state."""
-        self.skipped = []
-        config_path = self.rundir.path / "config.yaml"
-        for folder in candidates:
-            match = ROUND_FOLDER.fullmatch(folder)
-            r = int(match.group(1)) if match else None
-            try:
-                state, states = self._load_round(folder, latest, top)
-            except (CheckpointError, RunDirError) as err:
-                self.skipped.append({"round": r, "folder": folder, "reason": str(err)})
-                continue
-            if self.backend is None:  # errors building it (environment, backend) are not the round's fault
-                self.backend = self._backend or make_backend(self.cfg, [s.hparams() for s in states])
-                self.backend.attach_run(self.rundir)  # sharded backends: failure events, committed checkpoints
-            try:
-                for m, s in enumerate(states):
-                    with naming_checkpoint(self.rundir.checkpoint_dir / folder / f"member_{m}.pt", config_path):
-                        self.backend.restore(m, s)
-            except CheckpointError as err:
-                self.skipped.append({"round": r, "folder": folder, "reason": str(err)})
-                continue
-            for skip in self.skipped:
-                warnings.warn(ResumeWarning(f"round {skip['round']} skipped, resuming from round {state['round']}: "
-                                            f"{skip['reason']}"), stacklevel=3)
-            return state
-        if len(self.skipped) == 1:
-            raise CheckpointError(self.skipped[0]["reason"])
-        raise CheckpointError(f"{self.rundir.checkpoint_dir}: none of the kept rounds can be restored: " +
-                              "; ".join(f"round {s['round']}: {s['reason']}" for s in self.skipped))
+    def _backend_for(self, states: list[MemberState]) -> Backend:
+        """The backend a resume restores into, built (once) with the hyperparameters of the round it restores."""
+        if self.backend is None:
+            self.backend = self._backend or make_backend(self.cfg, [s.hparams() for s in states])
+            self.backend.attach_run(self.rundir)  # sharded backends: failure events, committed checkpoints
+        return self.backend
 
     def run(self, progress: Optional[bool] = None) -> dict[str, Any]:
         """Play rounds until every member has ``run.total_env_steps``; returns the final summary."""
-        show = self.cfg.run.progress if progress is None else progress
         try:
-            from rich.console import Console
-
-            if show and Console().is_terminal:
-                from rich.progress import (
-                    BarColumn,
-                    Progress,
-                    TextColumn,
-                    TimeElapsedColumn,
-                    TimeRemainingColumn,
-                )
-
-                columns = [TextColumn("[bold]{task.description}"), BarColumn(),
-                           TextColumn("{task.completed:,.0f}/{task.total:,.0f} env steps per member"),
-                           TimeElapsedColumn(), TimeRemainingColumn()]
-                with Progress(*columns) as bar:
-                    task = bar.add_task(self._describe(), total=self.total_updates * self.steps_per_update,
-                                        completed=self._env_steps())
-                    while self.round < self.total_rounds:
-                        self.play_round()
-                        bar.update(task, completed=self._env_steps(), description=self._describe())
-            else:  # logs, CI and pipes: one plain line per round, no bar
-                while self.round < self.total_rounds:
-                    self.play_round()
-                    if show:
-                        say(f"{self._describe()}  env steps {self._env_steps():,}")
+            _play_all(self, self.cfg.run.progress if progress is None else progress)
             summary = self.summary()
-            self.rundir.write_event({"type": "end", "round": self.round, "env_steps": self._env_steps()})
+            self.rundir.write_event({"type": "end", "round": self.round, "env_steps": self.env_steps()})
             return summary
         finally:
             self.close()
@@ -370,7 +305,7 @@ class PopulationRunner:
         self.backend.save_checkpoints(target)
         history = [folder] + [f for f in self.history if f != folder][: max(self.cfg.run.keep_checkpoints, 1) - 1]
         state = {"round": self.round, "checkpoint_dir": folder, "scheduler": self.scheduler.state_dict(),
-                 **records_to_state(self.members), "env_steps": self._env_steps(), "time_s": self.rundir.elapsed(),
+                 **records_to_state(self.members), "env_steps": self.env_steps(), "time_s": self.rundir.elapsed(),
                  "history": history}
         self.rundir.write_round_state(folder, state)
         self.rundir.write_runner_state(state)
@@ -381,7 +316,7 @@ class PopulationRunner:
         self.rundir.write_summary(self.summary())
 
     # ------------------------------------------------------------------------------------------ reporting
-    def _env_steps(self) -> int:
+    def env_steps(self) -> int:
         return min(self.round * self.cfg.pbt.perturbation_interval, self.total_updates) * self.steps_per_update
 
     def best_member(self) -> Optional[int]:
@@ -390,7 +325,7 @@ class PopulationRunner:
         valid = [(sign * s, -m) for m, s in enumerate(scores) if s is not None and math.isfinite(s)]
         return -max(valid)[1] if valid else None
 
-    def _describe(self) -> str:
+    def describe(self) -> str:
         best = self.best_member()
         score = f"{self.members[best].score:.3f}" if best is not None else "n/a"
         return f"round {self.round}/{self.total_rounds}  best score {score}"
@@ -401,7 +336,7 @@ class PopulationRunner:
         return {
             "round": self.round,
             "rounds_total": self.total_rounds,
-            "env_steps": self._env_steps(),  # the schedule's; member_env_steps: each member's own
+            "env_steps": self.env_steps(),  # the schedule's; member_env_steps: each member's own
             "member_env_steps": [int(info[m]["env_steps"]) for m in range(self.P)] if info else None,
             "best_member": best,
             "best_score": clean_float(self.members[best].score) if best is not None else None,
@@ -411,3 +346,27 @@ class PopulationRunner:
             "exploitation_count": [record.exploitation_count for record in self.members],
             "wall_time_s": round(self.rundir.elapsed(), 2),
         }
+
+
+def _play_all(runner: PopulationRunner, show: bool) -> None:
+    """Play the runner's remaining rounds: under a progress bar on a terminal when ``show``, else one plain line per
+    round (logs, CI and pipes) when ``show``, else silently."""
+    from rich.console import Console
+
+    if show and Console().is_terminal:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(),
+                   TextColumn("{task.completed:,.0f}/{task.total:,.0f} env steps per member"),
+                   TimeElapsedColumn(), TimeRemainingColumn()]
+        with Progress(*columns) as bar:
+            task = bar.add_task(runner.describe(), total=runner.total_updates * runner.steps_per_update,
+                                completed=runner.env_steps())
+            while runner.round < runner.total_rounds:
+                runner.play_round()
+                bar.update(task, completed=runner.env_steps(), description=runner.describe())
+        return
+    while runner.round < runner.total_rounds:
+        runner.play_round()
+        if show:
+            say(f"{runner.describe()}  env steps {runner.env_steps():,}")
