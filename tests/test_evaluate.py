@@ -20,7 +20,8 @@ from rpbt.envs.trading import episode_starts, make_trading_env
 from rpbt.evaluation.policy import evaluate_members, evaluate_policy, load_member, member_policy_head
 from rpbt.evaluation.trading import evaluate_trading_split, trading_metrics
 from rpbt.pbt.backends.local import LocalBackend
-from rpbt.pbt.runner import PopulationRunner, score_source
+from rpbt.pbt.runner import PopulationRunner
+from rpbt.pbt.scoring import ScoreSource
 from rpbt.run.rundir import RunDirError
 from tests.conftest import TINY, Learner, tiny_config
 
@@ -313,7 +314,8 @@ def _no_time(per_member):
 
 def test_validation_scoring_is_deterministic_and_differs_from_training_returns():
     cfg = trading_config()
-    assert score_source(cfg) == "validation" and score_source(tiny_config()) == "training"
+    assert ScoreSource.from_config(cfg).kind == "validation"
+    assert ScoreSource.from_config(tiny_config()).kind == "training"
     hp = [{}, {}]
     a, b = LocalBackend(cfg, hp), LocalBackend(cfg, hp)
     try:
@@ -371,7 +373,7 @@ def test_runner_scores_trading_members_on_validation_and_load_member(tmp_path):
 
 def test_score_source_config():
     cfg = trading_config("pbt.score_source=training")
-    assert score_source(cfg) == "training"
+    assert ScoreSource.from_config(cfg).kind == "training"
     with pytest.raises(ConfigError, match="score_source"):
         tiny_config("pbt.score_source=validation")
 

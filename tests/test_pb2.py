@@ -47,7 +47,7 @@ def simulate(explore: str, seed: int, population: int = 8, rounds: int = 10, noi
     for r in range(1, rounds + 1):
         for m in range(population):
             score[m] += gain_fn(hps[m]) + rng.gauss(0.0, noise)
-        decisions = sch.step(list(score), hps, [r] * population)
+        decisions = sch.step(list(score), hps, [r] * population).exploits
         for d in decisions:
             score[d.recipient] = score[d.donor]
             hps[d.recipient] = d.new_hparams
@@ -114,7 +114,7 @@ def test_pb2_state_survives_a_resume():
         for m in range(4):
             score[m] += gain(hps[m]) + rng.gauss(0, 0.1)
         inputs.append((list(score), [dict(h) for h in hps], [r] * 4))
-        for d in a.step(*inputs[-1]) if r <= 4 else []:
+        for d in a.step(*inputs[-1]).exploits if r <= 4 else []:
             score[d.recipient] = score[d.donor]
             hps[d.recipient] = d.new_hparams
         if r == 4:
@@ -124,7 +124,7 @@ def test_pb2_state_survives_a_resume():
     b.load_state_dict(saved)
     assert b.pb2.num_observations == a.pb2.num_observations
     for args in inputs[4:]:
-        da, db = a.step(*args), b.step(*args)
+        da, db = a.step(*args).exploits, b.step(*args).exploits
         assert [d.to_dict() for d in da] == [d.to_dict() for d in db]
     with pytest.raises(ValueError, match="PB2 state"):
         PBTScheduler(SPACE, **{**kwargs, "population_size": 5}).pb2.load_state_dict(saved["pb2"])
@@ -133,7 +133,7 @@ def test_pb2_state_survives_a_resume():
 def test_perturb_scheduler_has_no_pb2_state_and_bad_explore_is_refused():
     sch = PBTScheduler(SPACE, population_size=2, perturbation_interval=1, burn_in=0)
     assert "pb2" not in sch.state_dict() and sch.pb2 is None
-    with pytest.raises(ValueError, match="explore must be one of"):
+    with pytest.raises(ValueError, match="explore: Input should be 'perturb' or 'pb2'"):
         PBTScheduler(SPACE, population_size=2, perturbation_interval=1, burn_in=0, explore="bayes")
 
 

@@ -9,7 +9,9 @@ import pytest
 from scipy import stats
 
 from rpbt.pbt.runner import PopulationRunner
-from rpbt.pbt.scheduler import PBTScheduler, welch_ttest
+from rpbt.pbt.scheduler import PBTScheduler
+from rpbt.pbt.scoring import own_returns
+from rpbt.pbt.selection import welch_ttest
 from tests.conftest import tiny_config
 
 SPACE = {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "scale": "log"}}
@@ -45,26 +47,27 @@ def test_ttest_exploit_accepts_a_significantly_better_donor():
     sch = two_members()
     donor = [10.0, 11.0, 12.0, 11.0, 10.0]  # mean 10.8, var 0.7
     recipient = [1.0, 2.0, 3.0, 2.0, 1.0]  # mean 1.8, var 0.7: t = 9 / sqrt(0.28) = 17.0
-    decisions = sch.step([1.8, 10.8], HP, [1, 1], returns=[recipient, donor])
-    assert [(d.recipient, d.donor) for d in decisions] == [(0, 1)]
-    test = decisions[0].ttest
+    decision = sch.step([1.8, 10.8], HP, [1, 1], returns=[recipient, donor])
+    assert [(d.recipient, d.donor) for d in decision.exploits] == [(0, 1)]
+    test = decision.exploits[0].ttest
     assert test["t"] == pytest.approx(9.0 / math.sqrt(0.28)) and test["p"] < 0.05
-    assert test["window"] == 5 and test["alpha"] == 0.05 and sch.last_refused == []
+    assert test["window"] == 5 and test["alpha"] == 0.05 and decision.refused == []
 
 
 def test_ttest_exploit_refuses_a_donor_that_is_not_significantly_better():
     sch = two_members()
     donor = [1.0, 5.0, 2.0, 6.0, 3.0]  # mean 3.4, var 4.3
     recipient = [2.0, 4.0, 1.0, 5.0, 2.0]  # mean 2.8, var 2.7: t = 0.6 / sqrt(1.4) = 0.507
-    assert sch.step([2.8, 3.4], HP, [1, 1], returns=[recipient, donor]) == []
-    (refused,) = sch.last_refused
+    decision = sch.step([2.8, 3.4], HP, [1, 1], returns=[recipient, donor])
+    assert decision.exploits == []
+    (refused,) = decision.refused
     assert refused["reason"] == "not significant" and (refused["recipient"], refused["donor"]) == (0, 1)
     assert refused["t"] == pytest.approx(0.6 / math.sqrt(1.4)) and refused["p"] > 0.05
     # the same gap with a looser level and a larger t passes; too few returns never does
-    assert two_members(ttest_alpha=0.4).step([2.8, 3.4], HP, [1, 1], returns=[recipient, donor])
+    assert two_members(ttest_alpha=0.4).step([2.8, 3.4], HP, [1, 1], returns=[recipient, donor]).exploits
     short = two_members()
-    assert short.step([1.8, 10.8], HP, [1, 1], returns=[[1.0, 2.0], [10.0, 11.0, 12.0, 11.0, 10.0]]) == []
-    assert short.last_refused[0]["reason"] == "too few returns"
+    decision = short.step([1.8, 10.8], HP, [1, 1], returns=[[1.0, 2.0], [10.0, 11.0, 12.0, 11.0, 10.0]])
+    assert decision.exploits == [] and decision.refused[0]["reason"] == "too few returns"
     with pytest.raises(ValueError, match="returns"):
         two_members().step([1.8, 10.8], HP, [1, 1])
 
@@ -74,7 +77,7 @@ def test_ttest_uses_only_the_last_window_returns():
     old_good = [100.0] * 10
     donor = old_good[:5] + [1.0, 5.0, 2.0, 6.0, 3.0]  # the last 5 are no better than the recipient's
     recipient = [0.0] * 5 + [2.0, 4.0, 1.0, 5.0, 2.0]
-    assert sch.step([2.8, 3.4], HP, [1, 1], returns=[recipient, donor]) == []
+    assert sch.step([2.8, 3.4], HP, [1, 1], returns=[recipient, donor]).exploits == []
 
 
 # ------------------------------------------------------------------------------------------ eligibility
@@ -85,10 +88,10 @@ def test_an_ineligible_member_is_neither_donor_nor_recipient_and_joins_when_elig
     sch = PBTScheduler(space, population_size=4, perturbation_interval=2, burn_in=0, seed=1)
     hp = [{"learning_rate": 1e-3}] * 4
     scores = [0.0, 5.0, 6.0, 9.0]
-    decisions = sch.step(scores, hp, [2] * 4, eligible=[False, True, True, False])
+    decisions = sch.step(scores, hp, [2] * 4, eligible=[False, True, True, False]).exploits
     assert [(d.recipient, d.donor) for d in decisions] == [(1, 2)]  # 0 (worst) and 3 (best) sit out
     assert sch.last_ready == [None, 2, 2, None]  # their ready point is not spent
-    decisions = sch.step(scores, hp, [3] * 4)  # eligible now, and ready at once
+    decisions = sch.step(scores, hp, [3] * 4).exploits  # eligible now, and ready at once
     assert [(d.recipient, d.donor) for d in decisions] == [(0, 3)]
 
 
@@ -102,9 +105,8 @@ def test_score_since_exploit_scores_only_the_recipients_own_episodes(tmp_path, t
                       "run.total_env_steps=384", f"pbt.transfer={transfer}")
     runner = PopulationRunner(cfg, tmp_path / "r")
     info = {m: {"recent_returns": [1.0, 2.0, 3.0, 4.0], "episodes": 10} for m in range(4)}
-    runner.episode_marks = [0, 7, 10, 12]
-    assert runner.own_returns(info) == [[1.0, 2.0, 3.0, 4.0], [2.0, 3.0, 4.0], [], []]
-    runner.episode_marks = [0] * 4
+    marks = [0, 7, 10, 12]
+    assert [own_returns(info[m], marks[m]) for m in range(4)] == [[1.0, 2.0, 3.0, 4.0], [2.0, 3.0, 4.0], [], []]
     runner.start()
     exploited = 0
     while runner.round < runner.total_rounds:
@@ -113,8 +115,9 @@ def test_score_since_exploit_scores_only_the_recipients_own_episodes(tmp_path, t
         for e in events:
             exploited += 1
             # right after the exploit the recipient holds the donor's returns and none of its own
-            assert runner.episode_marks[e["recipient"]] == info[e["recipient"]]["episodes"] > 0
-            assert runner.own_returns(info)[e["recipient"]] == []
+            recipient = runner.members[e["recipient"]]
+            assert recipient.episode_mark == info[e["recipient"]]["episodes"] > 0
+            assert own_returns(info[e["recipient"]], recipient.episode_mark) == []
     assert exploited, "the tiny config must exploit"
     runner.close()
     events = [json.loads(line) for line in (tmp_path / "r" / "events.jsonl").read_text().splitlines()]
@@ -124,7 +127,7 @@ def test_score_since_exploit_scores_only_the_recipients_own_episodes(tmp_path, t
         own = rounds[e["round"]]["episodes_since_exploit"]
         assert own[e["donor"]] >= 2 and own[e["recipient"]] >= 2  # both had a full window of their own
     state = json.loads((tmp_path / "r" / "checkpoints" / "runner.json").read_text())
-    assert state["episode_marks"] == runner.episode_marks
+    assert state["episode_marks"] == [record.episode_mark for record in runner.members]
 
 
 def test_ttest_and_pb2_run_records_refused_exploits_and_resumes_with_the_model(tmp_path):
@@ -137,13 +140,13 @@ def test_ttest_and_pb2_run_records_refused_exploits_and_resumes_with_the_model(t
     for _ in range(3):
         runner.play_round()
     committed = runner.scheduler.state_dict()
-    marks = list(runner.episode_marks)
+    marks = [record.episode_mark for record in runner.members]
     runner.close()
     assert committed["pb2"]["data"], "PB2's observations are committed with the round"
     resumed = PopulationRunner(cfg, run)
     resumed.resume()
     assert resumed.scheduler.state_dict() == json.loads(json.dumps(committed))
-    assert resumed.episode_marks == marks
+    assert [record.episode_mark for record in resumed.members] == marks
     resumed.run(progress=False)
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     tested = [e for e in events if e["type"] in ("exploit", "exploit_refused")]

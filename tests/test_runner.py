@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from rpbt.cli import main
-from rpbt.pbt.runner import PopulationRunner, score_returns
+from rpbt.pbt.runner import PopulationRunner
+from rpbt.pbt.scoring import score_returns
 from tests.conftest import TINY, tiny_config
 
 
@@ -92,10 +93,10 @@ def test_same_seed_same_events_and_scores(tmp_path):
 
 def test_score_is_mean_or_cvar_of_the_last_k_returns():
     cfg = tiny_config("pbt.score_window=4")
-    assert score_returns([100.0, 1.0, 2.0, 3.0, 6.0], cfg) == pytest.approx(3.0)
-    assert score_returns([], cfg) is None
+    assert score_returns([100.0, 1.0, 2.0, 3.0, 6.0], cfg.pbt) == pytest.approx(3.0)
+    assert score_returns([], cfg.pbt) is None
     cvar = tiny_config("pbt.score_window=4", "pbt.score=cvar", "pbt.score_cvar_alpha=0.5")
-    assert score_returns([100.0, 1.0, 2.0, 3.0, 6.0], cvar) == pytest.approx(1.5)  # mean of worst 2 of 4
+    assert score_returns([100.0, 1.0, 2.0, 3.0, 6.0], cvar.pbt) == pytest.approx(1.5)  # mean of worst 2 of 4
 
 
 def test_cli_train_config_and_bad_key(tmp_path, capsys):

@@ -10,7 +10,8 @@ from collections import Counter
 import pytest
 
 from rpbt.config import PBTConfig
-from rpbt.pbt.scheduler import Decision, PBTScheduler, truncation_group_size
+from rpbt.pbt.scheduler import Decision, PBTScheduler
+from rpbt.pbt.selection import truncation_group_size
 from rpbt.pbt.space import SearchSpace
 
 SPACE = {
@@ -32,7 +33,7 @@ def hparams_for(n):
 
 def decide(scheduler, scores, updates=None):
     n = len(scores)
-    return scheduler.step(scores, hparams_for(n), updates if updates is not None else [1] * n)
+    return scheduler.step(scores, hparams_for(n), updates if updates is not None else [1] * n).exploits
 
 
 # ------------------------------------------------------------------------------------------------ ready
@@ -68,7 +69,7 @@ def test_members_that_are_not_ready_take_no_part():
     # member 0 has the worst score but is not ready; members 1..3 are ready.
     for seed in range(20):
         scheduler = make(population_size=4, burn_in=4, perturbation_interval=4, seed=seed)
-        decisions = scheduler.step([-100.0, 1.0, 2.0, 3.0], hparams_for(4), [3, 4, 4, 4])
+        decisions = scheduler.step([-100.0, 1.0, 2.0, 3.0], hparams_for(4), [3, 4, 4, 4]).exploits
         assert [(d.recipient, d.donor) for d in decisions] == [(1, 3)]
 
 
@@ -138,7 +139,7 @@ def test_population_of_two_has_one_on_each_side():
 def test_population_of_one_never_decides():
     scheduler = make(population_size=1)
     for update in range(1, 6):
-        assert scheduler.step([1.0], hparams_for(1), [update]) == []
+        assert scheduler.step([1.0], hparams_for(1), [update]).exploits == []
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -232,7 +233,7 @@ def test_tournament_even_population_pairs_every_member_with_a_uniform_opponent()
 def test_explore_perturbs_the_donors_hparams_only_for_recipients():
     scheduler = make(resample_probability=0.0)
     hparams = hparams_for(8)
-    decisions = scheduler.step(SCORES_8, hparams, [1] * 8)
+    decisions = scheduler.step(SCORES_8, hparams, [1] * 8).exploits
     assert decisions
     for d in decisions:
         donor = hparams[d.donor]
@@ -287,7 +288,7 @@ def run_rounds(scheduler, rounds, start=1):
     out = []
     for r in range(start, start + rounds):
         scores = [float(s) for s in random.Random(r).sample(range(100), 8)]
-        out.append([d.to_dict() for d in scheduler.step(scores, hparams_for(8), [r] * 8)])
+        out.append([d.to_dict() for d in scheduler.step(scores, hparams_for(8), [r] * 8).exploits])
     return out
 
 
@@ -301,10 +302,10 @@ def test_decisions_do_not_depend_on_hparams_dict_ordering():
     forward = hparams_for(8)
     backward = [dict(reversed(list(h.items()))) for h in forward]
     space_backward = dict(reversed(list(SPACE.items())))
-    a = make(seed=5).step(SCORES_8, forward, [1] * 8)
+    a = make(seed=5).step(SCORES_8, forward, [1] * 8).exploits
     b = PBTScheduler(space_backward, population_size=8, perturbation_interval=1, burn_in=0, seed=5).step(
         SCORES_8, backward, [1] * 8
-    )
+    ).exploits
     assert [(d.recipient, d.donor, d.new_hparams, d.resampled) for d in a] == [
         (d.recipient, d.donor, d.new_hparams, d.resampled) for d in b
     ]
@@ -377,3 +378,14 @@ def test_from_config():
     assert scheduler.population_size == 4 and scheduler.exploit == "tournament" and scheduler.mode == "min"
     assert scheduler.space.names == ("learning_rate",) and scheduler.space.is_log("learning_rate")
     assert min(u for u in range(20) if scheduler.ready(0, u)) == 6
+
+
+def test_constructor_defaults_and_ranges_are_the_configs():
+    defaults = PBTConfig.model_construct()
+    scheduler = make()
+    assert (scheduler.exploit, scheduler.quantile_fraction, scheduler.resample_probability, scheduler.mode) == (
+        defaults.exploit, defaults.quantile_fraction, defaults.resample_probability, defaults.mode)
+    assert scheduler.perturb_factors == defaults.perturb_factors and scheduler.ttest == defaults.ttest
+    assert scheduler.ttest_window == max(2, defaults.score_window)
+    with pytest.raises(ValueError, match="ttest_alpha"):
+        make(ttest_alpha=1.0)

@@ -46,7 +46,8 @@ import numpy as np
 from rpbt.agent.ppo import first_nonfinite
 from rpbt.config import Config
 from rpbt.pbt.backends.shard import Shard
-from rpbt.pbt.runner import pop_obs_outliers, score_returns, score_source, validation_returns
+from rpbt.pbt.faults import pop_obs_outliers
+from rpbt.pbt.scoring import ScoreSource
 from rpbt.pbt.space import SearchSpace
 from rpbt.run.rundir import RunDirectory, RunDirError, clean_float, load_run_config, require_run_dir
 
@@ -229,13 +230,8 @@ class ReplayRunner:
         n = min(self.cfg.pbt.perturbation_interval, self.total_updates - (r - 1) * self.cfg.pbt.perturbation_interval)
         per_member = self.shard.train(n)
         info = self.shard.member_info()
-        if score_source(self.cfg) == "validation":
-            val = validation_returns(self.shard, self.member_ids)
-            returns = [val[m] for m in self.member_ids]
-            scores = [score_returns(x, self.cfg, window=len(x)) for x in returns]
-        else:
-            val = None
-            scores = [score_returns(info[m]["recent_returns"], self.cfg) for m in self.member_ids]
+        scored = ScoreSource.from_config(self.cfg).score_round(self.shard, self.member_ids, info)
+        scores = scored.scores
         now = time.time()
         for j, m in enumerate(self.member_ids):
             rows = per_member[m]
@@ -255,8 +251,9 @@ class ReplayRunner:
                 for name in self.space.names:
                     row[f"pbt/hp/{name}"] = info[m]["hparams"][name]
             rows[-1]["pbt/score"] = scores[j]
-            if val is not None:
-                rows[-1]["eval/validation_return"] = float(np.mean(val[m])) if val[m] else None
+            if scored.validation is not None:
+                val = scored.validation[j]
+                rows[-1]["eval/validation_return"] = float(np.mean(val)) if val else None
             rows[-1]["pbt/exploitation_count"] = 0
             self.rundir.write_metrics(j, rows)
         self.rundir.write_event({"type": "round", "round": r, "env_steps": info[self.member_ids[0]]["env_steps"],

@@ -1,0 +1,96 @@
+"""Finding the round a resume starts from: the newest kept, committed round whose checkpoints load and fit.
+
+A run directory keeps up to ``run.keep_checkpoints`` committed rounds (``checkpoints/round_<r>/``: one
+``member_<m>.pt`` per member and the round's ``runner.json``); ``checkpoints/runner.json`` names the newest and lists
+the kept ones, newest first (``history``). :func:`restore_newest` tries them in that order: a round whose runner
+state or any member checkpoint does not load, or does not fit the run's learner, is skipped (and recorded with its
+reason); the first whose every member restores wins.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any, Callable
+
+from rpbt.checkpoint import CheckpointError, MemberState, naming_checkpoint
+from rpbt.pbt.scheduler import PBTScheduler
+from rpbt.run.rundir import ROUND_FOLDER, RunDirError, round_folder
+
+if TYPE_CHECKING:
+    from rpbt.pbt.backends.base import Backend
+    from rpbt.run.rundir import RunDirectory
+
+__all__ = ["ResumeWarning", "resume_candidates", "load_round", "restore_newest"]
+
+
+class ResumeWarning(UserWarning):
+    """A resume skipped a kept round whose checkpoints do not load or fit; the message names the file and why."""
+
+
+def resume_candidates(latest: dict[str, Any]) -> tuple[str, list[str]]:
+    """``(top, candidates)`` of a ``checkpoints/runner.json`` state: the round folder it names and the kept round
+    folders to try, newest first (``top`` among them)."""
+    top = latest.get("checkpoint_dir") or round_folder(latest["round"])
+    candidates = list(latest.get("history") or [top])
+    if top not in candidates:
+        candidates.insert(0, top)
+    return top, candidates
+
+
+def load_round(rundir: "RunDirectory", folder: str, latest: dict[str, Any], top: str, scheduler: PBTScheduler
+               ) -> tuple[dict[str, Any], list[MemberState]]:
+    """The runner state and member states of a kept round folder; :class:`RunDirError` / :class:`CheckpointError`
+    naming the file when one does not load. Loads the scheduler state into ``scheduler``."""
+    P = scheduler.population_size
+    path = rundir.checkpoint_dir / folder
+    state = latest if folder == top else rundir.read_runner_state(folder)
+    where = rundir.runner_state_path if folder == top else path / "runner.json"
+    match = ROUND_FOLDER.fullmatch(folder)
+    if match is None or int(match.group(1)) != state["round"]:
+        raise RunDirError(f"{where}: names round {state['round']}, but lies in (or points at) {folder}")
+    for key in ("lineage", "exploitation_count"):
+        if not isinstance(state.get(key), list) or len(state[key]) != P:
+            raise RunDirError(f"{where}: {key!r} is not a list of {P} entries (one per member)")
+    try:
+        scheduler.load_state_dict(state["scheduler"])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        raise RunDirError(f"{where}: bad \"scheduler\" state ({type(err).__name__}: {err})") from None
+    return state, [MemberState.load(path / f"member_{m}.pt") for m in range(P)]
+
+
+def restore_newest(rundir: "RunDirectory", latest: dict[str, Any], scheduler: PBTScheduler,
+                   backend_for: Callable[[list[MemberState]], "Backend"], skipped: list[dict[str, Any]]
+                   ) -> dict[str, Any]:
+    """Restore every member from the newest kept round that loads and fits; returns its runner state.
+
+    ``backend_for(states)`` gives the backend to restore into (built on the first round that loads: errors building
+    it are not the round's fault). Each skipped round is appended to ``skipped`` as ``{"round", "folder",
+    "reason"}`` and, once a round restores, warned about (:class:`ResumeWarning`). Raises :class:`CheckpointError`
+    naming the files when no kept round restores.
+    """
+    top, candidates = resume_candidates(latest)
+    config_path = rundir.path / "config.yaml"
+    for folder in candidates:
+        match = ROUND_FOLDER.fullmatch(folder)
+        r = int(match.group(1)) if match else None
+        try:
+            state, states = load_round(rundir, folder, latest, top, scheduler)
+        except (CheckpointError, RunDirError) as err:
+            skipped.append({"round": r, "folder": folder, "reason": str(err)})
+            continue
+        backend = backend_for(states)
+        try:
+            for m, s in enumerate(states):
+                with naming_checkpoint(rundir.checkpoint_dir / folder / f"member_{m}.pt", config_path):
+                    backend.restore(m, s)
+        except CheckpointError as err:
+            skipped.append({"round": r, "folder": folder, "reason": str(err)})
+            continue
+        for skip in skipped:
+            warnings.warn(ResumeWarning(f"round {skip['round']} skipped, resuming from round {state['round']}: "
+                                        f"{skip['reason']}"), stacklevel=3)
+        return state
+    if len(skipped) == 1:
+        raise CheckpointError(skipped[0]["reason"])
+    raise CheckpointError(f"{rundir.checkpoint_dir}: none of the kept rounds can be restored: " +
+                          "; ".join(f"round {s['round']}: {s['reason']}" for s in skipped))

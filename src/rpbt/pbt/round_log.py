@@ -1,0 +1,91 @@
+"""What one PBT round writes into the run directory: metric rows, the ``round`` event, ``exploit_refused`` and
+``exploit`` events (formats: ``RUNDIR_FORMAT.md``).
+
+Metric rows are the learner's rows of the round, one per update and member, decorated with the round, the run's
+clock, the hyperparameters in force (``pbt/hp/<name>``) and, on the round's last row, ``pbt/score``,
+``pbt/exploitation_count`` and, for the validation score source, ``eval/validation_return``. The round event's
+``env_steps`` / ``updates`` are member 0's (the schedule's); ``member_env_steps`` gives each member's own count,
+lower for a member restored after a fault (it lost the steps since the commit it was restored from).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from rpbt.config import Config
+from rpbt.pbt.records import MemberRecord
+from rpbt.pbt.scheduler import Decision
+from rpbt.pbt.scoring import RoundScores
+from rpbt.run.rundir import clean_float
+
+if TYPE_CHECKING:
+    from rpbt.run.rundir import RunDirectory
+
+__all__ = ["RoundLog"]
+
+Info = dict[int, dict[str, Any]]
+
+
+class RoundLog:
+    """Writes a round's records for one run directory.
+
+    Args:
+        cfg: the run config (``pbt.score_since_exploit``, ``pbt.hidden_state``, ``agent.obs_outlier_factor``).
+        rundir: the run directory written to.
+        hparam_names: the searched hyperparameters, logged as ``pbt/hp/<name>`` on every row.
+    """
+
+    def __init__(self, cfg: Config, rundir: "RunDirectory", hparam_names: Sequence[str]):
+        self.cfg = cfg
+        self.rundir = rundir
+        self.hparam_names = tuple(hparam_names)
+
+    def metrics(self, r: int, per_member: dict[int, list[dict[str, Any]]], info: Info, scored: RoundScores,
+                members: list[MemberRecord]) -> None:
+        """Decorate and write every member's metric rows of round ``r``."""
+        now = self.rundir.elapsed()
+        for m, record in enumerate(members):
+            rows = per_member[m]
+            for row in rows:
+                row["round"] = r
+                row["time"] = now
+                for name in self.hparam_names:
+                    row[f"pbt/hp/{name}"] = info[m]["hparams"][name]
+            rows[-1]["pbt/score"] = scored.scores[m]
+            if scored.validation is not None:
+                val = scored.validation[m]
+                rows[-1]["eval/validation_return"] = float(np.mean(val)) if val else None
+            rows[-1]["pbt/exploitation_count"] = record.exploitation_count
+            self.rundir.write_metrics(m, rows)
+
+    def round(self, r: int, info: Info, scored: RoundScores, outliers: list[int], train_s: float) -> None:
+        """The ``round`` event: scores, hyperparameters, env steps (see the module docstring), training time."""
+        P = len(scored.scores)
+        event = {"type": "round", "round": r, "env_steps": info[0]["env_steps"], "updates": info[0]["updates"],
+                 "member_env_steps": [int(info[m]["env_steps"]) for m in range(P)],
+                 "scores": [clean_float(s) for s in scored.scores], "hparams": [info[m]["hparams"] for m in range(P)],
+                 "train_s": round(train_s, 4)}
+        if self.cfg.pbt.score_since_exploit:
+            event["episodes_since_exploit"] = [len(x) for x in scored.own]
+        if self.cfg.agent.obs_outlier_factor is not None:
+            event["obs_outliers"] = outliers
+        self.rundir.write_event(event)
+
+    def refused(self, r: int, env_steps: int, refused: list[dict[str, Any]]) -> None:
+        """An ``exploit_refused`` event per pair the t-test refused."""
+        for pair in refused:
+            self.rundir.write_event({"type": "exploit_refused", "round": r, "env_steps": env_steps, **pair})
+
+    def exploit(self, r: int, env_steps: int, d: Decision, measurements: dict[str, Any], transfer_s: float
+                ) -> dict[str, Any]:
+        """The ``exploit`` event of decision ``d`` with its transfer measurements (also written as the recipient's
+        scalars); returns the event."""
+        event = {"type": "exploit", "round": r, "env_steps": env_steps, **d.to_dict(),
+                 "hidden_state": self.cfg.pbt.hidden_state, "transfer": self.cfg.pbt.transfer,
+                 "transfer_s": transfer_s,
+                 "measurements": {k: clean_float(v) for k, v in measurements.items()}}
+        self.rundir.write_event(event)
+        self.rundir.write_scalars(d.recipient, env_steps, measurements)
+        return event
