@@ -1,11 +1,25 @@
-"""Validated run configuration: the only place defaults live (see :mod:`rpbt.config.schema`).
+"""Validated run configuration: the only place defaults live.
 
-This package's names are re-exported here, so ``from rpbt.config import Config`` is how every other module reads
-them.
+:mod:`~rpbt.config.schema`: the pydantic models and the table of per-member hyperparameters;
+:mod:`~rpbt.config.loading`: YAML files, dotted overrides and error messages. Their public names are re-exported
+here: other modules import them as ``from rpbt.config import Config``.
 """
 
-from rpbt.config.schema import (
+from rpbt.config.loading import (
     DEFAULT_CONFIG_PATH,
+    ConfigLoader,
+    DuplicateKeyError,
+    _format_errors,
+    apply_overrides,
+    config_from_dict,
+    env_id_in,
+    load_config,
+    load_yaml,
+    name_custom_env,
+    read_config_data,
+    set_dotted,
+)
+from rpbt.config.schema import (
     HPARAM_NAMES,
     HPARAM_RANGES,
     HPARAMS,
@@ -16,9 +30,7 @@ from rpbt.config.schema import (
     BackendConfig,
     Config,
     ConfigError,
-    ConfigLoader,
     CriticConfig,
-    DuplicateKeyError,
     EnvConfig,
     HParam,
     NetworkConfig,
@@ -29,19 +41,10 @@ from rpbt.config.schema import (
     TradingConfig,
     TradingDataConfig,
     VGSConfig,
-    _format_errors,
-    apply_overrides,
-    config_from_dict,
     default_search_space,
-    env_id_in,
     hparams_in_force,
     import_env_module,
-    load_config,
-    load_yaml,
     member_hparams,
-    name_custom_env,
-    read_config_data,
-    set_dotted,
 )
 
 __all__ = [
