@@ -177,10 +177,13 @@ def _override_origin(loc: str, message: str, overrides: Sequence[str]) -> list[s
     return found
 
 
-def _format_errors(err: ValidationError, source: str, overrides: Sequence[str] = (),
-                   origin: str = "command line") -> str:
-    """One line per error: the dotted key (or the override that set it, said to come from ``origin``), what was
-    expected and what was given."""
+def format_errors(err: ValidationError, source: str, overrides: Sequence[str] = (),
+                  origin: str = "command line") -> str:
+    """The message of a :class:`ConfigError` for pydantic's ``err``: a header naming ``source`` (the file) when the
+    file set a bad value, then one line per error: the dotted key, or the override that set it (from
+    ``overrides``, the ``key.sub=value`` items applied to the file's data, said to come from ``origin``), what was
+    expected and what was given. For any model validated from config data with overrides (the ``spike_study``
+    section too)."""
     file_lines, override_lines = [], []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
@@ -214,7 +217,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>", overrides: Se
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source, overrides, origin)) from None
+        raise ConfigError(format_errors(err, source, overrides, origin)) from None
 
 
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Sequence[str]] = None) -> Config:

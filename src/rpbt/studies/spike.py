@@ -61,9 +61,9 @@ from rpbt.checkpoint import MemberState
 from rpbt.config import (
     Config,
     ConfigError,
-    _format_errors,
     apply_overrides,
     config_from_dict,
+    format_errors,
     member_hparams,
     read_config_data,
 )
@@ -123,7 +123,7 @@ def load_study_config(path: Optional[Union[str, Path]] = None,
     try:  # validated under its section's name, so that errors read spike_study.KEY and name the override
         settings = TypeAdapter(dict[str, StudySettings]).validate_python({STUDY_SECTION: study})[STUDY_SECTION]
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, str(path), list(overrides))) from None
+        raise ConfigError(format_errors(err, str(path), list(overrides))) from None
     return config_from_dict(data, source=str(path), overrides=list(overrides)), settings
 
 
