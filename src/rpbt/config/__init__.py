@@ -11,7 +11,7 @@ from rpbt.config.loading import (
     DuplicateKeyError,
     apply_overrides,
     config_from_dict,
-    env_id_in,
+    env_id_given,
     format_errors,
     load_config,
     load_yaml,
@@ -52,6 +52,6 @@ __all__ = [
     "AdversarialConfig", "AgentConfig", "BackendConfig", "Config", "ConfigError", "ConfigLoader", "CriticConfig",
     "DuplicateKeyError", "EnvConfig", "HParam", "NetworkConfig", "PB2Config", "PBTConfig", "RunConfig", "SearchDim",
     "TradingConfig", "TradingDataConfig", "VGSConfig", "format_errors", "apply_overrides", "config_from_dict",
-    "default_search_space", "env_id_in", "hparams_in_force", "import_env_module", "load_config", "load_yaml",
+    "default_search_space", "env_id_given", "hparams_in_force", "import_env_module", "load_config", "load_yaml",
     "member_hparams", "name_custom_env", "read_config_data", "set_dotted",
 ]

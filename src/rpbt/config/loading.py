@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 import yaml
 from pydantic import ValidationError
@@ -232,15 +232,23 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Seq
     overrides = list(overrides or [])
     given = path is not None
     path, data = read_config_data(path)
-    id_given = (given and env_id_in(data)) or any(o.partition("=")[0].strip() == "env.id" for o in overrides)
+    id_given = env_id_given(data if given else None, overrides)
     apply_overrides(data, overrides)
     name_custom_env(data, id_given)
     return config_from_dict(data, source=str(path), overrides=overrides)
 
 
-def env_id_in(data: Any) -> bool:
-    """Whether raw config data (a mapping, before validation) sets ``env.id`` itself."""
-    return isinstance(data, dict) and isinstance(data.get("env"), dict) and "id" in data["env"]
+def env_id_given(data: Any = None, overrides: Sequence[str] = (), keys: Iterable[str] = ()) -> bool:
+    """Whether the user named the environment (``env.id``), which decides whether a custom one is named by its
+    entry point (:func:`name_custom_env`).
+
+    ``data``: raw config data as the user gave it, before overrides (a file's, a mapping's, a ``Config``'s
+    ``to_dict()``), or None when it is not the user's (the shipped default file); ``overrides``: ``key.sub=value``
+    items; ``keys``: dotted keys set with Python values (the API's keyword overrides).
+    """
+    in_data = isinstance(data, dict) and isinstance(data.get("env"), dict) and "id" in data["env"]
+    return (in_data or any(o.partition("=")[0].strip() == "env.id" for o in overrides)
+            or any(k == "env.id" for k in keys))
 
 
 def name_custom_env(data: dict[str, Any], id_given: bool) -> None:
