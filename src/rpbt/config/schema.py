@@ -3,8 +3,9 @@
 A run has the sections ``env``, ``agent``, ``pbt``, ``run`` and ``backend`` (:class:`Config`); every key has a
 default, so an absent or empty section means all defaults. ``Config()`` equals the validated
 ``configs/default.yaml``, which is kept as a documented copy of them. Every model forbids unknown keys, so a typo is
-reported with its dotted path instead of being silently ignored, and rejects non-finite numbers. Reading files and
-overrides is :mod:`rpbt.config.loading`.
+reported with its dotted path instead of being silently ignored, and rejects non-finite numbers. The checks that
+read keys of more than one section are the named rules of :mod:`rpbt.config.rules`; reading files and overrides is
+:mod:`rpbt.config.loading`.
 
 The per-member hyperparameters (those PBT explores) are one table, :data:`HPARAMS`: name, dotted config key,
 default, valid range, whether PBT may search it, its dimension in the default search space, and what it is. The
@@ -35,6 +36,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+from rpbt.config import rules
 
 
 class ConfigError(ValueError):
@@ -766,46 +769,16 @@ class Config(_Strict):
     backend: BackendConfig = Field(default_factory=BackendConfig)
 
     @model_validator(mode="after")
-    def _cross(self) -> "Config":
-        a, n_envs = self.agent, self.env.num_envs
-        if a.bptt_length is None:
-            if n_envs % a.num_minibatches != 0:
-                raise ValueError(
-                    f"env.num_envs ({n_envs}) must be divisible by agent.num_minibatches ({a.num_minibatches}): "
-                    f"minibatches are split by environment (or set agent.bptt_length to split by segment)"
-                )
-        else:
-            if a.num_steps % a.bptt_length != 0:
-                raise ValueError(f"agent.bptt_length ({a.bptt_length}) must divide agent.num_steps ({a.num_steps})")
-            segments = n_envs * (a.num_steps // a.bptt_length)
-            if segments % a.num_minibatches != 0:
-                raise ValueError(
-                    f"the rollout's {segments} segments (env.num_envs x agent.num_steps / agent.bptt_length) must be "
-                    f"divisible by agent.num_minibatches ({a.num_minibatches})"
-                )
-        if self.pbt.score_source == "validation" and self.env.id != "trading":
-            raise ValueError(
-                f"pbt.score_source: validation needs a walk-forward validation split, which only env.id: trading "
-                f"has (env.id is {self.env.id!r}); use training or auto"
-            )
-        pbt = self.pbt
-        if pbt.explore == "pb2" and pbt.pb2.min_data > pbt.pb2.max_data:
-            raise ValueError(f"pbt.pb2.min_data ({pbt.pb2.min_data}) must be at most pbt.pb2.max_data "
-                             f"({pbt.pb2.max_data}): PB2 would never have enough data and would always perturb")
-        if pbt.ttest:
-            k = pbt.ttest_window if pbt.ttest_window is not None else max(2, pbt.score_window)
-            validation = pbt.score_source == "validation" or (pbt.score_source == "auto" and self.env.id == "trading")
-            have, what = ((self.env.trading.eval_episodes, "env.trading.eval_episodes validation returns per round")
-                          if validation else (max(100, pbt.score_window), "returns a member keeps (max(100, "
-                                                                               "pbt.score_window))"))
-            if k > have:
-                raise ValueError(f"pbt.ttest compares the last {k} returns per member (pbt.ttest_window, or "
-                                 f"pbt.score_window when null) but there are only {have} {what}: every exploit would "
-                                 f"be refused; lower pbt.ttest_window")
-        w, P = self.backend.num_workers, self.pbt.population_size
-        if w is not None and not 1 <= w <= P:
-            raise ValueError(f"backend.num_workers must be between 1 and pbt.population_size ({P}) (a worker holds at "
-                             f"least one member), got {w}")
+    def _cross_field_rules(self) -> "Config":
+        """Every rule of :mod:`rpbt.config.rules` (keys of more than one section), in this order."""
+        env, agent, pbt = self.env, self.agent, self.pbt
+        rules.minibatches_divide_the_rollout(env.num_envs, agent.num_steps, agent.bptt_length, agent.num_minibatches)
+        rules.validation_score_needs_trading(pbt.score_source, env.id)
+        rules.pb2_min_data_at_most_max_data(pbt.explore, pbt.pb2.min_data, pbt.pb2.max_data)
+        rules.ttest_window_fits_the_returns(pbt.ttest, pbt.ttest_window, pbt.score_window,
+                                            rules.resolve_score_source(pbt.score_source, env.id),
+                                            env.trading.eval_episodes)
+        rules.workers_fit_the_population(self.backend.num_workers, pbt.population_size)
         return self
 
     def to_dict(self) -> dict[str, Any]:
