@@ -21,7 +21,6 @@ from rpbt.config.loading import (
 )
 from rpbt.config.schema import (
     HPARAM_NAMES,
-    HPARAM_RANGES,
     HPARAMS,
     HPARAMS_BY_NAME,
     SEARCHABLE,
@@ -48,7 +47,7 @@ from rpbt.config.schema import (
 )
 
 __all__ = [
-    "DEFAULT_CONFIG_PATH", "HPARAM_NAMES", "HPARAM_RANGES", "HPARAMS", "HPARAMS_BY_NAME", "SEARCHABLE",
+    "DEFAULT_CONFIG_PATH", "HPARAM_NAMES", "HPARAMS", "HPARAMS_BY_NAME", "SEARCHABLE",
     "AdversarialConfig", "AgentConfig", "BackendConfig", "Config", "ConfigError", "ConfigLoader", "CriticConfig",
     "DuplicateKeyError", "EnvConfig", "HParam", "NetworkConfig", "PB2Config", "PBTConfig", "RunConfig", "SearchDim",
     "TradingConfig", "TradingDataConfig", "VGSConfig", "format_errors", "apply_overrides", "config_from_dict",

@@ -267,12 +267,6 @@ HPARAM_NAMES: tuple[str, ...] = tuple(h.name for h in HPARAMS)
 #: The names ``pbt.search_space`` may use (``agent.<name>`` is accepted too).
 SEARCHABLE: frozenset[str] = frozenset(h.name for h in HPARAMS if h.searchable)
 
-#: Valid range of every searchable hyperparameter: (low, low_inclusive, high, high_inclusive); None = unbounded.
-#: A view of :data:`HPARAMS`, kept for callers of the old name.
-HPARAM_RANGES: dict[str, tuple[Optional[float], bool, Optional[float], bool]] = {
-    h.name: (h.low, h.low_inclusive, h.high, h.high_inclusive) for h in HPARAMS if h.searchable
-}
-
 
 def default_search_space() -> dict[str, SearchDim]:
     """The search space of a config that does not set ``pbt.search_space``: every :data:`HPARAMS` prior (copies)."""
@@ -557,13 +551,12 @@ class AgentConfig(_Strict):
     num_minibatches: int = Field(4, ge=1)  # minibatches of whole sequences (or of segments with bptt_length)
     # Segment replay (truncated BPTT): training replays segments of this many steps, each from a stored state
     # (recorded while acting for the first epoch, refreshed under the current weights before each later one);
-    # null replays every environment's whole rollout from its start. Must divide agent.num_steps. 16 (PufferLib's
-    # bptt_horizon) is the default by measurement: see the README's Benchmarks section.
+    # null replays every environment's whole rollout from its start. Must divide agent.num_steps. 16 is PufferLib's
+    # bptt_horizon; why it is the default: the README's Benchmarks section.
     bptt_length: Optional[int] = Field(16, ge=1)
     # The LSTM recurrence in training replay as one autograd node with a hand-written backward (true), or the
-    # autograd loop (false). Same gradients (tests/test_networks_fused.py). Off by default by measurement: with
-    # 16-step segments it is slower at a population of 8 and even for one member; it pays with whole-rollout replay
-    # (agent.bptt_length: null), about 1.9x on the recurrence there. See docs/learner_speed.md.
+    # autograd loop (false). Same gradients (tests/test_networks_fused.py). It pays with whole-rollout replay
+    # (agent.bptt_length: null), not with segments; the measurements: docs/learner_speed.md.
     fused_lstm: bool = False
     update_epochs: int = Field(4, ge=1)
     learning_rate: float = _hp_field("learning_rate")
@@ -665,8 +658,7 @@ class PBTConfig(_Strict):
     score_cvar_alpha: float = Field(0.1, gt=0.0, le=1.0)
     # Score a member on the episodes it finished since its last exploit only (the recipient inherits the donor's
     # recent returns with its member state). A member with fewer than score_window such episodes takes no part in
-    # exploit (neither donor nor recipient) until it has them. Off by default: it changes decisions after the first
-    # exploit, and the golden runs pin the current behaviour.
+    # exploit (neither donor nor recipient) until it has them. On, it changes the decisions after the first exploit.
     score_since_exploit: bool = False
     # Which returns the score is computed from: "training" = the member's last score_window finished training
     # episodes; "validation" = env.trading.eval_episodes deterministic episodes on the validation split, run by
