@@ -144,3 +144,9 @@ def test_leaf_modules_import_only_each_other_and_config(module):
     allowed = {"rpbt.checkpoint", "rpbt.seeding", "rpbt.config"}
     bad = sorted(GRAPH[module] - allowed)
     assert not bad, f"{module} imports {bad}: it may import only rpbt.checkpoint, rpbt.seeding and rpbt.config"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _in(m, ("rpbt.config",))))
+def test_config_is_a_leaf(module):
+    bad = sorted(t for t in GRAPH[module] if not _in(t, ("rpbt.config",)))
+    assert not bad, f"{module} imports {bad}: rpbt.config imports nothing of rpbt outside itself"

@@ -56,7 +56,7 @@ from rpbt.config import (
     ConfigError,
     apply_overrides,
     config_from_dict,
-    env_id_in,
+    env_id_given,
     name_custom_env,
     read_config_data,
     set_dotted,
@@ -94,16 +94,13 @@ def resolve_config(config: ConfigLike = None, overrides: Sequence[str] = (), val
             raise ConfigError(f"{key}={values[key]!r} (argument): config overrides are dotted keys such as "
                               f"'pbt.population_size' (pass them as **{{'section.key': value}})")
     if isinstance(config, Config):
-        source, data = "<Config>", config.to_dict()
-        id_given = True  # a Config's id was named when it was made
+        source, data = "<Config>", config.to_dict()  # it holds env.id: a Config's id was named when it was made
     elif isinstance(config, Mapping):
         source, data = "<mapping>", _plain(config)
-        id_given = env_id_in(data)
     else:
         path, data = read_config_data(config)
         source = str(path)
-        id_given = config is not None and env_id_in(data)
-    id_given = id_given or "env.id" in values or any(o.partition("=")[0].strip() == "env.id" for o in overrides)
+    id_given = env_id_given(data if config is not None else None, overrides, values)
     apply_overrides(data, list(overrides), origin="argument")
     labels = list(overrides)
     for key, value in values.items():
@@ -204,7 +201,7 @@ def train(config: ConfigLike = None, *, overrides: Sequence[str] = (), env_fn: O
     from rpbt.run.rundir import RunDirectory
 
     cfg = resolve_config(config, overrides, values)
-    explicit_id = any(o.partition("=")[0].strip() == "env.id" for o in overrides) or "env.id" in values
+    explicit_id = env_id_given(None, overrides, values)  # only an override names an env_fn environment
     _attach_env_fn(cfg, env_fn, explicit_id)
     run_dir = Path(cfg.run.dir)
     if not overwrite:

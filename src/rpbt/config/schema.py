@@ -1,19 +1,20 @@
-"""Validated run configuration: the only place defaults live.
+"""The run configuration's schema: pydantic models whose defaults ARE the shipped default job.
 
-A run is described by one YAML file with the sections ``env``, ``agent``, ``pbt``, ``run`` and ``backend``; every key
-has a default, so an absent or empty section means all defaults. The pydantic defaults ARE the shipped default job:
-``Config()`` equals the validated ``configs/default.yaml``, which is kept as a documented copy of them.
-:func:`load_config` reads the file, applies dotted command-line overrides (``agent.learning_rate=1e-3``, as
-Hydra / OmegaConf users expect) and validates the result with pydantic, once, here. Every model forbids unknown
-keys, so a typo is reported with its dotted path instead of being silently ignored, and rejects non-finite numbers.
+A run has the sections ``env``, ``agent``, ``pbt``, ``run`` and ``backend`` (:class:`Config`); every key has a
+default, so an absent or empty section means all defaults. ``Config()`` equals the validated
+``configs/default.yaml``, which is kept as a documented copy of them. Every model forbids unknown keys, so a typo is
+reported with its dotted path instead of being silently ignored, and rejects non-finite numbers. The checks that
+read keys of more than one section are the named rules of :mod:`rpbt.config.rules`; reading files and overrides is
+:mod:`rpbt.config.loading`.
 
 The per-member hyperparameters (those PBT explores) are one table, :data:`HPARAMS`: name, dotted config key,
 default, valid range, whether PBT may search it, its dimension in the default search space, and what it is. The
 pydantic fields, their bounds, :data:`HPARAM_NAMES`, :data:`SEARCHABLE`, the search-space range checks,
 :func:`default_search_space` and :func:`member_hparams` are all built from it.
 
-Errors: :class:`ConfigError` (a ``ValueError``) whose message names the dotted key, what was expected, and where the
-bad value came from: the file, or the command-line override (``agent.learning_rate=abc (command line)``).
+Errors: a model's checks raise ``ValueError`` (pydantic's ``ValidationError``); :mod:`rpbt.config.loading` turns
+those into a :class:`ConfigError` (a ``ValueError``) whose message names the dotted key, what was expected, and where
+the bad value came from.
 """
 
 from __future__ import annotations
@@ -21,12 +22,9 @@ from __future__ import annotations
 import math
 import types
 import typing
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Optional, Union
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -39,7 +37,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-DEFAULT_CONFIG_PATH = Path(__file__).parent / "configs" / "default.yaml"
+from rpbt.config import rules
 
 
 class ConfigError(ValueError):
@@ -268,12 +266,6 @@ HPARAM_NAMES: tuple[str, ...] = tuple(h.name for h in HPARAMS)
 
 #: The names ``pbt.search_space`` may use (``agent.<name>`` is accepted too).
 SEARCHABLE: frozenset[str] = frozenset(h.name for h in HPARAMS if h.searchable)
-
-#: Valid range of every searchable hyperparameter: (low, low_inclusive, high, high_inclusive); None = unbounded.
-#: A view of :data:`HPARAMS`, kept for callers of the old name.
-HPARAM_RANGES: dict[str, tuple[Optional[float], bool, Optional[float], bool]] = {
-    h.name: (h.low, h.low_inclusive, h.high, h.high_inclusive) for h in HPARAMS if h.searchable
-}
 
 
 def default_search_space() -> dict[str, SearchDim]:
@@ -559,13 +551,12 @@ class AgentConfig(_Strict):
     num_minibatches: int = Field(4, ge=1)  # minibatches of whole sequences (or of segments with bptt_length)
     # Segment replay (truncated BPTT): training replays segments of this many steps, each from a stored state
     # (recorded while acting for the first epoch, refreshed under the current weights before each later one);
-    # null replays every environment's whole rollout from its start. Must divide agent.num_steps. 16 (PufferLib's
-    # bptt_horizon) is the default by measurement: see the README's Benchmarks section.
+    # null replays every environment's whole rollout from its start. Must divide agent.num_steps. 16 is PufferLib's
+    # bptt_horizon; why it is the default: the README's Benchmarks section.
     bptt_length: Optional[int] = Field(16, ge=1)
     # The LSTM recurrence in training replay as one autograd node with a hand-written backward (true), or the
-    # autograd loop (false). Same gradients (tests/test_networks_fused.py). Off by default by measurement: with
-    # 16-step segments it is slower at a population of 8 and even for one member; it pays with whole-rollout replay
-    # (agent.bptt_length: null), about 1.9x on the recurrence there. See docs/learner_speed.md.
+    # autograd loop (false). Same gradients (tests/test_networks_fused.py). It pays with whole-rollout replay
+    # (agent.bptt_length: null), not with segments; the measurements: docs/learner_speed.md.
     fused_lstm: bool = False
     update_epochs: int = Field(4, ge=1)
     learning_rate: float = _hp_field("learning_rate")
@@ -667,8 +658,7 @@ class PBTConfig(_Strict):
     score_cvar_alpha: float = Field(0.1, gt=0.0, le=1.0)
     # Score a member on the episodes it finished since its last exploit only (the recipient inherits the donor's
     # recent returns with its member state). A member with fewer than score_window such episodes takes no part in
-    # exploit (neither donor nor recipient) until it has them. Off by default: it changes decisions after the first
-    # exploit, and the golden runs pin the current behaviour.
+    # exploit (neither donor nor recipient) until it has them. On, it changes the decisions after the first exploit.
     score_since_exploit: bool = False
     # Which returns the score is computed from: "training" = the member's last score_window finished training
     # episodes; "validation" = env.trading.eval_episodes deterministic episodes on the validation split, run by
@@ -779,46 +769,16 @@ class Config(_Strict):
     backend: BackendConfig = Field(default_factory=BackendConfig)
 
     @model_validator(mode="after")
-    def _cross(self) -> "Config":
-        a, n_envs = self.agent, self.env.num_envs
-        if a.bptt_length is None:
-            if n_envs % a.num_minibatches != 0:
-                raise ValueError(
-                    f"env.num_envs ({n_envs}) must be divisible by agent.num_minibatches ({a.num_minibatches}): "
-                    f"minibatches are split by environment (or set agent.bptt_length to split by segment)"
-                )
-        else:
-            if a.num_steps % a.bptt_length != 0:
-                raise ValueError(f"agent.bptt_length ({a.bptt_length}) must divide agent.num_steps ({a.num_steps})")
-            segments = n_envs * (a.num_steps // a.bptt_length)
-            if segments % a.num_minibatches != 0:
-                raise ValueError(
-                    f"the rollout's {segments} segments (env.num_envs x agent.num_steps / agent.bptt_length) must be "
-                    f"divisible by agent.num_minibatches ({a.num_minibatches})"
-                )
-        if self.pbt.score_source == "validation" and self.env.id != "trading":
-            raise ValueError(
-                f"pbt.score_source: validation needs a walk-forward validation split, which only env.id: trading "
-                f"has (env.id is {self.env.id!r}); use training or auto"
-            )
-        pbt = self.pbt
-        if pbt.explore == "pb2" and pbt.pb2.min_data > pbt.pb2.max_data:
-            raise ValueError(f"pbt.pb2.min_data ({pbt.pb2.min_data}) must be at most pbt.pb2.max_data "
-                             f"({pbt.pb2.max_data}): PB2 would never have enough data and would always perturb")
-        if pbt.ttest:
-            k = pbt.ttest_window if pbt.ttest_window is not None else max(2, pbt.score_window)
-            validation = pbt.score_source == "validation" or (pbt.score_source == "auto" and self.env.id == "trading")
-            have, what = ((self.env.trading.eval_episodes, "env.trading.eval_episodes validation returns per round")
-                          if validation else (max(100, pbt.score_window), "returns a member keeps (max(100, "
-                                                                               "pbt.score_window))"))
-            if k > have:
-                raise ValueError(f"pbt.ttest compares the last {k} returns per member (pbt.ttest_window, or "
-                                 f"pbt.score_window when null) but there are only {have} {what}: every exploit would "
-                                 f"be refused; lower pbt.ttest_window")
-        w, P = self.backend.num_workers, self.pbt.population_size
-        if w is not None and not 1 <= w <= P:
-            raise ValueError(f"backend.num_workers must be between 1 and pbt.population_size ({P}) (a worker holds at "
-                             f"least one member), got {w}")
+    def _cross_field_rules(self) -> "Config":
+        """Every rule of :mod:`rpbt.config.rules` (keys of more than one section), in this order."""
+        env, agent, pbt = self.env, self.agent, self.pbt
+        rules.minibatches_divide_the_rollout(env.num_envs, agent.num_steps, agent.bptt_length, agent.num_minibatches)
+        rules.validation_score_needs_trading(pbt.score_source, env.id)
+        rules.pb2_min_data_at_most_max_data(pbt.explore, pbt.pb2.min_data, pbt.pb2.max_data)
+        rules.ttest_window_fits_the_returns(pbt.ttest, pbt.ttest_window, pbt.score_window,
+                                            rules.resolve_score_source(pbt.score_source, env.id),
+                                            env.trading.eval_episodes)
+        rules.workers_fit_the_population(self.backend.num_workers, pbt.population_size)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -826,285 +786,7 @@ class Config(_Strict):
         return self.model_dump(mode="json")
 
 
-# --------------------------------------------------------------------------------------------------- loading
-
-
-class DuplicateKeyError(yaml.constructor.ConstructorError):
-    """A YAML mapping names a key twice (``yaml.safe_load`` would keep the last value silently)."""
-
-    def __init__(self, key: Any, first: yaml.Mark, again: yaml.Mark):
-        super().__init__(None, None, f"duplicate key {key!r} (first at line {first.line + 1}; YAML would keep only "
-                                     f"the last one)", again)
-        self.key, self.first, self.again = key, first, again
-
-
-class ConfigLoader(yaml.SafeLoader):
-    """``yaml.safe_load``'s loader, except that a key given twice in one mapping raises :class:`DuplicateKeyError`
-    (a ``yaml.YAMLError``) instead of silently keeping the last value. Keys a merge (``<<: *base``) brings in may
-    be set again, as YAML intends."""
-
-    def construct_document(self, node: yaml.Node) -> Any:
-        # Checked on the document as written, before construction: constructing a merge (<<) rewrites the merged
-        # mapping's own key list, which would read as duplicates there.
-        stack, visited = [node], set()
-        while stack:
-            n = stack.pop()
-            if id(n) in visited:
-                continue
-            visited.add(id(n))
-            if isinstance(n, yaml.MappingNode):
-                seen: dict[Any, yaml.Mark] = {}
-                for key_node, value_node in n.value:
-                    stack.append(value_node)
-                    if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
-                        continue
-                    key = self.construct_object(key_node)
-                    try:
-                        first = seen.setdefault(key, key_node.start_mark)
-                    except TypeError:  # an unhashable key: SafeLoader's own error
-                        continue
-                    if first is not key_node.start_mark:
-                        raise DuplicateKeyError(key, first, key_node.start_mark)
-            elif isinstance(n, yaml.SequenceNode):
-                stack.extend(n.value)
-        return super().construct_document(node)
-
-
-def load_yaml(text: str) -> Any:
-    """``yaml.safe_load(text)`` with :class:`ConfigLoader`: a duplicate key raises :class:`DuplicateKeyError`."""
-    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - ConfigLoader is a SafeLoader
-
-
-def _dropped_comment(text: str) -> Optional[str]:
-    """The part of ``text`` YAML would read as a comment and drop (`` #...``, or all of it when it starts with
-    ``#``), else None. ``a#1`` and quoted text (``'a #1'``) hold no comment."""
-    end = 0
-    for token in yaml.scan(text, Loader=ConfigLoader):  # the scanner skips comments: they lie between tokens
-        start = token.start_mark.index
-        if start > end and "#" in text[end:start]:
-            return text[end + text[end:start].index("#"):start].rstrip()
-        end = max(end, token.end_mark.index)
-    return None
-
-
-def _parse_value(text: str, where: str = "override", key: str = "key") -> Any:
-    """Parse an override's right-hand side as YAML (so ``1e-3`` is a float, ``[1, 2]`` a list, ``null`` None).
-
-    Text that is not YAML is kept as a string. Raises :class:`ConfigError` starting with ``where`` when YAML would
-    silently lose part of it: a comment (``runs/a #1`` would read as ``runs/a``; quoted, ``'runs/a #1'`` is kept
-    whole) or a key given twice in one mapping. ``key`` is the override's key, for the message.
-    """
-    try:
-        comment = _dropped_comment(text)
-        value = load_yaml(text)
-    except DuplicateKeyError as err:
-        raise ConfigError(f"{where}: key {err.key!r} is given twice in one mapping (YAML would keep only the last "
-                          f"one)") from None
-    except yaml.YAMLError:
-        return text
-    if comment is not None:
-        quoted = '"' + key.strip() + "='" + text.strip().replace("'", "''") + "'\"" + " on a shell command line"
-        raise ConfigError(f"{where}: YAML reads {comment!r} as a comment and would drop it from the value; quote the "
-                          f"value to keep it (e.g. {quoted}), or leave the comment out")
-    if isinstance(value, str):
-        try:
-            return float(value) if any(c in value for c in "eE.") else value
-        except ValueError:
-            return value
-    return value
-
-
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str], origin: str = "command line") -> dict[str, Any]:
-    """Apply ``key.sub=value`` overrides to nested config data (in place, also returned).
-
-    Values are parsed as YAML (:func:`_parse_value`). Raises :class:`ConfigError` naming the override for one
-    without ``=``, with an empty key segment, one that descends into a non-mapping, and one whose value YAML would
-    read only in part (a `` #`` comment: quote the value; a key given twice in one mapping). The message says the
-    override came from ``origin`` (``argument`` for the Python API).
-    """
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} ({origin}): expected key.sub=value")
-        key, _, raw = item.partition("=")
-        where = f"override {item!r} ({origin})"
-        set_dotted(data, key, _parse_value(raw, where, key), where)
-    return data
-
-
-#: Mappings of raw config data whose absence means a non-empty default: a dotted key into one that the data leaves
-#: out starts from that default (``pbt.search_space.NAME=...`` changes or adds one dimension of the default space).
-_ABSENT_MEANS: dict[tuple[str, ...], Callable[[], dict[str, Any]]] = {
-    ("pbt", "search_space"): lambda: {name: dim.model_dump() for name, dim in default_search_space().items()},
-}
-
-
-def set_dotted(data: dict[str, Any], key: str, value: Any, where: str) -> None:
-    """Set the dotted ``key`` (``agent.network.lstm_hidden_size``) of nested config data to ``value`` (in place).
-
-    A key inside a mapping the data leaves out creates it: empty, or its default when that is not empty
-    (:data:`_ABSENT_MEANS`: ``pbt.search_space.NAME`` changes or adds one dimension of the default search space,
-    as it does of a space the data gives). Raises :class:`ConfigError` starting with ``where`` for an empty key
-    segment or a key that descends into a non-mapping.
-    """
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise ConfigError(f"{where}: empty key segment; expected key.sub=value")
-    node = data
-    for depth, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            default = _ABSENT_MEANS.get(tuple(parts[: depth + 1])) if part not in node else None
-            child = node[part] = default() if default is not None else {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"{where}: {'.'.join(parts[: depth + 1])} is not a section; expected a key inside one")
-        node = child
-    node[parts[-1]] = value
-
-
-def _override_origin(loc: str, message: str, overrides: Sequence[str]) -> list[str]:
-    """The overrides that set the key of an error at ``loc`` (the last one per key; ``[]``: the file did).
-
-    An override matches when its key and ``loc`` are equal or one contains the other (``pbt.search_space.lr`` for an
-    error at ``pbt.search_space``, ``agent`` for one at ``agent.learning_rate``). An error of the whole config
-    (empty ``loc``: a cross-field check) matches the overrides whose key its message names.
-    """
-    last: dict[str, str] = {}
-    for item in overrides:
-        last[item.partition("=")[0].strip()] = item
-    found = []
-    for key, item in last.items():
-        if loc:
-            hit = key == loc or key.startswith(loc + ".") or loc.startswith(key + ".")
-        else:
-            hit = key in message
-        if hit:
-            found.append(item)
-    return found
-
-
-def _format_errors(err: ValidationError, source: str, overrides: Sequence[str] = (),
-                   origin: str = "command line") -> str:
-    """One line per error: the dotted key (or the override that set it, said to come from ``origin``), what was
-    expected and what was given."""
-    file_lines, override_lines = [], []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; `rpbt config` prints every valid key)"
-        elif ("input" in e and e["type"] != "missing" and not isinstance(e["input"], dict)
-              and f"got {e['input']!r}" not in msg):  # a validator's own message may already say what it got
-            msg = f"{msg} (got {e['input']!r})"
-        found = _override_origin(loc, msg, overrides)
-        if found:
-            where = ", ".join(found) + f" ({origin})"
-            key = found[0].partition("=")[0].strip()
-            override_lines.append(f"  {where}: {msg}" if loc in ("", key) else f"  {where}: {loc}: {msg}")
-        else:
-            file_lines.append(f"  {loc or '<root>'}: {msg}")
-    header = f"invalid configuration in {source}:" if file_lines else "invalid configuration:"
-    return "\n".join([header, *file_lines, *override_lines])
-
-
-def config_from_dict(data: dict[str, Any], source: str = "<dict>", overrides: Sequence[str] = (),
-                     origin: str = "command line") -> Config:
-    """Validate nested config data; raises :class:`ConfigError` naming every bad key.
-
-    ``source`` names where ``data`` came from (a file); ``overrides`` are the ``key.sub=value`` items already
-    applied to it, so that an error they caused names the override, said to come from ``origin``, instead of the
-    file.
-    """
-    # An empty section (`agent:` with nothing under it) means "all defaults", as in the file it came from.
-    data = {k: ({} if v is None and k in Config.model_fields else v) for k, v in data.items()}
-    try:
-        return Config.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_format_errors(err, source, overrides, origin)) from None
-
-
-def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Sequence[str]] = None) -> Config:
-    """Load a YAML config (the shipped default when ``path`` is None) and apply dotted overrides.
-
-    ``env.entry_point`` without an ``env.id`` from the file or the overrides sets ``env.id`` to the entry point, so
-    messages and reports name the custom environment rather than the default one.
-
-    Raises :class:`ConfigError` when the file is missing, is not a YAML mapping, or fails validation; the message
-    names the dotted key and the file, or the override when the bad value came from the command line.
-    """
-    overrides = list(overrides or [])
-    given = path is not None
-    path, data = read_config_data(path)
-    id_given = (given and env_id_in(data)) or any(o.partition("=")[0].strip() == "env.id" for o in overrides)
-    apply_overrides(data, overrides)
-    name_custom_env(data, id_given)
-    return config_from_dict(data, source=str(path), overrides=overrides)
-
-
-def env_id_in(data: Any) -> bool:
-    """Whether raw config data (a mapping, before validation) sets ``env.id`` itself."""
-    return isinstance(data, dict) and isinstance(data.get("env"), dict) and "id" in data["env"]
-
-
-def name_custom_env(data: dict[str, Any], id_given: bool) -> None:
-    """Set ``env.id`` of raw config data to ``env.entry_point`` when an entry point is given and no id was: a
-    custom environment given only by its callable is named by it (in ``config.yaml``, messages and reports), not
-    by the default environment's id."""
-    env = data.get("env")
-    if not id_given and isinstance(env, dict) and isinstance(env.get("entry_point"), str):
-        env["id"] = env["entry_point"]
-
-
-def _yaml_error_line(err: yaml.YAMLError) -> str:
-    """A YAML parse error in one line: what is wrong and where (``line L, column C``), without PyYAML's multi-line
-    excerpt of the file."""
-    mark = getattr(err, "problem_mark", None)
-    problem = getattr(err, "problem", None)
-    context = getattr(err, "context", None)
-    if problem is None:
-        return " ".join(str(err).split())
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return f"{problem}{where}" + (f" ({context})" if context else "")
-
-
-def _empty_words(text: str) -> str:
-    """What an empty YAML file (one that reads as None) holds, in words: nothing, only comments, or only null."""
-    if not text.strip():
-        return "the file is empty"
-    bare = (yaml.StreamStartToken, yaml.StreamEndToken, yaml.DocumentStartToken, yaml.DocumentEndToken)
-    if all(isinstance(token, bare) for token in yaml.scan(text, Loader=ConfigLoader)):
-        return "the file is empty (it holds only comments)"
-    return "the file is empty (it holds only null)"
-
-
-def read_config_data(path: Optional[Union[str, Path]] = None) -> tuple[Path, dict[str, Any]]:
-    """The raw mapping of a YAML config file (the shipped default when ``path`` is None), not yet validated.
-
-    Raises :class:`ConfigError` naming the file when it is missing, not YAML, empty (blank, only comments or only
-    null: the default job is run by giving no file, so an empty one is a mistake, not a request for it), not a
-    mapping, or names a key twice in one mapping (with the key and its lines).
-    """
-    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
-    if path.is_dir():
-        raise ConfigError(f"{path}: a folder, not a config file (pass a YAML file; a run's is RUN_DIR/config.yaml)")
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        text = path.read_text()
-        data = load_yaml(text)
-    except DuplicateKeyError as err:
-        raise ConfigError(f"{path}: key {err.key!r} is given twice in one mapping, at line {err.first.line + 1} and "
-                          f"line {err.again.line + 1} (YAML would keep only the last one); merge them or remove "
-                          f"one") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {_yaml_error_line(err)}") from None
-    except UnicodeDecodeError as err:  # a binary file passed as the config
-        raise ConfigError(f"{path}: not a YAML text file (not UTF-8: {err.reason} at byte {err.start})") from None
-    if data is None:
-        raise ConfigError(f"{path}: {_empty_words(text)}; give no file to run the default job, or write in it the "
-                          f"keys to change (`rpbt config` prints every key)")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with sections env, agent, pbt, run; got {type(data).__name__}")
-    return path, data
+# --------------------------------------------------------------------------------------------------- per member
 
 
 def member_hparams(cfg: Config) -> dict[str, float]:

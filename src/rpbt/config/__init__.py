@@ -1,0 +1,56 @@
+"""Validated run configuration: the only place defaults live.
+
+:mod:`~rpbt.config.schema`: the pydantic models and the table of per-member hyperparameters;
+:mod:`~rpbt.config.loading`: YAML files, dotted overrides and error messages. Their public names are re-exported
+here: other modules import them as ``from rpbt.config import Config``.
+"""
+
+from rpbt.config.loading import (
+    DEFAULT_CONFIG_PATH,
+    ConfigLoader,
+    DuplicateKeyError,
+    apply_overrides,
+    config_from_dict,
+    env_id_given,
+    format_errors,
+    load_config,
+    load_yaml,
+    name_custom_env,
+    read_config_data,
+    set_dotted,
+)
+from rpbt.config.schema import (
+    HPARAM_NAMES,
+    HPARAMS,
+    HPARAMS_BY_NAME,
+    SEARCHABLE,
+    AdversarialConfig,
+    AgentConfig,
+    BackendConfig,
+    Config,
+    ConfigError,
+    CriticConfig,
+    EnvConfig,
+    HParam,
+    NetworkConfig,
+    PB2Config,
+    PBTConfig,
+    RunConfig,
+    SearchDim,
+    TradingConfig,
+    TradingDataConfig,
+    VGSConfig,
+    default_search_space,
+    hparams_in_force,
+    import_env_module,
+    member_hparams,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH", "HPARAM_NAMES", "HPARAMS", "HPARAMS_BY_NAME", "SEARCHABLE",
+    "AdversarialConfig", "AgentConfig", "BackendConfig", "Config", "ConfigError", "ConfigLoader", "CriticConfig",
+    "DuplicateKeyError", "EnvConfig", "HParam", "NetworkConfig", "PB2Config", "PBTConfig", "RunConfig", "SearchDim",
+    "TradingConfig", "TradingDataConfig", "VGSConfig", "format_errors", "apply_overrides", "config_from_dict",
+    "default_search_space", "env_id_given", "hparams_in_force", "import_env_module", "load_config", "load_yaml",
+    "member_hparams", "name_custom_env", "read_config_data", "set_dotted",
+]
