@@ -3,10 +3,10 @@
 Two sources (``pbt.score_source``): ``training``, the member's last ``pbt.score_window`` finished training episodes
 (with ``pbt.score_since_exploit``: only those it finished since its last exploit), and ``validation``, deterministic
 evaluation episodes on the trading environment's validation split (the same starts for every member, so selection
-rewards what generalises past the training period). ``auto`` is resolved here, once: validation for ``env.id:
-trading``, training otherwise. ``pbt.score`` (mean, or CVaR at ``pbt.score_cvar_alpha``) is applied to the returns
-the source gives (:func:`score_returns`). The t-test (``pbt.ttest``) is given the same returns the score is computed
-from.
+rewards what generalises past the training period). ``auto`` is resolved once per run, by the config's rule
+:func:`rpbt.config.rules.resolve_score_source` (validation for ``env.id: trading``, training otherwise).
+``pbt.score`` (mean, or CVaR at ``pbt.score_cvar_alpha``) is applied to the returns the source gives
+(:func:`score_returns`). The t-test (``pbt.ttest``) is given the same returns the score is computed from.
 
 Shapes: every per-member list is indexed by member, in the order of the ``members`` asked for.
 """
@@ -20,6 +20,7 @@ import numpy as np
 
 from rpbt.agent.distributional import empirical_cvar
 from rpbt.config import Config, PBTConfig
+from rpbt.config.rules import resolve_score_source
 
 if TYPE_CHECKING:
     from rpbt.envs.market_data import MarketData
@@ -92,10 +93,7 @@ class ScoreSource:
     @classmethod
     def from_config(cls, cfg: Config) -> "ScoreSource":
         """``pbt.score_source`` with ``auto`` resolved: validation for ``env.id: trading``, training otherwise."""
-        source = cfg.pbt.score_source
-        if source == "auto":
-            source = "validation" if cfg.env.id == "trading" else "training"
-        return cls(cfg.pbt, validation=source == "validation")
+        return cls(cfg.pbt, validation=resolve_score_source(cfg.pbt.score_source, cfg.env.id) == "validation")
 
     @property
     def kind(self) -> str:
