@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch.distributions import Categorical, kl_divergence
 
+from rpbt.agent.distribution import ActionDistribution
 from rpbt.agent.networks import kl_divergence as rpbt_kl
 from rpbt.agent.networks import log_prob_entropy
 from rpbt.agent.ppo import make_policy
@@ -49,7 +50,7 @@ def test_multi_discrete_log_prob_entropy_and_kl_are_sums_over_independent_catego
 def test_multi_discrete_actions_are_per_component_inverse_cdf_samples_and_modes():
     cfg = tiny_config()
     policy = make_policy(cfg, [0, 1])
-    policy.nvec, policy.action_dim = NVEC, sum(NVEC)  # the sampling code only reads these
+    policy.distribution = ActionDistribution.of(sum(NVEC), False, NVEC)  # the sampling code only reads this
     g = torch.Generator().manual_seed(1)
     head = torch.randn(2, 6, sum(NVEC), generator=g)
     noise = torch.rand(2, 6, len(NVEC), generator=g)

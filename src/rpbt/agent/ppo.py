@@ -45,6 +45,7 @@ from typing import Optional, Protocol, Sequence
 import torch
 from torch import Tensor
 
+from rpbt.agent.episodes import recent_values, record_episodes
 from rpbt.agent.networks import trunks_sequence
 from rpbt.agent.normalizer import find_obs_outliers
 from rpbt.agent.optim import PopulationAdam, clip_grad_norm_per_member
@@ -191,7 +192,7 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
             truncation_values[:, t] = torch.where(result.truncated.to(dev),
                                                   policy.values_from_raw(final.values_raw).min(0).values, 0.0)
         finished += [(p, ret, length) for p, _, ret, length in result.finished]
-    policy.record_episodes(finished)
+    record_episodes(policy.episodes, policy.episode_returns, policy.episode_lengths, finished)
     policy.env_steps += T * N
 
     def stacked(key: str) -> Tensor:  # (P, T, N, ...) on the policy's device
@@ -401,9 +402,10 @@ def train_iteration(policy: PopulationPolicy, runner: EnvRunner, aux_losses: Seq
     ep_rew = torch.full((P,), float("nan"), dtype=torch.float64)
     ep_len = torch.full((P,), float("nan"), dtype=torch.float64)
     for i in range(P):
-        r = policy.recent_returns(i, 100)
+        r = recent_values(policy.episode_returns, policy.episodes, i, 100)
         if len(r):
-            ep_rew[i], ep_len[i] = float(r.mean()), float(policy.recent_lengths(i, 100).mean())
+            ep_rew[i] = float(r.mean())
+            ep_len[i] = float(recent_values(policy.episode_lengths, policy.episodes, i, 100).mean())
     metrics = {k: v.cpu() for k, v in metrics.items()}
     metrics["rollout/ep_rew_mean"] = ep_rew
     metrics["rollout/ep_len_mean"] = ep_len
