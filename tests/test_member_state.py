@@ -7,6 +7,7 @@ import pickle
 import pytest
 import torch
 
+from rpbt.agent.member_slice import check_member_dim
 from rpbt.agent.ppo import make_policy
 from rpbt.checkpoint import CheckpointError, MemberState
 from tests.conftest import Learner, tiny_config
@@ -33,7 +34,7 @@ def test_learner_refuses_a_registered_tensor_without_member_dimension():
     learner = make_policy(tiny_config(), [0, 1])
     learner.register_buffer("global_thing", torch.zeros(5))
     with pytest.raises(AssertionError, match="global_thing"):
-        learner._check_member_dim()
+        check_member_dim(learner, learner.population)
 
 
 def test_checkpoint_round_trip_restores_every_field_and_rng(tmp_path):

@@ -15,6 +15,8 @@ import pytest
 import torch
 from torch.distributions import Categorical, kl_divergence
 
+from rpbt.agent.distribution import ActionDistribution
+from rpbt.agent.features import ActionFeatures
 from rpbt.agent.networks import kl_divergence as rpbt_kl
 from rpbt.agent.networks import log_prob_entropy
 from rpbt.agent.ppo import make_policy
@@ -49,7 +51,7 @@ def test_multi_discrete_log_prob_entropy_and_kl_are_sums_over_independent_catego
 def test_multi_discrete_actions_are_per_component_inverse_cdf_samples_and_modes():
     cfg = tiny_config()
     policy = make_policy(cfg, [0, 1])
-    policy.nvec, policy.action_dim = NVEC, sum(NVEC)  # the sampling code only reads these
+    policy.distribution = ActionDistribution.of(sum(NVEC), False, NVEC)  # the sampling code only reads this
     g = torch.Generator().manual_seed(1)
     head = torch.randn(2, 6, sum(NVEC), generator=g)
     noise = torch.rand(2, 6, len(NVEC), generator=g)
@@ -66,27 +68,30 @@ def test_multi_discrete_actions_are_per_component_inverse_cdf_samples_and_modes(
 
 
 def test_action_spec_of_each_space_maps_actions_to_the_env_and_to_features():
+    def features(spec, sent):  # the policy's input for what the environment took (agent.features, the one builder)
+        return ActionFeatures(spec)(torch.as_tensor(np.asarray(sent)))
+
     d = space_info(gym.spaces.Discrete(3, start=1))
     assert (d.kind, d.dim, d.shape, d.continuous) == ("discrete", 3, (), False)
     assert d.to_env(np.array([0, 2])).tolist() == [1, 3]
-    torch.testing.assert_close(d.features(torch.tensor([2, 0])), torch.tensor([[0., 0, 1], [1, 0, 0]]))
+    torch.testing.assert_close(features(d, d.to_env(np.array([2, 0]))), torch.tensor([[0., 0, 1], [1, 0, 0]]))
 
     md = space_info(gym.spaces.MultiDiscrete([3, 2], start=[1, -1]))
     assert (md.kind, md.dim, md.nvec, md.shape) == ("multi_discrete", 5, (3, 2), (2,))
     assert md.to_env(np.array([[0, 0], [2, 1]])).tolist() == [[1, -1], [3, 0]]
-    torch.testing.assert_close(md.features(torch.tensor([[2, 1], [0, 0]])),
+    torch.testing.assert_close(features(md, md.to_env(np.array([[2, 1], [0, 0]]))),
                                torch.tensor([[0., 0, 1, 0, 1], [1, 0, 0, 1, 0]]))
 
     box = space_info(gym.spaces.Box(-1.0, 2.0, (2,)))
     assert (box.kind, box.dim, box.shape, box.continuous) == ("box", 2, (2,), True)
     assert box.to_env(np.array([[-3.0, 5.0]], dtype=np.float32)).tolist() == [[-1.0, 2.0]]
-    torch.testing.assert_close(box.features(torch.tensor([[0.5, -1.0]])), torch.tensor([[0.5, -1.0]]))
+    torch.testing.assert_close(features(box, [[0.5, -1.0]]), torch.tensor([[0.5, -1.0]]))
 
     matrix = space_info(gym.spaces.Box(-1.0, 1.0, (2, 2)))  # the policy acts on 4 numbers, the env takes (2, 2)
     assert (matrix.dim, matrix.shape, matrix.box_shape) == (4, (4,), (2, 2))
     sent = matrix.to_env(np.array([[0.125, 2.0, -0.25, 0.5], [0.0, 0.0, 0.0, -5.0]], dtype=np.float32))
     assert sent.shape == (2, 2, 2) and sent.tolist() == [[[0.125, 1.0], [-0.25, 0.5]], [[0.0, 0.0], [0.0, -1.0]]]
-    torch.testing.assert_close(matrix.features(torch.as_tensor(sent).reshape(2, 4)),
+    torch.testing.assert_close(features(matrix, sent.reshape(2, 4)),
                                torch.tensor([[0.125, 1.0, -0.25, 0.5], [0.0, 0.0, 0.0, -1.0]]))
     scalar = space_info(gym.spaces.Box(-1.0, 1.0, ()))
     assert scalar.to_env(np.array([[0.5], [3.0]], dtype=np.float32)).tolist() == [0.5, 1.0]

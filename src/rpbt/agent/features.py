@@ -67,6 +67,17 @@ def network_input(obs: Tensor, prev_action: Optional[Tensor], prev_reward: Optio
     return torch.cat(parts, -1)
 
 
+def fed_input(extra: Optional[Tensor], width: int) -> Optional[Tensor]:
+    """A previous input (..., width) of a policy fed it (``width`` > 0), checked; None when not fed (width 0).
+    Raises ``ValueError`` for a fed input that is missing or of another width."""
+    if width == 0:
+        return None
+    if extra is None or extra.shape[-1] != width:
+        raise ValueError(f"this policy feeds previous inputs of width {width}; got "
+                         f"{None if extra is None else tuple(extra.shape)}")
+    return extra
+
+
 class ActionFeatures:
     """:func:`action_features` bound to one action space: ``ActionFeatures(spec)(action)``.
 
@@ -90,4 +101,4 @@ class ActionFeatures:
                                self.high.to(action.device))
 
 
-__all__ = ["ActionFeatures", "action_features", "network_input"]
+__all__ = ["ActionFeatures", "action_features", "fed_input", "network_input"]

@@ -414,6 +414,11 @@ def stack_trunks(trunks: Sequence["RecurrentTrunk"]) -> TrunkWeights:
     return enc, lstm  # type: ignore[return-value]
 
 
+def slice_trunk_weights(weights: TrunkWeights, members: slice) -> TrunkWeights:
+    """The weights of ``members`` alone (e.g. ``slice(i, i + 1)``): every tensor sliced along the member dimension."""
+    return [(w[members], b[members]) for w, b in weights[0]], [tuple(t[members] for t in lay) for lay in weights[1]]
+
+
 def _encode(x: Tensor, enc: Sequence[tuple[Tensor, Tensor]]) -> Tensor:
     shape = x.shape
     y = x.reshape(shape[0], -1, shape[-1])

@@ -26,24 +26,26 @@ import torch
 from torch import Tensor, nn
 
 from rpbt.agent.critic import ValueHead
+from rpbt.agent.distribution import ActionDistribution
 from rpbt.agent.distributional import ReturnNormalizer
-from rpbt.agent.features import network_input
+from rpbt.agent.episodes import recent_values, register_episode_ring
+from rpbt.agent.features import fed_input, network_input
+from rpbt.agent.member_slice import check_member_dim, restore_member, snapshot_member
 from rpbt.agent.networks import (
     LSTMState,
     PolicyHead,
     RecurrentTrunk,
     TrunkWeights,
-    kl_divergence,
-    log_prob,
-    log_prob_entropy,
     pop_linear,
+    slice_trunk_weights,
     stack_trunks,
     trunks_sequence,
     trunks_step,
 )
 from rpbt.agent.normalizer import RunningMeanStd
 from rpbt.agent.optim import PopulationAdam
-from rpbt.checkpoint import MEMBER_STATE_FORMAT, CheckpointError, MemberState, hparam_key
+from rpbt.agent.vgs import VarianceGradientScaler
+from rpbt.checkpoint import MemberState, hparam_key
 from rpbt.config import HPARAM_NAMES, Config, ConfigError, member_hparams
 from rpbt.seeding import member_seed
 
@@ -138,21 +140,19 @@ class PopulationPolicy(nn.Module):
         hparams: optional initial hyperparameters per member (names as :data:`rpbt.config.HPARAM_NAMES`).
         device: where every tensor lives (default CPU); weights are initialized on the CPU and then moved, so a
             seed gives the same initial weights on every device.
-        nvec: MultiDiscrete actions: the K category counts (sum(nvec) = action_dim); the policy is then K
-            independent categoricals whose log-probabilities and entropies add up. None for Discrete and Box.
+        nvec: MultiDiscrete's K category counts (sum(nvec) = action_dim; K independent categoricals), else None.
 
-    Inputs: the networks see the normalized observation (D) followed, with ``agent.network.prev_action``, by the
-    previous action's features (A: one-hot, concatenated one-hots, or the Box action) and, with
-    ``agent.network.prev_reward``, by the previous reward (1, raw), both zero at an episode's first step
+    Inputs: the normalized observation (D), then the previous action's features (A' = A with
+    ``agent.network.prev_action``) and reward (R' = 1 with ``prev_reward``), both zero at an episode's first step
     (:meth:`network_input`); I = D + A' + R' is ``input_dim``.
 
     Attributes: ``actor`` and ``policy_head``; ``critics`` (one, or two with twin critics); ``obs_rms`` and
     ``return_normalizer``; ``vgs`` (or None); ``optimizer`` (:class:`~rpbt.agent.optim.PopulationAdam`, a
     registered submodule, so its moments are in the member state); buffers ``hp_<name>`` (P,) float64,
-    ``env_steps``/``updates``/``episodes`` (P,) int64 and ``episode_returns``/``episode_lengths``
-    (P, capacity) float64; ``generators``, one CPU ``torch.Generator`` per member.
+    ``env_steps``/``updates`` (P,) int64 and the episode ring (:mod:`rpbt.agent.episodes`); ``distribution``
+    (:class:`~rpbt.agent.distribution.ActionDistribution`); ``generators``, one CPU ``torch.Generator`` per member.
 
-    Raises ``ValueError`` for an empty ``member_ids`` and ``KeyError`` for an unknown hyperparameter name.
+    Raises ``ValueError`` for an empty ``member_ids`` or a bad ``nvec``, ``KeyError`` for an unknown hyperparameter.
     """
 
     def __init__(self, cfg: Config, member_ids: Sequence[int], obs_dim: int, action_dim: int, continuous: bool,
@@ -161,15 +161,13 @@ class PopulationPolicy(nn.Module):
         super().__init__()
         if len(member_ids) == 0:
             raise ValueError("a policy needs at least one member")
-        if nvec is not None and (continuous or sum(int(n) for n in nvec) != int(action_dim)):
-            raise ValueError(f"MultiDiscrete nvec {list(nvec)} needs categorical actions with action_dim = "
-                             f"sum(nvec), got action_dim={action_dim}, continuous={continuous}")
         a = cfg.agent
         self.cfg = cfg
         self.member_ids = [int(m) for m in member_ids]
         P = self.population = len(self.member_ids)
+        self.distribution = ActionDistribution.of(action_dim, continuous, nvec)  # ValueError for a bad nvec
         self.obs_dim, self.action_dim, self.continuous = int(obs_dim), int(action_dim), bool(continuous)
-        self.nvec: Optional[tuple[int, ...]] = None if nvec is None else tuple(int(n) for n in nvec)
+        self.nvec = self.distribution.nvec
         net = a.network
         self.prev_action_dim = self.action_dim if net.prev_action else 0  # A'
         self.prev_reward_dim = 1 if net.prev_reward else 0  # R'
@@ -187,12 +185,9 @@ class PopulationPolicy(nn.Module):
 
         self.obs_rms = RunningMeanStd(P, self.obs_dim, clip=a.obs_clip, raw_clip=a.raw_obs_clip)
         self.return_normalizer = ReturnNormalizer(P)
-        self.vgs = None
-        if a.vgs.enabled:
-            from rpbt.agent.vgs import VarianceGradientScaler
-
-            self.vgs = VarianceGradientScaler({n: p.shape for n, p in self.trainable()}, beta=a.vgs.beta,
-                                              alpha=a.vgs.alpha, min_scale=a.vgs.min_scale, warmup=a.vgs.warmup)
+        shapes = {n: p.shape for n, p in self.trainable()}
+        self.vgs = VarianceGradientScaler(shapes, a.vgs.beta, a.vgs.alpha, a.vgs.min_scale, a.vgs.warmup) \
+            if a.vgs.enabled else None
         self.optimizer = PopulationAdam(self.trainable(), P, eps=a.adam_eps)
 
         defaults = member_hparams(cfg)
@@ -202,11 +197,9 @@ class PopulationPolicy(nn.Module):
             self.set_hparams(i, hp)
         self.register_buffer("env_steps", torch.zeros(P, dtype=torch.int64))
         self.register_buffer("updates", torch.zeros(P, dtype=torch.int64))
-        self.register_buffer("episodes", torch.zeros(P, dtype=torch.int64))
         self.episode_capacity = max(100, cfg.pbt.score_window)
-        self.register_buffer("episode_returns", torch.zeros(P, self.episode_capacity, dtype=torch.float64))
-        self.register_buffer("episode_lengths", torch.zeros(P, self.episode_capacity, dtype=torch.float64))
-        self._check_member_dim()
+        register_episode_ring(self, P, self.episode_capacity)  # episodes, episode_returns, episode_lengths
+        check_member_dim(self, P)
         self.device = torch.device("cpu") if device is None else torch.device(device)
         self.to(self.device)
 
@@ -215,11 +208,6 @@ class PopulationPolicy(nn.Module):
     def trainable(self) -> list[tuple[str, nn.Parameter]]:
         """Named trainable parameters (each (P, ...)), in a fixed order."""
         return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-
-    def _check_member_dim(self) -> None:
-        for name, t in self.state_dict().items():
-            if t.dim() == 0 or t.shape[0] != self.population:
-                raise AssertionError(f"population tensor {name} lacks the member dimension: shape {tuple(t.shape)}")
 
     def state_names(self) -> list[str]:
         """Names of the recurrent states carried while acting: 'actor', 'critic0'[, 'critic1']."""
@@ -236,21 +224,17 @@ class PopulationPolicy(nn.Module):
 
     def initial_state(self, num_envs: int) -> dict[str, LSTMState]:
         """Zero LSTM states ``{name: (h, c)}``, each (P, L, num_envs, H), on the policy's device."""
-        out = {}
-        for n in self.state_names():
-            h, c = self.trunk(n).lstm.initial_state(num_envs)
-            out[n] = (h.to(self.device), c.to(self.device))
-        return out
+        zeros = {n: self.trunk(n).lstm.initial_state(num_envs) for n in self.state_names()}
+        return {n: (h.to(self.device), c.to(self.device)) for n, (h, c) in zeros.items()}
 
-    # ------------------------------------------------------------------------------------------ hyperparameters
+    # ------------------------------------------------------------------------------------------ hyperparameters, scores
 
     def hparam(self, name: str) -> Tensor:
         """The (P,) float64 tensor of hyperparameter ``name``."""
         return getattr(self, hparam_key(name))
 
     def set_hparams(self, member: int, values: dict[str, float]) -> None:
-        """Set member ``member``'s hyperparameters; in force from the next update. Unknown names raise
-        ``KeyError`` naming them."""
+        """Set member ``member``'s hyperparameters (from the next update); ``KeyError`` naming an unknown one."""
         for name, value in values.items():
             if name not in HPARAM_NAMES:
                 raise KeyError(f"unknown hyperparameter {name!r}; known: {list(HPARAM_NAMES)}")
@@ -259,35 +243,20 @@ class PopulationPolicy(nn.Module):
     def get_hparams(self, member: int) -> dict[str, float]:
         return {n: float(self.hparam(n)[member]) for n in HPARAM_NAMES}
 
+    def recent_returns(self, member: int, k: Optional[int] = None) -> np.ndarray:
+        """Returns of member's last ``k`` finished episodes, oldest first (all kept, up to capacity, if None)."""
+        return recent_values(self.episode_returns, self.episodes, member, k)
+
     # ------------------------------------------------------------------------------------------ member state
 
     def snapshot(self, member: int) -> MemberState:
         """Member ``member``'s whole training state, on the CPU (cloned slices; the policy is not modified)."""
-        tensors = {k: v[member].detach().to("cpu", copy=True) for k, v in self.state_dict().items()}
-        return MemberState(tensors=tensors, rng=self.generators[member].get_state(),
-                           meta={"member_id": self.member_ids[member], "format": MEMBER_STATE_FORMAT})
+        return snapshot_member(self, self.generators[member], member, self.member_ids[member])
 
-    @torch.no_grad()
     def restore(self, member: int, state: MemberState) -> None:
-        """Overwrite member ``member``'s slice of every tensor and its generator with ``state`` (any device).
-
-        Raises :class:`~rpbt.checkpoint.CheckpointError` naming the first missing, unexpected or mis-shaped key;
-        nothing is written unless every key fits. The carried state of running episodes is left to the caller.
-        """
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state.tensors))
-        extra = sorted(set(state.tensors) - set(own))
-        if missing or extra:
-            raise CheckpointError(f"member state does not fit this learner: missing {missing[:5]}, "
-                                  f"unexpected {extra[:5]} (different agent config?)")
-        for k, v in own.items():
-            src = state.tensors[k]
-            if tuple(src.shape) != tuple(v.shape[1:]) or src.dtype != v.dtype:
-                raise CheckpointError(f"member state key {k}: shape {tuple(src.shape)} {src.dtype}, expected "
-                                      f"{tuple(v.shape[1:])} {v.dtype} (different agent config?)")
-        for k, v in own.items():
-            v[member].copy_(state.tensors[k])
-        self.generators[member].set_state(state.rng.clone())
+        """Overwrite member ``member``'s slice of every tensor and its generator with ``state`` (any device), or raise
+        :class:`~rpbt.checkpoint.CheckpointError` (nothing written); running episodes' carried state is the caller's."""
+        restore_member(self, self.generators[member], member, state)
 
     # ------------------------------------------------------------------------------------------ acting
 
@@ -298,27 +267,15 @@ class PopulationPolicy(nn.Module):
     @property
     def action_shape(self) -> tuple[int, ...]:
         """Trailing shape of one action: () for Discrete (an index), (K,) for MultiDiscrete, (A,) for Box."""
-        if self.continuous:
-            return (self.action_dim,)
-        return () if self.nvec is None else (len(self.nvec),)
+        return self.distribution.action_shape
 
     def network_input(self, obs: Tensor, prev_action: Optional[Tensor] = None, prev_reward: Optional[Tensor] = None,
                       episode_start: Optional[Tensor] = None) -> Tensor:
-        """What the actor and critics see: (P, ..., I) (:func:`rpbt.agent.features.network_input`).
-
-        obs: (P, ..., D) normalized observations; prev_action: (P, ..., A') the previous action's features
-        (:class:`rpbt.agent.features.ActionFeatures`); prev_reward: (P, ..., R') the previous reward; both are used
-        only when the config feeds them (A' = ``prev_action_dim``, R' = ``prev_reward_dim``, else ignored and may
-        be None) and are zeroed where ``episode_start`` (P, ...) is True. Raises ``ValueError`` for a fed input of
-        the wrong width.
-        """
-        fed = []
-        for extra, width in ((prev_action, self.prev_action_dim), (prev_reward, self.prev_reward_dim)):
-            if width and (extra is None or extra.shape[-1] != width):
-                raise ValueError(f"this policy feeds previous inputs of width {width}; got "
-                                 f"{None if extra is None else tuple(extra.shape)}")
-            fed.append(extra if width else None)
-        return network_input(obs, fed[0], fed[1], episode_start)
+        """What the actor and critics see: (P, ..., I) (:func:`rpbt.agent.features.network_input`) from normalized
+        observations (P, ..., D) and, when the config feeds them (else ignored), the previous action's features
+        (P, ..., A') and reward (P, ..., R'), zeroed where ``episode_start``; ``ValueError`` for a wrong width."""
+        return network_input(obs, fed_input(prev_action, self.prev_action_dim),
+                             fed_input(prev_reward, self.prev_reward_dim), episode_start)
 
     def act(self, obs: Tensor, state: dict[str, LSTMState], prev_action: Optional[Tensor] = None,
             prev_reward: Optional[Tensor] = None, episode_start: Optional[Tensor] = None, *, values: bool = False,
@@ -326,38 +283,39 @@ class PopulationPolicy(nn.Module):
         """One acting step of P x N environments: what collection, ``Policy.predict``, evaluation and export compute.
 
         Args:
-            obs: (P, N, D) raw observations (normalized here with each member's running statistics, which are not
-                updated), or already normalized ones with ``normalize=False``.
+            obs: (P, N, D) raw observations (normalized here with each member's running statistics, not updated),
+                or normalized ones with ``normalize=False``.
             state: ``{name: (h, c)}`` each (P, L, N, H): at least ``"actor"``, and every critic's with ``values``.
-            prev_action, prev_reward: (P, N, A') / (P, N, R') the previous action's features and reward, when the
-                policy is fed them (:meth:`network_input`; else ignored).
+            prev_action, prev_reward: (P, N, A') / (P, N, R'), when the policy is fed them (:meth:`network_input`).
             episode_start: (P, N) bool: the states and the previous inputs are zeroed where True (None: no start).
             values: also run the critics (stacked with the actor in one batch).
-            normalize: normalize ``obs`` first (False when the caller already has the normalized observations).
             weights: :meth:`stacked_weights` ``(values)``, built here when None; build once while weights are fixed.
 
-        Returns an :class:`ActOutput`: the policy head's output (P, N, A), the critics' raw outputs [(P, N, K)] (None
-        without ``values``), the new states (``actor`` only without ``values``) and the network input (P, N, I).
+        Returns an :class:`ActOutput` (the new states: ``actor`` only without ``values``).
         """
-        x = self.normalize_obs(obs) if normalize else obs
-        inputs = self.network_input(x, prev_action, prev_reward, episode_start)
+        inputs = self.network_input(self.normalize_obs(obs) if normalize else obs, prev_action, prev_reward,
+                                    episode_start)
+        return ActOutput(*self._forward(inputs, state, episode_start, values, weights), inputs)
+
+    def step(self, obs: Tensor, states: dict[str, LSTMState], episode_start: Tensor,
+             weights: Optional[TrunkWeights] = None) -> tuple[Tensor, list[Tensor], dict[str, LSTMState]]:
+        """:meth:`act` with values on a network input (P, N, I) already built: (head, critic raws, new states)."""
+        return self._forward(obs, states, episode_start, True, weights)  # type: ignore[return-value]
+
+    def _forward(self, inputs: Tensor, state: dict[str, LSTMState], episode_start: Optional[Tensor], values: bool,
+                 weights: Optional[TrunkWeights]) -> tuple[Tensor, Optional[list[Tensor]], dict[str, LSTMState]]:
         if episode_start is None:
             episode_start = torch.zeros(inputs.shape[:2], dtype=torch.bool, device=inputs.device)
         names = self.state_names() if values else ["actor"]
         weights = self.stacked_weights(values) if weights is None else weights
         results = trunks_step(weights, inputs, [state[n] for n in names], episode_start)
-        head = self.policy_head(results[0][0])
-        raws = [critic.head(r[0]) for critic, r in zip(self.critics, results[1:])] if values else None
-        return ActOutput(head, raws, {n: r[1] for n, r in zip(names, results)}, inputs)
+        head, raws = self._heads(results, True)
+        return head, raws if values else None, {n: r[1] for n, r in zip(names, results)}
 
-    def step(self, obs: Tensor, states: dict[str, LSTMState], episode_start: Tensor,
-             weights: Optional[TrunkWeights] = None) -> tuple[Tensor, list[Tensor], dict[str, LSTMState]]:
-        """:meth:`act` with values on a network input (P, N, I) already built: (head, critic raws, new states)."""
-        names = self.state_names()
-        weights = self.stacked_weights() if weights is None else weights
-        results = trunks_step(weights, obs, [states[n] for n in names], episode_start)
-        return (self.policy_head(results[0][0]), [critic.head(r[0]) for critic, r in zip(self.critics, results[1:])],
-                {n: r[1] for n, r in zip(names, results)})
+    def _heads(self, results: list, actor: bool) -> tuple[Optional[Tensor], list[Tensor]]:
+        """The policy head on the first trunk's features (with ``actor``) and each critic's head on the rest."""
+        head = self.policy_head(results[0][0]) if actor else None
+        return head, [critic.head(r[0]) for critic, r in zip(self.critics, results[1:] if actor else results)]
 
     def sequence(self, obs: Tensor, states: dict[str, LSTMState], episode_starts: Tensor, *, actor: bool = True,
                  fused: Optional[bool] = None) -> tuple[Optional[Tensor], list[Tensor]]:
@@ -371,118 +329,50 @@ class PopulationPolicy(nn.Module):
         names = self.state_names()[0 if actor else 1:]
         results = trunks_sequence(stack_trunks([self.trunk(n) for n in names]), obs, [states[n] for n in names],
                                   episode_starts, fused=self.cfg.agent.fused_lstm if fused is None else fused)
-        head = self.policy_head(results[0][0]) if actor else None
-        raws = [critic.head(r[0]) for critic, r in zip(self.critics, results[1:] if actor else results)]
-        return head, raws
+        return self._heads(results, actor)
 
     def actor_view(self, member: Optional[int] = None) -> ActorView:
         """The actor as weights (differentiable in the parameters): the whole population's, or member ``member``'s
         alone (P = 1), for code that replays the actor on its own (SA-PPO's attacks)."""
         weights = self.stacked_weights(values=False)
-        lin, log_std = self.policy_head.linear, self.policy_head.log_std if self.continuous else None
-        w, b = lin.weight, lin.bias
+        w, b, log_std = self.policy_head.linear.weight, self.policy_head.linear.bias, self.log_std
         if member is not None:
             m = slice(member, member + 1)
-            weights = ([(w_[m], b_[m]) for w_, b_ in weights[0]], [tuple(t[m] for t in layer) for layer in weights[1]])
-            w, b, log_std = w[m], b[m], None if log_std is None else log_std[m]
+            weights, w, b = slice_trunk_weights(weights, m), w[m], b[m]
+            log_std = None if log_std is None else log_std[m]
         return ActorView(weights, w, b, log_std, self.continuous, self.nvec)
 
     def values_from_raw(self, raws: Sequence[Tensor]) -> Tensor:
         """Per-critic values in return units, (C, P, ...), from raw head outputs."""
         scale = self.return_normalizer.scale.to(torch.float32)
-        out = []
-        for critic, raw in zip(self.critics, raws):
-            v = critic.head.value(raw)
-            out.append(v * scale.view((-1,) + (1,) * (v.dim() - 1)))
-        return torch.stack(out)
+        values = [critic.head.value(raw) for critic, raw in zip(self.critics, raws)]
+        return torch.stack([v * scale.view((-1,) + (1,) * (v.dim() - 1)) for v in values])
+
+    @property
+    def log_std(self) -> Optional[Tensor]:
+        """The Gaussian's log-std (P, A) for Box actions, else None."""
+        return self.policy_head.log_std if self.continuous else None
 
     def draw_noise(self, num_envs: int) -> Tensor:
-        """One step's sampling noise from each member's generator, on the CPU: uniform (P, N) for Discrete, uniform
-        (P, N, K) for MultiDiscrete, standard normal (P, N, A) for Box. The generators are the member's own, so
-        draws move with the member."""
-        if not self.continuous:
-            shape = (num_envs,) if self.nvec is None else (num_envs, len(self.nvec))
-            return torch.stack([torch.rand(shape, generator=g) for g in self.generators])
-        return torch.stack([torch.randn(num_envs, self.action_dim, generator=g) for g in self.generators])
+        """One step's sampling noise (:class:`~rpbt.agent.distribution.ActionDistribution`), members' generators."""
+        return self.distribution.draw_noise(self.generators, num_envs)
 
     def actions(self, head: Tensor, noise: Optional[Tensor] = None) -> Tensor:
-        """Actions from head outputs (P, N, A): sampled with ``noise`` (from :meth:`draw_noise`, on the head's
-        device) by inverse-CDF (Discrete; each of the K categoricals of a MultiDiscrete with its own uniform) or
-        reparameterization (Box), or the mode when ``noise`` is None. Returns (P, N) indices for Discrete, (P, N, K)
-        for MultiDiscrete, (P, N, A) for Box."""
-        if not self.continuous:
-            if self.nvec is not None:
-                parts = torch.split(head, list(self.nvec), dim=-1)
-                return torch.stack([_categorical_action(part, None if noise is None else noise[..., k])
-                                    for k, part in enumerate(parts)], -1)
-            return _categorical_action(head, noise)
-        if noise is None:
-            return head
-        return head + self.policy_head.log_std.exp().unsqueeze(1) * noise
+        """Actions from head outputs (P, N, A), sampled with ``noise`` (:meth:`draw_noise`) or the mode (None)."""
+        return self.distribution.actions(head, noise, self.log_std)
 
     def log_prob(self, head: Tensor, actions: Tensor) -> Tensor:
-        """Log-probability of ``actions`` alone (no entropy: what acting needs), shaped like the batch (P, ...)."""
-        log_std = self.policy_head.log_std if self.continuous else None
-        return log_prob(head, actions, self.continuous, log_std, self.nvec)
+        """Log-probability of ``actions`` (P, ..., *action_shape) under head outputs (P, ..., A): (P, ...)."""
+        return self.distribution.log_prob(head, actions, self.log_std)
 
     def log_prob_entropy(self, head: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
-        """Log-probability of ``actions`` (P, ..., *action_shape) under head outputs (P, ..., A) and the
-        distribution's entropy, each (P, ...) (:func:`rpbt.agent.networks.log_prob_entropy`)."""
-        log_std = self.policy_head.log_std if self.continuous else None
-        return log_prob_entropy(head, actions, self.continuous, log_std, self.nvec)
-
-    def sample_actions(self, head: Tensor, deterministic: bool = False) -> Tensor:
-        """Sample (or take the mode of) actions from head outputs (P, N, A) with each member's generator."""
-        noise = None if deterministic else self.draw_noise(head.shape[1]).to(head.device)
-        return self.actions(head, noise)
+        """:meth:`log_prob` and the distribution's entropy, each (P, ...)."""
+        return self.distribution.log_prob_entropy(head, actions, self.log_std)
 
     @torch.no_grad()
     def kl_between(self, head_a: Tensor, head_b: Tensor) -> Tensor:
         """KL(pi_a || pi_b) per batch element, shaped like the batch (P, ...)."""
-        log_std = self.policy_head.log_std if self.continuous else None
-        return kl_divergence(head_a, head_b, self.continuous, log_std, self.nvec)
-
-    # ------------------------------------------------------------------------------------------ episode scores
-
-    @torch.no_grad()
-    def record_episodes(self, finished: Sequence[tuple[int, float, int]]) -> None:
-        """Record finished episodes ``(member, return, length)``, in order, into each member's ring of the last
-        ``episode_capacity`` returns and lengths (one indexed write per call)."""
-        if not finished:
-            return
-        counts = self.episodes.tolist()
-        latest: dict[tuple[int, int], tuple[float, float]] = {}  # a later episode overwrites an earlier one's slot
-        for p, ret, length in finished:
-            latest[(p, counts[p] % self.episode_capacity)] = (float(ret), float(length))
-            counts[p] += 1
-        rows = torch.tensor([k[0] for k in latest], device=self.device)
-        slots = torch.tensor([k[1] for k in latest], device=self.device)
-        values = torch.tensor(list(latest.values()), dtype=torch.float64, device=self.device)  # (E, 2)
-        self.episode_returns[rows, slots] = values[:, 0]
-        self.episode_lengths[rows, slots] = values[:, 1]
-        self.episodes.copy_(torch.tensor(counts, dtype=torch.int64))
-
-    def _recent(self, buf: Tensor, member: int, k: Optional[int]) -> np.ndarray:
-        n = int(self.episodes[member])
-        k = min(n, self.episode_capacity if k is None else k)
-        slots = [(n - 1 - j) % self.episode_capacity for j in range(k)][::-1]
-        return buf[member, slots].cpu().numpy().copy()
-
-    def recent_returns(self, member: int, k: Optional[int] = None) -> np.ndarray:
-        """Returns of member's last ``k`` finished episodes, oldest first (all kept, up to capacity, if None)."""
-        return self._recent(self.episode_returns, member, k)
-
-    def recent_lengths(self, member: int, k: Optional[int] = None) -> np.ndarray:
-        """Lengths of member's last ``k`` finished episodes, oldest first."""
-        return self._recent(self.episode_lengths, member, k)
-
-
-def _categorical_action(logits: Tensor, noise: Optional[Tensor]) -> Tensor:
-    """One categorical's action from logits (P, N, n): the argmax, or the inverse CDF at ``noise`` (P, N)."""
-    if noise is None:
-        return logits.argmax(-1)
-    cdf = torch.softmax(logits, -1).cumsum(-1)
-    return (cdf < noise.unsqueeze(-1)).sum(-1).clamp_max(logits.shape[-1] - 1)
+        return self.distribution.kl(head_a, head_b, self.log_std)
 
 
 __all__ = ["PopulationPolicy", "Critic", "resolve_device"]

@@ -40,11 +40,12 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Optional, Protocol, Sequence
+from typing import NamedTuple, Optional, Protocol, Sequence
 
 import torch
 from torch import Tensor
 
+from rpbt.agent.episodes import recent_values, record_episodes
 from rpbt.agent.networks import trunks_sequence
 from rpbt.agent.normalizer import find_obs_outliers
 from rpbt.agent.optim import PopulationAdam, clip_grad_norm_per_member
@@ -191,7 +192,7 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
             truncation_values[:, t] = torch.where(result.truncated.to(dev),
                                                   policy.values_from_raw(final.values_raw).min(0).values, 0.0)
         finished += [(p, ret, length) for p, _, ret, length in result.finished]
-    policy.record_episodes(finished)
+    record_episodes(policy.episodes, policy.episode_returns, policy.episode_lengths, finished)
     policy.env_steps += T * N
 
     def stacked(key: str) -> Tensor:  # (P, T, N, ...) on the policy's device
@@ -256,19 +257,28 @@ def refresh_segment_states(policy: PopulationPolicy, rollout: Rollout, length: i
 # --------------------------------------------------------------------------------------------------- update
 
 
-def update(policy: PopulationPolicy, optimizer: PopulationAdam, rollout: Rollout,
-           aux_losses: Sequence[AuxiliaryLoss] = ()) -> dict[str, Tensor]:
-    """PPO's update epochs on one rollout, every member at once; returns metrics, each a (P,) tensor.
+class Sequences(NamedTuple):
+    """The rollout as training data: S sequences of L steps, (P, L, S, ...), and what the loss compares with.
 
-    The rollout is cut into S sequences of L steps (L = ``agent.bptt_length``, or the whole rollout: S = N). Per
-    epoch, each member's sequences are permuted with its own generator and split into ``agent.num_minibatches``
-    minibatches, replayed from their stored states (refreshed before every epoch but the first when L < T).
+    seg: the rollout's tensors as sequences (its ``initial_states`` the stored states before each, replaced when
+    refreshed); advantages: GAE(lambda) in return units; targets: the value targets divided by each member's return
+    scale; old_values: (C, P, L, S) the critics' outputs at collection in head units (value clipping's reference).
+    Unsegmented, for the metrics: returns and value_returns (P, T, N), scale (P, 1, 1) the return scale in force.
     """
-    a = policy.cfg.agent
-    P, dev = policy.population, policy.device
-    hp = policy.hparam
 
-    # Advantages and value targets, in return units; the critics learn targets divided by each member's scale.
+    seg: Rollout
+    advantages: Tensor
+    targets: Tensor
+    old_values: Tensor
+    returns: Tensor
+    value_returns: Tensor
+    scale: Tensor
+
+
+def training_sequences(policy: PopulationPolicy, rollout: Rollout) -> Sequences:
+    """Advantages and value targets of ``rollout`` (updating the return normalizer with ``normalize_returns``), cut
+    into sequences of L = ``agent.bptt_length`` steps (the whole rollout: S = N)."""
+    a, P, hp = policy.cfg.agent, policy.population, policy.hparam
     value_returns = rollout.values.min(0).values  # (P, T, N): the smaller critic with twin critics
     advantages, returns = compute_gae(rollout.rewards, value_returns, rollout.dones, rollout.terminated,
                                       rollout.truncation_values, rollout.last_values,
@@ -282,19 +292,83 @@ def update(policy: PopulationPolicy, optimizer: PopulationAdam, rollout: Rollout
     scale = policy.return_normalizer.scale.float().view(P, 1, 1)
     targets_norm = returns / scale
     old_values_norm = rollout.values / collect_scale  # (C, P, T, N)
-
-    # The training data as sequences of L steps, (P, L, S, ...): the whole rollout (S = N) or its segments.
-    T = rollout.obs.shape[1]
-    L = a.bptt_length or T
+    L = a.bptt_length or rollout.obs.shape[1]
     seg = Rollout(*(to_segments(x, L) for x in (rollout.obs, rollout.episode_starts, rollout.actions,
                                                  rollout.log_probs, rollout.rewards, rollout.dones,
                                                  rollout.terminated, rollout.truncation_values)),
                   values=torch.stack([to_segments(v, L) for v in rollout.values]),
                   initial_states=rollout.segment_states or rollout.initial_states)
-    advantages, targets_norm = to_segments(advantages, L), to_segments(targets_norm, L)
-    old_values_norm = torch.stack([to_segments(v, L) for v in old_values_norm])
-    S = seg.obs.shape[2]
+    return Sequences(seg, to_segments(advantages, L), to_segments(targets_norm, L),
+                     torch.stack([to_segments(v, L) for v in old_values_norm]), returns, value_returns, scale)
 
+
+class MinibatchLoss(NamedTuple):
+    """One minibatch's PPO loss, each term (P,): ``loss`` = pg_loss + ent_coef * entropy_loss + vf_coef * v_loss
+    (with gradients); the statistics approx_kl (k3), clipfrac, v_mse (the critics' mean squared error in head units)
+    and v_cvar (the smaller critic's CVaR in head units); ``head`` (P, L, b, A) the replayed policy output."""
+
+    loss: Tensor
+    pg_loss: Tensor
+    v_loss: Tensor
+    entropy_loss: Tensor
+    approx_kl: Tensor
+    clipfrac: Tensor
+    v_mse: Tensor
+    v_cvar: Tensor
+    head: Tensor
+
+    def metrics(self, scale: Tensor) -> dict[str, Tensor]:
+        """The terms as ``train/*`` metrics (values in return units with ``scale`` (P,))."""
+        return {"train/policy_gradient_loss": self.pg_loss, "train/value_loss": self.v_loss,
+                "train/value_mse": self.v_mse * scale ** 2, "train/value_cvar": self.v_cvar * scale,
+                "train/entropy_loss": self.entropy_loss, "train/approx_kl": self.approx_kl,
+                "train/clip_fraction": self.clipfrac}
+
+
+def minibatch_loss(policy: PopulationPolicy, data: Sequences, idx: Tensor, clip: Tensor, ent_coef: Tensor,
+                   vf_coef: Tensor) -> MinibatchLoss:
+    """Replay the sequences ``idx`` (P, b) from their stored states and compute PPO's loss on them: the clipped
+    surrogate on advantages normalized per member and minibatch (``agent.normalize_advantage``), every critic's
+    value loss (scalar, quantile Huber or categorical; clipped with ``agent.clip_range_vf``) and the entropy bonus.
+    clip: (P, 1, 1); ent_coef, vf_coef: (P,)."""
+    a, P, seg = policy.cfg.agent, policy.population, data.seg
+    states = {n: tuple(take_envs(s, idx) for s in seg.initial_states[n]) for n in policy.state_names()}
+    head, raws = policy.sequence(take_envs(seg.obs, idx), states, take_envs(seg.episode_starts, idx))
+    new_logp, entropy = policy.log_prob_entropy(head, take_envs(seg.actions, idx))
+    log_ratio = new_logp - take_envs(seg.log_probs, idx)
+    ratio = log_ratio.exp()
+    adv = take_envs(data.advantages, idx)
+    if a.normalize_advantage:
+        flat = adv.reshape(P, -1)
+        adv = (adv - flat.mean(1).view(P, 1, 1)) / (flat.std(1).view(P, 1, 1) + 1e-8)
+    pg_loss = torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean((1, 2))
+    target = take_envs(data.targets, idx)
+    v_losses, v_mse, v_cvar = [], [], []
+    for k, (critic, raw) in enumerate(zip(policy.critics, raws)):
+        v_losses.append(critic.head.loss(raw, target, take_envs(data.old_values[k], idx), a.clip_range_vf).mean((1, 2)))
+        with torch.no_grad():
+            v_mse.append(((critic.head.value(raw) - target) ** 2).mean((1, 2)))
+            v_cvar.append(critic.head.cvar(raw, a.critic.cvar_alpha).mean((1, 2)))
+    v_loss = torch.stack(v_losses).sum(0)
+    entropy_loss = -entropy.mean((1, 2))
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - log_ratio).mean((1, 2))
+        clipfrac = ((ratio - 1).abs() > clip).float().mean((1, 2))
+    return MinibatchLoss(pg_loss + ent_coef * entropy_loss + vf_coef * v_loss, pg_loss, v_loss, entropy_loss,
+                         approx_kl, clipfrac, torch.stack(v_mse).mean(0), torch.stack(v_cvar).min(0).values, head)
+
+
+def update(policy: PopulationPolicy, optimizer: PopulationAdam, rollout: Rollout,
+           aux_losses: Sequence[AuxiliaryLoss] = ()) -> dict[str, Tensor]:
+    """PPO's update epochs on one rollout, every member at once; returns metrics, each a (P,) tensor.
+
+    The rollout is cut into S sequences of L steps (L = ``agent.bptt_length``, or the whole rollout: S = N). Per
+    epoch, each member's sequences are permuted with its own generator and split into ``agent.num_minibatches``
+    minibatches, replayed from their stored states (refreshed before every epoch but the first when L < T).
+    """
+    a, P, dev, hp = policy.cfg.agent, policy.population, policy.device, policy.hparam
+    data = training_sequences(policy, rollout)
+    T, L, S = rollout.obs.shape[1], data.seg.obs.shape[1], data.seg.obs.shape[2]
     clip = hp("clip_range").float().view(P, 1, 1)
     ent_coef, vf_coef = hp("ent_coef").float(), hp("vf_coef").float()
     lr, max_norm = hp("learning_rate").float(), hp("max_grad_norm").float()
@@ -306,38 +380,14 @@ def update(policy: PopulationPolicy, optimizer: PopulationAdam, rollout: Rollout
     bad_grad = torch.zeros(P, dtype=torch.bool, device=dev)
     for epoch in range(a.update_epochs):
         if epoch > 0 and L < T:  # segments start from states at most one epoch old
-            seg.initial_states = refresh_segment_states(policy, rollout, L)
+            data.seg.initial_states = refresh_segment_states(policy, rollout, L)
         perms = torch.stack([torch.randperm(S, generator=g) for g in policy.generators]).to(dev)  # (P, S)
         for mb in range(a.num_minibatches):
             idx = perms[:, mb * mb_size:(mb + 1) * mb_size].contiguous()
-            states = {n: tuple(take_envs(s, idx) for s in seg.initial_states[n]) for n in policy.state_names()}
-            head, raws = policy.sequence(take_envs(seg.obs, idx), states, take_envs(seg.episode_starts, idx))
-
-            # Clipped surrogate objective, on advantages normalized per member and minibatch.
-            new_logp, entropy = policy.log_prob_entropy(head, take_envs(seg.actions, idx))
-            log_ratio = new_logp - take_envs(seg.log_probs, idx)
-            ratio = log_ratio.exp()
-            adv = take_envs(advantages, idx)
-            if a.normalize_advantage:
-                flat = adv.reshape(P, -1)
-                adv = (adv - flat.mean(1).view(P, 1, 1)) / (flat.std(1).view(P, 1, 1) + 1e-8)
-            pg_loss = torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean((1, 2))
-
-            # Value loss of every critic (scalar, quantile Huber or categorical), optionally clipped.
-            target = take_envs(targets_norm, idx)
-            v_losses, v_mse, v_cvar = [], [], []
-            for k, (critic, raw) in enumerate(zip(policy.critics, raws)):
-                old_v = take_envs(old_values_norm[k], idx)
-                v_losses.append(critic.head.loss(raw, target, old_v, a.clip_range_vf).mean((1, 2)))
-                v_mse.append(((critic.head.value(raw) - target) ** 2).mean((1, 2)))
-                with torch.no_grad():
-                    v_cvar.append(critic.head.cvar(raw, a.critic.cvar_alpha).mean((1, 2)))
-            v_loss = torch.stack(v_losses).sum(0)
-            entropy_loss = -entropy.mean((1, 2))
-            loss = pg_loss + ent_coef * entropy_loss + vf_coef * v_loss  # (P,)
-            aux_metrics: dict[str, Tensor] = {}
-            for aux in aux_losses:
-                term, extra = aux(policy, seg, idx, head, epoch, mb)
+            terms = minibatch_loss(policy, data, idx, clip, ent_coef, vf_coef)
+            loss, aux_metrics = terms.loss, {}
+            for aux in aux_losses:  # optional loss terms (SA-PPO's robust regularizer)
+                term, extra = aux(policy, data.seg, idx, terms.head, epoch, mb)
                 loss = loss + term
                 aux_metrics.update(extra)
 
@@ -353,39 +403,36 @@ def update(policy: PopulationPolicy, optimizer: PopulationAdam, rollout: Rollout
             bad_loss |= ~torch.isfinite(loss.detach())
             bad_grad |= ~torch.isfinite(grad_norm)
 
-            with torch.no_grad():
-                stats.update({
-                    "train/policy_gradient_loss": pg_loss,
-                    "train/value_loss": v_loss,
-                    "train/value_mse": torch.stack(v_mse).mean(0) * scale.view(P) ** 2,
-                    "train/value_cvar": torch.stack(v_cvar).min(0).values * scale.view(P),
-                    "train/entropy_loss": entropy_loss,
-                    "train/approx_kl": ((ratio - 1) - log_ratio).mean((1, 2)),
-                    "train/clip_fraction": ((ratio - 1).abs() > clip).float().mean((1, 2)),
-                    "train/loss": loss,
-                    "train/grad_norm": grad_norm,
-                })
-                stats.update(aux_metrics)
+            stats.update(terms.metrics(data.scale.view(P)))
+            stats.update({"train/loss": loss.detach(), "train/grad_norm": grad_norm}, **aux_metrics)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0) + v.detach().double()
             count += 1
-
-    metrics = {k: v / count for k, v in sums.items()}
-    with torch.no_grad():
-        y, yhat = returns.reshape(P, -1).double(), value_returns.reshape(P, -1).double()
-        var_y = y.var(1)
-        metrics["train/explained_variance"] = torch.where(var_y > 0, 1 - (y - yhat).var(1) / var_y,
-                                                          torch.full_like(var_y, float("nan")))
-        metrics["train/learning_rate"] = hp("learning_rate").clone()
-        metrics["train/clip_range"] = hp("clip_range").clone()
-        bad_weights = ~torch.stack([torch.isfinite(p.reshape(P, -1)).all(1) for p in params]).all(0)
-        collected = rollout.nonfinite if rollout.nonfinite is not None else torch.zeros(P, dtype=torch.long,
-                                                                                           device=dev)
-        metrics["health/nonfinite"] = (collected | (bad_loss.long() << 2) | (bad_grad.long() << 3)
-                                       | (bad_weights.long() << 4)).double()
-        if rollout.obs_outliers is not None:
-            metrics.update(rollout.obs_outliers.metrics())
     policy.updates += 1
+    return update_metrics(policy, rollout, data, {k: v / count for k, v in sums.items()}, bad_loss, bad_grad)
+
+
+@torch.no_grad()
+def update_metrics(policy: PopulationPolicy, rollout: Rollout, data: Sequences, means: dict[str, Tensor],
+                   bad_loss: Tensor, bad_grad: Tensor) -> dict[str, Tensor]:
+    """The update's metrics: the minibatch means ``means``, then explained variance, the learning rate and clip
+    range in force, ``health/nonfinite`` (collection's flags, then loss, gradient and weights) and the rollout's
+    observation outliers."""
+    P, hp, params = policy.population, policy.hparam, [p for _, p in policy.trainable()]
+    metrics = dict(means)
+    y, yhat = data.returns.reshape(P, -1).double(), data.value_returns.reshape(P, -1).double()
+    var_y = y.var(1)
+    metrics["train/explained_variance"] = torch.where(var_y > 0, 1 - (y - yhat).var(1) / var_y,
+                                                      torch.full_like(var_y, float("nan")))
+    metrics["train/learning_rate"] = hp("learning_rate").clone()
+    metrics["train/clip_range"] = hp("clip_range").clone()
+    bad_weights = ~torch.stack([torch.isfinite(p.reshape(P, -1)).all(1) for p in params]).all(0)
+    collected = rollout.nonfinite if rollout.nonfinite is not None else torch.zeros(P, dtype=torch.long,
+                                                                                       device=policy.device)
+    metrics["health/nonfinite"] = (collected | (bad_loss.long() << 2) | (bad_grad.long() << 3)
+                                   | (bad_weights.long() << 4)).double()
+    if rollout.obs_outliers is not None:
+        metrics.update(rollout.obs_outliers.metrics())
     return metrics
 
 
@@ -401,9 +448,10 @@ def train_iteration(policy: PopulationPolicy, runner: EnvRunner, aux_losses: Seq
     ep_rew = torch.full((P,), float("nan"), dtype=torch.float64)
     ep_len = torch.full((P,), float("nan"), dtype=torch.float64)
     for i in range(P):
-        r = policy.recent_returns(i, 100)
+        r = recent_values(policy.episode_returns, policy.episodes, i, 100)
         if len(r):
-            ep_rew[i], ep_len[i] = float(r.mean()), float(policy.recent_lengths(i, 100).mean())
+            ep_rew[i] = float(r.mean())
+            ep_len[i] = float(recent_values(policy.episode_lengths, policy.episodes, i, 100).mean())
     metrics = {k: v.cpu() for k, v in metrics.items()}
     metrics["rollout/ep_rew_mean"] = ep_rew
     metrics["rollout/ep_len_mean"] = ep_len
@@ -411,5 +459,6 @@ def train_iteration(policy: PopulationPolicy, runner: EnvRunner, aux_losses: Seq
     return metrics
 
 
-__all__ = ["AuxiliaryLoss", "collect", "update", "train_iteration", "make_policy", "make_runner",
+__all__ = ["AuxiliaryLoss", "MinibatchLoss", "Sequences", "collect", "minibatch_loss", "training_sequences", "update",
+           "update_metrics", "train_iteration", "make_policy", "make_runner",
            "auxiliary_losses", "NONFINITE_QUANTITIES", "first_nonfinite"]

@@ -14,7 +14,6 @@ from typing import Callable, Optional, Sequence
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from rpbt.config import EnvConfig, import_env_module
 from rpbt.envs.errors import EnvError
@@ -202,20 +201,6 @@ class ActionSpec:
         if any(self.start):
             return actions + np.asarray(self.start if self.kind == "multi_discrete" else self.start[0])
         return actions
-
-    def features(self, actions: torch.Tensor) -> torch.Tensor:
-        """Actions as the policy's input (``agent.network.prev_action``), float32 (..., A).
-
-        ``actions`` are the policy's (indices from 0, shape (..., *shape)), for Box as the environment received them
-        (clipped) but flat, (..., d) (callers flatten what :meth:`to_env` shaped). Discrete: the one-hot of the index;
-        MultiDiscrete: the K one-hots concatenated (sum(nvec) columns); Box: the action itself.
-        """
-        if self.kind == "box":
-            return actions.to(torch.float32)
-        if self.kind == "discrete":
-            return torch.nn.functional.one_hot(actions.long(), self.dim).to(torch.float32)
-        return torch.cat([torch.nn.functional.one_hot(actions[..., k].long(), n).to(torch.float32)
-                          for k, n in enumerate(self.nvec)], -1)
 
 
 def space_info(space: gym.Space) -> ActionSpec:

@@ -182,11 +182,10 @@ def outputs_at_next_obs(policy: PopulationPolicy, carried: CarriedState, member:
         for name, (h_s, c_s) in states.items():
             hidden[name][0][member] = h_s
             hidden[name][1][member] = c_s
-    start = carried.episode_start.to(policy.device)
-    obs = policy.network_input(policy.normalize_obs(carried.next_obs.to(policy.device)),
-                               carried.prev_action.to(policy.device), carried.prev_reward.to(policy.device), start)
-    head, raws, _ = policy.step(obs, hidden, start)
-    return head, policy.values_from_raw(raws).min(0).values[member]
+    dev = policy.device
+    out = policy.act(carried.next_obs.to(dev), hidden, carried.prev_action.to(dev), carried.prev_reward.to(dev),
+                     carried.episode_start.to(dev), values=True)
+    return out.head, policy.values_from_raw(out.values_raw).min(0).values[member]
 
 
 @torch.no_grad()
