@@ -16,11 +16,11 @@ import torch
 from torch.distributions import Categorical, kl_divergence
 
 from rpbt.agent.distribution import ActionDistribution
-from rpbt.agent.features import ActionFeatures
 from rpbt.agent.networks import kl_divergence as rpbt_kl
 from rpbt.agent.networks import log_prob_entropy
 from rpbt.agent.ppo import make_policy
 from rpbt.envs.factory import EnvError, space_info
+from rpbt.envs.features import ActionFeatures
 from rpbt.evaluation.policy import evaluate_policy, load_member
 from tests.conftest import TINY, Learner, tiny_config
 
@@ -68,7 +68,7 @@ def test_multi_discrete_actions_are_per_component_inverse_cdf_samples_and_modes(
 
 
 def test_action_spec_of_each_space_maps_actions_to_the_env_and_to_features():
-    def features(spec, sent):  # the policy's input for what the environment took (agent.features, the one builder)
+    def features(spec, sent):  # the policy's input for what the environment took (envs.features, the one builder)
         return ActionFeatures(spec)(torch.as_tensor(np.asarray(sent)))
 
     d = space_info(gym.spaces.Discrete(3, start=1))

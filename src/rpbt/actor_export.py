@@ -47,7 +47,7 @@ from typing import Any, List, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from rpbt.agent.features import action_features, network_input
+from rpbt.envs.features import action_features, network_input
 
 __all__ = ["EXPORT_FORMATS", "ExportedActor", "actor_module", "export_policy", "input_names", "output_names"]
 

@@ -50,7 +50,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rpbt.agent.features import ActionFeatures
 from rpbt.config import (
     Config,
     ConfigError,
@@ -61,6 +60,7 @@ from rpbt.config import (
     read_config_data,
     set_dotted,
 )
+from rpbt.envs.features import ActionFeatures
 from rpbt.run.output import say
 
 __all__ = ["Interrupted", "Policy", "PolicyState", "Run", "train", "resume", "load_policy", "evaluate", "export",

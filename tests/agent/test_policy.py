@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from rpbt.agent.features import ActionFeatures
 from rpbt.agent.ppo import collect
+from rpbt.envs.features import ActionFeatures
 from tests.conftest import Learner, tiny_config
 from tests.test_api import _policy_of
 

@@ -29,7 +29,6 @@ from rpbt.agent.critic import ValueHead
 from rpbt.agent.distribution import ActionDistribution
 from rpbt.agent.distributional import ReturnNormalizer
 from rpbt.agent.episodes import recent_values, register_episode_ring
-from rpbt.agent.features import fed_input, network_input
 from rpbt.agent.member_slice import check_member_dim, restore_member, snapshot_member
 from rpbt.agent.networks import (
     LSTMState,
@@ -47,6 +46,7 @@ from rpbt.agent.optim import PopulationAdam
 from rpbt.agent.vgs import VarianceGradientScaler
 from rpbt.checkpoint import MemberState, hparam_key
 from rpbt.config import HPARAM_NAMES, Config, ConfigError, member_hparams
+from rpbt.envs.features import fed_input, network_input
 from rpbt.seeding import member_seed
 
 
@@ -271,7 +271,7 @@ class PopulationPolicy(nn.Module):
 
     def network_input(self, obs: Tensor, prev_action: Optional[Tensor] = None, prev_reward: Optional[Tensor] = None,
                       episode_start: Optional[Tensor] = None) -> Tensor:
-        """What the actor and critics see: (P, ..., I) (:func:`rpbt.agent.features.network_input`) from normalized
+        """What the actor and critics see: (P, ..., I) (:func:`rpbt.envs.features.network_input`) from normalized
         observations (P, ..., D) and, when the config feeds them (else ignored), the previous action's features
         (P, ..., A') and reward (P, ..., R'), zeroed where ``episode_start``; ``ValueError`` for a wrong width."""
         return network_input(obs, fed_input(prev_action, self.prev_action_dim),

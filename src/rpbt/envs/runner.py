@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rpbt.agent.features import ActionFeatures
 from rpbt.config import EnvConfig
 from rpbt.envs.factory import ActionSpec, make_vector_env, space_info
+from rpbt.envs.features import ActionFeatures
 from rpbt.seeding import env_seeds
 
 LSTMState = tuple[Tensor, Tensor]

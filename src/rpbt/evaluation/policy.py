@@ -61,9 +61,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rpbt.agent.features import ActionFeatures
 from rpbt.config import EnvConfig
 from rpbt.envs.factory import space_info
+from rpbt.envs.features import ActionFeatures
 from rpbt.seeding import eval_episode_seeds
 
 __all__ = [

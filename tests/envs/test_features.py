@@ -1,4 +1,4 @@
-"""rpbt.agent.features: the previous action / reward features, against hand-computed one-hots, eager and scripted."""
+"""rpbt.envs.features: the previous action / reward features, against hand-computed one-hots, eager and scripted."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from rpbt.agent.features import ActionFeatures, action_features, network_input
 from rpbt.envs.factory import space_info
+from rpbt.envs.features import ActionFeatures, action_features, network_input
 
 SPACES = {
     "discrete": gym.spaces.Discrete(3, start=-1),
