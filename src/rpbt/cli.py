@@ -228,10 +228,23 @@ def _print_evaluation(report: dict) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``rpbt`` command line: the global options, then one subcommand per ``_add_<command>``, in help order."""
     parser = argparse.ArgumentParser(prog="rpbt", description="Population-Based Training for recurrent PPO agents")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_resume(sub)
+    _add_replay(sub)
+    _add_config(sub)
+    _add_report(sub)
+    _add_evaluate(sub)
+    _add_export(sub)
+    _add_spike_study(sub)
+    return parser
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    """The ``rpbt train`` subcommand and its arguments."""
     p = sub.add_parser("train", help="train a population (default config when CONFIG is omitted)")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key.sub=value ...]")
     p.add_argument("--overwrite", action="store_true",
@@ -239,10 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "a new one")
     p.set_defaults(func=cmd_train)
 
+
+def _add_resume(sub: argparse._SubParsersAction) -> None:
+    """The ``rpbt resume`` subcommand and its arguments."""
     p = sub.add_parser("resume", help="continue an interrupted run from its last completed round")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_resume)
 
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:
+    """The ``rpbt replay`` subcommand and its arguments."""
     p = sub.add_parser(
         "replay", help="train fresh members along the hyperparameter schedule of a member's lineage",
         description=(
@@ -262,14 +281,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config overrides (e.g. agent.device=cpu); keep env, agent and budget for a faithful replay")
     p.set_defaults(func=cmd_replay)
 
+
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    """The ``rpbt config`` subcommand and its arguments."""
     p = sub.add_parser("config", help="print the resolved config with every default filled in")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key.sub=value ...]")
     p.set_defaults(func=cmd_config)
 
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    """The ``rpbt report`` subcommand and its arguments."""
     p = sub.add_parser("report", help="draw a run's history into RUN_DIR/report/")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_report)
 
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    """The ``rpbt evaluate`` subcommand and its arguments."""
     p = sub.add_parser("evaluate", help="run a member's policy deterministically and write RUN_DIR/evaluation/")
     p.add_argument("run_dir")
     p.add_argument("--member", type=int, default=None, help="member id (default: summary.json's best_member)")
@@ -287,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "needs pip install 'rpbt[video]')")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    """The ``rpbt export`` subcommand and its arguments."""
     p = sub.add_parser("export", help="write a member's actor as ONNX or TorchScript (raw observation and (h, c) "
                                       "in, the action distribution's parameters and the new (h, c) out)")
     p.add_argument("run_dir")
@@ -296,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
     p.set_defaults(func=cmd_export)
 
+
+def _add_spike_study(sub: argparse._SubParsersAction) -> None:
+    """The ``rpbt spike-study`` subcommand and its arguments."""
     p = sub.add_parser(
         "spike-study", help="measure the value-loss spike of each hidden-state strategy at exploits",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -329,7 +363,6 @@ def build_parser() -> argparse.ArgumentParser:
             "  runs/seed_<s>/     run directory of seed s, replaced on every study (run.dir is not used)"))
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key.sub=value ...]")
     p.set_defaults(func=cmd_spike_study)
-    return parser
 
 
 def _interrupted_message(args: argparse.Namespace, err: KeyboardInterrupt) -> str:

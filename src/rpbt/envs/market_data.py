@@ -366,12 +366,34 @@ def load_csv(
     or ``|`` adds a hint that the file uses another separator, and a first line that looks like a bar adds a hint
     that the file has no header row (MetaTrader 4 exports often have none); a UTF-8 byte-order mark is ignored.
     """
-    import pandas as pd
-
     path_str = str(path)
     min_rows = max(int(min_rows), 2)
+    df = _read_frame(path, path_str)
+    by_key, date_col, time_col = _find_columns(df, path_str)
+    df = _drop_blank_rows(df, path_str, min_rows)
+    dates = _parse_timestamps(df, path_str, date_col, time_col, date_format, dayfirst)
+    prices = {k: _numeric_column(df, by_key[k], path_str, allow_zero=False) for k in PRICE_COLUMNS}
+    _check_bars(df, by_key, prices, path_str)
+    volume = _numeric_column(df, by_key["volume"], path_str, allow_zero=True) if "volume" in by_key else None
+    return MarketData(
+        dates=dates,
+        volume=volume,
+        name=name if name is not None else Path(path_str).stem,
+        source=path_str,
+        bars_per_year=bars_per_year,
+        timestamp_columns=(date_col,) if time_col is None else (date_col, time_col),
+        **prices,
+    )
+
+
+def _read_frame(path: Union[str, Path], path_str: str):
+    """The CSV file as a pandas DataFrame of strings (blank lines kept as rows, so the index counts file lines).
+
+    Raises :class:`MarketDataError` for a missing, empty or unreadable file."""
+    import pandas as pd
+
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False, encoding="utf-8-sig")
+        return pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False, encoding="utf-8-sig")
     except FileNotFoundError:
         raise MarketDataError(f"{path_str}: file not found") from None
     except pd.errors.EmptyDataError:
@@ -379,7 +401,14 @@ def load_csv(
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
         raise MarketDataError(f"{path_str}: cannot read as CSV: {err}") from None
 
-    # Header: normalised name -> name as spelled in the file.
+
+def _find_columns(df, path_str: str) -> tuple[dict[str, str], str, Optional[str]]:
+    """``(by_key, date_col, time_col)`` from the header: ``by_key`` maps each normalised name (stripped, lower
+    case) to the name as spelled in the file; ``date_col`` is the timestamp (or date) column; ``time_col`` the time
+    column merged with a ``date`` column, else None.
+
+    Raises :class:`MarketDataError` for a duplicate column or missing required columns (with a hint when the file
+    seems to use another separator or to have no header row)."""
     found = [str(c) for c in df.columns]
     by_key: dict[str, str] = {}
     for col in found:
@@ -393,49 +422,47 @@ def load_csv(
     if date_col is None:
         missing.insert(0, "date (or timestamp / datetime / time)")
     if missing:
-        hint = ""
-        if len(found) == 1:
-            sep = next((c for c in (";", "\t", "|") if c in found[0]), None)
-            if sep is not None:
-                hint = (f"; the header is one column holding {sep!r}: the file seems to use {sep!r} as its separator, "
-                        "but it is read as comma-separated (save it with commas)")
-        elif re.match(r"^\d{1,4}[/.\-]\d", found[0].strip()):
-            hint = ("; the first line looks like a bar, not a header: the file has no header row; add one as its first "
-                    "line naming the columns in their order, e.g. Date,Time,Open,High,Low,Close,Volume for a "
-                    "MetaTrader 4 export")
         raise MarketDataError(
-            f"{path_str}: missing required column(s) {', '.join(missing)}; columns found in the header: {found}{hint}"
+            f"{path_str}: missing required column(s) {', '.join(missing)}; columns found in the header: {found}"
+            f"{_header_hint(found)}"
         )
+    return by_key, date_col, time_col
 
-    # Drop wholly blank rows but keep the original index so row/line numbers match the file.
+
+def _header_hint(found: list[str]) -> str:
+    """A hint for a header missing required columns: another separator, or no header row at all; else ``""``."""
+    if len(found) == 1:
+        sep = next((c for c in (";", "\t", "|") if c in found[0]), None)
+        if sep is not None:
+            return (f"; the header is one column holding {sep!r}: the file seems to use {sep!r} as its separator, "
+                    "but it is read as comma-separated (save it with commas)")
+    elif re.match(r"^\d{1,4}[/.\-]\d", found[0].strip()):
+        return ("; the first line looks like a bar, not a header: the file has no header row; add one as its first "
+                "line naming the columns in their order, e.g. Date,Time,Open,High,Low,Close,Volume for a "
+                "MetaTrader 4 export")
+    return ""
+
+
+def _drop_blank_rows(df, path_str: str, min_rows: int):
+    """``df`` without its wholly blank rows, keeping the original index so row/line numbers match the file.
+
+    Raises :class:`MarketDataError` when fewer than ``min_rows`` rows remain."""
     blank = (df.apply(lambda s: s.str.strip()) == "").all(axis=1)
     df = df[~blank]
     if len(df) < min_rows:
         raise MarketDataError(f"{path_str}: {len(df)} data rows, need at least {min_rows}")
-    index = df.index.to_numpy()
+    return df
 
+
+def _parse_timestamps(df, path_str: str, date_col: str, time_col: Optional[str], date_format: Optional[str],
+                      dayfirst: Optional[bool]) -> np.ndarray:
+    """The bars' timestamps, ``datetime64[ns]``, shape ``(n,)``, strictly increasing: local wall-clock times, or
+    UTC when only the UTC instants strictly increase (intraday bars across a daylight-saving change).
+
+    Raises :class:`MarketDataError` naming the row and column(s) for a bad time column, a time of day without a
+    date, an empty or unparsable timestamp, or timestamps that do not strictly increase."""
     raw_dates = df[date_col]
-    time_of_day = None
-    if time_col is not None:
-        if date_format is not None and _TIME_DIRECTIVES.search(date_format):
-            raise MarketDataError(
-                f"{path_str}: the date format {date_format!r} (env.data.date_format, load_csv's date_format) holds "
-                f"a time, but the file has a date column {date_col!r} and a time column {time_col!r}: the format is "
-                f"that of the date column alone (e.g. '%Y.%m.%d' for 2017.01.01); the time is read from column "
-                f"{time_col!r} as HH:MM or HH:MM:SS")
-        timed = np.flatnonzero(raw_dates.str.contains(":", regex=False, na=False).to_numpy(dtype=bool))
-        if timed.size:
-            raise _date_holds_time(path_str, raw_dates, int(timed[0]), date_col, time_col)
-        time_of_day = _parse_times_of_day(df[time_col], path_str, time_col)
-    else:
-        bare = np.flatnonzero(raw_dates.str.strip().str.match(_TIME_OF_DAY, na=False).to_numpy(dtype=bool))
-        if bare.size:
-            j = int(bare[0])
-            raise MarketDataError(
-                f"{_where(path_str, int(index[j]), date_col)}: {raw_dates.iloc[j].strip()!r} is a time of day with "
-                f"no date, and the file has no date column to take the date from; add a Date column before it (as "
-                f"MetaTrader writes: Date,Time,Open,High,Low,Close,Volume) or write full timestamps such as "
-                f"'2017-01-01 22:00'")
+    time_of_day = _time_of_day(df, path_str, date_col, time_col, date_format)
     local, utc = _parse_dates(raw_dates, path_str, date_col, date_format, dayfirst, time_of_day, time_col)
     nat = np.flatnonzero(np.isnat(local))
     if nat.size:
@@ -443,44 +470,89 @@ def load_csv(
         value = raw_dates.iloc[j]
         what = "is empty" if value.strip() == "" else f"{value!r} is not a date/time"
         hint = f" (format {date_format!r})" if date_format else ""
-        raise MarketDataError(f"{_where(path_str, int(index[j]), date_col)}: {what}{hint}")
+        raise MarketDataError(f"{_where(path_str, int(df.index[j]), date_col)}: {what}{hint}")
     dates = local
     if utc is not None and np.any(local[1:] <= local[:-1]) and np.all(utc[1:] > utc[:-1]):
         dates = utc  # wall-clock times repeat at a daylight-saving change (intraday bars): keep them in UTC
-    bad = np.flatnonzero(dates[1:] <= dates[:-1])
-    if bad.size:
-        j = int(bad[0]) + 1
-        columns = (date_col,) if time_col is None else (date_col, time_col)
+    _check_increasing(df, dates, path_str, (date_col,) if time_col is None else (date_col, time_col))
+    return dates
 
-        def stamp(i: int) -> str:
-            return " ".join(df[c].iloc[i].strip() for c in columns)
 
+def _time_of_day(df, path_str: str, date_col: str, time_col: Optional[str],
+                 date_format: Optional[str]) -> Optional[np.ndarray]:
+    """The time column as ``timedelta64[ns]`` since midnight, shape ``(n,)``; None when there is no time column.
+
+    Raises :class:`MarketDataError` for a ``date_format`` holding a time or a date holding a time (with a time
+    column), or a date column value that is a time of day alone (without one)."""
+    raw_dates = df[date_col]
+    if time_col is None:
+        bare = np.flatnonzero(raw_dates.str.strip().str.match(_TIME_OF_DAY, na=False).to_numpy(dtype=bool))
+        if bare.size:
+            j = int(bare[0])
+            raise MarketDataError(
+                f"{_where(path_str, int(df.index[j]), date_col)}: {raw_dates.iloc[j].strip()!r} is a time of day with "
+                f"no date, and the file has no date column to take the date from; add a Date column before it (as "
+                f"MetaTrader writes: Date,Time,Open,High,Low,Close,Volume) or write full timestamps such as "
+                f"'2017-01-01 22:00'")
+        return None
+    if date_format is not None and _TIME_DIRECTIVES.search(date_format):
         raise MarketDataError(
-            f"{_where(path_str, int(index[j]), *columns)}: timestamp {stamp(j)!r} is not after the previous row's "
-            f"{stamp(j - 1)!r}; rows must be in strictly increasing time order"
-        )
+            f"{path_str}: the date format {date_format!r} (env.data.date_format, load_csv's date_format) holds "
+            f"a time, but the file has a date column {date_col!r} and a time column {time_col!r}: the format is "
+            f"that of the date column alone (e.g. '%Y.%m.%d' for 2017.01.01); the time is read from column "
+            f"{time_col!r} as HH:MM or HH:MM:SS")
+    timed = np.flatnonzero(raw_dates.str.contains(":", regex=False, na=False).to_numpy(dtype=bool))
+    if timed.size:
+        raise _date_holds_time(path_str, raw_dates, int(timed[0]), date_col, time_col)
+    return _parse_times_of_day(df[time_col], path_str, time_col)
 
-    def numeric(col: str, allow_zero: bool) -> np.ndarray:
-        raw = df[col]
-        values = pd.to_numeric(raw.str.strip(), errors="coerce").to_numpy(dtype=np.float64)
-        ok = np.isfinite(values) & ((values >= 0) if allow_zero else (values > 0))
-        bad = np.flatnonzero(~ok)
-        if bad.size:
-            j = int(bad[0])
-            text = raw.iloc[j].strip()
-            if text == "":
-                what = "is missing"
-            elif math.isnan(values[j]):
-                what = f"{text!r} is not a number"
-            elif not math.isfinite(values[j]):
-                what = f"{text!r} is not finite"
-            else:
-                what = f"{text!r} is {'negative' if allow_zero else 'not positive'}"
-            kind = "volume must be >= 0" if allow_zero else "prices must be > 0"
-            raise MarketDataError(f"{_where(path_str, int(index[j]), col)}: {what} ({kind})")
-        return values
 
-    prices = {k: numeric(by_key[k], allow_zero=False) for k in PRICE_COLUMNS}
+def _check_increasing(df, dates: np.ndarray, path_str: str, columns: tuple[str, ...]) -> None:
+    """Raise :class:`MarketDataError` naming the first row (and its timestamp ``columns``) whose timestamp is not
+    after the previous row's."""
+    bad = np.flatnonzero(dates[1:] <= dates[:-1])
+    if not bad.size:
+        return
+    j = int(bad[0]) + 1
+
+    def stamp(i: int) -> str:
+        return " ".join(df[c].iloc[i].strip() for c in columns)
+
+    raise MarketDataError(
+        f"{_where(path_str, int(df.index[j]), *columns)}: timestamp {stamp(j)!r} is not after the previous row's "
+        f"{stamp(j - 1)!r}; rows must be in strictly increasing time order"
+    )
+
+
+def _numeric_column(df, col: str, path_str: str, allow_zero: bool) -> np.ndarray:
+    """Column ``col`` as ``float64``, shape ``(n,)``: finite and > 0 (prices), or >= 0 with ``allow_zero``
+    (volume). Raises :class:`MarketDataError` naming the first missing, non-numeric, non-finite or out-of-range
+    value's row and column."""
+    import pandas as pd
+
+    raw = df[col]
+    values = pd.to_numeric(raw.str.strip(), errors="coerce").to_numpy(dtype=np.float64)
+    ok = np.isfinite(values) & ((values >= 0) if allow_zero else (values > 0))
+    bad = np.flatnonzero(~ok)
+    if bad.size:
+        j = int(bad[0])
+        text = raw.iloc[j].strip()
+        if text == "":
+            what = "is missing"
+        elif math.isnan(values[j]):
+            what = f"{text!r} is not a number"
+        elif not math.isfinite(values[j]):
+            what = f"{text!r} is not finite"
+        else:
+            what = f"{text!r} is {'negative' if allow_zero else 'not positive'}"
+        kind = "volume must be >= 0" if allow_zero else "prices must be > 0"
+        raise MarketDataError(f"{_where(path_str, int(df.index[j]), col)}: {what} ({kind})")
+    return values
+
+
+def _check_bars(df, by_key: dict[str, str], prices: dict[str, np.ndarray], path_str: str) -> None:
+    """Raise :class:`MarketDataError` naming the first row whose high is below its low or whose close lies
+    outside [low, high]."""
     high, low, close = prices["high"], prices["low"], prices["close"]
     for col, bad_rows, what in (
         ("high", high < low, "is below the row's low"),
@@ -490,20 +562,10 @@ def load_csv(
         if hit.size:
             j = int(hit[0])
             raise MarketDataError(
-                f"{_where(path_str, int(index[j]), by_key[col])}: {df[by_key[col]].iloc[j].strip()!r} {what} "
+                f"{_where(path_str, int(df.index[j]), by_key[col])}: {df[by_key[col]].iloc[j].strip()!r} {what} "
                 f"(high {df[by_key['high']].iloc[j].strip()}, low {df[by_key['low']].iloc[j].strip()}, close "
                 f"{df[by_key['close']].iloc[j].strip()}); a bar needs low <= close <= high"
             )
-    volume = numeric(by_key["volume"], allow_zero=True) if "volume" in by_key else None
-    return MarketData(
-        dates=dates,
-        volume=volume,
-        name=name if name is not None else Path(path_str).stem,
-        source=path_str,
-        bars_per_year=bars_per_year,
-        timestamp_columns=(date_col,) if time_col is None else (date_col, time_col),
-        **prices,
-    )
 
 
 def _shipped_dir() -> Path:

@@ -92,6 +92,49 @@ def episode_starts(split: slice, window: int, episode_length: int, n: int) -> li
     return [int(s) for s in np.round(np.linspace(lo, hi, n)).astype(np.int64)]
 
 
+def _check_env_args(data: MarketData, split: str, action: str, window: int, features: Sequence[str],
+                    cost_bps: float, episode_length: int, equity_floor: float) -> tuple[str, ...]:
+    """Check :class:`TradingEnv`'s arguments and return ``features`` as a tuple; raises ``ValueError`` naming the
+    argument for an unknown split or action, a window or episode_length below 1, an equity_floor outside [0, 1), a
+    negative or non-finite cost_bps, an unknown or repeated feature, or ``log_volume_change`` without volume."""
+    if split not in SPLIT_NAMES:
+        raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split!r}")
+    if action not in ("discrete", "continuous"):
+        raise ValueError(f"action must be 'discrete' or 'continuous', got {action!r}")
+    if int(window) < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    if int(episode_length) < 1:
+        raise ValueError(f"episode_length must be >= 1, got {episode_length}")
+    if not (0.0 <= float(equity_floor) < 1.0):
+        raise ValueError(f"equity_floor must be in [0, 1), got {equity_floor}")
+    if not (math.isfinite(float(cost_bps)) and float(cost_bps) >= 0.0):
+        raise ValueError(f"cost_bps must be >= 0, got {cost_bps}")
+    features = tuple(features)
+    for f in features:
+        if f not in FEATURES:
+            raise ValueError(f"unknown feature {f!r}; choose from {FEATURES}")
+    if len(set(features)) != len(features):
+        raise ValueError(f"duplicate features in {features}")
+    if "log_volume_change" in features and data.volume is None:
+        raise ValueError(f"feature 'log_volume_change' needs volume, but {data.source or data.name} has none")
+    return features
+
+
+def _feature_series(data: MarketData, features: Sequence[str]) -> np.ndarray:
+    """The per-bar series the observation windows read, shape ``(1 + len(features), n)``: log returns of close,
+    then each feature; entry ``i`` uses bars ``i-1`` and ``i`` only (never later bars), ``nan`` where undefined."""
+    series = [data.log_returns]
+    for f in features:
+        if f == "log_volume_change":
+            lv = np.log1p(data.volume)
+            s = np.full(len(data), np.nan)
+            s[1:] = np.diff(lv)
+        else:  # high_low_range
+            s = np.log(data.high / data.low)
+        series.append(s)
+    return np.stack(series)
+
+
 class TradingEnv(gym.Env):
     """Single-asset trading on :class:`MarketData` bars; see the module docstring for accounting and observation.
 
@@ -135,26 +178,7 @@ class TradingEnv(gym.Env):
         deterministic_start: Optional[int] = None,
     ) -> None:
         super().__init__()
-        if split not in SPLIT_NAMES:
-            raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split!r}")
-        if action not in ("discrete", "continuous"):
-            raise ValueError(f"action must be 'discrete' or 'continuous', got {action!r}")
-        if int(window) < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
-        if int(episode_length) < 1:
-            raise ValueError(f"episode_length must be >= 1, got {episode_length}")
-        if not (0.0 <= float(equity_floor) < 1.0):
-            raise ValueError(f"equity_floor must be in [0, 1), got {equity_floor}")
-        if not (math.isfinite(float(cost_bps)) and float(cost_bps) >= 0.0):
-            raise ValueError(f"cost_bps must be >= 0, got {cost_bps}")
-        features = tuple(features)
-        for f in features:
-            if f not in FEATURES:
-                raise ValueError(f"unknown feature {f!r}; choose from {FEATURES}")
-        if len(set(features)) != len(features):
-            raise ValueError(f"duplicate features in {features}")
-        if "log_volume_change" in features and data.volume is None:
-            raise ValueError(f"feature 'log_volume_change' needs volume, but {data.source or data.name} has none")
+        features = _check_env_args(data, split, action, window, features, cost_bps, episode_length, equity_floor)
 
         self.data = data
         self.split = split
@@ -172,35 +196,9 @@ class TradingEnv(gym.Env):
         self.start_range = valid_start_range(self.split_slice, self.window, self.episode_length)
         self.deterministic_start = None if deterministic_start is None else self._check_start(deterministic_start)
 
-        # Per-bar series, index i uses bars i-1 and i only (never later bars).
         self._close = data.close
-        series = [data.log_returns]
-        for f in features:
-            if f == "log_volume_change":
-                lv = np.log1p(data.volume)
-                s = np.full(len(data), np.nan)
-                s[1:] = np.diff(lv)
-            else:  # high_low_range
-                s = np.log(data.high / data.low)
-            series.append(s)
-        self._series = np.stack(series)  # (1 + len(features), n)
-
-        self.observation_names = (
-            [f"log_return[t-{k}]" for k in range(self.window - 1, -1, -1)]
-            + ["position"]
-            + [f"{f}[t-{k}]" for f in features for k in range(self.window - 1, -1, -1)]
-        )
-        # Bounds: each series' range over the whole data set (true for every split, finite, so gymnasium's
-        # checker is satisfied); the position lies in [-1, 1].
-        s_low = np.nanmin(self._series, axis=1)
-        s_high = np.nanmax(self._series, axis=1)
-        low = np.concatenate([np.repeat(s_low[0], self.window), [-1.0], np.repeat(s_low[1:], self.window)])
-        high = np.concatenate([np.repeat(s_high[0], self.window), [1.0], np.repeat(s_high[1:], self.window)])
-        self.observation_space = spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
-        if action == "discrete":
-            self.action_space = spaces.Discrete(3)
-        else:
-            self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self._series = _feature_series(data, features)  # (1 + len(features), n)
+        self._build_spaces()
 
         self._t: Optional[int] = None
         self._start = 0
@@ -210,6 +208,25 @@ class TradingEnv(gym.Env):
         self._done = True
 
     # ------------------------------------------------------------------ helpers
+
+    def _build_spaces(self) -> None:
+        """Set ``observation_names``, ``observation_space`` and ``action_space`` from the window and the series."""
+        self.observation_names = (
+            [f"log_return[t-{k}]" for k in range(self.window - 1, -1, -1)]
+            + ["position"]
+            + [f"{f}[t-{k}]" for f in self.features for k in range(self.window - 1, -1, -1)]
+        )
+        # Bounds: each series' range over the whole data set (true for every split, finite, so gymnasium's
+        # checker is satisfied); the position lies in [-1, 1].
+        s_low = np.nanmin(self._series, axis=1)
+        s_high = np.nanmax(self._series, axis=1)
+        low = np.concatenate([np.repeat(s_low[0], self.window), [-1.0], np.repeat(s_low[1:], self.window)])
+        high = np.concatenate([np.repeat(s_high[0], self.window), [1.0], np.repeat(s_high[1:], self.window)])
+        self.observation_space = spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
+        if self.action_kind == "discrete":
+            self.action_space = spaces.Discrete(3)
+        else:
+            self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
 
     def _check_start(self, start: Any) -> int:
         lo, hi = self.start_range

@@ -250,27 +250,8 @@ def plot_lineage(run: RunData, lineage: Lineage, path: Path) -> list[str]:
     ax = fig.add_subplot()
     jump = 0.35 if R <= 60 else R * 0.006  # horizontal run of an exploit arrow, in rounds
 
-    # lanes: the segment [r-1, r] is round r's training, of the weights held after round r-1's exploits
-    for m in range(P):
-        r = 1
-        while r <= R:
-            o = lineage.origin_by_round[r - 1][m]
-            r2 = r
-            while r2 + 1 <= R and lineage.origin_by_round[r2][m] == o:
-                r2 += 1
-            ax.plot([r - 1, r2], [m, m], color=colors[o], lw=5, solid_capstyle="butt", alpha=0.85, zorder=2)
-            r = r2 + 1
-
-    for ex in lineage.exploits:
-        o = lineage.origin_by_round[ex.round - 1][ex.donor]
-        ax.annotate(
-            "",
-            xy=(ex.round + jump, ex.recipient),
-            xytext=(ex.round, ex.donor),
-            arrowprops=dict(arrowstyle="-|>", color=colors[o], lw=1.0, alpha=0.9, mutation_scale=9,
-                            shrinkA=0, shrinkB=2),
-            zorder=3,
-        )
+    _draw_lanes(ax, lineage, colors)
+    _draw_exploit_arrows(ax, lineage, colors, jump)
 
     best = lineage.best_member
     handles = []
@@ -318,6 +299,36 @@ def plot_lineage(run: RunData, lineage: Lineage, path: Path) -> list[str]:
     _legend_outside(ax, handles, labels, len(handles))
     _save(fig, path)
     return notes
+
+
+def _draw_lanes(ax, lineage: Lineage, colors: list[tuple]) -> None:
+    """One lane per member at y = member; the segment [r-1, r] is round r's training, of the weights held after
+    round r-1's exploits, colored by the member whose initial weights they are."""
+    P, R = lineage.population_size, lineage.last_round
+    for m in range(P):
+        r = 1
+        while r <= R:
+            o = lineage.origin_by_round[r - 1][m]
+            r2 = r
+            while r2 + 1 <= R and lineage.origin_by_round[r2][m] == o:
+                r2 += 1
+            ax.plot([r - 1, r2], [m, m], color=colors[o], lw=5, solid_capstyle="butt", alpha=0.85, zorder=2)
+            r = r2 + 1
+
+
+def _draw_exploit_arrows(ax, lineage: Lineage, colors: list[tuple], jump: float) -> None:
+    """An arrow per exploit from the donor's lane at its round to the recipient's ``jump`` rounds later, colored
+    by the donor's weights."""
+    for ex in lineage.exploits:
+        o = lineage.origin_by_round[ex.round - 1][ex.donor]
+        ax.annotate(
+            "",
+            xy=(ex.round + jump, ex.recipient),
+            xytext=(ex.round, ex.donor),
+            arrowprops=dict(arrowstyle="-|>", color=colors[o], lw=1.0, alpha=0.9, mutation_scale=9,
+                            shrinkA=0, shrinkB=2),
+            zorder=3,
+        )
 
 
 # --------------------------------------------------------------------------------------------------- value loss

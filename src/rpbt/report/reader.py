@@ -462,6 +462,42 @@ def load_run(run_dir: Path | str) -> RunData:
     events, more = clean_events(raw_events)
     warnings += more
 
+    start = _last_start(events, warnings)
+    rounds = sorted((e for e in events if e.get("type") == "round"), key=lambda e: int(e["round"]))
+    exploits = sorted(
+        (e for e in events if e.get("type") == "exploit"), key=lambda e: int(e["round"])
+    )  # stable: file order within a round
+    population = _infer_population_size(start, rounds, exploits, run_dir)
+    valid_exploits = _exploits_in_range(exploits, population, warnings)
+    search_space, names = _search_space(start, rounds)
+    metrics = _read_member_metrics(run_dir, population, bool(rounds), warnings)
+    checkpoints = read_checkpoints(run_dir, population, expect_commit=bool(rounds), warnings=warnings)
+
+    return RunData(
+        run_dir=run_dir,
+        events=events,
+        population_size=population,
+        start=start,
+        rounds=rounds,
+        exploits=valid_exploits,
+        resumes=[e for e in events if e.get("type") == "resume"],
+        failures=[e for e in events if e.get("type") == "failure"],
+        end=_end_event(events),
+        search_space=search_space,
+        hparam_names=names,
+        metrics=metrics,
+        summary=_read_summary(run_dir / "summary.json", warnings),
+        config=_read_config(run_dir / "config.yaml", warnings),
+        checkpoints_present=checkpoints.present,
+        checkpoint_round=checkpoints.round,
+        checkpoint_dir=checkpoints.folder,
+        warnings=warnings,
+    )
+
+
+def _last_start(events: list[dict], warnings: list[str]) -> Optional[dict]:
+    """The last ``start`` event, or None; appends to ``warnings`` when several disagree on the population size or
+    when events exist without any ``start``."""
     starts = [e for e in events if e.get("type") == "start"]
     start = starts[-1] if starts else None
     if len(starts) > 1:
@@ -471,21 +507,23 @@ def load_run(run_dir: Path | str) -> RunData:
                             "the last one is used")
     if start is None and events:
         warnings.append("events.jsonl: no \"start\" event (population size and search space inferred)")
+    return start
 
-    rounds = sorted((e for e in events if e.get("type") == "round"), key=lambda e: int(e["round"]))
-    exploits = sorted(
-        (e for e in events if e.get("type") == "exploit"), key=lambda e: int(e["round"])
-    )  # stable: file order within a round
-    resumes = [e for e in events if e.get("type") == "resume"]
-    failures = [e for e in events if e.get("type") == "failure"]
+
+def _end_event(events: list[dict]) -> Optional[dict]:
+    """The ``end`` event if the run is over: the last one, unless a round or a resume follows it."""
     end = None
     for e in events:
         if e.get("type") == "end":
             end = e
         elif e.get("type") in ("round", "resume"):
             end = None  # resumed / extended after an "end": the run is not over
+    return end
 
-    population = _infer_population_size(start, rounds, exploits, run_dir)
+
+def _exploits_in_range(exploits: list[dict], population: int, warnings: list[str]) -> list[dict]:
+    """``exploits`` without those whose donor or recipient is not a member index in ``[0, population)`` (each
+    skipped one is a warning)."""
     valid_exploits = []
     for e in exploits:
         d, r = int(e["donor"]), int(e["recipient"])
@@ -494,7 +532,12 @@ def load_run(run_dir: Path | str) -> RunData:
                             f"(donor {d}, recipient {r}, population {population}), skipped")
             continue
         valid_exploits.append(e)
+    return valid_exploits
 
+
+def _search_space(start: Optional[dict], rounds: list[dict]) -> tuple[dict[str, dict], list[str]]:
+    """``(search_space, names)``: the ``start`` event's search space (name -> spec dict) and its hyperparameter
+    names; without one, the names seen in the ``hparams`` of the start and round events, in order of appearance."""
     search_space: dict[str, dict] = {}
     if start is not None and isinstance(start.get("search_space"), dict):
         search_space = {k: (v if isinstance(v, dict) else {}) for k, v in start["search_space"].items()}
@@ -506,7 +549,13 @@ def load_run(run_dir: Path | str) -> RunData:
                 if isinstance(hp, dict):
                     seen.update(dict.fromkeys(hp))
         names = list(seen)
+    return search_space, names
 
+
+def _read_member_metrics(run_dir: Path, population: int, has_rounds: bool,
+                         warnings: list[str]) -> dict[int, Optional[MemberMetrics]]:
+    """Each member's ``members/<i>/metrics.csv`` (None where missing; one warning lists those when a round was
+    committed)."""
     metrics: dict[int, Optional[MemberMetrics]] = {}
     missing_metrics = []
     for i in range(population):
@@ -518,28 +567,6 @@ def load_run(run_dir: Path | str) -> RunData:
         m, w = read_metrics(path)
         metrics[i] = m
         warnings += w
-    if missing_metrics and rounds:
+    if missing_metrics and has_rounds:
         warnings.append(f"{run_dir / 'members'}: no metrics.csv for member(s) {missing_metrics}")
-
-    checkpoints = read_checkpoints(run_dir, population, expect_commit=bool(rounds), warnings=warnings)
-
-    return RunData(
-        run_dir=run_dir,
-        events=events,
-        population_size=population,
-        start=start,
-        rounds=rounds,
-        exploits=valid_exploits,
-        resumes=resumes,
-        failures=failures,
-        end=end,
-        search_space=search_space,
-        hparam_names=names,
-        metrics=metrics,
-        summary=_read_summary(run_dir / "summary.json", warnings),
-        config=_read_config(run_dir / "config.yaml", warnings),
-        checkpoints_present=checkpoints.present,
-        checkpoint_round=checkpoints.round,
-        checkpoint_dir=checkpoints.folder,
-        warnings=warnings,
-    )
+    return metrics

@@ -368,8 +368,34 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Repo
     lineage = derive_lineage(run.events, population_size=run.population_size)
     axis: XAxis = x_axis(run)
     images = {key: out / name for key, name in PNG_NAMES.items()}
+    notes = _draw_figures(run, lineage, axis, images, warnings)
 
-    notes = {
+    title = f"rpbt report: {run_dir.resolve().name}"
+    doc = _Doc()
+    _head_section(doc, title, run_dir, run, lineage, warnings)
+    _scores_section(doc, axis, images, notes)
+    _hparams_section(doc, axis, images, notes)
+    _lineage_section(doc, run, lineage, images, notes)
+    _value_loss_section(doc, run, images, notes)
+    info = replay_info(run)
+    if info is not None:
+        images["replay"] = out / REPLAY_PNG
+        notes["replay"] = _draw("Replay", lambda: plot_replay(run, images["replay"]), images["replay"], warnings)
+        _replay_section(doc, run, info, images["replay"], notes["replay"])
+    _members_section(doc, run, lineage)
+
+    md_path, html_path = out / "report.md", out / "report.html"
+    _write_atomic(md_path, _to_markdown(doc))
+    _write_atomic(html_path, _to_html(doc, title))
+    return ReportResult(out_dir=out, markdown=md_path, html=html_path, images=images, warnings=warnings,
+                        lineage=lineage)
+
+
+def _draw_figures(run: RunData, lineage: Lineage, axis: XAxis, images: dict[str, Path],
+                  warnings: list[str]) -> dict[str, list[str]]:
+    """Draw the four figures every report has into ``images``; returns each figure's notes (a failed figure's
+    message among them, also appended to ``warnings``)."""
+    return {
         "scores": _draw("Scores", lambda: plot_scores(run, axis, images["scores"]), images["scores"], warnings),
         "hparams": _draw("Hyperparameters", lambda: plot_hparams(run, axis, images["hparams"]), images["hparams"],
                          warnings),
@@ -379,8 +405,10 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Repo
                             images["value_loss"], warnings),
     }
 
-    title = f"rpbt report: {run_dir.resolve().name}"
-    doc = _Doc()
+
+def _head_section(doc: _Doc, title: str, run_dir: Path, run: RunData, lineage: Lineage,
+                  warnings: list[str]) -> None:
+    """Title, run directory and time, the overview, then the warnings and failures when there are any."""
     doc.h(1, title)
     doc.p(f"Run directory: `{run_dir}`. Generated {time.strftime('%Y-%m-%d %H:%M:%S')}.")
     _overview(doc, run, lineage)
@@ -394,18 +422,25 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Repo
                     str(f.get("action", "")), str(f.get("cause", ""))]
                    for f in run.failures])
 
+
+def _scores_section(doc: _Doc, axis: XAxis, images: dict[str, Path], notes: dict[str, list[str]]) -> None:
     doc.h(2, "1. Scores")
     doc.p(f"Score (`pbt/score`) of every member over {axis.label}. An arrow marks an exploit, from the donor's "
           "score to the recipient's (x) at the exploit, colored by the donor.")
     doc.img(images["scores"], "scores")
     doc.ul(notes["scores"])
 
+
+def _hparams_section(doc: _Doc, axis: XAxis, images: dict[str, Path], notes: dict[str, list[str]]) -> None:
     doc.h(2, "2. Hyperparameters")
     doc.p(f"Each searched hyperparameter over {axis.label}, one line per member (the value in force from that "
           "point on); log axis for log-scale dimensions; x: a recipient's new value after an exploit.")
     doc.img(images["hparams"], "hyperparameters")
     doc.ul(notes["hparams"])
 
+
+def _lineage_section(doc: _Doc, run: RunData, lineage: Lineage, images: dict[str, Path],
+                     notes: dict[str, list[str]]) -> None:
     doc.h(2, "3. Lineage")
     doc.p("Members as lanes, rounds on x. A lane's color is the member whose initial weights it carries; an "
           "arrow goes from the donor's lane to the recipient's at each exploit (the donor's state at the end of "
@@ -418,6 +453,8 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Repo
         doc.p(f"Initial weights still carried: member(s) {', '.join(map(str, surviving))} "
               f"({len(surviving)} of {lineage.population_size}).")
 
+
+def _value_loss_section(doc: _Doc, run: RunData, images: dict[str, Path], notes: dict[str, list[str]]) -> None:
     doc.h(2, "4. Value loss around exploits")
     doc.p("`train/value_loss` of the recipient in the updates around each exploit, per hidden-state strategy, "
           "aligned on the exploit: offset 0 is the recipient's last update of the exploit's round (the exploit "
@@ -429,23 +466,13 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Repo
     if run.exploits:
         _value_loss_table(doc, run)
 
-    info = replay_info(run)
-    if info is not None:
-        images["replay"] = out / REPLAY_PNG
-        notes["replay"] = _draw("Replay", lambda: plot_replay(run, images["replay"]), images["replay"], warnings)
-        _replay_section(doc, run, info, images["replay"], notes["replay"])
 
+def _members_section(doc: _Doc, run: RunData, lineage: Lineage) -> None:
     doc.h(2, "5. Members")
     doc.p("Ranked by latest score; hyperparameters in force now (after the last round's exploits).")
     _members_table(doc, run, lineage)
     if lineage.best_member is not None:
         doc.p(f"Ancestry of the best member, oldest first: {lineage.describe(lineage.best_member)}.")
-
-    md_path, html_path = out / "report.md", out / "report.html"
-    _write_atomic(md_path, _to_markdown(doc))
-    _write_atomic(html_path, _to_html(doc, title))
-    return ReportResult(out_dir=out, markdown=md_path, html=html_path, images=images, warnings=warnings,
-                        lineage=lineage)
 
 
 def write_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Path:
