@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import math
 
-EXACT_TOL = 1e-6
-LEARNER_RTOL = 1e-4
-CANCELLING_RTOL = {"train/approx_kl": 1e-2, "train/policy_gradient_loss": 1e-2}
+EXACT_RTOL = 1e-6  # scores, returns, hyperparameters: relative (an exact 0 may be off by EXACT_ATOL)
+EXACT_ATOL = 1e-12
+# A learner value's tolerance: RTOL x |expected| + SCALE_FLOOR x the column's scale (its largest magnitude).
+LEARNER_RTOL = 3e-4
+LEARNER_SCALE_FLOOR = 1e-5
+# Differences of nearly equal terms on a fresh policy: rtol and floor both 1e-2.
+CANCELLING = {"train/approx_kl", "train/policy_gradient_loss"}
+CANCELLING_TOL = 1e-2
 LEARNER_PREFIXES = ("train/", "sa_ppo/", "vgs/")
 # Hyperparameters in force and flags logged beside the learner's metrics: exact floats, not learner values.
 IN_FORCE = {"train/learning_rate", "train/clip_range", "sa_ppo/epsilon", "sa_ppo/active"}
@@ -35,9 +40,12 @@ def learner_column(path: tuple) -> str | None:
     return None
 
 
-def rtol_of(column: str) -> float:
-    """Relative tolerance of a learner column (of the column's scale)."""
-    return CANCELLING_RTOL.get(column, LEARNER_RTOL)
+def tolerance(column: str, expected: float, scale: float) -> float:
+    """Largest |actual - expected| accepted for a learner value of ``column`` whose largest magnitude in the case is
+    ``scale``."""
+    if column in CANCELLING:
+        return CANCELLING_TOL * (abs(expected) + scale)
+    return LEARNER_RTOL * abs(expected) + LEARNER_SCALE_FLOOR * scale
 
 
 def leaves(value, path: tuple = ()):
@@ -50,6 +58,19 @@ def leaves(value, path: tuple = ()):
             yield from leaves(v, path + (i,))
     else:
         yield path, value
+
+
+def _lists(value, path: tuple = ()):
+    """Every (path, list) of nested dicts and lists."""
+    if isinstance(value, list):
+        yield path, value
+        items = enumerate(value)
+    elif isinstance(value, dict):
+        items = value.items()
+    else:
+        return
+    for k, v in items:
+        yield from _lists(v, path + (k,))
 
 
 def column_scales(expected: dict) -> dict[str, float]:
@@ -82,10 +103,12 @@ def _where(path: tuple) -> str:
 def diff_runs(expected: dict, actual: dict) -> list[tuple[str, str]]:
     """Differences between a fixture and a run, each (kind, message); kind is 'decision', 'exact' or 'learner'.
 
-    Both are {'events': [...], 'metrics': {member: [row, ...]}}. Extra keys in ``actual`` are ignored.
+    Both are {'events': [...], 'metrics': {member: [row, ...]}}. Extra keys in ``actual`` are ignored (columns and
+    event fields added later); extra list items are not (an event or metric row more than recorded).
     """
     scales = column_scales(expected)
-    out = []
+    out = [("decision", f"{_where(path)}: {len(a)} items, {len(e)} recorded") for path, e in _lists(expected)
+           if isinstance(a := lookup(actual, path), list) and len(a) != len(e)]
     for path, e in leaves(expected):
         a = lookup(actual, path)
         where = _where(path)
@@ -98,10 +121,10 @@ def diff_runs(expected: dict, actual: dict) -> list[tuple[str, str]]:
                 if not (math.isnan(e) and math.isnan(a)):
                     out.append(("exact", f"{where}: expected {e!r}, got {a!r}"))
             elif col is not None:
-                tol = rtol_of(col) * (abs(e) + scales.get(col, 0.0))
+                tol = tolerance(col, e, scales.get(col, 0.0))
                 if abs(a - e) > tol:
                     out.append(("learner", f"{where}: expected {e!r}, got {a!r} (tolerance {tol:.3g})"))
-            elif not math.isclose(e, a, rel_tol=EXACT_TOL, abs_tol=EXACT_TOL):
+            elif not math.isclose(e, a, rel_tol=EXACT_RTOL, abs_tol=EXACT_ATOL):
                 out.append(("exact", f"{where}: expected {e!r}, got {a!r}"))
         elif e != a:
             out.append(("decision", f"{where}: expected {e!r}, got {a!r:.200}"))
