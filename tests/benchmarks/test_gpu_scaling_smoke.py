@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.conftest import TINY
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_scaling.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_scaling.py"
 
 
 def test_gpu_scaling_script_runs_on_the_cpu_and_writes_its_fields(tmp_path):

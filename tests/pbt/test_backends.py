@@ -30,7 +30,7 @@ from tests.conftest import TINY, tiny_config
 # torch_threads=1 everywhere: intra-op thread counts change float rounding, shard sizes do not.
 DECIDE = ["run.torch_threads=1", "pbt.perturbation_interval=1", "pbt.burn_in=1", "run.total_env_steps=192",
           "run.seed=2", "pbt.quantile_fraction=0.25"]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _events(run_dir: Path) -> list[dict]:

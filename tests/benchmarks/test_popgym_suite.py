@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "popgym_suite.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "popgym_suite.py"
 ENV = "RepeatPreviousEasy"
 TINY = ["env.num_envs=2", "agent.num_steps=16", "agent.num_minibatches=1", "agent.update_epochs=1",
         "agent.network.encoder_sizes=[8]", "agent.network.lstm_hidden_size=8", "agent.critic.kind=scalar",
