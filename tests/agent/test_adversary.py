@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -21,7 +20,7 @@ from rpbt.agent.networks import kl_divergence
 from rpbt.agent.policy import PopulationPolicy
 from rpbt.agent.ppo import make_policy
 from rpbt.agent.rollout import take_envs
-from rpbt.evaluation.attacks import evaluate_robustness
+from rpbt.evaluation.policy import evaluate_policy
 from rpbt.pbt.transfer import exploit
 from tests.conftest import Learner, tiny_config
 
@@ -392,40 +391,33 @@ def test_config_searches_adversarial_hyperparameters_by_either_name():
 # --------------------------------------------------------------------------------------------------- evaluation
 
 
-def test_evaluation_attack_stays_in_ball_and_zero_epsilon_is_clean():
-    cfg = tiny_config("pbt.population_size=2", NOISY)
-    policy = make_policy(cfg, [0, 1], device=CPU)
-    _sharpen(policy)
-    zero = evaluate_robustness(policy, 1, cfg.env, "pgd", 0.0, episodes=2, seed=3)
-    assert zero["clean"]["returns"] == zero["attacked"]["returns"] and zero["drop"] == 0.0
-    hook = make_obs_perturbation("pgd", 0.3, norm="l2", steps=3, seed=1)
-    obs = torch.randn(4, policy.obs_dim)
-    h, c = torch.randn(1, 4, 16), torch.randn(1, 4, 16)
-    out = hook(policy, 1, obs, {"actor": (h, c)})
-    assert out.shape == obs.shape and ((out - obs).norm(dim=-1) <= 0.3 + 1e-6).all()
-    assert (out - obs).norm(dim=-1).max() > 0.1
-    again = make_obs_perturbation("pgd", 0.3, norm="l2", steps=3, seed=1)(policy, 1, obs, {"actor": (h, c)})
-    assert torch.equal(out, again)  # reproducible
-    with pytest.raises(ValueError, match="attack"):
-        make_obs_perturbation("cw", 0.1)
+def test_sa_ppo_perturbs_only_the_observation_of_a_multi_discrete_policy_fed_previous_inputs():
+    from rpbt.agent.adversary import SAPPO
 
+    cfg = tiny_config("env.id=popgym-MineSweeperEasy-v0", "agent.network.prev_action=true",
+                      "agent.network.prev_reward=true", "agent.adversarial.enabled=true",
+                      "agent.adversarial.epsilon=0.5")
+    learner = Learner(cfg, [0, 1])
+    learner.train_update()
+    rollout = learner.collect()
+    policy = learner.policy
+    idx = torch.arange(cfg.env.num_envs).repeat(2, 1)
+    with torch.no_grad():
+        head, _ = policy.sequence(rollout.obs, rollout.initial_states, rollout.episode_starts)
+    out = SAPPO(cfg).losses(policy, rollout, idx, head)
+    assert bool(torch.isfinite(out["loss"]).all()) and float(out["sa_ppo/robust_kl"].min()) > 0
+    # Online: the hook's perturbation has the observation's width, and a zero radius changes nothing.
+    seen = {}
 
-def test_cli_evaluate_with_attack_reports_clean_and_attacked(tmp_path, capsys):
-    from rpbt.cli import main
+    def spy(learner_, member, obs, states):
+        seen.update(obs=obs.shape, prev=states["prev"].shape)
+        return obs
 
-    run = tmp_path / "run"
-    rc = main(["train", "--overwrite", *_tiny_overrides(), f"run.dir={run}", "pbt.population_size=2",
-               "agent.adversarial.enabled=true", NOISY])
-    assert rc == 0
-    rc = main(["evaluate", str(run), "--member", "1", "--attack", "fgsm", "--epsilon", "0.2", "--episodes", "2"])
-    assert rc == 0
-    report = json.loads((run / "evaluation" / "test_member1_fgsm_linf_eps0.2.json").read_text())
-    assert report["episodes"] == 2 and len(report["attacked"]["returns"]) == 2
-    assert "fgsm linf eps 0.2" in capsys.readouterr().out
-    assert main(["evaluate", str(run), "--member", "1", "--epsilon", "0.2"]) == 2
-
-
-def _tiny_overrides() -> list[str]:
-    from tests.conftest import TINY
-
-    return list(TINY)
+    evaluate_policy(policy, 0, cfg.env, episodes=2, obs_perturbation=spy)
+    assert seen == {"obs": (2, policy.obs_dim), "prev": (2, policy.input_dim - policy.obs_dim)}
+    clean = evaluate_policy(policy, 0, cfg.env, episodes=2).returns
+    zero = evaluate_policy(policy, 0, cfg.env, episodes=2, obs_perturbation=make_obs_perturbation("pgd", 0.0)).returns
+    attacked = evaluate_policy(policy, 0, cfg.env, episodes=2,
+                               obs_perturbation=make_obs_perturbation("pgd", 1.0, steps=2)).returns
+    assert zero == clean and len(attacked) == 2
+    learner.close()

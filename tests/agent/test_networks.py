@@ -1,11 +1,14 @@
-"""The fused LSTM recurrence (one autograd node, hand-written backward) against the autograd reference loop."""
+"""The batched networks: LSTM resets at episode starts, MultiDiscrete log-probabilities, entropies and KLs
+(against ``torch.distributions``), and the fused LSTM recurrence against the autograd reference loop."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch.distributions import Categorical, kl_divergence
 
-from rpbt.agent.networks import FusedLSTMRecurrence, lstm_sequence
+from rpbt.agent.networks import FusedLSTMRecurrence, PopLSTM, log_prob_entropy, lstm_sequence
+from rpbt.agent.networks import kl_divergence as rpbt_kl
 
 
 def _inputs(P, T, N, D, H, L, dtype, seed=0, start_p=0.15):
@@ -58,3 +61,57 @@ def test_fused_recurrence_passes_gradcheck():
     keep = (1.0 - starts.double()).unsqueeze(-1)
     any_start = starts.any(2).any(0).tolist()
     assert torch.autograd.gradcheck(lambda *a: FusedLSTMRecurrence.apply(*a, keep, any_start), (pre, w, h0, c0))
+
+
+def test_lstm_step_and_sequence_reset_state_at_episode_starts():
+    torch.manual_seed(0)
+    lstm = PopLSTM(population=2, input_size=3, hidden_size=5, num_layers=2)
+    lstm.reset_parameters([torch.Generator().manual_seed(i) for i in range(2)])
+    x = torch.randn(2, 6, 4, 3)
+    state = (torch.randn(2, 2, 4, 5), torch.randn(2, 2, 4, 5))
+    zero = lstm.initial_state(4)
+    # step: env 0 starts an episode, so its state is replaced by zero; the others keep theirs.
+    start = torch.tensor([[True, False, False, False]] * 2)
+    out, _ = lstm.step(x[:, 0], state, start)
+    out_zero, _ = lstm.step(x[:, 0], zero, torch.zeros(2, 4))
+    out_kept, _ = lstm.step(x[:, 0], state, torch.zeros(2, 4))
+    torch.testing.assert_close(out[:, 0], out_zero[:, 0])
+    torch.testing.assert_close(out[:, 1:], out_kept[:, 1:])
+    assert not torch.allclose(out[:, 0], out_kept[:, 0])
+    # sequence: an episode starting at t=3 equals a fresh replay of x[3:] from zero.
+    starts = torch.zeros(2, 6, 4, dtype=torch.bool)
+    starts[:, 3] = True
+    seq, _ = lstm.sequence(x, state, starts)
+    fresh, _ = lstm.sequence(x[:, 3:], zero, torch.zeros(2, 3, 4))
+    torch.testing.assert_close(seq[:, 3:], fresh, atol=1e-6, rtol=0)
+    # and the step-by-step acting path equals the replay path
+    s = state
+    outs = []
+    for t in range(6):
+        o, s = lstm.step(x[:, t], s, starts[:, t])
+        outs.append(o)
+    torch.testing.assert_close(torch.stack(outs, 1), seq, atol=1e-6, rtol=0)
+
+
+NVEC = (8, 3, 5)
+
+
+def _split(logits: torch.Tensor) -> list[torch.Tensor]:
+    return list(torch.split(logits, list(NVEC), dim=-1))
+
+
+def test_multi_discrete_log_prob_entropy_and_kl_are_sums_over_independent_categoricals():
+    g = torch.Generator().manual_seed(0)
+    p_logits = torch.randn(2, 4, 3, sum(NVEC), generator=g)
+    q_logits = torch.randn(2, 4, 3, sum(NVEC), generator=g)
+    actions = torch.stack([torch.randint(n, (2, 4, 3), generator=g) for n in NVEC], -1)
+    logp, entropy = log_prob_entropy(p_logits, actions, False, None, NVEC)
+    kl = rpbt_kl(p_logits, q_logits, False, None, NVEC)
+    parts_p, parts_q = _split(p_logits), _split(q_logits)
+    ref_logp = sum(Categorical(logits=lp).log_prob(actions[..., k]) for k, lp in enumerate(parts_p))
+    ref_ent = sum(Categorical(logits=lp).entropy() for lp in parts_p)
+    ref_kl = sum(kl_divergence(Categorical(logits=lp), Categorical(logits=lq)) for lp, lq in zip(parts_p, parts_q))
+    assert logp.shape == entropy.shape == kl.shape == (2, 4, 3)
+    torch.testing.assert_close(logp, ref_logp, atol=1e-5, rtol=0)
+    torch.testing.assert_close(entropy, ref_ent, atol=1e-5, rtol=0)
+    torch.testing.assert_close(kl, ref_kl, atol=1e-5, rtol=0)

@@ -2,71 +2,10 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
-from rpbt.agent.networks import PopLSTM
-from rpbt.agent.optim import PopulationAdam, clip_grad_norm_per_member
-from rpbt.agent.rollout import compute_gae
 from tests.conftest import Learner, tiny_config
-
-
-def test_gae_hand_computed_with_truncation_termination_and_two_gammas():
-    # One env, T = 5: steps 0-1 are an episode cut by a time limit at t=1 (value of the final observation 2.0),
-    # steps 2-3 an episode that terminates at t=3, step 4 starts a third episode still running (last value 3.0).
-    rewards = torch.ones(2, 5, 1)
-    values = torch.tensor([0.5, 0.4, 0.3, 0.2, 0.1]).view(1, 5, 1).repeat(2, 1, 1)
-    dones = torch.tensor([0, 1, 0, 1, 0], dtype=torch.bool).view(1, 5, 1).repeat(2, 1, 1)
-    terminated = torch.tensor([0, 0, 0, 1, 0], dtype=torch.bool).view(1, 5, 1).repeat(2, 1, 1)
-    trunc_values = torch.tensor([0, 2.0, 0, 0, 0]).view(1, 5, 1).repeat(2, 1, 1)
-    last_values = torch.full((2, 1), 3.0)
-    gamma = torch.tensor([0.9, 0.5])
-    lam = torch.tensor([0.8, 1.0])
-    adv, ret = compute_gae(rewards, values, dones, terminated, trunc_values, last_values, gamma, lam)
-    # Member 0 (gamma 0.9, lambda 0.8), by hand:
-    #   A4 = 1 + 0.9*3 - 0.1 = 3.6            (bootstrap on the rollout's last value)
-    #   A3 = 1 + 0 - 0.2 = 0.8                (terminated: no bootstrap)
-    #   A2 = (1 + 0.9*0.2 - 0.3) + 0.72*0.8 = 0.88 + 0.576 = 1.456
-    #   A1 = 1 + 0.9*2.0 - 0.4 = 2.4          (truncated: bootstrap on V(final obs), recursion cut)
-    #   A0 = (1 + 0.9*0.4 - 0.5) + 0.72*2.4 = 0.86 + 1.728 = 2.588
-    # Member 1 (gamma 0.5, lambda 1.0):
-    #   A4 = 1 + 1.5 - 0.1 = 2.4; A3 = 0.8; A2 = (1 + 0.1 - 0.3) + 0.5*0.8 = 1.2
-    #   A1 = 1 + 1.0 - 0.4 = 1.6; A0 = (1 + 0.2 - 0.5) + 0.5*1.6 = 1.5
-    expected = torch.tensor([[2.588, 2.4, 1.456, 0.8, 3.6], [1.5, 1.6, 1.2, 0.8, 2.4]]).unsqueeze(-1)
-    torch.testing.assert_close(adv, expected, atol=1e-6, rtol=0)
-    torch.testing.assert_close(ret, expected + values, atol=1e-6, rtol=0)
-
-
-def test_lstm_step_and_sequence_reset_state_at_episode_starts():
-    torch.manual_seed(0)
-    lstm = PopLSTM(population=2, input_size=3, hidden_size=5, num_layers=2)
-    lstm.reset_parameters([torch.Generator().manual_seed(i) for i in range(2)])
-    x = torch.randn(2, 6, 4, 3)
-    state = (torch.randn(2, 2, 4, 5), torch.randn(2, 2, 4, 5))
-    zero = lstm.initial_state(4)
-    # step: env 0 starts an episode, so its state is replaced by zero; the others keep theirs.
-    start = torch.tensor([[True, False, False, False]] * 2)
-    out, _ = lstm.step(x[:, 0], state, start)
-    out_zero, _ = lstm.step(x[:, 0], zero, torch.zeros(2, 4))
-    out_kept, _ = lstm.step(x[:, 0], state, torch.zeros(2, 4))
-    torch.testing.assert_close(out[:, 0], out_zero[:, 0])
-    torch.testing.assert_close(out[:, 1:], out_kept[:, 1:])
-    assert not torch.allclose(out[:, 0], out_kept[:, 0])
-    # sequence: an episode starting at t=3 equals a fresh replay of x[3:] from zero.
-    starts = torch.zeros(2, 6, 4, dtype=torch.bool)
-    starts[:, 3] = True
-    seq, _ = lstm.sequence(x, state, starts)
-    fresh, _ = lstm.sequence(x[:, 3:], zero, torch.zeros(2, 3, 4))
-    torch.testing.assert_close(seq[:, 3:], fresh, atol=1e-6, rtol=0)
-    # and the step-by-step acting path equals the replay path
-    s = state
-    outs = []
-    for t in range(6):
-        o, s = lstm.step(x[:, t], s, starts[:, t])
-        outs.append(o)
-    torch.testing.assert_close(torch.stack(outs, 1), seq, atol=1e-6, rtol=0)
 
 
 def test_acting_resets_hidden_state_at_episode_start():
@@ -145,43 +84,6 @@ def test_per_member_learning_rate_moves_only_that_member():
     assert moved
 
 
-def test_population_adam_matches_torch_adam_per_member():
-    gen = torch.Generator().manual_seed(0)
-    w = torch.nn.Parameter(torch.randn(3, 4, 5, generator=gen))
-    b = torch.nn.Parameter(torch.randn(3, 5, generator=gen))
-    lrs = torch.tensor([1e-3, 3e-2, 0.0])
-    refs = [(torch.nn.Parameter(w[i].detach().clone()), torch.nn.Parameter(b[i].detach().clone())) for i in range(3)]
-    ref_opts = [torch.optim.Adam(list(r), lr=float(lrs[i]), eps=1e-5) for i, r in enumerate(refs)]
-    opt = PopulationAdam([("w", w), ("b", b)], population=3, eps=1e-5)
-    for _step in range(6):
-        gw, gb = torch.randn(3, 4, 5, generator=gen), torch.randn(3, 5, generator=gen)
-        w.grad, b.grad = gw.clone(), gb.clone()
-        opt.step(lrs)
-        for i, (rw, rb) in enumerate(refs):
-            rw.grad, rb.grad = gw[i].clone(), gb[i].clone()
-            ref_opts[i].step()
-    for i, (rw, rb) in enumerate(refs):
-        torch.testing.assert_close(w[i], rw, atol=1e-6, rtol=1e-5)
-        torch.testing.assert_close(b[i], rb, atol=1e-6, rtol=1e-5)
-
-
-def test_grad_clipping_is_per_member_like_torch():
-    gen = torch.Generator().manual_seed(1)
-    params = [torch.nn.Parameter(torch.zeros(2, 3, 3)), torch.nn.Parameter(torch.zeros(2, 3))]
-    params[0].grad = torch.randn(2, 3, 3, generator=gen) * torch.tensor([10.0, 0.01]).view(2, 1, 1)
-    params[1].grad = torch.randn(2, 3, generator=gen)
-    refs = [[copy.deepcopy(p.grad[i]) for p in params] for i in range(2)]
-    max_norm = torch.tensor([0.5, 100.0])
-    clip_grad_norm_per_member(params, max_norm)
-    for i in range(2):
-        ps = [torch.nn.Parameter(torch.zeros_like(g)) for g in refs[i]]
-        for p, g in zip(ps, refs[i]):
-            p.grad = g
-        torch.nn.utils.clip_grad_norm_(ps, float(max_norm[i]))
-        for p, ref in zip(params, ps):
-            torch.testing.assert_close(p.grad[i], ref.grad)
-
-
 def test_hyperparameter_setters_take_effect_next_update_and_reject_unknown_names():
     learner = Learner(tiny_config(), [0, 1])
     learner.policy.set_hparams(1, {"clip_range": 0.05, "learning_rate": 7e-4})
@@ -204,20 +106,6 @@ def test_metrics_use_sb3_keys_and_are_per_member():
 
 
 # ------------------------------------------------------------------------------------------ segment replay
-
-
-def test_to_segments_layout_by_hand():
-    from rpbt.agent.rollout import to_segments
-
-    x = torch.arange(2 * 6 * 3).view(2, 6, 3)  # x[p, t, n] = 18p + 3t + n
-    y = to_segments(x, 2)  # K = 3 segments of 2 steps per environment
-    assert y.shape == (2, 2, 9)
-    for p in range(2):
-        for k in range(3):
-            for n in range(3):
-                for step in range(2):
-                    assert int(y[p, step, k * 3 + n]) == 18 * p + 3 * (2 * k + step) + n
-    assert torch.equal(to_segments(x, 6), x)
 
 
 def _segment_learner(length=8):
