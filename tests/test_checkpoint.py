@@ -12,6 +12,8 @@ from rpbt.agent.ppo import make_policy
 from rpbt.checkpoint import CheckpointError, MemberState
 from tests.conftest import Learner, tiny_config
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
 
 def test_snapshot_holds_slice_of_every_registered_tensor_and_new_buffers_join_by_construction():
     trained = Learner(tiny_config("agent.vgs.enabled=true"), [0, 1, 2])
@@ -86,3 +88,38 @@ def test_restore_of_a_state_from_another_architecture_names_the_key_and_writes_n
         big.restore(0, small.snapshot(0))
     for k, v in big.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+def _policy_equal(a, b, ia: int, ib: int) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    for k in sa:
+        assert torch.equal(sa[k][ia].cpu(), sb[k][ib].cpu()), k
+    assert torch.equal(torch.rand(3, generator=a.generators[ia]), torch.rand(3, generator=b.generators[ib]))
+
+
+def test_a_saved_member_restores_into_a_policy_on_another_device_cpu(tmp_path):
+    cfg = tiny_config()
+    trained = Learner(cfg, [0, 1])
+    trained.train_update()
+    path = tmp_path / "member.pt"
+    trained.policy.snapshot(1).save(path)
+    raw = torch.load(path, weights_only=True, map_location="cpu")
+    assert all(t.device.type == "cpu" for t in raw["tensors"].values())
+    fresh = make_policy(cfg, [4, 1, 7], device=torch.device("cpu"))
+    fresh.restore(1, MemberState.load(path))
+    _policy_equal(trained.policy, fresh, 1, 1)
+
+
+@CUDA
+def test_a_saved_member_restores_across_cpu_and_cuda(tmp_path):
+    cfg = tiny_config()
+    on_gpu = Learner(cfg, [0, 1], device=torch.device("cuda"))
+    on_gpu.train_update()
+    state = on_gpu.policy.snapshot(0)
+    assert all(t.device.type == "cpu" for t in state.tensors.values())
+    state.save(tmp_path / "m.pt")
+    on_cpu = make_policy(cfg, [0], device=torch.device("cpu"))
+    on_cpu.restore(0, MemberState.load(tmp_path / "m.pt"))
+    back = make_policy(cfg, [0], device=torch.device("cuda"))
+    back.restore(0, on_cpu.snapshot(0))
+    _policy_equal(on_gpu.policy, back, 0, 0)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rpbt.agent.normalizer import RunningMeanStd
+from tests.conftest import Learner, tiny_config
 
 
 def test_batch_by_batch_updates_equal_one_merge_of_all_data_with_the_prior():
@@ -82,3 +83,21 @@ def test_raw_clip_clips_before_the_statistics_and_before_normalizing():
     plain.mean.copy_(rms.mean), plain.var.copy_(rms.var)
     x = torch.tensor([[[1e30, 2.0]]])
     assert torch.equal(rms.normalize(x), plain.normalize(torch.tensor([[[5.0, 2.0]]])))
+
+
+SPIKY = "env.id=tests.custom_envs:RpbtSpikyCartPole-v0"
+
+
+def test_raw_obs_clip_keeps_the_normalizer_sane_and_is_off_by_default():
+    means = {}
+    for clip in (None, 5.0):
+        learner = Learner(tiny_config(SPIKY, *([f"agent.raw_obs_clip={clip}"] if clip else [])), [0, 1])
+        try:
+            for _ in range(4):  # 64 steps per environment: two spikes each
+                learner.train_update()
+            means[clip] = learner.policy.obs_rms.mean[:, 1].abs().max().item()
+            var = learner.policy.obs_rms.var[:, 1].max().item()
+        finally:
+            learner.close()
+    assert means[None] > 1e27  # off by default: the spikes drag the running mean away (the 2.7e28)
+    assert means[5.0] < 1.0 and var < 5.0 ** 2  # clipped before the statistics: the cart velocity's scale

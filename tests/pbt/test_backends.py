@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import signal
 import subprocess
@@ -18,10 +17,8 @@ import torch
 
 from rpbt.checkpoint import CheckpointError, MemberState
 from rpbt.cli import main
-from rpbt.config import ConfigError
-from rpbt.pbt.backends import process as process_mod
 from rpbt.pbt.backends.commands import MemberInfo, Restore
-from rpbt.pbt.backends.process import BackendError, split_shards, threads_per_worker
+from rpbt.pbt.backends.process import BackendError
 from rpbt.pbt.runner import PopulationRunner
 from tests.conftest import TINY, tiny_config
 
@@ -103,51 +100,7 @@ def local_reference(tmp_path_factory) -> list[dict]:
 # ------------------------------------------------------------------------------------------------- layout
 
 
-def test_shards_are_contiguous_and_threads_do_not_oversubscribe():
-    assert split_shards(8, 2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    assert split_shards(5, 2) == [[0, 1, 2], [3, 4]]
-    assert split_shards(3, 3) == [[0], [1], [2]]
-    assert split_shards(4, 1) == [[0, 1, 2, 3]]
-    for bad in (0, 5):
-        with pytest.raises(ValueError, match="backend.num_workers"):
-            split_shards(4, bad)
-    assert threads_per_worker(2, 2) == 1
-    assert threads_per_worker(1, 2) == 2
-    assert threads_per_worker(3, 2) == 1  # more workers than CPUs: one thread each, never zero
-    assert threads_per_worker(2, 16, requested=4) == 4
-    assert threads_per_worker(2, 16, requested=32) == 8
-    with pytest.raises(ConfigError, match="backend.num_workers"):  # checked with the config, for every backend
-        tiny_config("backend.num_workers=5")
-    assert process_mod.num_process_workers(tiny_config(), cpus=16) == 4  # capped at the population
-
-
 # ------------------------------------------------------------------------------------------------- same results
-
-
-def test_a_shard_trains_its_members_bit_for_bit_like_the_whole_population():
-    from rpbt.config import member_hparams
-    from rpbt.pbt.backends.shard import Shard
-
-    cfg = tiny_config(*DECIDE)
-    hp = [dict(member_hparams(cfg), learning_rate=1e-3 * (m + 1)) for m in range(4)]
-    whole, part = Shard(cfg, [0, 1, 2, 3], hp), Shard(cfg, [2, 3], hp[2:])
-    try:
-        rows_whole, rows_part = whole.train(2), part.train(2)
-        for m in (2, 3):
-            assert len(rows_whole[m]) == len(rows_part[m]) == 2
-            for r_whole, r_part in zip(rows_whole[m], rows_part[m]):
-                assert r_whole.keys() == r_part.keys()
-                for key in r_whole.keys() - {"time/fps"}:  # wall-clock rate: the only row value allowed to differ
-                    x, y = r_whole[key], r_part[key]
-                    assert x == y or (math.isnan(x) and math.isnan(y)), key
-            a, b = whole.snapshot(m), part.snapshot(m)
-            assert a.tensors.keys() == b.tensors.keys()
-            assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors), m
-            assert torch.equal(a.rng, b.rng)
-        assert whole.member_info()[3]["recent_returns"] == part.member_info()[3]["recent_returns"]
-    finally:
-        whole.close()
-        part.close()
 
 
 def test_process_backend_gives_the_local_decisions_and_scores(tmp_path, local_reference):
@@ -462,30 +415,6 @@ def test_sigkill_of_the_whole_run_then_resume_loses_no_round(tmp_path):
         assert int(MemberState.load(run / "checkpoints" / state["checkpoint_dir"] / f"member_{m}.pt")
                    .tensors["updates"]) == total
     assert json.loads((run / "summary.json").read_text())["round"] == total
-
-
-def test_every_backend_implements_the_protocol():
-    """Every backend class has every method of the Backend protocol (Ray's module imports without Ray installed)."""
-    import inspect
-
-    from rpbt.pbt.backends import make_backend
-    from rpbt.pbt.backends.base import Backend
-    from rpbt.pbt.backends.local import LocalBackend
-    from rpbt.pbt.backends.process import ProcessBackend
-    from rpbt.pbt.backends.ray import RayBackend
-
-    methods = [n for n, v in vars(Backend).items() if inspect.isfunction(v) and not n.startswith("_")]
-    assert set(methods) == {"train", "member_info", "evaluate_members", "snapshot", "restore", "exploit",
-                            "exploit_many", "save_checkpoints", "attach_run", "close"}
-    for cls in (LocalBackend, ProcessBackend, RayBackend):
-        for name in methods:
-            assert callable(getattr(cls, name, None)), f"{cls.__name__} lacks {name}"
-            want = list(inspect.signature(getattr(Backend, name)).parameters)
-            assert list(inspect.signature(getattr(cls, name)).parameters) == want, f"{cls.__name__}.{name}"
-        assert isinstance(cls.kind, str)
-    with pytest.raises(ValueError, match="backend.kind"):
-        make_backend(tiny_config().model_copy(update={"backend": tiny_config().backend.model_copy(
-            update={"kind": "nope"})}), [])
 
 
 # ------------------------------------------------------------------------------------------------- auto

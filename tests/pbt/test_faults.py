@@ -6,14 +6,16 @@ The environment is ``tests.nan_env:NanCartPole-v0`` (a user's custom environment
 
 from __future__ import annotations
 
+import csv
 import json
+import warnings
 
 import pytest
 import torch
 
 from rpbt.checkpoint import MemberState
 from rpbt.cli import main
-from rpbt.pbt.runner import MemberFaultError, PopulationRunner
+from rpbt.pbt.runner import MemberFaultError, ObsOutlierWarning, PopulationRunner
 from tests.conftest import TINY, tiny_config
 
 ENV = "env.id=tests.nan_env:NanCartPole-v0"
@@ -153,3 +155,63 @@ def test_a_fault_before_the_first_commit_copies_a_healthy_member_into_its_lineag
     assert restore_env_seeds(7, 64, 4, retry=1) != restore_env_seeds(7, 64, 4)
     assert restore_env_seeds(7, 64, 4, retry=1) != restore_env_seeds(7, 64, 4, retry=2)
     assert fault_retry_seed(0, m, 64, 1) != fault_retry_seed(0, m, 64, 2)
+
+
+SPIKY = "env.id=tests.custom_envs:RpbtSpikyCartPole-v0"
+
+
+def _spiky_events(run_dir):
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+
+
+def _spiky_run(run_dir, *overrides):
+    """A tiny run to its end; returns its events and the ObsOutlierWarnings it gave."""
+    cfg = tiny_config(f"run.dir={run_dir}", *overrides)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runner = PopulationRunner(cfg, run_dir)
+        runner.start()
+        runner.run(progress=False)
+    return _spiky_events(run_dir), [w for w in caught if issubclass(w.category, ObsOutlierWarning)]
+
+
+def test_a_spiking_env_warns_once_per_member_naming_env_and_index_and_counts_in_the_events(tmp_path):
+    run = tmp_path / "run"
+    events, warned = _spiky_run(run, SPIKY)
+    rounds = [e for e in events if e["type"] == "round"]
+    assert len(rounds) == 3 and all(sum(e["obs_outliers"]) > 0 for e in rounds)  # spikes in every round ...
+    assert len(warned) == 4  # ... but one warning per member
+    for m, w in enumerate(sorted(warned, key=lambda w: str(w.message).split("member ")[1])):
+        msg = str(w.message)
+        assert "env 'tests.custom_envs:RpbtSpikyCartPole-v0'" in msg and f"member {m} " in msg
+        assert "observation index 1 at 1e+30" in msg and "agent.raw_obs_clip" in msg
+    firsts = [e for e in events if e["type"] == "obs_outlier"]
+    assert sorted(e["member"] for e in firsts) == [0, 1, 2, 3]
+    for e in firsts:
+        assert e["env"] == "tests.custom_envs:RpbtSpikyCartPole-v0" and e["index"] == 1
+        assert e["value"] == pytest.approx(1e30, rel=1e-6) and e["count"] >= 1 and e["round"] == 1
+    # every spike is counted: each environment spikes at its steps 30, 60, 90 (96 steps per environment)
+    assert [sum(e["obs_outliers"][m] for e in rounds) for m in range(4)] == [3 * 2] * 4
+    state = json.loads((run / "checkpoints" / "runner.json").read_text())
+    assert state["obs_outliers"] == [6, 6, 6, 6]
+    with (run / "members" / "0" / "metrics.csv").open() as f:
+        assert not [c for c in next(csv.reader(f)) if "outlier" in c]  # the events hold them, not the metrics
+
+
+def test_the_default_job_gives_no_outlier_warning(tmp_path):
+    events, warned = _spiky_run(tmp_path / "run")  # POPGym's position-only CartPole, TINY overrides
+    assert not warned
+    assert not [e for e in events if e["type"] == "obs_outlier"]
+    assert all(e["obs_outliers"] == [0, 0, 0, 0] for e in events if e["type"] == "round")
+
+
+def test_the_process_backend_warns_in_the_driver_as_one_cli_line_per_member(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", *TINY, SPIKY, "backend.kind=process", "backend.num_workers=2", f"run.dir={run}"]
+    assert main(args) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if "observation index" in x]
+    assert len(lines) == 4 and all(x.startswith("rpbt: warning: env 'tests.custom_envs:RpbtSpikyCartPole-v0'")
+                                   for x in lines)
+    assert sorted(int(x.split("member ")[1].split()[0]) for x in lines) == [0, 1, 2, 3]
+    firsts = [e for e in _spiky_events(run) if e["type"] == "obs_outlier"]
+    assert sorted(e["member"] for e in firsts) == [0, 1, 2, 3] and all(e["index"] == 1 for e in firsts)

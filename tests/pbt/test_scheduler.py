@@ -389,3 +389,64 @@ def test_constructor_defaults_and_ranges_are_the_configs():
     assert scheduler.ttest_window == max(2, defaults.score_window)
     with pytest.raises(ValueError, match="ttest_alpha"):
         make(ttest_alpha=1.0)
+
+
+TTEST_SPACE = {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "scale": "log"}}
+
+
+TTEST_HP = [{"learning_rate": 1e-3}, {"learning_rate": 2e-3}]
+
+
+def ttest_pair(**kwargs) -> PBTScheduler:
+    """Two members, both ready at update 1: truncation pairs the worse (recipient) with the better (donor)."""
+    return PBTScheduler(TTEST_SPACE, population_size=2, perturbation_interval=1, burn_in=0, ttest=True, ttest_window=5,
+                        seed=0, **kwargs)
+
+
+def test_ttest_exploit_accepts_a_significantly_better_donor():
+    sch = ttest_pair()
+    donor = [10.0, 11.0, 12.0, 11.0, 10.0]  # mean 10.8, var 0.7
+    recipient = [1.0, 2.0, 3.0, 2.0, 1.0]  # mean 1.8, var 0.7: t = 9 / sqrt(0.28) = 17.0
+    decision = sch.step([1.8, 10.8], TTEST_HP, [1, 1], returns=[recipient, donor])
+    assert [(d.recipient, d.donor) for d in decision.exploits] == [(0, 1)]
+    test = decision.exploits[0].ttest
+    assert test["t"] == pytest.approx(9.0 / math.sqrt(0.28)) and test["p"] < 0.05
+    assert test["window"] == 5 and test["alpha"] == 0.05 and decision.refused == []
+
+
+def test_ttest_exploit_refuses_a_donor_that_is_not_significantly_better():
+    sch = ttest_pair()
+    donor = [1.0, 5.0, 2.0, 6.0, 3.0]  # mean 3.4, var 4.3
+    recipient = [2.0, 4.0, 1.0, 5.0, 2.0]  # mean 2.8, var 2.7: t = 0.6 / sqrt(1.4) = 0.507
+    decision = sch.step([2.8, 3.4], TTEST_HP, [1, 1], returns=[recipient, donor])
+    assert decision.exploits == []
+    (refused,) = decision.refused
+    assert refused["reason"] == "not significant" and (refused["recipient"], refused["donor"]) == (0, 1)
+    assert refused["t"] == pytest.approx(0.6 / math.sqrt(1.4)) and refused["p"] > 0.05
+    # the same gap with a looser level and a larger t passes; too few returns never does
+    assert ttest_pair(ttest_alpha=0.4).step([2.8, 3.4], TTEST_HP, [1, 1], returns=[recipient, donor]).exploits
+    short = ttest_pair()
+    decision = short.step([1.8, 10.8], TTEST_HP, [1, 1], returns=[[1.0, 2.0], [10.0, 11.0, 12.0, 11.0, 10.0]])
+    assert decision.exploits == [] and decision.refused[0]["reason"] == "too few returns"
+    with pytest.raises(ValueError, match="returns"):
+        ttest_pair().step([1.8, 10.8], TTEST_HP, [1, 1])
+
+
+def test_ttest_uses_only_the_last_window_returns():
+    sch = ttest_pair()
+    old_good = [100.0] * 10
+    donor = old_good[:5] + [1.0, 5.0, 2.0, 6.0, 3.0]  # the last 5 are no better than the recipient's
+    recipient = [0.0] * 5 + [2.0, 4.0, 1.0, 5.0, 2.0]
+    assert sch.step([2.8, 3.4], TTEST_HP, [1, 1], returns=[recipient, donor]).exploits == []
+
+
+def test_an_ineligible_member_is_neither_donor_nor_recipient_and_joins_when_eligible():
+    space = TTEST_SPACE
+    sch = PBTScheduler(space, population_size=4, perturbation_interval=2, burn_in=0, seed=1)
+    hp = [{"learning_rate": 1e-3}] * 4
+    scores = [0.0, 5.0, 6.0, 9.0]
+    decisions = sch.step(scores, hp, [2] * 4, eligible=[False, True, True, False]).exploits
+    assert [(d.recipient, d.donor) for d in decisions] == [(1, 2)]  # 0 (worst) and 3 (best) sit out
+    assert sch.last_ready == [None, 2, 2, None]  # their ready point is not spent
+    decisions = sch.step(scores, hp, [3] * 4).exploits  # eligible now, and ready at once
+    assert [(d.recipient, d.donor) for d in decisions] == [(0, 3)]

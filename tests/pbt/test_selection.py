@@ -6,6 +6,7 @@ import math
 import random
 
 import pytest
+from scipy import stats
 
 from rpbt.pbt.selection import rank_key, significant, tournament, truncation, truncation_group_size, welch_ttest
 
@@ -42,3 +43,19 @@ def test_significant_returns_kept_pairs_their_tests_and_the_refused_pairs():
                         "reason": "too few returns"}]
     _, _, refused = significant([(0, 1)], [better, worse], "max", window=5, alpha=0.05)
     assert refused[0]["reason"] == "not significant" and refused[0]["p"] > 0.5
+
+
+def test_welch_t_statistic_by_hand():
+    donor, recipient = [3.0, 4.0, 5.0, 6.0, 7.0], [1.0, 2.0, 3.0]
+    # means 5 and 2; sample variances 2.5 and 1; se^2 = 2.5/5 + 1/3 = 5/6
+    t, df, p = welch_ttest(donor, recipient)
+    assert t == pytest.approx(3.0 / math.sqrt(5.0 / 6.0))  # 3.2863
+    assert df == pytest.approx((5 / 6) ** 2 / (0.5 ** 2 / 4 + (1 / 3) ** 2 / 2))  # 5.882
+    ref = stats.ttest_ind(donor, recipient, equal_var=False, alternative="greater")
+    assert t == pytest.approx(ref.statistic) and p == pytest.approx(ref.pvalue)
+    t_min, _, p_min = welch_ttest(donor, recipient, mode="min")  # lower is better: the donor is worse
+    assert t_min == pytest.approx(-t) and p_min == pytest.approx(1 - p)
+    assert welch_ttest([2.0, 2.0], [1.0, 1.0])[::2] == (math.inf, 0.0)  # no variance, different means
+    assert welch_ttest([1.0, 1.0], [1.0, 1.0])[2] == 1.0
+    with pytest.raises(ValueError, match="at least 2"):
+        welch_ttest([1.0], [1.0, 2.0])

@@ -539,3 +539,24 @@ def test_burn_in_with_previous_action_and_reward_reproduces_the_carried_state(en
     zeroed = [[(raw, torch.zeros_like(prev)) for raw, prev in p] for p in prefixes]
     ref0 = reference_states_with_inputs(cfg, donor_state, zeroed, window)
     assert float((ref0["actor"][0] - ref["actor"][0]).abs().max()) > 1e-4
+
+
+@pytest.mark.parametrize("strategy", ["burn_in", "keep", "zero", "reset_episodes"])
+def test_every_exploit_measures_the_stale_state_against_the_burned_in_one(strategy):
+    from rpbt.pbt.transfer import exploit
+    from tests.conftest import Learner
+
+    cfg = tiny_config()
+    learner = Learner(cfg, [0, 1, 2])
+    for _ in range(2):
+        learner.train_update()
+    donor = learner.policy.snapshot(0)
+    m = exploit(learner.policy, learner.runner, 2, donor, learner.policy.get_hparams(0), strategy=strategy)
+    assert {"pbt/stale_state_drift", "pbt/stale_policy_kl_at_exploit", "pbt/stale_value_gap_at_exploit"} <= set(m)
+    # the recipient's own states were computed by other weights: burn-in corrects a real drift
+    assert m["pbt/stale_state_drift"] > 0.0 and m["pbt/stale_value_gap_at_exploit"] > 0.0
+    if strategy == "burn_in":
+        assert m["pbt/hidden_state_drift"] == 0.0
+    if strategy == "keep":  # keep leaves the stale state: both comparisons are the same one
+        assert m["pbt/hidden_state_drift"] == pytest.approx(m["pbt/stale_state_drift"])
+    learner.close()
