@@ -25,7 +25,7 @@ TINY = [
     "run.progress=false",
     "run.tensorboard=false",
     "backend.kind=local",  # the default, auto, starts worker processes on a multi-core machine; tests that test a
-                           # backend name it (tests/test_backends.py tests auto)
+                           # backend name it (tests/pbt/test_backends.py tests auto)
 ]
 
 

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from rpbt.agent.distribution import ActionDistribution
+from rpbt.agent.ppo import make_policy
+from tests.conftest import tiny_config
 
 
 def test_of_refuses_an_nvec_that_does_not_fit_the_head():
@@ -36,3 +38,29 @@ def test_box_actions_are_mean_plus_std_times_noise_and_the_mode_is_the_mean():
     # member p's draws come from its own generator alone
     again = dist.draw_noise([torch.Generator().manual_seed(s) for s in (5, 1, 6)], 4)
     assert torch.equal(again[1], noise[1])
+
+
+NVEC = (8, 3, 5)
+
+
+def _split(logits: torch.Tensor) -> list[torch.Tensor]:
+    return list(torch.split(logits, list(NVEC), dim=-1))
+
+
+def test_multi_discrete_actions_are_per_component_inverse_cdf_samples_and_modes():
+    cfg = tiny_config()
+    policy = make_policy(cfg, [0, 1])
+    policy.distribution = ActionDistribution.of(sum(NVEC), False, NVEC)  # the sampling code only reads this
+    g = torch.Generator().manual_seed(1)
+    head = torch.randn(2, 6, sum(NVEC), generator=g)
+    noise = torch.rand(2, 6, len(NVEC), generator=g)
+    sampled = policy.actions(head, noise)
+    mode = policy.actions(head)
+    assert sampled.shape == mode.shape == (2, 6, 3)
+    for k, part in enumerate(_split(head)):
+        probs = torch.softmax(part, -1).double()
+        # the smallest index whose cumulative probability reaches the uniform draw
+        ref = torch.searchsorted(probs.cumsum(-1), noise[..., k].double().unsqueeze(-1)).squeeze(-1)
+        assert torch.equal(sampled[..., k], ref.clamp_max(NVEC[k] - 1))
+        assert torch.equal(mode[..., k], part.argmax(-1))
+    assert policy.draw_noise(6).shape == (2, 6, 3)

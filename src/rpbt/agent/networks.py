@@ -196,7 +196,7 @@ class FusedLSTMRecurrence(torch.autograd.Function):
     ``i, f, o = sigmoid(z_i, z_f, z_o)``, ``g = tanh(z_g)``, ``c = f c' + i g``, ``h = o tanh(c)``.
     Backward is backpropagation through time written out: per step one batched product (``dz W^T``) and a few
     element-wise operations, and the weight gradient ``sum_t h'_t^T dz_t`` as one batched product at the end —
-    instead of autograd recording a dozen nodes per step. ``tests/test_networks.py`` checks it against the
+    instead of autograd recording a dozen nodes per step. ``tests/agent/test_networks.py`` checks it against the
     reference loop (float64 ``gradcheck`` and float32 agreement).
 
     Inputs: pre (P, T, N, 4H) input projections with the bias; w_hh (P, H, 4H); h0, c0 (P, N, H); keep

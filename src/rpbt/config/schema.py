@@ -555,7 +555,7 @@ class AgentConfig(_Strict):
     # bptt_horizon; why it is the default: the README's Benchmarks section.
     bptt_length: Optional[int] = Field(16, ge=1)
     # The LSTM recurrence in training replay as one autograd node with a hand-written backward (true), or the
-    # autograd loop (false). Same gradients (tests/test_networks_fused.py). It pays with whole-rollout replay
+    # autograd loop (false). Same gradients (tests/agent/test_networks.py). It pays with whole-rollout replay
     # (agent.bptt_length: null), not with segments; the measurements: docs/learner_speed.md.
     fused_lstm: bool = False
     update_epochs: int = Field(4, ge=1)

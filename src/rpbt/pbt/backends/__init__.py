@@ -32,7 +32,7 @@ def explain_kind(cfg: Config, cpus: Optional[int] = None, cuda_available: Option
 
     - at least 2 usable CPUs (``cpus``; default ``sched_getaffinity``): shards can run side by side (each worker
       1 torch thread by default; the process backend gives the same decisions and scores as the local one,
-      ``tests/test_backends.py``);
+      ``tests/pbt/test_backends.py``);
     - the learner runs on the CPU: ``agent.device: cpu``, or ``auto`` without CUDA (``cuda_available``; default
       ``torch.cuda.is_available()``). On a GPU one process batching the whole population is the fast path;
     - no ``env_fn`` object is attached (``rpbt.train(..., env_fn=...)``): a callable is called where it was given,

@@ -11,7 +11,7 @@ its own type.
 
 Routing, concurrency, the command journal and the restart of a dead worker (a ``{"type": "failure"}`` event each,
 at most ``backend.max_failures`` per shard) are those of :class:`~rpbt.pbt.backends.sharded.ShardedBackend`, shared
-with the Ray backend. Same config and seed, same decisions on every backend (tested in ``tests/test_backends.py``).
+with the Ray backend. Same config and seed, same decisions on every backend (tested in ``tests/pbt/test_backends.py``).
 """
 
 from __future__ import annotations
