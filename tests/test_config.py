@@ -334,6 +334,27 @@ def test_an_empty_config_file_is_an_error_not_the_default_job(tmp_path, text, wh
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("text, what", [
+    ("{}\n", "the file sets no key"), ("# c\n--- {}  # c\n", "the file sets no key"),
+    ("---\n", "the file is empty;"), ("---\n...\n", "the file is empty;"), ("--- \n\n", "the file is empty;"),
+])
+def test_a_config_file_setting_no_key_is_refused_like_an_empty_one(tmp_path, text, what):
+    """``{}`` (a mapping that sets no key) runs the default job no more than a blank file does; a file holding only
+    a document marker (``---``) is empty, not "only comments"."""
+    import rpbt
+    from rpbt.cli import main
+
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    message = _error(path=path)
+    assert message.startswith(f"{path}: {what}") and "give no file to run the default job" in message, message
+    assert "comments" not in message and "\n" not in message, message
+    with pytest.raises(ConfigError, match="give no file to run the default job"):
+        rpbt.train(path, overrides=[f"run.dir={tmp_path / 'run'}"])
+    assert main(["train", str(path), f"run.dir={tmp_path / 'run'}"]) == 2
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("text, got", [("[]\n", "list"), ("false\n", "bool"), ("0\n", "int"), ("''\n", "str")])
 def test_a_config_file_holding_a_false_value_is_not_read_as_an_empty_mapping(tmp_path, text, got):
     path = tmp_path / "c.yaml"

@@ -273,12 +273,14 @@ def _yaml_error_line(err: yaml.YAMLError) -> str:
 
 
 def _empty_words(text: str) -> str:
-    """What an empty YAML file (one that reads as None) holds, in words: nothing, only comments, or only null."""
+    """What an empty YAML file (one that reads as None) holds, in words: nothing (blank, or only document markers
+    ``---`` / ``...``), only comments, or only null."""
     if not text.strip():
         return "the file is empty"
     bare = (yaml.StreamStartToken, yaml.StreamEndToken, yaml.DocumentStartToken, yaml.DocumentEndToken)
     if all(isinstance(token, bare) for token in yaml.scan(text, Loader=ConfigLoader)):
-        return "the file is empty (it holds only comments)"
+        # besides markers and white space, only comments are left: a '#' can be nowhere else
+        return "the file is empty (it holds only comments)" if "#" in text else "the file is empty"
     return "the file is empty (it holds only null)"
 
 
@@ -286,8 +288,9 @@ def read_config_data(path: Optional[Union[str, Path]] = None) -> tuple[Path, dic
     """The raw mapping of a YAML config file (the shipped default when ``path`` is None), not yet validated.
 
     Raises :class:`ConfigError` naming the file when it is missing, not YAML, empty (blank, only comments or only
-    null: the default job is run by giving no file, so an empty one is a mistake, not a request for it), not a
-    mapping, or names a key twice in one mapping (with the key and its lines).
+    null: the default job is run by giving no file, so an empty one is a mistake, not a request for it), an empty
+    mapping (``{}``: it sets no key, refused for the same reason), not a mapping, or names a key twice in one
+    mapping (with the key and its lines).
     """
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     if path.is_dir():
@@ -305,9 +308,10 @@ def read_config_data(path: Optional[Union[str, Path]] = None) -> tuple[Path, dic
         raise ConfigError(f"{path}: not valid YAML: {_yaml_error_line(err)}") from None
     except UnicodeDecodeError as err:  # a binary file passed as the config
         raise ConfigError(f"{path}: not a YAML text file (not UTF-8: {err.reason} at byte {err.start})") from None
-    if data is None:
-        raise ConfigError(f"{path}: {_empty_words(text)}; give no file to run the default job, or write in it the "
-                          f"keys to change (`rpbt config` prints every key)")
+    if data is None or data == {}:
+        what = _empty_words(text) if data is None else "the file sets no key"
+        raise ConfigError(f"{path}: {what}; give no file to run the default job, or write in it the keys to change "
+                          f"(`rpbt config` prints every key)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with sections env, agent, pbt, run; got {type(data).__name__}")
     return path, data
