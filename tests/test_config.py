@@ -377,6 +377,28 @@ def test_a_log_scale_on_a_categorical_dimension_is_an_error_naming_the_key(tmp_p
     assert load_config(None, ["pbt.search_space.gamma={type: categorical, values: [0.9, 0.99], scale: linear}"])
 
 
+@pytest.mark.parametrize("where", ["file", "override"])
+@pytest.mark.parametrize("bound", ["low", "high"])
+def test_bounds_on_a_categorical_dimension_are_an_error_naming_the_key(tmp_path, where, bound):
+    """``low`` / ``high`` on a categorical would be silently ignored (it moves between its values): refused, as
+    ``values`` on a float dimension is."""
+    dim = f"{{type: categorical, values: [0.1, 0.2], {bound}: 0.3}}"
+    if where == "file":
+        path = tmp_path / "c.yaml"
+        path.write_text(f"pbt:\n  search_space:\n    clip_range: {dim}\n")
+        message = _error(path=path)
+        assert f"in {path}" in message, message
+    else:
+        message = _error(f"pbt.search_space.clip_range={dim}")
+        assert "(command line)" in message, message
+    assert f"pbt.search_space.clip_range.{bound}" in message and "categorical" in message, message
+    assert "moves between its 'values'" in message, message
+    with pytest.raises(ValueError, match=f"'{bound}'"):
+        SearchDim(type="categorical", values=[0.1, 0.2], **{bound: 0.3})
+    # null says nothing a categorical could ignore (a run's config.yaml writes every field)
+    assert SearchDim(type="categorical", values=[0.1, 0.2], low=None, high=None).low is None
+
+
 @pytest.mark.parametrize(
     "override, key",
     [

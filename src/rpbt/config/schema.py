@@ -96,7 +96,8 @@ class SearchDim(_Strict):
     """One searched hyperparameter (one entry of ``pbt.search_space``).
 
     ``type``: ``float`` (with ``scale`` linear or log), ``int`` or ``categorical`` (``values``); ``scale: log`` on
-    another type is an error, not ignored. ``low``/``high`` bound numeric dimensions. Every member starts from a
+    another type is an error, not ignored. ``low``/``high`` bound numeric dimensions (on a categorical, an error;
+    ``values`` on a numeric one, too). Every member starts from a
     draw of the prior (uniform; log-uniform for ``log``).
 
     A dimension must give explore somewhere to go: ``high > low`` (integral bounds for ``int``, ``low > 0`` for a
@@ -120,6 +121,16 @@ class SearchDim(_Strict):
         if v == "log" and kind == "categorical":
             raise ValueError("a log scale is only supported for float dimensions: a categorical dimension moves "
                              "between its 'values' as listed (leave scale out)")
+        return v
+
+    @field_validator("low", "high")
+    @classmethod
+    def _bounds_are_for_numbers(cls, v: Optional[float], info: Any) -> Optional[float]:
+        # as for scale: a field validator, so that the error names pbt.search_space.NAME.low / .high
+        if v is not None and info.data.get("type") == "categorical":
+            raise ValueError(f"'{info.field_name}' is for a float or int dimension; a categorical dimension "
+                             f"moves between its 'values' as listed (leave {info.field_name} out, or set type: "
+                             f"float to search between low and high)")
         return v
 
     @model_validator(mode="after")
