@@ -53,12 +53,12 @@ import torch
 from rpbt.config import (
     Config,
     ConfigError,
+    DottedSetter,
     apply_overrides,
     config_from_dict,
     env_id_given,
     name_custom_env,
     read_config_data,
-    set_dotted,
 )
 from rpbt.envs.features import ActionFeatures
 from rpbt.run.output import say
@@ -101,11 +101,12 @@ def resolve_config(config: ConfigLike = None, overrides: Sequence[str] = (), val
         path, data = read_config_data(config)
         source = str(path)
     id_given = env_id_given(data if config is not None else None, overrides, values)
-    apply_overrides(data, list(overrides), origin="argument")
+    setter = DottedSetter(data)  # one for overrides and values: a type change keeps what either gives
+    apply_overrides(data, list(overrides), origin="argument", setter=setter)
     labels = list(overrides)
     for key, value in values.items():
         label = f"{key}={value!r}"
-        set_dotted(data, key, value, f"{label} (argument)")
+        setter.set(key, value, f"{label} (argument)")
         labels.append(label)
     name_custom_env(data, id_given)
     cfg = config_from_dict(data, source, overrides=labels, origin="argument")

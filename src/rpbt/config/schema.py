@@ -691,7 +691,8 @@ class PBTConfig(_Strict):
     # Searched hyperparameters (names of HPARAMS, `agent.` prefix optional). Left out: default_search_space(), the
     # priors of HPARAMS. Given: it replaces the default whole. Empty: an error (PBT would have nothing to explore).
     # A dotted override pbt.search_space.NAME={...} changes or adds one dimension of the space in force (the given
-    # one, else the default; see set_dotted).
+    # one, else the default), pbt.search_space.NAME.FIELD=... one field of it; one that changes a dimension's type
+    # starts it afresh from what the overrides give (see DottedSetter).
     # Every hyperparameter is a number: a categorical's string values that read as numbers (YAML 1.1 reads 1e-4 as a
     # string) are those numbers, as for low / high; any other string is an error.
     search_space: dict[str, SearchDim] = Field(default_factory=default_search_space)
