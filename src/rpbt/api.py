@@ -545,10 +545,18 @@ class Policy:
 
     def make_env(self, split: str = "test", render_mode: Optional[str] = None) -> gym.Env:
         """The run's environment as training and evaluation make it (:func:`rpbt.envs.factory.make_env`: flat
-        float32 observations, observation noise if configured); ``split`` matters for trading only."""
+        float32 observations, observation noise if configured); ``split`` matters for trading only.
+
+        With ``render_mode``, an environment that refuses it raises :class:`~rpbt.envs.factory.EnvError` naming
+        ``env.id``, or the function (``env.entry_point`` / ``env_fn``) and what it must take, as ``rpbt evaluate
+        --video`` does (:func:`rpbt.evaluation.policy.make_render_env`)."""
         from rpbt.envs.factory import make_env
 
-        return make_env(self.config.env, split, render_mode=render_mode)
+        if render_mode is None:
+            return make_env(self.config.env, split)
+        from rpbt.evaluation.policy import make_render_env
+
+        return make_render_env(self.config.env, split, render_mode, "Policy.make_env")
 
     def export(self, path: Union[str, Path], format: str = "onnx") -> Path:
         """Write this policy's actor to ``path`` as ONNX or TorchScript (:func:`rpbt.actor_export.export_policy`)."""
