@@ -384,6 +384,8 @@ def test_an_override_that_changes_a_dimension_s_type_starts_that_dimension_afres
     assert load_config(None, [f"{key}.type=float", f"{key}.high=0.01"]).pbt.search_space[
         "learning_rate"].model_dump() == {**DEFAULT_SEARCH_SPACE["learning_rate"], "high": 0.01}
     # a new type without its fields is an error naming the override, not the file
+    message = _error(f"{key}.type=int")
+    assert f"{key}.type=int (command line): {key}: an int dimension needs 'low' and 'high'" in message, message
     message = _error(f"{key}.type=categorical")
     assert message.startswith("invalid configuration:") and "default.yaml" not in message, message
     assert f"{key}.type=categorical (command line)" in message and "at least two 'values'" in message, message

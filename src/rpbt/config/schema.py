@@ -133,6 +133,11 @@ class SearchDim(_Strict):
                              f"float to search between low and high)")
         return v
 
+    @property
+    def _a_type(self) -> str:
+        """``a float`` / ``an int``, for messages."""
+        return f"{'an' if self.type == 'int' else 'a'} {self.type}"
+
     @model_validator(mode="after")
     def _check(self) -> "SearchDim":
         if self.type == "categorical":
@@ -146,10 +151,10 @@ class SearchDim(_Strict):
                         raise ValueError(f"duplicate categorical value {a!r} in 'values'")
             return self
         if self.values is not None:
-            raise ValueError(f"'values' ({self.values!r}) is for a categorical dimension; a {self.type} dimension "
+            raise ValueError(f"'values' ({self.values!r}) is for a categorical dimension; {self._a_type} dimension "
                              f"is bounded by 'low' and 'high' (set type: categorical to search those values)")
         if self.low is None or self.high is None:
-            raise ValueError(f"a {self.type} dimension needs 'low' and 'high'")
+            raise ValueError(f"{self._a_type} dimension needs 'low' and 'high'")
         if not self.high > self.low:
             raise ValueError(f"'high' ({self.high}) must be greater than 'low' ({self.low}): explore could never "
                              f"move a dimension with a single value")
