@@ -345,6 +345,22 @@ def test_video_of_an_env_function_without_render_mode_names_the_function_and_wha
     assert not (tmp_path / "v").exists()
 
 
+def test_policy_make_env_of_an_env_function_without_render_mode_is_the_env_error_naming_the_function(tmp_path):
+    """``Policy.make_env(render_mode=...)`` refuses a function that does not take render_mode as ``--video`` does:
+    an EnvError naming env.entry_point and what the function must take, not the call's bare TypeError."""
+    from rpbt.envs.factory import EnvError
+
+    run = _train(tmp_path, **{"env.entry_point": "tests.custom_envs:make_matrix_action", "run.total_env_steps": 64})
+    policy = rpbt.load_policy(run.dir, member=0)
+    with pytest.raises(EnvError) as err:
+        policy.make_env(render_mode="rgb_array")
+    message = str(err.value)
+    assert message.startswith("env.entry_point 'tests.custom_envs:make_matrix_action' does not take render_mode")
+    assert "make_matrix_action(**env.kwargs, render_mode='rgb_array')" in message and "render_mode=None" in message
+    assert "--video" not in message and "\n" not in message, message
+    policy.make_env().close()  # without render_mode it is made as in training
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SDL's X11 / Wayland probing is Linux's")
 def test_video_of_a_pygame_env_without_a_display_prints_no_sdl_noise(tmp_path):
     """CartPole draws its frames with pygame, which starts SDL's video; on a machine without a display and without

@@ -53,12 +53,12 @@ import torch
 from rpbt.config import (
     Config,
     ConfigError,
+    DottedSetter,
     apply_overrides,
     config_from_dict,
     env_id_given,
     name_custom_env,
     read_config_data,
-    set_dotted,
 )
 from rpbt.envs.features import ActionFeatures
 from rpbt.run.output import say
@@ -101,11 +101,12 @@ def resolve_config(config: ConfigLike = None, overrides: Sequence[str] = (), val
         path, data = read_config_data(config)
         source = str(path)
     id_given = env_id_given(data if config is not None else None, overrides, values)
-    apply_overrides(data, list(overrides), origin="argument")
+    setter = DottedSetter(data)  # one for overrides and values: a type change keeps what either gives
+    apply_overrides(data, list(overrides), origin="argument", setter=setter)
     labels = list(overrides)
     for key, value in values.items():
         label = f"{key}={value!r}"
-        set_dotted(data, key, value, f"{label} (argument)")
+        setter.set(key, value, f"{label} (argument)")
         labels.append(label)
     name_custom_env(data, id_given)
     cfg = config_from_dict(data, source, overrides=labels, origin="argument")
@@ -544,10 +545,18 @@ class Policy:
 
     def make_env(self, split: str = "test", render_mode: Optional[str] = None) -> gym.Env:
         """The run's environment as training and evaluation make it (:func:`rpbt.envs.factory.make_env`: flat
-        float32 observations, observation noise if configured); ``split`` matters for trading only."""
+        float32 observations, observation noise if configured); ``split`` matters for trading only.
+
+        With ``render_mode``, an environment that refuses it raises :class:`~rpbt.envs.factory.EnvError` naming
+        ``env.id``, or the function (``env.entry_point`` / ``env_fn``) and what it must take, as ``rpbt evaluate
+        --video`` does (:func:`rpbt.evaluation.policy.make_render_env`)."""
         from rpbt.envs.factory import make_env
 
-        return make_env(self.config.env, split, render_mode=render_mode)
+        if render_mode is None:
+            return make_env(self.config.env, split)
+        from rpbt.evaluation.policy import make_render_env
+
+        return make_render_env(self.config.env, split, render_mode, "Policy.make_env")
 
     def export(self, path: Union[str, Path], format: str = "onnx") -> Path:
         """Write this policy's actor to ``path`` as ONNX or TorchScript (:func:`rpbt.actor_export.export_policy`)."""

@@ -166,6 +166,108 @@ def test_cross_field_and_file_errors(tmp_path):
         load_config(None, ["agent.learning_rate"])
 
 
+def test_a_dotted_override_reaches_a_search_dimension_whose_name_holds_a_dot(tmp_path):
+    """After ``pbt.search_space.``, the last component is a field of the dimension when it is one of
+    SearchDim's fields (type, low, high, scale, values), else part of the name: ``adversarial.epsilon`` and
+    ``agent.learning_rate`` are names, as in the file. ``agent.NAME`` reaches the dimension the space holds as
+    ``NAME`` (and the other way round)."""
+    from rpbt.api import resolve_config
+
+    assert set(SearchDim.model_fields) == {"type", "low", "high", "scale", "values"}
+    eps = {"type": "float", "low": 0.05, "high": 1.0, "scale": "log"}
+    on = "agent.adversarial.enabled=true"
+    for name in ("adversarial.epsilon", "agent.adversarial.epsilon"):
+        whole = f"pbt.search_space.{name}={{type: float, low: 0.05, high: 1.0, scale: log}}"
+        for cfg in (load_config(None, [on, whole]),
+                    resolve_config(None, values={"agent.adversarial.enabled": True, f"pbt.search_space.{name}": eps})):
+            assert list(cfg.pbt.search_space) == [*DEFAULT_SEARCH_SPACE, "adversarial.epsilon"]
+            assert cfg.pbt.search_space["adversarial.epsilon"].model_dump() == {**eps, "values": None}
+        for cfg in (load_config(None, [on, whole, f"pbt.search_space.{name}.high=0.5"]),
+                    resolve_config(None, [on, whole], values={f"pbt.search_space.{name}.high": 0.5})):
+            assert cfg.pbt.search_space["adversarial.epsilon"].model_dump() == {**eps, "high": 0.5, "values": None}
+    # a file's own dotted dimension: one field of it changes, under either spelling
+    path = tmp_path / "c.yaml"
+    path.write_text("agent:\n  adversarial: {enabled: true}\npbt:\n  search_space:\n"
+                    "    adversarial.epsilon: {type: float, low: 0.01, high: 0.1}\n")
+    for key in ("pbt.search_space.adversarial.epsilon.high", "pbt.search_space.agent.adversarial.epsilon.high"):
+        space = load_config(path, [f"{key}=0.2"]).pbt.search_space
+        assert list(space) == ["adversarial.epsilon"] and (space["adversarial.epsilon"].low,
+                                                          space["adversarial.epsilon"].high) == (0.01, 0.2)
+        assert resolve_config(path, values={key: 0.2}).pbt.search_space == space
+    # agent.learning_rate is the default space's learning_rate: one field, or the whole dimension
+    lr = DEFAULT_SEARCH_SPACE["learning_rate"]
+    for space in (load_config(None, ["pbt.search_space.agent.learning_rate.high=0.01"]).pbt.search_space,
+                  resolve_config(None, values={"pbt.search_space.agent.learning_rate.high": 0.01}).pbt.search_space):
+        assert list(space) == list(DEFAULT_SEARCH_SPACE) and space["learning_rate"].model_dump() == {**lr, "high": 0.01}
+    space = load_config(None, ["pbt.search_space.agent.learning_rate={type: float, low: 1e-4, high: 1e-2}"]).pbt
+    assert list(space.search_space) == list(DEFAULT_SEARCH_SPACE)
+    assert space.search_space["learning_rate"].model_dump() == {**lr, "high": 0.01, "scale": "linear"}
+    # errors name the override; a misspelled field of a known dimension is an unknown key of it
+    message = _error(on, "pbt.search_space.adversarial.epsilon.low=0.01")
+    assert message.startswith("invalid configuration:") and "adversarial.epsilon.low=0.01 (command line)" in message
+    assert "needs 'low' and 'high'" in message, message
+    message = _error("pbt.search_space.learning_rate.hgh=0.01")
+    assert "pbt.search_space.learning_rate.hgh=0.01 (command line)" in message and "unknown key" in message, message
+    assert "default.yaml" not in message, message
+
+
+def test_an_override_that_changes_a_dimension_s_type_starts_that_dimension_afresh(tmp_path):
+    """Setting ``pbt.search_space.NAME.type`` to another type keeps none of the dimension's fields from the file
+    (a float's low / high / scale, a categorical's values): the dimension is what the overrides give, in any
+    order, on the command line and through the API alike. The same type keeps them."""
+    from rpbt.api import resolve_config
+
+    key = "pbt.search_space.learning_rate"
+    to_categorical = [f"{key}.type=categorical", f"{key}.values=[0.001,0.002]"]
+    expected = {"type": "categorical", "low": None, "high": None, "scale": "linear", "values": [0.001, 0.002]}
+    for cfg in (load_config(None, to_categorical), load_config(None, to_categorical[::-1]),
+                resolve_config(None, to_categorical), resolve_config(None, [to_categorical[0]],
+                                                                     values={f"{key}.values": [0.001, 0.002]}),
+                resolve_config(None, values={f"{key}.values": [0.001, 0.002], f"{key}.type": "categorical"}),
+                load_config(None, ["pbt.search_space.agent.learning_rate.type=categorical", to_categorical[1]])):
+        assert list(cfg.pbt.search_space) == list(DEFAULT_SEARCH_SPACE)
+        assert cfg.pbt.search_space["learning_rate"].model_dump() == expected
+    # a categorical of the file turned into a float: its values go
+    path = tmp_path / "c.yaml"
+    path.write_text("pbt:\n  search_space:\n    gamma: {type: categorical, values: [0.9, 0.99]}\n")
+    gamma = load_config(path, ["pbt.search_space.gamma.high=0.999", "pbt.search_space.gamma.type=float",
+                               "pbt.search_space.gamma.low=0.9"]).pbt.search_space["gamma"]
+    assert gamma.model_dump() == {"type": "float", "low": 0.9, "high": 0.999, "scale": "linear", "values": None}
+    # the same type keeps the file's fields
+    assert load_config(None, [f"{key}.type=float", f"{key}.high=0.01"]).pbt.search_space[
+        "learning_rate"].model_dump() == {**DEFAULT_SEARCH_SPACE["learning_rate"], "high": 0.01}
+    # a new type without its fields is an error naming the override, not the file
+    message = _error(f"{key}.type=int")
+    assert f"{key}.type=int (command line): {key}: an int dimension needs 'low' and 'high'" in message, message
+    message = _error(f"{key}.type=categorical")
+    assert message.startswith("invalid configuration:") and "default.yaml" not in message, message
+    assert f"{key}.type=categorical (command line)" in message and "at least two 'values'" in message, message
+    # a field the overrides give is kept, and checked
+    message = _error(*to_categorical, f"{key}.low=0.001")
+    assert "default.yaml" not in message and f"{key}.low=0.001 (command line): 'low' is for" in message, message
+
+
+@pytest.mark.parametrize("text, what", [
+    ("{}\n", "the file sets no key"), ("# c\n--- {}  # c\n", "the file sets no key"),
+    ("---\n", "the file is empty;"), ("---\n...\n", "the file is empty;"), ("--- \n\n", "the file is empty;"),
+])
+def test_a_config_file_setting_no_key_is_refused_like_an_empty_one(tmp_path, text, what):
+    """``{}`` (a mapping that sets no key) runs the default job no more than a blank file does; a file holding only
+    a document marker (``---``) is empty, not "only comments"."""
+    import rpbt
+    from rpbt.cli import main
+
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    message = _error(path=path)
+    assert message.startswith(f"{path}: {what}") and "give no file to run the default job" in message, message
+    assert "comments" not in message and "\n" not in message, message
+    with pytest.raises(ConfigError, match="give no file to run the default job"):
+        rpbt.train(path, overrides=[f"run.dir={tmp_path / 'run'}"])
+    assert main(["train", str(path), f"run.dir={tmp_path / 'run'}"]) == 2
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("where", ["file", "override"])
 def test_a_log_scale_on_a_categorical_dimension_is_an_error_naming_the_key(tmp_path, where):
     dim = "{type: categorical, values: [0.9, 0.99], scale: log}"
@@ -179,6 +281,28 @@ def test_a_log_scale_on_a_categorical_dimension_is_an_error_naming_the_key(tmp_p
     assert "pbt.search_space.gamma.scale" in message and "'log'" in message and "categorical" in message, message
     # linear (the default) says nothing a categorical could ignore
     assert load_config(None, ["pbt.search_space.gamma={type: categorical, values: [0.9, 0.99], scale: linear}"])
+
+
+@pytest.mark.parametrize("where", ["file", "override"])
+@pytest.mark.parametrize("bound", ["low", "high"])
+def test_bounds_on_a_categorical_dimension_are_an_error_naming_the_key(tmp_path, where, bound):
+    """``low`` / ``high`` on a categorical would be silently ignored (it moves between its values): refused, as
+    ``values`` on a float dimension is."""
+    dim = f"{{type: categorical, values: [0.1, 0.2], {bound}: 0.3}}"
+    if where == "file":
+        path = tmp_path / "c.yaml"
+        path.write_text(f"pbt:\n  search_space:\n    clip_range: {dim}\n")
+        message = _error(path=path)
+        assert f"in {path}" in message, message
+    else:
+        message = _error(f"pbt.search_space.clip_range={dim}")
+        assert "(command line)" in message, message
+    assert f"pbt.search_space.clip_range.{bound}" in message and "categorical" in message, message
+    assert "moves between its 'values'" in message, message
+    with pytest.raises(ValueError, match=f"'{bound}'"):
+        SearchDim(type="categorical", values=[0.1, 0.2], **{bound: 0.3})
+    # null says nothing a categorical could ignore (a run's config.yaml writes every field)
+    assert SearchDim(type="categorical", values=[0.1, 0.2], low=None, high=None).low is None
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ here: other modules import them as ``from rpbt.config import Config``.
 from rpbt.config.loading import (
     DEFAULT_CONFIG_PATH,
     ConfigLoader,
+    DottedSetter,
     DuplicateKeyError,
     apply_overrides,
     config_from_dict,
@@ -49,8 +50,8 @@ from rpbt.config.schema import (
 __all__ = [
     "DEFAULT_CONFIG_PATH", "HPARAM_NAMES", "HPARAMS", "HPARAMS_BY_NAME", "SEARCHABLE",
     "AdversarialConfig", "AgentConfig", "BackendConfig", "Config", "ConfigError", "ConfigLoader", "CriticConfig",
-    "DuplicateKeyError", "EnvConfig", "HParam", "NetworkConfig", "PB2Config", "PBTConfig", "RunConfig", "SearchDim",
-    "TradingConfig", "TradingDataConfig", "VGSConfig", "format_errors", "apply_overrides", "config_from_dict",
-    "default_search_space", "env_id_given", "hparams_in_force", "import_env_module", "load_config", "load_yaml",
-    "member_hparams", "name_custom_env", "read_config_data", "set_dotted",
+    "DottedSetter", "DuplicateKeyError", "EnvConfig", "HParam", "NetworkConfig", "PB2Config", "PBTConfig", "RunConfig",
+    "SearchDim", "TradingConfig", "TradingDataConfig", "VGSConfig", "format_errors", "apply_overrides",
+    "config_from_dict", "default_search_space", "env_id_given", "hparams_in_force", "import_env_module", "load_config",
+    "load_yaml", "member_hparams", "name_custom_env", "read_config_data", "set_dotted",
 ]

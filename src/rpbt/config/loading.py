@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 import yaml
 from pydantic import ValidationError
 
-from rpbt.config.schema import Config, ConfigError, default_search_space
+from rpbt.config.schema import HPARAMS_BY_NAME, Config, ConfigError, SearchDim, default_search_space
 
 DEFAULT_CONFIG_PATH = Path(__file__).parent.parent / "configs" / "default.yaml"
 
@@ -109,20 +109,23 @@ def _parse_value(text: str, where: str = "override", key: str = "key") -> Any:
     return value
 
 
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str], origin: str = "command line") -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str], origin: str = "command line",
+                    setter: Optional["DottedSetter"] = None) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides to nested config data (in place, also returned).
 
-    Values are parsed as YAML (:func:`_parse_value`). Raises :class:`ConfigError` naming the override for one
-    without ``=``, with an empty key segment, one that descends into a non-mapping, and one whose value YAML would
-    read only in part (a `` #`` comment: quote the value; a key given twice in one mapping). The message says the
-    override came from ``origin`` (``argument`` for the Python API).
+    Values are parsed as YAML (:func:`_parse_value`) and set in order by one :class:`DottedSetter` (``setter``, to
+    share it with further keys set after these; a new one by default). Raises :class:`ConfigError` naming the
+    override for one without ``=``, with an empty key segment, one that descends into a non-mapping, and one whose
+    value YAML would read only in part (a `` #`` comment: quote the value; a key given twice in one mapping). The
+    message says the override came from ``origin`` (``argument`` for the Python API).
     """
+    setter = setter if setter is not None else DottedSetter(data)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} ({origin}): expected key.sub=value")
         key, _, raw = item.partition("=")
         where = f"override {item!r} ({origin})"
-        set_dotted(data, key, _parse_value(raw, where, key), where)
+        setter.set(key, _parse_value(raw, where, key), where)
     return data
 
 
@@ -132,40 +135,116 @@ _ABSENT_MEANS: dict[tuple[str, ...], Callable[[], dict[str, Any]]] = {
     ("pbt", "search_space"): lambda: {name: dim.model_dump() for name, dim in default_search_space().items()},
 }
 
+_SPACE = ("pbt", "search_space")
 
-def set_dotted(data: dict[str, Any], key: str, value: Any, where: str) -> None:
-    """Set the dotted ``key`` (``agent.network.lstm_hidden_size``) of nested config data to ``value`` (in place).
+
+def _search_key_parts(parts: list[str]) -> list[str]:
+    """The path of a dotted key split on every dot, with a search dimension's name whole: after
+    ``pbt.search_space.``, the last component is a field of the dimension when it is one of :class:`SearchDim`'s
+    fields, else part of the name (``adversarial.epsilon``, ``agent.learning_rate``); a component that is no field
+    after a known hyperparameter's name is a misspelled field of it (so that the error says "unknown key")."""
+    if tuple(parts[:2]) != _SPACE or len(parts) <= 3:
+        return parts
+    rest = parts[2:]
+    whole, head = ".".join(rest), ".".join(rest[:-1])
+    known = {h.removeprefix("agent.") for h in HPARAMS_BY_NAME}
+    if rest[-1] in SearchDim.model_fields or (whole.removeprefix("agent.") not in known
+                                              and head.removeprefix("agent.") in known):
+        return [*_SPACE, head, rest[-1]]
+    return [*_SPACE, whole]
+
+
+class DottedSetter:
+    """Sets dotted keys of one config's nested data (in place), one after another: the overrides of one command.
 
     A key inside a mapping the data leaves out creates it: empty, or its default when that is not empty
     (:data:`_ABSENT_MEANS`: ``pbt.search_space.NAME`` changes or adds one dimension of the default search space,
-    as it does of a space the data gives). Raises :class:`ConfigError` starting with ``where`` for an empty key
-    segment or a key that descends into a non-mapping.
+    as it does of a space the data gives). A search dimension is named as in the file, dots and all
+    (``pbt.search_space.adversarial.epsilon.high``: :func:`_search_key_parts`); ``agent.NAME`` and ``NAME`` reach
+    the same dimension, under the name the space holds it by.
+
+    An override that changes a dimension's ``type`` (``pbt.search_space.NAME.type=categorical`` on a float) starts
+    that dimension afresh: it keeps none of the fields the data gave it (a float's low / high / scale, a
+    categorical's values), only those the overrides of this setter give, before or after the type.
     """
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise ConfigError(f"{where}: empty key segment; expected key.sub=value")
-    node = data
-    for depth, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            default = _ABSENT_MEANS.get(tuple(parts[: depth + 1])) if part not in node else None
-            child = node[part] = default() if default is not None else {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"{where}: {'.'.join(parts[: depth + 1])} is not a section; expected a key inside one")
-        node = child
-    node[parts[-1]] = value
+
+    def __init__(self, data: dict[str, Any]):
+        self.data = data
+        self._given: dict[str, set[str]] = {}  # dimension -> fields this setter set on it
+        self._whole: set[str] = set()  # dimensions this setter set whole: every field is an override's
+        self._space_whole = False  # the whole search space (or pbt) was set by this setter
+
+    def set(self, key: str, value: Any, where: str) -> None:
+        """Set the dotted ``key`` to ``value``. Raises :class:`ConfigError` starting with ``where`` for an empty
+        key segment or a key that descends into a non-mapping."""
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"{where}: empty key segment; expected key.sub=value")
+        parts = _search_key_parts(parts)
+        node = self.data
+        for depth, part in enumerate(parts):
+            if tuple(parts[:depth]) == _SPACE:
+                part = parts[depth] = _dimension_key(node, part)
+            if depth == len(parts) - 1:
+                break
+            child = node.get(part)
+            if child is None:
+                default = _ABSENT_MEANS.get(tuple(parts[: depth + 1])) if part not in node else None
+                child = node[part] = default() if default is not None else {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"{where}: {'.'.join(parts[: depth + 1])} is not a section; expected a key inside "
+                                  f"one")
+            node = child
+        if len(parts) == 4 and tuple(parts[:2]) == _SPACE:
+            name, field = parts[2], parts[3]
+            if field == "type" and value != node.get("type", "float") and not self._space_whole \
+                    and name not in self._whole:
+                given = self._given.get(name, set())
+                for old in [f for f in node if f not in given]:
+                    del node[old]
+            self._given.setdefault(name, set()).add(field)
+        elif len(parts) == 3 and tuple(parts[:2]) == _SPACE:
+            self._whole.add(parts[2])
+        elif len(parts) <= 2 and _SPACE[: len(parts)] == tuple(parts):
+            self._space_whole = True
+        node[parts[-1]] = value
+
+
+def _dimension_key(space: dict[str, Any], name: str) -> str:
+    """The key of ``space`` (a search space's raw data) that the dimension ``name`` of a dotted key reaches: itself,
+    else the key that differs from it only by the ``agent.`` prefix, else ``name`` (a new dimension)."""
+    if name in space:
+        return name
+    bare = name.removeprefix("agent.")
+    return next((k for k in space if isinstance(k, str) and k.removeprefix("agent.") == bare), name)
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any, where: str) -> None:
+    """Set the dotted ``key`` (``agent.network.lstm_hidden_size``) of nested config data to ``value`` (in place):
+    one :meth:`DottedSetter.set` (see there for search dimensions). Raises :class:`ConfigError` starting with
+    ``where`` for an empty key segment or a key that descends into a non-mapping."""
+    DottedSetter(data).set(key, value, where)
+
+
+def _unaliased(key: str) -> str:
+    """A dotted key with a search dimension's ``agent.`` prefix left out (``pbt.search_space.agent.gamma.low`` ->
+    ``pbt.search_space.gamma.low``): both reach one dimension."""
+    prefix = "pbt.search_space.agent."
+    return "pbt.search_space." + key[len(prefix):] if key.startswith(prefix) else key
 
 
 def _override_origin(loc: str, message: str, overrides: Sequence[str]) -> list[str]:
     """The overrides that set the key of an error at ``loc`` (the last one per key; ``[]``: the file did).
 
     An override matches when its key and ``loc`` are equal or one contains the other (``pbt.search_space.lr`` for an
-    error at ``pbt.search_space``, ``agent`` for one at ``agent.learning_rate``). An error of the whole config
+    error at ``pbt.search_space``, ``agent`` for one at ``agent.learning_rate``; a search dimension's ``agent.``
+    prefix left out). An error of the whole config
     (empty ``loc``: a cross-field check) matches the overrides whose key its message names.
     """
     last: dict[str, str] = {}
     for item in overrides:
-        last[item.partition("=")[0].strip()] = item
+        last[_unaliased(item.partition("=")[0].strip())] = item
+    loc = _unaliased(loc)
     found = []
     for key, item in last.items():
         if loc:
@@ -273,12 +352,14 @@ def _yaml_error_line(err: yaml.YAMLError) -> str:
 
 
 def _empty_words(text: str) -> str:
-    """What an empty YAML file (one that reads as None) holds, in words: nothing, only comments, or only null."""
+    """What an empty YAML file (one that reads as None) holds, in words: nothing (blank, or only document markers
+    ``---`` / ``...``), only comments, or only null."""
     if not text.strip():
         return "the file is empty"
     bare = (yaml.StreamStartToken, yaml.StreamEndToken, yaml.DocumentStartToken, yaml.DocumentEndToken)
     if all(isinstance(token, bare) for token in yaml.scan(text, Loader=ConfigLoader)):
-        return "the file is empty (it holds only comments)"
+        # besides markers and white space, only comments are left: a '#' can be nowhere else
+        return "the file is empty (it holds only comments)" if "#" in text else "the file is empty"
     return "the file is empty (it holds only null)"
 
 
@@ -286,8 +367,9 @@ def read_config_data(path: Optional[Union[str, Path]] = None) -> tuple[Path, dic
     """The raw mapping of a YAML config file (the shipped default when ``path`` is None), not yet validated.
 
     Raises :class:`ConfigError` naming the file when it is missing, not YAML, empty (blank, only comments or only
-    null: the default job is run by giving no file, so an empty one is a mistake, not a request for it), not a
-    mapping, or names a key twice in one mapping (with the key and its lines).
+    null: the default job is run by giving no file, so an empty one is a mistake, not a request for it), an empty
+    mapping (``{}``: it sets no key, refused for the same reason), not a mapping, or names a key twice in one
+    mapping (with the key and its lines).
     """
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     if path.is_dir():
@@ -305,9 +387,10 @@ def read_config_data(path: Optional[Union[str, Path]] = None) -> tuple[Path, dic
         raise ConfigError(f"{path}: not valid YAML: {_yaml_error_line(err)}") from None
     except UnicodeDecodeError as err:  # a binary file passed as the config
         raise ConfigError(f"{path}: not a YAML text file (not UTF-8: {err.reason} at byte {err.start})") from None
-    if data is None:
-        raise ConfigError(f"{path}: {_empty_words(text)}; give no file to run the default job, or write in it the "
-                          f"keys to change (`rpbt config` prints every key)")
+    if data is None or data == {}:
+        what = _empty_words(text) if data is None else "the file sets no key"
+        raise ConfigError(f"{path}: {what}; give no file to run the default job, or write in it the keys to change "
+                          f"(`rpbt config` prints every key)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with sections env, agent, pbt, run; got {type(data).__name__}")
     return path, data

@@ -96,7 +96,8 @@ class SearchDim(_Strict):
     """One searched hyperparameter (one entry of ``pbt.search_space``).
 
     ``type``: ``float`` (with ``scale`` linear or log), ``int`` or ``categorical`` (``values``); ``scale: log`` on
-    another type is an error, not ignored. ``low``/``high`` bound numeric dimensions. Every member starts from a
+    another type is an error, not ignored. ``low``/``high`` bound numeric dimensions (on a categorical, an error;
+    ``values`` on a numeric one, too). Every member starts from a
     draw of the prior (uniform; log-uniform for ``log``).
 
     A dimension must give explore somewhere to go: ``high > low`` (integral bounds for ``int``, ``low > 0`` for a
@@ -122,6 +123,21 @@ class SearchDim(_Strict):
                              "between its 'values' as listed (leave scale out)")
         return v
 
+    @field_validator("low", "high")
+    @classmethod
+    def _bounds_are_for_numbers(cls, v: Optional[float], info: Any) -> Optional[float]:
+        # as for scale: a field validator, so that the error names pbt.search_space.NAME.low / .high
+        if v is not None and info.data.get("type") == "categorical":
+            raise ValueError(f"'{info.field_name}' is for a float or int dimension; a categorical dimension "
+                             f"moves between its 'values' as listed (leave {info.field_name} out, or set type: "
+                             f"float to search between low and high)")
+        return v
+
+    @property
+    def _a_type(self) -> str:
+        """``a float`` / ``an int``, for messages."""
+        return f"{'an' if self.type == 'int' else 'a'} {self.type}"
+
     @model_validator(mode="after")
     def _check(self) -> "SearchDim":
         if self.type == "categorical":
@@ -135,10 +151,10 @@ class SearchDim(_Strict):
                         raise ValueError(f"duplicate categorical value {a!r} in 'values'")
             return self
         if self.values is not None:
-            raise ValueError(f"'values' ({self.values!r}) is for a categorical dimension; a {self.type} dimension "
+            raise ValueError(f"'values' ({self.values!r}) is for a categorical dimension; {self._a_type} dimension "
                              f"is bounded by 'low' and 'high' (set type: categorical to search those values)")
         if self.low is None or self.high is None:
-            raise ValueError(f"a {self.type} dimension needs 'low' and 'high'")
+            raise ValueError(f"{self._a_type} dimension needs 'low' and 'high'")
         if not self.high > self.low:
             raise ValueError(f"'high' ({self.high}) must be greater than 'low' ({self.low}): explore could never "
                              f"move a dimension with a single value")
@@ -680,7 +696,8 @@ class PBTConfig(_Strict):
     # Searched hyperparameters (names of HPARAMS, `agent.` prefix optional). Left out: default_search_space(), the
     # priors of HPARAMS. Given: it replaces the default whole. Empty: an error (PBT would have nothing to explore).
     # A dotted override pbt.search_space.NAME={...} changes or adds one dimension of the space in force (the given
-    # one, else the default; see set_dotted).
+    # one, else the default), pbt.search_space.NAME.FIELD=... one field of it; one that changes a dimension's type
+    # starts it afresh from what the overrides give (see DottedSetter).
     # Every hyperparameter is a number: a categorical's string values that read as numbers (YAML 1.1 reads 1e-4 as a
     # string) are those numbers, as for low / high; any other string is an error.
     search_space: dict[str, SearchDim] = Field(default_factory=default_search_space)

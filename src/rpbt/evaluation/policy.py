@@ -229,6 +229,40 @@ def _headless_sdl() -> None:
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 
+def _render_culprit(env_cfg: EnvConfig, render_mode: str, caller: str) -> tuple[str, str]:
+    """What a render error names (``env.id``, or the function of ``env.entry_point``) and, for a function, the hint
+    of what ``caller`` (``--video``, ``Policy.make_env``) calls it with and what it must take."""
+    where, fn_hint = f"env.id {env_cfg.id!r}", ""
+    if env_cfg.entry_point is not None:  # made by a function: say what it must take
+        where = f"env.entry_point {env_cfg.entry_point!r}" + (
+            f" (env.id {env_cfg.id!r})" if env_cfg.id != env_cfg.entry_point else "")
+        fn_hint = (f"; {caller} calls {env_cfg.entry_point.partition(':')[2]}(**env.kwargs, "
+                   f"render_mode={render_mode!r}): give it a render_mode=None parameter and pass it on to the "
+                   f"environment")
+    return where, fn_hint
+
+
+def make_render_env(env_cfg: EnvConfig, split: str, render_mode: str, caller: str, so: str = ""):
+    """The environment of ``env_cfg`` made with ``render_mode`` (:func:`rpbt.envs.factory.make_env`).
+
+    Raises :class:`rpbt.envs.factory.EnvError` naming ``env.id`` when the environment refuses ``render_mode``; for
+    one made by a function (``env.entry_point`` / ``env_fn``) that does not take it, naming the function and saying
+    that ``caller`` (``--video``, ``Policy.make_env``) passes it and the function must take it and pass it on.
+    ``so``: what follows for the caller (``"so its episodes cannot be recorded"``), said after the refusal.
+    """
+    from rpbt.envs.factory import EnvError
+
+    where, fn_hint = _render_culprit(env_cfg, render_mode, caller)
+    so = f", {so}" if so else ""
+    try:
+        return _make_env(env_cfg, split, render_mode=render_mode)
+    except (TypeError, gym.error.Error) as err:
+        if fn_hint and isinstance(err, TypeError):
+            raise EnvError(f"{where} does not take render_mode ({err}){so}{fn_hint}") from None
+        raise EnvError(f"{where} does not render {render_mode} frames{so} (it refused render_mode={render_mode!r}: "
+                       f"{err})") from None
+
+
 def check_renders(env_cfg: EnvConfig, split: str = "test") -> None:
     """Make sure episodes of ``env_cfg`` can be recorded: ``moviepy`` is installed and the environment renders
     ``rgb_array`` frames (an (H, W, 3) uint8 array after a reset). On a machine without a display it first points
@@ -240,31 +274,20 @@ def check_renders(env_cfg: EnvConfig, split: str = "test") -> None:
     environment made by a function (``env.entry_point`` / ``env_fn``), naming the function and saying that it must
     take ``render_mode`` and pass it on to the environment.
     """
-    from rpbt.envs.factory import EnvError
     from rpbt.extras import require
 
     require("moviepy", "video", "recording evaluation videos (rpbt evaluate --video)")
     _headless_sdl()
-    where, fn_hint = f"env.id {env_cfg.id!r}", ""
-    if env_cfg.entry_point is not None:  # made by a function: say what it must take
-        where = f"env.entry_point {env_cfg.entry_point!r}" + (
-            f" (env.id {env_cfg.id!r})" if env_cfg.id != env_cfg.entry_point else "")
-        fn_hint = (f"; --video calls {env_cfg.entry_point.partition(':')[2]}(**env.kwargs, render_mode='rgb_array'):"
-                   f" give it a render_mode=None parameter and pass it on to the environment")
-    try:
-        env = _make_env(env_cfg, split, render_mode="rgb_array")
-    except (TypeError, gym.error.Error) as err:
-        if fn_hint and isinstance(err, TypeError):
-            raise EnvError(f"{where} does not take render_mode ({err}), so its episodes cannot be recorded"
-                           f"{fn_hint}") from None
-        raise EnvError(f"{where} does not render rgb_array frames, so its episodes cannot be recorded "
-                       f"(it refused render_mode='rgb_array': {err})") from None
+    env = make_render_env(env_cfg, split, "rgb_array", "--video", "so its episodes cannot be recorded")
+    where, fn_hint = _render_culprit(env_cfg, "rgb_array", "--video")
     try:
         env.reset(seed=0)
         frame = env.render()
     finally:
         env.close()
     if not (isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[-1] == 3):
+        from rpbt.envs.factory import EnvError
+
         raise EnvError(f"{where} does not render rgb_array frames, so its episodes cannot be recorded (render() "
                        f"returned {type(frame).__name__}{getattr(frame, 'shape', '')}, expected an (H, W, 3) array)"
                        f"{fn_hint}")
