@@ -34,6 +34,24 @@ def tiny_config(*overrides: str) -> Config:
     return load_config(None, TINY + list(overrides))
 
 
+TRADING = ["env.id=trading", "env.trading.episode_length=32", "env.trading.eval_episodes=3",
+           "pbt.population_size=2"]
+
+
+def trading_config(*extra: str) -> Config:
+    """A tiny trading config (the shipped data, 32-bar episodes, 3 evaluation episodes, 2 members)."""
+    return tiny_config(*TRADING, *extra)
+
+
+def policy_alone(cfg: Config, member_ids):
+    """A policy alone (no environments), on the CPU: what evaluation needs."""
+    import torch
+
+    from rpbt.agent.ppo import make_policy
+
+    return make_policy(cfg, member_ids, device=torch.device("cpu"))
+
+
 @pytest.fixture
 def tiny() -> Config:
     return tiny_config()

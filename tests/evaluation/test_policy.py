@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from rpbt.agent.policy import PopulationPolicy
-from rpbt.agent.ppo import make_policy
 from rpbt.config import ConfigError
 from rpbt.envs.trading import episode_starts, make_trading_env
 from rpbt.evaluation.policy import evaluate_members, evaluate_policy, load_member, member_policy_head
@@ -20,19 +19,7 @@ from rpbt.pbt.backends.local import LocalBackend
 from rpbt.pbt.runner import PopulationRunner
 from rpbt.pbt.scoring import ScoreSource
 from rpbt.run.rundir import RunDirError
-from tests.conftest import Learner, tiny_config
-
-TRADING = ["env.id=trading", "env.trading.episode_length=32", "env.trading.eval_episodes=3",
-           "pbt.population_size=2"]
-
-
-def trading_config(*extra: str):
-    return tiny_config(*TRADING, *extra)
-
-
-def _policy(cfg, member_ids) -> PopulationPolicy:
-    """A policy alone (no environments), on the CPU: what evaluation needs."""
-    return make_policy(cfg, member_ids, device=torch.device("cpu"))
+from tests.conftest import Learner, policy_alone, tiny_config, trading_config
 
 
 def _events(run_dir):
@@ -175,7 +162,7 @@ def test_member_policy_head_equals_the_batched_forward():
 
 def test_evaluate_errors():
     cfg = trading_config()
-    policy = _policy(cfg, [0, 1])
+    policy = policy_alone(cfg, [0, 1])
     with pytest.raises(ValueError, match="distinct local indices"):
         evaluate_members(policy, [0, 0], cfg.env)
     with pytest.raises(ValueError, match="distinct local indices"):
@@ -184,7 +171,7 @@ def test_evaluate_errors():
         evaluate_policy(policy, 0, cfg.env, "validation", starts=[0])
     plain = tiny_config()
     with pytest.raises(ValueError, match="trading environment only"):
-        evaluate_policy(_policy(plain, [0]), 0, plain.env, starts=[5])
+        evaluate_policy(policy_alone(plain, [0]), 0, plain.env, starts=[5])
 
 
 # --------------------------------------------------------------------------------------------------- PBT scoring

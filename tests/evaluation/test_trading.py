@@ -6,26 +6,11 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
-from rpbt.agent.policy import PopulationPolicy
-from rpbt.agent.ppo import make_policy
 from rpbt.envs.market_data import walk_forward_split
 from rpbt.envs.trading import make_trading_env
 from rpbt.evaluation.trading import evaluate_trading_split, trading_metrics
-from tests.conftest import tiny_config
-
-TRADING = ["env.id=trading", "env.trading.episode_length=32", "env.trading.eval_episodes=3",
-           "pbt.population_size=2"]
-
-
-def trading_config(*extra: str):
-    return tiny_config(*TRADING, *extra)
-
-
-def _policy(cfg, member_ids) -> PopulationPolicy:
-    """A policy alone (no environments), on the CPU: what evaluation needs."""
-    return make_policy(cfg, member_ids, device=torch.device("cpu"))
+from tests.conftest import policy_alone, tiny_config
 
 
 def test_trading_metrics_on_a_hand_computed_curve():
@@ -65,7 +50,7 @@ def test_whole_split_report_baselines_and_policy_accounting_by_hand(tmp_path):
     path = _csv(tmp_path, np.round(closes, 4))
     cfg = tiny_config(f"env.data.path={path}", "env.id=trading", "env.trading.episode_length=16",
                       "env.trading.cost_bps=10", "env.trading.window=2")
-    policy = _policy(cfg, [0])
+    policy = policy_alone(cfg, [0])
     env = make_trading_env(cfg.env, "test")
     close = env.data.close
     sl = walk_forward_split(len(close), cfg.env.data.split)["test"]
@@ -97,7 +82,7 @@ def test_whole_split_report_names_the_cost_set_in_env_kwargs(tmp_path):
     cfg = tiny_config(f"env.data.path={path}", "env.id=trading", "env.trading.episode_length=16",
                       "env.kwargs={cost_bps: 50}")
     assert cfg.env.trading.cost_bps == 1.0
-    report = evaluate_trading_split(_policy(cfg, [0]), 0, cfg.env, "test")
+    report = evaluate_trading_split(policy_alone(cfg, [0]), 0, cfg.env, "test")
     assert report["cost_bps"] == 50.0
     close = make_trading_env(cfg.env, "test").data.close
     start, end = report["start_bar"], report["end_bar"]
