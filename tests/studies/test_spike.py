@@ -155,6 +155,23 @@ def test_same_seed_same_study_records(tmp_path):
     assert json.dumps([r.to_dict() for r in a]) == json.dumps([r.to_dict() for r in b])
 
 
+@pytest.mark.parametrize("transfer", ["whole_state", "weights_only"])
+def test_the_study_s_clones_take_the_run_s_transfer(tmp_path, monkeypatch, transfer):
+    """Every exploit the study makes on its clones moves what the run's own exploits move (pbt.transfer)."""
+    import rpbt.studies.spike as spike
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("transfer", "whole_state"))
+        return exploit(*args, **kwargs)
+
+    monkeypatch.setattr(spike, "exploit", spy)
+    cfg, st = load_study_config(SHIPPED, SMALL + [f"pbt.transfer={transfer}"])
+    assert len(run_seed(cfg, st, 0, tmp_path / "a", log=lambda *_: None)) == 1
+    assert seen and set(seen) == {transfer}
+
+
 def test_spike_study_command_writes_json_table_and_plot(tmp_path, capsys):
     out = tmp_path / "study"
     assert main(["spike-study", SHIPPED, *SMALL, f"spike_study.out_dir={out}"]) == 0

@@ -244,8 +244,9 @@ class ExploitRecord:
 
 def study_exploit(policy: PopulationPolicy, runner: EnvRunner, recipient: int, donor: int, donor_state: MemberState,
                   new_hparams: dict[str, float], donor_row: dict[str, float], settings: StudySettings,
-                  optimizer_state: str, seed: int, round_: int) -> ExploitRecord:
-    """Clone ``recipient`` once per strategy (and the donor for the control), transfer, continue K updates."""
+                  optimizer_state: str, seed: int, round_: int, transfer: str = "whole_state") -> ExploitRecord:
+    """Clone ``recipient`` once per strategy (and the donor for the control), transfer (``pbt.transfer``,
+    ``pbt.optimizer_state`` as the run's own exploits), continue K updates."""
     donor_vl = float(donor_row["train/value_loss"])
     donor_mse = float(donor_row.get("train/value_mse", donor_vl))
     rec = ExploitRecord(seed, round_, recipient, donor, donor_vl, donor_mse)
@@ -262,7 +263,7 @@ def study_exploit(policy: PopulationPolicy, runner: EnvRunner, recipient: int, d
             running = (~carried.episode_start[0]).nonzero().flatten().tolist()
             cut = [float(carried.running_return[0, n]) for n in running] if arm == "reset_episodes" else []
             measurements = exploit(clone.policy, clone.runner, 0, donor_state, new_hparams, strategy=arm,
-                                   optimizer_state=optimizer_state)
+                                   optimizer_state=optimizer_state, transfer=transfer)
             post_states[arm] = {k: (h.clone(), c.clone()) for k, (h, c) in clone.runner.carried.hidden.items()}
         tracker = None if arm == "reset_episodes" else RunningEpisodes(clone.runner)
         losses = continue_clone(clone, settings.updates_after)
@@ -284,7 +285,7 @@ def study_exploit(policy: PopulationPolicy, runner: EnvRunner, recipient: int, d
             arm["ratio_vs_burn_in"] = [v / b if b > 0 else None for v, b in zip(arm["value_loss"], base)]
         probe = clone_member(policy, runner, recipient)
         exploit(probe.policy, probe.runner, 0, donor_state, new_hparams, strategy="burn_in",
-                optimizer_state=optimizer_state)
+                optimizer_state=optimizer_state, transfer=transfer)
         running = ~probe.runner.carried.episode_start[0]
         rollout = collect(probe.policy, probe.runner)
         rec.common_rollout = common_rollout_value_losses(
@@ -320,7 +321,8 @@ class StudyBackend(LocalBackend):
             local = self.shard.local
             self.records.append(study_exploit(
                 self.shard.policy, self.shard.runner, local[recipient], local[donor], donor_state, new_hparams,
-                self.last_rows[donor], self.settings, self.cfg.pbt.optimizer_state, self.seed_index, self.round))
+                self.last_rows[donor], self.settings, self.cfg.pbt.optimizer_state, self.seed_index, self.round,
+                transfer=self.cfg.pbt.transfer))
         return super().exploit(recipient, donor_state, new_hparams)
 
 
