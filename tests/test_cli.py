@@ -131,3 +131,14 @@ def test_the_end_of_run_summary_prints_only_the_hyperparameters_in_force(sappo, 
     assert set(run.summary["hparams"]) >= adversarial
     assert set(printed) == set(run.summary["hparams"]) - (set() if sappo else adversarial)
     assert printed["learning_rate"] == float(f"{run.summary['hparams']['learning_rate']:.4g}")
+
+
+def test_rpbt_version_prints_the_installed_version_and_the_package_says_it_is_typed(capsys):
+    from importlib.metadata import version
+    from importlib.resources import files
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"rpbt {version('rpbt')}" == f"rpbt {rpbt.__version__}"
+    assert files("rpbt").joinpath("py.typed").is_file()

@@ -227,10 +227,23 @@ def _print_evaluation(report: dict) -> None:
     console.print(table)
 
 
+def _version() -> str:
+    """The installed distribution's version (the package's ``__version__`` when run from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rpbt")
+    except PackageNotFoundError:
+        from rpbt import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``rpbt`` command line: the global options, then one subcommand per ``_add_<command>``, in help order."""
     parser = argparse.ArgumentParser(prog="rpbt", description="Population-Based Training for recurrent PPO agents")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--version", action="version", version=f"rpbt {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_resume(sub)
