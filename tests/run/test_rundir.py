@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 import yaml
 
 from rpbt.cli import main
@@ -101,3 +102,24 @@ def test_overwrite_only_replaces_an_idle_run_directory_and_a_failed_start_writes
     finally:
         holder.close()
     assert main(["train", *TINY, f"run.dir={run}", "--overwrite"]) == 0
+
+
+def test_a_run_directory_locked_by_another_process_is_refused_until_that_process_ends(tmp_path):
+    import subprocess
+    import sys
+
+    from rpbt.run.rundir import RunDirectory, RunDirError
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from rpbt.run.rundir import RunDirectory; "
+         f"d = RunDirectory({str(tmp_path)!r}, 2); d.lock(); print('locked', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunDirError, match="another rpbt process is using this run directory"):
+            RunDirectory(tmp_path, 2).lock()
+    finally:
+        holder.communicate("", timeout=30)
+    mine = RunDirectory(tmp_path, 2)
+    mine.lock()  # the lock went with the process
+    mine.unlock()

@@ -213,27 +213,27 @@ class RunDirectory:
         probe.unlock()
 
     def lock(self) -> None:
-        """Take an exclusive lock on the run directory (``.lock``), held until :meth:`close`.
+        """Take an exclusive lock on the run directory (``.lock``, with the ``filelock`` package: ``flock`` on Linux
+        and macOS, ``msvcrt.locking`` on Windows), held until :meth:`close`.
 
         Raises :class:`RunDirError` when another process (a run still training, a second resume) holds it.
         """
-        import fcntl
+        from filelock import FileLock, Timeout
 
         if self._lock_file is not None:
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        f = open(self.path / ".lock", "a+")
+        lock = FileLock(self.path / ".lock", timeout=0)
         try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
+            lock.acquire()
+        except Timeout:
             raise RunDirError(f"{self.path}: another rpbt process is using this run directory (training or "
                               "resuming); wait for it to finish or stop it first") from None
-        self._lock_file = f
+        self._lock_file = lock
 
     def unlock(self) -> None:
         if self._lock_file is not None:
-            self._lock_file.close()  # closing the descriptor releases the flock
+            self._lock_file.release()
             self._lock_file = None
 
     def create(self, cfg: Config) -> None:
