@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from rpbt.pbt.backends.shard import Shard
 
 __all__ = ["Command", "Ping", "Train", "MemberInfo", "EvaluateMembers", "Snapshot", "SnapshotMany", "Restore",
-           "Exploit", "ExploitLocal", "Close", "ShardServer"]
+           "Exploit", "Close", "ShardServer"]
 
 
 @dataclass(frozen=True)
@@ -127,32 +127,28 @@ class Restore(Command):
 
 @dataclass(frozen=True)
 class Exploit(Command):
-    """Copy the donor state ``donor_data`` (bytes) into ``recipient`` with ``new_hparams`` -> measurements."""
+    """Copy a donor into ``recipient`` with ``new_hparams`` -> measurements (:meth:`Shard.exploit`).
+
+    ``donor`` is either a member of the same shard (an int: an index copy inside the worker, named
+    ``exploit_local``) or a donor state as bytes of the checkpoint format (it travelled from another shard, named
+    ``exploit``). Raises :class:`~rpbt.checkpoint.CheckpointError` for bytes that are not a member state."""
 
     recipient: int
-    donor_data: bytes
+    donor: int | bytes
     new_hparams: dict
-    name = "exploit"
     mutating = True
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "exploit" if isinstance(self.donor, bytes) else "exploit_local"
 
     def run(self, shard: "Shard") -> dict[str, float]:
         r = int(self.recipient)
-        donor = MemberState.from_bytes(self.donor_data, source=f"donor state sent for member {r}")
+        if isinstance(self.donor, bytes):
+            donor = MemberState.from_bytes(self.donor, source=f"donor state sent for member {r}")
+        else:
+            donor = shard.snapshot(int(self.donor))
         return shard.exploit(r, donor, self.new_hparams)
-
-
-@dataclass(frozen=True)
-class ExploitLocal(Command):
-    """Copy member ``donor`` of the same shard into ``recipient`` (an index copy) -> measurements."""
-
-    recipient: int
-    donor: int
-    new_hparams: dict
-    name = "exploit_local"
-    mutating = True
-
-    def run(self, shard: "Shard") -> dict[str, float]:
-        return shard.exploit(int(self.recipient), shard.snapshot(int(self.donor)), self.new_hparams)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ from rpbt.pbt.backends.commands import (
     Command,
     EvaluateMembers,
     Exploit,
-    ExploitLocal,
     MemberInfo,
     Restore,
     Snapshot,
@@ -217,8 +216,7 @@ class ShardedBackend:
         else:
             donor, current, data = found
             local = current and self.shard_of[donor] == self.shard_of[recipient]
-            command = (ExploitLocal(recipient, donor, dict(new_hparams)) if local
-                       else Exploit(recipient, data, dict(new_hparams)))
+            command = Exploit(recipient, donor if local else data, dict(new_hparams))
         return self._exploit_waves([(recipient, command)])[0]
 
     def exploit_many(self, transfers: Sequence[tuple[int, int, dict[str, float]]]) -> list[dict[str, float]]:
@@ -238,7 +236,7 @@ class ShardedBackend:
         travels = self.routing.travels(transfers)
         data = self._snapshot_bytes(sorted({int(d) for (_, d, _), t in zip(transfers, travels) if t}))
         return self._exploit_waves([
-            (r, Exploit(r, data[d], dict(hp)) if t else ExploitLocal(r, d, dict(hp)))
+            (r, Exploit(r, data[d] if t else d, dict(hp)))
             for (r, d, hp), t in zip(transfers, travels)])
 
     def _snapshot_bytes(self, members: Sequence[int]) -> dict[int, bytes]:
