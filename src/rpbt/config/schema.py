@@ -764,6 +764,10 @@ class RunConfig(_Strict):
     on_member_fault: Literal["restore", "error"] = "restore"
     max_member_faults: int = Field(3, ge=1)  # faults of one member before the run stops
     keep_checkpoints: int = Field(2, ge=1)  # committed rounds kept on disk; resume falls back to an older one
+    # Where member checkpoints go: null = RUN_DIR/checkpoints; else a path or fsspec URL (file:///mnt/nfs/rpbt,
+    # s3://bucket/prefix: its fsspec package installed) under which <run dir name>/round_<r>/ are written, by the
+    # shards themselves on the process and Ray backends. The commit point stays in RUN_DIR/checkpoints/runner.json.
+    storage: Optional[str] = None
 
 
 class BackendConfig(_Strict):

@@ -158,3 +158,31 @@ def test_a_custom_environment_reaches_the_nodes_through_runtime_env(cluster, tmp
     runner.run(progress=False)
     assert [e["round"] for e in _events(run) if e["type"] == "round"] == list(range(1, runner.total_rounds + 1))
 
+
+
+def test_shards_on_the_nodes_write_to_the_storage_and_a_restart_reads_from_it(cluster, tmp_path):
+    run, storage = tmp_path / "run", tmp_path / "shared"
+    runner = PopulationRunner(_cfg(run, cluster, f"run.storage=file://{storage}", "run.total_env_steps=192"), run)
+    runner.start()
+    runner.play_round()
+    backend = runner.backend
+    sent = []
+    run_all = backend._run_all
+    backend._run_all = lambda commands: (sent.extend(c.name for c in commands.values()), run_all(commands))[1]
+    handle = backend._handles[1]
+    original = handle.send
+
+    def send(command):  # shard 1's actor dies while it trains round 2: restored from the storage
+        original(command)
+        if command.name == "train":
+            handle.send = original
+            ray.kill(handle.actor, no_restart=True)
+
+    handle.send = send
+    runner.run(progress=False)
+    failures = [e for e in _events(run) if e["type"] == "failure"]
+    assert [(f["round"], f["shard"], f["action"]) for f in failures] == [(2, 1, "restart")]
+    assert "save_members" in sent and "snapshot_many" not in sent
+    last = storage / "run" / f"round_{runner.total_rounds:06d}"
+    assert sorted(p.name for p in last.glob("member_*.pt")) == [f"member_{m}.pt" for m in range(4)]
+    assert not list((run / "checkpoints").glob("round_*"))

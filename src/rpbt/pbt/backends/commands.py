@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from rpbt.checkpoint import MemberState
+from rpbt.run.storage import CheckpointFolder
 
 if TYPE_CHECKING:
     from rpbt.config import Config
     from rpbt.pbt.backends.shard import Shard
 
-__all__ = ["Command", "Ping", "Train", "MemberInfo", "EvaluateMembers", "Snapshot", "SnapshotMany", "Restore",
+__all__ = ["Command", "Ping", "Train", "MemberInfo", "EvaluateMembers", "Snapshot", "SnapshotMany", "SaveMembers",
+           "Restore",
            "Exploit", "Close", "ShardServer"]
 
 
@@ -106,6 +108,21 @@ class SnapshotMany(Command):
 
     def run(self, shard: "Shard") -> dict[int, bytes]:
         return {int(m): shard.snapshot(int(m)).to_bytes() for m in self.members}
+
+
+@dataclass(frozen=True)
+class SaveMembers(Command):
+    """Write the shard's members' states into the checkpoint folder ``location`` (a path or fsspec URL the worker
+    reaches: ``run.storage``) itself, atomically -> the members written."""
+
+    location: str
+    name = "save_members"
+
+    def run(self, shard: "Shard") -> list[int]:
+        folder = CheckpointFolder(self.location)
+        for m in shard.member_ids:
+            folder.save_member(int(m), shard.snapshot(int(m)))
+        return [int(m) for m in shard.member_ids]
 
 
 @dataclass(frozen=True)
