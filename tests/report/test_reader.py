@@ -158,6 +158,35 @@ def test_metrics_rows_after_resume_keep_last(tmp_path):
     assert np.isnan(m.get("env_steps")).all()
 
 
+def test_metrics_cells_rows_and_a_cut_last_row_read_as_before(tmp_path):
+    """By hand: an empty or non-numeric cell is NaN, a short row is padded with NaN, a longer row is skipped with a
+    warning, wholly blank rows (also ",,,") are skipped, quoted numbers are numbers, header names are stripped, a
+    nameless column is dropped, and a row without its line end is ignored with a warning."""
+    path = tmp_path / "metrics.csv"
+    path.write_text('round, update ,train/value_loss,\n'
+                    '1,1,0.5,7\n'
+                    '\n'
+                    ',,,\n'
+                    '1,2,abc,7\n'
+                    '1,3\n'
+                    '1,4,0.25,7,99\n'
+                    '2,5,"1e3",\n'
+                    '2,6,0.1')
+    m, warnings = read_metrics(path)
+    assert list(m.columns) == ["round", "update", "train/value_loss"]
+    assert m.get("update").tolist() == [1, 2, 3, 5]
+    np.testing.assert_array_equal(m.get("train/value_loss"), [0.5, np.nan, np.nan, 1000.0])
+    assert len(warnings) == 2
+    assert "last row incomplete" in warnings[0] and "1 row(s) with more cells than the header" in warnings[1]
+
+
+def test_a_metrics_file_with_a_blank_first_line_has_no_header(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("\nround,update\n1,1\n")
+    m, warnings = read_metrics(path)
+    assert m is None and warnings == [f"{path}: no header row (the first line is blank)"]
+
+
 # --------------------------------------------------------------------------------------------------- checkpoints
 
 
