@@ -255,11 +255,12 @@ class PBTScheduler:
         self.explore = _setting(PBTConfig, "explore", explore)
         self._pb2: Optional[PB2Explorer] = None
         if self.explore == "pb2":
-            self._pb2 = _pb2_explorer()(self.space, population_size=self.population_size,
-                                    perturbation_interval=self.perturbation_interval,
-                                    max_data=_setting(PB2Config, "max_data", pb2_max_data),
-                                    min_data=_setting(PB2Config, "min_data", pb2_min_data),
-                                    candidates=_setting(PB2Config, "candidates", pb2_candidates))
+            explorer = _pb2_explorer()
+            self._pb2 = explorer(self.space, population_size=self.population_size,
+                                 perturbation_interval=self.perturbation_interval,
+                                 max_data=_setting(PB2Config, "max_data", pb2_max_data),
+                                 min_data=_setting(PB2Config, "min_data", pb2_min_data),
+                                 candidates=_setting(PB2Config, "candidates", pb2_candidates))
         self.ttest = _setting(PBTConfig, "ttest", ttest)
         self.ttest_alpha = _setting(PBTConfig, "ttest_alpha", ttest_alpha)
         self.ttest_window = _setting(PBTConfig, "ttest_window", ttest_window)
