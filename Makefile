@@ -1,5 +1,6 @@
 # rpbt: `make run` trains the default population, `make test` runs the test suite.
-# Both create .venv and install rpbt with torch pinned to the CPU build 2.13.0 (constraints.txt).
+# Both create .venv and install rpbt with every feature extra (rpbt[all]: trading, PB2, report) and the test tools,
+# torch pinned to the CPU build 2.13.0 (constraints.txt).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,all]"
 	touch $(STAMP)
 
 install: $(STAMP)

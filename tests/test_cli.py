@@ -142,3 +142,15 @@ def test_rpbt_version_prints_the_installed_version_and_the_package_says_it_is_ty
     assert exit_.value.code == 0
     assert capsys.readouterr().out.strip() == f"rpbt {version('rpbt')}" == f"rpbt {rpbt.__version__}"
     assert files("rpbt").joinpath("py.typed").is_file()
+
+
+def test_rpbt_configs_lists_every_shipped_config_with_its_environment(capsys):
+    from rpbt.config import shipped_configs
+
+    assert main(["configs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[:-1]] == list(shipped_configs())
+    rows = dict(line.split() for line in lines[:-1])
+    assert rows["popgym/RepeatFirstEasy"] == "popgym-RepeatFirstEasy-v0" and rows["trading_googl"] == "trading"
+    assert rows["default"] == "popgym-PositionOnlyCartPoleEasy-v0"
+    assert lines[-1].startswith("rpbt train NAME")

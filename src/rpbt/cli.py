@@ -1,7 +1,8 @@
-"""Command line: ``rpbt train | resume | replay | config | report | evaluate | export | spike-study``, a thin
+"""Command line: ``rpbt train | resume | replay | config | configs | report | evaluate | export | spike-study``, a thin
 layer over the Python API (:mod:`rpbt.api`: ``train``, ``resume``, ``evaluate``, ``export``).
 
-``rpbt train [CONFIG] [key.sub=value ...]`` runs the shipped default when no CONFIG is given; overrides use dotted
+``rpbt train [CONFIG] [key.sub=value ...]`` runs the shipped default when no CONFIG is given; CONFIG is a YAML file
+or, when no such file exists, the name of a shipped config (``rpbt configs`` lists them); overrides use dotted
 keys as Hydra / OmegaConf users expect, and options such as ``--overwrite`` may stand anywhere on the line. Errors
 in the command line, configs, run directories, checkpoints, data files, environments and missing optional extras
 are printed as one clear message (exit status 2), never as a traceback.
@@ -55,6 +56,21 @@ def cmd_config(args: argparse.Namespace) -> int:
     path, overrides = _split_config_and_overrides(args.items)
     cfg = load_config(path, overrides)
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    """``rpbt configs``: the shipped configs, by name, with the environment each trains."""
+    from rpbt.config import load_yaml, shipped_configs
+
+    shipped = shipped_configs()
+    width = max(map(len, shipped))
+    for name, path in shipped.items():
+        data = load_yaml(path.read_text())
+        env = data.get("env") if isinstance(data, dict) else None
+        env_id = env.get("id") if isinstance(env, dict) else None
+        print(f"{name:<{width}}  {env_id or ''}".rstrip())
+    print("rpbt train NAME [key.sub=value ...] trains one; rpbt config NAME prints it with every default filled in")
     return 0
 
 
@@ -249,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_resume(sub)
     _add_replay(sub)
     _add_config(sub)
+    _add_configs(sub)
     _add_report(sub)
     _add_evaluate(sub)
     _add_export(sub)
@@ -258,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     """The ``rpbt train`` subcommand and its arguments."""
-    p = sub.add_parser("train", help="train a population (default config when CONFIG is omitted)")
+    p = sub.add_parser("train", help="train a population (default config when CONFIG is omitted; CONFIG is a YAML "
+                                     "file or the name of a shipped config, see rpbt configs)")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key.sub=value ...]")
     p.add_argument("--overwrite", action="store_true",
                    help="replace run.dir (only an rpbt run directory no process is using) instead of numbering "
@@ -300,6 +318,12 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="print the resolved config with every default filled in")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [key.sub=value ...]")
     p.set_defaults(func=cmd_config)
+
+
+def _add_configs(sub: argparse._SubParsersAction) -> None:
+    """The ``rpbt configs`` subcommand."""
+    p = sub.add_parser("configs", help="list the configs shipped with rpbt (rpbt train NAME runs one)")
+    p.set_defaults(func=cmd_configs)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:

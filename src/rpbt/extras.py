@@ -1,5 +1,9 @@
 """Optional dependencies, imported where they are needed, with an error that says which extra installs them.
 
+``rpbt[trading]`` brings gym-anytrading, pandas and matplotlib (``env.id: trading``: market data, the shipped
+series, the equity-curve figure); ``rpbt[pb2]`` brings scikit-learn and threadpoolctl (``pbt.explore: pb2``);
+``rpbt[report]`` brings matplotlib and pandas (``rpbt report``, :func:`rpbt.report.load_run`, the spike study's
+figure); ``rpbt[all]`` the three. ``import rpbt`` and the default job import none of them.
 ``rpbt[export]`` brings onnx and onnxruntime (``rpbt export --format onnx``); ``rpbt[video]`` brings moviepy and
 pygame (``rpbt evaluate --video``: Gymnasium's ``RecordVideo`` writes MP4 files with moviepy, and the classic-control
 environments, POPGym's CartPoles among them, draw their frames with pygame); ``rpbt[ray]`` brings Ray.

@@ -213,3 +213,48 @@ def test_the_python_api_names_an_entry_point_environment_as_the_command_line_doe
     assert resolve_config(None, values={"env.entry_point": ep, "env.id": "b"}).env.id == "b"
     assert resolve_config({"env": {"entry_point": ep, "id": "c"}}).env.id == "c"
     assert resolve_config(None).env.id == "popgym-PositionOnlyCartPoleEasy-v0"
+
+
+# --------------------------------------------------------------------------------------------------- shipped configs
+
+
+def test_shipped_configs_are_the_package_s_yaml_files_by_name():
+    from rpbt.config import SHIPPED_CONFIG_DIR, shipped_configs
+
+    shipped = shipped_configs()
+    assert {"default", "trading_googl", "popgym/RepeatFirstEasy"} <= set(shipped)
+    assert list(shipped) == sorted(shipped)
+    assert len(shipped) == len(list(SHIPPED_CONFIG_DIR.rglob("*.yaml")))
+    for name, path in shipped.items():
+        assert path == SHIPPED_CONFIG_DIR / f"{name}.yaml"
+
+
+def test_a_shipped_config_loads_by_name_and_names_its_environment(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    from rpbt.config import load_config
+
+    for given in ("popgym/RepeatFirstEasy", "popgym/RepeatFirstEasy.yaml"):
+        cfg = load_config(given)
+        assert cfg.env.id == "popgym-RepeatFirstEasy-v0" and cfg.agent.num_steps == 256, given
+        assert cfg.run.dir == "runs/popgym/RepeatFirstEasy"
+
+
+def test_an_existing_path_wins_over_a_shipped_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from rpbt.config import load_config
+
+    (tmp_path / "popgym").mkdir()
+    (tmp_path / "popgym" / "RepeatFirstEasy").write_text("pbt: {population_size: 3}\n")
+    cfg = load_config("popgym/RepeatFirstEasy")
+    assert cfg.pbt.population_size == 3 and cfg.env.id == "popgym-PositionOnlyCartPoleEasy-v0"
+
+
+def test_an_unknown_name_is_a_config_error_listing_the_shipped_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from rpbt.config import ConfigError, load_config, shipped_configs
+
+    with pytest.raises(ConfigError) as err:
+        load_config("popgym/NoSuchTask")
+    msg = str(err.value)
+    assert msg.startswith("config file not found: popgym/NoSuchTask")
+    assert all(name in msg for name in shipped_configs()) and "rpbt configs" in msg

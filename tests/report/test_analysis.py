@@ -8,7 +8,7 @@ import numpy as np
 
 from rpbt.report import (
     build_report,
-    load_run,
+    read_run,
 )
 from rpbt.report.analysis import value_loss_windows
 from tests.report.fabricate import (
@@ -36,7 +36,7 @@ def test_value_loss_aligned_on_the_exploit(tmp_path):
                                  "train/value_loss": float(u)} for u in range(1, 7)], cols)
     _write_metrics(run_dir, 1, [{"round": 1 + (u - 1) // 3, "update": u, "env_steps": 10 * u,
                                  "train/value_loss": 2.0} for u in range(1, 7)], cols)
-    run = load_run(run_dir)
+    run = read_run(run_dir)
     windows, window, notes = value_loss_windows(run, window=3)
     assert notes == [] and len(windows) == 1
     w = windows[0]
@@ -53,7 +53,7 @@ def test_log_scale_and_categorical_hparams_detected(tmp_path):
 
     run_dir = tmp_path / "run"
     fabricate_run(run_dir, population=4, rounds=3)
-    run = load_run(run_dir)
+    run = read_run(run_dir)
     series = hparam_series(run, x_axis(run))
     lr = [v for _, vs in series["learning_rate"].values() for v in vs]
     assert is_log(run, "learning_rate", lr)
@@ -73,7 +73,7 @@ def test_scores_fall_back_to_metrics_csv(tmp_path):
         if ev["type"] == "round":
             ev["scores"] = [None, None, None]
     _write_events(run_dir, lines)
-    run = load_run(run_dir)
+    run = read_run(run_dir)
     series, source = score_series(run, x_axis(run))
     assert source == "metrics"
     assert all(len(xs) == 3 and np.isfinite(ys).all() for xs, ys in series.values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rpbt.report import load_run
+from rpbt.report import read_run
 from rpbt.report.analysis import x_axis
 from rpbt.report.lineage import derive_lineage
 from rpbt.report.plots import member_colors, plot_lineage, plot_replay, plot_scores, plot_value_loss, replay_info
@@ -32,7 +32,7 @@ def test_member_colors_of_up_to_twenty_put_the_dark_half_first():
 
 def test_each_plot_of_a_fabricated_run_writes_a_png_without_warnings(tmp_path):
     fabricate_run(tmp_path / "run", population=4, rounds=4)
-    run = load_run(tmp_path / "run")
+    run = read_run(tmp_path / "run")
     lineage = derive_lineage(run.events, run.population_size)
     assert lineage.exploits, "the fabricated run has exploits to draw"
     for name, draw in [("scores", lambda p: plot_scores(run, x_axis(run), p)),
@@ -49,7 +49,7 @@ def test_a_run_with_nothing_to_draw_gets_a_message_figure_and_the_message_as_war
     run_dir.mkdir()
     _write_events(run_dir, [{"type": "start", "round": 0, "time": 0, "population_size": 2, "hparams": [{}, {}],
                              "search_space": {}}])
-    run = load_run(run_dir)
+    run = read_run(run_dir)
     assert replay_info(run) is None
     cases = [(plot_replay(run, tmp_path / "replay.png"), "replay.png", "Not a replay run"),
              (plot_value_loss(run, tmp_path / "vl.png"), "vl.png", "No exploits yet"),

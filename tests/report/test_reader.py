@@ -14,9 +14,9 @@ from rpbt.report import (
     ReportError,
     build_report,
     derive_lineage,
-    load_run,
     read_events,
     read_metrics,
+    read_run,
     write_report,
 )
 from tests.report.fabricate import (
@@ -35,7 +35,7 @@ def test_duplicate_round_lines_keep_last(tmp_path):
     events = [HAND_EVENTS[0], HAND_EVENTS[1],
               {**HAND_EVENTS[1], "scores": [0, 0, 0, 42]}]  # round 1 again, no resume line
     _write_events(tmp_path, events)
-    run = load_run(tmp_path)
+    run = read_run(tmp_path)
     assert len(run.rounds) == 1 and run.rounds[0]["scores"] == [0, 0, 0, 42]
     assert derive_lineage(read_events(path)[0]).best_member == 3
 
@@ -158,6 +158,35 @@ def test_metrics_rows_after_resume_keep_last(tmp_path):
     assert np.isnan(m.get("env_steps")).all()
 
 
+def test_metrics_cells_rows_and_a_cut_last_row_read_as_before(tmp_path):
+    """By hand: an empty or non-numeric cell is NaN, a short row is padded with NaN, a longer row is skipped with a
+    warning, wholly blank rows (also ",,,") are skipped, quoted numbers are numbers, header names are stripped, a
+    nameless column is dropped, and a row without its line end is ignored with a warning."""
+    path = tmp_path / "metrics.csv"
+    path.write_text('round, update ,train/value_loss,\n'
+                    '1,1,0.5,7\n'
+                    '\n'
+                    ',,,\n'
+                    '1,2,abc,7\n'
+                    '1,3\n'
+                    '1,4,0.25,7,99\n'
+                    '2,5,"1e3",\n'
+                    '2,6,0.1')
+    m, warnings = read_metrics(path)
+    assert list(m.columns) == ["round", "update", "train/value_loss"]
+    assert m.get("update").tolist() == [1, 2, 3, 5]
+    np.testing.assert_array_equal(m.get("train/value_loss"), [0.5, np.nan, np.nan, 1000.0])
+    assert len(warnings) == 2
+    assert "last row incomplete" in warnings[0] and "1 row(s) with more cells than the header" in warnings[1]
+
+
+def test_a_metrics_file_with_a_blank_first_line_has_no_header(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("\nround,update\n1,1\n")
+    m, warnings = read_metrics(path)
+    assert m is None and warnings == [f"{path}: no header row (the first line is blank)"]
+
+
 # --------------------------------------------------------------------------------------------------- checkpoints
 
 
@@ -169,7 +198,7 @@ def test_checkpoints_counted_in_the_folder_runner_json_names(tmp_path):
     _write_checkpoints(run, 2, 4, runner_json=False)
     _write_checkpoints(run, 4, 4, members=[0], runner_json=False)
     (run / "checkpoints" / "round_000003" / "member_2.pt").unlink()
-    data = load_run(run)
+    data = read_run(run)
     assert data.warnings == []
     assert (data.checkpoints_present, data.checkpoint_round) == (3, 3)
     assert data.checkpoint_dir == run / "checkpoints" / "round_000003"
@@ -181,7 +210,7 @@ def test_missing_runner_json_falls_back_to_the_newest_round_folder(tmp_path):
     fabricate_run(run, population=4, rounds=3)
     _write_checkpoints(run, 4, 4, members=[0, 1], runner_json=False)  # 4 > 3 numerically and by name
     (run / "checkpoints" / "runner.json").unlink()
-    data = load_run(run)
+    data = read_run(run)
     assert (data.checkpoints_present, data.checkpoint_round) == (2, 4)
     [w] = [w for w in data.warnings if "runner.json" in w]
     assert "missing" in w and "round_000004" in w
@@ -207,7 +236,7 @@ def test_runner_json_naming_a_missing_folder(tmp_path):
     run = tmp_path / "run"
     fabricate_run(run, population=4, rounds=3)
     shutil.rmtree(run / "checkpoints" / "round_000003")
-    data = load_run(run)
+    data = read_run(run)
     assert (data.checkpoints_present, data.checkpoint_round) == (0, 3)
     assert any("round_000003" in w and "does not exist" in w for w in data.warnings)
 

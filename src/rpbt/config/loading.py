@@ -1,6 +1,7 @@
 """Reading a run configuration: YAML files, dotted overrides, and errors that name the bad key.
 
-:func:`load_config` reads a YAML file (:data:`DEFAULT_CONFIG_PATH` when none is given), applies dotted command-line
+:func:`load_config` reads a YAML file (:data:`DEFAULT_CONFIG_PATH` when none is given, a shipped config when the
+path does not exist but names one: :func:`shipped_configs`), applies dotted command-line
 overrides (``agent.learning_rate=1e-3``, as Hydra / OmegaConf users expect) and validates the result once, with the
 models of :mod:`rpbt.config.schema`. A YAML mapping that names a key twice is an error (:class:`ConfigLoader`), not
 a silent "last one wins", and so is an override whose value YAML would read only in part (a `` #`` comment).
@@ -20,7 +21,35 @@ from pydantic import ValidationError
 
 from rpbt.config.schema import HPARAMS_BY_NAME, Config, ConfigError, SearchDim, default_search_space
 
-DEFAULT_CONFIG_PATH = Path(__file__).parent.parent / "configs" / "default.yaml"
+#: The configs shipped inside the package (``rpbt configs`` lists them; ``rpbt train NAME`` runs one).
+SHIPPED_CONFIG_DIR = Path(__file__).parent.parent / "configs"
+DEFAULT_CONFIG_PATH = SHIPPED_CONFIG_DIR / "default.yaml"
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The configs shipped inside the package, by name: the file's path under ``rpbt/configs/`` without ``.yaml``
+    (``"default"``, ``"popgym/RepeatFirstEasy"``, ``"trading_googl"``), sorted by name."""
+    found = SHIPPED_CONFIG_DIR.rglob("*.yaml")
+    return dict(sorted((p.relative_to(SHIPPED_CONFIG_DIR).with_suffix("").as_posix(), p) for p in found))
+
+
+def config_path(path: Union[str, Path]) -> Path:
+    """The file a CONFIG argument names: an existing path as given (it always wins), else the shipped config of that
+    name (``popgym/RepeatFirstEasy``, with or without ``.yaml``; :func:`shipped_configs`).
+
+    Raises :class:`ConfigError` when it is neither, listing the shipped names.
+    """
+    given = Path(path)
+    if given.exists():
+        return given
+    name = str(path).replace("\\", "/")
+    for suffix in (".yaml", ".yml"):
+        name = name.removesuffix(suffix)
+    shipped = shipped_configs()
+    if name in shipped:
+        return shipped[name]
+    raise ConfigError(f"config file not found: {path} (nor is it the name of a shipped config: "
+                      f"{', '.join(shipped)}; `rpbt configs` lists them)")
 
 
 
@@ -364,14 +393,15 @@ def _empty_words(text: str) -> str:
 
 
 def read_config_data(path: Optional[Union[str, Path]] = None) -> tuple[Path, dict[str, Any]]:
-    """The raw mapping of a YAML config file (the shipped default when ``path`` is None), not yet validated.
+    """The raw mapping of a YAML config file (the shipped default when ``path`` is None; a path that does not exist
+    names a shipped config, :func:`config_path`), not yet validated.
 
-    Raises :class:`ConfigError` naming the file when it is missing, not YAML, empty (blank, only comments or only
-    null: the default job is run by giving no file, so an empty one is a mistake, not a request for it), an empty
-    mapping (``{}``: it sets no key, refused for the same reason), not a mapping, or names a key twice in one
-    mapping (with the key and its lines).
+    Raises :class:`ConfigError` naming the file when it is missing (and no shipped config has that name), not YAML,
+    empty (blank, only comments or only null: the default job is run by giving no file, so an empty one is a
+    mistake, not a request for it), an empty mapping (``{}``: it sets no key, refused for the same reason), not a
+    mapping, or names a key twice in one mapping (with the key and its lines).
     """
-    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    path = config_path(path) if path is not None else DEFAULT_CONFIG_PATH
     if path.is_dir():
         raise ConfigError(f"{path}: a folder, not a config file (pass a YAML file; a run's is RUN_DIR/config.yaml)")
     if not path.is_file():

@@ -11,6 +11,9 @@ oldest first, with strictly increasing timestamps and positive, finite prices.
 * :func:`walk_forward_split` cuts ``n`` bars into chronological, non-overlapping ``train`` / ``validation`` /
   ``test`` slices, so a policy is selected on data after the data it was trained on and tested on data after that.
 
+Needs the ``rpbt[trading]`` extra (pandas parses the files, gym-anytrading ships the two series): without it the
+loaders raise :class:`rpbt.extras.MissingExtraError` naming ``pip install 'rpbt[trading]'``.
+
 Errors: :class:`MarketDataError` (a ``ValueError``). Messages from :func:`load_csv` name the file, the column
 (as spelled in the file's header) and the row, given both as the 1-based *data row* (the first line after the
 header is data row 1) and as the *line* of the file (the header is line 1, so line = data row + 1).
@@ -28,6 +31,8 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
+
+from rpbt.extras import MissingExtraError, require
 
 __all__ = [
     "MarketData",
@@ -365,7 +370,9 @@ def load_csv(
     non-numeric or negative volume; fewer than ``min_rows`` rows. A header read as one column holding ``;``, a tab
     or ``|`` adds a hint that the file uses another separator, and a first line that looks like a bar adds a hint
     that the file has no header row (MetaTrader 4 exports often have none); a UTF-8 byte-order mark is ignored.
+    Raises :class:`rpbt.extras.MissingExtraError` (``pip install 'rpbt[trading]'``) when pandas is not installed.
     """
+    require("pandas", "trading", "reading market data (env.id: trading)")
     path_str = str(path)
     min_rows = max(int(min_rows), 2)
     df = _read_frame(path, path_str)
@@ -576,9 +583,10 @@ def _shipped_dir() -> Path:
     """
     spec = importlib.util.find_spec("gym_anytrading")
     if spec is None:
-        raise MarketDataError(
-            "the shipped market data needs the gym-anytrading package (pip install gym-anytrading); "
-            "or use env.data.source: csv with your own file"
+        raise MissingExtraError(
+            "the shipped market data (env.data.source: googl / eurusd) needs the Python package 'gym_anytrading', "
+            "which is not installed; install it with: pip install 'rpbt[trading]' (or use env.data.source: csv "
+            "with your own file)"
         )
     if spec.submodule_search_locations:
         for base in spec.submodule_search_locations:
@@ -593,7 +601,8 @@ def load_shipped(name: str) -> MarketData:
     2018-08-29, ~252 bars/year) or ``"eurusd"`` (hourly EUR/USD ask bars, 6225 rows, 2017-01-01 22:00 to
     2017-12-29 21:00, 252 * 24 = 6048 bars/year). No network access.
 
-    Raises :class:`MarketDataError` for an unknown name or when gym-anytrading is not installed.
+    Raises :class:`MarketDataError` for an unknown name, :class:`rpbt.extras.MissingExtraError` when gym-anytrading
+    (the ``rpbt[trading]`` extra) is not installed.
     """
     key = name.strip().lower()
     if key not in SHIPPED:

@@ -49,6 +49,7 @@ from rpbt.envs.market_data import (
     load_shipped,
     walk_forward_split,
 )
+from rpbt.extras import require
 
 __all__ = ["FEATURES", "TRADING_KWARGS", "TradingEnv", "check_trading_kwargs", "check_trading_setup", "episode_starts",
            "load_market_data", "make_trading_env", "valid_start_range"]
@@ -349,8 +350,10 @@ def load_market_data(data_cfg) -> MarketData:
     Loaded once per process and shared by every environment (cached by path, modification time and size for
     CSV files); a CSV's timestamps are parsed with ``env.data.date_format`` when set. Raises
     :class:`rpbt.envs.market_data.MarketDataError` for a bad file, or a missing one (naming ``env.data.path``
-    and, for a relative path, the current directory it was looked up in).
+    and, for a relative path, the current directory it was looked up in), and
+    :class:`rpbt.extras.MissingExtraError` naming ``pip install 'rpbt[trading]'`` without pandas.
     """
+    require("pandas", "trading", "reading market data (env.id: trading)")
     if data_cfg.source == "csv":
         path = Path(data_cfg.path).expanduser()
         date_format = data_cfg.date_format

@@ -16,6 +16,7 @@ import numpy as np
 
 from rpbt.config import EnvConfig
 from rpbt.evaluation.policy import EpisodeTrace, ObsPerturbation, evaluate_policy
+from rpbt.extras import require
 
 #: What ``curves["position"][k]`` of :func:`evaluate_trading_split`'s report means (written into the report).
 POSITION_MEANING = ("curves.position[k] (k >= 1) is the position held from dates[k-1]'s close to dates[k]'s close "
@@ -195,9 +196,10 @@ def plot_equity_curves(report: dict[str, Any], path: Path, title: str) -> None:
     """Write a PNG: equity of the policy, buy-and-hold and flat (top) and the policy's position (bottom).
 
     The position is drawn as a step over the bar it was held: ``position[k]`` spans ``(dates[k-1], dates[k]]``
-    (matplotlib's ``where="pre"``), so a position change shows at the bar where it was taken.
+    (matplotlib's ``where="pre"``), so a position change shows at the bar where it was taken. Raises
+    :class:`rpbt.extras.MissingExtraError` (``pip install 'rpbt[trading]'``) when matplotlib is not installed.
     """
-    import matplotlib
+    matplotlib = require("matplotlib", "trading", "the equity-curve figure of a trading evaluation")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -79,14 +79,16 @@ import operator
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from pydantic import BaseModel, ValidationError
 
 from rpbt.config import PB2Config, PBTConfig, RunConfig, SearchDim
 from rpbt.pbt import selection
-from rpbt.pbt.pb2 import PB2Explorer
 from rpbt.pbt.space import SearchSpace
+
+if TYPE_CHECKING:  # imported when explore="pb2": PB2 needs scikit-learn, the rpbt[pb2] extra
+    from rpbt.pbt.pb2 import PB2Explorer
 
 __all__ = ["Decision", "RoundDecision", "PBTScheduler", "explore", "ttest_window"]
 
@@ -94,6 +96,18 @@ _STATE_VERSION = 1
 # The defaults of every setting, as the config declares them (constructed without validation: nothing is checked).
 _PBT = PBTConfig.model_construct()
 _PB2 = PB2Config.model_construct()
+
+
+def _pb2_explorer() -> type[PB2Explorer]:
+    """:class:`rpbt.pbt.pb2.PB2Explorer`; raises :class:`rpbt.extras.MissingExtraError` naming ``rpbt[pb2]`` when
+    scikit-learn (PB2's Gaussian process) is not installed."""
+    from rpbt.extras import require
+
+    for module in ("sklearn", "threadpoolctl"):
+        require(module, "pb2", "PB2 (pbt.explore: pb2)")
+    from rpbt.pbt.pb2 import PB2Explorer
+
+    return PB2Explorer
 
 
 def ttest_window(pbt: PBTConfig) -> int:
@@ -241,11 +255,12 @@ class PBTScheduler:
         self.explore = _setting(PBTConfig, "explore", explore)
         self._pb2: Optional[PB2Explorer] = None
         if self.explore == "pb2":
-            self._pb2 = PB2Explorer(self.space, population_size=self.population_size,
-                                    perturbation_interval=self.perturbation_interval,
-                                    max_data=_setting(PB2Config, "max_data", pb2_max_data),
-                                    min_data=_setting(PB2Config, "min_data", pb2_min_data),
-                                    candidates=_setting(PB2Config, "candidates", pb2_candidates))
+            explorer = _pb2_explorer()
+            self._pb2 = explorer(self.space, population_size=self.population_size,
+                                 perturbation_interval=self.perturbation_interval,
+                                 max_data=_setting(PB2Config, "max_data", pb2_max_data),
+                                 min_data=_setting(PB2Config, "min_data", pb2_min_data),
+                                 candidates=_setting(PB2Config, "candidates", pb2_candidates))
         self.ttest = _setting(PBTConfig, "ttest", ttest)
         self.ttest_alpha = _setting(PBTConfig, "ttest_alpha", ttest_alpha)
         self.ttest_window = _setting(PBTConfig, "ttest_window", ttest_window)

@@ -17,8 +17,6 @@ import random
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from scipy import stats
-
 __all__ = ["truncation_group_size", "rank_key", "truncation", "tournament", "significant", "welch_ttest"]
 
 Pair = tuple[int, int]  # (recipient, donor)
@@ -148,4 +146,6 @@ def welch_ttest(donor: Sequence[float], recipient: Sequence[float], mode: str = 
         return t, float(nd + nr - 2), (0.0 if t == math.inf else 1.0)
     t = diff / math.sqrt(se2)
     df = se2 ** 2 / ((vd / nd) ** 2 / (nd - 1) + (vr / nr) ** 2 / (nr - 1))
+    from scipy import stats  # a core dependency, imported here so that a run without pbt.ttest never loads it
+
     return t, df, float(stats.t.sf(t, df))

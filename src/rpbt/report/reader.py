@@ -18,7 +18,6 @@ missing or unusable. Partial problems are warnings (plain strings, collected and
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -29,6 +28,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from rpbt.extras import require
+
 __all__ = [
     "ReportError",
     "MemberMetrics",
@@ -36,7 +37,7 @@ __all__ = [
     "read_events",
     "clean_events",
     "read_metrics",
-    "load_run",
+    "read_run",
     "Checkpoints",
     "read_checkpoints",
     "num_or_none",
@@ -211,22 +212,15 @@ class MemberMetrics:
         return col is not None and bool(np.isfinite(col).any())
 
 
-def _cell(value: str) -> float:
-    value = value.strip()
-    if not value:
-        return math.nan
-    try:
-        return float(value)
-    except ValueError:
-        return math.nan
-
-
 def read_metrics(path: Path) -> tuple[Optional[MemberMetrics], list[str]]:
-    """Read one ``members/<i>/metrics.csv``; return ``(metrics or None, warnings)``. Never raises.
+    """Read one ``members/<i>/metrics.csv``; return ``(metrics or None, warnings)``.
 
-    Rows are deduplicated on ``(round, update)`` (falling back to ``update``, then to row order): a row whose key is
-    not greater than the previous row's means the run was resumed, and the earlier rows with keys >= it are
-    dropped (keep the last attempt). A cut last line (no line end) is ignored.
+    Parsed with pandas (cells that are not numbers become NaN, a row shorter than the header is padded with NaN, a
+    longer one is skipped with a warning, wholly blank rows are skipped). Rows are deduplicated on
+    ``(round, update)`` (falling back to ``update``, then to row order): a row whose key is not greater than the
+    previous row's means the run was resumed, and the earlier rows with keys >= it are dropped (keep the last
+    attempt). A cut last line (no line end) is ignored. Raises nothing for a bad file (every problem is a warning)
+    but :class:`rpbt.extras.MissingExtraError` (``pip install 'rpbt[report]'``) when pandas is not installed.
     """
     warnings: list[str] = []
     if not path.exists():
@@ -241,46 +235,63 @@ def read_metrics(path: Path) -> tuple[Optional[MemberMetrics], list[str]]:
         cut = text.rfind("\n")
         text = text[: cut + 1]
         warnings.append(f"{path}: last row incomplete (the run may still be writing it), ignored")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-    except (StopIteration, csv.Error) as exc:
-        return None, [f"{path}: no header row ({exc})"]
-    header = [h.strip() for h in header]
     if not text.endswith("\n"):
         return None, warnings + [f"{path}: only a partial header, no rows yet"]
-    rows: list[list[float]] = []
-    keys: list[tuple] = []
-    r_idx = header.index("round") if "round" in header else None
-    u_idx = header.index("update") if "update" in header else None
-    bad = 0
-    try:
-        for row in reader:
-            if not row or not any(c.strip() for c in row):
-                continue
-            if len(row) > len(header):
-                bad += 1
-                continue
-            values = [_cell(c) for c in row] + [math.nan] * (len(header) - len(row))
-            key = tuple(
-                values[i] for i in (r_idx, u_idx) if i is not None and math.isfinite(values[i])
-            )
-            if len(key) != sum(i is not None for i in (r_idx, u_idx)):
-                key = ()
-            if key and keys and keys[-1] and key <= keys[-1]:
-                # a resume redid these updates: keep the last attempt
-                keep = [j for j, k in enumerate(keys) if not (k and k >= key)]
-                rows = [rows[j] for j in keep]
-                keys = [keys[j] for j in keep]
-            rows.append(values)
-            keys.append(key)
-    except csv.Error as exc:
-        warnings.append(f"{path}: CSV error ({exc}); rows after it ignored")
-    if bad:
-        warnings.append(f"{path}: {bad} row(s) with more cells than the header, skipped")
-    arr = np.array(rows, dtype=float).reshape(len(rows), len(header))
+    if not text.split("\n", 1)[0].strip():
+        return None, warnings + [f"{path}: no header row (the first line is blank)"]
+    parsed = _parse_csv(text, path, warnings)
+    if parsed is None:
+        return None, warnings
+    header, values = parsed
+    keep = _last_attempt_rows(values, header)
+    arr = values[keep]
     columns = {name: arr[:, j] for j, name in enumerate(header) if name}
     return MemberMetrics(path=path, columns=columns), warnings
+
+
+def _parse_csv(text: str, path: Path, warnings: list[str]) -> Optional[tuple[list[str], np.ndarray]]:
+    """``(header, values)`` of a metrics CSV held in ``text`` (complete lines): the header's names stripped, the
+    non-blank data rows as floats of shape ``(rows, len(header))``; None (and a warning) when pandas cannot parse
+    it."""
+    pd = require("pandas", "report", "reading a run's metrics (rpbt report, rpbt.report.load_run)")
+    too_long: list[list[str]] = []
+
+    def longer_than_header(cells: list[str]) -> None:  # the row is skipped; a blank one (",,") silently
+        if any(c.strip() for c in cells):
+            too_long.append(cells)
+
+    try:
+        raw = pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False, skip_blank_lines=True,
+                          engine="python", on_bad_lines=longer_than_header)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        warnings.append(f"{path}: cannot be parsed as CSV ({exc}), ignored")
+        return None
+    if too_long:
+        warnings.append(f"{path}: {len(too_long)} row(s) with more cells than the header, skipped")
+    header = [str(h).strip() for h in raw.iloc[0].fillna("")]
+    cells = raw.iloc[1:].fillna("").apply(lambda column: column.str.strip())
+    cells = cells[(cells != "").any(axis=1)]
+    values = cells.apply(lambda column: pd.to_numeric(column, errors="coerce")).to_numpy(dtype=float)
+    return header, values.reshape(len(cells), len(header))
+
+
+def _last_attempt_rows(values: np.ndarray, header: list[str]) -> list[int]:
+    """Indices of the rows of ``values`` (shape ``(rows, len(header))``) kept after a resume: each row's key is
+    ``(round, update)`` (those of the two columns present; no key when one is NaN); a key not greater than the
+    previous row's drops the earlier rows whose keys are >= it."""
+    idx = [header.index(name) for name in ("round", "update") if name in header]
+    kept: list[int] = []
+    keys: list[tuple] = []
+    for j, row in enumerate(values):
+        key = tuple(float(row[i]) for i in idx)
+        if not all(math.isfinite(k) for k in key):
+            key = ()
+        if key and keys and keys[-1] and key <= keys[-1]:  # a resume redid these updates: keep the last attempt
+            pairs = [(r, k) for r, k in zip(kept, keys) if not (k and k >= key)]
+            kept, keys = [r for r, _ in pairs], [k for _, k in pairs]
+        kept.append(j)
+        keys.append(key)
+    return kept
 
 
 # --------------------------------------------------------------------------------------------------- run
@@ -450,9 +461,11 @@ def read_checkpoints(run_dir: Path | str, population: int, expect_commit: bool =
     return Checkpoints(0, None, None)
 
 
-def load_run(run_dir: Path | str) -> RunData:
-    """Read everything the report needs from ``run_dir``. Raises :class:`ReportError` naming the path when the
-    directory or its ``events.jsonl`` is missing/unusable; partial problems become ``RunData.warnings``."""
+def read_run(run_dir: Path | str) -> RunData:
+    """Read everything the report needs from ``run_dir`` (:func:`rpbt.report.load_run` gives it as DataFrames).
+
+    Raises :class:`ReportError` naming the path when the directory or its ``events.jsonl`` is missing/unusable;
+    partial problems become ``RunData.warnings``."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise ReportError(f"{run_dir}: run directory not found")

@@ -39,7 +39,7 @@ from rpbt.report.plots import (
     plot_value_loss,
     replay_info,
 )
-from rpbt.report.reader import RunData, load_run, num_or_none
+from rpbt.report.reader import RunData, num_or_none, read_run
 
 __all__ = ["ReportResult", "build_report", "write_report"]
 
@@ -361,7 +361,7 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Repo
     Raises :class:`ReportError` naming the path when the run directory or its events.jsonl is missing or unusable.
     """
     run_dir = Path(run_dir)
-    run = load_run(run_dir)
+    run = read_run(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     warnings = list(run.warnings)

@@ -68,6 +68,7 @@ from rpbt.config import (
     read_config_data,
 )
 from rpbt.envs.runner import EnvRunner, StepResult
+from rpbt.extras import require
 from rpbt.pbt.backends.local import LocalBackend
 from rpbt.pbt.runner import PopulationRunner
 from rpbt.pbt.scheduler import PBTScheduler
@@ -546,8 +547,11 @@ def run_study(cfg: Config, settings: StudySettings, out_dir: Optional[Path] = No
               command: str = "") -> dict[str, Any]:
     """Run the whole study; write ``spike_study.json``, ``spike_study.md`` and ``spike_study.png`` into out_dir.
 
-    Returns the JSON document (settings, resolved config, every exploit record, the summary, wall time).
+    Returns the JSON document (settings, resolved config, every exploit record, the summary, wall time). Raises
+    :class:`rpbt.extras.MissingExtraError` (``pip install 'rpbt[report]'``) before training when matplotlib is not
+    installed.
     """
+    require("matplotlib", "report", "the spike study's figure (spike_study.png)")  # before hours of training
     out = Path(out_dir if out_dir is not None else settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.run.torch_threads:
