@@ -6,7 +6,10 @@ Layout (the contract with ``rpbt report``; see ``RUNDIR_FORMAT.md`` in the repos
     RUN_DIR/events.jsonl               one JSON object per line (start, round, exploit, resume, failure, end)
     RUN_DIR/summary.json               best member, score, hyperparameters, lineage (rewritten every round)
     RUN_DIR/members/<i>/metrics.csv    one row per update of member i
-    RUN_DIR/members/<i>/tb/            TensorBoard event files of member i
+    RUN_DIR/members/<i>/tb/            TensorBoard event files of member i (its metrics, time/total_timesteps, the
+                                       exploit measurements and, when the run ends, its HParams entry)
+    RUN_DIR/population/tb/             TensorBoard event files of the population: best, mean, median, min and max
+                                       score per round (pbt/best_score, ...), time/total_timesteps
     RUN_DIR/checkpoints/round_<r>/member_<i>.pt   member states of committed round r (6 digits); the last
                                        ``run.keep_checkpoints`` committed rounds are kept
     RUN_DIR/checkpoints/round_<r>/runner.json     the runner state of round r (a resume may fall back to it)
@@ -150,7 +153,7 @@ class RunDirectory:
         self.path = Path(path)
         self.population_size = population_size
         self.tensorboard = tensorboard
-        self._writers: dict[int, Any] = {}
+        self._writers: dict[int | str, Any] = {}  # member -> its writer; "population" -> the population run
         self._csv: dict[int, MetricsCSV] = {}
         self._lock_file: Any = None
         self._clock_zero = time.time()
@@ -283,7 +286,8 @@ class RunDirectory:
         return self._writers[member]
 
     def write_metrics(self, member: int, rows: list[dict[str, Any]]) -> None:
-        """Append rows to the member's metrics.csv and TensorBoard (step = env steps)."""
+        """Append rows to the member's metrics.csv and TensorBoard (step = env steps; TensorBoard also gets
+        Stable-Baselines3's ``time/total_timesteps``, the member's env steps)."""
         self.member_dir(member).mkdir(parents=True, exist_ok=True)
         if member not in self._csv:
             self._csv[member] = MetricsCSV(self.member_dir(member) / "metrics.csv")
@@ -292,6 +296,7 @@ class RunDirectory:
             writer = self._writer(member)
             for row in rows:
                 step = int(row["env_steps"])
+                writer.add_scalar("time/total_timesteps", float(step), step)
                 for key, value in row.items():
                     if key in BASE_COLUMNS or value is None:
                         continue
@@ -308,6 +313,38 @@ class RunDirectory:
             if isinstance(value, (int, float)) and math.isfinite(float(value)):
                 writer.add_scalar(key, float(value), step)
         writer.flush()
+
+    def write_population(self, step: int, values: dict[str, Any]) -> None:
+        """Scalars of the whole population (``RUN_DIR/population/tb``) at env step ``step``; None / NaN skipped."""
+        if not self.tensorboard:
+            return
+        if "population" not in self._writers:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writers["population"] = SummaryWriter(log_dir=str(self.path / "population" / "tb"))
+        writer = self._writers["population"]
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and math.isfinite(float(value)):
+                writer.add_scalar(key, float(value), step)
+        writer.flush()
+
+    def write_hparams(self, member: int, hparams: dict[str, Any], metric_tags: list[str],
+                      discrete: dict[str, list] | None = None) -> None:
+        """The member's entry of TensorBoard's HParams dashboard, in its own run (``members/<i>/tb``): the
+        hyperparameter values (numbers, strings, booleans; others left out) and the scalar tags of that run that
+        the dashboard shows beside them (their last value, e.g. ``pbt/score``). ``discrete``: name -> the values a
+        categorical hyperparameter can take. Follows ``SummaryWriter.add_hparams``, without its extra sub-run."""
+        if not self.tensorboard:
+            return
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        values = {k: v for k, v in hparams.items() if isinstance(v, (bool, int, float, str))}
+        domains = {k: list(v) for k, v in (discrete or {}).items() if k in values}
+        exp, ssi, sei = hparams_summary(values, {tag: 0.0 for tag in metric_tags}, domains or None)
+        file_writer = self._writer(member)._get_file_writer()
+        for summary in (exp, ssi, sei):
+            file_writer.add_summary(summary)
+        self._writer(member).flush()
 
     def truncate_metrics_after(self, last_round: int) -> None:
         for m in range(self.population_size):
