@@ -118,7 +118,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from rpbt.run.rundir import require_run_dir
 
     require_run_dir(Path(args.run_dir))
-    out = write_report(Path(args.run_dir))
+    out = write_report(Path(args.run_dir), x=args.x, smooth_rounds=args.smooth)
     print(f"rpbt: report written to {out}")
     return 0
 
@@ -302,10 +302,27 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_config)
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (anything else is a usage error naming the option, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of rounds >= 1, got {text!r}")
+    return value
+
+
 def _add_report(sub: argparse._SubParsersAction) -> None:
     """The ``rpbt report`` subcommand and its arguments."""
     p = sub.add_parser("report", help="draw a run's history into RUN_DIR/report/")
     p.add_argument("run_dir")
+    p.add_argument("--x", choices=("steps", "rounds", "time"), default="steps",
+                   help="x-axis of the scores, population and training curves: env steps per member (default), "
+                        "round, or the run's clock in seconds")
+    p.add_argument("--smooth", type=_positive_int, default=1, metavar="K",
+                   help="draw the trailing mean over K rounds over the raw scores and training curves (default 1: "
+                        "none)")
     p.set_defaults(func=cmd_report)
 
 

@@ -56,7 +56,7 @@ def plot_training_curves(run: RunData, axis: XAxis, path: Path, smooth_rounds: i
     fig = new_figure(13, 3.3 * ((len(keys) + 1) // 2) + 0.6)
     for k, (key, label) in enumerate(keys):
         ax = fig.add_subplot((len(keys) + 1) // 2, 2, k + 1)
-        everything = []
+        everything, lines = [], []
         for i in range(run.population_size):
             m = run.metrics.get(i)
             if m is None or not m.has_data(key):
@@ -69,6 +69,10 @@ def plot_training_curves(run: RunData, axis: XAxis, path: Path, smooth_rounds: i
                 ax.plot(xs, ys, color=colors[i], lw=0.6, alpha=0.25)
                 ys = _trailing_mean(ys, window)
             ax.plot(xs, ys, color=colors[i], lw=1.0, alpha=0.85, label=f"member {i}")
+            lines.append((xs, ys))
+        if len(lines) > 2 and all(np.array_equal(xs, lines[0][0]) for xs, _ in lines):
+            ax.plot(lines[0][0], np.median(np.vstack([ys for _, ys in lines]), axis=0), color="black", lw=1.8,
+                    label="median over members")
         values = np.concatenate(everything) if everything else np.array([])
         if values.size and np.all(values > 0) and values.max() / values.min() > 20:
             ax.set_yscale("log")
@@ -79,7 +83,7 @@ def plot_training_curves(run: RunData, axis: XAxis, path: Path, smooth_rounds: i
         if not axis.use_steps:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    handles, labels = fig.axes[0].get_legend_handles_labels()
+    handles, labels = max((ax.get_legend_handles_labels() for ax in fig.axes), key=lambda hl: len(hl[0]))
     fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.97), fontsize=8, frameon=False,
                ncol=2 if run.population_size > 12 else 1)
     smoothed = f"; trailing mean over {window} updates" if window > 1 else ""

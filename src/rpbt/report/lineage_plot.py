@@ -48,7 +48,7 @@ def plot_lineage(run: RunData, lineage: Lineage, path: Path) -> list[str]:
     labels: list[str] = []
     if lineage.best_member is not None:
         _draw_best_ancestry(ax, lineage, jump)
-        handles.append(Line2D([], [], color="black", lw=2.2))
+        handles.append(Line2D([], [], color="black", lw=1.5))
         labels.append(f"ancestry of the best member ({lineage.best_member})")
     else:
         notes.append("No scores yet: no best member to highlight.")
@@ -100,7 +100,7 @@ def _draw_lanes(ax, lineage: Lineage, colors: list[tuple], segments: set[tuple[i
             while (r2 + 1 <= R and lineage.origin_by_round[r2][m] == o and ((m, r2 + 1) in segments) == live):
                 r2 += 1
             if live:
-                ax.plot([r - 1, r2], [m, m], color=colors[o], lw=5, solid_capstyle="butt", alpha=0.9, zorder=2)
+                ax.plot([r - 1, r2], [m, m], color=colors[o], lw=6, solid_capstyle="butt", alpha=0.9, zorder=2)
             else:
                 ax.plot([r - 1, r2], [m, m], color=DEAD, lw=2, solid_capstyle="butt", zorder=1)
             r = r2 + 1
@@ -134,7 +134,7 @@ def _draw_best_ancestry(ax, lineage: Lineage, jump: float) -> None:
         ys += [members[j], members[j + 1]]
     xs.append(R)
     ys.append(best)
-    ax.plot(xs, ys, color="black", lw=2.2, alpha=0.9, zorder=4)
+    ax.plot(xs, ys, color="black", lw=1.5, alpha=0.9, zorder=4)
     ax.plot([R], [best], marker="*", ms=16, color="gold", mec="black", zorder=5)
 
 
