@@ -28,7 +28,6 @@ import io
 import json
 import math
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -37,36 +36,12 @@ import yaml
 
 from rpbt.checkpoint import atomic_write_text
 from rpbt.config import Config
+from rpbt.run.paths import ROUND_FOLDER, RunDirError, require_run_dir, round_folder
+
+__all__ = ["RunDirError", "ROUND_FOLDER", "round_folder", "require_run_dir", "clean_float", "MetricsCSV",
+           "RunDirectory", "load_run_config"]
 
 BASE_COLUMNS = ["round", "update", "env_steps", "time"]
-
-
-class RunDirError(ValueError):
-    """A run directory is missing, incomplete or inconsistent; the message names the file."""
-
-
-ROUND_FOLDER = re.compile(r"round_(\d{6,})")
-
-
-def round_folder(r: int) -> str:
-    """The checkpoint folder name of round ``r`` (``round_000012``)."""
-    return f"round_{int(r):06d}"
-
-
-def require_run_dir(path: Path) -> Path:
-    """``path`` if it is an rpbt run directory (a folder with ``config.yaml``), else :class:`RunDirError`
-    saying "no rpbt run directory at PATH" and why."""
-    path = Path(path)
-    if not path.exists():
-        why = "nothing is there"
-    elif not path.is_dir():
-        why = "it is a file, not a folder"
-    elif not (path / "config.yaml").is_file():
-        why = "the folder has no config.yaml"
-    else:
-        return path
-    raise RunDirError(f"no rpbt run directory at {path} ({why}); pass the run.dir of a run that `rpbt train` "
-                      "started")
 
 
 def _json_default(value: Any) -> Any:
