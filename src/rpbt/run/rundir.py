@@ -37,6 +37,7 @@ import yaml
 from rpbt.checkpoint import atomic_write_text
 from rpbt.config import Config
 from rpbt.run.paths import ROUND_FOLDER, RunDirError, require_run_dir, round_folder
+from rpbt.run.tensorboard import TensorBoardLog
 
 __all__ = ["RunDirError", "ROUND_FOLDER", "round_folder", "require_run_dir", "clean_float", "MetricsCSV",
            "RunDirectory", "load_run_config"]
@@ -128,7 +129,7 @@ class RunDirectory:
         self.path = Path(path)
         self.population_size = population_size
         self.tensorboard = tensorboard
-        self._writers: dict[int | str, Any] = {}  # member -> its writer; "population" -> the population run
+        self.tb = TensorBoardLog(self.path, enabled=tensorboard)
         self._csv: dict[int, MetricsCSV] = {}
         self._lock_file: Any = None
         self._clock_zero = time.time()
@@ -253,73 +254,26 @@ class RunDirectory:
         return kept
 
     # ---------------------------------------------------------------------------------------- metrics
-    def _writer(self, member: int) -> Any:
-        if member not in self._writers:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writers[member] = SummaryWriter(log_dir=str(self.member_dir(member) / "tb"))
-        return self._writers[member]
-
     def write_metrics(self, member: int, rows: list[dict[str, Any]]) -> None:
-        """Append rows to the member's metrics.csv and TensorBoard (step = env steps; TensorBoard also gets
-        Stable-Baselines3's ``time/total_timesteps``, the member's env steps)."""
+        """Append rows to the member's metrics.csv and TensorBoard (:meth:`TensorBoardLog.rows`)."""
         self.member_dir(member).mkdir(parents=True, exist_ok=True)
         if member not in self._csv:
             self._csv[member] = MetricsCSV(self.member_dir(member) / "metrics.csv")
         self._csv[member].append(rows)
-        if self.tensorboard:
-            writer = self._writer(member)
-            for row in rows:
-                step = int(row["env_steps"])
-                writer.add_scalar("time/total_timesteps", float(step), step)
-                for key, value in row.items():
-                    if key in BASE_COLUMNS or value is None:
-                        continue
-                    if isinstance(value, (int, float)) and math.isfinite(float(value)):
-                        writer.add_scalar(key, float(value), step)
-            writer.flush()
+        self.tb.rows(member, rows)
 
     def write_scalars(self, member: int, step: int, values: dict[str, Any]) -> None:
         """TensorBoard-only scalars (e.g. the exploit measurements) for ``member`` at env step ``step``."""
-        if not self.tensorboard:
-            return
-        writer = self._writer(member)
-        for key, value in values.items():
-            if isinstance(value, (int, float)) and math.isfinite(float(value)):
-                writer.add_scalar(key, float(value), step)
-        writer.flush()
+        self.tb.scalars(member, step, values)
 
     def write_population(self, step: int, values: dict[str, Any]) -> None:
-        """Scalars of the whole population (``RUN_DIR/population/tb``) at env step ``step``; None / NaN skipped."""
-        if not self.tensorboard:
-            return
-        if "population" not in self._writers:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writers["population"] = SummaryWriter(log_dir=str(self.path / "population" / "tb"))
-        writer = self._writers["population"]
-        for key, value in values.items():
-            if isinstance(value, (int, float)) and math.isfinite(float(value)):
-                writer.add_scalar(key, float(value), step)
-        writer.flush()
+        """Scalars of the whole population (``RUN_DIR/population/tb``) at env step ``step``."""
+        self.tb.scalars("population", step, values)
 
     def write_hparams(self, member: int, hparams: dict[str, Any], metric_tags: list[str],
                       discrete: dict[str, list] | None = None) -> None:
-        """The member's entry of TensorBoard's HParams dashboard, in its own run (``members/<i>/tb``): the
-        hyperparameter values (numbers, strings, booleans; others left out) and the scalar tags of that run that
-        the dashboard shows beside them (their last value, e.g. ``pbt/score``). ``discrete``: name -> the values a
-        categorical hyperparameter can take. Follows ``SummaryWriter.add_hparams``, without its extra sub-run."""
-        if not self.tensorboard:
-            return
-        from torch.utils.tensorboard.summary import hparams as hparams_summary
-
-        values = {k: v for k, v in hparams.items() if isinstance(v, (bool, int, float, str))}
-        domains = {k: list(v) for k, v in (discrete or {}).items() if k in values}
-        exp, ssi, sei = hparams_summary(values, {tag: 0.0 for tag in metric_tags}, domains or None)
-        file_writer = self._writer(member)._get_file_writer()
-        for summary in (exp, ssi, sei):
-            file_writer.add_summary(summary)
-        self._writer(member).flush()
+        """The member's HParams entry (:meth:`TensorBoardLog.hparams`)."""
+        self.tb.hparams(member, hparams, metric_tags, discrete)
 
     def truncate_metrics_after(self, last_round: int) -> None:
         for m in range(self.population_size):
@@ -387,9 +341,7 @@ class RunDirectory:
                           json.dumps(summary, indent=1, default=_json_default, allow_nan=False))
 
     def close(self) -> None:
-        for w in self._writers.values():
-            w.close()
-        self._writers.clear()
+        self.tb.close()
         self.unlock()
 
 
