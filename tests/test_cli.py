@@ -154,3 +154,21 @@ def test_rpbt_configs_lists_every_shipped_config_with_its_environment(capsys):
     assert rows["popgym/RepeatFirstEasy"] == "popgym-RepeatFirstEasy-v0" and rows["trading_googl"] == "trading"
     assert rows["default"] == "popgym-PositionOnlyCartPoleEasy-v0"
     assert lines[-1].startswith("rpbt train NAME")
+
+
+def test_rpbt_report_loads_neither_torch_nor_the_config_schema(tmp_path):
+    """The report only reads files: in a fresh interpreter `rpbt report` writes it without importing torch or
+    pydantic (they cost seconds), and a bad run directory is still the one-line error with exit status 2."""
+    import subprocess
+    import sys
+
+    from tests.report.fabricate import fabricate_run
+
+    fabricate_run(tmp_path / "run", population=4, rounds=3)
+    code = ("import sys, rpbt.cli; rc = rpbt.cli.main(['report', sys.argv[1]]); "
+            "bad = rpbt.cli.main(['report', sys.argv[1] + '/nothing']); "
+            "print(rc, bad, 'torch' in sys.modules, 'pydantic' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split()[-4:] == ["0", "2", "False", "False"], out.stdout + out.stderr
+    assert "no rpbt run directory at" in out.stderr and "Traceback" not in out.stderr

@@ -131,10 +131,10 @@ def _print_summary(run_dir: Path, summary: dict, cfg: Config) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from rpbt.report import write_report
-    from rpbt.run.rundir import require_run_dir
+    from rpbt.run.paths import require_run_dir
 
     require_run_dir(Path(args.run_dir))
-    out = write_report(Path(args.run_dir))
+    out = write_report(Path(args.run_dir), x=args.x, smooth_rounds=args.smooth)
     print(f"rpbt: report written to {out}")
     return 0
 
@@ -326,10 +326,27 @@ def _add_configs(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_configs)
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (anything else is a usage error naming the option, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of rounds >= 1, got {text!r}")
+    return value
+
+
 def _add_report(sub: argparse._SubParsersAction) -> None:
     """The ``rpbt report`` subcommand and its arguments."""
     p = sub.add_parser("report", help="draw a run's history into RUN_DIR/report/")
     p.add_argument("run_dir")
+    p.add_argument("--x", choices=("steps", "rounds", "time"), default="steps",
+                   help="x-axis of the scores, population and training curves: env steps per member (default), "
+                        "round, or the run's clock in seconds")
+    p.add_argument("--smooth", type=_positive_int, default=1, metavar="K",
+                   help="draw the trailing mean over K rounds over the raw scores and training curves (default 1: "
+                        "none)")
     p.set_defaults(func=cmd_report)
 
 
@@ -428,11 +445,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
-    from rpbt.checkpoint import CheckpointError
-    from rpbt.config import ConfigError
-    from rpbt.run.rundir import RunDirError
+#: The errors printed as one line with exit status 2, as (defining module, class name). They are looked up when an
+#: error reaches the command line, among the modules already imported (a class is imported before it is raised),
+#: so that a command imports only what it uses: `rpbt report` loads no torch.
+KNOWN_ERRORS = (
+    ("rpbt.cli", "UsageError"),
+    ("rpbt.config.schema", "ConfigError"),
+    ("rpbt.checkpoint", "CheckpointError"),
+    ("rpbt.run.paths", "RunDirError"),
+    ("rpbt.extras", "MissingExtraError"),
+    ("rpbt.envs.errors", "EnvError"),
+    ("rpbt.envs.market_data", "MarketDataError"),
+    ("rpbt.pbt.faults", "MemberFaultError"),
+    ("rpbt.pbt.backends.errors", "BackendError"),
+    ("rpbt.report.reader", "ReportError"),
+    ("rpbt.pbt.replay", "ReplayError"),
+)
 
+
+def is_known_error(err: BaseException) -> bool:
+    """Whether ``err`` is one of :data:`KNOWN_ERRORS` (or a subclass)."""
+    for module, name in KNOWN_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and isinstance(err, cls):
+            return True
+    return False
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # Options may stand anywhere: `rpbt train a=1 --overwrite b=2` leaves b=2 unparsed; it belongs to the items
@@ -443,43 +483,6 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    from rpbt.extras import MissingExtraError
-
-    known: tuple[type[BaseException], ...] = (UsageError, ConfigError, CheckpointError, RunDirError,
-                                              MissingExtraError)
-    try:
-        from rpbt.envs.factory import EnvError
-
-        known += (EnvError,)
-        from rpbt.envs.market_data import MarketDataError
-
-        known += (MarketDataError,)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from rpbt.pbt.runner import MemberFaultError
-
-        known += (MemberFaultError,)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from rpbt.pbt.backends.process import BackendError
-
-        known += (BackendError,)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from rpbt.report import ReportError
-
-        known += (ReportError,)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from rpbt.pbt.replay import ReplayError
-
-        known += (ReplayError,)
-    except ImportError:  # pragma: no cover
-        pass
     import warnings
 
     shown = warnings.showwarning
@@ -494,13 +497,15 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     warnings.showwarning = show_rpbt_warning
     try:
         return int(args.func(args) or 0)
-    except known as err:
-        print(f"rpbt: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # a path that is a file where a folder is needed, no permission, a full disk, ...
-        where = f"{err.filename}: " if err.filename is not None else ""
-        print(f"rpbt: error: {where}{err.strerror or err}", file=sys.stderr)
-        return 2
+    except Exception as err:
+        if is_known_error(err):
+            print(f"rpbt: error: {err}", file=sys.stderr)
+            return 2
+        if isinstance(err, OSError):  # a path that is a file where a folder is needed, no permission, a full disk
+            where = f"{err.filename}: " if err.filename is not None else ""
+            print(f"rpbt: error: {where}{err.strerror or err}", file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt as err:
         print(f"rpbt: {_interrupted_message(args, err)}", file=sys.stderr)
         return 130

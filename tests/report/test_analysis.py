@@ -78,3 +78,46 @@ def test_scores_fall_back_to_metrics_csv(tmp_path):
     assert source == "metrics"
     assert all(len(xs) == 3 and np.isfinite(ys).all() for xs, ys in series.values())
     build_report(run_dir)
+
+
+def test_population_stats_gap_and_smoothing_by_hand(tmp_path):
+    from rpbt.report.analysis import gap_to_best, population_stats, score_matrix, smooth
+    from tests.report.fabricate import HAND_EVENTS
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    _write_events(run_dir, HAND_EVENTS)
+    run = read_run(run_dir)
+    rounds, scores = score_matrix(run)
+    assert rounds.tolist() == [1, 2, 3, 4]
+    assert scores[:, 0].tolist() == [5, 3, 2, 1] and scores[:, 3].tolist() == [9, 7, 8, 6]
+    stats = population_stats(run)
+    assert stats["mean"].tolist() == [2.75, 4.0, 5.5, 7.5]
+    assert stats["median"][0] == 2.5 and stats["q25"][0] == 1.75 and stats["q75"][0] == 3.5
+    assert stats["best"].tolist() == [5, 6, 8, 9] and stats["min"].tolist() == [1, 1, 1, 6]
+    assert gap_to_best(scores)[:, 0].tolist() == [0, 2, 3, 4]
+    assert gap_to_best(scores, "min")[:, 0].tolist() == [4, 2, 1, 0]
+    with_nan = np.array([[1.0, np.nan], [3.0, np.nan]])
+    assert np.isnan(gap_to_best(with_nan)[:, 1]).all() and gap_to_best(with_nan)[:, 0].tolist() == [2, 0]
+    assert smooth(np.array([1.0, 3.0, np.nan, 5.0]), 2).tolist()[:2] == [1.0, 2.0]
+    assert np.isnan(smooth(np.array([1.0, 3.0, np.nan, 5.0]), 2)[2])
+    assert smooth(np.array([1.0, 3.0, np.nan, 5.0]), 2)[3] == 5.0  # the window holds 5 and a NaN
+
+
+def test_round_times_by_hand(tmp_path):
+    from rpbt.report.analysis import round_times
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    _write_events(run_dir, [
+        {"type": "start", "round": 0, "time": 0.5, "population_size": 2, "hparams": [{}, {}], "search_space": {}},
+        {"type": "round", "round": 1, "time": 3.0, "env_steps": 8, "scores": [1, 2], "train_s": 2.0},
+        {"type": "exploit", "round": 1, "time": 3.1, "donor": 1, "recipient": 0, "transfer_s": 0.25},
+        {"type": "round", "round": 2, "time": 7.0, "env_steps": 16, "scores": [1, 2], "train_s": 3.0},
+    ])
+    t = round_times(read_run(run_dir))
+    assert t["rounds"].tolist() == [1, 2]
+    assert t["train"].tolist() == [2.0, 3.0] and t["exploit"].tolist() == [0.25, 0.0]
+    assert t["total"].tolist() == [2.5, 4.0]
+    # round 2's clock holds round 1's exploits (written after its round event) and round 2's training
+    assert t["other"].tolist() == [0.5, 0.75]

@@ -32,3 +32,19 @@ def test_lineage_matches_hand_built_example():
     assert lin.ancestry_at(0, 2) == []  # before round 3's exploit member 0 had its own weights
     # derive_lineage is pure: the input is untouched, and the same from cleaned or raw events
     assert derive_lineage(list(HAND_EVENTS)).ancestry == lin.ancestry
+
+
+def test_surviving_part_of_the_hand_built_lineage():
+    lin = derive_lineage(HAND_EVENTS)
+    segments, alive = lin.surviving()
+    # member 3's own weights of round 1 were overwritten after it (by 0's), member 2's of rounds 1-2 after round 2
+    # (by 1's), member 0's of rounds 2-3 after round 3 (by 2's), and nobody had copied them: those died; everything
+    # else is an ancestor of some member's weights now
+    everything = {(m, r) for m in range(4) for r in range(1, 5)}
+    assert everything - segments == {(3, 1), (2, 1), (2, 2), (0, 2), (0, 3)}
+    assert {(x.round, x.donor, x.recipient) for x in alive} == {(1, 0, 3), (2, 3, 1), (2, 1, 2), (3, 2, 0)}
+    # one more exploit at round 4 (0 -> 3) ends member 3's line of rounds 3-4; round 2 lives on in member 1
+    more = HAND_EVENTS + [{"type": "exploit", "round": 4, "time": 12, "env_steps": 400, "recipient": 3, "donor": 0}]
+    segments, alive = derive_lineage(more).surviving()
+    assert everything - segments == {(3, 1), (2, 1), (2, 2), (0, 2), (0, 3), (3, 3), (3, 4)}
+    assert (4, 0, 3) in {(x.round, x.donor, x.recipient) for x in alive}

@@ -23,9 +23,22 @@ from rpbt.run.rundir import clean_float
 if TYPE_CHECKING:
     from rpbt.run.rundir import RunDirectory
 
-__all__ = ["RoundLog"]
+__all__ = ["RoundLog", "population_scalars"]
 
 Info = dict[int, dict[str, Any]]
+
+
+def population_scalars(scores: Sequence[Any], mode: str, env_steps: int) -> dict[str, float]:
+    """The population run's scalars of one round: ``pbt/best_score`` (by ``mode``, "max" or "min"),
+    ``pbt/mean_score``, ``pbt/median_score``, ``pbt/min_score``, ``pbt/max_score`` over the members with a finite
+    score, and ``time/total_timesteps`` (the schedule's env steps per member). Without any score only the last."""
+    values = np.array([float(s) for s in scores if s is not None and np.isfinite(float(s))], dtype=float)
+    out: dict[str, float] = {"time/total_timesteps": float(env_steps)}
+    if values.size:
+        out.update({"pbt/best_score": float(values.max() if mode == "max" else values.min()),
+                    "pbt/mean_score": float(values.mean()), "pbt/median_score": float(np.median(values)),
+                    "pbt/min_score": float(values.min()), "pbt/max_score": float(values.max())})
+    return out
 
 
 class RoundLog:
@@ -41,6 +54,7 @@ class RoundLog:
         self.cfg = cfg
         self.rundir = rundir
         self.hparam_names = tuple(hparam_names)
+        self._last: dict[str, Any] | None = None  # the last round written: hyperparameters it trained with, scores
 
     def metrics(self, r: int, per_member: dict[int, list[dict[str, Any]]], info: Info, scored: RoundScores,
                 members: list[MemberRecord]) -> None:
@@ -72,6 +86,20 @@ class RoundLog:
         if self.cfg.agent.obs_outlier_factor is not None:
             event["obs_outliers"] = outliers
         self.rundir.write_event(event)
+        self.rundir.write_population(int(info[0]["env_steps"]), population_scalars(
+            scored.scores, self.cfg.pbt.mode, int(info[0]["env_steps"])))
+        self._last = {"hparams": [info[m]["hparams"] for m in range(P)], "scores": event["scores"]}
+
+    def hparams(self) -> None:
+        """Each member's HParams entry in TensorBoard (written once, when the run ends): the searched
+        hyperparameters it trained with in the last round and, beside them, ``pbt/score`` (the last value of that
+        tag in the member's run: the last round's score). Nothing before a round has been written."""
+        if self._last is None:
+            return
+        discrete = {name: list(dim.values) for name, dim in self.cfg.pbt.search_space.items()
+                    if name in self.hparam_names and getattr(dim, "type", None) == "categorical" and dim.values}
+        for m, hp in enumerate(self._last["hparams"]):
+            self.rundir.write_hparams(m, {n: hp[n] for n in self.hparam_names if n in hp}, ["pbt/score"], discrete)
 
     def refused(self, r: int, env_steps: int, refused: list[dict[str, Any]]) -> None:
         """An ``exploit_refused`` event per pair the t-test refused."""

@@ -236,6 +236,7 @@ class PopulationRunner:
         try:
             _play_all(self, self.cfg.run.progress if progress is None else progress)
             summary = self.summary()
+            self.log.hparams()
             self.rundir.write_event({"type": "end", "round": self.round, "env_steps": self.env_steps()})
             return summary
         finally:

@@ -3,8 +3,8 @@
 Public API::
 
     load_run(run_dir) -> RunFrames                       # pandas DataFrames: metrics, hyperparameters, exploits, events
-    write_report(run_dir, out_dir=None) -> Path          # writes RUN_DIR/report/, returns that directory
-    build_report(run_dir, out_dir=None) -> ReportResult  # same, and returns the files and the warnings
+    write_report(run_dir, out_dir=None, x="steps", smooth_rounds=1) -> Path   # writes RUN_DIR/report/, returns it
+    build_report(run_dir, out_dir=None, x="steps", smooth_rounds=1) -> ReportResult  # same, with files and warnings
     read_events(path) -> (events, warnings)              # parse events.jsonl (tolerates a cut last line)
     derive_lineage(events) -> Lineage                    # per member: chain of (round, donor), oldest first
     read_run(run_dir) -> RunData                         # what the report draws from, as plain Python values

@@ -24,6 +24,15 @@ __all__ = [
     "ExploitWindow",
     "value_loss_windows",
     "updates_per_round",
+    "X_CHOICES",
+    "score_mode",
+    "score_matrix",
+    "gap_to_best",
+    "smooth",
+    "population_stats",
+    "round_times",
+    "HparamPoint",
+    "hparam_score_points",
 ]
 
 VALUE_LOSS_KEY = "train/value_loss"
@@ -33,17 +42,27 @@ SCORE_KEY = "pbt/score"
 # --------------------------------------------------------------------------------------------------- x axis
 
 
+#: what ``rpbt report --x`` accepts: env steps per member, round number, the run's clock (seconds)
+X_CHOICES = ("steps", "rounds", "time")
+
+
 @dataclass
 class XAxis:
-    """Env steps per member when every round event has them, else round numbers."""
+    """The x-axis of the report's time series: env steps per member (``kind="steps"``), round number
+    (``"rounds"``) or the run's clock in seconds (``"time"``, the ``time`` of the round events)."""
 
-    use_steps: bool
+    kind: str
     label: str
     # (round, member) -> x at the end of that round
     _end: dict[tuple[int, int], float] = field(default_factory=dict)
 
+    @property
+    def use_steps(self) -> bool:
+        """Whether x is continuous (env steps or seconds) rather than integer rounds."""
+        return self.kind != "rounds"
+
     def end_of_round(self, run: RunData, r: int, member: int) -> float:
-        if not self.use_steps:
+        if self.kind == "rounds":
             return float(r)
         return self._end.get((r, member), float("nan"))
 
@@ -56,27 +75,30 @@ class XAxis:
 
     def of_exploit(self, run: RunData, ex: dict) -> float:
         r, i = int(ex["round"]), int(ex["recipient"])
-        if not self.use_steps:
-            return float(r)
-        steps = num_or_none(ex.get("env_steps"))
-        return steps if steps is not None else self.end_of_round(run, r, i)
+        if self.kind == "steps":
+            steps = num_or_none(ex.get("env_steps"))
+            if steps is not None:
+                return steps
+        return self.end_of_round(run, r, i)
 
 
-def x_axis(run: RunData) -> XAxis:
+def x_axis(run: RunData, kind: str = "steps") -> XAxis:
+    """The x-axis ``kind`` (one of :data:`X_CHOICES`) for ``run``; round numbers when the round events lack what
+    ``kind`` needs (``env_steps`` for steps, ``time`` for time). Raises ``ValueError`` for an unknown kind."""
+    if kind not in X_CHOICES:
+        raise ValueError(f"x-axis {kind!r}: expected one of {', '.join(X_CHOICES)}")
+    if kind == "rounds" or not run.rounds:
+        return XAxis("rounds", "round")
     ends: dict[tuple[int, int], float] = {}
-    ok = bool(run.rounds)
     for ev in run.rounds:
         for i in range(run.population_size):
-            x = run.round_env_steps(ev, i)
+            x = run.round_env_steps(ev, i) if kind == "steps" else num_or_none(ev.get("time"))
             if x is None:
-                ok = False
-                break
+                return XAxis("rounds", "round")
             ends[(int(ev["round"]), i)] = x
-        if not ok:
-            break
-    if ok:
-        return XAxis(True, "env steps (per member)", ends)
-    return XAxis(False, "round")
+    if kind == "steps":
+        return XAxis("steps", "env steps (per member)", ends)
+    return XAxis("time", "wall-clock time (s, the run's clock)", ends)
 
 
 # --------------------------------------------------------------------------------------------------- scores
@@ -323,3 +345,126 @@ def value_loss_windows(run: RunData, window: Optional[int] = None) -> tuple[list
         windows.append(ExploitWindow(ex, strategy, offsets, absolute, relative, donor_vl))
     notes = [f"{n} exploit(s) left out: {why}" for why, n in skipped.items()]
     return windows, window, notes
+
+
+# --------------------------------------------------------------------------------------------------- population
+
+
+def score_mode(run: RunData) -> str:
+    """``"max"`` or ``"min"``: which way a score is better (the config's ``pbt.mode``; ``"max"`` without one)."""
+    pbt = run.config.get("pbt") if isinstance(run.config, dict) else None
+    mode = pbt.get("mode") if isinstance(pbt, dict) else None
+    return mode if mode in ("max", "min") else "max"
+
+
+def score_matrix(run: RunData) -> tuple[np.ndarray, np.ndarray]:
+    """``(rounds, scores)``: the round numbers (R,) of the round events and every member's score in them,
+    shape (P, R), NaN where a member has none."""
+    rounds = np.array([int(ev["round"]) for ev in run.rounds], dtype=int)
+    scores = np.full((run.population_size, len(rounds)), np.nan)
+    for k, ev in enumerate(run.rounds):
+        vals = ev.get("scores")
+        if isinstance(vals, list):
+            for i, v in enumerate(vals[: run.population_size]):
+                x = num_or_none(v)
+                if x is not None:
+                    scores[i, k] = x
+    return rounds, scores
+
+
+def gap_to_best(scores: np.ndarray, mode: str = "max") -> np.ndarray:
+    """Per round (column), how far each member's score is from the round's best: ``best - score`` for mode
+    ``"max"``, ``score - best`` for ``"min"``; >= 0, 0 for the best, NaN where the score (or every score) is NaN."""
+    with np.errstate(all="ignore"):
+        if scores.size == 0:
+            return scores.copy()
+        finite = np.isfinite(scores).any(axis=0)
+        best = np.full(scores.shape[1], np.nan)
+        pick = np.nanmax if mode == "max" else np.nanmin
+        best[finite] = pick(scores[:, finite], axis=0)
+        return best[None, :] - scores if mode == "max" else scores - best[None, :]
+
+
+def smooth(ys: np.ndarray, k: int) -> np.ndarray:
+    """Trailing moving average over the last ``k`` finite values of ``ys`` (k <= 1: ``ys`` unchanged); NaN stays
+    NaN. Shape kept."""
+    ys = np.asarray(ys, dtype=float)
+    if k <= 1:
+        return ys
+    out = np.full(ys.shape, np.nan)
+    for j in range(len(ys)):
+        if not np.isfinite(ys[j]):
+            continue
+        window = ys[max(0, j - k + 1): j + 1]
+        out[j] = float(np.nanmean(window))
+    return out
+
+
+def population_stats(run: RunData) -> dict[str, np.ndarray]:
+    """Per round: ``rounds``, ``best`` (by ``pbt.mode``), ``mean``, ``min``, ``q25``, ``median``, ``q75``,
+    ``max`` of the members' scores, and ``n`` (members with a score); NaN where no member has one."""
+    rounds, scores = score_matrix(run)
+    out: dict[str, np.ndarray] = {"rounds": rounds}
+    n = np.isfinite(scores).sum(axis=0)
+    out["n"] = n
+    with np.errstate(all="ignore"):
+        cols = [scores[:, k][np.isfinite(scores[:, k])] for k in range(len(rounds))]
+        for name, fn in (("mean", np.mean), ("min", np.min), ("max", np.max), ("median", np.median),
+                         ("q25", lambda c: np.percentile(c, 25)), ("q75", lambda c: np.percentile(c, 75))):
+            out[name] = np.array([float(fn(c)) if c.size else np.nan for c in cols])
+    out["best"] = out["max"] if score_mode(run) == "max" else out["min"]
+    return out
+
+
+def round_times(run: RunData) -> dict[str, np.ndarray]:
+    """Per round event: ``rounds``, ``train`` (``train_s``), ``exploit`` (``transfer_s`` of its exploits, 0 when
+    none), ``total`` (the run's clock since the previous round event, or since the ``start`` event) and ``other``
+    (``total`` less ``train`` and the previous round's exploits: scoring, decisions, checkpoint commits, records;
+    after a resume also the restart), in seconds; NaN where a ``time`` is missing."""
+    rounds = np.array([int(ev["round"]) for ev in run.rounds], dtype=int)
+    train = np.array([num_or_none(ev.get("train_s")) or np.nan for ev in run.rounds], dtype=float)
+    transfer: dict[int, float] = {}
+    for ex in run.exploits:
+        t = num_or_none(ex.get("transfer_s"))
+        if t is not None:
+            transfer[int(ex["round"])] = t  # one transfer_s per round (all of its exploits in one call)
+    exploit = np.array([transfer.get(int(r), 0.0) for r in rounds], dtype=float)
+    total = np.full(len(rounds), np.nan)
+    before = num_or_none(run.start.get("time")) if run.start else None
+    for k, ev in enumerate(run.rounds):
+        t = num_or_none(ev.get("time"))
+        if t is not None and before is not None:
+            total[k] = t - before
+        before = t
+    # a round event is written after the round's training and scoring, before its exploits and commit: the clock
+    # between two round events holds the earlier round's exploits, its commit, then this round's training
+    earlier_exploit = np.concatenate([[0.0], exploit[:-1]]) if len(exploit) else exploit
+    with np.errstate(invalid="ignore"):
+        other = np.where(np.isfinite(total),
+                         np.maximum(total - np.nan_to_num(train) - earlier_exploit, 0.0), np.nan)
+    return {"rounds": rounds, "train": train, "exploit": exploit, "other": other, "total": total}
+
+
+@dataclass
+class HparamPoint:
+    """One member in one round: the hyperparameter values it trained with and the score that round gave."""
+
+    round: int
+    member: int
+    hparams: dict
+    score: float
+
+
+def hparam_score_points(run: RunData) -> list[HparamPoint]:
+    """Every (round, member) with a score and the hyperparameters of that round (its round event's ``hparams``),
+    in round order."""
+    points = []
+    for ev in run.rounds:
+        scores, hps = ev.get("scores"), ev.get("hparams")
+        if not isinstance(scores, list) or not isinstance(hps, list):
+            continue
+        for i in range(min(run.population_size, len(scores), len(hps))):
+            y = num_or_none(scores[i])
+            if y is not None and isinstance(hps[i], dict):
+                points.append(HparamPoint(int(ev["round"]), i, hps[i], y))
+    return points

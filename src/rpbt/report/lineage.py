@@ -51,6 +51,29 @@ class Lineage:
         """Chain (oldest first) of the weights ``member`` holds after the exploits of ``round``."""
         return _chain(self.exploits, member, round)
 
+    def surviving(self) -> tuple[set[tuple[int, int]], set[Exploit]]:
+        """The part of the history that today's weights descend from: ``(segments, exploits)``.
+
+        ``segments`` holds ``(member, round)`` when the weights ``member`` trained in ``round`` are an ancestor of
+        (or are) some member's weights after the last round; ``exploits`` holds the exploits on those paths. For
+        a chain ``[(r_1, d_1), ..., (r_k, d_k)]`` of member m: d_1 trains rounds 1..r_1, d_j rounds
+        r_{j-1}+1..r_j, and m rounds r_k+1..last_round.
+        """
+        segments: set[tuple[int, int]] = set()
+        alive: set[Exploit] = set()
+        by_key = {(ex.round, ex.donor, ex.recipient): ex for ex in self.exploits}
+        for m in range(self.population_size):
+            chain = self.ancestry.get(m, [])
+            holders = [d for _, d in chain] + [m]
+            bounds = [0] + [r for r, _ in chain] + [self.last_round]
+            for j, holder in enumerate(holders):
+                segments.update((holder, r) for r in range(bounds[j] + 1, bounds[j + 1] + 1))
+                if j + 1 < len(holders):
+                    ex = by_key.get((chain[j][0], holder, holders[j + 1]))
+                    if ex is not None:
+                        alive.add(ex)
+        return segments, alive
+
     def describe(self, member: int) -> str:
         """'member 2 -(round 4)-> member 5 -(round 12)-> member 3' (origin first)."""
         chain = self.ancestry.get(member, [])

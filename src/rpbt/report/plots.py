@@ -6,28 +6,31 @@ is still written, with the note drawn in it, so the report always has every file
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
 import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from matplotlib.colors import LogNorm, Normalize
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from rpbt.report.analysis import (
     XAxis,
     exploit_scores,
+    gap_to_best,
     hparam_series,
     is_categorical,
     is_log,
+    score_matrix,
+    score_mode,
     score_series,
+    smooth,
     value_loss_windows,
 )
-from rpbt.report.lineage import Lineage
+from rpbt.report.lineage_plot import plot_lineage
 from rpbt.report.reader import RunData, num_or_none
+from rpbt.report.style import DPI, legend_outside, log_ticks, member_colors, message_figure, new_figure, save_figure
 
 __all__ = [
     "PNG_NAMES",
@@ -39,107 +42,65 @@ __all__ = [
     "plot_replay",
     "replay_info",
     "REPLAY_PNG",
+    "log_ticks",
 ]
 
 #: figure key -> file name, in report order
 PNG_NAMES = {
     "scores": "scores.png",
+    "population": "population.png",
     "hparams": "hparams.png",
+    "hparam_scores": "hparam_vs_score.png",
     "lineage": "lineage.png",
+    "training": "training_curves.png",
     "value_loss": "value_loss_at_exploit.png",
+    "time": "time_per_round.png",
 }
 
 #: the replay figure, drawn only for a replay run (``rpbt replay``)
 REPLAY_PNG = "replay.png"
 
-DPI = 100
+__all__ += ["DPI"]
 
-
-def member_colors(n: int) -> list[tuple]:
-    """Distinct colors for n members (tab10, tab20 reordered dark-then-light, else turbo)."""
-    if n <= 10:
-        cmap = matplotlib.colormaps["tab10"]
-        return [cmap(i) for i in range(n)]
-    if n <= 20:
-        cmap = matplotlib.colormaps["tab20"]
-        order = list(range(0, 20, 2)) + list(range(1, 20, 2))
-        return [cmap(order[i]) for i in range(n)]
-    cmap = matplotlib.colormaps["turbo"]
-    return [cmap(x) for x in np.linspace(0.05, 0.95, n)]
-
-
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", bbox_inches="tight")
-    os.replace(tmp, path)
-
-
-def _message_figure(path: Path, title: str, message: str) -> None:
-    fig = _figure(8, 2.5)
-    ax = fig.add_subplot()
-    ax.set_axis_off()
-    ax.set_title(title)
-    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=12, color="0.35", transform=ax.transAxes, wrap=True)
-    _save(fig, path)
-
-
-def _legend_outside(ax, handles=None, labels=None, n: int = 0) -> None:
-    kwargs = dict(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    if n > 12:
-        kwargs["ncol"] = 2
-    if handles is not None:
-        ax.legend(handles, labels, **kwargs)
-    else:
-        ax.legend(**kwargs)
 
 
 # --------------------------------------------------------------------------------------------------- scores
 
 
-def plot_scores(run: RunData, axis: XAxis, path: Path) -> list[str]:
-    """Score of every member over env steps; exploits as arrows from the donor's score to the recipient's."""
+def plot_scores(run: RunData, axis: XAxis, path: Path, smooth_rounds: int = 1) -> list[str]:
+    """Two panels. Top: every member's score over ``axis``, exploits as arrows from the donor's score to the
+    recipient's; with ``smooth_rounds`` > 1 the trailing mean over that many rounds, the raw scores faint. Bottom:
+    each member's gap to the round's best score (members x rounds, log colour scale), which still separates the
+    members once the task is solved and every line lies near the top. Returns the figure's notes."""
     title = "Score of every member"
     series, source = score_series(run, axis)
     if source == "none":
         msg = "No scores yet (no \"round\" event with a score, no pbt/score in metrics.csv)."
-        _message_figure(path, title, msg)
+        message_figure(path, title, msg)
         return [msg]
     notes: list[str] = []
     if source == "metrics":
         notes.append("Scores taken from members/<i>/metrics.csv (pbt/score): the round events carry none.")
-    colors = member_colors(run.population_size)
-    fig = _figure(11, 5)
-    ax = fig.add_subplot()
+    P = run.population_size
+    colors = member_colors(P)
+    rounds, scores = score_matrix(run)
+    heat = source == "events" and len(rounds) > 0
+    heat_h = max(2.0, 0.2 * P + 1.0) if heat else 0.0
+    fig = new_figure(11, 4.6 + heat_h)
+    grid = fig.add_gridspec(2 if heat else 1, 1, height_ratios=[4.6, heat_h] if heat else [1], hspace=0.35)
+    ax = fig.add_subplot(grid[0])
     for i, (xs, ys) in series.items():
-        ax.plot(xs, ys, color=colors[i], lw=1.4, marker="o", ms=2.5, label=f"member {i}")
-    n_arrows = 0
-    for ex in run.exploits:
-        d_score, r_score = exploit_scores(run, ex)
-        if d_score is None or r_score is None:
-            continue
-        x = axis.of_exploit(run, ex)
-        if not np.isfinite(x):
-            continue
-        d, i = int(ex["donor"]), int(ex["recipient"])
-        ax.annotate(
-            "",
-            xy=(x, r_score),
-            xytext=(x, d_score),
-            arrowprops=dict(arrowstyle="-|>", color=colors[d], alpha=0.55, lw=0.9, mutation_scale=8),
-        )
-        ax.plot([x], [r_score], marker="x", ms=5, mew=1.2, color=colors[i], ls="none")
-        n_arrows += 1
+        if smooth_rounds > 1:
+            ax.plot(xs, ys, color=colors[i], lw=0.8, alpha=0.3)
+            ax.plot(xs, smooth(ys, smooth_rounds), color=colors[i], lw=1.6, label=f"member {i}")
+        else:
+            ax.plot(xs, ys, color=colors[i], lw=1.4, marker="o", ms=2.5, label=f"member {i}")
+    n_arrows = _draw_score_exploits(ax, run, axis, colors)
     handles, labels = ax.get_legend_handles_labels()
     if n_arrows:
         handles.append(Line2D([], [], color="0.4", marker=r"$\downarrow$", ls="none", ms=9))
         labels.append("exploit: donor -> recipient (x)")
-    _legend_outside(ax, handles, labels, run.population_size)
+    legend_outside(ax, handles, labels, P)
     if not run.exploits:
         ax.text(0.01, 0.98, "no exploits yet", transform=ax.transAxes, va="top", fontsize=9, color="0.4")
         notes.append("No exploits yet.")
@@ -149,10 +110,65 @@ def plot_scores(run: RunData, axis: XAxis, path: Path) -> list[str]:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(axis.label)
     ax.set_ylabel("score (pbt/score)")
-    ax.set_title(title + (" - arrows: exploits, donor's score -> recipient's (colored by donor)" if n_arrows else ""))
+    smoothed = f", trailing mean over {smooth_rounds} rounds" if smooth_rounds > 1 else ""
+    ax.set_title(title + smoothed + (" - arrows: exploits, donor's score -> recipient's" if n_arrows else ""))
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    if heat:
+        _draw_gap_heatmap(fig.add_subplot(grid[1]), run, rounds, scores)
+    save_figure(fig, path)
     return notes
+
+
+def _draw_score_exploits(ax, run: RunData, axis: XAxis, colors: list[tuple]) -> int:
+    """An arrow per exploit from the donor's score to the recipient's (x), coloured by the donor; returns how many
+    were drawn (an exploit without both scores or without an x is left out)."""
+    n = 0
+    for ex in run.exploits:
+        d_score, r_score = exploit_scores(run, ex)
+        x = axis.of_exploit(run, ex)
+        if d_score is None or r_score is None or not np.isfinite(x):
+            continue
+        d, i = int(ex["donor"]), int(ex["recipient"])
+        ax.annotate("", xy=(x, r_score), xytext=(x, d_score),
+                    arrowprops=dict(arrowstyle="-|>", color=colors[d], alpha=0.45, lw=0.8, mutation_scale=7))
+        ax.plot([x], [r_score], marker="x", ms=4, mew=1.0, color=colors[i], ls="none")
+        n += 1
+    return n
+
+
+def _draw_gap_heatmap(ax, run: RunData, rounds: np.ndarray, scores: np.ndarray) -> None:
+    """Members (rows) x rounds (columns): the gap to the round's best score on a log colour scale; green cells are
+    the round's best; a cyan x marks an exploit's recipient in the round it was replaced."""
+    gap = gap_to_best(scores, score_mode(run))
+    positive = gap[np.isfinite(gap) & (gap > 0)]
+    cmap = matplotlib.colormaps["magma_r"].with_extremes(under="#2ca02c", bad="white")
+    if positive.size:
+        vmax = float(positive.max())
+        vmin = max(float(positive.min()), vmax * 1e-4)
+        norm = LogNorm(vmin=vmin, vmax=vmax) if vmax > vmin else Normalize(vmin=vmin * 0.999, vmax=vmax)
+        shown = np.where(gap > 0, np.maximum(gap, vmin), vmin * 0.5)
+    else:
+        norm, shown = Normalize(vmin=1.0, vmax=2.0), np.where(np.isfinite(gap), 0.0, np.nan)
+    shown = np.where(np.isfinite(gap), shown, np.nan)
+    x_edges = np.concatenate([rounds - 0.5, [rounds[-1] + 0.5]]) if len(rounds) else rounds
+    mesh = ax.pcolormesh(x_edges, np.arange(run.population_size + 1) - 0.5, np.ma.masked_invalid(shown),
+                         cmap=cmap, norm=norm, shading="flat")
+    xs = [int(ex["round"]) for ex in run.exploits]
+    ys = [int(ex["recipient"]) for ex in run.exploits]
+    if xs:
+        ax.plot(xs, ys, ls="none", marker="x", ms=3.5, mew=1.0, color="tab:cyan")
+    ax.set_ylim(run.population_size - 0.5, -0.5)
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=min(run.population_size, 12), integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("member", fontsize=9)
+    ax.set_xlabel("round", fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.set_title("Gap to the round's best score (green: the best; cyan x: exploited after that round)", fontsize=10)
+    if positive.size:
+        bar = ax.figure.colorbar(mesh, ax=ax, pad=0.01, fraction=0.04, extend="min")
+        bar.set_label("best - score" if score_mode(run) == "max" else "score - best", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+        bar.ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 # --------------------------------------------------------------------------------------------------- hparams
@@ -164,17 +180,17 @@ def plot_hparams(run: RunData, axis: XAxis, path: Path) -> list[str]:
     names = run.hparam_names
     if not names:
         msg = "No searched hyperparameters (no search space in the \"start\" event, no hparams in the rounds)."
-        _message_figure(path, title, msg)
+        message_figure(path, title, msg)
         return [msg]
     data = hparam_series(run, axis)
     if not any(data[n] for n in names):
         msg = "No hyperparameter values recorded yet."
-        _message_figure(path, title, msg)
+        message_figure(path, title, msg)
         return [msg]
     colors = member_colors(run.population_size)
     ncols = 1 if len(names) == 1 else 2
     nrows = (len(names) + ncols - 1) // ncols
-    fig = _figure(7 * ncols + 1.5, 3.2 * nrows)
+    fig = new_figure(7 * ncols + 1.5, 3.2 * nrows)
     exploit_x: dict[int, list[float]] = {}
     for ex in run.exploits:
         exploit_x.setdefault(int(ex["recipient"]), []).append(axis.of_exploit(run, ex))
@@ -206,6 +222,8 @@ def plot_hparams(run: RunData, axis: XAxis, path: Path) -> list[str]:
             ax.set_yticklabels([str(c) for c in cats])
         if log:
             ax.set_yscale("log")
+            bounds = [num_or_none(run.search_space.get(name, {}).get(b)) for b in ("low", "high")]
+            log_ticks(ax, np.array([float(v) for v in all_values + bounds if v is not None]))
         spec = run.search_space.get(name, {})
         scale = "categorical" if categorical else ("log scale" if log else spec.get("scale", "linear"))
         ax.set_title(f"{name} ({scale})", fontsize=10)
@@ -228,107 +246,8 @@ def plot_hparams(run: RunData, axis: XAxis, path: Path) -> list[str]:
                ncol=2 if run.population_size > 12 else 1)
     fig.suptitle(title + " (dotted: search bounds)")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return notes
-
-
-# --------------------------------------------------------------------------------------------------- lineage
-
-
-def plot_lineage(run: RunData, lineage: Lineage, path: Path) -> list[str]:
-    """Members as horizontal lanes, rounds on x; a lane is colored by the member whose initial weights it carries;
-    an arrow from donor lane to recipient lane at each exploit; the best member's ancestry highlighted."""
-    title = "Lineage: whose weights each member carries"
-    P, R = lineage.population_size, lineage.last_round
-    if P == 0 or R == 0:
-        msg = "No completed round yet: no lineage to draw."
-        _message_figure(path, title, msg)
-        return [msg]
-    notes: list[str] = []
-    colors = member_colors(P)
-    fig = _figure(max(8.0, min(18.0, 4.0 + 0.22 * R)), max(3.0, 0.42 * P + 1.6))
-    ax = fig.add_subplot()
-    jump = 0.35 if R <= 60 else R * 0.006  # horizontal run of an exploit arrow, in rounds
-
-    _draw_lanes(ax, lineage, colors)
-    _draw_exploit_arrows(ax, lineage, colors, jump)
-
-    best = lineage.best_member
-    handles = []
-    labels = []
-    if best is not None:
-        chain = lineage.best_ancestry
-        members = [d for _, d in chain] + [best]
-        xs, ys = [0.0], [float(members[0])]
-        for j, (r, _d) in enumerate(chain):
-            xs += [r, r + jump]
-            ys += [members[j], members[j + 1]]
-        xs.append(R)
-        ys.append(best)
-        ax.plot(xs, ys, color="black", lw=2.2, alpha=0.9, zorder=4)
-        ax.plot([R], [best], marker="*", ms=16, color="gold", mec="black", zorder=5)
-        handles.append(Line2D([], [], color="black", lw=2.2))
-        labels.append(f"ancestry of the best member ({best})")
-    else:
-        notes.append("No scores yet: no best member to highlight.")
-    if not lineage.exploits:
-        notes.append("No exploits yet: every member still carries its own initial weights.")
-        ax.text(0.5, 1.01, "no exploits yet", transform=ax.transAxes, ha="center", va="bottom", fontsize=9,
-                color="0.4")
-
-    surviving = sorted(set(lineage.origin_by_round[-1]))
-    for o in sorted(set(o for row in lineage.origin_by_round for o in row)):
-        handles.append(Line2D([], [], color=colors[o], lw=5))
-        labels.append(f"weights of member {o}" + ("" if o in surviving else " (extinct)"))
-    handles.append(Line2D([], [], color="0.3", marker=r"$\nearrow$", ls="none", ms=10))
-    labels.append("exploit: donor -> recipient")
-
-    for m in range(P):
-        s = lineage.scores.get(m)
-        ax.text(R + 0.3 + jump, m, f"{s:.4g}" if s is not None else "n/a", va="center", fontsize=8, color="0.25")
-    ax.set_xlim(-0.3, R + 0.3 + jump + max(1.5, 0.06 * R))
-    ax.set_ylim(P - 0.5, -0.5)
-    ax.set_yticks(range(P))
-    ax.set_yticklabels([f"member {m}" for m in range(P)], fontsize=8)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("round (lane color: whose initial weights the member carries; right: latest score)")
-    ax.set_title(title)
-    for side in ("top", "right", "left"):
-        ax.spines[side].set_visible(False)
-    ax.grid(axis="x", alpha=0.25)
-    _legend_outside(ax, handles, labels, len(handles))
-    _save(fig, path)
-    return notes
-
-
-def _draw_lanes(ax, lineage: Lineage, colors: list[tuple]) -> None:
-    """One lane per member at y = member; the segment [r-1, r] is round r's training, of the weights held after
-    round r-1's exploits, colored by the member whose initial weights they are."""
-    P, R = lineage.population_size, lineage.last_round
-    for m in range(P):
-        r = 1
-        while r <= R:
-            o = lineage.origin_by_round[r - 1][m]
-            r2 = r
-            while r2 + 1 <= R and lineage.origin_by_round[r2][m] == o:
-                r2 += 1
-            ax.plot([r - 1, r2], [m, m], color=colors[o], lw=5, solid_capstyle="butt", alpha=0.85, zorder=2)
-            r = r2 + 1
-
-
-def _draw_exploit_arrows(ax, lineage: Lineage, colors: list[tuple], jump: float) -> None:
-    """An arrow per exploit from the donor's lane at its round to the recipient's ``jump`` rounds later, colored
-    by the donor's weights."""
-    for ex in lineage.exploits:
-        o = lineage.origin_by_round[ex.round - 1][ex.donor]
-        ax.annotate(
-            "",
-            xy=(ex.round + jump, ex.recipient),
-            xytext=(ex.round, ex.donor),
-            arrowprops=dict(arrowstyle="-|>", color=colors[o], lw=1.0, alpha=0.9, mutation_scale=9,
-                            shrinkA=0, shrinkB=2),
-            zorder=3,
-        )
 
 
 # --------------------------------------------------------------------------------------------------- value loss
@@ -352,15 +271,15 @@ def plot_value_loss(run: RunData, path: Path, window: Optional[int] = None) -> l
     title = "Value loss around exploits"
     if not run.exploits:
         msg = "No exploits yet."
-        _message_figure(path, title, msg)
+        message_figure(path, title, msg)
         return [msg]
     windows, window, notes = value_loss_windows(run, window)
     if not windows:
         msg = "No train/value_loss data around the exploits (members/<i>/metrics.csv missing or without it)."
-        _message_figure(path, title, msg)
+        message_figure(path, title, msg)
         return [msg] + notes
     strategies = sorted({w.strategy for w in windows})
-    fig = _figure(max(6.0, 4.8 * len(strategies)), 7.5)
+    fig = new_figure(max(6.0, 4.8 * len(strategies)), 7.5)
     for c, strategy in enumerate(strategies):
         group = [w for w in windows if w.strategy == strategy]
         offsets = group[0].offsets
@@ -382,9 +301,7 @@ def plot_value_loss(run: RunData, path: Path, window: Optional[int] = None) -> l
                     label=("geometric mean" if positive else "mean") + f" over {len(rows)} exploit(s)")
             if positive:
                 ax.set_yscale("log")
-                if kind == "relative":
-                    ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
-                    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
+                log_ticks(ax, rows)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.axvline(0.5, color="black", ls="--", lw=1)
             if kind == "relative":
@@ -399,7 +316,7 @@ def plot_value_loss(run: RunData, path: Path, window: Optional[int] = None) -> l
             ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(f"{title} (dashed line: the exploit; window: {window} updates each side)")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return notes
 
 
@@ -419,10 +336,10 @@ def plot_replay(run: RunData, path: Path) -> list[str]:
     title = "Replay beside the original member"
     if info is None:
         msg = "Not a replay run (no \"replay\" in the \"start\" event)."
-        _message_figure(path, title, msg)
+        message_figure(path, title, msg)
         return [msg]
     colors = member_colors(max(run.population_size, 1))
-    fig = _figure(11, 7)
+    fig = new_figure(11, 7)
     top, bottom = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
     xs_orig = [num_or_none(x) for x in info.get("env_steps") or []]
     ys_orig = [num_or_none(y) for y in info.get("scores") or []]
@@ -444,7 +361,7 @@ def plot_replay(run: RunData, path: Path) -> list[str]:
     top.set_ylabel("score (pbt/score)")
     top.set_title(f"{title}: {info.get('source')}", fontsize=10)
     top.grid(alpha=0.3)
-    _legend_outside(top)
+    legend_outside(top)
     # learning-rate schedule: the lineage's (step line per round) and what each replay member used per update
     sched = [num_or_none((h or {}).get("learning_rate")) for h in info["hparams"]]
     ends = list(xs_orig)
@@ -464,7 +381,7 @@ def plot_replay(run: RunData, path: Path) -> list[str]:
     bottom.set_xlabel("env steps (per member)")
     bottom.set_ylabel("learning rate")
     bottom.grid(alpha=0.3)
-    _legend_outside(bottom)
+    legend_outside(bottom)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return []

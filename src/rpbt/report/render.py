@@ -22,16 +22,17 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from rpbt.report.analysis import (
+    X_CHOICES,
     XAxis,
     current_hparams,
     value_loss_windows,
     x_axis,
 )
+from rpbt.report.curves import plot_training_curves
 from rpbt.report.lineage import Lineage, derive_lineage
 from rpbt.report.plots import (
     PNG_NAMES,
     REPLAY_PNG,
-    _message_figure,
     plot_hparams,
     plot_lineage,
     plot_replay,
@@ -39,14 +40,19 @@ from rpbt.report.plots import (
     plot_value_loss,
     replay_info,
 )
+from rpbt.report.population import plot_hparam_scores, plot_population, plot_round_times
 from rpbt.report.reader import RunData, num_or_none, read_run
+from rpbt.report.style import message_figure
 
 __all__ = ["ReportResult", "build_report", "write_report"]
 
 log = logging.getLogger("rpbt.report")
 
 MEASUREMENT_KEYS = ("pbt/hidden_state_drift", "pbt/policy_kl_at_exploit", "pbt/value_gap_at_exploit",
-                    "pbt/burn_in_truncated", "pbt/stale_state_drift")
+                    "pbt/burn_in_truncated", "pbt/stale_state_drift", "pbt/stale_policy_kl_at_exploit",
+                    "pbt/stale_value_gap_at_exploit")
+#: the measurements that compare the state a strategy leaves with the burned-in one: 0 under burn_in
+LEFT_VS_BURNED = MEASUREMENT_KEYS[:3]
 
 
 @dataclass
@@ -285,12 +291,24 @@ def _value_loss_table(doc: _Doc, run: RunData) -> None:
         after = _geomean([w.relative[k0 + 1] for w in ws if w.relative is not None and k0 + 1 < len(w.offsets)]
                          ) if ws else None
         meas = [_mean([num_or_none(_get(e, "measurements", key)) for e in exs]) for key in MEASUREMENT_KEYS]
-        rows.append([f"`{s}`", str(len(exs)), str(len(ws)), _fmt(before), _fmt(after)] + [_fmt(m) for m in meas])
+        cells = [_fmt(m) + (" (by construction)" if s == "burn_in" and key in LEFT_VS_BURNED and m == 0 else "")
+                 for key, m in zip(MEASUREMENT_KEYS, meas)]
+        rows.append([f"`{s}`", str(len(exs)), str(len(ws)), _fmt(before), _fmt(after)] + cells)
     doc.table(
         ["hidden state", "exploits", "with value-loss data", "recipient/donor VL, last update before",
          "recipient/donor VL, first update after"] + [f"mean `{k}`" for k in MEASUREMENT_KEYS],
         rows,
     )
+    doc.p("How to read the measurements: `hidden_state_drift`, `policy_kl_at_exploit` and `value_gap_at_exploit` "
+          "compare the carried LSTM state the hidden-state strategy leaves the recipient with the state burned in "
+          "under the donor's weights (the reference), and the policy and value at that state.")
+    if "burn_in" in strategies:
+        doc.ul(["Under `burn_in` those three are 0 by construction: the state left *is* the burned-in one. Read "
+                "the stale-state measurements instead, `pbt/stale_state_drift`, `pbt/stale_policy_kl_at_exploit` "
+                "and `pbt/stale_value_gap_at_exploit`: how far the recipient's own pre-exploit state (what `keep` "
+                "would have left) was from the burned-in one, and how much that moved the policy and value: what "
+                "burn-in corrected. "
+                "`pbt/burn_in_truncated` counts environments whose episode was longer than the burn-in window."])
 
 
 def _members_table(doc: _Doc, run: RunData, lineage: Lineage) -> None:
@@ -349,26 +367,36 @@ def _draw(name: str, fn: Callable[[], list[str]], path: Path, warnings: list[str
         msg = f"could not draw {path.name}: {type(exc).__name__}: {exc}"
         warnings.append(msg)
         try:
-            _message_figure(path, name, msg)
+            message_figure(path, name, msg)
         except Exception:  # noqa: BLE001
             pass
         return [msg]
 
 
-def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> ReportResult:
+def build_report(run_dir: Path | str, out_dir: Path | str | None = None, x: str = "steps",
+                 smooth_rounds: int = 1) -> ReportResult:
     """Write the report and return what was written, with the warnings (partial problems of the run directory).
 
-    Raises :class:`ReportError` naming the path when the run directory or its events.jsonl is missing or unusable.
+    ``x``: the x-axis of the time series, one of ``"steps"`` (env steps per member), ``"rounds"``, ``"time"``
+    (the run's clock, seconds); ``smooth_rounds``: the trailing mean over that many rounds drawn over the raw
+    scores and training curves (1: none). Raises :class:`ReportError` naming the path when the run directory or
+    its events.jsonl is missing or unusable; ``ValueError`` for an unknown ``x`` or a ``smooth_rounds`` below 1.
     """
+    if x not in X_CHOICES:
+        raise ValueError(f"x={x!r}: expected one of {', '.join(X_CHOICES)}")
+    if isinstance(smooth_rounds, bool) or not isinstance(smooth_rounds, int) or smooth_rounds < 1:
+        raise ValueError(f"smooth_rounds={smooth_rounds!r}: expected a whole number of rounds >= 1")
     run_dir = Path(run_dir)
     run = read_run(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     warnings = list(run.warnings)
     lineage = derive_lineage(run.events, population_size=run.population_size)
-    axis: XAxis = x_axis(run)
+    axis: XAxis = x_axis(run, x)
+    if axis.kind != x:
+        warnings.append(f"x-axis {x!r} asked for, but the round events lack it: rounds on x")
     images = {key: out / name for key, name in PNG_NAMES.items()}
-    notes = _draw_figures(run, lineage, axis, images, warnings)
+    notes = _draw_figures(run, lineage, axis, images, warnings, smooth_rounds)
 
     title = f"rpbt report: {run_dir.resolve().name}"
     doc = _Doc()
@@ -376,7 +404,9 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Repo
     _scores_section(doc, axis, images, notes)
     _hparams_section(doc, axis, images, notes)
     _lineage_section(doc, run, lineage, images, notes)
+    _training_section(doc, axis, images, notes)
     _value_loss_section(doc, run, images, notes)
+    _time_section(doc, images, notes)
     info = replay_info(run)
     if info is not None:
         images["replay"] = out / REPLAY_PNG
@@ -391,19 +421,22 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Repo
                         lineage=lineage)
 
 
-def _draw_figures(run: RunData, lineage: Lineage, axis: XAxis, images: dict[str, Path],
-                  warnings: list[str]) -> dict[str, list[str]]:
-    """Draw the four figures every report has into ``images``; returns each figure's notes (a failed figure's
-    message among them, also appended to ``warnings``)."""
-    return {
-        "scores": _draw("Scores", lambda: plot_scores(run, axis, images["scores"]), images["scores"], warnings),
-        "hparams": _draw("Hyperparameters", lambda: plot_hparams(run, axis, images["hparams"]), images["hparams"],
-                         warnings),
-        "lineage": _draw("Lineage", lambda: plot_lineage(run, lineage, images["lineage"]), images["lineage"],
-                         warnings),
-        "value_loss": _draw("Value loss around exploits", lambda: plot_value_loss(run, images["value_loss"]),
-                            images["value_loss"], warnings),
+def _draw_figures(run: RunData, lineage: Lineage, axis: XAxis, images: dict[str, Path], warnings: list[str],
+                  smooth_rounds: int = 1) -> dict[str, list[str]]:
+    """Draw the figures every report has (:data:`PNG_NAMES`) into ``images``; returns each figure's notes (a
+    failed figure's message among them, also appended to ``warnings``)."""
+    draws: dict[str, tuple[str, Callable[[Path], list[str]]]] = {
+        "scores": ("Scores", lambda p: plot_scores(run, axis, p, smooth_rounds)),
+        "population": ("Population", lambda p: plot_population(run, axis, p, smooth_rounds)),
+        "hparams": ("Hyperparameters", lambda p: plot_hparams(run, axis, p)),
+        "hparam_scores": ("Score against each hyperparameter", lambda p: plot_hparam_scores(run, lineage, p)),
+        "lineage": ("Lineage", lambda p: plot_lineage(run, lineage, p)),
+        "training": ("Training curves", lambda p: plot_training_curves(run, axis, p, smooth_rounds)),
+        "value_loss": ("Value loss around exploits", lambda p: plot_value_loss(run, p)),
+        "time": ("Time per round", lambda p: plot_round_times(run, p)),
     }
+    return {key: _draw(title, lambda fn=fn, key=key: fn(images[key]), images[key], warnings)
+            for key, (title, fn) in draws.items()}
 
 
 def _head_section(doc: _Doc, title: str, run_dir: Path, run: RunData, lineage: Lineage,
@@ -425,10 +458,19 @@ def _head_section(doc: _Doc, title: str, run_dir: Path, run: RunData, lineage: L
 
 def _scores_section(doc: _Doc, axis: XAxis, images: dict[str, Path], notes: dict[str, list[str]]) -> None:
     doc.h(2, "1. Scores")
-    doc.p(f"Score (`pbt/score`) of every member over {axis.label}. An arrow marks an exploit, from the donor's "
-          "score to the recipient's (x) at the exploit, colored by the donor.")
+    doc.p(f"Top: score (`pbt/score`) of every member over {axis.label}. An arrow marks an exploit, from the "
+          "donor's score to the recipient's (x) at the exploit, colored by the donor. Bottom: each member's gap to "
+          "the round's best score, members as rows and rounds as columns, on a log colour scale (green: the "
+          "round's best): once the task is solved and every line lies near the top, this still tells the members "
+          "apart. `rpbt report RUN_DIR --x rounds|steps|time --smooth K` changes the x-axis and draws a trailing "
+          "mean over K rounds.")
     doc.img(images["scores"], "scores")
     doc.ul(notes["scores"])
+    doc.h(3, "Population")
+    doc.p("Best, mean and median score per round with the 25-75% and min-max bands of the population; below, "
+          "the exploits of each round.")
+    doc.img(images["population"], "population score per round")
+    doc.ul(notes["population"])
 
 
 def _hparams_section(doc: _Doc, axis: XAxis, images: dict[str, Path], notes: dict[str, list[str]]) -> None:
@@ -437,14 +479,22 @@ def _hparams_section(doc: _Doc, axis: XAxis, images: dict[str, Path], notes: dic
           "point on); log axis for log-scale dimensions; x: a recipient's new value after an exploit.")
     doc.img(images["hparams"], "hyperparameters")
     doc.ul(notes["hparams"])
+    doc.h(3, "Which values won")
+    doc.p("The score of every member in every round against the hyperparameter values it trained with in that "
+          "round (colour: the round). Black rings: a member and round on a path that today's weights descend "
+          "from (the lineage's survivors); large markers: the last round; star: the best member now.")
+    doc.img(images["hparam_scores"], "score against each hyperparameter")
+    doc.ul(notes["hparam_scores"])
 
 
 def _lineage_section(doc: _Doc, run: RunData, lineage: Lineage, images: dict[str, Path],
                      notes: dict[str, list[str]]) -> None:
     doc.h(2, "3. Lineage")
-    doc.p("Members as lanes, rounds on x. A lane's color is the member whose initial weights it carries; an "
-          "arrow goes from the donor's lane to the recipient's at each exploit (the donor's state at the end of "
-          "that round's training). Black: the ancestry of the best member.")
+    doc.p("Members as lanes, rounds on x. Strong lanes carry weights that some member still carries after the "
+          "last round (or its ancestors'), colored by the member whose initial weights they are; light lanes "
+          "carry weights that died out. An arrow goes from the donor's lane to the recipient's at each exploit "
+          "whose copy survives (the donor's state at the end of that round's training); the other exploits are "
+          "faint lines. Black: the ancestry of the best member.")
     doc.img(images["lineage"], "lineage")
     doc.ul(notes["lineage"])
     _lineage_text(doc, run, lineage)
@@ -454,8 +504,18 @@ def _lineage_section(doc: _Doc, run: RunData, lineage: Lineage, images: dict[str
               f"({len(surviving)} of {lineage.population_size}).")
 
 
+def _training_section(doc: _Doc, axis: XAxis, images: dict[str, Path], notes: dict[str, list[str]]) -> None:
+    doc.h(2, "4. Training curves")
+    doc.p(f"Per member and update, from `members/<i>/metrics.csv`, over {axis.label}: the episode return "
+          "(`rollout/ep_rew_mean`), `train/value_loss`, `train/approx_kl` and `train/entropy_loss` (minus the "
+          "policy's entropy, Stable-Baselines3's sign). A recipient's line jumps at an exploit: from then on it "
+          "trains the donor's weights.")
+    doc.img(images["training"], "training curves")
+    doc.ul(notes["training"])
+
+
 def _value_loss_section(doc: _Doc, run: RunData, images: dict[str, Path], notes: dict[str, list[str]]) -> None:
-    doc.h(2, "4. Value loss around exploits")
+    doc.h(2, "5. Value loss around exploits")
     doc.p("`train/value_loss` of the recipient in the updates around each exploit, per hidden-state strategy, "
           "aligned on the exploit: offset 0 is the recipient's last update of the exploit's round (the exploit "
           "follows it), offset 1 its first update with the donor's weights. Top: absolute. Bottom: relative to "
@@ -467,15 +527,25 @@ def _value_loss_section(doc: _Doc, run: RunData, images: dict[str, Path], notes:
         _value_loss_table(doc, run)
 
 
+def _time_section(doc: _Doc, images: dict[str, Path], notes: dict[str, list[str]]) -> None:
+    doc.h(2, "6. Time per round")
+    doc.p("Seconds per round on the run's clock: training (`train_s` of the round event), exploits "
+          "(`transfer_s`: snapshots, transfers, burn-in) and the rest (scoring, decisions, checkpoint commits, "
+          "records; after a resume also the restart).")
+    doc.img(images["time"], "time per round")
+    doc.ul(notes["time"])
+
+
 def _members_section(doc: _Doc, run: RunData, lineage: Lineage) -> None:
-    doc.h(2, "5. Members")
+    doc.h(2, "7. Members")
     doc.p("Ranked by latest score; hyperparameters in force now (after the last round's exploits).")
     _members_table(doc, run, lineage)
     if lineage.best_member is not None:
         doc.p(f"Ancestry of the best member, oldest first: {lineage.describe(lineage.best_member)}.")
 
 
-def write_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Path:
+def write_report(run_dir: Path | str, out_dir: Path | str | None = None, x: str = "steps",
+                 smooth_rounds: int = 1) -> Path:
     """Write RUN_DIR/report/ (or ``out_dir``): report.md, self-contained report.html and the PNGs.
 
     Returns the report directory. Warnings (partial problems: a cut last line of events.jsonl, a missing
@@ -483,7 +553,7 @@ def write_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Path
     logging is not configured); :func:`build_report` returns them as a list. Raises :class:`ReportError` naming the
     path when the run directory or its events.jsonl is missing or unusable.
     """
-    result = build_report(run_dir, out_dir)
+    result = build_report(run_dir, out_dir, x=x, smooth_rounds=smooth_rounds)
     for w in result.warnings:
         log.warning("rpbt report: %s", w)
     return result.out_dir

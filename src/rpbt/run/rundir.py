@@ -6,7 +6,10 @@ Layout (the contract with ``rpbt report``; see ``RUNDIR_FORMAT.md`` in the repos
     RUN_DIR/events.jsonl               one JSON object per line (start, round, exploit, resume, failure, end)
     RUN_DIR/summary.json               best member, score, hyperparameters, lineage (rewritten every round)
     RUN_DIR/members/<i>/metrics.csv    one row per update of member i
-    RUN_DIR/members/<i>/tb/            TensorBoard event files of member i
+    RUN_DIR/members/<i>/tb/            TensorBoard event files of member i (its metrics, time/total_timesteps, the
+                                       exploit measurements and, when the run ends, its HParams entry)
+    RUN_DIR/population/tb/             TensorBoard event files of the population: best, mean, median, min and max
+                                       score per round (pbt/best_score, ...), time/total_timesteps
     RUN_DIR/checkpoints/round_<r>/member_<i>.pt   member states of committed round r (6 digits); the last
                                        ``run.keep_checkpoints`` committed rounds are kept
     RUN_DIR/checkpoints/round_<r>/runner.json     the runner state of round r (a resume may fall back to it)
@@ -25,7 +28,6 @@ import io
 import json
 import math
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -34,37 +36,14 @@ import yaml
 
 from rpbt.checkpoint import CheckpointError, atomic_write_text
 from rpbt.config import Config
+from rpbt.run.paths import ROUND_FOLDER, RunDirError, require_run_dir, round_folder
 from rpbt.run.storage import CheckpointStore
+from rpbt.run.tensorboard import TensorBoardLog
+
+__all__ = ["RunDirError", "ROUND_FOLDER", "round_folder", "require_run_dir", "clean_float", "MetricsCSV",
+           "RunDirectory", "load_run_config"]
 
 BASE_COLUMNS = ["round", "update", "env_steps", "time"]
-
-
-class RunDirError(ValueError):
-    """A run directory is missing, incomplete or inconsistent; the message names the file."""
-
-
-ROUND_FOLDER = re.compile(r"round_(\d{6,})")
-
-
-def round_folder(r: int) -> str:
-    """The checkpoint folder name of round ``r`` (``round_000012``)."""
-    return f"round_{int(r):06d}"
-
-
-def require_run_dir(path: Path) -> Path:
-    """``path`` if it is an rpbt run directory (a folder with ``config.yaml``), else :class:`RunDirError`
-    saying "no rpbt run directory at PATH" and why."""
-    path = Path(path)
-    if not path.exists():
-        why = "nothing is there"
-    elif not path.is_dir():
-        why = "it is a file, not a folder"
-    elif not (path / "config.yaml").is_file():
-        why = "the folder has no config.yaml"
-    else:
-        return path
-    raise RunDirError(f"no rpbt run directory at {path} ({why}); pass the run.dir of a run that `rpbt train` "
-                      "started")
 
 
 def _json_default(value: Any) -> Any:
@@ -151,7 +130,7 @@ class RunDirectory:
         self.path = Path(path)
         self.population_size = population_size
         self.tensorboard = tensorboard
-        self._writers: dict[int, Any] = {}
+        self.tb = TensorBoardLog(self.path, enabled=tensorboard)
         self._csv: dict[int, MetricsCSV] = {}
         self._lock_file: Any = None
         self._clock_zero = time.time()
@@ -276,39 +255,26 @@ class RunDirectory:
         return kept
 
     # ---------------------------------------------------------------------------------------- metrics
-    def _writer(self, member: int) -> Any:
-        if member not in self._writers:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writers[member] = SummaryWriter(log_dir=str(self.member_dir(member) / "tb"))
-        return self._writers[member]
-
     def write_metrics(self, member: int, rows: list[dict[str, Any]]) -> None:
-        """Append rows to the member's metrics.csv and TensorBoard (step = env steps)."""
+        """Append rows to the member's metrics.csv and TensorBoard (:meth:`TensorBoardLog.rows`)."""
         self.member_dir(member).mkdir(parents=True, exist_ok=True)
         if member not in self._csv:
             self._csv[member] = MetricsCSV(self.member_dir(member) / "metrics.csv")
         self._csv[member].append(rows)
-        if self.tensorboard:
-            writer = self._writer(member)
-            for row in rows:
-                step = int(row["env_steps"])
-                for key, value in row.items():
-                    if key in BASE_COLUMNS or value is None:
-                        continue
-                    if isinstance(value, (int, float)) and math.isfinite(float(value)):
-                        writer.add_scalar(key, float(value), step)
-            writer.flush()
+        self.tb.rows(member, rows)
 
     def write_scalars(self, member: int, step: int, values: dict[str, Any]) -> None:
         """TensorBoard-only scalars (e.g. the exploit measurements) for ``member`` at env step ``step``."""
-        if not self.tensorboard:
-            return
-        writer = self._writer(member)
-        for key, value in values.items():
-            if isinstance(value, (int, float)) and math.isfinite(float(value)):
-                writer.add_scalar(key, float(value), step)
-        writer.flush()
+        self.tb.scalars(member, step, values)
+
+    def write_population(self, step: int, values: dict[str, Any]) -> None:
+        """Scalars of the whole population (``RUN_DIR/population/tb``) at env step ``step``."""
+        self.tb.scalars("population", step, values)
+
+    def write_hparams(self, member: int, hparams: dict[str, Any], metric_tags: list[str],
+                      discrete: dict[str, list] | None = None) -> None:
+        """The member's HParams entry (:meth:`TensorBoardLog.hparams`)."""
+        self.tb.hparams(member, hparams, metric_tags, discrete)
 
     def truncate_metrics_after(self, last_round: int) -> None:
         for m in range(self.population_size):
@@ -378,9 +344,7 @@ class RunDirectory:
                           json.dumps(summary, indent=1, default=_json_default, allow_nan=False))
 
     def close(self) -> None:
-        for w in self._writers.values():
-            w.close()
-        self._writers.clear()
+        self.tb.close()
         self.unlock()
 
 
