@@ -106,3 +106,19 @@ def test_on_the_process_backend_the_shards_write_their_own_members(tmp_path):
                                                       "runner.json"]
     assert int(MemberState.load(last / "member_3.pt").tensors["updates"]) == runner.total_updates
     assert not list(Path(run / "checkpoints").glob("round_*"))
+
+
+def test_the_report_counts_the_checkpoints_in_the_storage(tmp_path):
+    from rpbt.report import read_checkpoints
+
+    run, storage = tmp_path / "run", tmp_path / "shared"
+    cfg = tiny_config(f"run.dir={run}", "run.torch_threads=1", f"run.storage={storage}")
+    runner = PopulationRunner(cfg, run)
+    runner.start()
+    runner.play_round()
+    runner.close()
+    warnings: list[str] = []
+    found = read_checkpoints(run, 4, warnings=warnings)
+    assert (found.present, found.round, warnings) == (4, 1, [])
+    (storage / "run" / "round_000001" / "member_2.pt").unlink()
+    assert read_checkpoints(run, 4).present == 3

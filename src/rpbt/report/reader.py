@@ -317,7 +317,7 @@ class RunData:
     config: Optional[dict]
     checkpoints_present: int  # members with a member_<i>.pt in checkpoint_dir (0 when there is none)
     checkpoint_round: Optional[int] = None  # round of the committed checkpoints (runner.json "round")
-    checkpoint_dir: Optional[Path] = None  # folder the count comes from, e.g. RUN_DIR/checkpoints/round_000008
+    checkpoint_dir: Optional[Path | str] = None  # folder counted, e.g. RUN_DIR/checkpoints/round_000008 (or a URL)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -387,11 +387,25 @@ _ROUND_FOLDER = re.compile(r"round_(\d+)")
 @dataclass
 class Checkpoints:
     """The committed checkpoints of a run: ``present`` members (0..P) with a ``member_<i>.pt`` in ``folder``,
-    ``round`` they were committed at (None when unknown), ``folder`` (None when there is none)."""
+    ``round`` they were committed at (None when unknown), ``folder`` (a path, the URL under ``run.storage``, or None
+    when there is none)."""
 
     present: int
     round: Optional[int]
-    folder: Optional[Path]
+    folder: Optional[Path | str]
+
+
+def _count_in_storage(folder: str, population: int, warnings: list[str]) -> int:
+    """Members with a ``member_<i>.pt`` in ``folder``, a path or fsspec URL (``run.storage``); 0 with a warning when
+    the storage cannot be reached."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(folder)
+        return sum(bool(fs.isfile(f"{path}/member_{i}.pt")) for i in range(population))
+    except Exception as exc:  # noqa: BLE001 - a missing protocol package, credentials, the network
+        warnings.append(f"checkpoints in {folder}: cannot be read ({type(exc).__name__}: {exc}); none counted")
+        return 0
 
 
 def read_checkpoints(run_dir: Path | str, population: int, expect_commit: bool = True,
@@ -407,7 +421,8 @@ def read_checkpoints(run_dir: Path | str, population: int, expect_commit: bool =
     newest ``round_<r>`` folder is counted instead (it may be a commit cut short, so the count can be partial)
     and a warning naming runner.json is appended to ``warnings``; with no such folder either, 0. A runner.json
     without ``"checkpoint_dir"`` means the checkpoints lie in ``checkpoints/`` itself (as ``rpbt evaluate`` reads
-    it). ``expect_commit=False`` (no round has been reported yet) makes a missing runner.json silent.
+    it); one with ``"storage"`` (``run.storage``) means the folder lies there. ``expect_commit=False`` (no round has
+    been reported yet) makes a missing runner.json silent.
     Never raises for a bad run directory: every problem is a warning.
     """
     run_dir = Path(run_dir)
@@ -433,6 +448,9 @@ def read_checkpoints(run_dir: Path | str, population: int, expect_commit: bool =
                 return Checkpoints(count(ckpt), rnd, ckpt)  # layout without round folders
             if not isinstance(name, str) or name in (".", "..") or Path(name).name != name:
                 problem = f'"checkpoint_dir" is {name!r}, not the name of a folder in {ckpt}'
+            elif isinstance(state.get("storage"), str) and state["storage"]:  # run.storage: counted there
+                where = f"{state['storage'].rstrip('/')}/{name}"
+                return Checkpoints(_count_in_storage(where, population, warnings), rnd, where)
             else:
                 folder = ckpt / name
                 if not folder.is_dir():

@@ -233,9 +233,10 @@ def _overview(doc: _Doc, run: RunData, lineage: Lineage) -> None:
     where = ""
     if run.checkpoint_dir is not None:
         folder = run.checkpoint_dir
-        folder = folder.relative_to(run.run_dir) if folder.is_relative_to(run.run_dir) else folder
+        if isinstance(folder, Path):  # else the URL of run.storage
+            folder = (folder.relative_to(run.run_dir) if folder.is_relative_to(run.run_dir) else folder).as_posix()
         at_round = f", round {run.checkpoint_round}" if run.checkpoint_round is not None else ""
-        where = f" (`{folder.as_posix()}`{at_round})"
+        where = f" (`{folder}`{at_round})"
     items.append(f"checkpoints present: {run.checkpoints_present}/{run.population_size}{where}")
     if lineage.best_member is not None:
         items.append(f"best member: {lineage.best_member} "
