@@ -679,8 +679,11 @@ class PBTConfig(_Strict):
     # Which returns the score is computed from: "training" = the member's last score_window finished training
     # episodes; "validation" = env.trading.eval_episodes deterministic episodes on the validation split, run by
     # the runner after each round (trading only: selection must not reward overfitting the training period);
-    # "auto" = validation for env.id trading, training otherwise.
-    score_source: Literal["auto", "training", "validation"] = "auto"
+    # "auto" = validation for env.id trading, training otherwise. "evaluation" (any environment): each round every
+    # ready member plays evaluation_episodes deterministic episodes on held-out env seeds (never a training seed,
+    # rpbt.seeding.heldout_episode_seeds), and their mean (or CVaR) is its score; the cost is reported.
+    score_source: Literal["auto", "training", "validation", "evaluation"] = "auto"
+    evaluation_episodes: int = Field(10, ge=1)  # per ready member per round, with score_source: evaluation
     mode: Literal["max", "min"] = "max"
     optimizer_state: Literal["copy", "reset"] = "copy"
     hidden_state: Literal["keep", "zero", "reset_episodes", "burn_in"] = "burn_in"
@@ -764,6 +767,9 @@ class RunConfig(_Strict):
     on_member_fault: Literal["restore", "error"] = "restore"
     max_member_faults: int = Field(3, ge=1)  # faults of one member before the run stops
     keep_checkpoints: int = Field(2, ge=1)  # committed rounds kept on disk; resume falls back to an older one
+    # Stop the run cleanly once the best member's PBT score reaches this (<= with pbt.mode: min), after the round
+    # that reached it is committed (rpbt.callbacks.StopAtScore); `rpbt resume RUN run.stop_at_score=null` goes on.
+    stop_at_score: Optional[float] = Field(None, allow_inf_nan=False)
 
 
 class BackendConfig(_Strict):
@@ -794,7 +800,7 @@ class Config(_Strict):
         rules.pb2_min_data_at_most_max_data(pbt.explore, pbt.pb2.min_data, pbt.pb2.max_data)
         rules.ttest_window_fits_the_returns(pbt.ttest, pbt.ttest_window, pbt.score_window,
                                             rules.resolve_score_source(pbt.score_source, env.id),
-                                            env.trading.eval_episodes)
+                                            env.trading.eval_episodes, pbt.evaluation_episodes)
         rules.workers_fit_the_population(self.backend.num_workers, pbt.population_size)
         return self
 

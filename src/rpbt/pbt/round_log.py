@@ -5,7 +5,10 @@ Metric rows are the learner's rows of the round, one per update and member, deco
 clock, the hyperparameters in force (``pbt/hp/<name>``) and, on the round's last row, ``pbt/score``,
 ``pbt/exploitation_count`` and, for the validation score source, ``eval/validation_return``. The round event's
 ``env_steps`` / ``updates`` are member 0's (the schedule's); ``member_env_steps`` gives each member's own count,
-lower for a member restored after a fault (it lost the steps since the commit it was restored from).
+lower for a member restored after a fault (it lost the steps since the commit it was restored from). With
+``pbt.score_source: evaluation`` the round event also carries ``evaluation`` (the round's cost: ``members``
+evaluated, ``episodes``, ``env_steps``, ``seconds``) and the last metric row ``eval/mean_return`` (None for a member
+not evaluated). :func:`round_info` and :func:`exploit_info` are what the callbacks (:mod:`rpbt.callbacks`) receive.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from rpbt.run.rundir import clean_float
 if TYPE_CHECKING:
     from rpbt.run.rundir import RunDirectory
 
-__all__ = ["RoundLog"]
+__all__ = ["RoundLog", "round_info", "exploit_info"]
 
 Info = dict[int, dict[str, Any]]
 
@@ -57,6 +60,9 @@ class RoundLog:
             if scored.validation is not None:
                 val = scored.validation[m]
                 rows[-1]["eval/validation_return"] = float(np.mean(val)) if val else None
+            if scored.evaluation is not None:
+                ev = scored.evaluation[m]
+                rows[-1]["eval/mean_return"] = float(np.mean(ev)) if ev else None
             rows[-1]["pbt/exploitation_count"] = record.exploitation_count
             self.rundir.write_metrics(m, rows)
 
@@ -71,6 +77,8 @@ class RoundLog:
             event["episodes_since_exploit"] = [len(x) for x in scored.own]
         if self.cfg.agent.obs_outlier_factor is not None:
             event["obs_outliers"] = outliers
+        if scored.cost is not None:
+            event["evaluation"] = scored.cost
         self.rundir.write_event(event)
 
     def refused(self, r: int, env_steps: int, refused: list[dict[str, Any]]) -> None:
@@ -89,3 +97,25 @@ class RoundLog:
         self.rundir.write_event(event)
         self.rundir.write_scalars(d.recipient, env_steps, measurements)
         return event
+
+
+def round_info(runner: Any, info: Info, scored: RoundScores, exploits: list[dict[str, Any]]) -> dict[str, Any]:
+    """What ``on_round_end`` receives after the runner committed a round (see :mod:`rpbt.callbacks`); ``runner``
+    is the :class:`~rpbt.pbt.runner.PopulationRunner`, read only."""
+    P = len(scored.scores)
+    best = runner.best_member()
+    return {"round": runner.round, "rounds_total": runner.total_rounds, "env_steps": runner.env_steps(),
+            "member_env_steps": [int(info[m]["env_steps"]) for m in range(P)],
+            "scores": [clean_float(s) for s in scored.scores], "hparams": [dict(info[m]["hparams"]) for m in range(P)],
+            "best_member": best, "best_score": None if best is None else clean_float(runner.members[best].score),
+            "exploits": list(exploits), "score_source": runner.score_source.kind,
+            "evaluation": None if scored.cost is None else dict(scored.cost), "run_dir": str(runner.rundir.path)}
+
+
+def exploit_info(event: dict[str, Any]) -> dict[str, Any]:
+    """What ``on_exploit`` receives: the ``exploit`` event's round, env steps, donor and recipient (and their
+    scores), the recipient's hyperparameters before and after (``new_hparams``) and the measurements."""
+    return {"round": event["round"], "env_steps": event["env_steps"], "recipient": event["recipient"],
+            "donor": event["donor"], "recipient_score": event.get("recipient_score"),
+            "donor_score": event.get("donor_score"), "hparams_before": dict(event["old_hparams"]),
+            "hparams_after": dict(event.get("new_hparams") or {}), "measurements": dict(event["measurements"])}

@@ -31,18 +31,19 @@ import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
+from rpbt.callbacks import CallbackList
 from rpbt.checkpoint import MemberState
-from rpbt.config import Config, PBTConfig, member_hparams
+from rpbt.config import Config, ConfigError, PBTConfig, member_hparams
 from rpbt.pbt.backends import backend_reason, make_backend
 from rpbt.pbt.backends.base import Backend
 from rpbt.pbt.faults import MemberFaultError, MemberFaults, ObsOutlierWarning
 from rpbt.pbt.records import MemberRecord, records_from_state, records_to_state
 from rpbt.pbt.resume import ResumeWarning, restore_newest, resume_candidates
-from rpbt.pbt.round_log import RoundLog
+from rpbt.pbt.round_log import RoundLog, exploit_info, round_info
 from rpbt.pbt.scheduler import Decision, PBTScheduler
-from rpbt.pbt.scoring import RoundScores, ScoreSource, check_run_inputs
+from rpbt.pbt.scoring import RoundScores, ScoreFn, ScoreSource, check_run_inputs
 from rpbt.pbt.selection import truncation_group_size
 from rpbt.pbt.space import SearchSpace
 from rpbt.run.output import say
@@ -109,20 +110,30 @@ class PopulationRunner:
         cfg: the resolved run config.
         run_dir: the run directory (created by :meth:`start`, reopened by :meth:`resume`).
         backend: optional prebuilt backend (tests); built from ``backend.kind`` otherwise.
+        callbacks: :class:`rpbt.callbacks.Callback` instances, called in this (the driver) process; with
+            ``run.stop_at_score`` a :class:`~rpbt.callbacks.StopAtScore` is added after them.
+        score_fn: a custom score function (:mod:`rpbt.pbt.scoring`), called in this process.
     """
 
-    def __init__(self, cfg: Config, run_dir: Path, backend: Optional[Backend] = None):
+    def __init__(self, cfg: Config, run_dir: Path, backend: Optional[Backend] = None, callbacks: Sequence[Any] = (),
+                 score_fn: Optional[ScoreFn] = None):
+        from rpbt.callbacks import StopAtScore
+
         self.cfg = cfg
         self.P = cfg.pbt.population_size
         self.rundir = RunDirectory(Path(run_dir), self.P, tensorboard=cfg.run.tensorboard)
         self.space = SearchSpace(cfg.pbt.search_space)
         self.scheduler = PBTScheduler.from_config(cfg.pbt, seed=cfg.run.seed)
-        self.score_source = ScoreSource.from_config(cfg)
+        self.score_source = ScoreSource.from_config(cfg, score_fn)
+        stop = [] if cfg.run.stop_at_score is None else [StopAtScore(cfg.run.stop_at_score, cfg.pbt.mode)]
+        self.callbacks = CallbackList([*callbacks, *stop])
         self.faults = MemberFaults(cfg, self.rundir)
         self.log = RoundLog(cfg, self.rundir, self.space.names)
         self.steps_per_update = cfg.env.num_envs * cfg.agent.num_steps
         self.total_updates = math.ceil(cfg.run.total_env_steps / self.steps_per_update)
-        self.total_rounds = math.ceil(self.total_updates / cfg.pbt.perturbation_interval)
+        self.updates_done = 0  # the schedule's learner updates per member so far (committed rounds)
+        self.stopped: Optional[str] = None  # why a callback stopped the run (None: it goes on / ran to the end)
+        self.evaluation_cost = {"episodes": 0, "env_steps": 0, "seconds": 0.0}  # score_source evaluation, so far
         self.round = 0
         self.members = [MemberRecord() for _ in range(self.P)]
         self.history: list[str] = []  # kept committed round folders, newest first
@@ -130,14 +141,23 @@ class PopulationRunner:
         self._backend = backend
         self.backend: Optional[Backend] = None
 
+    @property
+    def total_rounds(self) -> int:
+        """Rounds of the whole run: those played, then ``pbt.perturbation_interval`` updates each (the last one
+        cut by the budget) until ``run.total_env_steps``."""
+        left = max(self.total_updates - self.updates_done, 0)
+        return self.round + math.ceil(left / self.cfg.pbt.perturbation_interval)
+
     # ------------------------------------------------------------------------------------------ lifecycle
-    def start(self, overwrite: bool = False) -> None:
+    def start(self, overwrite: bool = False, init_from: Optional[Any] = None) -> None:
         """Sample initial hyperparameters, build the backend, then create (and lock) the run directory.
 
         The trading data is checked and the backend built first, so bad data or a bad environment or backend
         setting fails before anything is written. ``overwrite`` replaces an existing *rpbt run directory* at the
         path (never any other folder, never one that another rpbt process holds); raises
-        :class:`~rpbt.run.rundir.RunDirError` otherwise.
+        :class:`~rpbt.run.rundir.RunDirError` otherwise. ``init_from``: a loaded
+        :class:`~rpbt.pbt.warm_start.WarmStart` every member starts from (checked against the learner before
+        anything is written).
         """
         data = check_run_inputs(self.cfg)
         no_exploit = no_exploit_warning(self.cfg.pbt, self.total_updates)
@@ -147,6 +167,12 @@ class PopulationRunner:
         if overwrite and self.rundir.path.exists():
             self.rundir.check_replaceable()
         self.backend = self._backend or make_backend(self.cfg, hparams)
+        if init_from is not None:
+            try:
+                init_from.apply(self.backend, self.cfg)
+            except BaseException:
+                self.close()
+                raise
         single_donor = single_donor_warning(self.cfg.pbt) if no_exploit is None else None
         if single_donor is not None:  # once the backend is built: a run that cannot start says only its error
             warnings.warn(SingleDonorWarning(single_donor), stacklevel=2)
@@ -159,13 +185,17 @@ class PopulationRunner:
         start = {"type": "start", "round": 0, "population_size": self.P, "backend": self.backend.kind,
                  "num_workers": self.backend.num_workers, "backend_reason": backend_reason(self.cfg, self.backend),
                  "hparams": hparams, "search_space": self.space.to_json()}
+        if init_from is not None:
+            start["init_from"] = init_from.describe()
+        if self.score_source.score_fn is not None:
+            start["score_fn"] = _qualname(self.score_source.score_fn)
         if data is not None:  # trading: which bars, and how their timestamps were read (merged Date + Time, ...)
             start["data"] = {"path": data.source or data.name, "bars": len(data), "timestamps": data.timestamps_from}
             log.info("trading data %s: %d bars; timestamps: %s", start["data"]["path"], len(data),
                      data.timestamps_from)
         self.rundir.write_event(start)
 
-    def resume(self) -> None:
+    def resume(self, changes: Optional[dict[str, list[Any]]] = None) -> None:
         """Reopen the run directory at its newest restorable committed round and restore every member from it.
 
         Candidates are the kept rounds of ``checkpoints/runner.json`` (``history``, newest first). A round whose
@@ -173,8 +203,12 @@ class PopulationRunner:
         recorded in :attr:`skipped`, the ``resume`` event and a :class:`ResumeWarning`); the first that restores
         wins. Nothing in the run directory changes until one has been restored; then the events and metrics of
         later rounds are dropped, temporary files of cut-short writes are removed and, after a skip, runner.json is
-        rewritten to name the resumed round. Raises :class:`~rpbt.checkpoint.CheckpointError` (naming the files) when no
-        kept round restores, :class:`~rpbt.run.rundir.RunDirError` for a missing or bad runner.json.
+        rewritten to name the resumed round. ``changes``: the budget keys a resume changed (``{key: [old, new]}``,
+        :func:`rpbt.pbt.resume.resume_config`; this runner's config holds the new values): ``config.yaml`` is
+        rewritten with them once the round is restored, and the ``resume`` event names them. Raises
+        :class:`~rpbt.checkpoint.CheckpointError` (naming the files) when no kept round restores,
+        :class:`~rpbt.run.rundir.RunDirError` for a missing or bad runner.json, :class:`~rpbt.config.ConfigError`
+        for a ``run.total_env_steps`` below the env steps already played.
         """
         self.rundir.lock()
         try:
@@ -183,8 +217,17 @@ class PopulationRunner:
                 raise RunDirError(f"{self.rundir.path}: a replay run (`rpbt replay`) cannot be resumed; run the "
                                   "same `rpbt replay` again with --overwrite")
             check_run_inputs(self.cfg)
+            if latest.get("score_fn") and self.score_source.score_fn is None:
+                raise ConfigError(f"{self.rundir.path} was scored by the custom score function {latest['score_fn']}; "
+                                  "resume it with rpbt.resume(run_dir, score_fn=...) (the command line cannot pass "
+                                  "one)")
             self.skipped = []
             state = restore_newest(self.rundir, latest, self.scheduler, self._backend_for, self.skipped)
+            self.updates_done = int(state.get("updates", max(i["updates"] for i in self.backend.member_info().values())))
+            if self.updates_done > self.total_updates:
+                raise ConfigError(f"run.total_env_steps {self.cfg.run.total_env_steps} is below the "
+                                  f"{self.updates_done * self.steps_per_update} env steps per member {self.rundir.path} "
+                                  f"has played; give more to extend it")
         except BaseException:
             if self.backend is not None:
                 self.backend.close()
@@ -192,6 +235,7 @@ class PopulationRunner:
             self.rundir.unlock()
             raise
         self.round = int(state["round"])
+        self.evaluation_cost.update(state.get("evaluation_cost") or {})
         self.members = records_from_state(state, self.P)
         folder = state.get("checkpoint_dir") or round_folder(self.round)
         candidates = resume_candidates(latest)[1]
@@ -210,6 +254,9 @@ class PopulationRunner:
                                  "backend_reason": backend_reason(self.cfg, self.backend)}
         if self.skipped:
             event["skipped"] = self.skipped
+        if changes:
+            self.rundir.write_config(self.cfg)
+            event["changed"] = changes
         self.rundir.write_event(event)
 
     def _backend_for(self, states: list[MemberState]) -> Backend:
@@ -220,14 +267,33 @@ class PopulationRunner:
         return self.backend
 
     def run(self, progress: Optional[bool] = None) -> dict[str, Any]:
-        """Play rounds until every member has ``run.total_env_steps``; returns the final summary."""
+        """Play rounds until every member has ``run.total_env_steps`` or a callback stops the run; returns the final
+        summary (with ``stopped``, the reason, after a stop: then no ``end`` event is written, as after an
+        interruption at a round boundary, and ``rpbt resume`` continues the run)."""
         try:
-            _play_all(self, self.cfg.run.progress if progress is None else progress)
+            if self.callbacks and not self.callbacks.call("on_training_start", {
+                    "run_dir": str(self.rundir.path), "round": self.round, "rounds_total": self.total_rounds,
+                    "population_size": self.P, "score_source": self.score_source.kind}):
+                self._stop()
+            if self.stopped is None:
+                _play_all(self, self.cfg.run.progress if progress is None else progress)
             summary = self.summary()
-            self.rundir.write_event({"type": "end", "round": self.round, "env_steps": self.env_steps()})
+            if self.stopped is None:
+                self.rundir.write_event({"type": "end", "round": self.round, "env_steps": self.env_steps()})
+            self.callbacks.call("on_training_end", {"round": self.round, "summary": summary,
+                                                    "stopped": self.stopped})
             return summary
         finally:
             self.close()
+
+    def _stop(self) -> None:
+        """A callback asked to stop: say why in a ``stop`` event and ``summary.json`` (the round is committed)."""
+        self.stopped = self.callbacks.stopped_by or "a callback returned False"
+        self.rundir.write_event({"type": "stop", "round": self.round, "env_steps": self.env_steps(),
+                                 "reason": self.stopped})
+        self.rundir.write_summary(self.summary())
+        if self.cfg.run.progress:
+            say(f"rpbt: stopped after round {self.round}: {self.stopped}; `rpbt resume {self.rundir.path}` goes on")
 
     def close(self) -> None:
         if self.backend is not None:
@@ -240,14 +306,17 @@ class PopulationRunner:
         """Train one round, score, decide, transfer, record and commit. Returns the exploit events."""
         r = self.round + 1
         started = time.perf_counter()
-        per_member = self.backend.train(self._updates_in(r))
+        n_updates = self._updates_in(r)
+        per_member = self.backend.train(n_updates)
         train_s = time.perf_counter() - started
         outliers = self.faults.count_obs_outliers(r, per_member, self.members)  # first: a spike may be the fault
         faulty = self.faults.handle(r, per_member, self.members, self.backend)
         info = self.backend.member_info()
-        scored = self.score_round(info, faulty)
+        scored = self.score_round(info, faulty, r)
         self.log.metrics(r, per_member, info, scored, self.members)
         self.log.round(r, info, scored, outliers, train_s)
+        if scored.cost is not None:
+            self.evaluation_cost = {k: round(v + scored.cost[k], 4) for k, v in self.evaluation_cost.items()}
         decision = self.scheduler.step(scored.scores, [info[m]["hparams"] for m in range(self.P)],
                                        [info[m]["updates"] for m in range(self.P)],
                                        returns=scored.returns if self.cfg.pbt.ttest else None, eligible=scored.eligible)
@@ -257,19 +326,27 @@ class PopulationRunner:
         events = [self.log.exploit(r, env_steps, d, m, transfer_s) for d, m in zip(decision.exploits, measurements)]
         self.record(r, info, scored, decision.exploits)
         self.round = r
+        self.updates_done += n_updates
         self.commit()
+        if self.callbacks:
+            go_on = [self.callbacks.call("on_exploit", exploit_info(e)) for e in events]
+            go_on.append(self.callbacks.call("on_round_end", round_info(self, info, scored, events)))
+            if not all(go_on):
+                self._stop()
         return events
 
     def _updates_in(self, r: int) -> int:
-        """Learner updates of round ``r``: ``pbt.perturbation_interval``, fewer in a last round cut by the budget."""
-        interval = self.cfg.pbt.perturbation_interval
-        return min(interval, self.total_updates - (r - 1) * interval)
+        """Learner updates of round ``r``: ``pbt.perturbation_interval``, fewer in a last round cut by the budget
+        (counted from the updates played, so a budget extended on resume continues where the run stopped)."""
+        return min(self.cfg.pbt.perturbation_interval, self.total_updates - self.updates_done)
 
-    def score_round(self, info: dict[int, dict[str, Any]], faulty: set[int]) -> RoundScores:
-        """Every member's score of the round from the run's score source; a faulty member has none (never a
-        donor)."""
+    def score_round(self, info: dict[int, dict[str, Any]], faulty: set[int], r: int = 0) -> RoundScores:
+        """Every member's score of round ``r`` from the run's score source; a faulty member has none (never a
+        donor). The evaluation source evaluates only members ready at this round (:meth:`PBTScheduler.ready`)."""
         marks = [record.episode_mark for record in self.members]
-        return self.score_source.score_round(self.backend, range(self.P), info, marks).without(faulty)
+        ready = [self.scheduler.ready(m, info[m]["updates"]) and m not in faulty for m in range(self.P)]
+        return self.score_source.score_round(self.backend, range(self.P), info, marks, round_=r,
+                                             ready=ready).without(faulty)
 
     def transfer(self, exploits: list[Decision]) -> tuple[list[dict[str, Any]], float]:
         """Carry out the exploits (one backend call); returns each one's measurements and the seconds it took."""
@@ -307,8 +384,12 @@ class PopulationRunner:
         self.backend.save_checkpoints(target)
         history = [folder] + [f for f in self.history if f != folder][: max(self.cfg.run.keep_checkpoints, 1) - 1]
         state = {"round": self.round, "checkpoint_dir": folder, "scheduler": self.scheduler.state_dict(),
-                 **records_to_state(self.members), "env_steps": self.env_steps(), "time_s": self.rundir.elapsed(),
-                 "history": history}
+                 **records_to_state(self.members), "env_steps": self.env_steps(), "updates": self.updates_done,
+                 "time_s": self.rundir.elapsed(), "history": history}
+        if self.score_source.kind == "evaluation":
+            state["evaluation_cost"] = self.evaluation_cost
+        if self.score_source.score_fn is not None:
+            state["score_fn"] = _qualname(self.score_source.score_fn)
         self.rundir.write_round_state(folder, state)
         self.rundir.write_runner_state(state)
         self.history = history
@@ -319,7 +400,8 @@ class PopulationRunner:
 
     # ------------------------------------------------------------------------------------------ reporting
     def env_steps(self) -> int:
-        return min(self.round * self.cfg.pbt.perturbation_interval, self.total_updates) * self.steps_per_update
+        """The schedule's env steps per member so far (a member restored after a fault may have fewer)."""
+        return self.updates_done * self.steps_per_update
 
     def best_member(self) -> Optional[int]:
         sign = 1.0 if self.cfg.pbt.mode == "max" else -1.0
@@ -347,7 +429,14 @@ class PopulationRunner:
             "lineage": self.members[best].lineage if best is not None else [],
             "exploitation_count": [record.exploitation_count for record in self.members],
             "wall_time_s": round(self.rundir.elapsed(), 2),
+            **({"evaluation": dict(self.evaluation_cost)} if self.score_source.kind == "evaluation" else {}),
+            **({"stopped": self.stopped} if self.stopped is not None else {}),
         }
+
+
+def _qualname(fn: Any) -> str:
+    """``module:qualname`` of a function (what the run records of a custom score function)."""
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__qualname__)}"
 
 
 def _play_all(runner: PopulationRunner, show: bool) -> None:
@@ -364,11 +453,11 @@ def _play_all(runner: PopulationRunner, show: bool) -> None:
         with Progress(*columns) as bar:
             task = bar.add_task(runner.describe(), total=runner.total_updates * runner.steps_per_update,
                                 completed=runner.env_steps())
-            while runner.round < runner.total_rounds:
+            while runner.round < runner.total_rounds and runner.stopped is None:
                 runner.play_round()
                 bar.update(task, completed=runner.env_steps(), description=runner.describe())
         return
-    while runner.round < runner.total_rounds:
+    while runner.round < runner.total_rounds and runner.stopped is None:
         runner.play_round()
         if show:
             say(f"{runner.describe()}  env steps {runner.env_steps():,}")
