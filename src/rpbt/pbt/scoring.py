@@ -134,7 +134,7 @@ class ScoreSource:
     @property
     def kind(self) -> str:
         """``"validation"``, ``"evaluation"`` or ``"training"``."""
-        return self._kind
+        return "validation" if self.validation else self._kind
 
     def score_round(self, backend: "Backend", members: Sequence[int], info: dict[int, dict[str, Any]],
                     marks: Optional[Sequence[int]] = None, round_: int = 0,
