@@ -117,7 +117,11 @@ class WarmStart:
         keys = warm_keys(self.state)
         mine = set(warm_keys(own))
         problem = None
-        for k in sorted(set(keys) | mine):
+        obs_a, obs_b = self.state.tensors.get("obs_rms.mean"), own.tensors.get("obs_rms.mean")
+        if obs_a is not None and obs_b is not None and obs_a.shape != obs_b.shape:
+            problem = (f"observations have {obs_a.numel()} features in the source, {obs_b.numel()} here (tensor "
+                       f"obs_rms.mean)")
+        for k in sorted(set(keys) | mine) if problem is None else ():
             if k not in mine or k not in self.state.tensors:
                 where = "here" if k not in mine else "in the source"
                 problem = f"tensor {k} is missing {where}"
