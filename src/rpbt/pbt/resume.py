@@ -16,9 +16,8 @@ describe two different runs.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any, Callable
-
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 from rpbt.checkpoint import CheckpointError, MemberState, naming_checkpoint
 from rpbt.config import Config, ConfigError

@@ -26,7 +26,7 @@ from rpbt.run.rundir import clean_float
 if TYPE_CHECKING:
     from rpbt.run.rundir import RunDirectory
 
-__all__ = ["RoundLog", "round_info", "exploit_info"]
+__all__ = ["RoundLog", "round_info", "exploit_info", "training_start_info", "run_summary"]
 
 Info = dict[int, dict[str, Any]]
 
@@ -119,3 +119,37 @@ def exploit_info(event: dict[str, Any]) -> dict[str, Any]:
             "donor": event["donor"], "recipient_score": event.get("recipient_score"),
             "donor_score": event.get("donor_score"), "hparams_before": dict(event["old_hparams"]),
             "hparams_after": dict(event.get("new_hparams") or {}), "measurements": dict(event["measurements"])}
+
+
+def training_start_info(runner: Any) -> dict[str, Any]:
+    """What ``on_training_start`` receives (see :mod:`rpbt.callbacks`)."""
+    return {"run_dir": str(runner.rundir.path), "round": runner.round, "rounds_total": runner.total_rounds,
+            "population_size": runner.P, "score_source": runner.score_source.kind}
+
+
+def run_summary(runner: Any) -> dict[str, Any]:
+    """``summary.json`` of a :class:`~rpbt.pbt.runner.PopulationRunner` (read only): the round, env steps (the
+    schedule's, and each member's own), best member, its score, hyperparameters and lineage, every member's score and
+    exploitation count, the wall time; with ``pbt.score_source: evaluation`` the evaluation's total cost
+    (``evaluation``), and after a callback's stop its reason (``stopped``)."""
+    best = runner.best_member()
+    info = runner.backend.member_info() if runner.backend is not None else {}
+    members = runner.members
+    summary = {
+        "round": runner.round,
+        "rounds_total": runner.total_rounds,
+        "env_steps": runner.env_steps(),  # the schedule's; member_env_steps: each member's own
+        "member_env_steps": [int(info[m]["env_steps"]) for m in range(runner.P)] if info else None,
+        "best_member": best,
+        "best_score": clean_float(members[best].score) if best is not None else None,
+        "hparams": info.get(best, {}).get("hparams") if best is not None else None,
+        "scores": [clean_float(record.score) for record in members],
+        "lineage": members[best].lineage if best is not None else [],
+        "exploitation_count": [record.exploitation_count for record in members],
+        "wall_time_s": round(runner.rundir.elapsed(), 2),
+    }
+    if runner.score_source.kind == "evaluation":
+        summary["evaluation"] = dict(runner.evaluation_cost)
+    if runner.stopped is not None:
+        summary["stopped"] = runner.stopped
+    return summary

@@ -41,13 +41,13 @@ from rpbt.pbt.backends.base import Backend
 from rpbt.pbt.faults import MemberFaultError, MemberFaults, ObsOutlierWarning
 from rpbt.pbt.records import MemberRecord, records_from_state, records_to_state
 from rpbt.pbt.resume import ResumeWarning, restore_newest, resume_candidates
-from rpbt.pbt.round_log import RoundLog, exploit_info, round_info
+from rpbt.pbt.round_log import RoundLog, exploit_info, round_info, run_summary, training_start_info
 from rpbt.pbt.scheduler import Decision, PBTScheduler
 from rpbt.pbt.scoring import RoundScores, ScoreFn, ScoreSource, check_run_inputs
 from rpbt.pbt.selection import truncation_group_size
 from rpbt.pbt.space import SearchSpace
 from rpbt.run.output import say
-from rpbt.run.rundir import RunDirectory, RunDirError, clean_float, round_folder
+from rpbt.run.rundir import RunDirectory, RunDirError, round_folder
 
 # The errors and warnings a run raises, importable from the module that runs it.
 __all__ = ["PopulationRunner", "MemberFaultError", "ObsOutlierWarning", "ResumeWarning", "NoExploitWarning",
@@ -182,18 +182,7 @@ class PopulationRunner:
         self.rundir.lock()
         self.rundir.set_elapsed(0.0)
         self.backend.attach_run(self.rundir)  # sharded backends: failure events, committed checkpoints
-        start = {"type": "start", "round": 0, "population_size": self.P, "backend": self.backend.kind,
-                 "num_workers": self.backend.num_workers, "backend_reason": backend_reason(self.cfg, self.backend),
-                 "hparams": hparams, "search_space": self.space.to_json()}
-        if init_from is not None:
-            start["init_from"] = init_from.describe()
-        if self.score_source.score_fn is not None:
-            start["score_fn"] = _qualname(self.score_source.score_fn)
-        if data is not None:  # trading: which bars, and how their timestamps were read (merged Date + Time, ...)
-            start["data"] = {"path": data.source or data.name, "bars": len(data), "timestamps": data.timestamps_from}
-            log.info("trading data %s: %d bars; timestamps: %s", start["data"]["path"], len(data),
-                     data.timestamps_from)
-        self.rundir.write_event(start)
+        self.rundir.write_event(_start_event(self, hparams, data, init_from))
 
     def resume(self, changes: Optional[dict[str, list[Any]]] = None) -> None:
         """Reopen the run directory at its newest restorable committed round and restore every member from it.
@@ -213,51 +202,17 @@ class PopulationRunner:
         self.rundir.lock()
         try:
             latest = self.rundir.read_runner_state()
-            if latest.get("replay"):
-                raise RunDirError(f"{self.rundir.path}: a replay run (`rpbt replay`) cannot be resumed; run the "
-                                  "same `rpbt replay` again with --overwrite")
-            check_run_inputs(self.cfg)
-            if latest.get("score_fn") and self.score_source.score_fn is None:
-                raise ConfigError(f"{self.rundir.path} was scored by the custom score function {latest['score_fn']}; "
-                                  "resume it with rpbt.resume(run_dir, score_fn=...) (the command line cannot pass "
-                                  "one)")
+            _check_resumable(self, latest)
             self.skipped = []
             state = restore_newest(self.rundir, latest, self.scheduler, self._backend_for, self.skipped)
-            self.updates_done = int(state.get("updates", max(i["updates"] for i in self.backend.member_info().values())))
-            if self.updates_done > self.total_updates:
-                raise ConfigError(f"run.total_env_steps {self.cfg.run.total_env_steps} is below the "
-                                  f"{self.updates_done * self.steps_per_update} env steps per member {self.rundir.path} "
-                                  f"has played; give more to extend it")
+            _check_budget(self, state)
         except BaseException:
             if self.backend is not None:
                 self.backend.close()
                 self.backend = None
             self.rundir.unlock()
             raise
-        self.round = int(state["round"])
-        self.evaluation_cost.update(state.get("evaluation_cost") or {})
-        self.members = records_from_state(state, self.P)
-        folder = state.get("checkpoint_dir") or round_folder(self.round)
-        candidates = resume_candidates(latest)[1]
-        self.history = candidates[candidates.index(folder):]
-        self.rundir.remove_temp_files()
-        kept = self.rundir.truncate_events_after(self.round)
-        self.rundir.truncate_metrics_after(self.round)
-        # The run's clock goes on from the resumed round's commit, or from a later kept line (an earlier resume).
-        times = [float(e["time"]) for e in kept if isinstance(e.get("time"), (int, float))]
-        self.rundir.set_elapsed(max([float(state.get("time_s") or 0.0), *times]))
-        if self.skipped:
-            self.rundir.write_runner_state({**state, "history": self.history})
-            self.rundir.write_summary(self.summary())
-        event: dict[str, Any] = {"type": "resume", "round": self.round, "backend": self.backend.kind,
-                                 "num_workers": self.backend.num_workers,
-                                 "backend_reason": backend_reason(self.cfg, self.backend)}
-        if self.skipped:
-            event["skipped"] = self.skipped
-        if changes:
-            self.rundir.write_config(self.cfg)
-            event["changed"] = changes
-        self.rundir.write_event(event)
+        _reopen(self, latest, state, changes)
 
     def _backend_for(self, states: list[MemberState]) -> Backend:
         """The backend a resume restores into, built (once) with the hyperparameters of the round it restores."""
@@ -271,10 +226,8 @@ class PopulationRunner:
         summary (with ``stopped``, the reason, after a stop: then no ``end`` event is written, as after an
         interruption at a round boundary, and ``rpbt resume`` continues the run)."""
         try:
-            if self.callbacks and not self.callbacks.call("on_training_start", {
-                    "run_dir": str(self.rundir.path), "round": self.round, "rounds_total": self.total_rounds,
-                    "population_size": self.P, "score_source": self.score_source.kind}):
-                self._stop()
+            if self.callbacks and not self.callbacks.call("on_training_start", training_start_info(self)):
+                _stop(self)
             if self.stopped is None:
                 _play_all(self, self.cfg.run.progress if progress is None else progress)
             summary = self.summary()
@@ -285,15 +238,6 @@ class PopulationRunner:
             return summary
         finally:
             self.close()
-
-    def _stop(self) -> None:
-        """A callback asked to stop: say why in a ``stop`` event and ``summary.json`` (the round is committed)."""
-        self.stopped = self.callbacks.stopped_by or "a callback returned False"
-        self.rundir.write_event({"type": "stop", "round": self.round, "env_steps": self.env_steps(),
-                                 "reason": self.stopped})
-        self.rundir.write_summary(self.summary())
-        if self.cfg.run.progress:
-            say(f"rpbt: stopped after round {self.round}: {self.stopped}; `rpbt resume {self.rundir.path}` goes on")
 
     def close(self) -> None:
         if self.backend is not None:
@@ -329,10 +273,7 @@ class PopulationRunner:
         self.updates_done += n_updates
         self.commit()
         if self.callbacks:
-            go_on = [self.callbacks.call("on_exploit", exploit_info(e)) for e in events]
-            go_on.append(self.callbacks.call("on_round_end", round_info(self, info, scored, events)))
-            if not all(go_on):
-                self._stop()
+            _round_hooks(self, info, scored, events)
         return events
 
     def _updates_in(self, r: int) -> int:
@@ -409,34 +350,113 @@ class PopulationRunner:
         valid = [(sign * s, -m) for m, s in enumerate(scores) if s is not None and math.isfinite(s)]
         return -max(valid)[1] if valid else None
 
-    def describe(self) -> str:
-        best = self.best_member()
-        score = f"{self.members[best].score:.3f}" if best is not None else "n/a"
-        return f"round {self.round}/{self.total_rounds}  best score {score}"
-
     def summary(self) -> dict[str, Any]:
-        best = self.best_member()
-        info = self.backend.member_info() if self.backend is not None else {}
-        return {
-            "round": self.round,
-            "rounds_total": self.total_rounds,
-            "env_steps": self.env_steps(),  # the schedule's; member_env_steps: each member's own
-            "member_env_steps": [int(info[m]["env_steps"]) for m in range(self.P)] if info else None,
-            "best_member": best,
-            "best_score": clean_float(self.members[best].score) if best is not None else None,
-            "hparams": info.get(best, {}).get("hparams") if best is not None else None,
-            "scores": [clean_float(record.score) for record in self.members],
-            "lineage": self.members[best].lineage if best is not None else [],
-            "exploitation_count": [record.exploitation_count for record in self.members],
-            "wall_time_s": round(self.rundir.elapsed(), 2),
-            **({"evaluation": dict(self.evaluation_cost)} if self.score_source.kind == "evaluation" else {}),
-            **({"stopped": self.stopped} if self.stopped is not None else {}),
-        }
+        """``summary.json``'s content (:func:`rpbt.pbt.round_log.run_summary`)."""
+        return run_summary(self)
+
+
+def _start_event(runner: PopulationRunner, hparams: list[dict[str, Any]], data: Any, init_from: Any
+                 ) -> dict[str, Any]:
+    """The ``start`` event: backend, initial hyperparameters, search space; the warm start, score function and
+    trading data when there are."""
+    backend = runner.backend
+    start = {"type": "start", "round": 0, "population_size": runner.P, "backend": backend.kind,
+             "num_workers": backend.num_workers, "backend_reason": backend_reason(runner.cfg, backend),
+             "hparams": hparams, "search_space": runner.space.to_json()}
+    if init_from is not None:
+        start["init_from"] = init_from.describe()
+    if runner.score_source.score_fn is not None:
+        start["score_fn"] = _qualname(runner.score_source.score_fn)
+    if data is not None:  # trading: which bars, and how their timestamps were read (merged Date + Time, ...)
+        start["data"] = {"path": data.source or data.name, "bars": len(data), "timestamps": data.timestamps_from}
+        log.info("trading data %s: %d bars; timestamps: %s", start["data"]["path"], len(data), data.timestamps_from)
+    return start
+
+
+def _round_hooks(runner: PopulationRunner, info: dict[int, dict[str, Any]], scored: RoundScores,
+                 events: list[dict[str, Any]]) -> None:
+    """After a committed round: ``on_exploit`` for each exploit event, then ``on_round_end``; stop when any hook
+    returned ``False``."""
+    go_on = [runner.callbacks.call("on_exploit", exploit_info(e)) for e in events]
+    go_on.append(runner.callbacks.call("on_round_end", round_info(runner, info, scored, events)))
+    if not all(go_on):
+        _stop(runner)
+
+
+def _stop(runner: PopulationRunner) -> None:
+    """A callback asked to stop (the round is committed): the reason in a ``stop`` event and ``summary.json``,
+    and a line saying how to go on."""
+    runner.stopped = runner.callbacks.stopped_by or "a callback returned False"
+    runner.rundir.write_event({"type": "stop", "round": runner.round, "env_steps": runner.env_steps(),
+                               "reason": runner.stopped})
+    runner.rundir.write_summary(runner.summary())
+    if runner.cfg.run.progress:
+        say(f"rpbt: stopped after round {runner.round}: {runner.stopped}; `rpbt resume {runner.rundir.path}` goes on")
+
+
+def _check_resumable(runner: PopulationRunner, latest: dict[str, Any]) -> None:
+    """Refuse a replay run, bad trading data, and a run scored by a ``score_fn`` resumed without one."""
+    if latest.get("replay"):
+        raise RunDirError(f"{runner.rundir.path}: a replay run (`rpbt replay`) cannot be resumed; run the same `rpbt "
+                          "replay` again with --overwrite")
+    check_run_inputs(runner.cfg)
+    if latest.get("score_fn") and runner.score_source.score_fn is None:
+        raise ConfigError(f"{runner.rundir.path} was scored by the custom score function {latest['score_fn']}; "
+                          "resume it with rpbt.resume(run_dir, score_fn=...) (the command line cannot pass one)")
+
+
+def _check_budget(runner: PopulationRunner, state: dict[str, Any]) -> None:
+    """Set the updates played from the restored round's state (older runs: the members' largest count) and refuse
+    a budget below them."""
+    played = state.get("updates", max(i["updates"] for i in runner.backend.member_info().values()))
+    runner.updates_done = int(played)
+    if runner.updates_done > runner.total_updates:
+        raise ConfigError(f"run.total_env_steps {runner.cfg.run.total_env_steps} is below the "
+                          f"{runner.updates_done * runner.steps_per_update} env steps per member "
+                          f"{runner.rundir.path} has played; give more to extend it")
+
+
+def _reopen(runner: PopulationRunner, latest: dict[str, Any], state: dict[str, Any],
+            changes: Optional[dict[str, list[Any]]]) -> None:
+    """After a resume restored ``state``: the runner's records, the run directory cut back to that round, the
+    rewritten config (``changes``) and the ``resume`` event (see :meth:`PopulationRunner.resume`)."""
+    runner.round = int(state["round"])
+    runner.evaluation_cost.update(state.get("evaluation_cost") or {})
+    runner.members = records_from_state(state, runner.P)
+    folder = state.get("checkpoint_dir") or round_folder(runner.round)
+    candidates = resume_candidates(latest)[1]
+    runner.history = candidates[candidates.index(folder):]
+    rundir = runner.rundir
+    rundir.remove_temp_files()
+    kept = rundir.truncate_events_after(runner.round)
+    rundir.truncate_metrics_after(runner.round)
+    # The run's clock goes on from the resumed round's commit, or from a later kept line (an earlier resume).
+    times = [float(e["time"]) for e in kept if isinstance(e.get("time"), (int, float))]
+    rundir.set_elapsed(max([float(state.get("time_s") or 0.0), *times]))
+    if runner.skipped:
+        rundir.write_runner_state({**state, "history": runner.history})
+        rundir.write_summary(runner.summary())
+    backend = runner.backend
+    event: dict[str, Any] = {"type": "resume", "round": runner.round, "backend": backend.kind,
+                             "num_workers": backend.num_workers, "backend_reason": backend_reason(runner.cfg, backend)}
+    if runner.skipped:
+        event["skipped"] = runner.skipped
+    if changes:
+        rundir.write_config(runner.cfg)
+        event["changed"] = changes
+    rundir.write_event(event)
 
 
 def _qualname(fn: Any) -> str:
     """``module:qualname`` of a function (what the run records of a custom score function)."""
     return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+
+
+def _describe(runner: PopulationRunner) -> str:
+    """``round 3/40  best score 0.812``: the progress line's words."""
+    best = runner.best_member()
+    score = f"{runner.members[best].score:.3f}" if best is not None else "n/a"
+    return f"round {runner.round}/{runner.total_rounds}  best score {score}"
 
 
 def _play_all(runner: PopulationRunner, show: bool) -> None:
@@ -451,13 +471,13 @@ def _play_all(runner: PopulationRunner, show: bool) -> None:
                    TextColumn("{task.completed:,.0f}/{task.total:,.0f} env steps per member"),
                    TimeElapsedColumn(), TimeRemainingColumn()]
         with Progress(*columns) as bar:
-            task = bar.add_task(runner.describe(), total=runner.total_updates * runner.steps_per_update,
+            task = bar.add_task(_describe(runner), total=runner.total_updates * runner.steps_per_update,
                                 completed=runner.env_steps())
             while runner.round < runner.total_rounds and runner.stopped is None:
                 runner.play_round()
-                bar.update(task, completed=runner.env_steps(), description=runner.describe())
+                bar.update(task, completed=runner.env_steps(), description=_describe(runner))
         return
     while runner.round < runner.total_rounds and runner.stopped is None:
         runner.play_round()
         if show:
-            say(f"{runner.describe()}  env steps {runner.env_steps():,}")
+            say(f"{_describe(runner)}  env steps {runner.env_steps():,}")
