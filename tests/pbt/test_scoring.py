@@ -170,3 +170,18 @@ def test_a_custom_score_function_sees_the_round_and_its_scores_are_the_run_s(tmp
     assert rpbt.resume(run.dir, overrides=["run.total_env_steps=256"], score_fn=score_fn).summary["round"] == 4
     with pytest.raises(ValueError, match="expected a finite number or None"):
         rpbt.train(tiny_config(f"run.dir={tmp_path / 'bad'}"), score_fn=lambda info: "high")
+
+
+def test_evaluation_scores_are_the_same_on_the_process_backend(tmp_path):
+    """The held-out episodes run in the shards (EvaluateEpisodes): the same seeds give the same scores and cost."""
+    import rpbt
+
+    runs = [rpbt.train(tiny_config(f"run.dir={tmp_path / kind}", "pbt.score_source=evaluation",
+                                   "pbt.evaluation_episodes=2", f"backend.kind={kind}",
+                                   *(["backend.num_workers=2"] if kind == "process" else [])))
+            for kind in ("local", "process")]
+    rounds = [[e for e in map(json.loads, (r.dir / "events.jsonl").read_text().splitlines()) if e["type"] == "round"]
+              for r in runs]
+    assert [e["scores"] for e in rounds[0]] == [e["scores"] for e in rounds[1]]
+    assert [e["evaluation"]["env_steps"] for e in rounds[0]] == [e["evaluation"]["env_steps"] for e in rounds[1]]
+    assert rounds[0][-1]["evaluation"]["members"] == 4
