@@ -21,6 +21,11 @@ fewer than ``pbt.score_window`` such episodes is still scored on what it has (No
 exploit (neither donor nor recipient, nor in a t-test) until it has the window. Off by default because it changes
 decisions after the first exploit. ``pbt.ttest`` is given the same returns the score is computed from (validation
 returns when the score source is validation); a pair it refuses is written as an ``exploit_refused`` event.
+
+Callbacks (:mod:`rpbt.callbacks`) are called after each round's commit; one returning ``False`` stops the run there
+(a ``stop`` event, no ``end``), so the run directory is that of a run interrupted at the round boundary. The budget
+is counted in learner updates played (``runner.json``'s ``updates``), not rounds, so a resume with a larger
+``run.total_env_steps`` (:func:`rpbt.pbt.resume.resume_config`) goes on from where the run stopped.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from rpbt.callbacks import CallbackList
+from rpbt.callbacks import CallbackList, StopAtScore
 from rpbt.checkpoint import MemberState
 from rpbt.config import Config, ConfigError, PBTConfig, member_hparams
 from rpbt.pbt.backends import backend_reason, make_backend
@@ -117,8 +122,6 @@ class PopulationRunner:
 
     def __init__(self, cfg: Config, run_dir: Path, backend: Optional[Backend] = None, callbacks: Sequence[Any] = (),
                  score_fn: Optional[ScoreFn] = None):
-        from rpbt.callbacks import StopAtScore
-
         self.cfg = cfg
         self.P = cfg.pbt.population_size
         self.rundir = RunDirectory(Path(run_dir), self.P, tensorboard=cfg.run.tensorboard)
