@@ -22,13 +22,15 @@ def source(tmp_path_factory):
     return rpbt.train(tiny_config(f"run.dir={run}"))
 
 
-def test_every_new_member_starts_with_the_source_member_s_weights_and_normalizers(source, tmp_path):
+@pytest.mark.parametrize("kind", ["local", "process"])
+def test_every_new_member_starts_with_the_source_member_s_weights_and_normalizers(source, tmp_path, kind):
     src = MemberState.load(source.dir / "checkpoints" / "round_000003" / "member_1.pt")
     keys = warm_keys(src)
     assert "obs_rms.mean" in keys and "return_normalizer.var" in keys and "actor.lstm.weight_hh.0" in keys
     assert not [k for k in keys if k.startswith(("hp_", "optimizer.")) or k in ("env_steps", "updates")]
     assert float(src.tensors["obs_rms.count"]) > 1 and int(src.tensors["optimizer.step_count"]) > 0
-    cfg = tiny_config(f"run.dir={tmp_path / 'new'}", "pbt.population_size=3", "run.seed=7")
+    cfg = tiny_config(f"run.dir={tmp_path / 'new'}", "pbt.population_size=3", "run.seed=7", f"backend.kind={kind}",
+                      *(["backend.num_workers=2"] if kind == "process" else []))
     runner = PopulationRunner(cfg, tmp_path / "new")
     runner.start(init_from=WarmStart(f"{source.dir}:1"))
     try:
