@@ -37,6 +37,16 @@ Usage::
     python benchmarks/chaos_resume.py                         # 20 kills, seed 0
     python benchmarks/chaos_resume.py --kills 3 --rounds 20   # the test suite's version
     python benchmarks/chaos_resume.py --backend process       # kill the driver and its workers
+    python benchmarks/chaos_resume.py --ray-cluster --kills 10  # lose Ray nodes instead (see below)
+
+``--ray-cluster`` starts a simulated Ray cluster on this machine (``ray.cluster_utils.Cluster``: a head with no CPUs
+and two worker nodes of 2 CPUs) and trains on it (``backend.kind=ray``, two shards spread over the nodes,
+``backend.max_failures`` high enough for every loss). Each of the ``--kills`` is then a **node loss**: at a
+seeded random moment after training started, a worker node that holds a shard is removed (its raylet and the
+shard's actor die) and a fresh node is added in its place; the driver is not touched and must recover by itself.
+A loss counts as a **clean recovery** when the run directory stays consistent (the checks above), a ``failure``
+event names the lost node, the driver goes on (it commits a later round or finishes with exit 0) and the committed
+round never goes backwards; the run's final check is the same. Prints ``N/N clean recoveries``.
 """
 
 from __future__ import annotations
@@ -343,6 +353,138 @@ def chaos(kills: int, seed: int, rounds: int, backend: str, min_delay: float, ma
             "all_runs_passed": all(not r["final_problems"] for r in runs), "wall_s": round(time.time() - t0, 1)}
 
 
+# ------------------------------------------------------------------------------------------------- Ray nodes lost
+
+
+class RayCluster:
+    """A simulated Ray cluster on this machine: a head without CPUs and ``workers`` nodes of 2 CPUs each."""
+
+    def __init__(self, workers: int = 2):
+        import ray
+        from ray.cluster_utils import Cluster
+
+        self.ray = ray
+        self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+        for _ in range(workers):
+            self.cluster.add_node(num_cpus=2)
+        self.cluster.wait_for_nodes()
+        ray.init(address=self.cluster.address, log_to_driver=False)  # to see where the shards' actors live
+        self.address = self.cluster.address
+
+    def shard_nodes(self) -> list[str]:
+        """Node ids of the alive worker nodes that hold a shard's actor."""
+        from ray._private import state  # the GCS actor table (ray.util.state needs the dashboard, ray[default])
+
+        actors = state.actors(actor_state_name="ALIVE").values()
+        return sorted({a["Address"]["NodeID"] for a in actors if a["ActorClassName"] == "ShardActor"})
+
+    def lose(self, node_id: str) -> None:
+        """Remove the worker node ``node_id`` and add a fresh one in its place."""
+        node = next(n for n in self.cluster.worker_nodes if n.node_id == node_id)
+        self.cluster.remove_node(node)
+        self.cluster.add_node(num_cpus=2)
+
+    def shutdown(self) -> None:
+        self.ray.shutdown()
+        self.cluster.shutdown()
+
+
+def _ray_command(run: Path, rounds: int, address: str, fresh: bool, losses: int) -> list[str]:
+    if not fresh:
+        return [sys.executable, "-m", "rpbt.cli", "resume", str(run)]
+    return [sys.executable, "-m", "rpbt.cli", "train", *TINY, "backend.kind=ray", f"backend.address={address}",
+            "backend.num_workers=2", f"backend.max_failures={losses + 1}", f"run.dir={run}",
+            f"run.total_env_steps={rounds * INTERVAL * STEPS_PER_UPDATE}", "--overwrite"]
+
+
+def _failures(run: Path) -> list[dict]:
+    return [e for e in _events(run, allow_torn=True)[0] if e.get("type") == "failure"]
+
+
+def _wait_for(condition, proc: subprocess.Popen, timeout: float) -> bool:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if condition():
+            return True
+        if proc.poll() is not None:
+            return condition()
+        time.sleep(0.05)
+    return False
+
+
+def lose_one_node(cluster: RayCluster, proc: subprocess.Popen, run: Path, delay: float) -> Optional[dict[str, Any]]:
+    """After ``delay`` s remove a node holding a shard of ``proc``'s run; returns the loss's record (None when the
+    run ended first)."""
+    if proc.poll() is not None:
+        return None
+    time.sleep(delay)
+    nodes = cluster.shard_nodes()
+    if proc.poll() is not None or not nodes:
+        return None
+    before, _ = check_killed(run)
+    failures = len(_failures(run))
+    node = nodes[int(delay * 1e6) % len(nodes)]
+    cluster.lose(node)
+    problems: list[str] = []
+    if not _wait_for(lambda: len(_failures(run)) > failures, proc, 120):
+        problems.append("no failure event after the node was lost")
+    elif not any(node in str(f.get("cause")) for f in _failures(run)[failures:]):
+        problems.append(f"the failure events do not name the lost node {node}: {_failures(run)[failures:]}")
+    if not _wait_for(lambda: check_killed(run)[0] > before, proc, 180) and proc.poll() is None:
+        problems.append(f"no round committed after round {before} within 180 s of the loss")
+    if proc.poll() not in (None, 0):
+        problems.append(f"the driver exited {proc.returncode} after the loss")
+    committed, more = check_killed(run)
+    if committed < before:
+        more.append(f"the committed round went back from {before} to {committed}")
+    return {"node": node, "delay_s": round(delay, 3), "committed_before": before, "committed_after": committed,
+            "problems": problems + more}
+
+
+def node_chaos(losses: int, seed: int, rounds: int, min_delay: float, max_delay: float, keep: int, workdir: Path,
+               verbose: bool = True) -> dict[str, Any]:
+    """Lose ``losses`` Ray worker nodes while runs train on a simulated cluster; returns the JSON-able record."""
+    rng = random.Random(seed)
+    cluster = RayCluster()
+    records: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    t0 = time.time()
+    try:
+        while len(records) < losses:
+            run = workdir / f"run_{len(runs) + 1}"
+            out_path = workdir / f"{run.name}.log"
+            with out_path.open("wb") as out:
+                proc = _launch(_ray_command(run, rounds, cluster.address, True, losses), out)
+                _wait_for(lambda path=out_path: any(m in path.read_text(errors="replace") for m in STARTED), proc, 300)
+                run_losses = []
+                while len(records) < losses:
+                    rec = lose_one_node(cluster, proc, run, rng.uniform(min_delay, max_delay))
+                    if rec is None:
+                        break
+                    records.append({"loss": len(records) + 1, "run": run.name, **rec})
+                    run_losses.append(len(records))
+                    if verbose:
+                        state = "ok" if not rec["problems"] else "PROBLEM: " + "; ".join(rec["problems"])
+                        print(f"loss {len(records):2d}/{losses}: node {rec['node'][:12]} lost "
+                              f"{rec['delay_s']:.2f}s later, committed round {rec['committed_before']:3d} -> "
+                              f"{rec['committed_after']:3d}: {state}", flush=True)
+                rc = proc.wait()
+            final = [] if rc == 0 else [f"the driver exited {rc}: {_tail(out_path)}"]
+            final += check_final(run, rounds, keep)
+            runs.append({"run": run.name, "losses": run_losses, "final_problems": final})
+            if verbose:
+                print(f"{run.name}: finished with {len(run_losses)} node losses, final check "
+                      f"{'ok' if not final else 'FAILED: ' + '; '.join(final)}", flush=True)
+    finally:
+        cluster.shutdown()
+    clean = sum(1 for r in records if not r["problems"])
+    return {"mode": "ray-cluster node losses", "losses": losses, "clean_recoveries": clean, "seed": seed,
+            "rounds": rounds, "population_size": POPULATION, "updates_per_round": INTERVAL, "shards": 2,
+            "nodes": "head (0 CPU) + 2 workers (2 CPU)", "delay_s": [min_delay, max_delay], "records": records,
+            "runs": runs, "all_runs_passed": all(not r["final_problems"] for r in runs),
+            "wall_s": round(time.time() - t0, 1)}
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kills", type=int, default=20, help="SIGKILLs in all (default 20)")
@@ -360,6 +502,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the run directories here (default: a "
                         "temporary folder, deleted)")
+    parser.add_argument("--ray-cluster", action="store_true", help="train on a simulated Ray cluster and lose a "
+                        "worker node at each of the --kills instead of killing the driver")
     args = parser.parse_args(argv)
     if args.kills < 1 or args.rounds < 1 or not 0 < args.min_delay <= args.max_delay:
         parser.error("need --kills >= 1, --rounds >= 1 and 0 < --min-delay <= --max-delay")
@@ -367,13 +511,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="rpbt_chaos_"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        result = chaos(args.kills, args.seed, args.rounds, args.backend, args.min_delay, args.max_delay, keep,
-                       workdir, startup_fraction=args.startup_fraction, startup_max=args.startup_max)
+        if args.ray_cluster:
+            result = node_chaos(args.kills, args.seed, args.rounds, args.min_delay, args.max_delay, keep, workdir)
+        else:
+            result = chaos(args.kills, args.seed, args.rounds, args.backend, args.min_delay, args.max_delay, keep,
+                           workdir, startup_fraction=args.startup_fraction, startup_max=args.startup_max)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
+    if args.ray_cluster:
+        print(f"{result['clean_recoveries']}/{result['losses']} clean recoveries; "
+              f"{sum(not r['final_problems'] for r in result['runs'])}/{len(result['runs'])} runs passed the final "
+              f"check ({result['wall_s']} s); written to {args.out}")
+        return 0 if result["clean_recoveries"] == result["losses"] and result["all_runs_passed"] else 1
     print("kills landed in: " + ", ".join(f"{k} {v}" for k, v in result["phases"].items()))
     print(f"{result['clean_resumes']}/{result['kills']} clean resumes; "
           f"{sum(not r['final_problems'] for r in result['runs'])}/{len(result['runs'])} runs passed the final "

@@ -52,3 +52,18 @@ def test_the_final_check_catches_a_duplicated_round_and_a_left_temp_file(tmp_pat
     assert chaos.check_killed(bad)[1]
     (run / "checkpoints" / ".runner.json.x1y2.tmp").write_text("{")
     assert any("temporary files" in p for p in chaos.check_final(run, rounds=3, keep=2))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a simulated Ray cluster (POSIX)")
+def test_a_lost_ray_node_is_a_clean_recovery(tmp_path):
+    """The benchmark's --ray-cluster mode, one node loss: the driver recovers by itself and the run passes."""
+    import os
+
+    if not os.environ.get("RPBT_REQUIRE_RAY"):
+        pytest.importorskip("ray", reason="the optional 'ray' package is not installed (pip install 'rpbt[ray]')")
+    chaos = _chaos_module()
+    result = chaos.node_chaos(losses=1, seed=0, rounds=30, min_delay=0.5, max_delay=1.5, keep=2, workdir=tmp_path,
+                              verbose=False)
+    assert result["clean_recoveries"] == 1, result["records"]
+    assert result["all_runs_passed"], result["runs"]
+    assert result["records"][0]["committed_after"] > result["records"][0]["committed_before"]

@@ -75,3 +75,11 @@ def test_bad_sources_are_refused_naming_what_differs_and_nothing_is_written(sour
         assert not new.exists()
     assert parse_init_from("runs/a:3") == (parse_init_from("runs/a")[0], 3)
     assert parse_init_from("runs/a:best")[1] is None
+
+
+def test_a_source_whose_checkpoints_live_in_run_storage_is_read_from_there(tmp_path):
+    src = rpbt.train(tiny_config(f"run.dir={tmp_path / 'src'}", f"run.storage={tmp_path / 'store'}"))
+    assert not list((src.dir / "checkpoints").glob("round_*"))  # the members are in run.storage only
+    warm = WarmStart(f"{src.dir}:2")
+    stored = MemberState.load(tmp_path / "store" / "src" / "round_000003" / "member_2.pt")
+    assert all(torch.equal(warm.state.tensors[k], stored.tensors[k]) for k in warm_keys(stored))

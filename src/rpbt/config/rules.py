@@ -84,3 +84,29 @@ def workers_fit_the_population(num_workers: Optional[int], population_size: int)
     if num_workers is not None and not 1 <= num_workers <= population_size:
         raise ValueError(f"backend.num_workers must be between 1 and pbt.population_size ({population_size}) (a "
                          f"worker holds at least one member), got {num_workers}")
+
+
+def ray_options_need_ray(kind: str, num_gpus_per_shard: float, runtime_env: Optional[dict]) -> None:
+    """``backend.num_gpus_per_shard`` and ``backend.runtime_env`` are Ray's: refused with another
+    ``backend.kind`` (the local backend takes the GPU through ``agent.device``)."""
+    named = [key for key, given in (("num_gpus_per_shard", num_gpus_per_shard > 0),
+                                    ("runtime_env", runtime_env is not None)) if given]
+    if named and kind != "ray":
+        raise ValueError(f"backend.{named[0]} is a Ray backend setting, but backend.kind is {kind!r}; use "
+                         "backend.kind=ray (on one machine, the local backend uses a GPU through agent.device)")
+
+
+def gpus_per_shard_need_a_cuda_device(num_gpus_per_shard: float, device: str) -> None:
+    """A shard that reserves a GPU learns on it: ``agent.device=cpu`` with ``backend.num_gpus_per_shard > 0`` is
+    refused (the reserved GPUs would sit idle)."""
+    if num_gpus_per_shard > 0 and device == "cpu":
+        raise ValueError(f"backend.num_gpus_per_shard={num_gpus_per_shard} reserves GPUs, but agent.device is 'cpu'; "
+                         "use agent.device=auto or cuda, or backend.num_gpus_per_shard=0")
+
+
+def ray_shards_reserve_the_gpu_they_use(kind: str, num_gpus_per_shard: float, device: str) -> None:
+    """On the Ray backend a shard sees a GPU only when it reserves one: ``agent.device=cuda[:N]`` there needs
+    ``backend.num_gpus_per_shard > 0``."""
+    if kind == "ray" and device.startswith("cuda") and num_gpus_per_shard == 0:
+        raise ValueError(f"agent.device={device!r} on the Ray backend needs backend.num_gpus_per_shard > 0 (Ray "
+                         "gives a shard's actor a GPU only when it reserves one), e.g. backend.num_gpus_per_shard=0.5")

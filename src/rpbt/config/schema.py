@@ -767,6 +767,10 @@ class RunConfig(_Strict):
     on_member_fault: Literal["restore", "error"] = "restore"
     max_member_faults: int = Field(3, ge=1)  # faults of one member before the run stops
     keep_checkpoints: int = Field(2, ge=1)  # committed rounds kept on disk; resume falls back to an older one
+    # Where member checkpoints go: null = RUN_DIR/checkpoints; else a path or fsspec URL (file:///mnt/nfs/rpbt,
+    # s3://bucket/prefix: its fsspec package installed) under which <run dir name>/round_<r>/ are written, by the
+    # shards themselves on the process and Ray backends. The commit point stays in RUN_DIR/checkpoints/runner.json.
+    storage: Optional[str] = None
     # Stop the run cleanly once the best member's PBT score reaches this (<= with pbt.mode: min), after the round
     # that reached it is committed (rpbt.callbacks.StopAtScore); `rpbt resume RUN run.stop_at_score=null` goes on.
     stop_at_score: Optional[float] = Field(None, allow_inf_nan=False)
@@ -779,6 +783,18 @@ class BackendConfig(_Strict):
     num_workers: Optional[int] = None  # process/ray: shards; default CPU count
     address: Optional[str] = None  # ray: join an existing cluster
     num_cpus_per_shard: float = Field(1.0, gt=0.0)
+    # ray: GPUs reserved per shard (fractions share a GPU, as in Ray); the shard's learner runs on the GPU Ray gives
+    # it (agent.device auto or cuda). 0: the shards run on the CPU.
+    num_gpus_per_shard: float = Field(0.0, ge=0.0)
+    # ray: the runtime_env of every shard's actor (working_dir, py_modules, pip, env_vars: Ray's own keys), e.g. to
+    # ship a custom environment's module to the nodes.
+    runtime_env: Optional[dict[str, Any]] = None
+    # ray: spread puts the shards on as many nodes as possible (Ray's SPREAD strategy); pack leaves placement to
+    # Ray's default policy, which fills a node before the next.
+    placement: Literal["spread", "pack"] = "spread"
+    # ray: false refuses, within seconds and with the numbers, a cluster whose nodes cannot hold the shards; true
+    # waits (up to 600 s) for resources to appear, e.g. nodes added by an autoscaler.
+    wait_for_resources: bool = False
     max_failures: int = Field(3, ge=0)
 
 
@@ -802,6 +818,9 @@ class Config(_Strict):
                                             rules.resolve_score_source(pbt.score_source, env.id),
                                             env.trading.eval_episodes, pbt.evaluation_episodes)
         rules.workers_fit_the_population(self.backend.num_workers, pbt.population_size)
+        rules.ray_options_need_ray(self.backend.kind, self.backend.num_gpus_per_shard, self.backend.runtime_env)
+        rules.gpus_per_shard_need_a_cuda_device(self.backend.num_gpus_per_shard, agent.device)
+        rules.ray_shards_reserve_the_gpu_they_use(self.backend.kind, self.backend.num_gpus_per_shard, agent.device)
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -76,7 +76,7 @@ def evaluate_run_robustness(run_dir: Any, attack: str, epsilon: float, member: O
             raise ValueError(f"episodes (--episodes) must be >= 1, got {episodes}")
     s = cfg.run.seed if seed is None else int(seed)
     report = {"run_dir": str(run_dir), "member": int(member), "env_id": cfg.env.id,
-              "checkpoint": Path(learner.checkpoint_path).relative_to(run_dir).as_posix(),
+              "checkpoint": learner.checkpoint_name,
               "env_steps": int(learner.env_steps[0]), "updates": int(learner.updates[0]),
               **evaluate_robustness(learner, 0, cfg.env, attack, epsilon, split=split, episodes=episodes, seed=s,
                                     norm=norm, steps=steps, step_size=step_size)}

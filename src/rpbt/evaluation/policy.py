@@ -564,15 +564,13 @@ def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu", env
     (``history``, newest first; ``run.keep_checkpoints``) are tried in turn, as ``rpbt resume`` does, with a
     :class:`CheckpointFallbackWarning` naming the round used.
 
-    Returns ``(cfg, policy)``; ``policy.checkpoint_path`` is the file restored. Raises
+    Returns ``(cfg, policy)``; ``policy.checkpoint_path`` is the file restored (a path, or a URL under
+    ``run.storage``) and ``policy.checkpoint_name`` the same relative to the run directory where it lies there. Raises
     :class:`rpbt.run.rundir.RunDirError` for a missing config / runner state or a
     member outside ``0..population_size-1``, :class:`rpbt.checkpoint.CheckpointError` (the newest round's, naming
     its file) when no kept round's checkpoint loads, :class:`rpbt.envs.market_data.MarketDataError` naming
     ``env.data.path`` and the run's ``config.yaml`` when a trading run's data does not load.
     """
-    from rpbt.agent.policy import resolve_device
-    from rpbt.agent.ppo import make_policy
-    from rpbt.checkpoint import CheckpointError, MemberState, naming_checkpoint
     from rpbt.run.rundir import RunDirectory, RunDirError, load_run_config
 
     run_dir = Path(run_dir)
@@ -600,14 +598,26 @@ def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu", env
     elif not 0 <= member < P:
         raise RunDirError(f"{run_dir / 'config.yaml'}: member {member} does not exist; the population has members "
                           f"0..{P - 1}")
+    return cfg, _restore_newest_member(cfg, rundir, state, member, device, run_dir)
+
+
+def _restore_newest_member(cfg: Any, rundir: Any, state: dict, member: int, device: str, run_dir: Path) -> Any:
+    """Member ``member`` restored from the newest kept round of the commit point ``state`` that loads and fits
+    (see :func:`load_member`); sets ``checkpoint_path`` / ``checkpoint_name`` on the policy returned."""
+    from rpbt.agent.policy import resolve_device
+    from rpbt.agent.ppo import make_policy
+    from rpbt.checkpoint import CheckpointError, naming_checkpoint
+    from rpbt.run.storage import CheckpointFolder
+
     folder = state.get("checkpoint_dir")
     folders = list(dict.fromkeys([folder, *(state.get("history") or [])])) if folder else [None]
     first_error: Optional[CheckpointError] = None
     older_errors: list[str] = []
     for k, name in enumerate(folders):
-        path = (rundir.checkpoint_dir / name if name else rundir.checkpoint_dir) / f"member_{member}.pt"
+        kept = rundir.store(state).folder(name) if name else CheckpointFolder(rundir.store(state).root)
+        path = kept.url(f"member_{member}.pt")
         try:
-            ms = MemberState.load(path)
+            ms = kept.load_member(member)
             learner = make_policy(cfg, [member], device=resolve_device(device))
             with naming_checkpoint(path, run_dir / "config.yaml"):  # a "does not fit" error
                 learner.restore(0, ms)
@@ -620,13 +630,15 @@ def load_member(run_dir: Union[str, Path], member: int, device: str = "cpu", env
         if k > 0:
             warnings.warn(CheckpointFallbackWarning(
                 f"{run_dir}: member {member}'s checkpoint of the last committed round does not load "
-                f"({first_error}); using the older kept round {name} (as `rpbt resume` would)"), stacklevel=2)
+                f"({first_error}); using the older kept round {name} (as `rpbt resume` would)"), stacklevel=3)
         learner.eval()
         learner.checkpoint_path = path  # which file was loaded (an older kept round after a fallback)
-        return cfg, learner
+        inside = kept.local is not None and Path(path).resolve().is_relative_to(Path(run_dir).resolve())
+        learner.checkpoint_name = Path(path).resolve().relative_to(Path(run_dir).resolve()).as_posix() if inside \
+            else path
+        return learner
     assert first_error is not None
     if older_errors:
         raise CheckpointError(f"{first_error}; the older kept rounds did not load either ("
                               f"{'; '.join(older_errors)})") from None
     raise first_error
-

@@ -74,7 +74,7 @@ def evaluate_run(run_dir: Union[str, Path], member: Optional[int] = None, split:
     json_path = out_dir / f"{split}_member{member}.json"
     png_path: Optional[Path] = None
     head = {"run_dir": str(run_dir), "member": int(member), "env_id": cfg.env.id,
-            "checkpoint": Path(learner.checkpoint_path).relative_to(run_dir).as_posix(),
+            "checkpoint": learner.checkpoint_name,
             "env_steps": int(learner.env_steps[0]), "updates": int(learner.updates[0])}
     if cfg.env.id == "trading":
         if episodes is not None:

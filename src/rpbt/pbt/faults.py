@@ -28,7 +28,6 @@ import warnings
 from typing import TYPE_CHECKING, Any, Optional
 
 from rpbt.agent.ppo import first_nonfinite
-from rpbt.checkpoint import MemberState
 from rpbt.config import Config
 from rpbt.pbt.records import MemberRecord
 
@@ -168,8 +167,7 @@ class MemberFaults:
         retry = members[m].faults
         if r > 1:
             state = self.rundir.read_runner_state()
-            backend.restore(m, MemberState.load(
-                self.rundir.checkpoint_dir / state["checkpoint_dir"] / f"member_{m}.pt"), retry=retry)
+            backend.restore(m, self.rundir.store(state).folder(state["checkpoint_dir"]).load_member(m), retry=retry)
             return f"restored from round {r - 1}"
         donor = min(healthy)  # its member state, on fresh episodes: the faulty carried state is dropped
         donor_state = backend.snapshot(donor)

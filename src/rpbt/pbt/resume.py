@@ -88,9 +88,9 @@ def load_round(rundir: "RunDirectory", folder: str, latest: dict[str, Any], top:
     """The runner state and member states of a kept round folder; :class:`RunDirError` / :class:`CheckpointError`
     naming the file when one does not load. Loads the scheduler state into ``scheduler``."""
     P = scheduler.population_size
-    path = rundir.checkpoint_dir / folder
-    state = latest if folder == top else rundir.read_runner_state(folder)
-    where = rundir.runner_state_path if folder == top else path / "runner.json"
+    kept = rundir.store(latest).folder(folder)
+    state = latest if folder == top else rundir.read_runner_state(folder, store=rundir.store(latest))
+    where = rundir.runner_state_path if folder == top else kept.url("runner.json")
     match = ROUND_FOLDER.fullmatch(folder)
     if match is None or int(match.group(1)) != state["round"]:
         raise RunDirError(f"{where}: names round {state['round']}, but lies in (or points at) {folder}")
@@ -101,7 +101,7 @@ def load_round(rundir: "RunDirectory", folder: str, latest: dict[str, Any], top:
         scheduler.load_state_dict(state["scheduler"])
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
         raise RunDirError(f"{where}: bad \"scheduler\" state ({type(err).__name__}: {err})") from None
-    return state, [MemberState.load(path / f"member_{m}.pt") for m in range(P)]
+    return state, [kept.load_member(m) for m in range(P)]
 
 
 def restore_newest(rundir: "RunDirectory", latest: dict[str, Any], scheduler: PBTScheduler,
@@ -127,7 +127,7 @@ def restore_newest(rundir: "RunDirectory", latest: dict[str, Any], scheduler: PB
         backend = backend_for(states)
         try:
             for m, s in enumerate(states):
-                with naming_checkpoint(rundir.checkpoint_dir / folder / f"member_{m}.pt", config_path):
+                with naming_checkpoint(rundir.store(latest).folder(folder).url(f"member_{m}.pt"), config_path):
                     backend.restore(m, s)
         except CheckpointError as err:
             skipped.append({"round": r, "folder": folder, "reason": str(err)})
@@ -138,5 +138,5 @@ def restore_newest(rundir: "RunDirectory", latest: dict[str, Any], scheduler: PB
         return state
     if len(skipped) == 1:
         raise CheckpointError(skipped[0]["reason"])
-    raise CheckpointError(f"{rundir.checkpoint_dir}: none of the kept rounds can be restored: " +
+    raise CheckpointError(f"{rundir.store(latest).root}: none of the kept rounds can be restored: " +
                           "; ".join(f"round {s['round']}: {s['reason']}" for s in skipped))

@@ -53,6 +53,7 @@ from rpbt.pbt.selection import truncation_group_size
 from rpbt.pbt.space import SearchSpace
 from rpbt.run.output import say
 from rpbt.run.rundir import RunDirectory, RunDirError, round_folder
+from rpbt.run.storage import CheckpointStore, is_url
 
 # The errors and warnings a run raises, importable from the module that runs it.
 __all__ = ["PopulationRunner", "MemberFaultError", "ObsOutlierWarning", "ResumeWarning", "NoExploitWarning",
@@ -106,6 +107,17 @@ def single_donor_warning(pbt: PBTConfig) -> Optional[str]:
             f"{q_min:g} or pbt.population_size >= {P_min}")
 
 log = logging.getLogger(__name__)
+
+
+def checkpoint_store(cfg: Config, rundir: RunDirectory) -> tuple[CheckpointStore, Optional[str]]:
+    """(the store a run's committed member states go to, the ``storage`` recorded in its commit point): the run
+    directory's ``checkpoints/`` (recorded as None) or ``run.storage/<run directory's name>`` (a local path made
+    absolute, or the URL as given)."""
+    if cfg.run.storage is None:
+        return rundir.store(), None
+    root = cfg.run.storage.rstrip("/")
+    root = f"{root}/{rundir.path.name}" if is_url(root) else str(Path(root).resolve() / rundir.path.name)
+    return CheckpointStore(root), root
 
 
 class PopulationRunner:
@@ -313,33 +325,31 @@ class PopulationRunner:
     def commit(self) -> None:
         """Commit the round just played.
 
-        1. Checkpoint every member into a fresh ``checkpoints/round_<r>/`` (a leftover folder of that round from
-           an interrupted attempt is removed first: nothing committed names it) and write the round's runner state
-           next to them (``round_<r>/runner.json``).
+        1. Checkpoint every member into a fresh ``round_<r>/`` of the checkpoint store (``checkpoints/``, or
+           ``run.storage``: :func:`checkpoint_store`; a leftover folder of that round from an interrupted attempt is
+           removed first: nothing committed names it) and write the round's runner state next to them
+           (``round_<r>/runner.json``).
         2. Atomically replace ``checkpoints/runner.json`` (the commit point), whose ``history`` lists the kept
            rounds, newest first: this one and up to ``run.keep_checkpoints - 1`` before it.
         3. Delete every other ``round_*`` folder, then rewrite ``summary.json``.
         """
         folder = round_folder(self.round)
-        target = self.rundir.checkpoint_dir / folder
-        if target.exists():
-            shutil.rmtree(target)
-        target.mkdir(parents=True)
-        self.backend.save_checkpoints(target)
+        store, storage = checkpoint_store(self.cfg, self.rundir)
+        target = store.folder(folder)
+        target.make()
+        self.backend.save_checkpoints(target.location)
         history = [folder] + [f for f in self.history if f != folder][: max(self.cfg.run.keep_checkpoints, 1) - 1]
         state = {"round": self.round, "checkpoint_dir": folder, "scheduler": self.scheduler.state_dict(),
                  **records_to_state(self.members), "env_steps": self.env_steps(), "updates": self.updates_done,
-                 "time_s": self.rundir.elapsed(), "history": history}
+                 "time_s": self.rundir.elapsed(), "history": history, **({"storage": storage} if storage else {})}
         if self.score_source.kind == "evaluation":
             state["evaluation_cost"] = self.evaluation_cost
         if self.score_source.score_fn is not None:
             state["score_fn"] = _qualname(self.score_source.score_fn)
-        self.rundir.write_round_state(folder, state)
+        self.rundir.write_round_state(folder, state, store)
         self.rundir.write_runner_state(state)
         self.history = history
-        for old in self.rundir.checkpoint_dir.glob("round_*"):
-            if old.name not in history and old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
+        store.keep_only(history)
         self.rundir.write_summary(self.summary())
 
     # ------------------------------------------------------------------------------------------ reporting

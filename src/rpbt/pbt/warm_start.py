@@ -92,8 +92,10 @@ class WarmStart:
                               f"0..{P - 1}")
         self.member = member
         self.round = int(runner_state["round"])
-        folder = runner_state.get("checkpoint_dir") or ""
-        self.state = MemberState.load(rundir.checkpoint_dir / folder / f"member_{member}.pt")
+        folder = runner_state.get("checkpoint_dir")
+        store = rundir.store(runner_state)  # the run directory's checkpoints/, or its run.storage
+        self.state = (store.folder(folder).load_member(member) if folder
+                      else MemberState.load(rundir.checkpoint_dir / f"member_{member}.pt"))
 
     def _best(self, P: int) -> int:
         path = self.run_dir / "summary.json"

@@ -32,8 +32,9 @@ from typing import Any
 
 import yaml
 
-from rpbt.checkpoint import atomic_write_text
+from rpbt.checkpoint import CheckpointError, atomic_write_text
 from rpbt.config import Config
+from rpbt.run.storage import CheckpointStore
 
 BASE_COLUMNS = ["round", "update", "env_steps", "time"]
 
@@ -321,43 +322,45 @@ class RunDirectory:
     def write_runner_state(self, state: dict[str, Any]) -> None:
         atomic_write_text(self.runner_state_path, json.dumps(state, indent=1, default=_json_default))
 
-    def read_runner_state(self, folder: str | None = None, missing: str | None = None) -> dict[str, Any]:
-        """``checkpoints/runner.json`` (the commit point), or with ``folder`` the copy in ``checkpoints/<folder>/``.
+    def store(self, state: dict[str, Any] | None = None) -> CheckpointStore:
+        """Where the member states of committed rounds live: the ``storage`` a commit point ``state`` names (a path
+        or URL, written when ``run.storage`` is set), else ``RUN_DIR/checkpoints``."""
+        storage = (state or {}).get("storage")
+        return CheckpointStore(storage if storage else self.checkpoint_dir)
+
+    def read_runner_state(self, folder: str | None = None, missing: str | None = None,
+                          store: CheckpointStore | None = None) -> dict[str, Any]:
+        """``checkpoints/runner.json`` (the commit point), or with ``folder`` the copy in that round folder of
+        ``store`` (default ``checkpoints/``).
 
         Checks that it is a JSON object whose ``round`` is an int >= 1 and whose ``checkpoint_dir`` is a round
         folder name; raises :class:`RunDirError` naming the file otherwise. ``missing``: what the error says when
         the commit point does not exist (default: worded for a resume).
         """
-        path = self.runner_state_path if folder is None else self.checkpoint_dir / folder / "runner.json"
-        if not path.is_file():
-            if folder is not None:
-                raise RunDirError(f"{path}: not found (the round's runner state is missing)")
-            raise RunDirError(f"{path}: " + (missing or "no completed round to resume from (the run stopped before "
-                                             "its first round ended); start it again with `rpbt train`"))
-        try:
-            state = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise RunDirError(f"{path}: not valid JSON ({err})") from None
-        except OSError as err:
-            raise RunDirError(f"{path}: cannot read ({err.strerror or err})") from None
-        if not isinstance(state, dict):
-            raise RunDirError(f"{path}: expected a JSON object, got {type(state).__name__}")
-        r, name = state.get("round"), state.get("checkpoint_dir")
-        if not isinstance(r, int) or isinstance(r, bool) or r < 1:
-            raise RunDirError(f"{path}: \"round\" is {r!r}, expected the committed round (an integer >= 1)")
-        if name is not None and (not isinstance(name, str) or not ROUND_FOLDER.fullmatch(name)):
-            raise RunDirError(f"{path}: \"checkpoint_dir\" is {name!r}, expected a folder name like "
-                              f"{round_folder(r)!r}")
-        history = state.get("history")
-        if history is not None and (not isinstance(history, list)
-                                    or not all(isinstance(h, str) and ROUND_FOLDER.fullmatch(h) for h in history)):
-            raise RunDirError(f"{path}: \"history\" is {history!r}, expected a list of round folder names")
-        return state
+        if folder is None:
+            where = str(self.runner_state_path)
+            if not self.runner_state_path.is_file():
+                raise RunDirError(f"{where}: " + (missing or "no completed round to resume from (the run stopped "
+                                                  "before its first round ended); start it again with `rpbt train`"))
+            try:
+                text = self.runner_state_path.read_bytes()
+            except OSError as err:
+                raise RunDirError(f"{where}: cannot read ({err.strerror or err})") from None
+        else:
+            kept = (store or self.store()).folder(folder)
+            where = kept.url("runner.json")
+            try:
+                text = kept.read("runner.json")
+            except CheckpointError as err:
+                raise RunDirError(str(err).replace("checkpoint not found", "not found (the round's runner state is "
+                                                   "missing)")) from None
+        return _checked_runner_state(text, where)
 
-    def write_round_state(self, folder: str, state: dict[str, Any]) -> None:
-        """The runner state of a round, kept in its checkpoint folder (what a resume falling back to it reads)."""
-        atomic_write_text(self.checkpoint_dir / folder / "runner.json",
-                          json.dumps(state, indent=1, default=_json_default))
+    def write_round_state(self, folder: str, state: dict[str, Any], store: CheckpointStore | None = None) -> None:
+        """The runner state of a round, kept in its checkpoint folder of ``store`` (default ``checkpoints/``): what
+        a resume falling back to it reads."""
+        (store or self.store()).folder(folder).write("runner.json",
+                                                     json.dumps(state, indent=1, default=_json_default).encode())
 
     def remove_temp_files(self) -> list[Path]:
         """Delete temporary files of atomic writes cut short by a kill (``.NAME.XXXX.tmp``); returns them.
@@ -393,3 +396,25 @@ def load_run_config(run_dir: Path) -> Config:
     return load_config(path)
 
 
+def _checked_runner_state(text: bytes, where: str) -> dict[str, Any]:
+    """A runner state parsed from ``text`` and checked (see :meth:`RunDirectory.read_runner_state`)."""
+    try:
+        state = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunDirError(f"{where}: not valid JSON ({err})") from None
+    if not isinstance(state, dict):
+        raise RunDirError(f"{where}: expected a JSON object, got {type(state).__name__}")
+    r, name = state.get("round"), state.get("checkpoint_dir")
+    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+        raise RunDirError(f"{where}: \"round\" is {r!r}, expected the committed round (an integer >= 1)")
+    if name is not None and (not isinstance(name, str) or not ROUND_FOLDER.fullmatch(name)):
+        raise RunDirError(f"{where}: \"checkpoint_dir\" is {name!r}, expected a folder name like "
+                          f"{round_folder(r)!r}")
+    history = state.get("history")
+    if history is not None and (not isinstance(history, list)
+                                or not all(isinstance(h, str) and ROUND_FOLDER.fullmatch(h) for h in history)):
+        raise RunDirError(f"{where}: \"history\" is {history!r}, expected a list of round folder names")
+    storage = state.get("storage")
+    if storage is not None and not isinstance(storage, str):
+        raise RunDirError(f"{where}: \"storage\" is {storage!r}, expected the path or URL of the checkpoints")
+    return state

@@ -13,12 +13,12 @@ from rpbt.pbt.backends import commands as c
 def _all_commands():
     return [c.Ping(), c.Train(2), c.MemberInfo(), c.EvaluateMembers([0, 1], "test"), c.Snapshot(1),
             c.SnapshotMany([0, 1]), c.Restore(1, b"data", 2), c.Exploit(1, b"donor", {"lr": 0.1}),
-            c.ExploitLocal(1, 0, {"lr": 0.1}), c.Close()]
+            c.Exploit(1, 0, {"lr": 0.1}), c.Close()]
 
 
 def test_mutating_is_declared_on_the_command():
-    mutating = {type(cmd).__name__ for cmd in _all_commands() if cmd.mutating}
-    assert mutating == {"Train", "Restore", "Exploit", "ExploitLocal"}
+    mutating = {cmd.name for cmd in _all_commands() if cmd.mutating}
+    assert mutating == {"train", "restore", "exploit", "exploit_local"}
     names = [cmd.name for cmd in _all_commands()]
     assert len(set(names)) == len(names)
 
@@ -46,7 +46,7 @@ def test_the_server_dispatches_by_command_type_and_refuses_anything_else(monkeyp
     server.shard = _FakeShard()
     assert server.handle(c.Train(3)) == "train"
     assert server.handle(c.EvaluateMembers((2,), "validation")) == "evaluate_members"
-    server.handle(c.ExploitLocal(1, 0, {"lr": 0.5}))
+    server.handle(c.Exploit(1, 0, {"lr": 0.5}))
     assert server.shard.calls == [("train", (3,)), ("evaluate_members", ([2], "validation")), ("snapshot", (0,)),
                                   ("exploit", (1, "snapshot", {"lr": 0.5}))]
     with pytest.raises(ValueError, match="unknown shard command 'train'"):

@@ -7,16 +7,16 @@ import os
 
 import pytest
 
-from rpbt.pbt.backends.commands import Exploit, ExploitLocal, MemberInfo, Restore, Snapshot, SnapshotMany, Train
+from rpbt.pbt.backends.commands import Exploit, MemberInfo, Restore, Snapshot, SnapshotMany, Train
 from rpbt.pbt.backends.journal import Journal, Mark
 
 
 def test_only_mutating_commands_are_recorded_in_order():
     j = Journal()
-    for command in (Train(1), MemberInfo(), Snapshot(2), ExploitLocal(1, 0, {"lr": 1.0}), SnapshotMany([0, 1]),
+    for command in (Train(1), MemberInfo(), Snapshot(2), Exploit(1, 0, {"lr": 1.0}), SnapshotMany([0, 1]),
                     Restore(0, b"x"), Exploit(1, b"donor", {})):
         j.record(command)
-    assert j.entries == [Train(1), ExploitLocal(1, 0, {"lr": 1.0}), Restore(0, b"x"), Exploit(1, b"donor", {})]
+    assert j.entries == [Train(1), Exploit(1, 0, {"lr": 1.0}), Restore(0, b"x"), Exploit(1, b"donor", {})]
     assert j.replay(None) == j.entries  # a fresh shard replays everything
     assert not j.pruned
 
@@ -28,11 +28,11 @@ def test_marks_are_real_paths_and_a_restart_replays_what_follows_its_folder(tmp_
     j.record(Train(1))
     j.mark(link / "round_000001")
     j.record(Train(2))
-    j.record(ExploitLocal(1, 0, {}))
+    j.record(Exploit(1, 0, {}))
     assert j.marks() == [os.path.realpath(tmp_path / "round_000001")]
     assert j.entries[1] == Mark(os.path.realpath(tmp_path / "round_000001"))
-    assert j.replay(tmp_path / "round_000001") == [Train(2), ExploitLocal(1, 0, {})]
-    assert j.replay(None) == [Train(1), Train(2), ExploitLocal(1, 0, {})]  # marks are never replayed
+    assert j.replay(tmp_path / "round_000001") == [Train(2), Exploit(1, 0, {})]
+    assert j.replay(None) == [Train(1), Train(2), Exploit(1, 0, {})]  # marks are never replayed
     with pytest.raises(KeyError, match="round_000009"):
         j.replay(tmp_path / "round_000009")
 

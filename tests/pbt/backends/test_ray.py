@@ -55,3 +55,57 @@ def test_death_types_are_the_ray_exceptions_this_ray_has():
     fake = types.SimpleNamespace(exceptions=types.SimpleNamespace(RayActorError=RayActorError,
                                                                   NodeDiedError=NodeDiedError))
     assert _death_types(fake) == (RayActorError, NodeDiedError)
+
+
+# ------------------------------------------------------------------------------------------------- devices, fitting
+
+
+def test_a_shard_learns_on_the_gpu_it_reserves_and_on_the_cpu_otherwise():
+    from rpbt.config import ConfigError
+    from rpbt.pbt.backends.ray import shard_device
+
+    assert shard_device("auto", 0.0, [], cuda_available=True) == "cpu"  # no reservation: Ray hides the GPUs
+    assert shard_device("cpu", 0.0, ["0"], cuda_available=True) == "cpu"
+    assert shard_device("auto", 0.5, ["3"], cuda_available=True) == "cuda:0"  # CUDA_VISIBLE_DEVICES=3 -> cuda:0
+    assert shard_device("cuda", 1.0, ["1"], cuda_available=True) == "cuda:0"
+    assert shard_device("cuda:1", 2.0, ["0", "1"], cuda_available=True) == "cuda:1"
+    with pytest.raises(ConfigError, match=r"cuda:2.*only GPU\(s\) \['0', '1'\].*cuda:0..cuda:1"):
+        shard_device("cuda:2", 2.0, ["0", "1"], cuda_available=True)
+    with pytest.raises(ConfigError, match="num_gpus_per_shard > 0"):
+        shard_device("cuda", 0.0, [], cuda_available=True)
+    with pytest.raises(BackendError, match=r"Ray assigned GPU \['0'\], but torch there sees no CUDA device"):
+        shard_device("auto", 0.5, [0], cuda_available=False)
+    with pytest.raises(BackendError, match="Ray assigned no GPU"):
+        shard_device("auto", 0.5, [], cuda_available=True)
+
+
+def _node(cpu, gpu=0.0, alive=True):
+    return {"Alive": alive, "Resources": {"CPU": cpu, "GPU": gpu} if gpu else {"CPU": cpu}}
+
+
+def test_shards_are_fitted_first_fit_on_the_alive_nodes():
+    from rpbt.pbt.backends.ray import shards_fit
+
+    assert shards_fit([_node(2), _node(2)], 4, 1.0, 0.0) is None
+    assert shards_fit([_node(1.5), _node(1.5)], 2, 1.0, 0.0) is None
+    # 1.5 + 1.5 = 3 CPUs in all, but a node holds only one shard of 1 CPU: 2 of 3 fit
+    assert "3 shards of 1 CPU and 0 GPU each do not fit the cluster (only 2 do" in shards_fit(
+        [_node(1.5), _node(1.5)], 3, 1.0, 0.0)
+    assert shards_fit([_node(4, 1), _node(4, 1)], 4, 1.0, 0.5) is None  # half a GPU each: two per GPU
+    message = shards_fit([_node(4, 1), _node(4, 1)], 4, 1.0, 0.6)
+    assert "only 2 do; alive nodes: 4 CPU / 1 GPU, 4 CPU / 1 GPU" in message
+    assert "backend.wait_for_resources=true" in message
+    assert "only 0 do; alive nodes: 2 CPU / 0 GPU" in shards_fit([_node(8, alive=False), _node(2)], 1, 4.0, 0.0)
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["backend.kind=process", "backend.num_gpus_per_shard=1"], "backend.num_gpus_per_shard is a Ray backend"),
+    (["backend.kind=local", "backend.runtime_env={env_vars: {A: '1'}}"], "backend.runtime_env is a Ray backend"),
+    (["backend.kind=ray", "backend.num_gpus_per_shard=0.5", "agent.device=cpu"], "agent.device is 'cpu'"),
+    (["backend.kind=ray", "agent.device=cuda"], "needs backend.num_gpus_per_shard > 0"),
+])
+def test_ray_only_settings_are_refused_elsewhere_naming_the_key(overrides, key):
+    from rpbt.config import ConfigError
+
+    with pytest.raises(ConfigError, match=key):
+        tiny_config(*overrides)

@@ -13,6 +13,7 @@ from rpbt.pbt.backends.errors import BackendError, WorkerDied
 from rpbt.pbt.backends.journal import Journal
 from rpbt.pbt.backends.recovery import Recovery
 from rpbt.pbt.backends.routing import Routing
+from rpbt.run.storage import CheckpointStore
 
 
 class _RunDir:
@@ -27,6 +28,9 @@ class _RunDir:
 
     def read_runner_state(self):
         return json.loads(self.runner_state_path.read_text())
+
+    def store(self, state=None):
+        return CheckpointStore(self.checkpoint_dir)
 
     def write_event(self, event):
         self.events.append(event)
@@ -72,7 +76,7 @@ def test_a_restart_restores_the_committed_folder_and_replays_what_followed(tmp_p
     rundir.commit(1, "round_000001")
     journal.record(Train(1))
     plan = rec.plan(1)
-    assert plan == (folder.resolve(), [Train(1)])
+    assert plan == (str(folder.resolve()), [Train(1)])
     handle = _Handle()
     rec.bring_back(1, handle, *plan)
     assert handle.sent == [Restore(2, _member_state_bytes(2)), Restore(3, _member_state_bytes(3)), Train(1)]
@@ -101,7 +105,7 @@ def test_without_a_run_directory_the_latest_complete_folder_is_used(tmp_path):
     journal.record(Train(1))
     journal.mark(partial)
     journal.record(Train(2))
-    assert rec.plan(1) == (complete.resolve(), [Train(1), Train(2)])
+    assert rec.plan(1) == (str(complete.resolve()), [Train(1), Train(2)])
 
 
 def test_a_pruned_journal_without_the_committed_folder_cannot_restart(tmp_path):

@@ -12,7 +12,7 @@ does not inherit from it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, Union, runtime_checkable
 
 from rpbt.checkpoint import MemberState
 
@@ -94,9 +94,10 @@ class Backend(Protocol):
         """
         ...
 
-    def save_checkpoints(self, directory: Path) -> None:
-        """Write ``member_<i>.pt`` (the checkpoint format) for every member into the existing ``directory``.
-        Raises ``OSError`` when a file cannot be written."""
+    def save_checkpoints(self, directory: Union[str, Path]) -> None:
+        """Write ``member_<i>.pt`` (the checkpoint format) for every member, atomically, into the existing folder
+        ``directory`` (a local path or an fsspec URL: :class:`~rpbt.run.storage.CheckpointFolder`). Raises
+        ``OSError`` when a file cannot be written."""
         ...
 
     def attach_run(self, rundir: Any) -> None:

@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from rpbt.checkpoint import MemberState
+from rpbt.run.storage import CheckpointFolder
 
 if TYPE_CHECKING:
     from rpbt.config import Config
     from rpbt.pbt.backends.shard import Shard
 
-__all__ = ["Command", "Ping", "Train", "MemberInfo", "EvaluateMembers", "EvaluateEpisodes",
-           "Snapshot", "SnapshotMany", "Restore",
-           "Exploit", "ExploitLocal", "Close", "ShardServer"]
+__all__ = ["Command", "Ping", "Train", "MemberInfo", "EvaluateMembers", "EvaluateEpisodes", "Snapshot", "SnapshotMany",
+           "SaveMembers", "Restore", "Exploit", "Close", "ShardServer"]
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,21 @@ class SnapshotMany(Command):
 
 
 @dataclass(frozen=True)
+class SaveMembers(Command):
+    """Write the shard's members' states into the checkpoint folder ``location`` (a path or fsspec URL the worker
+    reaches: ``run.storage``) itself, atomically -> the members written."""
+
+    location: str
+    name = "save_members"
+
+    def run(self, shard: "Shard") -> list[int]:
+        folder = CheckpointFolder(self.location)
+        for m in shard.member_ids:
+            folder.save_member(int(m), shard.snapshot(int(m)))
+        return [int(m) for m in shard.member_ids]
+
+
+@dataclass(frozen=True)
 class Restore(Command):
     """Replace ``member``'s state with ``data`` (``retry``: see :meth:`Shard.restore`) -> None.
 
@@ -142,32 +157,28 @@ class Restore(Command):
 
 @dataclass(frozen=True)
 class Exploit(Command):
-    """Copy the donor state ``donor_data`` (bytes) into ``recipient`` with ``new_hparams`` -> measurements."""
+    """Copy a donor into ``recipient`` with ``new_hparams`` -> measurements (:meth:`Shard.exploit`).
+
+    ``donor`` is either a member of the same shard (an int: an index copy inside the worker, named
+    ``exploit_local``) or a donor state as bytes of the checkpoint format (it travelled from another shard, named
+    ``exploit``). Raises :class:`~rpbt.checkpoint.CheckpointError` for bytes that are not a member state."""
 
     recipient: int
-    donor_data: bytes
+    donor: int | bytes
     new_hparams: dict
-    name = "exploit"
     mutating = True
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "exploit" if isinstance(self.donor, bytes) else "exploit_local"
 
     def run(self, shard: "Shard") -> dict[str, float]:
         r = int(self.recipient)
-        donor = MemberState.from_bytes(self.donor_data, source=f"donor state sent for member {r}")
+        if isinstance(self.donor, bytes):
+            donor = MemberState.from_bytes(self.donor, source=f"donor state sent for member {r}")
+        else:
+            donor = shard.snapshot(int(self.donor))
         return shard.exploit(r, donor, self.new_hparams)
-
-
-@dataclass(frozen=True)
-class ExploitLocal(Command):
-    """Copy member ``donor`` of the same shard into ``recipient`` (an index copy) -> measurements."""
-
-    recipient: int
-    donor: int
-    new_hparams: dict
-    name = "exploit_local"
-    mutating = True
-
-    def run(self, shard: "Shard") -> dict[str, float]:
-        return shard.exploit(int(self.recipient), shard.snapshot(int(self.donor)), self.new_hparams)
 
 
 @dataclass(frozen=True)

@@ -21,14 +21,19 @@ from typing import TYPE_CHECKING, Optional, Union
 if TYPE_CHECKING:
     from rpbt.pbt.backends.commands import Command
 
-__all__ = ["Journal", "Mark"]
+__all__ = ["Journal", "Mark", "folder_key"]
 
 
 @dataclass(frozen=True)
 class Mark:
-    """The checkpoint folder ``folder`` (a real path) was written here."""
+    """The checkpoint folder ``folder`` (a real path, or a storage URL as given) was written here."""
 
     folder: str
+
+
+def folder_key(folder: Union[str, Path]) -> str:
+    """How a checkpoint folder is compared: its real path, or a storage URL (``s3://...``) as given."""
+    return str(folder) if "://" in str(folder) else os.path.realpath(folder)
 
 
 class Journal:
@@ -45,14 +50,14 @@ class Journal:
 
     def mark(self, folder: Union[str, Path]) -> None:
         """The shard's members were written to ``folder``; drop what comes before the previous mark."""
-        self.entries.append(Mark(os.path.realpath(folder)))
+        self.entries.append(Mark(folder_key(folder)))
         marks = self._mark_positions()
         if len(marks) >= 2 and marks[-2] > 0:
             del self.entries[:marks[-2]]
             self.pruned = True
 
     def marks(self) -> list[str]:
-        """The marked folders (real paths), oldest first."""
+        """The marked folders (:func:`folder_key`), oldest first."""
         return [e.folder for e in self.entries if isinstance(e, Mark)]
 
     def replay(self, folder: Optional[Union[str, Path]]) -> list["Command"]:
@@ -63,7 +68,7 @@ class Journal:
         """
         start = 0
         if folder is not None:
-            target = os.path.realpath(folder)
+            target = folder_key(folder)
             hits = [i for i in self._mark_positions() if self.entries[i].folder == target]  # type: ignore[union-attr]
             if not hits:
                 raise KeyError(f"{folder} is not a checkpoint folder in this journal")

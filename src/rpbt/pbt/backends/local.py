@@ -7,13 +7,14 @@ anything (that is the scheduler's job) and never knows how a learner works insid
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, Union
 
 import torch
 
 from rpbt.checkpoint import MemberState
 from rpbt.config import Config
 from rpbt.pbt.backends.shard import Shard
+from rpbt.run.storage import CheckpointFolder
 
 __all__ = ["LocalBackend"]
 
@@ -65,9 +66,10 @@ class LocalBackend:
         states = {d: self.snapshot(d) for _, d, _ in transfers}
         return [self.exploit(r, states[d], hp) for r, d, hp in transfers]
 
-    def save_checkpoints(self, directory: Path) -> None:
+    def save_checkpoints(self, directory: Union[str, Path]) -> None:
+        folder = CheckpointFolder(directory)
         for m in range(self.population_size):
-            self.snapshot(m).save(directory / f"member_{m}.pt")
+            folder.save_member(m, self.snapshot(m))
 
     def attach_run(self, rundir: Any) -> None:
         """Nothing to do: one process, no worker to restart, so no failure events or committed checkpoints."""

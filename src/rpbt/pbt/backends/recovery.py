@@ -15,15 +15,14 @@ bit-identical to the lost ones.
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from rpbt.checkpoint import CheckpointError, MemberState
 from rpbt.pbt.backends.commands import Command, Restore
 from rpbt.pbt.backends.errors import BackendError, WorkerDied
-from rpbt.pbt.backends.journal import Journal
+from rpbt.pbt.backends.journal import Journal, folder_key
 from rpbt.pbt.backends.routing import Routing
+from rpbt.run.storage import CheckpointFolder
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +51,13 @@ class Recovery:
         """Use ``rundir`` (a :class:`~rpbt.run.rundir.RunDirectory`) for failure events and committed checkpoints."""
         self.rundir = rundir
 
-    def committed(self) -> tuple[int, Optional[Path]]:
-        """(last committed round, its checkpoint folder) from runner.json; (0, None) when nothing is committed."""
+    def committed(self) -> tuple[int, Optional[str]]:
+        """(last committed round, the location of its checkpoint folder: a path or storage URL) from runner.json;
+        (0, None) when nothing is committed."""
         if self.rundir is None or not self.rundir.runner_state_path.is_file():
             return 0, None
         state = self.rundir.read_runner_state()
-        return int(state.get("round", 0)), self.rundir.checkpoint_dir / state["checkpoint_dir"]
+        return int(state.get("round", 0)), self.rundir.store(state).folder(state["checkpoint_dir"]).location
 
     def recover(self, k: int, cause: str, restart: Callable[[int], None], kill: Callable[[int], None]) -> None:
         """Record the death of shard ``k``'s worker and ``restart`` it (again while restarts themselves die).
@@ -91,7 +91,7 @@ class Recovery:
                                  "members": list(self.routing.shards[k]), "cause": cause,
                                  "failures": self.failures[k], "action": "stop" if give_up else "restart"})
 
-    def plan(self, k: int) -> tuple[Optional[Path], list[Command]]:
+    def plan(self, k: int) -> tuple[Optional[str], list[Command]]:
         """The checkpoint folder to restore shard ``k`` from (None: a fresh shard) and the commands to replay.
 
         Raises :class:`BackendError` when neither is possible (the committed folder is not one this backend wrote
@@ -100,28 +100,30 @@ class Recovery:
         _, committed = self.committed()
         folder: Optional[str] = None
         if committed is not None:
-            target = os.path.realpath(committed)
+            target = folder_key(committed)
             folder = target if target in journal.marks() else None
         elif self.rundir is None:  # no run directory: the latest complete folder this backend wrote
             folder = next((f for f in reversed(journal.marks())
-                           if all((Path(f) / f"member_{m}.pt").is_file() for m in self.routing.shards[k])), None)
+                           if all(CheckpointFolder(f).exists(f"member_{m}.pt") for m in self.routing.shards[k])),
+                          None)
         if folder is None and journal.pruned:
             raise BackendError(f"{self.kind} backend: cannot restart {self.routing.describe(k)}: the committed "
                                f"checkpoint folder {committed} is not one this backend wrote")
-        return (Path(folder) if folder is not None else None), journal.replay(folder)
+        return folder, journal.replay(folder)
 
-    def bring_back(self, k: int, handle: Any, folder: Optional[Path], replay: Sequence[Command]) -> None:
+    def bring_back(self, k: int, handle: Any, folder: Optional[str], replay: Sequence[Command]) -> None:
         """Restore shard ``k``'s members from ``folder`` through its new worker ``handle``, then replay ``replay``.
 
         Raises :class:`~rpbt.checkpoint.CheckpointError` naming a checkpoint file that is missing or truncated."""
         if folder is not None:
+            kept = CheckpointFolder(folder)
             for m in self.routing.shards[k]:
-                path = folder / f"member_{m}.pt"
-                if not path.is_file():
-                    raise CheckpointError(f"{path}: checkpoint not found (needed to restart "
+                name = f"member_{m}.pt"
+                if not kept.exists(name):
+                    raise CheckpointError(f"{kept.url(name)}: checkpoint not found (needed to restart "
                                           f"{self.routing.describe(k)})")
-                data = path.read_bytes()
-                MemberState.from_bytes(data, source=str(path))  # truncated or foreign: CheckpointError naming it
+                data = kept.read(name)
+                MemberState.from_bytes(data, source=kept.url(name))  # truncated or foreign: CheckpointError naming it
                 handle.send(Restore(m, data))
                 handle.recv()
         for command in replay:

@@ -23,18 +23,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
-from rpbt.checkpoint import MemberState, atomic_write_bytes
+from rpbt.checkpoint import MemberState
 from rpbt.config import Config
 from rpbt.pbt.backends.commands import (
     Command,
     EvaluateEpisodes,
     EvaluateMembers,
     Exploit,
-    ExploitLocal,
     MemberInfo,
     Restore,
+    SaveMembers,
     Snapshot,
     SnapshotMany,
     Train,
@@ -43,6 +43,7 @@ from rpbt.pbt.backends.errors import BackendError, WorkerDied
 from rpbt.pbt.backends.journal import Journal
 from rpbt.pbt.backends.recovery import Recovery
 from rpbt.pbt.backends.routing import Routing, SnapshotCache
+from rpbt.run.storage import CheckpointFolder
 
 __all__ = ["ShardedBackend", "usable_cpus"]
 
@@ -225,8 +226,7 @@ class ShardedBackend:
         else:
             donor, current, data = found
             local = current and self.shard_of[donor] == self.shard_of[recipient]
-            command = (ExploitLocal(recipient, donor, dict(new_hparams)) if local
-                       else Exploit(recipient, data, dict(new_hparams)))
+            command = Exploit(recipient, donor if local else data, dict(new_hparams))
         return self._exploit_waves([(recipient, command)])[0]
 
     def exploit_many(self, transfers: Sequence[tuple[int, int, dict[str, float]]]) -> list[dict[str, float]]:
@@ -246,7 +246,7 @@ class ShardedBackend:
         travels = self.routing.travels(transfers)
         data = self._snapshot_bytes(sorted({int(d) for (_, d, _), t in zip(transfers, travels) if t}))
         return self._exploit_waves([
-            (r, Exploit(r, data[d], dict(hp)) if t else ExploitLocal(r, d, dict(hp)))
+            (r, Exploit(r, data[d] if t else d, dict(hp)))
             for (r, d, hp), t in zip(transfers, travels)])
 
     def _snapshot_bytes(self, members: Sequence[int]) -> dict[int, bytes]:
@@ -269,14 +269,19 @@ class ShardedBackend:
                 out[i] = results[k]
         return out
 
-    def save_checkpoints(self, directory: Path) -> None:
-        """Write ``member_<i>.pt`` for every member into ``directory`` (atomically, from the driver) and mark the
-        folder in every shard's journal."""
-        directory = Path(directory)
-        results = self._run_all({k: SnapshotMany(list(ms)) for k, ms in enumerate(self.shards)})
-        for k in range(len(self.shards)):
-            for m, data in results[k].items():
-                atomic_write_bytes(directory / f"member_{m}.pt", data)
+    def save_checkpoints(self, directory: Union[str, Path]) -> None:
+        """Write ``member_<i>.pt`` for every member into the folder ``directory`` (a path or fsspec URL), atomically,
+        and mark the folder in every shard's journal. With ``run.storage`` set each shard writes its own members
+        there (:class:`~rpbt.pbt.backends.commands.SaveMembers`: the states never pass through the driver);
+        otherwise the driver fetches the states and writes them (the run directory may exist on its disk only)."""
+        if self.cfg.run.storage is not None:
+            self._run_all({k: SaveMembers(str(directory)) for k in range(len(self.shards))})
+        else:
+            folder = CheckpointFolder(directory)
+            results = self._run_all({k: SnapshotMany(list(ms)) for k, ms in enumerate(self.shards)})
+            for k in range(len(self.shards)):
+                for m, data in results[k].items():
+                    folder.save_member(m, data)
         for journal in self.journals:
             journal.mark(directory)
 
