@@ -49,3 +49,14 @@ def test_noise_generators_are_reproducible_per_member_and_keyed():
     other_key = seeding.noise_generators([11], seeding.TAG_ADVERSARY_EVAL)[0]
     x = torch.rand(4, generator=again)
     assert not torch.equal(x, torch.rand(4, generator=b)) and not torch.equal(x, torch.rand(4, generator=other_key))
+
+
+def test_held_out_seeds_lie_above_every_uint32_training_seed_and_change_with_the_round():
+    from rpbt.seeding import HELDOUT_OFFSET, env_seeds, heldout_episode_seeds, member_seed, restore_env_seeds
+
+    a = heldout_episode_seeds(0, 1, 50)
+    assert all(HELDOUT_OFFSET <= s < 2 * HELDOUT_OFFSET for s in a) and len(set(a)) == 50
+    assert heldout_episode_seeds(0, 1, 3) == a[:3]  # episode j's seed does not depend on how many are asked for
+    assert not set(a) & set(heldout_episode_seeds(0, 2, 50)) and not set(a) & set(heldout_episode_seeds(1, 1, 50))
+    training = env_seeds(member_seed(0, 0), 64) + restore_env_seeds(member_seed(0, 0), 1000, 64)
+    assert max(training) < HELDOUT_OFFSET

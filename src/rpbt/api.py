@@ -179,7 +179,9 @@ class Run:
 
 
 def train(config: ConfigLike = None, *, overrides: Sequence[str] = (), env_fn: Optional[Callable[..., Any]] = None,
-          overwrite: bool = False, announce: Optional[bool] = None, **values: Any) -> Run:
+          overwrite: bool = False, announce: Optional[bool] = None, callbacks: Sequence[Any] = (),
+          score_fn: Optional[Callable[[dict], Optional[float]]] = None,
+          init_from: Union[None, str, Path] = None, **values: Any) -> Run:
     """Train a population, as ``rpbt train`` does; returns the :class:`Run`.
 
     Args:
@@ -192,6 +194,13 @@ def train(config: ConfigLike = None, *, overrides: Sequence[str] = (), env_fn: O
         **values: dotted-key overrides with Python values: ``**{"pbt.population_size": 4}``.
         announce: print ``rpbt: run directory PATH`` once the data is checked and the backend built (default:
             ``run.progress``; the command line always does).
+        callbacks: :class:`rpbt.callbacks.Callback` instances called in this process after each round and exploit;
+            a hook returning ``False`` stops the run cleanly (``Run.summary["stopped"]`` says why; :func:`resume`
+            continues it). See :mod:`rpbt.callbacks`.
+        score_fn: a custom PBT score, ``score_fn(info) -> float | None`` per member per round (the keys of
+            ``info``: :mod:`rpbt.pbt.scoring`); a resume of the run needs it again (``resume(score_fn=...)``).
+        init_from: ``"RUN"`` or ``"RUN:MEMBER"``: every member starts from that trained member's weights and
+            normalizer statistics (default member: the run's best), see :mod:`rpbt.pbt.warm_start`.
 
     Shows a progress bar when ``run.progress`` is true. Raises
     :class:`~rpbt.config.ConfigError` (bad config, an ``env_fn`` the backend cannot send),
@@ -208,9 +217,14 @@ def train(config: ConfigLike = None, *, overrides: Sequence[str] = (), env_fn: O
     if not overwrite:
         run_dir = RunDirectory.fresh_path(run_dir)
     cfg.run.dir = str(run_dir)
-    runner = PopulationRunner(cfg, run_dir)
+    warm = None
+    if init_from is not None:
+        from rpbt.pbt.warm_start import WarmStart
+
+        warm = WarmStart(init_from)  # loaded and checked before anything is written
+    runner = PopulationRunner(cfg, run_dir, callbacks=callbacks, score_fn=score_fn)
     try:
-        runner.start(overwrite=overwrite)  # checks the data and builds the backend before writing anything
+        runner.start(overwrite=overwrite, init_from=warm)  # checks the data, builds the backend, writes nothing yet
     except BaseException:
         runner.close()
         raise
@@ -234,8 +248,15 @@ def _backend_words(runner: Any) -> str:
 
 
 def resume(run_dir: Union[str, Path], env_fn: Optional[Callable[..., Any]] = None,
-           announce: Optional[bool] = None) -> Run:
-    """Continue an interrupted run from its last committed round, as ``rpbt resume`` does; returns the :class:`Run`.
+           announce: Optional[bool] = None, *, overrides: Sequence[str] = (), callbacks: Sequence[Any] = (),
+           score_fn: Optional[Callable[[dict], Optional[float]]] = None) -> Run:
+    """Continue an interrupted (or stopped, or finished) run from its last committed round, as ``rpbt resume``
+    does; returns the :class:`Run`.
+
+    ``overrides``: ``key=value`` strings that change the run's budget (:data:`rpbt.pbt.resume.RESUMABLE_KEYS`:
+    ``run.total_env_steps`` extends a finished run, ``run.stop_at_score`` sets or lifts the early stop); any other
+    key is a :class:`~rpbt.config.ConfigError` naming it, and nothing is written. ``callbacks`` / ``score_fn`` as
+    for :func:`train` (a run trained with a ``score_fn`` needs it again).
 
     ``env_fn``: the callable the run was trained with, when its recorded ``env.entry_point`` cannot be imported
     (a lambda, a nested function). ``announce`` (default ``run.progress``): print ``rpbt: resuming ...`` and each
@@ -245,17 +266,19 @@ def resume(run_dir: Union[str, Path], env_fn: Optional[Callable[..., Any]] = Non
     """
     import warnings
 
+    from rpbt.pbt.resume import resume_config
     from rpbt.pbt.runner import PopulationRunner, ResumeWarning
-    from rpbt.run.rundir import load_run_config
 
+    if isinstance(overrides, (str, bytes)) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(f"overrides must be a list of 'key.sub=value' strings, got {overrides!r:.80}")
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
+    cfg, changes = resume_config(run_dir, list(overrides))
     _attach_env_fn(cfg, env_fn)
-    runner = PopulationRunner(cfg, run_dir)
+    runner = PopulationRunner(cfg, run_dir, callbacks=callbacks, score_fn=score_fn)
     if cfg.run.progress if announce is None else announce:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ResumeWarning)
-            runner.resume()
+            runner.resume(changes)
         for w in caught:
             if issubclass(w.category, ResumeWarning):
                 print(f"rpbt: warning: {w.message}", file=sys.stderr)
@@ -263,7 +286,7 @@ def resume(run_dir: Union[str, Path], env_fn: Optional[Callable[..., Any]] = Non
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         say(f"rpbt: resuming {run_dir} after round {runner.round}/{runner.total_rounds} ({_backend_words(runner)})")
     else:
-        runner.resume()
+        runner.resume(changes)
     summary = runner.run()
     return Run(run_dir, cfg, summary)
 

@@ -79,7 +79,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rpbt.config import load_config
 
     path, overrides = _split_config_and_overrides(args.items)
-    run = train(load_config(path, overrides), overwrite=args.overwrite, announce=True)
+    run = train(load_config(path, overrides), overwrite=args.overwrite, announce=True,
+                init_from=getattr(args, "init_from", None))
     _print_summary(run.dir, run.summary, run.config)
     return 0
 
@@ -87,7 +88,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from rpbt.api import resume
 
-    run = resume(Path(args.run_dir), announce=True)
+    extra = [x for x in args.overrides if "=" not in x]
+    if extra:
+        raise UsageError(f"unexpected argument {extra[0]!r} after the run directory {args.run_dir!r} (overrides look "
+                         "like run.total_env_steps=N)")
+    run = resume(Path(args.run_dir), announce=True, overrides=list(args.overrides))
     _print_summary(run.dir, run.summary, run.config)
     return 0
 
@@ -127,6 +132,12 @@ def _print_summary(run_dir: Path, summary: dict, cfg: Config) -> None:
                for k, v in hparams_in_force(cfg, summary["hparams"] or {}).items()}
     console.print(f"best member {summary['best_member']}  score {_score(summary['best_score'])}  "
                   f"hyperparameters {json.dumps(hparams)}")
+    if summary.get("evaluation"):
+        cost = summary["evaluation"]
+        console.print(f"evaluation score: {cost['episodes']} held-out episodes, {cost['env_steps']:,} env steps, "
+                      f"{cost['seconds']:.1f} s")
+    if summary.get("stopped"):
+        console.print(f"stopped: {summary['stopped']}; continue with `rpbt resume {run_dir}`")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -281,13 +292,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace run.dir (only an rpbt run directory no process is using) instead of numbering "
                         "a new one")
+    p.add_argument("--init-from", metavar="RUN[:MEMBER]", default=None,
+                   help="start every member from a trained member's weights and normalizers (default member: the "
+                        "run's best); hyperparameters are drawn as usual, the optimizer starts afresh")
     p.set_defaults(func=cmd_train)
 
 
 def _add_resume(sub: argparse._SubParsersAction) -> None:
     """The ``rpbt resume`` subcommand and its arguments."""
-    p = sub.add_parser("resume", help="continue an interrupted run from its last completed round")
+    p = sub.add_parser("resume", help="continue an interrupted, stopped or finished run from its last completed round")
     p.add_argument("run_dir")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                   help="budget changes only: run.total_env_steps=N extends the run, run.stop_at_score=X|null sets "
+                        "or lifts the early stop (run.progress too); any other key is refused")
     p.set_defaults(func=cmd_resume)
 
 

@@ -11,9 +11,16 @@ named in its function (never on the backend, the shard layout or the order in wh
 | fresh episodes of a restored member (resume, restart) | :func:`restore_env_seeds` | member seed, its env steps |
 | the recipient's generator after an exploit | :func:`exploit_seed` | run seed, recipient, inherited update count |
 | evaluation episodes (common random numbers for all members) | :func:`eval_episode_seeds` | evaluation seed |
+| held-out scoring episodes (``pbt.score_source: evaluation``) | :func:`heldout_episode_seeds` | run seed, round |
 | SA-PPO random starts and noise baselines | :func:`noise_generators` | member seed, stream tag, counters |
 
 The tag values are those of rpbt's first release, so runs recorded before this module existed reproduce exactly.
+
+Held-out seeds: every training seed (:func:`env_seeds`, :func:`restore_env_seeds`) and every ``rpbt evaluate`` seed
+(:func:`eval_episode_seeds`) is a uint32, below ``2**32``; :func:`heldout_episode_seeds` adds ``HELDOUT_OFFSET =
+2**32`` to uint32s of its own stream, so the episodes a member is scored on are never episodes it trained on (nor
+the final evaluation's), by construction rather than by chance. (Gymnasium seeds an environment's generator through
+``numpy.random.SeedSequence``, which takes any non-negative integer.)
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ TAG_RESTORE_ENV = 0xE1
 TAG_EXPLOIT = 0xF0
 TAG_FAULT_RETRY = 0xF1
 TAG_EVAL = 0xE7A1
+TAG_HELDOUT = 0xE7A2
+HELDOUT_OFFSET = 2 ** 32  # held-out seeds lie in [2**32, 2**33): above every uint32 training / evaluation seed
 TAG_ADVERSARY_TRAIN = 0x5A
 TAG_ADVERSARY_EVAL = 0x5E
 
@@ -74,6 +83,14 @@ def eval_episode_seeds(seed: int, n: int) -> list[int]:
     return [_uint32s([seed, TAG_EVAL, j], 1)[0] for j in range(n)]
 
 
+def heldout_episode_seeds(run_seed: int, round_: int, n: int) -> list[int]:
+    """Seeds of the ``n`` held-out episodes every ready member is scored on in round ``round_`` (``pbt.score_source:
+    evaluation``): episode j from (run seed, round, j), plus :data:`HELDOUT_OFFSET`, so each lies in ``[2**32,
+    2**33)`` and is never a training seed (see the module docstring). The same for every member of a round (common
+    random numbers); other episodes every round, as Stable-Baselines3's ``EvalCallback`` plays on."""
+    return [HELDOUT_OFFSET + _uint32s([run_seed, TAG_HELDOUT, round_, j], 1)[0] for j in range(n)]
+
+
 def noise_generators(seeds: Sequence[int], *keys: int) -> list[torch.Generator]:
     """One CPU generator per member seed, seeded from (member seed, keys...): stateless, reproducible noise."""
     out = []
@@ -84,4 +101,4 @@ def noise_generators(seeds: Sequence[int], *keys: int) -> list[torch.Generator]:
 
 
 __all__ = ["member_seed", "env_seeds", "restore_env_seeds", "exploit_seed", "eval_episode_seeds",
-           "noise_generators", "TAG_ADVERSARY_TRAIN", "TAG_ADVERSARY_EVAL"]
+           "heldout_episode_seeds", "HELDOUT_OFFSET", "noise_generators", "TAG_ADVERSARY_TRAIN", "TAG_ADVERSARY_EVAL"]

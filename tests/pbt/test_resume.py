@@ -115,3 +115,68 @@ def test_a_resume_is_deterministic_given_its_commit(tmp_path, capsys):
 
     for m in range(4):
         assert metrics(copies[0], m) == metrics(copies[1], m)
+
+
+def _updates(run, m):
+    with (run / "members" / str(m) / "metrics.csv").open() as f:
+        return [int(r["update"]) for r in csv.DictReader(f)]
+
+
+def test_resume_with_a_larger_budget_extends_a_finished_run_by_exactly_the_requested_updates(tmp_path, capsys):
+    """7 updates (rounds of 2, 2, 2 and a last one cut to 1), then extended to 10: two more rounds of 2 and 1."""
+    run = tmp_path / "r"
+    cfg = tiny_config(f"run.dir={run}", "run.total_env_steps=224")  # 32 env steps per update: 7 updates
+    runner = PopulationRunner(cfg, run)
+    runner.start()
+    runner.run()
+    assert json.loads((run / "summary.json").read_text())["env_steps"] == 224
+    assert main(["resume", str(run), "run.total_env_steps=320"]) == 0
+    out = capsys.readouterr().out
+    assert "after round 4/6" in out
+    events = _events(run)
+    rounds = [e for e in events if e["type"] == "round"]
+    assert [(e["round"], e["updates"], e["env_steps"]) for e in rounds] == [
+        (1, 2, 64), (2, 4, 128), (3, 6, 192), (4, 7, 224), (5, 9, 288), (6, 10, 320)]
+    for m in range(4):
+        assert _updates(run, m) == list(range(1, 11))
+    resume = [e for e in events if e["type"] == "resume"]
+    assert resume[0]["changed"] == {"run.total_env_steps": [224, 320]}
+    assert [e["type"] for e in events].count("end") == 1 and events[-1]["type"] == "end"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["env_steps"] == 320 and summary["member_env_steps"] == [320] * 4 and summary["rounds_total"] == 6
+    assert "total_env_steps: 320" in (run / "config.yaml").read_text()
+    state = json.loads((run / "checkpoints" / "runner.json").read_text())
+    assert state["round"] == 6 and state["updates"] == 10
+    # Resuming the finished run again (same budget) plays nothing more.
+    assert main(["resume", str(run)]) == 0
+    assert [e["round"] for e in _events(run) if e["type"] == "round"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_refuses_any_other_key_and_a_smaller_budget_naming_them_and_writing_nothing(tmp_path, capsys):
+    run = tmp_path / "r"
+    runner = PopulationRunner(tiny_config(f"run.dir={run}"), run)  # 192 env steps, 3 rounds
+    runner.start()
+    runner.play_round()
+    runner.play_round()
+    runner.close()
+
+    def files():
+        return {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file() and p.suffix != ".lock"}
+
+    before = files()
+    assert main(["resume", str(run), "agent.learning_rate=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "agent.learning_rate: cannot change on resume" in err and "run.total_env_steps" in err
+    assert main(["resume", str(run), "run.total_env_steps=64"]) == 2
+    err = capsys.readouterr().err
+    assert "run.total_env_steps 64 is below the 128 env steps per member" in err and "Traceback" not in err
+    assert main(["resume", str(run), "run.total_env_steps=oops"]) == 2
+    assert "run.total_env_steps" in capsys.readouterr().err
+    assert main(["resume", str(run), "stray"]) == 2
+    assert "unexpected argument 'stray'" in capsys.readouterr().err
+    assert files() == before
+    # The same value as saved is no change; the Python API takes the same overrides.
+    import rpbt
+
+    done = rpbt.resume(run, overrides=["agent.learning_rate=" + str(runner.cfg.agent.learning_rate)], announce=False)
+    assert done.summary["round"] == 3

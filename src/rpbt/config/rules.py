@@ -13,8 +13,8 @@ from typing import Optional
 
 
 def resolve_score_source(score_source: str, env_id: str) -> str:
-    """``"validation"`` or ``"training"``: ``pbt.score_source`` with ``auto`` resolved (validation for env.id
-    trading, the one environment with a validation split)."""
+    """``"validation"``, ``"training"`` or ``"evaluation"``: ``pbt.score_source`` with ``auto`` resolved
+    (validation for env.id trading, the one environment with a validation split; training otherwise)."""
     if score_source == "auto":
         return "validation" if env_id == "trading" else "training"
     return score_source
@@ -58,16 +58,20 @@ def pb2_min_data_at_most_max_data(explore: str, min_data: int, max_data: int) ->
 
 
 def ttest_window_fits_the_returns(ttest: bool, ttest_window: Optional[int], score_window: int,
-                                  score_source: str, eval_episodes: int) -> None:
+                                  score_source: str, eval_episodes: int, evaluation_episodes: int = 10) -> None:
     """With ``pbt.ttest``, the returns compared per member (``pbt.ttest_window``, or ``pbt.score_window`` when
     null; at least 2) are at most those a member has: ``env.trading.eval_episodes`` per round when scored on
-    validation (``score_source``, resolved), else the ``max(100, pbt.score_window)`` training returns it keeps."""
+    validation (``score_source``, resolved), ``pbt.evaluation_episodes`` per round when scored on evaluation,
+    else the ``max(100, pbt.score_window)`` training returns it keeps."""
     if not ttest:
         return
     k = ttest_window if ttest_window is not None else max(2, score_window)
-    have, what = ((eval_episodes, "env.trading.eval_episodes validation returns per round")
-                  if score_source == "validation"
-                  else (max(100, score_window), "returns a member keeps (max(100, pbt.score_window))"))
+    if score_source == "validation":
+        have, what = eval_episodes, "env.trading.eval_episodes validation returns per round"
+    elif score_source == "evaluation":
+        have, what = evaluation_episodes, "pbt.evaluation_episodes evaluation returns per round"
+    else:
+        have, what = max(100, score_window), "returns a member keeps (max(100, pbt.score_window))"
     if k > have:
         raise ValueError(f"pbt.ttest compares the last {k} returns per member (pbt.ttest_window, or "
                          f"pbt.score_window when null) but there are only {have} {what}: every exploit would "

@@ -679,8 +679,11 @@ class PBTConfig(_Strict):
     # Which returns the score is computed from: "training" = the member's last score_window finished training
     # episodes; "validation" = env.trading.eval_episodes deterministic episodes on the validation split, run by
     # the runner after each round (trading only: selection must not reward overfitting the training period);
-    # "auto" = validation for env.id trading, training otherwise.
-    score_source: Literal["auto", "training", "validation"] = "auto"
+    # "auto" = validation for env.id trading, training otherwise. "evaluation" (any environment): each round every
+    # ready member plays evaluation_episodes deterministic episodes on held-out env seeds (never a training seed,
+    # rpbt.seeding.heldout_episode_seeds), and their mean (or CVaR) is its score; the cost is reported.
+    score_source: Literal["auto", "training", "validation", "evaluation"] = "auto"
+    evaluation_episodes: int = Field(10, ge=1)  # per ready member per round, with score_source: evaluation
     mode: Literal["max", "min"] = "max"
     optimizer_state: Literal["copy", "reset"] = "copy"
     hidden_state: Literal["keep", "zero", "reset_episodes", "burn_in"] = "burn_in"
@@ -768,6 +771,9 @@ class RunConfig(_Strict):
     # s3://bucket/prefix: its fsspec package installed) under which <run dir name>/round_<r>/ are written, by the
     # shards themselves on the process and Ray backends. The commit point stays in RUN_DIR/checkpoints/runner.json.
     storage: Optional[str] = None
+    # Stop the run cleanly once the best member's PBT score reaches this (<= with pbt.mode: min), after the round
+    # that reached it is committed (rpbt.callbacks.StopAtScore); `rpbt resume RUN run.stop_at_score=null` goes on.
+    stop_at_score: Optional[float] = Field(None, allow_inf_nan=False)
 
 
 class BackendConfig(_Strict):
@@ -810,7 +816,7 @@ class Config(_Strict):
         rules.pb2_min_data_at_most_max_data(pbt.explore, pbt.pb2.min_data, pbt.pb2.max_data)
         rules.ttest_window_fits_the_returns(pbt.ttest, pbt.ttest_window, pbt.score_window,
                                             rules.resolve_score_source(pbt.score_source, env.id),
-                                            env.trading.eval_episodes)
+                                            env.trading.eval_episodes, pbt.evaluation_episodes)
         rules.workers_fit_the_population(self.backend.num_workers, pbt.population_size)
         rules.ray_options_need_ray(self.backend.kind, self.backend.num_gpus_per_shard, self.backend.runtime_env)
         rules.gpus_per_shard_need_a_cuda_device(self.backend.num_gpus_per_shard, agent.device)

@@ -317,6 +317,7 @@ def evaluate_members(
     seed: int = 0,
     max_steps: int = DEFAULT_MAX_EPISODE_STEPS,
     video_dir: Optional[Union[str, Path]] = None,
+    seeds: Optional[Sequence[int]] = None,
 ) -> dict[int, EvaluationResult]:
     """Evaluate several members of ``learner`` at once (one batched policy step per time step).
 
@@ -334,6 +335,10 @@ def evaluate_members(
         max_steps: an episode still running after this many steps is cut (``truncated`` set).
         video_dir: record every episode into this folder (see the module docstring; checked first with
             :func:`check_renders`).
+        seeds: explicit reset seeds, one per episode (their number is the episode count; ``episodes``, when
+            given, must match), instead of those derived from ``seed`` (held-out scoring episodes,
+            :func:`rpbt.seeding.heldout_episode_seeds`). Sampling with ``deterministic=False`` then uses a
+            generator seeded from the first.
 
     Returns ``{member: EvaluationResult}``. Raises ``ValueError`` for unknown/duplicate members, ``starts`` with a
     non-trading env, ``episodes < 1``, or a start outside the split (from the trading env); with ``video_dir``,
@@ -343,8 +348,13 @@ def evaluate_members(
     P = learner.population
     if len(set(members)) != len(members) or any(not 0 <= m < P for m in members):
         raise ValueError(f"members must be distinct local indices in 0..{P - 1}, got {members}")
+    if seeds is not None:
+        seeds = [int(x) for x in seeds]
+        if episodes is not None and int(episodes) != len(seeds):
+            raise ValueError(f"episodes={episodes} but {len(seeds)} seeds were given (one per episode)")
+        episodes = len(seeds)
     n_eps, starts = _episode_plan(env_cfg, split, episodes, starts)
-    seeds = _eval_seeds(seed, n_eps)
+    seeds = _eval_seeds(seed, n_eps) if seeds is None else seeds
     sample_gen = None if deterministic else torch.Generator().manual_seed(int(seeds[0]))
     runs = [_MemberEpisodes(envs, env_cfg.id == "trading", max_steps, learner.obs_dim)
             for envs in _make_envs(learner, members, env_cfg, split, n_eps, video_dir)]

@@ -230,7 +230,7 @@ class ReplayRunner:
         n = min(self.cfg.pbt.perturbation_interval, self.total_updates - (r - 1) * self.cfg.pbt.perturbation_interval)
         per_member = self.shard.train(n)
         info = self.shard.member_info()
-        scored = ScoreSource.from_config(self.cfg).score_round(self.shard, self.member_ids, info)
+        scored = ScoreSource.from_config(self.cfg).score_round(self.shard, self.member_ids, info, round_=r)
         scores = scored.scores
         now = time.time()
         for j, m in enumerate(self.member_ids):

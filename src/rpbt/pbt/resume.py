@@ -5,14 +5,22 @@ A run directory keeps up to ``run.keep_checkpoints`` committed rounds (``checkpo
 the kept ones, newest first (``history``). :func:`restore_newest` tries them in that order: a round whose runner
 state or any member checkpoint does not load, or does not fit the run's learner, is skipped (and recorded with its
 reason); the first whose every member restores wins.
+
+A resume may change the run's budget (:func:`resume_config`): ``rpbt resume RUN run.total_env_steps=N`` extends a
+finished or interrupted run (the rounds go on from the updates played; a last round the old budget cut short is
+followed by full ones), ``run.stop_at_score`` sets or lifts the early stop, ``run.progress`` only changes what is
+printed. Every other key is fixed by the run's ``config.yaml``: changing it mid-run would make the run's records
+describe two different runs.
 """
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from rpbt.checkpoint import CheckpointError, MemberState, naming_checkpoint
+from rpbt.config import Config, ConfigError
 from rpbt.pbt.scheduler import PBTScheduler
 from rpbt.run.rundir import ROUND_FOLDER, RunDirError, round_folder
 
@@ -20,7 +28,45 @@ if TYPE_CHECKING:
     from rpbt.pbt.backends.base import Backend
     from rpbt.run.rundir import RunDirectory
 
-__all__ = ["ResumeWarning", "resume_candidates", "load_round", "restore_newest"]
+__all__ = ["ResumeWarning", "RESUMABLE_KEYS", "resume_config", "resume_candidates", "load_round", "restore_newest"]
+
+#: The keys ``rpbt resume RUN key=value`` may change: the budget, the early stop, and what is printed.
+RESUMABLE_KEYS = ("run.total_env_steps", "run.stop_at_score", "run.progress")
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def resume_config(run_dir: Path, overrides: list[str]) -> tuple[Config, dict[str, list[Any]]]:
+    """The config a resume of ``run_dir`` runs with: its ``config.yaml`` with ``overrides`` (``key=value``
+    strings) applied, and ``{key: [old, new]}`` of what they changed. Only :data:`RESUMABLE_KEYS` may change (an
+    override that repeats the saved value is fine); anything else raises :class:`~rpbt.config.ConfigError` naming
+    the key. Reads only; writes nothing."""
+    from rpbt.config import load_config
+    from rpbt.run.rundir import require_run_dir
+
+    path = require_run_dir(Path(run_dir)) / "config.yaml"
+    saved = load_config(path)
+    if not overrides:
+        return saved, {}
+    cfg = load_config(path, list(overrides))
+    if saved.env._env_fn is not None:
+        cfg.env.with_env_fn(saved.env._env_fn)
+    old, new = _flat(saved.to_dict()), _flat(cfg.to_dict())
+    changed = {k: [old.get(k), new.get(k)] for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+    fixed = [k for k in changed if k not in RESUMABLE_KEYS]
+    if fixed:
+        k = fixed[0]
+        raise ConfigError(f"{k}: cannot change on resume ({changed[k][0]!r} in {path}, {changed[k][1]!r} given); a "
+                          f"resume may change only {', '.join(RESUMABLE_KEYS)}. Train a new run for other settings "
+                          f"(--init-from RUN starts it from a trained member)")
+    return cfg, changed
 
 
 class ResumeWarning(UserWarning):

@@ -5,7 +5,10 @@ Metric rows are the learner's rows of the round, one per update and member, deco
 clock, the hyperparameters in force (``pbt/hp/<name>``) and, on the round's last row, ``pbt/score``,
 ``pbt/exploitation_count`` and, for the validation score source, ``eval/validation_return``. The round event's
 ``env_steps`` / ``updates`` are member 0's (the schedule's); ``member_env_steps`` gives each member's own count,
-lower for a member restored after a fault (it lost the steps since the commit it was restored from).
+lower for a member restored after a fault (it lost the steps since the commit it was restored from). With
+``pbt.score_source: evaluation`` the round event also carries ``evaluation`` (the round's cost: ``members``
+evaluated, ``episodes``, ``env_steps``, ``seconds``) and the last metric row ``eval/mean_return`` (None for a member
+not evaluated). :func:`round_info` and :func:`exploit_info` are what the callbacks (:mod:`rpbt.callbacks`) receive.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from rpbt.run.rundir import clean_float
 if TYPE_CHECKING:
     from rpbt.run.rundir import RunDirectory
 
-__all__ = ["RoundLog", "population_scalars"]
+__all__ = ["RoundLog", "population_scalars", "round_info", "exploit_info", "training_start_info", "run_summary"]
 
 Info = dict[int, dict[str, Any]]
 
@@ -71,6 +74,9 @@ class RoundLog:
             if scored.validation is not None:
                 val = scored.validation[m]
                 rows[-1]["eval/validation_return"] = float(np.mean(val)) if val else None
+            if scored.evaluation is not None:
+                ev = scored.evaluation[m]
+                rows[-1]["eval/mean_return"] = float(np.mean(ev)) if ev else None
             rows[-1]["pbt/exploitation_count"] = record.exploitation_count
             self.rundir.write_metrics(m, rows)
 
@@ -85,6 +91,8 @@ class RoundLog:
             event["episodes_since_exploit"] = [len(x) for x in scored.own]
         if self.cfg.agent.obs_outlier_factor is not None:
             event["obs_outliers"] = outliers
+        if scored.cost is not None:
+            event["evaluation"] = scored.cost
         self.rundir.write_event(event)
         self.rundir.write_population(int(info[0]["env_steps"]), population_scalars(
             scored.scores, self.cfg.pbt.mode, int(info[0]["env_steps"])))
@@ -117,3 +125,59 @@ class RoundLog:
         self.rundir.write_event(event)
         self.rundir.write_scalars(d.recipient, env_steps, measurements)
         return event
+
+
+def round_info(runner: Any, info: Info, scored: RoundScores, exploits: list[dict[str, Any]]) -> dict[str, Any]:
+    """What ``on_round_end`` receives after the runner committed a round (see :mod:`rpbt.callbacks`); ``runner``
+    is the :class:`~rpbt.pbt.runner.PopulationRunner`, read only."""
+    P = len(scored.scores)
+    best = runner.best_member()
+    return {"round": runner.round, "rounds_total": runner.total_rounds, "env_steps": runner.env_steps(),
+            "member_env_steps": [int(info[m]["env_steps"]) for m in range(P)],
+            "scores": [clean_float(s) for s in scored.scores], "hparams": [dict(info[m]["hparams"]) for m in range(P)],
+            "best_member": best, "best_score": None if best is None else clean_float(runner.members[best].score),
+            "exploits": list(exploits), "score_source": runner.score_source.kind,
+            "evaluation": None if scored.cost is None else dict(scored.cost), "run_dir": str(runner.rundir.path)}
+
+
+def exploit_info(event: dict[str, Any]) -> dict[str, Any]:
+    """What ``on_exploit`` receives: the ``exploit`` event's round, env steps, donor and recipient (and their
+    scores), the recipient's hyperparameters before and after (``new_hparams``) and the measurements."""
+    return {"round": event["round"], "env_steps": event["env_steps"], "recipient": event["recipient"],
+            "donor": event["donor"], "recipient_score": event.get("recipient_score"),
+            "donor_score": event.get("donor_score"), "hparams_before": dict(event["old_hparams"]),
+            "hparams_after": dict(event.get("new_hparams") or {}), "measurements": dict(event["measurements"])}
+
+
+def training_start_info(runner: Any) -> dict[str, Any]:
+    """What ``on_training_start`` receives (see :mod:`rpbt.callbacks`)."""
+    return {"run_dir": str(runner.rundir.path), "round": runner.round, "rounds_total": runner.total_rounds,
+            "population_size": runner.P, "score_source": runner.score_source.kind}
+
+
+def run_summary(runner: Any) -> dict[str, Any]:
+    """``summary.json`` of a :class:`~rpbt.pbt.runner.PopulationRunner` (read only): the round, env steps (the
+    schedule's, and each member's own), best member, its score, hyperparameters and lineage, every member's score and
+    exploitation count, the wall time; with ``pbt.score_source: evaluation`` the evaluation's total cost
+    (``evaluation``), and after a callback's stop its reason (``stopped``)."""
+    best = runner.best_member()
+    info = runner.backend.member_info() if runner.backend is not None else {}
+    members = runner.members
+    summary = {
+        "round": runner.round,
+        "rounds_total": runner.total_rounds,
+        "env_steps": runner.env_steps(),  # the schedule's; member_env_steps: each member's own
+        "member_env_steps": [int(info[m]["env_steps"]) for m in range(runner.P)] if info else None,
+        "best_member": best,
+        "best_score": clean_float(members[best].score) if best is not None else None,
+        "hparams": info.get(best, {}).get("hparams") if best is not None else None,
+        "scores": [clean_float(record.score) for record in members],
+        "lineage": members[best].lineage if best is not None else [],
+        "exploitation_count": [record.exploitation_count for record in members],
+        "wall_time_s": round(runner.rundir.elapsed(), 2),
+    }
+    if runner.score_source.kind == "evaluation":
+        summary["evaluation"] = dict(runner.evaluation_cost)
+    if runner.stopped is not None:
+        summary["stopped"] = runner.stopped
+    return summary

@@ -21,6 +21,11 @@ fewer than ``pbt.score_window`` such episodes is still scored on what it has (No
 exploit (neither donor nor recipient, nor in a t-test) until it has the window. Off by default because it changes
 decisions after the first exploit. ``pbt.ttest`` is given the same returns the score is computed from (validation
 returns when the score source is validation); a pair it refuses is written as an ``exploit_refused`` event.
+
+Callbacks (:mod:`rpbt.callbacks`) are called after each round's commit; one returning ``False`` stops the run there
+(a ``stop`` event, no ``end``), so the run directory is that of a run interrupted at the round boundary. The budget
+is counted in learner updates played (``runner.json``'s ``updates``), not rounds, so a resume with a larger
+``run.total_env_steps`` (:func:`rpbt.pbt.resume.resume_config`) goes on from where the run stopped.
 """
 
 from __future__ import annotations
@@ -31,22 +36,23 @@ import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
+from rpbt.callbacks import CallbackList, StopAtScore
 from rpbt.checkpoint import MemberState
-from rpbt.config import Config, PBTConfig, member_hparams
+from rpbt.config import Config, ConfigError, PBTConfig, member_hparams
 from rpbt.pbt.backends import backend_reason, make_backend
 from rpbt.pbt.backends.base import Backend
 from rpbt.pbt.faults import MemberFaultError, MemberFaults, ObsOutlierWarning
 from rpbt.pbt.records import MemberRecord, records_from_state, records_to_state
 from rpbt.pbt.resume import ResumeWarning, restore_newest, resume_candidates
-from rpbt.pbt.round_log import RoundLog
+from rpbt.pbt.round_log import RoundLog, exploit_info, round_info, run_summary, training_start_info
 from rpbt.pbt.scheduler import Decision, PBTScheduler
-from rpbt.pbt.scoring import RoundScores, ScoreSource, check_run_inputs
+from rpbt.pbt.scoring import RoundScores, ScoreFn, ScoreSource, check_run_inputs
 from rpbt.pbt.selection import truncation_group_size
 from rpbt.pbt.space import SearchSpace
 from rpbt.run.output import say
-from rpbt.run.rundir import RunDirectory, RunDirError, clean_float, round_folder
+from rpbt.run.rundir import RunDirectory, RunDirError, round_folder
 from rpbt.run.storage import CheckpointStore, is_url
 
 # The errors and warnings a run raises, importable from the module that runs it.
@@ -121,20 +127,28 @@ class PopulationRunner:
         cfg: the resolved run config.
         run_dir: the run directory (created by :meth:`start`, reopened by :meth:`resume`).
         backend: optional prebuilt backend (tests); built from ``backend.kind`` otherwise.
+        callbacks: :class:`rpbt.callbacks.Callback` instances, called in this (the driver) process; with
+            ``run.stop_at_score`` a :class:`~rpbt.callbacks.StopAtScore` is added after them.
+        score_fn: a custom score function (:mod:`rpbt.pbt.scoring`), called in this process.
     """
 
-    def __init__(self, cfg: Config, run_dir: Path, backend: Optional[Backend] = None):
+    def __init__(self, cfg: Config, run_dir: Path, backend: Optional[Backend] = None, callbacks: Sequence[Any] = (),
+                 score_fn: Optional[ScoreFn] = None):
         self.cfg = cfg
         self.P = cfg.pbt.population_size
         self.rundir = RunDirectory(Path(run_dir), self.P, tensorboard=cfg.run.tensorboard)
         self.space = SearchSpace(cfg.pbt.search_space)
         self.scheduler = PBTScheduler.from_config(cfg.pbt, seed=cfg.run.seed)
-        self.score_source = ScoreSource.from_config(cfg)
+        self.score_source = ScoreSource.from_config(cfg, score_fn)
+        stop = [] if cfg.run.stop_at_score is None else [StopAtScore(cfg.run.stop_at_score, cfg.pbt.mode)]
+        self.callbacks = CallbackList([*callbacks, *stop])
         self.faults = MemberFaults(cfg, self.rundir)
         self.log = RoundLog(cfg, self.rundir, self.space.names)
         self.steps_per_update = cfg.env.num_envs * cfg.agent.num_steps
         self.total_updates = math.ceil(cfg.run.total_env_steps / self.steps_per_update)
-        self.total_rounds = math.ceil(self.total_updates / cfg.pbt.perturbation_interval)
+        self.updates_done = 0  # the schedule's learner updates per member so far (committed rounds)
+        self.stopped: Optional[str] = None  # why a callback stopped the run (None: it goes on / ran to the end)
+        self.evaluation_cost = {"episodes": 0, "env_steps": 0, "seconds": 0.0}  # score_source evaluation, so far
         self.round = 0
         self.members = [MemberRecord() for _ in range(self.P)]
         self.history: list[str] = []  # kept committed round folders, newest first
@@ -142,14 +156,23 @@ class PopulationRunner:
         self._backend = backend
         self.backend: Optional[Backend] = None
 
+    @property
+    def total_rounds(self) -> int:
+        """Rounds of the whole run: those played, then ``pbt.perturbation_interval`` updates each (the last one
+        cut by the budget) until ``run.total_env_steps``."""
+        left = max(self.total_updates - self.updates_done, 0)
+        return self.round + math.ceil(left / self.cfg.pbt.perturbation_interval)
+
     # ------------------------------------------------------------------------------------------ lifecycle
-    def start(self, overwrite: bool = False) -> None:
+    def start(self, overwrite: bool = False, init_from: Optional[Any] = None) -> None:
         """Sample initial hyperparameters, build the backend, then create (and lock) the run directory.
 
         The trading data is checked and the backend built first, so bad data or a bad environment or backend
         setting fails before anything is written. ``overwrite`` replaces an existing *rpbt run directory* at the
         path (never any other folder, never one that another rpbt process holds); raises
-        :class:`~rpbt.run.rundir.RunDirError` otherwise.
+        :class:`~rpbt.run.rundir.RunDirError` otherwise. ``init_from``: a loaded
+        :class:`~rpbt.pbt.warm_start.WarmStart` every member starts from (checked against the learner before
+        anything is written).
         """
         data = check_run_inputs(self.cfg)
         no_exploit = no_exploit_warning(self.cfg.pbt, self.total_updates)
@@ -159,6 +182,12 @@ class PopulationRunner:
         if overwrite and self.rundir.path.exists():
             self.rundir.check_replaceable()
         self.backend = self._backend or make_backend(self.cfg, hparams)
+        if init_from is not None:
+            try:
+                init_from.apply(self.backend, self.cfg)
+            except BaseException:
+                self.close()
+                raise
         single_donor = single_donor_warning(self.cfg.pbt) if no_exploit is None else None
         if single_donor is not None:  # once the backend is built: a run that cannot start says only its error
             warnings.warn(SingleDonorWarning(single_donor), stacklevel=2)
@@ -168,16 +197,9 @@ class PopulationRunner:
         self.rundir.lock()
         self.rundir.set_elapsed(0.0)
         self.backend.attach_run(self.rundir)  # sharded backends: failure events, committed checkpoints
-        start = {"type": "start", "round": 0, "population_size": self.P, "backend": self.backend.kind,
-                 "num_workers": self.backend.num_workers, "backend_reason": backend_reason(self.cfg, self.backend),
-                 "hparams": hparams, "search_space": self.space.to_json()}
-        if data is not None:  # trading: which bars, and how their timestamps were read (merged Date + Time, ...)
-            start["data"] = {"path": data.source or data.name, "bars": len(data), "timestamps": data.timestamps_from}
-            log.info("trading data %s: %d bars; timestamps: %s", start["data"]["path"], len(data),
-                     data.timestamps_from)
-        self.rundir.write_event(start)
+        self.rundir.write_event(_start_event(self, hparams, data, init_from))
 
-    def resume(self) -> None:
+    def resume(self, changes: Optional[dict[str, list[Any]]] = None) -> None:
         """Reopen the run directory at its newest restorable committed round and restore every member from it.
 
         Candidates are the kept rounds of ``checkpoints/runner.json`` (``history``, newest first). A round whose
@@ -185,44 +207,27 @@ class PopulationRunner:
         recorded in :attr:`skipped`, the ``resume`` event and a :class:`ResumeWarning`); the first that restores
         wins. Nothing in the run directory changes until one has been restored; then the events and metrics of
         later rounds are dropped, temporary files of cut-short writes are removed and, after a skip, runner.json is
-        rewritten to name the resumed round. Raises :class:`~rpbt.checkpoint.CheckpointError` (naming the files) when no
-        kept round restores, :class:`~rpbt.run.rundir.RunDirError` for a missing or bad runner.json.
+        rewritten to name the resumed round. ``changes``: the budget keys a resume changed (``{key: [old, new]}``,
+        :func:`rpbt.pbt.resume.resume_config`; this runner's config holds the new values): ``config.yaml`` is
+        rewritten with them once the round is restored, and the ``resume`` event names them. Raises
+        :class:`~rpbt.checkpoint.CheckpointError` (naming the files) when no kept round restores,
+        :class:`~rpbt.run.rundir.RunDirError` for a missing or bad runner.json, :class:`~rpbt.config.ConfigError`
+        for a ``run.total_env_steps`` below the env steps already played.
         """
         self.rundir.lock()
         try:
             latest = self.rundir.read_runner_state()
-            if latest.get("replay"):
-                raise RunDirError(f"{self.rundir.path}: a replay run (`rpbt replay`) cannot be resumed; run the "
-                                  "same `rpbt replay` again with --overwrite")
-            check_run_inputs(self.cfg)
+            _check_resumable(self, latest)
             self.skipped = []
             state = restore_newest(self.rundir, latest, self.scheduler, self._backend_for, self.skipped)
+            _check_budget(self, state)
         except BaseException:
             if self.backend is not None:
                 self.backend.close()
                 self.backend = None
             self.rundir.unlock()
             raise
-        self.round = int(state["round"])
-        self.members = records_from_state(state, self.P)
-        folder = state.get("checkpoint_dir") or round_folder(self.round)
-        candidates = resume_candidates(latest)[1]
-        self.history = candidates[candidates.index(folder):]
-        self.rundir.remove_temp_files()
-        kept = self.rundir.truncate_events_after(self.round)
-        self.rundir.truncate_metrics_after(self.round)
-        # The run's clock goes on from the resumed round's commit, or from a later kept line (an earlier resume).
-        times = [float(e["time"]) for e in kept if isinstance(e.get("time"), (int, float))]
-        self.rundir.set_elapsed(max([float(state.get("time_s") or 0.0), *times]))
-        if self.skipped:
-            self.rundir.write_runner_state({**state, "history": self.history})
-            self.rundir.write_summary(self.summary())
-        event: dict[str, Any] = {"type": "resume", "round": self.round, "backend": self.backend.kind,
-                                 "num_workers": self.backend.num_workers,
-                                 "backend_reason": backend_reason(self.cfg, self.backend)}
-        if self.skipped:
-            event["skipped"] = self.skipped
-        self.rundir.write_event(event)
+        _reopen(self, latest, state, changes)
 
     def _backend_for(self, states: list[MemberState]) -> Backend:
         """The backend a resume restores into, built (once) with the hyperparameters of the round it restores."""
@@ -232,12 +237,20 @@ class PopulationRunner:
         return self.backend
 
     def run(self, progress: Optional[bool] = None) -> dict[str, Any]:
-        """Play rounds until every member has ``run.total_env_steps``; returns the final summary."""
+        """Play rounds until every member has ``run.total_env_steps`` or a callback stops the run; returns the final
+        summary (with ``stopped``, the reason, after a stop: then no ``end`` event is written, as after an
+        interruption at a round boundary, and ``rpbt resume`` continues the run)."""
         try:
-            _play_all(self, self.cfg.run.progress if progress is None else progress)
+            if self.callbacks and not self.callbacks.call("on_training_start", training_start_info(self)):
+                _stop(self)
+            if self.stopped is None:
+                _play_all(self, self.cfg.run.progress if progress is None else progress)
             summary = self.summary()
-            self.log.hparams()
-            self.rundir.write_event({"type": "end", "round": self.round, "env_steps": self.env_steps()})
+            if self.stopped is None:
+                self.log.hparams()
+                self.rundir.write_event({"type": "end", "round": self.round, "env_steps": self.env_steps()})
+            self.callbacks.call("on_training_end", {"round": self.round, "summary": summary,
+                                                    "stopped": self.stopped})
             return summary
         finally:
             self.close()
@@ -253,14 +266,17 @@ class PopulationRunner:
         """Train one round, score, decide, transfer, record and commit. Returns the exploit events."""
         r = self.round + 1
         started = time.perf_counter()
-        per_member = self.backend.train(self._updates_in(r))
+        n_updates = self._updates_in(r)
+        per_member = self.backend.train(n_updates)
         train_s = time.perf_counter() - started
         outliers = self.faults.count_obs_outliers(r, per_member, self.members)  # first: a spike may be the fault
         faulty = self.faults.handle(r, per_member, self.members, self.backend)
         info = self.backend.member_info()
-        scored = self.score_round(info, faulty)
+        scored = self.score_round(info, faulty, r)
         self.log.metrics(r, per_member, info, scored, self.members)
         self.log.round(r, info, scored, outliers, train_s)
+        if scored.cost is not None:
+            self.evaluation_cost = {k: round(v + scored.cost[k], 4) for k, v in self.evaluation_cost.items()}
         decision = self.scheduler.step(scored.scores, [info[m]["hparams"] for m in range(self.P)],
                                        [info[m]["updates"] for m in range(self.P)],
                                        returns=scored.returns if self.cfg.pbt.ttest else None, eligible=scored.eligible)
@@ -270,19 +286,24 @@ class PopulationRunner:
         events = [self.log.exploit(r, env_steps, d, m, transfer_s) for d, m in zip(decision.exploits, measurements)]
         self.record(r, info, scored, decision.exploits)
         self.round = r
+        self.updates_done += n_updates
         self.commit()
+        if self.callbacks:
+            _round_hooks(self, info, scored, events)
         return events
 
     def _updates_in(self, r: int) -> int:
-        """Learner updates of round ``r``: ``pbt.perturbation_interval``, fewer in a last round cut by the budget."""
-        interval = self.cfg.pbt.perturbation_interval
-        return min(interval, self.total_updates - (r - 1) * interval)
+        """Learner updates of round ``r``: ``pbt.perturbation_interval``, fewer in a last round cut by the budget
+        (counted from the updates played, so a budget extended on resume continues where the run stopped)."""
+        return min(self.cfg.pbt.perturbation_interval, self.total_updates - self.updates_done)
 
-    def score_round(self, info: dict[int, dict[str, Any]], faulty: set[int]) -> RoundScores:
-        """Every member's score of the round from the run's score source; a faulty member has none (never a
-        donor)."""
+    def score_round(self, info: dict[int, dict[str, Any]], faulty: set[int], r: int = 0) -> RoundScores:
+        """Every member's score of round ``r`` from the run's score source; a faulty member has none (never a
+        donor). The evaluation source evaluates only members ready at this round (:meth:`PBTScheduler.ready`)."""
         marks = [record.episode_mark for record in self.members]
-        return self.score_source.score_round(self.backend, range(self.P), info, marks).without(faulty)
+        ready = [self.scheduler.ready(m, info[m]["updates"]) and m not in faulty for m in range(self.P)]
+        return self.score_source.score_round(self.backend, range(self.P), info, marks, round_=r,
+                                             ready=ready).without(faulty)
 
     def transfer(self, exploits: list[Decision]) -> tuple[list[dict[str, Any]], float]:
         """Carry out the exploits (one backend call); returns each one's measurements and the seconds it took."""
@@ -320,8 +341,12 @@ class PopulationRunner:
         self.backend.save_checkpoints(target.location)
         history = [folder] + [f for f in self.history if f != folder][: max(self.cfg.run.keep_checkpoints, 1) - 1]
         state = {"round": self.round, "checkpoint_dir": folder, "scheduler": self.scheduler.state_dict(),
-                 **records_to_state(self.members), "env_steps": self.env_steps(), "time_s": self.rundir.elapsed(),
-                 "history": history, **({"storage": storage} if storage else {})}
+                 **records_to_state(self.members), "env_steps": self.env_steps(), "updates": self.updates_done,
+                 "time_s": self.rundir.elapsed(), "history": history, **({"storage": storage} if storage else {})}
+        if self.score_source.kind == "evaluation":
+            state["evaluation_cost"] = self.evaluation_cost
+        if self.score_source.score_fn is not None:
+            state["score_fn"] = _qualname(self.score_source.score_fn)
         self.rundir.write_round_state(folder, state, store)
         self.rundir.write_runner_state(state)
         self.history = history
@@ -330,7 +355,8 @@ class PopulationRunner:
 
     # ------------------------------------------------------------------------------------------ reporting
     def env_steps(self) -> int:
-        return min(self.round * self.cfg.pbt.perturbation_interval, self.total_updates) * self.steps_per_update
+        """The schedule's env steps per member so far (a member restored after a fault may have fewer)."""
+        return self.updates_done * self.steps_per_update
 
     def best_member(self) -> Optional[int]:
         sign = 1.0 if self.cfg.pbt.mode == "max" else -1.0
@@ -338,27 +364,113 @@ class PopulationRunner:
         valid = [(sign * s, -m) for m, s in enumerate(scores) if s is not None and math.isfinite(s)]
         return -max(valid)[1] if valid else None
 
-    def describe(self) -> str:
-        best = self.best_member()
-        score = f"{self.members[best].score:.3f}" if best is not None else "n/a"
-        return f"round {self.round}/{self.total_rounds}  best score {score}"
-
     def summary(self) -> dict[str, Any]:
-        best = self.best_member()
-        info = self.backend.member_info() if self.backend is not None else {}
-        return {
-            "round": self.round,
-            "rounds_total": self.total_rounds,
-            "env_steps": self.env_steps(),  # the schedule's; member_env_steps: each member's own
-            "member_env_steps": [int(info[m]["env_steps"]) for m in range(self.P)] if info else None,
-            "best_member": best,
-            "best_score": clean_float(self.members[best].score) if best is not None else None,
-            "hparams": info.get(best, {}).get("hparams") if best is not None else None,
-            "scores": [clean_float(record.score) for record in self.members],
-            "lineage": self.members[best].lineage if best is not None else [],
-            "exploitation_count": [record.exploitation_count for record in self.members],
-            "wall_time_s": round(self.rundir.elapsed(), 2),
-        }
+        """``summary.json``'s content (:func:`rpbt.pbt.round_log.run_summary`)."""
+        return run_summary(self)
+
+
+def _start_event(runner: PopulationRunner, hparams: list[dict[str, Any]], data: Any, init_from: Any
+                 ) -> dict[str, Any]:
+    """The ``start`` event: backend, initial hyperparameters, search space; the warm start, score function and
+    trading data when there are."""
+    backend = runner.backend
+    start = {"type": "start", "round": 0, "population_size": runner.P, "backend": backend.kind,
+             "num_workers": backend.num_workers, "backend_reason": backend_reason(runner.cfg, backend),
+             "hparams": hparams, "search_space": runner.space.to_json()}
+    if init_from is not None:
+        start["init_from"] = init_from.describe()
+    if runner.score_source.score_fn is not None:
+        start["score_fn"] = _qualname(runner.score_source.score_fn)
+    if data is not None:  # trading: which bars, and how their timestamps were read (merged Date + Time, ...)
+        start["data"] = {"path": data.source or data.name, "bars": len(data), "timestamps": data.timestamps_from}
+        log.info("trading data %s: %d bars; timestamps: %s", start["data"]["path"], len(data), data.timestamps_from)
+    return start
+
+
+def _round_hooks(runner: PopulationRunner, info: dict[int, dict[str, Any]], scored: RoundScores,
+                 events: list[dict[str, Any]]) -> None:
+    """After a committed round: ``on_exploit`` for each exploit event, then ``on_round_end``; stop when any hook
+    returned ``False``."""
+    go_on = [runner.callbacks.call("on_exploit", exploit_info(e)) for e in events]
+    go_on.append(runner.callbacks.call("on_round_end", round_info(runner, info, scored, events)))
+    if not all(go_on):
+        _stop(runner)
+
+
+def _stop(runner: PopulationRunner) -> None:
+    """A callback asked to stop (the round is committed): the reason in a ``stop`` event and ``summary.json``,
+    and a line saying how to go on."""
+    runner.stopped = runner.callbacks.stopped_by or "a callback returned False"
+    runner.rundir.write_event({"type": "stop", "round": runner.round, "env_steps": runner.env_steps(),
+                               "reason": runner.stopped})
+    runner.rundir.write_summary(runner.summary())
+    if runner.cfg.run.progress:
+        say(f"rpbt: stopped after round {runner.round}: {runner.stopped}; `rpbt resume {runner.rundir.path}` goes on")
+
+
+def _check_resumable(runner: PopulationRunner, latest: dict[str, Any]) -> None:
+    """Refuse a replay run, bad trading data, and a run scored by a ``score_fn`` resumed without one."""
+    if latest.get("replay"):
+        raise RunDirError(f"{runner.rundir.path}: a replay run (`rpbt replay`) cannot be resumed; run the same `rpbt "
+                          "replay` again with --overwrite")
+    check_run_inputs(runner.cfg)
+    if latest.get("score_fn") and runner.score_source.score_fn is None:
+        raise ConfigError(f"{runner.rundir.path} was scored by the custom score function {latest['score_fn']}; "
+                          "resume it with rpbt.resume(run_dir, score_fn=...) (the command line cannot pass one)")
+
+
+def _check_budget(runner: PopulationRunner, state: dict[str, Any]) -> None:
+    """Set the updates played from the restored round's state (older runs: the members' largest count) and refuse
+    a budget below them."""
+    played = state.get("updates", max(i["updates"] for i in runner.backend.member_info().values()))
+    runner.updates_done = int(played)
+    if runner.updates_done > runner.total_updates:
+        raise ConfigError(f"run.total_env_steps {runner.cfg.run.total_env_steps} is below the "
+                          f"{runner.updates_done * runner.steps_per_update} env steps per member "
+                          f"{runner.rundir.path} has played; give more to extend it")
+
+
+def _reopen(runner: PopulationRunner, latest: dict[str, Any], state: dict[str, Any],
+            changes: Optional[dict[str, list[Any]]]) -> None:
+    """After a resume restored ``state``: the runner's records, the run directory cut back to that round, the
+    rewritten config (``changes``) and the ``resume`` event (see :meth:`PopulationRunner.resume`)."""
+    runner.round = int(state["round"])
+    runner.evaluation_cost.update(state.get("evaluation_cost") or {})
+    runner.members = records_from_state(state, runner.P)
+    folder = state.get("checkpoint_dir") or round_folder(runner.round)
+    candidates = resume_candidates(latest)[1]
+    runner.history = candidates[candidates.index(folder):]
+    rundir = runner.rundir
+    rundir.remove_temp_files()
+    kept = rundir.truncate_events_after(runner.round)
+    rundir.truncate_metrics_after(runner.round)
+    # The run's clock goes on from the resumed round's commit, or from a later kept line (an earlier resume).
+    times = [float(e["time"]) for e in kept if isinstance(e.get("time"), (int, float))]
+    rundir.set_elapsed(max([float(state.get("time_s") or 0.0), *times]))
+    if runner.skipped:
+        rundir.write_runner_state({**state, "history": runner.history})
+        rundir.write_summary(runner.summary())
+    backend = runner.backend
+    event: dict[str, Any] = {"type": "resume", "round": runner.round, "backend": backend.kind,
+                             "num_workers": backend.num_workers, "backend_reason": backend_reason(runner.cfg, backend)}
+    if runner.skipped:
+        event["skipped"] = runner.skipped
+    if changes:
+        rundir.write_config(runner.cfg)
+        event["changed"] = changes
+    rundir.write_event(event)
+
+
+def _qualname(fn: Any) -> str:
+    """``module:qualname`` of a function (what the run records of a custom score function)."""
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+
+
+def _describe(runner: PopulationRunner) -> str:
+    """``round 3/40  best score 0.812``: the progress line's words."""
+    best = runner.best_member()
+    score = f"{runner.members[best].score:.3f}" if best is not None else "n/a"
+    return f"round {runner.round}/{runner.total_rounds}  best score {score}"
 
 
 def _play_all(runner: PopulationRunner, show: bool) -> None:
@@ -373,13 +485,13 @@ def _play_all(runner: PopulationRunner, show: bool) -> None:
                    TextColumn("{task.completed:,.0f}/{task.total:,.0f} env steps per member"),
                    TimeElapsedColumn(), TimeRemainingColumn()]
         with Progress(*columns) as bar:
-            task = bar.add_task(runner.describe(), total=runner.total_updates * runner.steps_per_update,
+            task = bar.add_task(_describe(runner), total=runner.total_updates * runner.steps_per_update,
                                 completed=runner.env_steps())
-            while runner.round < runner.total_rounds:
+            while runner.round < runner.total_rounds and runner.stopped is None:
                 runner.play_round()
-                bar.update(task, completed=runner.env_steps(), description=runner.describe())
+                bar.update(task, completed=runner.env_steps(), description=_describe(runner))
         return
-    while runner.round < runner.total_rounds:
+    while runner.round < runner.total_rounds and runner.stopped is None:
         runner.play_round()
         if show:
-            say(f"{runner.describe()}  env steps {runner.env_steps():,}")
+            say(f"{_describe(runner)}  env steps {runner.env_steps():,}")

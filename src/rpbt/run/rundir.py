@@ -224,6 +224,10 @@ class RunDirectory:
         atomic_write_text(self.path / "config.yaml", config_text)
         self.events_path.touch()
 
+    def write_config(self, cfg: Config) -> None:
+        """Replace ``config.yaml`` atomically (a resume that changed the budget)."""
+        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
     # ---------------------------------------------------------------------------------------- events
     def write_event(self, event: dict[str, Any]) -> None:
         """Append one line to ``events.jsonl``; ``time`` is the run's clock (:meth:`elapsed`)."""

@@ -18,8 +18,8 @@ def test_every_backend_implements_the_protocol():
     from rpbt.pbt.backends.ray import RayBackend
 
     methods = [n for n, v in vars(Backend).items() if inspect.isfunction(v) and not n.startswith("_")]
-    assert set(methods) == {"train", "member_info", "evaluate_members", "snapshot", "restore", "exploit",
-                            "exploit_many", "save_checkpoints", "attach_run", "close"}
+    assert set(methods) == {"train", "member_info", "evaluate_members", "evaluate_episodes", "snapshot", "restore",
+                            "exploit", "exploit_many", "save_checkpoints", "attach_run", "close"}
     for cls in (LocalBackend, ProcessBackend, RayBackend):
         for name in methods:
             assert callable(getattr(cls, name, None)), f"{cls.__name__} lacks {name}"

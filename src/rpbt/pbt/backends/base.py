@@ -54,6 +54,14 @@ class Backend(Protocol):
         that does not exist."""
         ...
 
+    def evaluate_episodes(self, members: Sequence[int], seeds: Sequence[int], split: str = "validation"
+                          ) -> dict[int, dict[str, list]]:
+        """Deterministic episodes of ``members``, one reset with each of ``seeds`` (the same for every member), on
+        ``split`` (trading; ignored otherwise): ``{member: {"returns": [float per episode], "lengths": [env steps
+        per episode]}}``, in the order of ``members``. Leaves the members' training state untouched. Used by
+        ``pbt.score_source: evaluation`` with held-out seeds."""
+        ...
+
     def snapshot(self, member: int) -> MemberState:
         """The member's whole state (weights, optimizer, normalizers, hyperparameters, counters, RNG) as a
         :class:`~rpbt.checkpoint.MemberState`. Raises ``IndexError`` / ``KeyError`` for a member that does not

@@ -23,9 +23,8 @@ if TYPE_CHECKING:
     from rpbt.config import Config
     from rpbt.pbt.backends.shard import Shard
 
-__all__ = ["Command", "Ping", "Train", "MemberInfo", "EvaluateMembers", "Snapshot", "SnapshotMany", "SaveMembers",
-           "Restore",
-           "Exploit", "Close", "ShardServer"]
+__all__ = ["Command", "Ping", "Train", "MemberInfo", "EvaluateMembers", "EvaluateEpisodes", "Snapshot", "SnapshotMany",
+           "SaveMembers", "Restore", "Exploit", "Close", "ShardServer"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +85,20 @@ class EvaluateMembers(Command):
 
     def run(self, shard: "Shard") -> dict[int, list[float]]:
         return shard.evaluate_members([int(m) for m in self.members], str(self.split))
+
+
+@dataclass(frozen=True)
+class EvaluateEpisodes(Command):
+    """Deterministic episodes of ``members`` reset with ``seeds`` on ``split`` -> ``{member: {"returns",
+    "lengths"}}`` (:meth:`Shard.evaluate_episodes`)."""
+
+    members: Sequence[int]
+    seeds: Sequence[int]
+    split: str = "validation"
+    name = "evaluate_episodes"
+
+    def run(self, shard: "Shard") -> dict[int, dict[str, list]]:
+        return shard.evaluate_episodes([int(m) for m in self.members], [int(s) for s in self.seeds], str(self.split))
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,11 @@ class LocalBackend:
         """Deterministic evaluation returns per member (see :meth:`Shard.evaluate_members`)."""
         return self.shard.evaluate_members(members, split)
 
+    def evaluate_episodes(self, members: Sequence[int], seeds: Sequence[int], split: str = "validation"
+                          ) -> dict[int, dict[str, list]]:
+        """Deterministic episodes reset with ``seeds``: returns and lengths (see :meth:`Shard.evaluate_episodes`)."""
+        return self.shard.evaluate_episodes(members, seeds, split)
+
     def evaluate(self, member: int, split: str = "validation") -> list[float]:
         """Deterministic evaluation returns of one member (see :meth:`Shard.evaluate`)."""
         return self.shard.evaluate(member, split)

@@ -95,6 +95,18 @@ class Shard:
                                    episodes=self.cfg.env.trading.eval_episodes, seed=self.cfg.run.seed)
         return {int(m): results[i].returns for m, i in zip(members, local)}
 
+    def evaluate_episodes(self, members: Sequence[int], seeds: Sequence[int], split: str = "validation"
+                          ) -> dict[int, dict[str, list]]:
+        """Deterministic episodes of ``members`` reset with ``seeds`` (one episode each, the same for every member;
+        held-out scoring, :func:`rpbt.seeding.heldout_episode_seeds`), batched in one pass, on ``split`` (trading;
+        ignored otherwise). Leaves the training state untouched. Returns ``{member: {"returns": [float per
+        episode], "lengths": [env steps per episode]}}``; raises ``KeyError`` for a member not in this shard."""
+        from rpbt.evaluation.policy import evaluate_members
+
+        local = [self.local[int(m)] for m in members]
+        results = evaluate_members(self.policy, local, self.cfg.env, split, seeds=list(seeds))
+        return {int(m): {"returns": results[i].returns, "lengths": results[i].lengths} for m, i in zip(members, local)}
+
     def evaluate(self, member: int, split: str = "validation") -> list[float]:
         """Deterministic evaluation returns of one member; see :meth:`evaluate_members`."""
         return self.evaluate_members([member], split)[int(member)]

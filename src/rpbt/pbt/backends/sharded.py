@@ -29,6 +29,7 @@ from rpbt.checkpoint import MemberState
 from rpbt.config import Config
 from rpbt.pbt.backends.commands import (
     Command,
+    EvaluateEpisodes,
     EvaluateMembers,
     Exploit,
     MemberInfo,
@@ -189,6 +190,13 @@ class ShardedBackend:
     def evaluate_members(self, members: Sequence[int], split: str = "validation") -> dict[int, list[float]]:
         """Deterministic evaluation returns per member, each shard evaluating its own members in parallel."""
         commands = {k: EvaluateMembers(ms, split) for k, ms in self.routing.by_shard(members).items()}
+        return self._gather(self._run_all(commands), members)
+
+    def evaluate_episodes(self, members: Sequence[int], seeds: Sequence[int], split: str = "validation"
+                          ) -> dict[int, dict[str, list]]:
+        """Deterministic episodes reset with ``seeds``, returns and lengths per member, each shard evaluating its own
+        members in parallel (see :meth:`rpbt.pbt.backends.shard.Shard.evaluate_episodes`)."""
+        commands = {k: EvaluateEpisodes(ms, list(seeds), split) for k, ms in self.routing.by_shard(members).items()}
         return self._gather(self._run_all(commands), members)
 
     def snapshot(self, member: int) -> MemberState:
