@@ -255,6 +255,17 @@ def set_dotted(data: dict[str, Any], key: str, value: Any, where: str) -> None:
     DottedSetter(data).set(key, value, where)
 
 
+def dotted_items(data: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{"section.key": value}`` (the inverse of :func:`set_dotted`; a leaf is anything that
+    is not a dict, lists included)."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(dotted_items(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: data}
+
+
 def _unaliased(key: str) -> str:
     """A dotted key with a search dimension's ``agent.`` prefix left out (``pbt.search_space.agent.gamma.low`` ->
     ``pbt.search_space.gamma.low``): both reach one dimension."""

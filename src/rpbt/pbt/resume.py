@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from rpbt.checkpoint import CheckpointError, MemberState, naming_checkpoint
 from rpbt.config import Config, ConfigError
+from rpbt.config.loading import dotted_items
 from rpbt.pbt.scheduler import PBTScheduler
 from rpbt.run.rundir import ROUND_FOLDER, RunDirError, round_folder
 
@@ -33,14 +34,6 @@ __all__ = ["ResumeWarning", "RESUMABLE_KEYS", "resume_config", "resume_candidate
 #: The keys ``rpbt resume RUN key=value`` may change: the budget, the early stop, and what is printed.
 RESUMABLE_KEYS = ("run.total_env_steps", "run.stop_at_score", "run.progress")
 
-
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for k, v in data.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: data}
 
 
 def resume_config(run_dir: Path, overrides: list[str]) -> tuple[Config, dict[str, list[Any]]]:
@@ -58,7 +51,7 @@ def resume_config(run_dir: Path, overrides: list[str]) -> tuple[Config, dict[str
     cfg = load_config(path, list(overrides))
     if saved.env._env_fn is not None:
         cfg.env.with_env_fn(saved.env._env_fn)
-    old, new = _flat(saved.to_dict()), _flat(cfg.to_dict())
+    old, new = dotted_items(saved.to_dict()), dotted_items(cfg.to_dict())
     changed = {k: [old.get(k), new.get(k)] for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
     fixed = [k for k in changed if k not in RESUMABLE_KEYS]
     if fixed:

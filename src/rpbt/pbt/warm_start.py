@@ -27,6 +27,7 @@ from typing import Any, Optional, Union
 
 from rpbt.checkpoint import MemberState
 from rpbt.config import Config, ConfigError
+from rpbt.config.loading import dotted_items
 from rpbt.run.rundir import RunDirectory, RunDirError, load_run_config, require_run_dir
 
 __all__ = ["WarmStart", "warm_keys", "parse_init_from"]
@@ -58,14 +59,6 @@ def parse_init_from(spec: Union[str, Path]) -> tuple[Path, Optional[int]]:
                           f"got {member!r}")
     return Path(run), int(member)
 
-
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for k, v in data.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: data}
 
 
 class WarmStart:
@@ -141,7 +134,7 @@ class WarmStart:
 
     def _differences(self, cfg: Config) -> str:
         """The shape-relevant settings that differ between the source run's config and ``cfg``."""
-        old, new = _flat(self.config.to_dict()), _flat(cfg.to_dict())
+        old, new = dotted_items(self.config.to_dict()), dotted_items(cfg.to_dict())
         diff = [f"{k}: {old.get(k)!r} there, {new.get(k)!r} here" for k in sorted(set(old) | set(new))
                 if k.startswith(SHAPE_SETTINGS) and old.get(k) != new.get(k)]
         return ("settings that differ: " + "; ".join(diff)) if diff else \

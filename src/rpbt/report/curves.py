@@ -47,10 +47,8 @@ def plot_training_curves(run: RunData, axis: XAxis, path: Path, smooth_rounds: i
     title = "Training curves per member"
     keys = [(k, t) for k, t in CURVE_KEYS if any(m is not None and m.has_data(k) for m in run.metrics.values())]
     if not keys:
-        msg = "No training metrics yet (members/<i>/metrics.csv missing or without " \
-              + ", ".join(k for k, _ in CURVE_KEYS) + ")."
-        message_figure(path, title, msg)
-        return [msg]
+        return message_figure(path, title, "No training metrics yet (members/<i>/metrics.csv missing or without "
+                              + ", ".join(k for k, _ in CURVE_KEYS) + ").")
     colors = member_colors(run.population_size)
     window = max(1, smooth_rounds * updates_per_round(run)) if smooth_rounds > 1 else 1
     fig = new_figure(13, 3.3 * ((len(keys) + 1) // 2) + 0.6)

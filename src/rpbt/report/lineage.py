@@ -175,15 +175,6 @@ def derive_lineage(events: list[dict], population_size: Optional[int] = None) ->
     scores = latest_scores(rounds, population)
     ranked = [i for i in range(population) if scores[i] is not None]
     best = max(ranked, key=lambda i: (scores[i], -i)) if ranked else None
-    return Lineage(
-        population_size=population,
-        last_round=last_round,
-        exploits=exploits,
-        received=received,
-        ancestry=ancestry,
-        origin=origin,
-        origin_by_round=origin_by_round,
-        scores=scores,
-        best_member=best,
-        best_ancestry=list(ancestry[best]) if best is not None else [],
-    )
+    return Lineage(population_size=population, last_round=last_round, exploits=exploits, received=received,
+                   ancestry=ancestry, origin=origin, origin_by_round=origin_by_round, scores=scores, best_member=best,
+                   best_ancestry=list(ancestry[best]) if best is not None else [])

@@ -31,9 +31,7 @@ def plot_lineage(run: RunData, lineage: Lineage, path: Path) -> list[str]:
     title = "Lineage: whose weights each member carries"
     P, R = lineage.population_size, lineage.last_round
     if P == 0 or R == 0:
-        msg = "No completed round yet: no lineage to draw."
-        message_figure(path, title, msg)
-        return [msg]
+        return message_figure(path, title, "No completed round yet: no lineage to draw.")
     notes: list[str] = []
     colors = root_colors(lineage)
     fig = new_figure(max(8.0, min(18.0, 4.0 + 0.22 * R)), max(3.0, 0.42 * P + 1.6))

@@ -75,9 +75,8 @@ def plot_scores(run: RunData, axis: XAxis, path: Path, smooth_rounds: int = 1) -
     title = "Score of every member"
     series, source = score_series(run, axis)
     if source == "none":
-        msg = "No scores yet (no \"round\" event with a score, no pbt/score in metrics.csv)."
-        message_figure(path, title, msg)
-        return [msg]
+        return message_figure(path, title,
+                              "No scores yet (no \"round\" event with a score, no pbt/score in metrics.csv).")
     notes: list[str] = []
     if source == "metrics":
         notes.append("Scores taken from members/<i>/metrics.csv (pbt/score): the round events carry none.")
@@ -179,14 +178,11 @@ def plot_hparams(run: RunData, axis: XAxis, path: Path) -> list[str]:
     title = "Searched hyperparameters"
     names = run.hparam_names
     if not names:
-        msg = "No searched hyperparameters (no search space in the \"start\" event, no hparams in the rounds)."
-        message_figure(path, title, msg)
-        return [msg]
+        return message_figure(path, title, "No searched hyperparameters (no search space in the \"start\" event, "
+                                           "no hparams in the rounds).")
     data = hparam_series(run, axis)
     if not any(data[n] for n in names):
-        msg = "No hyperparameter values recorded yet."
-        message_figure(path, title, msg)
-        return [msg]
+        return message_figure(path, title, "No hyperparameter values recorded yet.")
     colors = member_colors(run.population_size)
     ncols = 1 if len(names) == 1 else 2
     nrows = (len(names) + ncols - 1) // ncols
@@ -270,14 +266,11 @@ def plot_value_loss(run: RunData, path: Path, window: Optional[int] = None) -> l
     the donor's value loss at its last update before the exploit (bottom); geometric mean + faint individuals."""
     title = "Value loss around exploits"
     if not run.exploits:
-        msg = "No exploits yet."
-        message_figure(path, title, msg)
-        return [msg]
+        return message_figure(path, title, "No exploits yet.")
     windows, window, notes = value_loss_windows(run, window)
     if not windows:
-        msg = "No train/value_loss data around the exploits (members/<i>/metrics.csv missing or without it)."
-        message_figure(path, title, msg)
-        return [msg] + notes
+        return message_figure(path, title, "No train/value_loss data around the exploits (members/<i>/metrics.csv "
+                                           "missing or without it).") + notes
     strategies = sorted({w.strategy for w in windows})
     fig = new_figure(max(6.0, 4.8 * len(strategies)), 7.5)
     for c, strategy in enumerate(strategies):
@@ -335,9 +328,7 @@ def plot_replay(run: RunData, path: Path) -> list[str]:
     info = replay_info(run)
     title = "Replay beside the original member"
     if info is None:
-        msg = "Not a replay run (no \"replay\" in the \"start\" event)."
-        message_figure(path, title, msg)
-        return [msg]
+        return message_figure(path, title, "Not a replay run (no \"replay\" in the \"start\" event).")
     colors = member_colors(max(run.population_size, 1))
     fig = new_figure(11, 7)
     top, bottom = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)

@@ -33,9 +33,7 @@ def plot_population(run: RunData, axis: XAxis, path: Path, smooth_rounds: int = 
     title = "Population score per round"
     stats = population_stats(run)
     if not np.isfinite(stats["mean"]).any():
-        msg = "No scores yet (no \"round\" event with a score)."
-        message_figure(path, title, msg)
-        return [msg]
+        return message_figure(path, title, "No scores yet (no \"round\" event with a score).")
     xs = np.array([axis.end_of_round(run, int(r), 0) for r in stats["rounds"]], dtype=float)
     s = {k: smooth(v, smooth_rounds) for k, v in stats.items() if k not in ("rounds", "n")}
     fig = new_figure(11, 6)
@@ -74,9 +72,7 @@ def plot_round_times(run: RunData, path: Path) -> list[str]:
     title = "Time per round"
     t = round_times(run)
     if not np.isfinite(t["train"]).any():
-        msg = "No round times recorded (the round events carry no train_s)."
-        message_figure(path, title, msg)
-        return [msg]
+        return message_figure(path, title, "No round times recorded (the round events carry no train_s).")
     fig = new_figure(11, 4)
     ax = fig.add_subplot()
     r = t["rounds"]
@@ -104,9 +100,7 @@ def plot_hparam_scores(run: RunData, lineage: Lineage, path: Path) -> list[str]:
     points = hparam_score_points(run)
     names = [n for n in run.hparam_names if any(n in p.hparams for p in points)]
     if not points or not names:
-        msg = "No scored rounds with hyperparameters yet."
-        message_figure(path, title, msg)
-        return [msg]
+        return message_figure(path, title, "No scored rounds with hyperparameters yet.")
     segments, _ = lineage.surviving()
     last = max(p.round for p in points)
     ncols = min(2, len(names))

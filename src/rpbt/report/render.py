@@ -85,6 +85,11 @@ class _Doc:
     def table(self, headers: list[str], rows: list[list[str]]) -> None:
         self.blocks.append(("table", list(headers), [list(r) for r in rows]))
 
+    def figure(self, path: Path, alt: str, notes: list[str]) -> None:
+        """An image followed by its notes (a bullet list)."""
+        self.img(path, alt)
+        self.ul(notes)
+
     def img(self, path: Path, alt: str) -> None:
         self.blocks.append(("img", path, alt))
 
@@ -343,8 +348,7 @@ def _replay_section(doc: _Doc, run: RunData, info: dict, image: Path, notes: lis
           "initial weights (member "
           f"{info.get('origin')}'s). Black: the original member's score (the score of whichever member trained "
           "its weights in each round) and its schedule; colors: the replay.")
-    doc.img(image, "replay beside the original member")
-    doc.ul(notes)
+    doc.figure(image, "replay beside the original member", notes)
     orig = [num_or_none(s) for s in info.get("scores") or []]
     last = run.rounds[-1] if run.rounds else None
     if last is not None:
@@ -465,27 +469,23 @@ def _scores_section(doc: _Doc, axis: XAxis, images: dict[str, Path], notes: dict
           "round's best): once the task is solved and every line lies near the top, this still tells the members "
           "apart. `rpbt report RUN_DIR --x rounds|steps|time --smooth K` changes the x-axis and draws a trailing "
           "mean over K rounds.")
-    doc.img(images["scores"], "scores")
-    doc.ul(notes["scores"])
+    doc.figure(images["scores"], "scores", notes["scores"])
     doc.h(3, "Population")
     doc.p("Best, mean and median score per round with the 25-75% and min-max bands of the population; below, "
           "the exploits of each round.")
-    doc.img(images["population"], "population score per round")
-    doc.ul(notes["population"])
+    doc.figure(images["population"], "population score per round", notes["population"])
 
 
 def _hparams_section(doc: _Doc, axis: XAxis, images: dict[str, Path], notes: dict[str, list[str]]) -> None:
     doc.h(2, "2. Hyperparameters")
     doc.p(f"Each searched hyperparameter over {axis.label}, one line per member (the value in force from that "
           "point on); log axis for log-scale dimensions; x: a recipient's new value after an exploit.")
-    doc.img(images["hparams"], "hyperparameters")
-    doc.ul(notes["hparams"])
+    doc.figure(images["hparams"], "hyperparameters", notes["hparams"])
     doc.h(3, "Which values won")
     doc.p("The score of every member in every round against the hyperparameter values it trained with in that "
           "round (colour: the round). Black rings: a member and round on a path that today's weights descend "
           "from (the lineage's survivors); large markers: the last round; star: the best member now.")
-    doc.img(images["hparam_scores"], "score against each hyperparameter")
-    doc.ul(notes["hparam_scores"])
+    doc.figure(images["hparam_scores"], "score against each hyperparameter", notes["hparam_scores"])
 
 
 def _lineage_section(doc: _Doc, run: RunData, lineage: Lineage, images: dict[str, Path],
@@ -496,8 +496,7 @@ def _lineage_section(doc: _Doc, run: RunData, lineage: Lineage, images: dict[str
           "carry weights that died out. An arrow goes from the donor's lane to the recipient's at each exploit "
           "whose copy survives (the donor's state at the end of that round's training); the other exploits are "
           "faint lines. Black: the ancestry of the best member.")
-    doc.img(images["lineage"], "lineage")
-    doc.ul(notes["lineage"])
+    doc.figure(images["lineage"], "lineage", notes["lineage"])
     _lineage_text(doc, run, lineage)
     if lineage.population_size:
         surviving = sorted(set(lineage.origin.values()))
@@ -511,8 +510,7 @@ def _training_section(doc: _Doc, axis: XAxis, images: dict[str, Path], notes: di
           "(`rollout/ep_rew_mean`), `train/value_loss`, `train/approx_kl` and `train/entropy_loss` (minus the "
           "policy's entropy, Stable-Baselines3's sign). A recipient's line jumps at an exploit: from then on it "
           "trains the donor's weights.")
-    doc.img(images["training"], "training curves")
-    doc.ul(notes["training"])
+    doc.figure(images["training"], "training curves", notes["training"])
 
 
 def _value_loss_section(doc: _Doc, run: RunData, images: dict[str, Path], notes: dict[str, list[str]]) -> None:
@@ -522,8 +520,7 @@ def _value_loss_section(doc: _Doc, run: RunData, images: dict[str, Path], notes:
           "follows it), offset 1 its first update with the donor's weights. Top: absolute. Bottom: relative to "
           "the donor's value loss at its last update before the exploit (1 = as good as the donor was). "
           "Bold: geometric mean over exploits (arithmetic if some value is not positive); faint: each exploit.")
-    doc.img(images["value_loss"], "value loss around exploits")
-    doc.ul(notes["value_loss"])
+    doc.figure(images["value_loss"], "value loss around exploits", notes["value_loss"])
     if run.exploits:
         _value_loss_table(doc, run)
 
@@ -533,8 +530,7 @@ def _time_section(doc: _Doc, images: dict[str, Path], notes: dict[str, list[str]
     doc.p("Seconds per round on the run's clock: training (`train_s` of the round event), exploits "
           "(`transfer_s`: snapshots, transfers, burn-in) and the rest (scoring, decisions, checkpoint commits, "
           "records; after a resume also the restart).")
-    doc.img(images["time"], "time per round")
-    doc.ul(notes["time"])
+    doc.figure(images["time"], "time per round", notes["time"])
 
 
 def _members_section(doc: _Doc, run: RunData, lineage: Lineage) -> None:

@@ -45,14 +45,16 @@ def save_figure(fig: Figure, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def message_figure(path: Path, title: str, message: str) -> None:
-    """A small figure holding only ``title`` and ``message`` (a plot with nothing to draw yet)."""
+def message_figure(path: Path, title: str, message: str) -> list[str]:
+    """A small figure holding only ``title`` and ``message`` (a plot with nothing to draw yet); returns
+    ``[message]``, the figure's notes."""
     fig = new_figure(8, 2.5)
     ax = fig.add_subplot()
     ax.set_axis_off()
     ax.set_title(title)
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=12, color="0.35", transform=ax.transAxes, wrap=True)
     save_figure(fig, path)
+    return [message]
 
 
 def legend_outside(ax, handles=None, labels=None, n: int = 0) -> None:
