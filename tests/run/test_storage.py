@@ -16,7 +16,7 @@ from rpbt.checkpoint import CheckpointError, MemberState
 from rpbt.cli import main
 from rpbt.pbt.runner import PopulationRunner
 from rpbt.run.storage import CheckpointFolder, CheckpointStore, is_url
-from tests.conftest import tiny_config
+from tests.conftest import TINY, tiny_config
 
 
 def _state(x: float) -> MemberState:
@@ -122,3 +122,24 @@ def test_the_report_counts_the_checkpoints_in_the_storage(tmp_path):
     assert (found.present, found.round, warnings) == (4, 1, [])
     (storage / "run" / "round_000001" / "member_2.pt").unlink()
     assert read_checkpoints(run, 4).present == 3
+
+
+def test_a_second_run_of_the_same_name_refuses_a_storage_holding_another_runs_checkpoints(tmp_path, capsys):
+    """run.storage/<run dir name> is shared by two run directories of one name (a/exp, b/exp): the second run must
+    not start, since its first commit would delete the other run's kept rounds (exit 2, nothing written)."""
+    storage = tmp_path / "shared"
+    first = tmp_path / "a" / "exp"
+    argv = [*TINY, "run.torch_threads=1", f"run.storage={storage}"]
+    assert main(["train", *argv, f"run.dir={first}"]) == 0
+    kept = sorted(p.name for p in (storage / "exp").iterdir())
+    second = tmp_path / "b" / "exp"
+    capsys.readouterr()
+    assert main(["train", *argv, f"run.dir={second}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rpbt: error: ") and "run.storage" in err and str(storage / "exp") in err, err
+    assert not second.exists()
+    assert sorted(p.name for p in (storage / "exp").iterdir()) == kept
+    assert main(["evaluate", str(first), "--episodes", "1"]) == 0
+    # replacing the run directory that owns the storage is allowed, and so is a fresh name
+    assert main(["train", *argv, f"run.dir={first}", "--overwrite"]) == 0
+    assert main(["train", *argv, f"run.dir={tmp_path / 'b' / 'exp2'}"]) == 0

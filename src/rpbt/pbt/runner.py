@@ -30,6 +30,7 @@ is counted in learner updates played (``runner.json``'s ``updates``), not rounds
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -120,6 +121,28 @@ def checkpoint_store(cfg: Config, rundir: RunDirectory) -> tuple[CheckpointStore
     return CheckpointStore(root), root
 
 
+def check_storage_free(cfg: Config, rundir: RunDirectory, overwrite: bool) -> None:
+    """Refuse a new run whose ``run.storage/<run directory's name>`` already holds round folders, unless it replaces
+    (``overwrite``) the run directory whose commit point names that storage: two run directories of one name (``a/exp``,
+    ``b/exp``) share the folder, and the new run's first commit would delete the other's kept rounds.
+
+    Raises :class:`~rpbt.run.rundir.RunDirError` naming the storage, the folders found and the ways out."""
+    store, storage = checkpoint_store(cfg, rundir)
+    found = store.folders() if storage is not None else []
+    if not found:
+        return
+    if overwrite and rundir.runner_state_path.is_file():
+        try:
+            if json.loads(rundir.runner_state_path.read_text()).get("storage") == storage:
+                return
+        except (OSError, ValueError, AttributeError):
+            pass
+    shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+    raise RunDirError(f"run.storage: {storage} already holds checkpoints of another run ({shown}): checkpoints go to "
+                      f"run.storage/<run directory's name>, and this run's first commit would delete them; choose "
+                      f"another run.dir name or run.storage, or delete {storage} if that run is gone")
+
+
 class PopulationRunner:
     """Plays PBT rounds for one run directory.
 
@@ -181,6 +204,7 @@ class PopulationRunner:
         hparams = self.scheduler.initial_hparams(member_hparams(self.cfg))
         if overwrite and self.rundir.path.exists():
             self.rundir.check_replaceable()
+        check_storage_free(self.cfg, self.rundir, overwrite)
         self.backend = self._backend or make_backend(self.cfg, hparams)
         if init_from is not None:
             try:
