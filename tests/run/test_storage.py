@@ -143,3 +143,14 @@ def test_a_second_run_of_the_same_name_refuses_a_storage_holding_another_runs_ch
     # replacing the run directory that owns the storage is allowed, and so is a fresh name
     assert main(["train", *argv, f"run.dir={first}", "--overwrite"]) == 0
     assert main(["train", *argv, f"run.dir={tmp_path / 'b' / 'exp2'}"]) == 0
+
+
+def test_memory_storage_on_worker_processes_is_refused_before_anything_is_written(tmp_path, memory_root, capsys):
+    """memory:// lives in one process: the process backend's workers would each write their members into their own
+    memory, and the finished run could not be resumed, evaluated or loaded even from the training process."""
+    run = tmp_path / "run"
+    argv = [*TINY, "run.torch_threads=1", f"run.storage={memory_root}", f"run.dir={run}"]
+    assert main(["train", *argv, "backend.kind=process", "backend.num_workers=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rpbt: error: ") and "run.storage" in err and "backend.kind=local" in err, err
+    assert not run.exists() and not fsspec.filesystem("memory").exists(f"{memory_root}/run")

@@ -42,7 +42,7 @@ from typing import Any, Optional, Sequence
 from rpbt.callbacks import CallbackList, StopAtScore
 from rpbt.checkpoint import MemberState
 from rpbt.config import Config, ConfigError, PBTConfig, member_hparams
-from rpbt.pbt.backends import backend_reason, make_backend
+from rpbt.pbt.backends import backend_reason, make_backend, resolve_kind
 from rpbt.pbt.backends.base import Backend
 from rpbt.pbt.faults import MemberFaultError, MemberFaults, ObsOutlierWarning
 from rpbt.pbt.records import MemberRecord, records_from_state, records_to_state
@@ -126,8 +126,14 @@ def check_storage_free(cfg: Config, rundir: RunDirectory, overwrite: bool) -> No
     (``overwrite``) the run directory whose commit point names that storage: two run directories of one name (``a/exp``,
     ``b/exp``) share the folder, and the new run's first commit would delete the other's kept rounds.
 
-    Raises :class:`~rpbt.run.rundir.RunDirError` naming the storage, the folders found and the ways out."""
+    Raises :class:`~rpbt.run.rundir.RunDirError` naming the storage, the folders found and the ways out, and
+    :class:`~rpbt.config.ConfigError` for ``memory://`` storage on worker processes (each would write its members
+    into its own memory, where nothing else can read them)."""
     store, storage = checkpoint_store(cfg, rundir)
+    if storage is not None and storage.startswith("memory://") and resolve_kind(cfg) != "local":
+        raise ConfigError(f"run.storage: {cfg.run.storage} is one process's memory, but backend "
+                          f"{resolve_kind(cfg)} writes the checkpoints from its worker processes, where nothing else "
+                          "could read them; use a path or a shared URL, or backend.kind=local")
     found = store.folders() if storage is not None else []
     if not found:
         return
