@@ -54,3 +54,14 @@ def test_workers_fit_the_population():
     for bad in (0, 9):
         with pytest.raises(ValueError, match=rf"between 1 and pbt.population_size \(8\) .*got {bad}"):
             rules.workers_fit_the_population(bad, 8)
+
+
+def test_ray_options_need_ray():
+    rules.ray_options_need_ray("ray", 0.5, {"pip": ["x"]})
+    rules.ray_options_need_ray("process", 0.0, None)
+    with pytest.raises(ValueError, match=r"backend.num_gpus_per_shard is a Ray backend setting, but backend.kind is "
+                                         r"'local'.*the local backend uses a GPU through agent.device"):
+        rules.ray_options_need_ray("local", 1.0, None)
+    with pytest.raises(ValueError, match=r"backend.runtime_env is a Ray backend setting") as err:
+        rules.ray_options_need_ray("process", 0.0, {"pip": ["x"]})
+    assert "GPU" not in str(err.value), "runtime_env has nothing to do with GPUs"

@@ -92,8 +92,10 @@ def ray_options_need_ray(kind: str, num_gpus_per_shard: float, runtime_env: Opti
     named = [key for key, given in (("num_gpus_per_shard", num_gpus_per_shard > 0),
                                     ("runtime_env", runtime_env is not None)) if given]
     if named and kind != "ray":
+        gpu = (" (on one machine, the local backend uses a GPU through agent.device)"
+               if named[0] == "num_gpus_per_shard" else "")
         raise ValueError(f"backend.{named[0]} is a Ray backend setting, but backend.kind is {kind!r}; use "
-                         "backend.kind=ray (on one machine, the local backend uses a GPU through agent.device)")
+                         f"backend.kind=ray{gpu}")
 
 
 def gpus_per_shard_need_a_cuda_device(num_gpus_per_shard: float, device: str) -> None:
