@@ -76,6 +76,26 @@ def test_ctrl_c_during_rpbt_train_names_the_directory_to_resume_or_says_there_is
     assert not (tmp_path / "early").exists()
 
 
+def test_ctrl_c_while_rpbt_train_starts_says_nothing_was_written(tmp_path, capsys, monkeypatch):
+    """Ctrl-C while the backend is being built (workers starting, Ray waiting for resources): no run directory
+    exists yet, so the message must not send the user to `rpbt resume`."""
+    from rpbt.api import Interrupted
+    from rpbt.pbt import runner as runner_module
+
+    def waiting(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner_module, "make_backend", waiting)
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, f"run.dir={run_dir}"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == f"rpbt: interrupted before the run started: nothing was written to {run_dir}", err
+    assert not run_dir.exists()
+    with pytest.raises(Interrupted) as caught:
+        rpbt.train(overrides=TINY, **{"run.dir": str(run_dir)})
+    assert (caught.value.committed_rounds, caught.value.started) == (0, False) and not run_dir.exists()
+
+
 @pytest.mark.parametrize("argv, said", [
     (["evaluate", "RUN"], "interrupted; `rpbt evaluate` did not finish"),
     (["report", "RUN"], "interrupted; `rpbt report` did not finish"),

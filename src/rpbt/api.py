@@ -146,11 +146,12 @@ def _attach_env_fn(cfg: Config, env_fn: Optional[Callable[..., Any]], explicit_i
 
 class Interrupted(KeyboardInterrupt):
     """Training stopped by Ctrl-C (a ``KeyboardInterrupt`` like any other): ``run_dir`` and ``committed_rounds``,
-    the rounds a ``rpbt resume`` / :func:`resume` continues from (0: nothing to resume, train again)."""
+    the rounds a ``rpbt resume`` / :func:`resume` continues from (0: nothing to resume, train again), and
+    ``started``: False when it came while the run was starting (building the backend), before anything was written."""
 
-    def __init__(self, run_dir: Path, committed_rounds: int):
+    def __init__(self, run_dir: Path, committed_rounds: int, started: bool = True):
         super().__init__(f"{run_dir}: interrupted after {committed_rounds} committed rounds")
-        self.run_dir, self.committed_rounds = Path(run_dir), int(committed_rounds)
+        self.run_dir, self.committed_rounds, self.started = Path(run_dir), int(committed_rounds), bool(started)
 
 
 @dataclass
@@ -225,6 +226,9 @@ def train(config: ConfigLike = None, *, overrides: Sequence[str] = (), env_fn: O
     runner = PopulationRunner(cfg, run_dir, callbacks=callbacks, score_fn=score_fn)
     try:
         runner.start(overwrite=overwrite, init_from=warm)  # checks the data, builds the backend, writes nothing yet
+    except KeyboardInterrupt:
+        runner.close()
+        raise Interrupted(run_dir, 0, started=False) from None
     except BaseException:
         runner.close()
         raise

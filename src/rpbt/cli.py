@@ -445,6 +445,8 @@ def _interrupted_message(args: argparse.Namespace, err: KeyboardInterrupt) -> st
                 "with --overwrite")
     if args.command not in ("train", "resume"):
         return f"interrupted; `rpbt {args.command}` did not finish"
+    if isinstance(err, Interrupted) and not err.started:
+        return f"interrupted before the run started: nothing was written to {err.run_dir}"
     if isinstance(err, Interrupted) and err.committed_rounds == 0:
         return (f"interrupted before the first round was committed: nothing to resume in {err.run_dir}; train "
                 f"again (add --overwrite to reuse the directory)")
