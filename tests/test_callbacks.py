@@ -13,7 +13,7 @@ import rpbt
 from rpbt.callbacks import Callback, CallbackList, StopAtScore
 from rpbt.cli import main
 from rpbt.pbt.runner import PopulationRunner
-from tests.conftest import tiny_config
+from tests.conftest import TINY, tiny_config
 
 WALL_CLOCK = ("time", "train_s", "transfer_s")
 
@@ -161,3 +161,16 @@ def test_callbacks_run_in_the_driver_with_the_process_backend_and_the_stop_resum
     assert [i["round"] for i in more.rounds] == [2, 3] and resumed.summary["round"] == 3
     assert [e["round"] for e in _events(run_dir) if e["type"] == "round"] == [1, 2, 3]
     shutil.rmtree(run_dir)
+
+
+def test_a_stop_by_run_stop_at_score_says_how_to_lift_it(tmp_path, capsys):
+    """A plain `rpbt resume` of a run that run.stop_at_score stopped plays one round and stops again: the hints
+    (the stop line and the end-of-run line) name the override that goes on; a callback's stop keeps the plain one."""
+    run_dir = tmp_path / "a"
+    assert main(["train", *TINY, "run.progress=true", "run.stop_at_score=-1e9", f"run.dir={run_dir}"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    want = f"rpbt resume {run_dir} run.stop_at_score=null"
+    assert out.count(want) == 2, out
+    rpbt.train(tiny_config(f"run.dir={tmp_path / 'b'}", "run.progress=true"), callbacks=[StopAtScore(-1e9)])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"rpbt resume {tmp_path / 'b'}`" in out and "run.stop_at_score=null" not in out, out

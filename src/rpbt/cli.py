@@ -137,7 +137,10 @@ def _print_summary(run_dir: Path, summary: dict, cfg: Config) -> None:
         console.print(f"evaluation score: {cost['episodes']} held-out episodes, {cost['env_steps']:,} env steps, "
                       f"{cost['seconds']:.1f} s")
     if summary.get("stopped"):
-        console.print(f"stopped: {summary['stopped']}; continue with `rpbt resume {run_dir}`")
+        from rpbt.pbt.runner import resume_command
+
+        command = resume_command(run_dir, cfg, summary["stopped"])
+        console.print(f"stopped: {summary['stopped']}; continue with `{command}`")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

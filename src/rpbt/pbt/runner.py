@@ -435,7 +435,16 @@ def _stop(runner: PopulationRunner) -> None:
                                "reason": runner.stopped})
     runner.rundir.write_summary(runner.summary())
     if runner.cfg.run.progress:
-        say(f"rpbt: stopped after round {runner.round}: {runner.stopped}; `rpbt resume {runner.rundir.path}` goes on")
+        say(f"rpbt: stopped after round {runner.round}: {runner.stopped}; "
+            f"`{resume_command(runner.rundir.path, runner.cfg, runner.stopped)}` goes on")
+
+
+def resume_command(run_dir: Any, cfg: Config, stopped: Optional[str]) -> str:
+    """The command that continues a run stopped by ``stopped`` (a :class:`~rpbt.callbacks.Callback` description):
+    ``rpbt resume RUN``, plus ``run.stop_at_score=null`` when the config's early stop stopped it (kept, it would
+    stop the resumed run again after one round)."""
+    lift = cfg.run.stop_at_score is not None and str(stopped or "").startswith("StopAtScore")
+    return f"rpbt resume {run_dir}" + (" run.stop_at_score=null" if lift else "")
 
 
 def _check_resumable(runner: PopulationRunner, latest: dict[str, Any]) -> None:
