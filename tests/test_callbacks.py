@@ -174,3 +174,15 @@ def test_a_stop_by_run_stop_at_score_says_how_to_lift_it(tmp_path, capsys):
     rpbt.train(tiny_config(f"run.dir={tmp_path / 'b'}", "run.progress=true"), callbacks=[StopAtScore(-1e9)])
     out = " ".join(capsys.readouterr().out.split())
     assert f"rpbt resume {tmp_path / 'b'}`" in out and "run.stop_at_score=null" not in out, out
+
+
+def test_a_stop_before_the_first_round_does_not_say_resume(tmp_path, capsys):
+    """on_training_start returning False stops before any round is committed: there is nothing to resume."""
+    class NoStart(Callback):
+        def on_training_start(self, info):
+            return False
+
+    run = rpbt.train(tiny_config(f"run.dir={tmp_path / 'a'}", "run.progress=true"), callbacks=[NoStart()])
+    assert run.summary["round"] == 0 and run.summary["stopped"] == "NoStart"
+    out = " ".join(capsys.readouterr().out.split())
+    assert "rpbt: stopped before the first round: NoStart; nothing to resume" in out and "rpbt resume" not in out, out

@@ -434,7 +434,9 @@ def _stop(runner: PopulationRunner) -> None:
     runner.rundir.write_event({"type": "stop", "round": runner.round, "env_steps": runner.env_steps(),
                                "reason": runner.stopped})
     runner.rundir.write_summary(runner.summary())
-    if runner.cfg.run.progress:
+    if runner.cfg.run.progress and runner.round == 0:
+        say(f"rpbt: stopped before the first round: {runner.stopped}; nothing to resume (train again)")
+    elif runner.cfg.run.progress:
         say(f"rpbt: stopped after round {runner.round}: {runner.stopped}; "
             f"`{resume_command(runner.rundir.path, runner.cfg, runner.stopped)}` goes on")
 
