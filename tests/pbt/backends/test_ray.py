@@ -109,3 +109,25 @@ def test_ray_only_settings_are_refused_elsewhere_naming_the_key(overrides, key):
 
     with pytest.raises(ConfigError, match=key):
         tiny_config(*overrides)
+
+
+def test_an_address_where_nothing_answers_is_named_at_once():
+    """backend.address HOST:PORT (or ray://HOST:PORT) with no Ray there: ray.init would retry for minutes with
+    Ray's own log lines; the backend names the address and the cause first."""
+    import socket
+
+    from rpbt.pbt.backends.ray import address_refused
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert address_refused(f"127.0.0.1:{port}") is None
+        assert address_refused(f"ray://127.0.0.1:{port}") is None
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, not listening: connections are refused
+        said = address_refused(f"127.0.0.1:{port}")
+        assert said is not None and said.startswith(f"backend.address 127.0.0.1:{port}: no Ray cluster answers"), said
+        assert "ray start --head" in said
+    assert address_refused("auto") is None and address_refused("local") is None

@@ -108,6 +108,23 @@ def shards_fit(nodes: Sequence[dict], num_shards: int, cpus: float, gpus: float)
             "backend.num_gpus_per_shard, add nodes, or set backend.wait_for_resources=true to wait for an autoscaler")
 
 
+def address_refused(address: str, timeout_s: float = 5.0) -> Optional[str]:
+    """Why nothing answers at ``backend.address`` (``HOST:PORT`` or ``ray://HOST:PORT``), or None when a TCP
+    connection opens there or the address names no port (``auto``, ``local``). Checked before ``ray.init``, which
+    retries an unreachable cluster for minutes, printing only Ray's own log lines."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    import socket
+
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        return (f"backend.address {address}: no Ray cluster answers there ({err.strerror or err}); start one with "
+                "`ray start --head` on the head node, or fix the address (HOST:6379, or ray://HOST:10001)")
+    return None
+
+
 def _ray_worker_context() -> tuple[str, str, list]:
     """(node id, node IP, assigned GPU ids) of this Ray worker; ("", "this machine", []) outside Ray."""
     try:
@@ -263,6 +280,9 @@ class RayBackend(ShardedBackend):
         self._owns_ray = False
         if not ray.is_initialized():
             if b.address:
+                refused = address_refused(b.address)
+                if refused:
+                    raise BackendError(refused)
                 ray.init(address=b.address, runtime_env=b.runtime_env)
             else:
                 workers = b.num_workers or max(1, min(P, int(usable_cpus() // b.num_cpus_per_shard) or 1))
