@@ -38,3 +38,28 @@ def test_rows_and_population_scalars(tmp_path):
     assert member == {"time/total_timesteps": [(8, 8.0), (16, 16.0)], "train/value_loss": [(8, 0.5)],
                       "pbt/score": [(16, 0.25)]}  # round, update, time are no scalars; None and NaN skipped
     assert _read(tmp_path / "population" / "tb") == {"pbt/best_score": [(16, 0.75)]}
+
+
+def test_a_resume_hides_what_the_dropped_rounds_wrote(tmp_path):
+    """A resume drops the rounds after the one it restores (here round 3, whose checkpoint is corrupt) from
+    events.jsonl and metrics.csv and plays them again; TensorBoard must not show both attempts at the same steps:
+    every step appears once, with the value of metrics.csv, for each member and for the population."""
+    import csv
+
+    from rpbt.cli import main
+    from tests.conftest import TINY
+
+    run = tmp_path / "run"
+    argv = [a for a in TINY if a != "run.tensorboard=false"] + ["run.torch_threads=1", f"run.dir={run}"]
+    assert main(["train", *argv]) == 0
+    (run / "checkpoints" / "round_000003" / "member_1.pt").write_bytes(b"corrupt")
+    assert main(["resume", str(run)]) == 0
+    for m in range(4):
+        rows = list(csv.DictReader((run / "members" / str(m) / "metrics.csv").open()))
+        want = [(int(r["env_steps"]), float(r["train/value_loss"])) for r in rows]
+        got = _read(run / "members" / str(m) / "tb")["train/value_loss"]
+        assert [s for s, _ in got] == [s for s, _ in want], (m, got)
+        assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-6)
+    population = _read(run / "population" / "tb")["pbt/best_score"]
+    steps = [s for s, _ in population]
+    assert steps == sorted(set(steps)) and len(steps) == 3, population

@@ -484,7 +484,7 @@ def _reopen(runner: PopulationRunner, latest: dict[str, Any], state: dict[str, A
     rundir = runner.rundir
     rundir.remove_temp_files()
     kept = rundir.truncate_events_after(runner.round)
-    rundir.truncate_metrics_after(runner.round)
+    rundir.truncate_metrics_after(runner.round, int(state.get("env_steps") or 0))
     # The run's clock goes on from the resumed round's commit, or from a later kept line (an earlier resume).
     times = [float(e["time"]) for e in kept if isinstance(e.get("time"), (int, float))]
     rundir.set_elapsed(max([float(state.get("time_s") or 0.0), *times]))

@@ -280,9 +280,16 @@ class RunDirectory:
         """The member's HParams entry (:meth:`TensorBoardLog.hparams`)."""
         self.tb.hparams(member, hparams, metric_tags, discrete)
 
-    def truncate_metrics_after(self, last_round: int) -> None:
+    def truncate_metrics_after(self, last_round: int, env_steps: int = 0) -> None:
+        """Drop the metric rows of rounds after ``last_round`` (a resume) and hide them in TensorBoard too
+        (:meth:`TensorBoardLog.resume_after`: each member's last kept row, the population's ``env_steps``)."""
+        kept: dict[int | str, int] = {"population": int(env_steps)}
         for m in range(self.population_size):
-            MetricsCSV(self.member_dir(m) / "metrics.csv").truncate_after(last_round)
+            metrics = MetricsCSV(self.member_dir(m) / "metrics.csv")
+            metrics.truncate_after(last_round)
+            rows = metrics.read() if metrics.path.is_file() else []
+            kept[m] = int(float(rows[-1]["env_steps"])) if rows else 0
+        self.tb.resume_after(kept)
 
     # ---------------------------------------------------------------------------------------- state
     def write_runner_state(self, state: dict[str, Any]) -> None:

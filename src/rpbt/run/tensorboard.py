@@ -27,6 +27,7 @@ class TensorBoardLog:
         self.path = Path(path)
         self.enabled = enabled
         self._writers: dict[Union[int, str], Any] = {}  # member -> its writer; "population" -> the population's
+        self._purge_steps: dict[Union[int, str], int] = {}  # run -> the purge_step its writer starts with
 
     def writer(self, run: Union[int, str]) -> Any:
         """The ``SummaryWriter`` of member ``run`` (an int) or of ``"population"``, made on first use."""
@@ -34,8 +35,14 @@ class TensorBoardLog:
             from torch.utils.tensorboard import SummaryWriter
 
             folder = self.path / "population" / "tb" if run == "population" else self.path / "members" / str(run) / "tb"
-            self._writers[run] = SummaryWriter(log_dir=str(folder))
+            self._writers[run] = SummaryWriter(log_dir=str(folder), purge_step=self._purge_steps.get(run))
         return self._writers[run]
+
+    def resume_after(self, kept_steps: dict[Union[int, str], int]) -> None:
+        """A resume dropped the rounds after the one it restored: each run's writer (member ids and
+        ``"population"``), made from now on, starts with ``purge_step`` = its last kept step + 1, so TensorBoard
+        hides what the dropped rounds wrote to earlier event files (they are played again)."""
+        self._purge_steps = {run: int(step) + 1 for run, step in kept_steps.items()}
 
     def rows(self, member: int, rows: list[dict[str, Any]]) -> None:
         """A member's metric rows: every finite number at step = the row's ``env_steps``, and Stable-Baselines3's
