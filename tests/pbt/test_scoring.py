@@ -172,6 +172,20 @@ def test_a_custom_score_function_sees_the_round_and_its_scores_are_the_run_s(tmp
         rpbt.train(tiny_config(f"run.dir={tmp_path / 'bad'}"), score_fn=lambda info: "high")
 
 
+def test_a_score_function_may_return_numpy_scalars_but_not_booleans(tmp_path):
+    """np.float32(np.mean(returns)) is a number: it scores as its float; True / np.bool_ are refused as before."""
+    import numpy as np
+
+    import rpbt
+
+    run = rpbt.train(tiny_config(f"run.dir={tmp_path / 'np'}"),
+                     score_fn=lambda info: np.float32(0.25 * info["member"]) if info["member"] % 2 else np.int64(1))
+    assert run.summary["scores"] == [1.0, 0.25, 1.0, 0.75]
+    for flag in (True, np.bool_(True)):
+        with pytest.raises(ValueError, match="expected a finite number or None"):
+            rpbt.train(tiny_config(f"run.dir={tmp_path / 'flag'}"), score_fn=lambda info, f=flag: f, overwrite=True)
+
+
 def test_evaluation_scores_are_the_same_on_the_process_backend(tmp_path):
     """The held-out episodes run in the shards (EvaluateEpisodes): the same seeds give the same scores and cost."""
     import rpbt

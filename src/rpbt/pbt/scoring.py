@@ -26,6 +26,7 @@ Shapes: every per-member list is indexed by member, in the order of the ``member
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
@@ -187,7 +188,8 @@ class ScoreSource:
                                             else list(scored.evaluation_lengths[i])),
                      "source_score": scored.scores[i]}
             value = self.score_fn(given)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+            # numbers.Real: Python and numpy numbers (np.float32(np.mean(...))); bool and np.bool_ are refused
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
                                       or not math.isfinite(float(value))):
                 raise ValueError(f"score_fn {getattr(self.score_fn, '__qualname__', self.score_fn)!r} returned "
                                  f"{value!r} for member {m}: expected a finite number or None")
