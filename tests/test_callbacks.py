@@ -186,3 +186,12 @@ def test_a_stop_before_the_first_round_does_not_say_resume(tmp_path, capsys):
     assert run.summary["round"] == 0 and run.summary["stopped"] == "NoStart"
     out = " ".join(capsys.readouterr().out.split())
     assert "rpbt: stopped before the first round: NoStart; nothing to resume" in out and "rpbt resume" not in out, out
+
+
+def test_stop_at_score_takes_numpy_targets_and_refuses_booleans():
+    import numpy as np
+
+    assert StopAtScore(np.float32(0.5)).target == 0.5 and isinstance(StopAtScore(np.int64(1)).target, float)
+    for bad in (True, float("nan"), "0.9"):
+        with pytest.raises(ValueError, match="finite number"):
+            StopAtScore(bad)

@@ -28,6 +28,7 @@ Built in: :class:`StopAtScore` (also the config key ``run.stop_at_score``).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Iterable, Optional
 
 __all__ = ["Callback", "CallbackList", "StopAtScore"]
@@ -69,7 +70,7 @@ class StopAtScore(Callback):
     """
 
     def __init__(self, target: float, mode: str = "max"):
-        if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(float(target)):
+        if isinstance(target, bool) or not isinstance(target, numbers.Real) or not math.isfinite(float(target)):
             raise ValueError(f"StopAtScore target must be a finite number, got {target!r}")
         if mode not in ("max", "min"):
             raise ValueError(f"StopAtScore mode must be 'max' or 'min', got {mode!r}")
