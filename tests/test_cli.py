@@ -192,3 +192,16 @@ def test_rpbt_report_loads_neither_torch_nor_the_config_schema(tmp_path):
                          check=True)
     assert out.stdout.split()[-4:] == ["0", "2", "False", "False"], out.stdout + out.stderr
     assert "no rpbt run directory at" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_member_best_is_the_default_member_on_the_command_line(tmp_path, capsys):
+    """`--member best` (as the API's member="best" and --init-from RUN:best) is summary.json's best member."""
+    run = tmp_path / "run"
+    assert main(["train", *TINY, f"run.dir={run}"]) == 0
+    best = json.loads((run / "summary.json").read_text())["best_member"]
+    capsys.readouterr()
+    assert main(["export", str(run), "--member", "best", "--format", "torchscript", "-o", str(tmp_path / "a.pt")]) == 0
+    assert f"member {best}'s actor" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", str(run), "--member", "top", "--format", "torchscript", "-o", str(tmp_path / "b.pt")])
+    assert exit_.value.code == 2 and "expected a member id (an integer) or 'best', got 'top'" in capsys.readouterr().err

@@ -301,6 +301,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def _member_arg(text: str) -> Optional[int]:
+    """``--member``: a member id, or ``best`` (None: summary.json's best member, as --init-from RUN:best)."""
+    if text == "best":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a member id (an integer) or 'best', got {text!r}") from None
+
+
 def _add_resume(sub: argparse._SubParsersAction) -> None:
     """The ``rpbt resume`` subcommand and its arguments."""
     p = sub.add_parser("resume", help="continue an interrupted, stopped or finished run from its last completed round")
@@ -322,7 +332,8 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
             "replay beside the original member. See rpbt.pbt.replay."),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="the PBT run directory to replay (its committed rounds)")
-    p.add_argument("--member", type=int, default=None, help="member id (default: summary.json's best_member)")
+    p.add_argument("--member", type=_member_arg, default=None,
+                   help="member id or 'best' (default: summary.json's best_member)")
     p.add_argument("--seeds", type=int, default=1,
                    help="independent replay members, trained side by side (default 1; member 0 starts from the "
                         "lineage's initial weights)")
@@ -374,7 +385,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     """The ``rpbt evaluate`` subcommand and its arguments."""
     p = sub.add_parser("evaluate", help="run a member's policy deterministically and write RUN_DIR/evaluation/")
     p.add_argument("run_dir")
-    p.add_argument("--member", type=int, default=None, help="member id (default: summary.json's best_member)")
+    p.add_argument("--member", type=_member_arg, default=None,
+                   help="member id or 'best' (default: summary.json's best_member)")
     p.add_argument("--split", choices=["test", "validation", "train"], default="test",
                    help="trading: the walk-forward split, evaluated as one episode over all of it (default test)")
     p.add_argument("--episodes", type=int, default=None,
@@ -395,7 +407,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a member's actor as ONNX or TorchScript (raw observation and (h, c) "
                                       "in, the action distribution's parameters and the new (h, c) out)")
     p.add_argument("run_dir")
-    p.add_argument("--member", type=int, default=None, help="member id (default: summary.json's best_member)")
+    p.add_argument("--member", type=_member_arg, default=None,
+                   help="member id or 'best' (default: summary.json's best_member)")
     p.add_argument("--format", choices=["onnx", "torchscript"], required=True,
                    help="onnx (needs pip install 'rpbt[export]') or torchscript (torch.jit.load)")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
