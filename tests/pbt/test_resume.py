@@ -180,3 +180,21 @@ def test_resume_refuses_any_other_key_and_a_smaller_budget_naming_them_and_writi
 
     done = rpbt.resume(run, overrides=["agent.learning_rate=" + str(runner.cfg.agent.learning_rate)], announce=False)
     assert done.summary["round"] == 3
+
+
+def test_a_resume_may_move_the_run_to_another_backend_but_not_change_what_it_decides(tmp_path, capsys):
+    from rpbt.pbt.resume import resume_config
+
+    run = tmp_path / "r"
+    runner = PopulationRunner(tiny_config(f"run.dir={run}", "backend.kind=process", "backend.num_workers=2"), run)
+    runner.start()
+    runner.play_round()
+    runner.close()
+    cfg, changed = resume_config(run, ["backend.kind=local", "backend.num_workers=null", "run.torch_threads=1"])
+    assert cfg.backend.kind == "local" and changed["backend.kind"] == ["process", "local"]
+    assert main(["resume", str(run), "backend.kind=local", "backend.num_workers=null"]) == 0
+    resumes = [e for e in _events(run) if e["type"] == "resume"]
+    assert resumes[-1]["backend"] == "local"
+    assert [e["round"] for e in _events(run) if e["type"] == "round"] == list(range(1, runner.total_rounds + 1))
+    assert main(["resume", str(run), "pbt.population_size=8"]) == 2
+    assert "pbt.population_size: cannot change on resume" in capsys.readouterr().err

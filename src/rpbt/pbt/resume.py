@@ -31,9 +31,16 @@ if TYPE_CHECKING:
 
 __all__ = ["ResumeWarning", "RESUMABLE_KEYS", "resume_config", "resume_candidates", "load_round", "restore_newest"]
 
-#: The keys ``rpbt resume RUN key=value`` may change: the budget, the early stop, and what is printed.
-RESUMABLE_KEYS = ("run.total_env_steps", "run.stop_at_score", "run.progress")
+#: The keys ``rpbt resume RUN key=value`` may change: the budget, the early stop, what is printed, and where the run
+#: executes (every ``backend.*`` key, ``run.torch_threads``, ``agent.device``: e.g. a Ray run resumed on one machine
+#: once its cluster is gone). None of them changes what the run decides; the thread count and the device may move
+#: floats in their last bits (docs/reproducibility.md).
+RESUMABLE_KEYS = ("run.total_env_steps", "run.stop_at_score", "run.progress", "run.torch_threads", "agent.device",
+                  "backend.*")
 
+
+def _resumable(key: str) -> bool:
+    return any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in RESUMABLE_KEYS)
 
 
 def resume_config(run_dir: Path, overrides: list[str]) -> tuple[Config, dict[str, list[Any]]]:
@@ -53,7 +60,7 @@ def resume_config(run_dir: Path, overrides: list[str]) -> tuple[Config, dict[str
         cfg.env.with_env_fn(saved.env._env_fn)
     old, new = dotted_items(saved.to_dict()), dotted_items(cfg.to_dict())
     changed = {k: [old.get(k), new.get(k)] for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
-    fixed = [k for k in changed if k not in RESUMABLE_KEYS]
+    fixed = [k for k in changed if not _resumable(k)]
     if fixed:
         k = fixed[0]
         raise ConfigError(f"{k}: cannot change on resume ({changed[k][0]!r} in {path}, {changed[k][1]!r} given); a "
