@@ -186,3 +186,14 @@ def test_shards_on_the_nodes_write_to_the_storage_and_a_restart_reads_from_it(cl
     last = storage / "run" / f"round_{runner.total_rounds:06d}"
     assert sorted(p.name for p in last.glob("member_*.pt")) == [f"member_{m}.pt" for m in range(4)]
     assert not list((run / "checkpoints").glob("round_*"))
+
+
+def test_waiting_for_resources_says_what_it_waits_for_and_gives_up_with_the_numbers(cluster, tmp_path, monkeypatch,
+                                                                                    capsys):
+    from rpbt.pbt.backends.ray import RayBackend
+
+    monkeypatch.setattr(RayBackend, "START_TIMEOUT_S", 3)
+    with pytest.raises(BackendError, match=r"did not start within 3 s.*num_cpus_per_shard=3.0 CPUs"):
+        PopulationRunner(_cfg(tmp_path / "run", cluster, "backend.num_cpus_per_shard=3",
+                              "backend.wait_for_resources=true"), tmp_path / "run").start()
+    assert "rpbt: waiting up to 3 s per shard for the cluster to grow: 2 shards of 3 CPU" in capsys.readouterr().out

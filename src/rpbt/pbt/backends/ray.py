@@ -43,6 +43,7 @@ from rpbt.config import Config, ConfigError
 from rpbt.pbt.backends.commands import Close, Command, Ping, ShardServer
 from rpbt.pbt.backends.errors import BackendError, WorkerDied
 from rpbt.pbt.backends.sharded import ShardedBackend, usable_cpus
+from rpbt.run.output import say
 
 
 def import_ray() -> Any:
@@ -307,10 +308,12 @@ class RayBackend(ShardedBackend):
         if b.runtime_env is not None and not job_env:  # Ray started by the user: per actor (URIs only, Ray's rule)
             self.actor_options["runtime_env"] = dict(b.runtime_env)
         try:
-            if not b.wait_for_resources:
-                refused = shards_fit(ray.nodes(), len(self.shards), b.num_cpus_per_shard, b.num_gpus_per_shard)
-                if refused:
-                    raise BackendError(refused)
+            refused = shards_fit(ray.nodes(), len(self.shards), b.num_cpus_per_shard, b.num_gpus_per_shard)
+            if refused and not b.wait_for_resources:
+                raise BackendError(refused)
+            if refused:  # backend.wait_for_resources: say what is awaited (Ray itself prints little)
+                say(f"rpbt: waiting up to {self.START_TIMEOUT_S} s per shard for the cluster to grow: "
+                    f"{refused.split(' (only')[0].removeprefix('ray backend: ')}")
             self._start_all()
         except BaseException:
             self._shutdown_ray()
