@@ -241,3 +241,12 @@ class _AddDim(nn.Module):
 
 def not_flat(observation_space: gym.Space) -> nn.Module:
     return _AddDim()  # (B, 1, D): not flat features
+
+
+@pytest.mark.parametrize("env", [["env.id=popgym-RepeatPreviousEasy-v0"],
+                                 ["env.entry_point=tests.custom_envs:make_dict_beacon", "env.id=beacon"]])
+def test_a_module_encoder_sees_a_non_box_observation_space_as_the_flat_box_rpbt_feeds(env):
+    learner = Learner(tiny_config(*env, CASES["custom_mlp"][0]), [0, 1])
+    enc = learner.policy.actor.encoder
+    assert enc.obs_shape == (learner.policy.obs_dim,)
+    assert torch.isfinite(learner.train_update()["train/loss"]).all()

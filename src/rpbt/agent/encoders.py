@@ -11,9 +11,10 @@ registered under ``module.<name>`` with shape (P, *shape), so snapshot / restore
 :class:`~rpbt.agent.optim.PopulationAdam` see them like every other parameter (member i's state is slice i), and runs
 them as one batch with ``torch.func.vmap`` over ``torch.func.functional_call`` on a parameterless (meta) copy of the
 module. Observations travel flat through the runner, the rollout and the normalizer (D = prod(shape), C order, as
-``gymnasium.spaces.flatten`` ravels a Box); the encoder sees each member's observations in the space's own shape
-(a view, no copy). The previous action and reward features (``agent.network.prev_action`` / ``prev_reward``) are
-appended to the encoder's output, not fed to the module.
+``gymnasium.spaces.flatten`` ravels a Box); the encoder sees each member's observations in a Box's own shape (a
+view, no copy), and any other space (Discrete, Dict, Tuple) as its flattened Box (``flatten_space``, as fed).
+The previous action and reward features (``agent.network.prev_action`` / ``prev_reward``) are appended to the
+encoder's output, not fed to the module.
 
 Shapes: P members, B observations per member (any leading shape is flattened into B and restored), D the flat
 observation size, E the previous inputs' width, F the module's feature size; ``out_features`` = F + E.
@@ -211,14 +212,17 @@ def make_encoder(net: Any, population: int, input_dim: int, obs_dim: int,
                  observation_space: Any = None) -> Optional[StackedEncoder]:
     """The encoder ``net`` (``agent.network``) asks for: None for ``mlp`` (the trunk builds its
     :class:`~rpbt.agent.networks.PopMLP`), else a :class:`StackedEncoder` of the ``cnn`` or ``module:factory``
-    module for ``observation_space`` (the environment's space before flattening; a flat Box of ``obs_dim`` when
-    None). Raises :class:`~rpbt.config.ConfigError` naming ``agent.network.encoder`` for a bad factory, module or
+    module for ``observation_space`` (the environment's space before flattening: a Box keeps its shape, any other
+    space is given as ``gymnasium.spaces.flatten_space`` of it, the flat Box rpbt feeds; a flat Box of ``obs_dim``
+    when None). Raises :class:`~rpbt.config.ConfigError` naming ``agent.network.encoder`` for a bad factory, module or
     space (``cnn`` needs a 3-D Box)."""
     if net.encoder == "mlp":
         return None
     import gymnasium as gym
 
     space = observation_space if observation_space is not None else gym.spaces.Box(-np.inf, np.inf, (obs_dim,))
+    if not isinstance(space, gym.spaces.Box):  # Discrete, Dict, Tuple...: the module sees them as rpbt feeds them
+        space = gym.spaces.flatten_space(space)
     where = f"agent.network.encoder {net.encoder!r}"
     if int(np.prod(space.shape)) != obs_dim:
         raise ConfigError(f"{where}: the observation space {space} does not flatten to the policy's {obs_dim} values")
