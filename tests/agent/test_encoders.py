@@ -250,3 +250,17 @@ def test_a_module_encoder_sees_a_non_box_observation_space_as_the_flat_box_rpbt_
     enc = learner.policy.actor.encoder
     assert enc.obs_shape == (learner.policy.obs_dim,)
     assert torch.isfinite(learner.train_update()["train/loss"]).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_stacked_encoder_and_gru_on_cuda_match_the_cpu():
+    cfg = tiny_config(*CASES["cnn_gru_prev_inputs"])
+    cpu, gpu = Learner(cfg, [0, 1]), Learner(cfg, [0, 1], device=torch.device("cuda"))
+    x = torch.randn(2, 3, cpu.policy.input_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(gpu.policy.actor.encoder(x.cuda()).cpu(), cpu.policy.actor.encoder(x),
+                                   atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(gpu.train_update()["train/loss"]).all()
+    exploit(gpu.policy, gpu.runner, 1, gpu.policy.snapshot(0), gpu.policy.get_hparams(0), strategy="burn_in")
+    for name, p in gpu.policy.named_parameters():
+        assert torch.equal(p[1], p[0]), name
