@@ -207,30 +207,34 @@ def test_burn_in_without_history_is_an_error_and_unknown_strategies_are_refused(
 # ------------------------------------------------------------------------------------------ keep, zero
 
 
-def test_keep_leaves_every_state_bit_identical_and_its_drift_is_measured():
-    cfg = tiny_config()
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_keep_leaves_every_state_bit_identical_and_its_drift_is_measured(cell):
+    cfg = tiny_config(f"agent.network.cell={cell}")
     learner, _ = trained(cfg, updates=2)
     before = states_of(learner)
-    assert any(float(h[2].abs().max()) > 0 for h, _ in before.values())
+    assert any(float(st[0][2].abs().max()) > 0 for st in before.values())
     m = transfer(learner, 2, learner.policy.snapshot(0), explored(learner, 0), strategy="keep")
-    for name, (h, c) in learner.carried.hidden.items():
-        assert torch.equal(h, before[name][0]) and torch.equal(c, before[name][1])
+    for name, st in learner.carried.hidden.items():
+        assert len(st) == (2 if cell == "lstm" else 1)
+        assert all(torch.equal(t, t_before) for t, t_before in zip(st, before[name]))
     assert m["pbt/hidden_state_drift"] > 0.0
     assert m["pbt/value_gap_at_exploit"] > 0.0
     assert m["pbt/policy_kl_at_exploit"] >= 0.0
 
 
-def test_zero_keeps_the_batch_shape_and_zeroes_only_the_recipient():
-    cfg = tiny_config("agent.network.lstm_num_layers=2", "env.num_envs=3")
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_zero_keeps_the_batch_shape_and_zeroes_only_the_recipient(cell):
+    cfg = tiny_config("agent.network.lstm_num_layers=2", "env.num_envs=3", f"agent.network.cell={cell}")
     learner, _ = trained(cfg, updates=2)
     before = states_of(learner)
     m = transfer(learner, 1, learner.policy.snapshot(0), explored(learner, 0), strategy="zero")
-    for name, (h, c) in learner.carried.hidden.items():
-        assert h.shape == c.shape == (3, 2, 3, 16)  # (P, num_layers, num_envs, hidden_size)
-        assert h[1].shape == (2, 3, 16)
-        assert torch.count_nonzero(h[1]) == 0 and torch.count_nonzero(c[1]) == 0
-        for other in (0, 2):
-            assert torch.equal(h[other], before[name][0][other])
+    for name, st in learner.carried.hidden.items():
+        assert len(st) == (2 if cell == "lstm" else 1)
+        for j, t in enumerate(st):
+            assert t.shape == (3, 2, 3, 16)  # (P, num_layers, num_envs, hidden_size)
+            assert torch.count_nonzero(t[1]) == 0
+            for other in (0, 2):
+                assert torch.equal(t[other], before[name][j][other])
     # Zero against the burned-in state: ||0 - b|| / ||b|| = 1 whenever an episode is running.
     assert m["pbt/hidden_state_drift"] == pytest.approx(1.0)
     assert m["pbt/value_gap_at_exploit"] > 0.0
@@ -239,8 +243,9 @@ def test_zero_keeps_the_batch_shape_and_zeroes_only_the_recipient():
 # ------------------------------------------------------------------------------------------ reset_episodes
 
 
-def test_reset_episodes_resets_environments_after_the_cut_episodes_were_bootstrapped():
-    cfg = tiny_config("agent.update_epochs=1")
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_reset_episodes_resets_environments_after_the_cut_episodes_were_bootstrapped(cell):
+    cfg = tiny_config("agent.update_epochs=1", f"agent.network.cell={cell}")
     learner = Learner(cfg, [0, 1, 2])
     policy, carried = learner.policy, learner.carried
     learner.train_update()
@@ -281,8 +286,8 @@ def test_reset_episodes_resets_environments_after_the_cut_episodes_were_bootstra
     # The cut episodes were not recorded as finished: the episode count is the donor's, untouched.
     assert int(policy.episodes[r]) == donor_episodes
     assert float(carried.running_return[r].abs().max()) == 0.0 and int(carried.running_length[r].max()) == 0
-    for h, c in carried.hidden.values():
-        assert torch.count_nonzero(h[r]) == 0 and torch.count_nonzero(c[r]) == 0
+    for st in carried.hidden.values():
+        assert len(st) == (2 if cell == "lstm" else 1) and all(torch.count_nonzero(t[r]) == 0 for t in st)
     assert carried.episode_lengths()[r].max() == 0
     assert m["pbt/hidden_state_drift"] == 0.0 and m["pbt/value_gap_at_exploit"] == 0.0
 
