@@ -350,7 +350,8 @@ class Policy:
 
     Attributes: ``config`` (the run's), ``member`` (global id), ``observation_space`` (the environment's, before
     flattening), ``action_space``, ``action_spec``, ``obs_dim`` (D, flattened), ``num_layers`` (L),
-    ``hidden_size`` (H), ``device``, ``learner`` (the one-member PopulationPolicy).
+    ``hidden_size`` (H), ``cell`` (``lstm``: state (h, c); ``gru``: state h), ``device``, ``learner`` (the
+    one-member PopulationPolicy).
     """
 
     def __init__(self, cfg: Config, learner: Any, member: int, observation_space: gym.Space,
