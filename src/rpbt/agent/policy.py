@@ -128,6 +128,19 @@ class Critic(nn.Module):
         self.head.reset_parameters(generators)
 
 
+def _networks(cfg: Config, population: int, input_dim: int, obs_dim: int, action_dim: int, continuous: bool,
+              observation_space: Any) -> tuple[RecurrentTrunk, PolicyHead, nn.ModuleList]:
+    """The actor trunk, the policy head and the critics (one, or two with twin critics), not yet initialized; each
+    trunk with its own encoder (:func:`rpbt.agent.encoders.make_encoder`; None: the MLP)."""
+    net = cfg.agent.network
+    encoders = [make_encoder(net, population, input_dim, obs_dim, observation_space)
+                for _ in range(3 if cfg.agent.critic.twin else 2)]  # the actor's, then each critic's
+    actor = RecurrentTrunk(population, input_dim, net.encoder_sizes, net.lstm_hidden_size, net.lstm_num_layers,
+                           net.cell, encoders[0])
+    head = PolicyHead(population, net.lstm_hidden_size, action_dim, continuous, net.log_std_init)
+    return actor, head, nn.ModuleList([Critic(population, input_dim, cfg, enc) for enc in encoders[1:]])
+
+
 class PopulationPolicy(nn.Module):
     """P recurrent actor-critics and everything else of their member state, member dimension first.
 
@@ -145,8 +158,7 @@ class PopulationPolicy(nn.Module):
         device: where every tensor lives (default CPU); weights are initialized on the CPU and then moved, so a
             seed gives the same initial weights on every device.
         nvec: MultiDiscrete's K category counts (sum(nvec) = action_dim; K independent categoricals), else None.
-        observation_space: the environment's observation space before flattening (prod(shape) = D), which a
-            module encoder (``agent.network.encoder``: ``cnn``, ``module:factory``) is built for; None: a flat Box.
+        observation_space: the environment's space before flattening, for a module encoder (None: a flat Box).
 
     Inputs: the normalized observation (D), then the previous action's features (A' = A with
     ``agent.network.prev_action``) and reward (R' = 1 with ``prev_reward``), both zero at an episode's first step
@@ -158,8 +170,8 @@ class PopulationPolicy(nn.Module):
     ``env_steps``/``updates`` (P,) int64 and the episode ring (:mod:`rpbt.agent.episodes`); ``distribution``
     (:class:`~rpbt.agent.distribution.ActionDistribution`); ``generators``, one CPU ``torch.Generator`` per member.
 
-    Raises ``ValueError`` for an empty ``member_ids`` or a bad ``nvec``, ``KeyError`` for an unknown hyperparameter,
-    :class:`~rpbt.config.ConfigError` naming ``agent.network.encoder`` for an encoder that cannot be built.
+    Raises ``ValueError`` (empty ``member_ids``, bad ``nvec``), ``KeyError`` (unknown hyperparameter), ``ConfigError``
+    (an ``agent.network.encoder`` that cannot be built).
     """
 
     def __init__(self, cfg: Config, member_ids: Sequence[int], obs_dim: int, action_dim: int, continuous: bool,
@@ -181,17 +193,9 @@ class PopulationPolicy(nn.Module):
         self.input_dim = self.obs_dim + self.prev_action_dim + self.prev_reward_dim  # I
         self.seeds = [member_seed(cfg.run.seed, m) for m in self.member_ids]
         self.generators = [torch.Generator().manual_seed(s) for s in self.seeds]
-
-        self.observation_space = observation_space
-
-        def encoder() -> Optional[nn.Module]:
-            return make_encoder(net, P, self.input_dim, self.obs_dim, observation_space)
-
-        self.actor = RecurrentTrunk(P, self.input_dim, net.encoder_sizes, net.lstm_hidden_size, net.lstm_num_layers,
-                                    net.cell, encoder())
-        self.policy_head = PolicyHead(P, net.lstm_hidden_size, self.action_dim, self.continuous, net.log_std_init)
-        self.critics = nn.ModuleList([Critic(P, self.input_dim, cfg, encoder())
-                                      for _ in range(2 if a.critic.twin else 1)])
+        self.observation_space = observation_space  # before flattening: what a module encoder is built for
+        self.actor, self.policy_head, self.critics = _networks(cfg, P, self.input_dim, self.obs_dim, self.action_dim,
+                                                               self.continuous, observation_space)
         self.actor.reset_parameters(self.generators)
         self.policy_head.reset_parameters(self.generators, net.log_std_init)
         for critic in self.critics:
@@ -236,14 +240,8 @@ class PopulationPolicy(nn.Module):
         for :meth:`act`; build once per rollout while the weights are fixed."""
         return stack_trunks([self.trunk(n) for n in (self.state_names() if values else ["actor"])])
 
-    @property
-    def cell_state_names(self) -> tuple[str, ...]:
-        """The names of one trunk's carried tensors: ``("h", "c")`` for the LSTM, ``("h",)`` for the GRU."""
-        return self.actor.cell.state_names
-
     def initial_state(self, num_envs: int, names: Optional[Sequence[str]] = None) -> dict[str, LSTMState]:
-        """Zero recurrent states ``{name: (h, c) or (h,)}``, each (P, L, num_envs, H), on the policy's device, for
-        ``names`` (default :meth:`state_names`)."""
+        """Zero states ``{name: (h, c) or (h,)}`` (P, L, num_envs, H) on the device, for ``names`` (or all)."""
         return {n: tuple(t.to(self.device) for t in self.trunk(n).cell.initial_state(num_envs))
                 for n in (self.state_names() if names is None else names)}
 
