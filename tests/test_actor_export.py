@@ -20,12 +20,14 @@ from tests.test_api import _has, _policy_of, _train
 def _episodes(policy: Policy, actor_fns: dict, batch: int = 3, steps: int = 70, seed: int = 0) -> dict[str, float]:
     """Run ``batch`` environments for ``steps`` steps with ``policy.predict`` (sampling, so actions vary), resetting
     finished ones; feed every exported actor the same observations, episode starts, previous actions and rewards,
-    each carrying its own (h, c). Returns the max abs difference of every output from Policy's, per actor."""
+    each carrying its own state ((h, c), or h for a GRU). Returns the max abs difference of every output from
+    Policy's, per actor."""
     envs = [policy.make_env() for _ in range(batch)]
     obs = np.stack([e.reset(seed=seed + j)[0] for j, e in enumerate(envs)]).astype(np.float32)
     spec = policy.action_spec
     L, H = policy.num_layers, policy.hidden_size
-    carried = {name: (np.zeros((L, batch, H), np.float32), np.zeros((L, batch, H), np.float32)) for name in actor_fns}
+    n_state = 1 if policy.cell == "gru" else 2
+    carried = {name: [np.zeros((L, batch, H), np.float32)] * n_state for name in actor_fns}
     prev_action = np.zeros((batch, *spec.shape), np.float32 if spec.continuous else np.int64)
     prev_reward = np.zeros(batch, np.float32)
     start = np.ones(batch, dtype=bool)
@@ -34,10 +36,10 @@ def _episodes(policy: Policy, actor_fns: dict, batch: int = 3, steps: int = 70, 
     starts_seen = 0
     for _ in range(steps):
         params, next_state = policy.action_distribution(obs, state, episode_start=start, prev_reward=prev_reward)
-        expected = list(params.values()) + [next_state.h, next_state.c]
+        assert (next_state.c is None) == (policy.cell == "gru")
+        expected = list(params.values()) + [next_state.h] + ([] if next_state.c is None else [next_state.c])
         for name, fn in actor_fns.items():
-            h, c = carried[name]
-            inputs = [obs, h, c, start.astype(np.float32)]
+            inputs = [obs, *carried[name], start.astype(np.float32)]
             if policy.prev_action:
                 inputs.append(prev_action)
             if policy.prev_reward:
@@ -47,7 +49,7 @@ def _episodes(policy: Policy, actor_fns: dict, batch: int = 3, steps: int = 70, 
             for got, want in zip(out, expected):
                 assert got.shape == want.shape
                 worst[name] = max(worst[name], float(np.abs(got - want).max()))
-            carried[name] = (out[-2], out[-1])
+            carried[name] = list(out[-n_state:])
         actions, state = policy.predict(obs, state, episode_start=start, deterministic=False, prev_reward=prev_reward)
         start = np.zeros(batch, dtype=bool)
         for j, env in enumerate(envs):
@@ -72,6 +74,9 @@ CASES = {
                         "agent.network.prev_reward=true"],
     "dict_obs_prev_reward_only": ["env.entry_point=tests.custom_envs:make_dict_beacon", "env.id=beacon",
                                   "agent.network.prev_reward=true"],
+    "gru_discrete": ["agent.network.cell=gru", "agent.network.lstm_num_layers=2"],
+    "gru_box_prev_inputs": ["agent.network.cell=gru", "env.id=Pendulum-v1", "env.kwargs={max_episode_steps: 30}",
+                            "agent.network.prev_action=true", "agent.network.prev_reward=true"],
 }
 
 

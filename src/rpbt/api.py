@@ -332,12 +332,12 @@ def export(run_dir: Union[str, Path], path: Union[str, Path], format: str = "onn
 
 
 class _Acted(NamedTuple):
-    """One :meth:`Policy._act`: head outputs (B, A), new (h, c) (L, B, H) each, whether the observation was a
-    batch, and the previous-action features the step was fed (B, A')."""
+    """One :meth:`Policy._act`: head outputs (B, A), new h and c (L, B, H) each (c None for a GRU), whether the
+    observation was a batch, and the previous-action features the step was fed (B, A')."""
 
     head: torch.Tensor
     h: torch.Tensor
-    c: torch.Tensor
+    c: Optional[torch.Tensor]
     batched: bool
     prev_action: np.ndarray
 
@@ -346,19 +346,24 @@ class _Acted(NamedTuple):
 class PolicyState:
     """What a :class:`Policy` carries from one call to the next, for a batch of B environments.
 
-    ``h``, ``c``: (L, B, H) float32, the actor LSTM's state (Stable-Baselines3's ``lstm_states``); ``prev_action``:
+    ``h``, ``c``: (L, B, H) float32, the actor's recurrent state (Stable-Baselines3's ``lstm_states``); ``c`` is
+    None for a GRU policy (``agent.network.cell: gru``), whose state is ``h`` alone; ``prev_action``:
     (B, A') float32, the features of the actions the last call returned (one-hot, concatenated one-hots, or the
     clipped Box action; zero before the first action), fed back to a policy trained with
     ``agent.network.prev_action`` (A' = 0 for any other policy).
     """
 
     h: np.ndarray
-    c: np.ndarray
+    c: Optional[np.ndarray]
     prev_action: np.ndarray
 
     @property
     def batch_size(self) -> int:
         return int(self.h.shape[1])
+
+
+def _numpy_or_none(t: Optional[torch.Tensor]) -> Optional[np.ndarray]:
+    return None if t is None else t.cpu().numpy()
 
 
 class Policy:
@@ -372,7 +377,8 @@ class Policy:
 
     Attributes: ``config`` (the run's), ``member`` (global id), ``observation_space`` (the environment's, before
     flattening), ``action_space``, ``action_spec``, ``obs_dim`` (D, flattened), ``num_layers`` (L),
-    ``hidden_size`` (H), ``device``, ``learner`` (the one-member PopulationPolicy).
+    ``hidden_size`` (H), ``cell`` (``lstm``: state (h, c); ``gru``: state h), ``device``, ``learner`` (the
+    one-member PopulationPolicy).
     """
 
     def __init__(self, cfg: Config, learner: Any, member: int, observation_space: gym.Space,
@@ -385,6 +391,7 @@ class Policy:
         self.obs_dim = int(learner.obs_dim)
         self.num_layers = int(cfg.agent.network.lstm_num_layers)
         self.hidden_size = int(cfg.agent.network.lstm_hidden_size)
+        self.cell = str(cfg.agent.network.cell)  # lstm: state (h, c); gru: state h
         self.device = torch.device(device)
         self.prev_action = learner.prev_action_dim > 0
         self.prev_reward = learner.prev_reward_dim > 0
@@ -393,16 +400,18 @@ class Policy:
 
     def __repr__(self) -> str:
         return (f"Policy(member={self.member}, env={self.config.env.id!r}, obs_dim={self.obs_dim}, "
-                f"action_space={self.action_space}, lstm={self.num_layers}x{self.hidden_size})")
+                f"action_space={self.action_space}, {self.cell}={self.num_layers}x{self.hidden_size})")
 
     # ------------------------------------------------------------------------------------------ state
 
     def initial_state(self, batch: int = 1) -> PolicyState:
-        """The state before any observation of ``batch`` environments: zero (h, c) (L, B, H), no previous action."""
+        """The state before any observation of ``batch`` environments: zero h and c (L, B, H) (c None for a GRU), no
+        previous action."""
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         zeros = np.zeros((self.num_layers, batch, self.hidden_size), dtype=np.float32)
-        return PolicyState(zeros, zeros.copy(), np.zeros((batch, self.learner.prev_action_dim), dtype=np.float32))
+        c = zeros.copy() if self.cell == "lstm" else None
+        return PolicyState(zeros, c, np.zeros((batch, self.learner.prev_action_dim), dtype=np.float32))
 
     # ------------------------------------------------------------------------------------------ observations
 
@@ -474,13 +483,13 @@ class Policy:
                 prev_reward = 0.0
             r = _per_env("prev_reward", prev_reward, B, "number").astype(np.float32)
             prev_r = torch.as_tensor(r).view(1, B, 1)
-        hidden = {"actor": (torch.as_tensor(state.h).unsqueeze(0).to(dev),
-                            torch.as_tensor(state.c).unsqueeze(0).to(dev))}
+        parts = (state.h,) if self.cell == "gru" else (state.h, state.c)
+        hidden = {"actor": tuple(torch.as_tensor(t).unsqueeze(0).to(dev) for t in parts)}
         out = learner.act(torch.as_tensor(x).view(1, B, -1).to(dev), hidden,
                           torch.as_tensor(state.prev_action).view(1, B, -1), prev_r,
                           torch.as_tensor(start).view(1, B).to(dev))
-        h, c = out.state["actor"]
-        return _Acted(out.head[0], h[0], c[0], batched, state.prev_action)
+        new = out.state["actor"]
+        return _Acted(out.head[0], new[0][0], new[1][0] if len(new) > 1 else None, batched, state.prev_action)
 
     def _check_state(self, state: Any, B: int) -> None:
         """Raise ``ValueError`` unless ``state`` is a :class:`PolicyState` of this policy for B environments."""
@@ -488,8 +497,12 @@ class Policy:
             raise ValueError(f"state must be the PolicyState a previous call returned (or initial_state(B)), got "
                              f"{type(state).__name__}")
         L, H, A = self.num_layers, self.hidden_size, self.learner.prev_action_dim
-        for name, value, shape in (("h", state.h, (L, B, H)), ("c", state.c, (L, B, H)),
-                                   ("prev_action", state.prev_action, (B, A))):
+        if self.cell == "gru" and state.c is not None:
+            raise ValueError("state.c must be None for a GRU policy (its state is h alone)")
+        checks = [("h", state.h, (L, B, H)), ("prev_action", state.prev_action, (B, A))]
+        if self.cell == "lstm":
+            checks.insert(1, ("c", state.c, (L, B, H)))
+        for name, value, shape in checks:
             got = tuple(np.shape(value))
             if got != shape:
                 what = (f"state is for {got[1]} environments, the observation for {B}"
@@ -524,7 +537,7 @@ class Policy:
             params = {"logits": head.cpu().numpy()}
         if not acted.batched:
             params = {k: v[0] for k, v in params.items()}
-        return params, PolicyState(acted.h.cpu().numpy(), acted.c.cpu().numpy(), acted.prev_action)
+        return params, PolicyState(acted.h.cpu().numpy(), _numpy_or_none(acted.c), acted.prev_action)
 
     def predict(self, obs: Any, state: Optional[PolicyState] = None, episode_start: Any = None,
                 deterministic: bool = True, prev_reward: Any = None) -> tuple[np.ndarray, PolicyState]:
@@ -565,7 +578,7 @@ class Policy:
         env_actions = self.action_spec.to_env(actions)
         if self.action_spec.continuous:
             env_actions = env_actions.astype(np.float32)
-        new_state = PolicyState(h.cpu().numpy(), c.cpu().numpy(), self._action_features(env_actions))
+        new_state = PolicyState(h.cpu().numpy(), _numpy_or_none(c), self._action_features(env_actions))
         return (env_actions if batched else env_actions[0]), new_state
 
     # ------------------------------------------------------------------------------------------ environments

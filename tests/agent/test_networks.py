@@ -115,3 +115,84 @@ def test_multi_discrete_log_prob_entropy_and_kl_are_sums_over_independent_catego
     torch.testing.assert_close(logp, ref_logp, atol=1e-5, rtol=0)
     torch.testing.assert_close(entropy, ref_ent, atol=1e-5, rtol=0)
     torch.testing.assert_close(kl, ref_kl, atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------ GRU
+
+
+def _pop_gru(P=3, D=4, H=5, L=2, seed=0):
+    from rpbt.agent.networks import PopGRU
+
+    gru = PopGRU(population=P, input_size=D, hidden_size=H, num_layers=L)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # random biases too (reset_parameters zeroes them), so b_hn's place is tested
+        for p in gru.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return gru
+
+
+def _torch_gru_of(gru, member: int) -> torch.nn.GRU:
+    """torch.nn.GRU holding member ``member``'s weights (transposed into torch's (out, in) convention)."""
+    ref = torch.nn.GRU(gru.weight_ih[0].shape[1], gru.hidden_size, gru.num_layers, batch_first=True)
+    with torch.no_grad():
+        for k in range(gru.num_layers):
+            getattr(ref, f"weight_ih_l{k}").copy_(gru.weight_ih[k][member].t())
+            getattr(ref, f"weight_hh_l{k}").copy_(gru.weight_hh[k][member].t())
+            getattr(ref, f"bias_ih_l{k}").copy_(gru.bias_ih[k][member])
+            getattr(ref, f"bias_hh_l{k}").copy_(gru.bias_hh[k][member])
+    return ref
+
+
+def test_pop_gru_member_i_equals_torch_nn_gru_with_its_weights():
+    P, T, N, D, H, L = 3, 7, 4, 4, 5, 2
+    gru = _pop_gru(P, D, H, L)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(P, T, N, D, generator=g)
+    h0 = torch.randn(P, L, N, H, generator=g)
+    no_start = torch.zeros(P, T, N, dtype=torch.bool)
+    with torch.no_grad():
+        out, (h_T,) = gru.sequence(x, (h0,), no_start)
+        for i in range(P):
+            ref_out, ref_h = _torch_gru_of(gru, i)(x[i].transpose(0, 1), h0[i])  # (N, T, D) batch-first
+            assert float((out[i].transpose(0, 1) - ref_out).abs().max()) < 1e-6
+            assert float((h_T[i] - ref_h).abs().max()) < 1e-6
+        # the acting path (one step at a time) gives the same outputs
+        state = (h0,)
+        for t in range(T):
+            o, state = gru.step(x[:, t], state, no_start[:, t])
+            assert float((o - out[:, t]).abs().max()) < 1e-6
+
+
+def test_gru_step_and_sequence_reset_state_at_episode_starts():
+    gru = _pop_gru(2, 3, 5, 2)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 6, 4, 3, generator=g)
+    state = (torch.randn(2, 2, 4, 5, generator=g),)
+    zero = gru.initial_state(4)
+    assert len(zero) == 1 and zero[0].shape == (2, 2, 4, 5)
+    start = torch.tensor([[True, False, False, False]] * 2)
+    with torch.no_grad():
+        out, _ = gru.step(x[:, 0], state, start)
+        out_zero, _ = gru.step(x[:, 0], zero, torch.zeros(2, 4))
+        out_kept, _ = gru.step(x[:, 0], state, torch.zeros(2, 4))
+        torch.testing.assert_close(out[:, 0], out_zero[:, 0])
+        torch.testing.assert_close(out[:, 1:], out_kept[:, 1:])
+        assert not torch.allclose(out[:, 0], out_kept[:, 0])
+        starts = torch.zeros(2, 6, 4, dtype=torch.bool)
+        starts[:, 3] = True
+        seq, _ = gru.sequence(x, state, starts)
+        fresh, _ = gru.sequence(x[:, 3:], zero, torch.zeros(2, 3, 4))
+        torch.testing.assert_close(seq[:, 3:], fresh, atol=1e-6, rtol=0)
+
+
+def test_gru_sequence_gradients_match_torch_nn_gru():
+    gru = _pop_gru(2, 3, 4, 1)
+    x = torch.randn(2, 5, 3, 3, generator=torch.Generator().manual_seed(3))
+    out, _ = gru.sequence(x, gru.initial_state(3), torch.zeros(2, 5, 3, dtype=torch.bool))
+    out.sin().sum().backward()
+    for i in range(2):
+        ref = _torch_gru_of(gru, i)
+        ref_out, _ = ref(x[i].transpose(0, 1))
+        ref_out.transpose(0, 1).sin().sum().backward()
+        torch.testing.assert_close(gru.weight_hh[0].grad[i], ref.weight_hh_l0.grad.t(), atol=1e-5, rtol=0)
+        torch.testing.assert_close(gru.bias_hh[0].grad[i], ref.bias_hh_l0.grad, atol=1e-5, rtol=0)

@@ -33,12 +33,14 @@ def test_acting_resets_hidden_state_at_episode_start():
     assert found > 0, "no mid-rollout episode start: lengthen the rollout"
 
 
-@pytest.mark.parametrize("env_id", ["popgym-PositionOnlyCartPoleEasy-v0", "Pendulum-v1"])
-def test_first_epoch_replay_reproduces_rollout_log_probs(env_id):
-    learner = Learner(tiny_config(f"env.id={env_id}", "agent.num_steps=48"), [0, 1, 2])
+@pytest.mark.parametrize("env_id,cell", [("popgym-PositionOnlyCartPoleEasy-v0", "lstm"), ("Pendulum-v1", "lstm"),
+                                         ("popgym-PositionOnlyCartPoleEasy-v0", "gru"), ("Pendulum-v1", "gru")])
+def test_first_epoch_replay_reproduces_rollout_log_probs(env_id, cell):
+    learner = Learner(tiny_config(f"env.id={env_id}", "agent.num_steps=48", f"agent.network.cell={cell}"), [0, 1, 2])
     learner.collect()  # advance so the rollout starts from nonzero carried states
     rollout = learner.collect()
-    assert any(h.abs().sum() > 0 for h, _ in rollout.initial_states.values())
+    assert all(len(st) == (2 if cell == "lstm" else 1) for st in rollout.initial_states.values())
+    assert any(st[0].abs().sum() > 0 for st in rollout.initial_states.values())
     policy = learner.policy
     head, raws = policy.sequence(rollout.obs, rollout.initial_states, rollout.episode_starts)
     from rpbt.agent.networks import log_prob_entropy
@@ -108,20 +110,21 @@ def test_metrics_use_sb3_keys_and_are_per_member():
 # ------------------------------------------------------------------------------------------ segment replay
 
 
-def _segment_learner(length=8):
+def _segment_learner(length=8, cell="lstm"):
     return Learner(tiny_config("agent.num_steps=32", f"agent.bptt_length={length}", "env.num_envs=2",
-                               "agent.num_minibatches=2"), [0, 1])
+                               "agent.num_minibatches=2", f"agent.network.cell={cell}"), [0, 1])
 
 
-def test_first_epoch_segments_start_from_the_acting_states_and_reproduce_log_probs():
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_first_epoch_segments_start_from_the_acting_states_and_reproduce_log_probs(cell):
     from rpbt.agent.networks import log_prob_entropy
     from rpbt.agent.rollout import take_envs, to_segments
 
-    learner = _segment_learner()
+    learner = _segment_learner(cell=cell)
     learner.collect()
     rollout = learner.collect()
     policy = learner.policy
-    h, _ = rollout.segment_states["actor"]
+    h = rollout.segment_states["actor"][0]
     assert h.shape[2] == 4 * 2  # K = 32 / 8 segments for each of the 2 environments
     assert torch.equal(h[:, :, :2], rollout.initial_states["actor"][0])  # segment 0 starts at the rollout's start
     idx = torch.arange(8).repeat(2, 1)
@@ -133,28 +136,30 @@ def test_first_epoch_segments_start_from_the_acting_states_and_reproduce_log_pro
     assert float((values - torch.stack([to_segments(v, 8) for v in rollout.values])).abs().max()) < 1e-5
 
 
-def test_refreshed_segment_states_equal_stepping_the_current_weights_through_the_rollout():
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_refreshed_segment_states_equal_stepping_the_current_weights_through_the_rollout(cell):
     from rpbt.agent.ppo import refresh_segment_states
 
-    learner = _segment_learner()
+    learner = _segment_learner(cell=cell)
     learner.collect()
     rollout = learner.collect()
     policy = learner.policy
     # Unchanged weights: the refresh reproduces the states recorded while acting.
     same = refresh_segment_states(policy, rollout, 8)
-    for name, (h, c) in rollout.segment_states.items():
-        assert float((same[name][0] - h).abs().max()) < 1e-5 and float((same[name][1] - c).abs().max()) < 1e-5
+    for name, st in rollout.segment_states.items():
+        assert len(st) == len(same[name]) == (2 if cell == "lstm" else 1)
+        assert all(float((a - b).abs().max()) < 1e-5 for a, b in zip(same[name], st))
     learner.update(rollout)  # new weights
     fresh = refresh_segment_states(policy, rollout, 8)
     # Independent reference: the acting path, one step at a time over the stored observations, from the start.
     with torch.no_grad():
-        states = {k: (h.clone(), c.clone()) for k, (h, c) in rollout.initial_states.items()}
+        states = {k: tuple(t.clone() for t in st) for k, st in rollout.initial_states.items()}
         for t in range(32):
             if t % 8 == 0:
                 k = t // 8
-                for name, (h, c) in states.items():
-                    torch.testing.assert_close(fresh[name][0][:, :, k * 2:(k + 1) * 2], h, atol=1e-5, rtol=0)
-                    torch.testing.assert_close(fresh[name][1][:, :, k * 2:(k + 1) * 2], c, atol=1e-5, rtol=0)
+                for name, st in states.items():
+                    for j, part in enumerate(st):
+                        torch.testing.assert_close(fresh[name][j][:, :, k * 2:(k + 1) * 2], part, atol=1e-5, rtol=0)
             _, _, states = policy.step(rollout.obs[:, t], states, rollout.episode_starts[:, t])
     moved = max(float((fresh[n][0] - rollout.segment_states[n][0]).abs().max()) for n in fresh)
     assert moved > 1e-4, "the update must have changed the states the refresh computes"

@@ -58,12 +58,12 @@ def trained(cfg, updates: int, population: int = 3):
 def reference_states(cfg, donor_state, prefixes, window=None):
     """States after stepping the donor's networks over each env's prefix from zero, one observation at a time.
 
-    prefixes: per env a list of raw observations (D,). Returns {name: (h, c)} each (L, N, H).
+    prefixes: per env a list of raw observations (D,). Returns {name: (h, c) or (h,)} each (L, N, H).
     """
     ref = make_policy(cfg, [0])
     ref.restore(0, donor_state)
     n_envs, dim = cfg.env.num_envs, ref.obs_dim
-    out = {name: (torch.zeros_like(h[0]), torch.zeros_like(c[0])) for name, (h, c) in ref.initial_state(n_envs).items()}
+    out = {name: tuple(torch.zeros_like(t[0]) for t in st) for name, st in ref.initial_state(n_envs).items()}
     for n, seq in enumerate(prefixes):
         if window is not None:
             seq = seq[-window:]
@@ -72,9 +72,9 @@ def reference_states(cfg, donor_state, prefixes, window=None):
             x = torch.zeros(1, n_envs, dim)
             x[0, n] = o
             _, _, states = ref.step(ref.normalize_obs(x), states, torch.zeros(1, n_envs, dtype=torch.bool))
-        for name, (h, c) in states.items():
-            out[name][0][:, n] = h[0, :, n]
-            out[name][1][:, n] = c[0, :, n]
+        for name, st in states.items():
+            for j, t in enumerate(st):
+                out[name][j][:, n] = t[0, :, n]
     return out
 
 
@@ -85,7 +85,7 @@ def explored(learner, donor, **changes):
 
 
 def states_of(learner):
-    return {k: (h.clone(), c.clone()) for k, (h, c) in learner.carried.hidden.items()}
+    return {k: tuple(t.clone() for t in st) for k, st in learner.carried.hidden.items()}
 
 
 def transfer(learner, recipient, donor_state, new_hparams, **kwargs):
@@ -95,11 +95,12 @@ def transfer(learner, recipient, donor_state, new_hparams, **kwargs):
 # ------------------------------------------------------------------------------------------ burn_in
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("max_steps", [512, 5])
-def test_burn_in_equals_fresh_forward_pass_of_new_weights_over_the_episode_prefix(max_steps):
-    # Two LSTM layers and twin critics: every carried state (actor, critic0, critic1) and layer is checked.
+def test_burn_in_equals_fresh_forward_pass_of_new_weights_over_the_episode_prefix(max_steps, cell):
+    # Two recurrent layers and twin critics: every carried state (actor, critic0, critic1) and layer is checked.
     cfg = tiny_config(f"pbt.burn_in_max_steps={max_steps}", "agent.network.lstm_num_layers=2",
-                      "agent.critic.twin=true")
+                      "agent.critic.twin=true", f"agent.network.cell={cell}")
     learner, rec = trained(cfg, updates=3)
     donor, recipient = 0, 2
     donor_state = learner.policy.snapshot(donor)
@@ -115,16 +116,17 @@ def test_burn_in_equals_fresh_forward_pass_of_new_weights_over_the_episode_prefi
 
     ref = reference_states(cfg, donor_state, prefixes, window)
     assert set(ref) == {"actor", "critic0", "critic1"}
-    for name, (h_ref, c_ref) in ref.items():
-        h, c = learner.carried.hidden[name]
-        assert h.shape == (3, 2, cfg.env.num_envs, 16)
-        assert float((h[recipient] - h_ref).abs().max()) < 1e-5, name
-        assert float((c[recipient] - c_ref).abs().max()) < 1e-5, name
+    for name, state_ref in ref.items():
+        state = learner.carried.hidden[name]
+        assert len(state) == (2 if cell == "lstm" else 1)
+        assert state[0].shape == (3, 2, cfg.env.num_envs, 16)
+        for t, t_ref in zip(state, state_ref):
+            assert float((t[recipient] - t_ref).abs().max()) < 1e-5, name
         # The stale states were different (the test would catch "burn-in did nothing").
-        assert float((stale[name][0][recipient] - h_ref).abs().max()) > 1e-3
+        assert float((stale[name][0][recipient] - state_ref[0]).abs().max()) > 1e-3
         # Other members are untouched.
         for other in (0, 1):
-            assert torch.equal(h[other], stale[name][0][other]) and torch.equal(c[other], stale[name][1][other])
+            assert all(torch.equal(t[other], t_stale[other]) for t, t_stale in zip(state, stale[name]))
     assert m["pbt/burn_in_truncated"] == expected_truncated
     # Right after a burn-in restore the carried states are the burned-in ones: nothing to measure.
     assert m["pbt/hidden_state_drift"] == 0.0
@@ -205,30 +207,34 @@ def test_burn_in_without_history_is_an_error_and_unknown_strategies_are_refused(
 # ------------------------------------------------------------------------------------------ keep, zero
 
 
-def test_keep_leaves_every_state_bit_identical_and_its_drift_is_measured():
-    cfg = tiny_config()
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_keep_leaves_every_state_bit_identical_and_its_drift_is_measured(cell):
+    cfg = tiny_config(f"agent.network.cell={cell}")
     learner, _ = trained(cfg, updates=2)
     before = states_of(learner)
-    assert any(float(h[2].abs().max()) > 0 for h, _ in before.values())
+    assert any(float(st[0][2].abs().max()) > 0 for st in before.values())
     m = transfer(learner, 2, learner.policy.snapshot(0), explored(learner, 0), strategy="keep")
-    for name, (h, c) in learner.carried.hidden.items():
-        assert torch.equal(h, before[name][0]) and torch.equal(c, before[name][1])
+    for name, st in learner.carried.hidden.items():
+        assert len(st) == (2 if cell == "lstm" else 1)
+        assert all(torch.equal(t, t_before) for t, t_before in zip(st, before[name]))
     assert m["pbt/hidden_state_drift"] > 0.0
     assert m["pbt/value_gap_at_exploit"] > 0.0
     assert m["pbt/policy_kl_at_exploit"] >= 0.0
 
 
-def test_zero_keeps_the_batch_shape_and_zeroes_only_the_recipient():
-    cfg = tiny_config("agent.network.lstm_num_layers=2", "env.num_envs=3")
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_zero_keeps_the_batch_shape_and_zeroes_only_the_recipient(cell):
+    cfg = tiny_config("agent.network.lstm_num_layers=2", "env.num_envs=3", f"agent.network.cell={cell}")
     learner, _ = trained(cfg, updates=2)
     before = states_of(learner)
     m = transfer(learner, 1, learner.policy.snapshot(0), explored(learner, 0), strategy="zero")
-    for name, (h, c) in learner.carried.hidden.items():
-        assert h.shape == c.shape == (3, 2, 3, 16)  # (P, num_layers, num_envs, hidden_size)
-        assert h[1].shape == (2, 3, 16)
-        assert torch.count_nonzero(h[1]) == 0 and torch.count_nonzero(c[1]) == 0
-        for other in (0, 2):
-            assert torch.equal(h[other], before[name][0][other])
+    for name, st in learner.carried.hidden.items():
+        assert len(st) == (2 if cell == "lstm" else 1)
+        for j, t in enumerate(st):
+            assert t.shape == (3, 2, 3, 16)  # (P, num_layers, num_envs, hidden_size)
+            assert torch.count_nonzero(t[1]) == 0
+            for other in (0, 2):
+                assert torch.equal(t[other], before[name][j][other])
     # Zero against the burned-in state: ||0 - b|| / ||b|| = 1 whenever an episode is running.
     assert m["pbt/hidden_state_drift"] == pytest.approx(1.0)
     assert m["pbt/value_gap_at_exploit"] > 0.0
@@ -237,8 +243,9 @@ def test_zero_keeps_the_batch_shape_and_zeroes_only_the_recipient():
 # ------------------------------------------------------------------------------------------ reset_episodes
 
 
-def test_reset_episodes_resets_environments_after_the_cut_episodes_were_bootstrapped():
-    cfg = tiny_config("agent.update_epochs=1")
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_reset_episodes_resets_environments_after_the_cut_episodes_were_bootstrapped(cell):
+    cfg = tiny_config("agent.update_epochs=1", f"agent.network.cell={cell}")
     learner = Learner(cfg, [0, 1, 2])
     policy, carried = learner.policy, learner.carried
     learner.train_update()
@@ -279,8 +286,8 @@ def test_reset_episodes_resets_environments_after_the_cut_episodes_were_bootstra
     # The cut episodes were not recorded as finished: the episode count is the donor's, untouched.
     assert int(policy.episodes[r]) == donor_episodes
     assert float(carried.running_return[r].abs().max()) == 0.0 and int(carried.running_length[r].max()) == 0
-    for h, c in carried.hidden.values():
-        assert torch.count_nonzero(h[r]) == 0 and torch.count_nonzero(c[r]) == 0
+    for st in carried.hidden.values():
+        assert len(st) == (2 if cell == "lstm" else 1) and all(torch.count_nonzero(t[r]) == 0 for t in st)
     assert carried.episode_lengths()[r].max() == 0
     assert m["pbt/hidden_state_drift"] == 0.0 and m["pbt/value_gap_at_exploit"] == 0.0
 
@@ -407,23 +414,30 @@ def test_weights_only_refuses_a_donor_state_without_the_weights_and_an_unknown_t
     after = learner.policy.snapshot(1)
     assert all(torch.equal(after.tensors[k], v) for k, v in before.tensors.items())  # nothing written
 
-def test_fused_lstm_replay_agrees_with_the_trunks_own_sequence():
-    # burn_in_states replays PopLSTM through torch.nn.LSTM's fused loop; the generic path (the trunk's own
-    # ``sequence``, used for any other trunk class) must give the same final states for ragged lengths.
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_fused_lstm_replay_agrees_with_the_trunks_own_sequence(cell):
+    # burn_in_states replays PopLSTM (PopGRU) through torch.nn.LSTM's (GRU's) fused loop; the generic path (the
+    # trunk's own ``sequence``, used for any other trunk class) must give the same final states for ragged lengths.
     from rpbt.pbt import transfer
 
-    cfg = tiny_config("agent.network.lstm_num_layers=2")
+    cfg = tiny_config("agent.network.lstm_num_layers=2", f"agent.network.cell={cell}")
     learner = make_policy(cfg, [0, 1, 2])
-    obs = torch.randn(1, 2, 9, learner.obs_dim, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # nonzero biases: the GRU's b_hn sits inside the reset gate's product
+        for name, p in learner.named_parameters():
+            if "bias" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    obs = torch.randn(1, 2, 9, learner.obs_dim, generator=g)
     kept = torch.tensor([9, 4])
     obs[0, 1, 4:] = 0.0
     for name in learner.state_names():
         trunk = learner.trunk(name)
-        h1, c1 = transfer._final_states_torch_lstm(trunk, 1, obs, kept)
-        h2, c2 = transfer._final_states_generic(trunk, 1, obs, kept)
-        assert h1.shape == (2, 2, 16)
-        torch.testing.assert_close(h1, h2, atol=1e-6, rtol=0)
-        torch.testing.assert_close(c1, c2, atol=1e-6, rtol=0)
+        fast = transfer._final_states_torch_lstm(trunk, 1, obs, kept)
+        generic = transfer._final_states_generic(trunk, 1, obs, kept)
+        assert len(fast) == len(generic) == (2 if cell == "lstm" else 1)
+        assert fast[0].shape == (2, 2, 16)
+        for a, b in zip(fast, generic):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
 
 def test_burn_in_draws_nothing_from_the_global_rng():
@@ -481,7 +495,7 @@ def reference_states_with_inputs(cfg, donor_state, prefixes, window=None):
     ref = make_policy(cfg, [0])
     ref.restore(0, donor_state)
     n_envs = cfg.env.num_envs
-    out = {name: (torch.zeros_like(h[0]), torch.zeros_like(c[0])) for name, (h, c) in ref.initial_state(n_envs).items()}
+    out = {name: tuple(torch.zeros_like(t[0]) for t in st) for name, st in ref.initial_state(n_envs).items()}
     for n, seq in enumerate(prefixes):
         if window is not None:
             seq = seq[-window:]
@@ -492,24 +506,27 @@ def reference_states_with_inputs(cfg, donor_state, prefixes, window=None):
             inp = torch.cat([ref.normalize_obs(x), torch.zeros(1, n_envs, prev.shape[0])], -1)
             inp[0, n, ref.obs_dim:] = prev
             _, _, states = ref.step(inp, states, torch.zeros(1, n_envs, dtype=torch.bool))
-        for name, (h, c) in states.items():
-            out[name][0][:, n] = h[0, :, n]
-            out[name][1][:, n] = c[0, :, n]
+        for name, st in states.items():
+            for j, t in enumerate(st):
+                out[name][j][:, n] = t[0, :, n]
     return out
 
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-@pytest.mark.parametrize("env_id,max_steps,device", [
-    ("popgym-PositionOnlyCartPoleEasy-v0", 512, "cpu"),
-    ("popgym-PositionOnlyCartPoleEasy-v0", 5, "cpu"),
-    ("popgym-MineSweeperEasy-v0", 512, "cpu"),
-    pytest.param("popgym-MineSweeperEasy-v0", 5, "cuda", marks=CUDA),
+@pytest.mark.parametrize("env_id,max_steps,device,cell", [
+    ("popgym-PositionOnlyCartPoleEasy-v0", 512, "cpu", "lstm"),
+    ("popgym-PositionOnlyCartPoleEasy-v0", 5, "cpu", "lstm"),
+    ("popgym-MineSweeperEasy-v0", 512, "cpu", "lstm"),
+    ("popgym-MineSweeperEasy-v0", 5, "cpu", "gru"),
+    pytest.param("popgym-MineSweeperEasy-v0", 5, "cuda", "lstm", marks=CUDA),
+    pytest.param("popgym-MineSweeperEasy-v0", 5, "cuda", "gru", marks=CUDA),
 ])
-def test_burn_in_with_previous_action_and_reward_reproduces_the_carried_state(env_id, max_steps, device):
+def test_burn_in_with_previous_action_and_reward_reproduces_the_carried_state(env_id, max_steps, device, cell):
     cfg = tiny_config(f"env.id={env_id}", f"pbt.burn_in_max_steps={max_steps}", "agent.network.prev_action=true",
-                      "agent.network.prev_reward=true", "agent.critic.twin=true", "agent.num_steps=32")
+                      "agent.network.prev_reward=true", "agent.critic.twin=true", "agent.num_steps=32",
+                      f"agent.network.cell={cell}")
     learner = Learner(cfg, [0, 1, 2], device=torch.device(device))
     rec = InputRecorder(learner.runner)
     for _ in range(3):
@@ -529,11 +546,10 @@ def test_burn_in_with_previous_action_and_reward_reproduces_the_carried_state(en
     stale = states_of(learner)
     m = transfer(learner, recipient, donor_state, explored(learner, 0), strategy="burn_in")
     ref = reference_states_with_inputs(cfg, donor_state, prefixes, window)
-    for name, (h_ref, c_ref) in ref.items():
-        h, c = (t.cpu() for t in learner.carried.hidden[name])
-        assert float((h[recipient] - h_ref).abs().max()) < 1e-5, name
-        assert float((c[recipient] - c_ref).abs().max()) < 1e-5, name
-        assert float((stale[name][0][recipient].cpu() - h_ref).abs().max()) > 1e-3
+    for name, state_ref in ref.items():
+        for t, t_ref in zip(learner.carried.hidden[name], state_ref):
+            assert float((t.cpu()[recipient] - t_ref).abs().max()) < 1e-5, name
+        assert float((stale[name][0][recipient].cpu() - state_ref[0]).abs().max()) > 1e-3
     assert m["pbt/hidden_state_drift"] == 0.0 and m["pbt/policy_kl_at_exploit"] == 0.0
     # The previous inputs matter: the same prefixes with them zeroed give other states.
     zeroed = [[(raw, torch.zeros_like(prev)) for raw, prev in p] for p in prefixes]
@@ -560,3 +576,69 @@ def test_every_exploit_measures_the_stale_state_against_the_burned_in_one(strate
     if strategy == "keep":  # keep leaves the stale state: both comparisons are the same one
         assert m["pbt/hidden_state_drift"] == pytest.approx(m["pbt/stale_state_drift"])
     learner.close()
+
+
+# ------------------------------------------------------------------------------------------ an independent reference
+
+
+def _np_sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def numpy_trunk_states(member_state, prefix, name, cell, num_layers, obs_clip):
+    """The state of trunk ``name`` after ``prefix`` (a list of raw observations (D,)) from zero, in NumPy float64
+    from the member state's tensors alone: observation normalization, the tanh MLP encoder, then the cell's
+    equations as the PyTorch documentation gives them (LSTM gates i, f, g, o; GRU gates r, z, n with
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn))). Returns a tuple of (L, H) arrays: (h, c) or (h,)."""
+    t = {k: v.double().numpy() for k, v in member_state.tensors.items()}
+    mean, var = t["obs_rms.mean"], t["obs_rms.var"]
+    prefix_key = "actor" if name == "actor" else f"critics.{name[len('critic'):]}.trunk"
+    enc = []
+    k = 0
+    while f"{prefix_key}.encoder.layers.{k}.weight" in t:
+        enc.append((t[f"{prefix_key}.encoder.layers.{k}.weight"], t[f"{prefix_key}.encoder.layers.{k}.bias"]))
+        k += 1
+    H = t[f"{prefix_key}.{cell}.weight_hh.0"].shape[0]
+    h = np.zeros((num_layers, H))
+    c = np.zeros((num_layers, H))
+    for raw in prefix:
+        x = np.clip((raw.double().numpy() - mean) / np.sqrt(var + 1e-8), -obs_clip, obs_clip)
+        for w, b in enc:
+            x = np.tanh(x @ w + b)
+        for layer in range(num_layers):
+            w_ih, w_hh = t[f"{prefix_key}.{cell}.weight_ih.{layer}"], t[f"{prefix_key}.{cell}.weight_hh.{layer}"]
+            if cell == "lstm":
+                z = x @ w_ih + h[layer] @ w_hh + t[f"{prefix_key}.lstm.bias.{layer}"]
+                i, f, g, o = np.split(z, 4)
+                c[layer] = _np_sigmoid(f) * c[layer] + _np_sigmoid(i) * np.tanh(g)
+                h[layer] = _np_sigmoid(o) * np.tanh(c[layer])
+            else:
+                gi = x @ w_ih + t[f"{prefix_key}.gru.bias_ih.{layer}"]
+                gh = h[layer] @ w_hh + t[f"{prefix_key}.gru.bias_hh.{layer}"]
+                r = _np_sigmoid(gi[:H] + gh[:H])
+                zz = _np_sigmoid(gi[H:2 * H] + gh[H:2 * H])
+                n = np.tanh(gi[2 * H:] + r * gh[2 * H:])
+                h[layer] = (1 - zz) * n + zz * h[layer]
+            x = h[layer]
+    return (h, c) if cell == "lstm" else (h,)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_burn_in_equals_an_independent_numpy_implementation(cell):
+    cfg = tiny_config("agent.network.lstm_num_layers=2", f"agent.network.cell={cell}", "pbt.burn_in_max_steps=512")
+    learner, rec = trained(cfg, updates=2)
+    donor, recipient = 0, 2
+    donor_state = learner.policy.snapshot(donor)
+    prefixes = [rec.prefix(learner.carried, recipient, n) for n in range(cfg.env.num_envs)]
+    assert any(len(p) > 3 for p in prefixes), "test needs a running episode"
+    transfer(learner, recipient, donor_state, explored(learner, donor), strategy="burn_in")
+    checked = 0
+    for name, state in learner.carried.hidden.items():
+        assert len(state) == (2 if cell == "lstm" else 1)
+        for n, prefix in enumerate(prefixes):
+            expected = numpy_trunk_states(donor_state, prefix, name, cell, 2, cfg.agent.obs_clip)
+            for t, ref in zip(state, expected):
+                got = t[recipient][:, n].double().numpy()
+                assert np.abs(got - ref).max() < 1e-5, (name, n)
+            checked += len(prefix) > 0
+    assert checked > 0

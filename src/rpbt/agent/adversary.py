@@ -110,7 +110,7 @@ class SequencePolicy:
             differentiable in the parameters.
         head: the policy head (a :class:`rpbt.agent.networks.PolicyHead` or any callable), features (P, ..., H) ->
             (P, ..., A).
-        state: initial actor (h, c), each (P, L, b, H): the replay's stored state of these sequences.
+        state: initial actor state ((h, c), or (h,) for a GRU), each (P, L, b, H): the replay's stored state.
         starts: (P, T, b) episode starts of these sequences (the LSTM state is zeroed before a start).
         continuous: Box actions (Gaussian with state-independent ``log_std`` (P, A)) or categorical (logits).
         log_std: (P, A), Box only.
@@ -499,10 +499,10 @@ def make_obs_perturbation(attack: str, epsilon: float, norm: str = "linf", steps
     """An ``obs_perturbation`` hook for :func:`rpbt.evaluation.policy.evaluate_members`: an online attack on every step.
 
     At each step the attacker sees the member's normalized observations (N, D) and the actor state the policy is
-    about to consume ((h, c), each (L, N, H)), and returns s + delta with delta from :func:`attack_sequences` on a
-    length-1 sequence replayed from that state (the member's own weights only): it maximizes
-    KL(pi(.|s, h) || pi(.|s + delta, h)), the "maximal action difference" attack of Zhang et al. 2020, with the
-    same ball (per observation vector, radius ``epsilon`` in normalized units, ``norm``). Random starts are drawn
+    about to consume ((h, c) or (h,), each (L, N, H)), and returns s + delta with delta from
+    :func:`attack_sequences` on a length-1 sequence replayed from that state (the member's own weights only): it
+    maximizes KL(pi(.|s, h) || pi(.|s + delta, h)), the "maximal action difference" attack of Zhang et al. 2020, with
+    the same ball (per observation vector, radius ``epsilon`` in normalized units, ``norm``). Random starts are drawn
     from generators seeded by (``seed``, member, call index): the same evaluation gives the same attack.
     With ``clip_to_bounds`` the perturbed observation is kept inside the observation space's (normalized) bounds.
 
@@ -523,10 +523,9 @@ def make_obs_perturbation(attack: str, epsilon: float, norm: str = "linf", steps
         if epsilon == 0:
             return obs
         calls[member] = calls.get(member, 0) + 1
-        h, c = states["actor"]
         n = obs.shape[0]
         prev = states.get("prev")
-        policy = SequencePolicy.from_learner(learner, (h.unsqueeze(0), c.unsqueeze(0)),
+        policy = SequencePolicy.from_learner(learner, tuple(t.unsqueeze(0) for t in states["actor"]),
                                              torch.zeros(1, 1, n, dtype=torch.bool), member=member,
                                              extra=None if prev is None else prev.reshape(1, 1, n, prev.shape[-1]))
         low = high = None

@@ -5,8 +5,12 @@ A population of P small recurrent networks is trained as one batch: linear layer
 ``nn.LSTM`` cannot be vmapped over stacked weights (pytorch issue 105982). On a CPU the per-call overhead of a
 small recurrent net dominates, so one call for 8 members costs little more than one call for 1 member.
 
-Shapes used throughout: P members, N environments (or sequences) per member, T time steps, L LSTM layers,
-H hidden units. Carried LSTM states are tensors of shape (P, L, N, H), one ``h`` and one ``c`` per LSTM.
+Shapes used throughout: P members, N environments (or sequences) per member, T time steps, L recurrent layers,
+H hidden units. The recurrence is a named cell (``agent.network.cell``): :class:`PopLSTM` or :class:`PopGRU`. A
+carried recurrent state is a tuple of tensors of shape (P, L, N, H) named by the cell's ``state_names``: ``(h, c)``
+for the LSTM, ``(h,)`` for the GRU. The encoder in front of the cell is :class:`PopMLP` (the default) or any
+per-member module stacked across members (:mod:`rpbt.agent.encoders`); both expose ``weights()`` (a dict of
+member-first tensors) and ``functional(weights, x)``, which is how the actor and the critics run as one batch.
 
 Initialization follows CleanRL's PPO-LSTM (orthogonal weights, zero biases; gain sqrt(2) for hidden layers,
 0.01 for the policy head, 1 for the value head), done member by member from each member's own
@@ -16,12 +20,13 @@ Initialization follows CleanRL's PPO-LSTM (orthogonal weights, zero biases; gain
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-LSTMState = tuple[Tensor, Tensor]  # (h, c), each (P, L, N, H)
+RecurrentState = tuple[Tensor, ...]  # (h, c) for the LSTM, (h,) for the GRU; each (P, L, N, H)
+LSTMState = RecurrentState  # the name most callers know
 
 
 def _orthogonal_(weight: Tensor, gain: float, generators: Sequence[torch.Generator]) -> None:
@@ -72,6 +77,9 @@ class PopLSTM(nn.Module):
     Episode starts reset the state: before step t, ``h`` and ``c`` of every sequence whose episode starts at t are
     multiplied by zero, both while acting (:meth:`step`) and in replay (:meth:`sequence`).
     """
+
+    kind = "lstm"
+    state_names = ("h", "c")
 
     def __init__(self, population: int, input_size: int, hidden_size: int, num_layers: int = 1):
         super().__init__()
@@ -259,6 +267,139 @@ class FusedLSTMRecurrence(torch.autograd.Function):
         return dz_all, d_w, dh, dc, None, None
 
 
+class PopGRU(nn.Module):
+    """A multi-layer GRU per member, written with batched matrix products (Cho et al. 2014).
+
+    Gate order (r, z, n) and equations as ``torch.nn.GRU`` (its documentation):
+    ``r = sigmoid(x W_ir + b_ir + h W_hr + b_hr)``, ``z = sigmoid(x W_iz + b_iz + h W_hz + b_hz)``,
+    ``n = tanh(x W_in + b_in + r * (h W_hn + b_hn))``, ``h' = (1 - z) * n + z * h``. The two biases are kept
+    apart (``b_hn`` sits inside the reset gate's product). Parameters per layer l: ``weight_ih_l`` (P, in_l, 3H),
+    ``weight_hh_l`` (P, H, 3H), ``bias_ih_l`` and ``bias_hh_l`` (P, 3H); member i's slices, transposed, are
+    ``torch.nn.GRU``'s ``weight_ih_l{l}``, ``weight_hh_l{l}``, ``bias_ih_l{l}``, ``bias_hh_l{l}``.
+
+    The carried state is ``(h,)``, (P, L, N, H); episode starts zero it as :class:`PopLSTM` does.
+    """
+
+    kind = "gru"
+    state_names = ("h",)
+
+    def __init__(self, population: int, input_size: int, hidden_size: int, num_layers: int = 1):
+        super().__init__()
+        self.population, self.hidden_size, self.num_layers = population, hidden_size, num_layers
+        self.weight_ih = nn.ParameterList()
+        self.weight_hh = nn.ParameterList()
+        self.bias_ih = nn.ParameterList()
+        self.bias_hh = nn.ParameterList()
+        for layer in range(num_layers):
+            in_size = input_size if layer == 0 else hidden_size
+            self.weight_ih.append(nn.Parameter(torch.zeros(population, in_size, 3 * hidden_size)))
+            self.weight_hh.append(nn.Parameter(torch.zeros(population, hidden_size, 3 * hidden_size)))
+            self.bias_ih.append(nn.Parameter(torch.zeros(population, 3 * hidden_size)))
+            self.bias_hh.append(nn.Parameter(torch.zeros(population, 3 * hidden_size)))
+
+    def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
+        """Orthogonal weights (gain 1, as the LSTM's), zero biases, member by member from its own generator."""
+        for layer in range(self.num_layers):
+            _orthogonal_(self.weight_ih[layer], 1.0, generators)
+            _orthogonal_(self.weight_hh[layer], 1.0, generators)
+            with torch.no_grad():
+                self.bias_ih[layer].zero_()
+                self.bias_hh[layer].zero_()
+
+    def initial_state(self, num_seqs: int, population: Optional[int] = None) -> RecurrentState:
+        """Zero ``(h,)``, (P, L, N, H)."""
+        p = self.population if population is None else population
+        return (torch.zeros(p, self.num_layers, num_seqs, self.hidden_size),)
+
+    def layer_weights(self) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """Per layer (weight_ih, weight_hh, bias_ih, bias_hh), for the functional forms below."""
+        return [(self.weight_ih[k], self.weight_hh[k], self.bias_ih[k], self.bias_hh[k])
+                for k in range(self.num_layers)]
+
+    def step(self, x: Tensor, state: RecurrentState, episode_start: Tensor) -> tuple[Tensor, RecurrentState]:
+        """One time step. x: (P, N, in); state: ``(h,)`` (P, L, N, H); episode_start: (P, N). Returns the top
+        layer's output (P, N, H) and the new state."""
+        return gru_step(x, state, episode_start, self.layer_weights())
+
+    def sequence(self, x: Tensor, state: RecurrentState, episode_starts: Tensor) -> tuple[Tensor, RecurrentState]:
+        """Replay whole sequences. x: (P, T, N, in); state: ``(h,)`` (P, L, N, H); episode_starts: (P, T, N).
+        Returns outputs (P, T, N, H) and the final state."""
+        return gru_sequence(x, state, episode_starts, self.layer_weights())
+
+
+def _gru_cell(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
+    """``torch.nn.GRU``'s update from gi = x W_ih + b_ih and gh = h W_hh + b_hh (each (..., 3H), order r, z, n)."""
+    i_r, i_z, i_n = gi.chunk(3, dim=-1)
+    h_r, h_z, h_n = gh.chunk(3, dim=-1)
+    r = torch.sigmoid(i_r + h_r)
+    z = torch.sigmoid(i_z + h_z)
+    n = torch.tanh(i_n + r * h_n)
+    return (1 - z) * n + z * h
+
+
+def gru_step(x: Tensor, state: RecurrentState, episode_start: Tensor,
+             layers: Sequence[tuple[Tensor, Tensor, Tensor, Tensor]]) -> tuple[Tensor, RecurrentState]:
+    """Functional :meth:`PopGRU.step` with explicit per-layer weights (each with leading member dim)."""
+    reset = episode_start.device.type != "cpu" or bool(episode_start.any())  # as lstm_step
+    keep = (1.0 - episode_start.to(x.dtype)).unsqueeze(-1) if reset else None  # (P, N, 1)
+    (h,) = state
+    hs = []
+    inp = x
+    for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(layers):
+        h_l = h[:, layer]
+        if keep is not None:
+            h_l = h_l * keep
+        h_l = _gru_cell(torch.baddbmm(b_ih.unsqueeze(1), inp, w_ih), torch.baddbmm(b_hh.unsqueeze(1), h_l, w_hh), h_l)
+        hs.append(h_l)
+        inp = h_l
+    return inp, (torch.stack(hs, 1),)
+
+
+def gru_sequence(x: Tensor, state: RecurrentState, episode_starts: Tensor,
+                 layers: Sequence[tuple[Tensor, Tensor, Tensor, Tensor]], fused: bool = False
+                 ) -> tuple[Tensor, RecurrentState]:
+    """Functional :meth:`PopGRU.sequence`: x (P, T, N, in); state ``(h,)`` (P, L, N, H); episode_starts (P, T, N).
+
+    Each layer's input projection of all T steps is one batched product; the recurrence loops over T with autograd
+    recording every step. ``fused`` is accepted for the LSTM's signature and ignored (no fused GRU recurrence).
+    """
+    p, t_len, n, _ = x.shape
+    keep = (1.0 - episode_starts.to(x.dtype)).unsqueeze(-1)  # (P, T, N, 1)
+    if episode_starts.device.type == "cpu":
+        any_start = episode_starts.reshape(p, t_len, n).any(2).any(0).tolist()
+    else:
+        any_start = [True] * t_len
+    (h,) = state
+    inp = x
+    h_final = []
+    for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(layers):
+        pre = torch.baddbmm(b_ih.unsqueeze(1), inp.reshape(p, t_len * n, -1), w_ih).reshape(p, t_len, n, -1)
+        h_l = h[:, layer]
+        outs = []
+        for t, pre_t in enumerate(pre.unbind(1)):
+            if any_start[t]:
+                h_l = h_l * keep[:, t]
+            h_l = _gru_cell(pre_t, torch.baddbmm(b_hh.unsqueeze(1), h_l, w_hh), h_l)
+            outs.append(h_l)
+        inp = torch.stack(outs, 1)
+        h_final.append(h_l)
+    return inp, (torch.stack(h_final, 1),)
+
+
+class CellFunctions(NamedTuple):
+    """A recurrent cell's module and functional forms (what :func:`trunks_step` / :func:`trunks_sequence` run)."""
+
+    module: type
+    step: Callable[..., tuple[Tensor, RecurrentState]]
+    sequence: Callable[..., tuple[Tensor, RecurrentState]]
+
+
+CELLS = {
+    "lstm": CellFunctions(PopLSTM, lstm_step, lstm_sequence),
+    "gru": CellFunctions(PopGRU, gru_step, gru_sequence),
+}
+
+
 class PopMLP(nn.Module):
     """A stack of :class:`PopLinear` layers with tanh activations (the encoder in front of the LSTM)."""
 
@@ -279,27 +420,51 @@ class PopMLP(nn.Module):
             x = torch.tanh(layer(x))
         return x
 
+    def weights(self) -> dict[str, Tensor]:
+        """The layers' weights and biases by name (``layers.k.weight`` (P, in, out), ``layers.k.bias`` (P, out))."""
+        return dict(self.named_parameters())
+
+    def functional(self, weights: dict[str, Tensor], x: Tensor) -> Tensor:
+        """The encoder with explicit weights of any member count P': x (P', ..., in) -> (P', ..., out)."""
+        return _encode(x, [(weights[f"layers.{k}.weight"], weights[f"layers.{k}.bias"])
+                           for k in range(len(self.layers))])
+
 
 class RecurrentTrunk(nn.Module):
-    """Encoder MLP followed by an LSTM: the body of the actor and of each critic.
+    """An encoder followed by a recurrent cell: the body of the actor and of each critic.
 
-    ``step``: x (P, N, obs) -> features (P, N, H); ``sequence``: x (P, T, N, obs) -> features (P, T, N, H).
+    Args: population P; obs_dim I (the network input's width); encoder_sizes (the default :class:`PopMLP`'s
+    widths); hidden H and layers L of the cell; cell ``lstm`` or ``gru`` (:data:`CELLS`; the cell is the attribute
+    of that name, so the parameter names say which it is); encoder: a population encoder module to use instead of
+    the MLP (``out_features``, ``weights()``, ``functional(weights, x)``, ``reset_parameters(generators)``).
+
+    ``step``: x (P, N, I) -> features (P, N, H); ``sequence``: x (P, T, N, I) -> features (P, T, N, H).
     """
 
-    def __init__(self, population: int, obs_dim: int, encoder_sizes: Sequence[int], hidden: int, layers: int):
+    def __init__(self, population: int, obs_dim: int, encoder_sizes: Sequence[int], hidden: int, layers: int,
+                 cell: str = "lstm", encoder: Optional[nn.Module] = None):
         super().__init__()
-        self.encoder = PopMLP(population, obs_dim, encoder_sizes)
-        self.lstm = PopLSTM(population, self.encoder.out_features, hidden, layers)
+        if cell not in CELLS:
+            raise ValueError(f"agent.network.cell must be one of {sorted(CELLS)}, got {cell!r}")
+        self.encoder = PopMLP(population, obs_dim, encoder_sizes) if encoder is None else encoder
+        self.cell_kind = cell
+        setattr(self, cell, CELLS[cell].module(population, self.encoder.out_features, hidden, layers))
+
+    @property
+    def cell(self) -> nn.Module:
+        """The recurrent cell (:class:`PopLSTM` or :class:`PopGRU`)."""
+        return getattr(self, self.cell_kind)
 
     def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
         self.encoder.reset_parameters(generators)
-        self.lstm.reset_parameters(generators)
+        self.cell.reset_parameters(generators)
 
-    def step(self, obs: Tensor, state: LSTMState, episode_start: Tensor) -> tuple[Tensor, LSTMState]:
-        return self.lstm.step(self.encoder(obs), state, episode_start)
+    def step(self, obs: Tensor, state: RecurrentState, episode_start: Tensor) -> tuple[Tensor, RecurrentState]:
+        return self.cell.step(self.encoder(obs), state, episode_start)
 
-    def sequence(self, obs: Tensor, state: LSTMState, episode_starts: Tensor) -> tuple[Tensor, LSTMState]:
-        return self.lstm.sequence(self.encoder(obs), state, episode_starts)
+    def sequence(self, obs: Tensor, state: RecurrentState, episode_starts: Tensor
+                 ) -> tuple[Tensor, RecurrentState]:
+        return self.cell.sequence(self.encoder(obs), state, episode_starts)
 
 
 class PolicyHead(nn.Module):
@@ -394,29 +559,38 @@ def kl_divergence(
     return ((p_out - q_out) ** 2 / (2 * var)).sum(-1)
 
 
-TrunkWeights = tuple[list[tuple[Tensor, Tensor]], list[tuple[Tensor, Tensor, Tensor]]]
+class TrunkWeights(NamedTuple):
+    """K stacked trunks' weights (K*P members first), as :func:`stack_trunks` builds them.
+
+    encoder: the encoders' tensors by name (the first trunk's ``encoder.weights()`` names); cell: per layer the
+    cell's tensors (LSTM: weight_ih, weight_hh, bias; GRU: weight_ih, weight_hh, bias_ih, bias_hh); encode: the
+    first trunk's ``encoder.functional``; cell_kind: ``lstm`` or ``gru``.
+    """
+
+    encoder: dict[str, Tensor]
+    cell: list[tuple[Tensor, ...]]
+    encode: Callable[[dict[str, Tensor], Tensor], Tensor]
+    cell_kind: str
 
 
 def stack_trunks(trunks: Sequence["RecurrentTrunk"]) -> TrunkWeights:
     """Concatenate K same-shaped trunks' weights along the member dimension (K*P first), differentiably.
 
     Running the actor and the critic(s) as one batch of K*P networks halves (or thirds) the number of sequential
-    LSTM steps, which dominate the cost of a small recurrent net on a CPU.
+    recurrent steps, which dominate the cost of a small recurrent net on a CPU.
     """
-    enc = [
-        (torch.cat([t.encoder.layers[k].weight for t in trunks]), torch.cat([t.encoder.layers[k].bias for t in trunks]))
-        for k in range(len(trunks[0].encoder.layers))
-    ]
-    lstm = [
-        tuple(torch.cat([t.lstm.layer_weights()[k][j] for t in trunks]) for j in range(3))
-        for k in range(trunks[0].lstm.num_layers)
-    ]
-    return enc, lstm  # type: ignore[return-value]
+    encs = [t.encoder.weights() for t in trunks]
+    enc = {name: torch.cat([e[name] for e in encs]) for name in encs[0]}
+    cells = [t.cell.layer_weights() for t in trunks]
+    cell = [tuple(torch.cat([c[k][j] for c in cells]) for j in range(len(cells[0][k])))
+            for k in range(len(cells[0]))]
+    return TrunkWeights(enc, cell, trunks[0].encoder.functional, trunks[0].cell_kind)
 
 
 def slice_trunk_weights(weights: TrunkWeights, members: slice) -> TrunkWeights:
     """The weights of ``members`` alone (e.g. ``slice(i, i + 1)``): every tensor sliced along the member dimension."""
-    return [(w[members], b[members]) for w, b in weights[0]], [tuple(t[members] for t in lay) for lay in weights[1]]
+    return TrunkWeights({k: v[members] for k, v in weights.encoder.items()},
+                        [tuple(t[members] for t in lay) for lay in weights.cell], weights.encode, weights.cell_kind)
 
 
 def _encode(x: Tensor, enc: Sequence[tuple[Tensor, Tensor]]) -> Tensor:
@@ -427,27 +601,31 @@ def _encode(x: Tensor, enc: Sequence[tuple[Tensor, Tensor]]) -> Tensor:
     return y.reshape(*shape[:-1], y.shape[-1])
 
 
-def trunks_step(weights: TrunkWeights, obs: Tensor, states: Sequence[LSTMState], episode_start: Tensor
-                ) -> list[tuple[Tensor, LSTMState]]:
-    """One step of K stacked trunks on the same observations. obs: (P, N, D); states: K x (h, c) (P, L, N, H).
+def _cat_states(states: Sequence[RecurrentState]) -> RecurrentState:
+    return tuple(torch.cat([s[j] for s in states]) for j in range(len(states[0])))
 
-    Returns K (features (P, N, H), new state) pairs, in the order the trunks were stacked.
-    """
+
+def _split_states(out: Tensor, state: RecurrentState, k: int) -> list[tuple[Tensor, RecurrentState]]:
+    parts = [t.chunk(k) for t in state]
+    return [(o, tuple(p[i] for p in parts)) for i, o in enumerate(out.chunk(k))]
+
+
+def trunks_step(weights: TrunkWeights, obs: Tensor, states: Sequence[RecurrentState], episode_start: Tensor
+                ) -> list[tuple[Tensor, RecurrentState]]:
+    """One step of K stacked trunks on the same observations. obs: (P, N, I); states: K states, each a tuple of
+    (P, L, N, H) (``(h, c)`` or ``(h,)``). Returns K (features (P, N, H), new state) pairs, in stacking order."""
     k = len(states)
-    x = _encode(torch.cat([obs] * k), weights[0])  # cat, not repeat: ~6x cheaper per call
-    h = torch.cat([s[0] for s in states])
-    c = torch.cat([s[1] for s in states])
-    out, (h2, c2) = lstm_step(x, (h, c), torch.cat([episode_start] * k), weights[1])
-    return [(o, (hh, cc)) for o, hh, cc in zip(out.chunk(k), h2.chunk(k), c2.chunk(k))]
+    x = weights.encode(weights.encoder, torch.cat([obs] * k))  # cat, not repeat: ~6x cheaper per call
+    out, new = CELLS[weights.cell_kind].step(x, _cat_states(states), torch.cat([episode_start] * k), weights.cell)
+    return _split_states(out, new, k)
 
 
-def trunks_sequence(weights: TrunkWeights, obs: Tensor, states: Sequence[LSTMState], episode_starts: Tensor,
-                    fused: bool = False) -> list[tuple[Tensor, LSTMState]]:
-    """Replay K stacked trunks over the same sequences. obs: (P, T, N, D); states: K x (h, c) (P, L, N, H);
-    ``fused``: the recurrence as :class:`FusedLSTMRecurrence` (see :func:`lstm_sequence`)."""
+def trunks_sequence(weights: TrunkWeights, obs: Tensor, states: Sequence[RecurrentState], episode_starts: Tensor,
+                    fused: bool = False) -> list[tuple[Tensor, RecurrentState]]:
+    """Replay K stacked trunks over the same sequences. obs: (P, T, N, I); states: K states (P, L, N, H) each;
+    ``fused``: the LSTM recurrence as :class:`FusedLSTMRecurrence` (see :func:`lstm_sequence`; the GRU ignores it)."""
     k = len(states)
-    x = _encode(obs.repeat(k, 1, 1, 1), weights[0])  # (repeat's backward sums the K gradients in one order)
-    h = torch.cat([s[0] for s in states])
-    c = torch.cat([s[1] for s in states])
-    out, (h2, c2) = lstm_sequence(x, (h, c), episode_starts.repeat(k, 1, 1), weights[1], fused=fused)
-    return [(o, (hh, cc)) for o, hh, cc in zip(out.chunk(k), h2.chunk(k), c2.chunk(k))]
+    x = weights.encode(weights.encoder, obs.repeat(k, 1, 1, 1))  # (repeat's backward sums the K gradients in one order)
+    out, new = CELLS[weights.cell_kind].sequence(x, _cat_states(states), episode_starts.repeat(k, 1, 1), weights.cell,
+                                                 fused=fused)
+    return _split_states(out, new, k)

@@ -9,9 +9,10 @@ registered (the constructor checks that every registered tensor has the member d
 
 The policy acts on a batch (:meth:`PopulationPolicy.step`: one time step of P x N environments) and replays
 sequences (:meth:`PopulationPolicy.sequence`: P x b sequences of T steps). It knows nothing of environments: it is
-built from the observation size and the action space's kind and size. The networks follow CleanRL's
-``ppo_atari_lstm.py``: separate LSTMs for the actor and each critic, each with its own (h, c) of shape
-(P, L, N, H), zeroed before an episode's first step.
+built from the observation size (and, for an image encoder, the observation space) and the action space's kind and
+size. The networks follow CleanRL's ``ppo_atari_lstm.py``: separate recurrent trunks (encoder + ``agent.network.cell``)
+for the actor and each critic, each with its own carried state, ``(h, c)`` for the LSTM or ``(h,)`` for the GRU, of
+shape (P, L, N, H), zeroed before an episode's first step.
 
 Devices: every tensor lives on ``device``; the per-member generators stay on the CPU (their state is part of the
 checkpoint, which is device-independent), so random draws are made on the CPU and moved.
@@ -19,7 +20,7 @@ checkpoint, which is device-independent), so random draws are made on the CPU an
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 from rpbt.agent.critic import ValueHead
 from rpbt.agent.distribution import ActionDistribution
 from rpbt.agent.distributional import ReturnNormalizer
+from rpbt.agent.encoders import make_encoder
 from rpbt.agent.episodes import recent_values, register_episode_ring
 from rpbt.agent.member_slice import check_member_dim, restore_member, snapshot_member
 from rpbt.agent.networks import (
@@ -80,7 +82,7 @@ class ActOutput(NamedTuple):
     head: (P, N, A) the action distribution's parameters (logits; MultiDiscrete: the K categoricals' logits
     concatenated; Box: the Gaussian's mean, its log-std being ``policy_head.log_std``); values_raw: the critics' raw
     outputs [(P, N, K)] (:meth:`PopulationPolicy.values_from_raw` turns them into values), None unless asked;
-    state: the new ``{name: (h, c)}`` each (P, L, N, H); inputs: (P, N, I) the network input the step saw.
+    state: the new ``{name: (h, c) or (h,)}`` each (P, L, N, H); inputs: (P, N, I) the network input the step saw.
     """
 
     head: Tensor
@@ -110,18 +112,33 @@ class ActorView(NamedTuple):
 
 
 class Critic(nn.Module):
-    """A recurrent critic: encoder + LSTM (own hidden state) + value head (scalar, quantile or categorical)."""
+    """A recurrent critic: encoder + cell (own hidden state) + value head (scalar, quantile or categorical);
+    ``encoder``: a population encoder module in place of the MLP (:func:`rpbt.agent.encoders.make_encoder`)."""
 
-    def __init__(self, population: int, obs_dim: int, cfg: Config):
+    def __init__(self, population: int, obs_dim: int, cfg: Config, encoder: Optional[nn.Module] = None):
         super().__init__()
         net, c = cfg.agent.network, cfg.agent.critic
-        self.trunk = RecurrentTrunk(population, obs_dim, net.encoder_sizes, net.lstm_hidden_size, net.lstm_num_layers)
+        self.trunk = RecurrentTrunk(population, obs_dim, net.encoder_sizes, net.lstm_hidden_size, net.lstm_num_layers,
+                                    net.cell, encoder)
         self.head = ValueHead(population, net.lstm_hidden_size, c.kind, c.num_quantiles, c.num_atoms,
                               c.v_min, c.v_max, c.huber_kappa)
 
     def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
         self.trunk.reset_parameters(generators)
         self.head.reset_parameters(generators)
+
+
+def _networks(cfg: Config, population: int, input_dim: int, obs_dim: int, action_dim: int, continuous: bool,
+              observation_space: Any) -> tuple[RecurrentTrunk, PolicyHead, nn.ModuleList]:
+    """The actor trunk, the policy head and the critics (one, or two with twin critics), not yet initialized; each
+    trunk with its own encoder (:func:`rpbt.agent.encoders.make_encoder`; None: the MLP)."""
+    net = cfg.agent.network
+    encoders = [make_encoder(net, population, input_dim, obs_dim, observation_space)
+                for _ in range(3 if cfg.agent.critic.twin else 2)]  # the actor's, then each critic's
+    actor = RecurrentTrunk(population, input_dim, net.encoder_sizes, net.lstm_hidden_size, net.lstm_num_layers,
+                           net.cell, encoders[0])
+    head = PolicyHead(population, net.lstm_hidden_size, action_dim, continuous, net.log_std_init)
+    return actor, head, nn.ModuleList([Critic(population, input_dim, cfg, enc) for enc in encoders[1:]])
 
 
 class PopulationPolicy(nn.Module):
@@ -141,6 +158,7 @@ class PopulationPolicy(nn.Module):
         device: where every tensor lives (default CPU); weights are initialized on the CPU and then moved, so a
             seed gives the same initial weights on every device.
         nvec: MultiDiscrete's K category counts (sum(nvec) = action_dim; K independent categoricals), else None.
+        observation_space: the environment's space before flattening, for a module encoder (None: a flat Box).
 
     Inputs: the normalized observation (D), then the previous action's features (A' = A with
     ``agent.network.prev_action``) and reward (R' = 1 with ``prev_reward``), both zero at an episode's first step
@@ -152,12 +170,13 @@ class PopulationPolicy(nn.Module):
     ``env_steps``/``updates`` (P,) int64 and the episode ring (:mod:`rpbt.agent.episodes`); ``distribution``
     (:class:`~rpbt.agent.distribution.ActionDistribution`); ``generators``, one CPU ``torch.Generator`` per member.
 
-    Raises ``ValueError`` for an empty ``member_ids`` or a bad ``nvec``, ``KeyError`` for an unknown hyperparameter.
+    Raises ``ValueError`` (empty ``member_ids``, bad ``nvec``), ``KeyError`` (unknown hyperparameter), ``ConfigError``
+    (an ``agent.network.encoder`` that cannot be built).
     """
 
     def __init__(self, cfg: Config, member_ids: Sequence[int], obs_dim: int, action_dim: int, continuous: bool,
                  hparams: Optional[Sequence[dict]] = None, device: Optional[torch.device] = None,
-                 nvec: Optional[Sequence[int]] = None):
+                 nvec: Optional[Sequence[int]] = None, observation_space: Any = None):
         super().__init__()
         if len(member_ids) == 0:
             raise ValueError("a policy needs at least one member")
@@ -174,10 +193,9 @@ class PopulationPolicy(nn.Module):
         self.input_dim = self.obs_dim + self.prev_action_dim + self.prev_reward_dim  # I
         self.seeds = [member_seed(cfg.run.seed, m) for m in self.member_ids]
         self.generators = [torch.Generator().manual_seed(s) for s in self.seeds]
-
-        self.actor = RecurrentTrunk(P, self.input_dim, net.encoder_sizes, net.lstm_hidden_size, net.lstm_num_layers)
-        self.policy_head = PolicyHead(P, net.lstm_hidden_size, self.action_dim, self.continuous, net.log_std_init)
-        self.critics = nn.ModuleList([Critic(P, self.input_dim, cfg) for _ in range(2 if a.critic.twin else 1)])
+        self.observation_space = observation_space  # before flattening: what a module encoder is built for
+        self.actor, self.policy_head, self.critics = _networks(cfg, P, self.input_dim, self.obs_dim, self.action_dim,
+                                                               self.continuous, observation_space)
         self.actor.reset_parameters(self.generators)
         self.policy_head.reset_parameters(self.generators, net.log_std_init)
         for critic in self.critics:
@@ -222,10 +240,10 @@ class PopulationPolicy(nn.Module):
         for :meth:`act`; build once per rollout while the weights are fixed."""
         return stack_trunks([self.trunk(n) for n in (self.state_names() if values else ["actor"])])
 
-    def initial_state(self, num_envs: int) -> dict[str, LSTMState]:
-        """Zero LSTM states ``{name: (h, c)}``, each (P, L, num_envs, H), on the policy's device."""
-        zeros = {n: self.trunk(n).lstm.initial_state(num_envs) for n in self.state_names()}
-        return {n: (h.to(self.device), c.to(self.device)) for n, (h, c) in zeros.items()}
+    def initial_state(self, num_envs: int, names: Optional[Sequence[str]] = None) -> dict[str, LSTMState]:
+        """Zero states ``{name: (h, c) or (h,)}`` (P, L, num_envs, H) on the device, for ``names`` (or all)."""
+        return {n: tuple(t.to(self.device) for t in self.trunk(n).cell.initial_state(num_envs))
+                for n in (self.state_names() if names is None else names)}
 
     # ------------------------------------------------------------------------------------------ hyperparameters, scores
 

@@ -52,7 +52,7 @@ from rpbt.agent.optim import PopulationAdam, clip_grad_norm_per_member
 from rpbt.agent.policy import PopulationPolicy, resolve_device
 from rpbt.agent.rollout import Rollout, compute_gae, stack_segment_states, take_envs, to_segments
 from rpbt.config import Config
-from rpbt.envs.factory import make_vector_env, space_info
+from rpbt.envs.factory import base_observation_space, make_vector_env, space_info
 from rpbt.envs.runner import EnvRunner
 
 NONFINITE_QUANTITIES = ("observation", "reward", "loss", "gradient", "weights")  # bit k of health/nonfinite
@@ -89,10 +89,11 @@ def make_policy(cfg: Config, member_ids: Sequence[int], hparams: Optional[Sequen
     try:
         obs_dim = int(torch.Size(probe.single_observation_space.shape).numel())
         spec = space_info(probe.single_action_space)
+        obs_space = base_observation_space(probe.envs[0])
     finally:
         probe.close()
     return PopulationPolicy(cfg, member_ids, obs_dim, spec.dim, spec.continuous, hparams, device,
-                            nvec=spec.nvec if spec.kind == "multi_discrete" else None)
+                            nvec=spec.nvec if spec.kind == "multi_discrete" else None, observation_space=obs_space)
 
 
 def make_runner(cfg: Config, policy: PopulationPolicy) -> EnvRunner:
@@ -154,7 +155,7 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
     T = policy.cfg.agent.num_steps if num_steps is None else num_steps
     dev = policy.device
     carried = runner.carried
-    initial_states = {k: (h.clone(), c.clone()) for k, (h, c) in carried.hidden.items()}
+    initial_states = {k: tuple(t.clone() for t in st) for k, st in carried.hidden.items()}
     weights = policy.stacked_weights()  # fixed while acting
     feeds_prev = policy.input_dim > D  # the previous action and reward are inputs (agent.network.prev_*)
     seg_len = policy.cfg.agent.bptt_length or T
@@ -170,7 +171,7 @@ def collect(policy: PopulationPolicy, runner: EnvRunner, num_steps: Optional[int
                                                       "terminated", "critic")}
     for t in range(T):
         if t > 0 and t % seg_len == 0:
-            boundaries.append({k: (h.clone(), c.clone()) for k, (h, c) in carried.hidden.items()})
+            boundaries.append({k: tuple(t.clone() for t in st) for k, st in carried.hidden.items()})
         host = [carried.next_obs, carried.episode_start, policy.draw_noise(N)]
         raw_obs, start, noise, *prev = _to_device(dev, *host, *_prev_inputs(carried, feeds_prev))
         if policy.cfg.agent.normalize_observations:
@@ -237,9 +238,9 @@ def _bootstrap_and_check(policy: PopulationPolicy, runner: EnvRunner, rollout: R
 
 @torch.no_grad()
 def refresh_segment_states(policy: PopulationPolicy, rollout: Rollout, length: int) -> dict:
-    """The LSTM states before every segment of ``length`` steps under the current weights: one no-grad pass of the
-    whole rollout from its initial states, segment by segment. Returns {name: (h, c)} each (P, L, K*N, H) in the
-    layout of :func:`rpbt.agent.rollout.to_segments`."""
+    """The recurrent states before every segment of ``length`` steps under the current weights: one no-grad pass of
+    the whole rollout from its initial states, segment by segment. Returns {name: (h, c) or (h,)} each
+    (P, L, K*N, H) in the layout of :func:`rpbt.agent.rollout.to_segments`."""
     names = policy.state_names()
     weights = policy.stacked_weights()
     states = [rollout.initial_states[n] for n in names]

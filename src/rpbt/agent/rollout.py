@@ -76,14 +76,14 @@ class Rollout:
     terminated: Tensor
     truncation_values: Tensor
     values: Tensor
-    initial_states: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    initial_states: dict[str, tuple[Tensor, ...]] = field(default_factory=dict)
     last_values: Tensor | None = None
     nonfinite: Tensor | None = None  # (P,) int64 bit flags of non-finite inputs seen while collecting (see ppo)
     # Raw observation outliers seen while collecting (rpbt.agent.normalizer.find_obs_outliers); None: not checked.
     obs_outliers: ObsOutliers | None = None
     # Segment replay: the LSTM states before every segment's first step, {name: (h, c)} each (P, L, K*N, H) with
     # segment k of environment n at index k*N + n (K = T / bptt_length); equal to initial_states when K = 1.
-    segment_states: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    segment_states: dict[str, tuple[Tensor, ...]] = field(default_factory=dict)
 
 
 def to_segments(x: Tensor, length: int) -> Tensor:
@@ -94,9 +94,10 @@ def to_segments(x: Tensor, length: int) -> Tensor:
     return x.reshape(p, k, length, n, *x.shape[3:]).transpose(1, 2).reshape(p, length, k * n, *x.shape[3:])
 
 
-def stack_segment_states(states: list[dict[str, tuple[Tensor, Tensor]]]) -> dict[str, tuple[Tensor, Tensor]]:
-    """K per-boundary states {name: (h, c)} each (P, L, N, H) -> {name: (h, c)} each (P, L, K*N, H), k major."""
-    return {name: tuple(torch.cat([s[name][j] for s in states], 2) for j in range(2)) for name in states[0]}
+def stack_segment_states(states: list[dict[str, tuple[Tensor, ...]]]) -> dict[str, tuple[Tensor, ...]]:
+    """K per-boundary states {name: (h, c) or (h,)} each (P, L, N, H) -> the same each (P, L, K*N, H), k major."""
+    return {name: tuple(torch.cat([s[name][j] for s in states], 2) for j in range(len(states[0][name])))
+            for name in states[0]}
 
 
 def take_envs(x: Tensor, idx: Tensor, env_dim: int = 2) -> Tensor:

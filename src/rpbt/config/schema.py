@@ -495,19 +495,43 @@ def _check_finite(value: Any, where: str) -> None:
 
 
 class NetworkConfig(_Strict):
-    """The actor's and each critic's network: an MLP encoder, an LSTM, a head.
+    """The actor's and each critic's network: an encoder, a recurrent cell, a head.
 
+    ``encoder``: ``mlp`` (tanh layers of ``encoder_sizes``), ``cnn`` (a Nature-style CNN for Box image
+    observations; ``encoder_kwargs``: ``channels`` first/last, detected when absent, ``features``, ``scale``) or
+    ``module:factory``, a function ``factory(observation_space, **encoder_kwargs)`` returning one member's
+    ``nn.Module`` (observation batch -> flat features), stacked across members (:mod:`rpbt.agent.encoders`).
+    ``cell``: ``lstm`` or ``gru``, of ``lstm_hidden_size`` units and ``lstm_num_layers`` layers (both cells).
     ``prev_action`` / ``prev_reward`` add the previous action (one-hot for Discrete, concatenated one-hots for
-    MultiDiscrete, the clipped action for Box) and the previous reward (raw) to the encoder's input, zero at an
-    episode's first step, as R2D2 (Kapturowski et al. 2019) and POPGym's baselines (Morad et al. 2023) do.
+    MultiDiscrete, the clipped action for Box) and the previous reward (raw) to the encoder's input (to a module
+    encoder's output), zero at an episode's first step, as R2D2 (Kapturowski et al. 2019) and POPGym's baselines
+    (Morad et al. 2023) do.
     """
 
+    encoder: str = "mlp"
+    encoder_kwargs: dict[str, Any] = Field(default_factory=dict)
     encoder_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [64])
+    cell: Literal["lstm", "gru"] = "lstm"
     lstm_hidden_size: int = Field(64, ge=1)
     lstm_num_layers: int = Field(1, ge=1)
     log_std_init: float = 0.0
     prev_action: bool = False
     prev_reward: bool = False
+
+    @field_validator("encoder")
+    @classmethod
+    def _encoder_name(cls, value: str) -> str:
+        module, colon, name = value.partition(":")
+        if value in ("mlp", "cnn") or (colon and module and name and ":" not in name):
+            return value
+        raise ValueError(f"agent.network.encoder: {value!r} is not mlp, cnn or 'module:factory'")
+
+    @field_validator("encoder_kwargs")
+    @classmethod
+    def _plain_encoder_kwargs(cls, v: dict[str, Any]) -> dict[str, Any]:
+        v = _plain_data(v, "agent.network.encoder_kwargs")  # config.yaml records them
+        _check_finite(v, "agent.network.encoder_kwargs")
+        return v
 
 
 class CriticConfig(_Strict):

@@ -30,7 +30,8 @@ from rpbt.envs.factory import ActionSpec, make_vector_env, space_info
 from rpbt.envs.features import ActionFeatures
 from rpbt.seeding import env_seeds
 
-LSTMState = tuple[Tensor, Tensor]
+LSTMState = tuple[Tensor, ...]  # a trunk's recurrent state: (h, c) for the LSTM, (h,) for the GRU
+STATE_NAMES = ("h", "c")  # the names of a state's tensors in the tensor form, in order
 
 
 @dataclass
@@ -39,7 +40,8 @@ class CarriedState:
 
     Fields (P members, N environments each, D observation features, L layers, H hidden units, W history steps):
 
-    - ``hidden``: ``{name: (h, c)}``, each (P, L, N, H), for the actor and every critic, on the learner's device;
+    - ``hidden``: ``{name: (h, c)}`` (LSTM) or ``{name: (h,)}`` (GRU), each (P, L, N, H), for the actor and every
+      critic, on the learner's device;
     - ``next_obs``: (P, N, D) float32, the raw observation each environment will show next (CPU);
     - ``episode_start``: (P, N) bool, True where the next step starts an episode (CPU);
     - ``prev_action``: (P, N, A') float32, the features of the last action each environment received
@@ -81,7 +83,7 @@ class CarriedState:
         p, n, d = next_obs.shape
         device = next(iter(hidden.values()))[0].device if hidden else torch.device("cpu")
         return cls(
-            hidden={k: (h.clone(), c.clone()) for k, (h, c) in hidden.items()},
+            hidden={k: tuple(t.clone() for t in st) for k, st in hidden.items()},
             next_obs=next_obs.to(torch.float32).clone(),
             episode_start=torch.ones(p, n, dtype=torch.bool),
             prev_action=torch.zeros(p, n, prev_action_dim),
@@ -97,10 +99,12 @@ class CarriedState:
     # ------------------------------------------------------------------------------------------ tensor form
 
     def tensors(self) -> dict[str, Tensor]:
-        """The flat tensor form ``{name: tensor}`` (hidden states as ``hidden.<name>.h`` / ``.c``); no copies."""
+        """The flat tensor form ``{name: tensor}`` (hidden states as ``hidden.<name>.h`` and, for the LSTM,
+        ``hidden.<name>.c``); no copies."""
         out = {}
-        for name, (h, c) in self.hidden.items():
-            out[f"hidden.{name}.h"], out[f"hidden.{name}.c"] = h, c
+        for name, state in self.hidden.items():
+            for part, t in zip(STATE_NAMES, state):
+                out[f"hidden.{name}.{part}"] = t
         for f in dataclasses.fields(self):
             if f.name != "hidden":
                 out[f.name] = getattr(self, f.name)
@@ -110,7 +114,8 @@ class CarriedState:
     def from_tensors(cls, tensors: dict[str, Tensor]) -> "CarriedState":
         """Inverse of :meth:`tensors`. Raises ``KeyError`` naming a missing field."""
         names = sorted({k.split(".")[1] for k in tensors if k.startswith("hidden.")})
-        hidden = {n: (tensors[f"hidden.{n}.h"], tensors[f"hidden.{n}.c"]) for n in names}
+        hidden = {n: tuple(tensors[f"hidden.{n}.{part}"] for part in STATE_NAMES if f"hidden.{n}.{part}" in tensors)
+                  for n in names}
         plain = {f.name: tensors[f.name] for f in dataclasses.fields(cls) if f.name != "hidden"}
         return cls(hidden=hidden, **plain)
 
@@ -153,9 +158,9 @@ class CarriedState:
     def reset_member(self, i: int) -> None:
         """Member i starts fresh episodes: zero LSTM states, every environment starting, running counters and
         history cleared. (The environments themselves are reset by :meth:`EnvRunner.reset_member`.)"""
-        for h, c in self.hidden.values():
-            h[i] = 0.0
-            c[i] = 0.0
+        for state in self.hidden.values():
+            for t in state:
+                t[i] = 0.0
         self.episode_start[i] = True
         self.prev_action[i] = 0.0
         self.prev_reward[i] = 0.0
@@ -293,7 +298,7 @@ class EnvRunner:
         env_cfg: the ``env`` section (environment id, ``num_envs`` N per member, kwargs, noise, trading data).
         member_seeds: one seed per member (:func:`rpbt.seeding.member_seed`); member p's environments are seeded
             from it alone (:func:`rpbt.seeding.env_seeds`), so a member sees the same episodes alone or batched.
-        hidden: the initial (zero) LSTM states ``{name: (h, c)}``, each (P, L, N, H), from the policy.
+        hidden: the initial (zero) recurrent states ``{name: (h, c) or (h,)}``, each (P, L, N, H), from the policy.
         history_steps: W, raw observations kept per environment for burn-in (0: none).
         prev_action, prev_reward: carry the last action's features and the last reward of every environment
             (``agent.network.prev_action`` / ``prev_reward``: the policy is fed them).

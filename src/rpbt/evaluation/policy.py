@@ -30,7 +30,8 @@ normalization and *before* the policy sees the observation:
   (0..P-1, the index of every population tensor, *not* the global member id);
 - ``obs``: ``(N, D)`` float32 normalized observations of that member's N evaluation episodes (rows of episodes
   that already ended carry their last observation; their output is ignored);
-- ``states``: ``{"actor": (h, c)}``, each ``(L, N, H)``, the actor LSTM state the policy will consume together with
+- ``states``: ``{"actor": (h, c)}`` (``(h,)`` for a GRU), each ``(L, N, H)``, the actor's recurrent state the policy
+  will consume together with
   ``obs`` at this step (already zeroed at episode starts), detached; for a member fed previous actions or rewards
   also ``"prev"``: ``(N, E)``, the previous action features and reward fed after ``obs`` (not to be perturbed);
 - returns the perturbed normalized observations, ``(N, D)``. The hook is called under ``torch.enable_grad()``, so
@@ -154,11 +155,12 @@ def _padded(learner, rows: dict[int, Tensor], shape: tuple[int, ...]) -> Tensor:
     return out
 
 
-def member_policy_head(learner, member: int, obs: Tensor, state: tuple[Tensor, Tensor],
+def member_policy_head(learner, member: int, obs: Tensor, state: tuple[Tensor, ...],
                        prev: Optional[Tensor] = None) -> Tensor:
     """Member ``member``'s policy head output on normalized observations ``obs`` (N, D) from actor state ``state``
-    ((h, c), each (L, N, H)), with ``prev`` (N, E) the previous action features and reward fed after the
-    observation when the member is fed them: logits (N, A) for Discrete and MultiDiscrete, means (N, A) for Box.
+    ((h, c) for an LSTM, (h,) for a GRU, each (L, N, H)), with ``prev`` (N, E) the previous action features and
+    reward fed after the observation when the member is fed them: logits (N, A) for Discrete and MultiDiscrete,
+    means (N, A) for Box.
 
     Differentiable with respect to ``obs`` (and the weights) when called with gradients enabled: for attacks that
     maximize the policy change over an epsilon ball (SA-PPO). Runs the learner's own modules on a population batch
@@ -171,11 +173,12 @@ def member_policy_head(learner, member: int, obs: Tensor, state: tuple[Tensor, T
     dev = obs.device
     full_obs = torch.cat([torch.zeros(member, n, d, device=dev), obs.unsqueeze(0),
                           torch.zeros(P - member - 1, n, d, device=dev)])
-    h, c = state
-    hz = torch.zeros((P,) + tuple(h.shape), device=dev)
-    h_full, c_full = hz.clone(), hz.clone()
-    h_full[member], c_full[member] = h, c
-    feats, _ = learner.actor.step(full_obs, (h_full, c_full), torch.zeros(P, n, dtype=torch.bool, device=dev))
+    full_state = []
+    for t in state:
+        full = torch.zeros((P,) + tuple(t.shape), device=dev)
+        full[member] = t
+        full_state.append(full)
+    feats, _ = learner.actor.step(full_obs, tuple(full_state), torch.zeros(P, n, dtype=torch.bool, device=dev))
     return learner.policy_head(feats)[member]
 
 
@@ -413,7 +416,7 @@ def _play(learner, members: Sequence[int], runs: Sequence["_MemberEpisodes"],
     P, D, dev, N = learner.population, learner.obs_dim, learner.device, len(runs[0].envs)
     spec = space_info(runs[0].envs[0].action_space)
     features = ActionFeatures(spec)
-    state = {"actor": tuple(s.to(dev) for s in learner.actor.lstm.initial_state(N))}  # (P, L, N, H) each
+    state = learner.initial_state(N, ["actor"])  # (P, L, N, H) each
     prev_action = torch.zeros(P, N, learner.prev_action_dim, device=dev)
     prev_reward = torch.zeros(P, N, learner.prev_reward_dim, device=dev)
     while not all(run.done.all() for run in runs):
@@ -436,16 +439,15 @@ def _play(learner, members: Sequence[int], runs: Sequence["_MemberEpisodes"],
                 prev_reward[m] = rewards.unsqueeze(-1).to(dev)
 
 
-def _perturbed(learner, members: Sequence[int], obs: Tensor, actor_state: tuple[Tensor, Tensor], prev: Tensor,
+def _perturbed(learner, members: Sequence[int], obs: Tensor, actor_state: tuple[Tensor, ...], prev: Tensor,
                hook: ObsPerturbation) -> Tensor:
     """``obs`` (P, N, D) normalized, with every evaluated member's rows replaced by what ``hook`` returns (see the
     module docstring); ``prev`` (P, N, E): the previous action features and reward, handed to the hook."""
-    h, c = actor_state
     obs = obs.clone()
     shape = tuple(obs.shape[1:])
     for m in members:
         with torch.enable_grad():
-            states = {"actor": (h[m].clone(), c[m].clone())}
+            states: dict = {"actor": tuple(t[m].clone() for t in actor_state)}
             if prev.shape[-1] > 0:
                 states["prev"] = prev[m].clone()
             out = hook(learner, m, obs[m].clone(), states)

@@ -8,21 +8,21 @@ state carried: the learning rate in force is the explored one — Ray issue 6217
 the recipient's running episodes, which were computed by the old weights, with a strategy:
 
 - ``keep``: leave them (stale; the baseline the spike study compares against; a warning is logged);
-- ``zero``: zero every carried (h, c), shape (P, L, N, H) preserved;
+- ``zero``: zero every carried state ((h, c) of an LSTM, h of a GRU), shape (P, L, N, H) preserved;
 - ``reset_episodes``: zero the states and end every running episode (the previous rollout bootstrapped its last
   step with the value of the next observation, as GAE does at a time limit), then reset the environments;
-- ``burn_in``: recompute each environment's (h, c), for the actor and every critic, by replaying the raw
+- ``burn_in``: recompute each environment's state, for the actor and every critic, by replaying the raw
   observations of its current episode, normalized with the donor's statistics, through the new weights from a
   zero state (Kapturowski et al. 2019, R2D2). At most ``burn_in_max_steps`` observations are kept per
   environment; a longer episode replays its last window from zero and is counted as truncated. With
   ``agent.network.prev_action`` / ``prev_reward`` the history also keeps the previous action features and reward
   fed with each observation (zero at the episode's first step), and burn-in replays them alongside. An
   environment whose next step starts a new episode gets a zero state (the LSTM resets it before that step anyway).
-  Only the recipient's weights are run, and the recurrence runs in ``torch.nn.LSTM``'s fused loop (which
-  :class:`~rpbt.agent.networks.PopLSTM` matches by construction; any other trunk class replays through its own
-  ``sequence``): about 10-30 ms for 8 environments x 512 steps on one CPU thread
-  (``benchmarks/burn_in_cost.py``). The history is not part of the member state: it is part of the environments'
-  carried state (:class:`~rpbt.envs.runner.CarriedState`).
+  Only the recipient's weights are run, and the recurrence runs in ``torch.nn.LSTM``'s (``torch.nn.GRU``'s) fused
+  loop (which :class:`~rpbt.agent.networks.PopLSTM` (:class:`~rpbt.agent.networks.PopGRU`) matches by construction;
+  any other trunk class replays through its own ``sequence``): about 10-30 ms for 8 environments x 512 steps on
+  one CPU thread (``benchmarks/burn_in_cost.py``). The history is not part of the member state: it is part of the
+  environments' carried state (:class:`~rpbt.envs.runner.CarriedState`).
 
 Why ``reset_episodes`` needs no extra bootstrap: an exploit happens between updates, after the previous rollout was
 learned from. That rollout's last step was bootstrapped by GAE with ``last_values`` = V(s_T), the value of the
@@ -32,7 +32,8 @@ score), and the next rollout starts every cut environment with ``episode_start``
 across the cut.
 
 Measurements at every exploit, whatever the strategy, compare the state the strategy left with the burned-in one:
-``pbt/hidden_state_drift`` (||left - burned|| / ||burned|| over every LSTM's h and c), ``pbt/policy_kl_at_exploit``
+``pbt/hidden_state_drift`` (||left - burned|| / ||burned|| over every trunk's carried tensors: h and c, or h),
+``pbt/policy_kl_at_exploit``
 (mean KL(pi(.|burned) || pi(.|left)) at the next observation), ``pbt/value_gap_at_exploit`` (mean |V_left - V_burned|
 in return units) and ``pbt/burn_in_truncated`` (environments whose episode was longer than the window). Environments
 whose next step starts a new episode are left out of the drift (their state is reset before it is used) and
@@ -53,7 +54,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from rpbt.agent.networks import LSTMState, PopLSTM, RecurrentTrunk
+from rpbt.agent.networks import LSTMState, PopGRU, PopLSTM, RecurrentTrunk
 from rpbt.agent.policy import PopulationPolicy
 from rpbt.checkpoint import CheckpointError, MemberState
 from rpbt.envs.runner import CarriedState, EnvRunner
@@ -81,34 +82,44 @@ def continuing_envs(carried: CarriedState, member: int) -> Tensor:
 
 
 def _member_params(module: nn.Module, member: int) -> dict[str, Tensor]:
-    return {k: v[member:member + 1] for k, v in module.named_parameters()}
+    """Member's slice (1, ...) of every parameter and buffer of ``module`` (a module encoder may hold buffers)."""
+    tensors = dict(module.named_parameters()) | dict(module.named_buffers())
+    return {k: v[member:member + 1] for k, v in tensors.items()}
 
 
 @torch.no_grad()
 def _final_states_torch_lstm(trunk: RecurrentTrunk, member: int, obs: Tensor, kept: Tensor) -> LSTMState:
-    """Member's trunk over left-aligned sequences obs (1, N, W, D) of lengths kept (N,) from zero: (h, c) (L, N, H).
+    """Member's trunk over left-aligned sequences obs (1, N, W, D) of lengths kept (N,) from zero: (h, c) (L, N, H)
+    for :class:`PopLSTM`, (h,) for :class:`PopGRU`.
 
     The encoder runs as the module itself (member's weight slice); the recurrence runs in ``torch.nn.LSTM``'s
-    fused loop, which :class:`PopLSTM` matches by construction (same gate order and equations, one bias:
-    ``bias_ih = bias``, ``bias_hh = 0``). Packed sequences give each environment its state after its own last
-    step.
+    (``torch.nn.GRU``'s) fused loop, which the population cell matches by construction (same gate order and
+    equations; the LSTM's one bias is ``bias_ih = bias``, ``bias_hh = 0``). Packed sequences give each environment
+    its state after its own last step.
     """
     feats = functional_call(trunk.encoder, _member_params(trunk.encoder, member), (obs,))[0]  # (N, W, F)
-    lstm = trunk.lstm
-    params = []  # torch's flat weight list, per layer: weight_ih (4H, in), weight_hh (4H, H), bias_ih, bias_hh
-    for w_ih, w_hh, bias in zip(lstm.weight_ih, lstm.weight_hh, lstm.bias):
-        b = bias[member]
-        params += [w_ih[member].t().contiguous(), w_hh[member].t().contiguous(), b, torch.zeros_like(b)]
+    cell = trunk.cell
+    params = []  # torch's flat weight list, per layer: weight_ih (GH, in), weight_hh (GH, H), bias_ih, bias_hh
+    for layer in cell.layer_weights():
+        w_ih, w_hh, *biases = (t[member] for t in layer)
+        if len(biases) == 1:  # the LSTM's single bias
+            biases = [biases[0], torch.zeros_like(biases[0])]
+        params += [w_ih.t().contiguous(), w_hh.t().contiguous(), *biases]
     packed = nn.utils.rnn.pack_padded_sequence(feats, kept.clamp(min=1), batch_first=True, enforce_sorted=False)
-    zeros = torch.zeros(lstm.num_layers, feats.shape[0], lstm.hidden_size, device=feats.device, dtype=feats.dtype)
-    # torch.nn.LSTM's own kernel (what ``nn.LSTM.forward`` calls on packed input), without building a module:
-    # args (data, batch_sizes, (h0, c0), params, has_biases, num_layers, dropout, train, bidirectional).
+    zeros = torch.zeros(cell.num_layers, feats.shape[0], cell.hidden_size, device=feats.device, dtype=feats.dtype)
+    # torch.nn.LSTM's / GRU's own kernel (what their ``forward`` calls on packed input), without building a module:
+    # args (data, batch_sizes, (h0, c0) or h0, params, has_biases, num_layers, dropout, train, bidirectional).
     with warnings.catch_warnings():  # cuDNN asks for one flat weight buffer; these weights are used once
         warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk")
-        _, h, c = torch.lstm(packed.data, packed.batch_sizes, (zeros, zeros), params, True, lstm.num_layers, 0.0,
-                             False, False)
+        if isinstance(cell, PopGRU):
+            _, h = torch.gru(packed.data, packed.batch_sizes, zeros, params, True, cell.num_layers, 0.0, False, False)
+            final: tuple[Tensor, ...] = (h,)
+        else:
+            _, h, c = torch.lstm(packed.data, packed.batch_sizes, (zeros, zeros), params, True, cell.num_layers, 0.0,
+                                 False, False)
+            final = (h, c)
     # Packed outputs are in sorted order; put the final states back in environment order.
-    return h.index_select(1, packed.unsorted_indices), c.index_select(1, packed.unsorted_indices)
+    return tuple(t.index_select(1, packed.unsorted_indices) for t in final)
 
 
 @torch.no_grad()
@@ -120,11 +131,11 @@ def _final_states_generic(trunk: nn.Module, member: int, obs: Tensor, kept: Tens
     right = torch.stack([torch.roll(obs[0, n], shift[n], dims=0) for n in range(n_envs)], 1)  # (W, N, D)
     starts = torch.zeros(1, width, n_envs, dtype=torch.bool, device=obs.device)
     starts[0, (width - kept).clamp(max=width - 1), torch.arange(n_envs)] = True
-    h0, c0 = (s.to(obs.device) for s in trunk.lstm.initial_state(n_envs, 1))
-    _, (h, c) = functional_call(_TrunkSequence(trunk), {"trunk." + k: v for k, v in
-                                                         _member_params(trunk, member).items()},
-                                (right.unsqueeze(0), (h0, c0), starts))
-    return h[0], c[0]
+    zero = tuple(s.to(obs.device) for s in trunk.cell.initial_state(n_envs, 1))
+    _, final = functional_call(_TrunkSequence(trunk), {"trunk." + k: v for k, v in
+                                                        _member_params(trunk, member).items()},
+                               (right.unsqueeze(0), zero, starts))
+    return tuple(t[0] for t in final)
 
 
 @torch.no_grad()
@@ -138,7 +149,7 @@ def burn_in_states(policy: PopulationPolicy, carried: CarriedState, member: int
     member's slice of every trunk (actor and each critic) from a zero state. Only that member's weights are run, so
     the cost does not grow with the population.
 
-    Returns ({name: (h, c)} each (L, N, H)) and the number of truncated burn-ins (continuing environments whose
+    Returns ({name: (h, c) or (h,)} each (L, N, H)) and the number of truncated burn-ins (continuing environments whose
     episode is longer than W). An environment whose next step starts a new episode gets a zero state and is not
     counted. Raises ``RuntimeError`` when the carried state keeps no history (W = 0).
     """
@@ -158,19 +169,20 @@ def burn_in_states(policy: PopulationPolicy, carried: CarriedState, member: int
     out: dict[str, LSTMState] = {}
     for name in policy.state_names():
         trunk = policy.trunk(name)
-        fast = type(trunk) is RecurrentTrunk and type(trunk.lstm) is PopLSTM
-        h, c = (_final_states_torch_lstm if fast else _final_states_generic)(trunk, member, obs, kept.cpu())
-        h, c = h.clone(), c.clone()
-        h[:, empty], c[:, empty] = 0.0, 0.0
-        out[name] = (h.contiguous(), c.contiguous())
+        fast = type(trunk) is RecurrentTrunk and type(trunk.cell) in (PopLSTM, PopGRU)
+        state = (_final_states_torch_lstm if fast else _final_states_generic)(trunk, member, obs, kept.cpu())
+        state = tuple(t.clone() for t in state)
+        for t in state:
+            t[:, empty] = 0.0
+        out[name] = tuple(t.contiguous() for t in state)
     return out, truncated
 
 
 @torch.no_grad()
 def outputs_at_next_obs(policy: PopulationPolicy, carried: CarriedState, member: int,
                         states: Optional[dict[str, LSTMState]] = None) -> tuple[Tensor, Tensor]:
-    """Member's policy head and value at its next observation, from its carried LSTM states or from ``states``
-    ({name: (h, c)} each (L, N, H)) in their place.
+    """Member's policy head and value at its next observation, from its carried recurrent states or from ``states``
+    ({name: (h, c) or (h,)} each (L, N, H)) in their place.
 
     Returns (head, value): the whole population's policy head (P, N, ...) (other members as carried) and the
     member's V (N,) in return units (the smaller critic with twin critics). One population step; the carried
@@ -178,10 +190,10 @@ def outputs_at_next_obs(policy: PopulationPolicy, carried: CarriedState, member:
     """
     hidden = carried.hidden
     if states is not None:
-        hidden = {k: (h.clone(), c.clone()) for k, (h, c) in carried.hidden.items()}
-        for name, (h_s, c_s) in states.items():
-            hidden[name][0][member] = h_s
-            hidden[name][1][member] = c_s
+        hidden = {k: tuple(t.clone() for t in st) for k, st in carried.hidden.items()}
+        for name, state in states.items():
+            for t, t_s in zip(hidden[name], state):
+                t[member] = t_s
     dev = policy.device
     out = policy.act(carried.next_obs.to(dev), hidden, carried.prev_action.to(dev), carried.prev_reward.to(dev),
                      carried.episode_start.to(dev), values=True)
@@ -194,9 +206,9 @@ def exploit_measurements(policy: PopulationPolicy, carried: CarriedState, member
                          burned_outputs: Optional[tuple[Tensor, Tensor]] = None) -> dict[str, float]:
     """Compare member's carried states (as the strategy left them) with ``burned`` at the next observation.
 
-    burned: {name: (h, c)} each (L, N, H), the reference states (from :func:`burn_in_states`); burned_outputs:
+    burned: {name: (h, c) or (h,)} each (L, N, H), the reference states (from :func:`burn_in_states`); burned_outputs:
     :func:`outputs_at_next_obs` with them, when already computed. Returns
-    ``pbt/hidden_state_drift`` = ||left - burned|| / ||burned|| (Frobenius norm over every LSTM's h and c of the
+    ``pbt/hidden_state_drift`` = ||left - burned|| / ||burned|| (Frobenius norm over every carried h (and c) of the
     continuing environments; 0 when both are zero, ``inf`` when only the reference is zero),
     ``pbt/policy_kl_at_exploit`` = mean over environments of KL(pi(.|burned) || pi(.|left)) at ``next_obs``, and
     ``pbt/value_gap_at_exploit`` = mean |V_left - V_burned| in return units (the smaller critic with twin critics).
@@ -206,12 +218,11 @@ def exploit_measurements(policy: PopulationPolicy, carried: CarriedState, member
     going = continuing_envs(carried, member).to(policy.device)
     num, den = 0.0, 0.0
     identical = True
-    for name, (h_b, c_b) in burned.items():
-        h_l, c_l = carried.hidden[name]
-        identical = identical and torch.equal(h_l[member], h_b) and torch.equal(c_l[member], c_b)
-        num += float((h_l[member][:, going] - h_b[:, going]).pow(2).sum()
-                     + (c_l[member][:, going] - c_b[:, going]).pow(2).sum())
-        den += float(h_b[:, going].pow(2).sum() + c_b[:, going].pow(2).sum())
+    for name, state_b in burned.items():
+        pairs = list(zip(carried.hidden[name], state_b))  # (left, burned) per carried tensor: h and c, or h
+        identical = identical and all(torch.equal(left[member], ref) for left, ref in pairs)
+        num += float(sum((left[member][:, going] - ref[:, going]).pow(2).sum() for left, ref in pairs))
+        den += float(sum(ref[:, going].pow(2).sum() for _, ref in pairs))
     drift = (num ** 0.5) / (den ** 0.5) if den > 0 else (0.0 if num == 0 else float("inf"))
     head_b, v_b = burned_outputs if burned_outputs is not None else outputs_at_next_obs(policy, carried, member,
                                                                                         burned)
@@ -254,13 +265,13 @@ def apply_hidden_state_strategy(policy: PopulationPolicy, runner: EnvRunner, mem
     if strategy == "burn_in":
         if burned is None:
             burned, _ = burn_in_states(policy, carried, member)
-        for name, (h, c) in burned.items():
-            carried.hidden[name][0][member] = h
-            carried.hidden[name][1][member] = c
+        for name, state in burned.items():
+            for t, t_b in zip(carried.hidden[name], state):
+                t[member] = t_b
         return
-    for h, c in carried.hidden.values():
-        h[member] = 0.0
-        c[member] = 0.0
+    for state in carried.hidden.values():
+        for t in state:
+            t[member] = 0.0
     if strategy == "reset_episodes":
         runner.reset_member(member)
 

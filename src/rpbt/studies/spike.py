@@ -152,7 +152,8 @@ def clone_member(policy: PopulationPolicy, runner: EnvRunner, member: int) -> Cl
     ``policy`` nor ``runner`` is modified.
     """
     single = PopulationPolicy(policy.cfg, [policy.member_ids[member]], policy.obs_dim, policy.action_dim,
-                              policy.continuous, device=policy.device, nvec=policy.nvec)
+                              policy.continuous, device=policy.device, nvec=policy.nvec,
+                              observation_space=policy.observation_space)
     single.restore(0, policy.snapshot(member))
     return Clone(single, runner.clone_member(member), auxiliary_losses(policy.cfg))
 
@@ -265,7 +266,7 @@ def study_exploit(policy: PopulationPolicy, runner: EnvRunner, recipient: int, d
             cut = [float(carried.running_return[0, n]) for n in running] if arm == "reset_episodes" else []
             measurements = exploit(clone.policy, clone.runner, 0, donor_state, new_hparams, strategy=arm,
                                    optimizer_state=optimizer_state, transfer=transfer)
-            post_states[arm] = {k: (h.clone(), c.clone()) for k, (h, c) in clone.runner.carried.hidden.items()}
+            post_states[arm] = {k: tuple(t.clone() for t in st) for k, st in clone.runner.carried.hidden.items()}
         tracker = None if arm == "reset_episodes" else RunningEpisodes(clone.runner)
         losses = continue_clone(clone, settings.updates_after)
         returns = cut if tracker is None else list(tracker.returns.values())
