@@ -6,7 +6,8 @@ series, the equity-curve figure); ``rpbt[pb2]`` brings scikit-learn and threadpo
 figure); ``rpbt[all]`` the three. ``import rpbt`` and the default job import none of them.
 ``rpbt[export]`` brings onnx and onnxruntime (``rpbt export --format onnx``); ``rpbt[video]`` brings moviepy and
 pygame (``rpbt evaluate --video``: Gymnasium's ``RecordVideo`` writes MP4 files with moviepy, and the classic-control
-environments, POPGym's CartPoles among them, draw their frames with pygame); ``rpbt[ray]`` brings Ray.
+environments, POPGym's CartPoles among them, draw their frames with pygame); ``rpbt[ray]`` brings Ray;
+``rpbt[minigrid]`` brings MiniGrid (``env.entry_point: rpbt.envs.minigrid:image_env``).
 """
 
 from __future__ import annotations
