@@ -155,6 +155,7 @@ def summarize(arm_dir: Path, target: float, usage: dict[str, float]) -> dict[str
         "eval_mean": ev_mean, "eval_stderr": ev_se, "eval_episodes": len(returns),
         "eval_member": result.get("eval", {}).get("member"),
         "wall_s": usage.get("wall_s"), "cpu_s": usage.get("cpu_s"), "peak_rss_mb": usage.get("peak_rss_mb"),
+        "mean_load_1min": usage.get("mean_load_1min"),
         "versions": result.get("versions", {}), "settings": result.get("settings", {}),
         "notes": result.get("notes", []),
         "curve": _thin(curve),
@@ -208,14 +209,16 @@ def _sample(pid: int) -> Optional[tuple[float, float]]:
 def run_measured(cmd: list[str], env: dict[str, str], log: Path, limit_s: float) -> dict[str, float]:
     """Run ``cmd``; sample its process tree once a second. Returns wall_s, cpu_s (sum over every process seen of
     its last sampled user+system time; a process's last second before it exits can be missed), peak_rss_mb (max
-    over samples of the tree's summed RSS) and rc. The tree is killed after ``limit_s``."""
+    over samples of the tree's summed RSS), rc, and mean_load_1min (the machine's 1-minute load average, mean over
+    the samples: how much else ran). The tree is killed after ``limit_s``."""
     t0 = time.time()
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO,
                                 start_new_session=True)
         cpu: dict[int, float] = {}
-        peak = 0.0
+        peak, loads = 0.0, []
         while proc.poll() is None:
+            loads.append(_loadavg())
             rss = 0.0
             for pid in _tree(proc.pid):
                 s = _sample(pid)
@@ -228,7 +231,15 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path, limit_s: float)
                 break
             time.sleep(1.0)
         rc = proc.wait()
-    return {"wall_s": time.time() - t0, "cpu_s": sum(cpu.values()), "peak_rss_mb": peak, "rc": rc}
+    return {"wall_s": time.time() - t0, "cpu_s": sum(cpu.values()), "peak_rss_mb": peak, "rc": rc,
+            "mean_load_1min": float(np.mean([x for x in loads if x is not None] or [np.nan]))}
+
+
+def _loadavg() -> Optional[float]:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 # ------------------------------------------------------------------------------------------------ worker helpers
@@ -812,6 +823,29 @@ def merge_runs(path: Path, runs: dict[str, list[dict[str, Any]]], a: argparse.Na
     return {**{k: v for k, v in old.get("runs", {}).items() if k not in runs}, **runs}
 
 
+def table(doc: dict[str, Any]) -> str:
+    """The markdown table of one task's results JSON: one row per arm and seed, then the ratio."""
+    def f(v: Any, fmt: str) -> str:
+        return "n/a" if v is None else format(v, fmt)
+
+    lines = ["| arm | seed | status | time to target (s) | env steps to target | final best (last 100) | "
+             "eval, 100 episodes (+- s.e.) | wall (s) | CPU (s) | peak RSS (MiB) | mean load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for arm, rs in doc["runs"].items():
+        for k, r in enumerate(rs):
+            ev = "n/a" if r.get("eval_mean") is None else \
+                f"{r['eval_mean']:.3f} +- {f(r.get('eval_stderr'), '.3f')}"
+            lines.append(f"| {arm} | {k} | {r.get('status', '')[:40]} | {f(r.get('time_to_target_s'), '.1f')} | "
+                         f"{f(r.get('env_steps_to_target'), ',')} | {f(r.get('final_best'), '.3f')} | {ev} | "
+                         f"{f(r.get('wall_s'), '.0f')} | {f(r.get('cpu_s'), '.0f')} | "
+                         f"{f(r.get('peak_rss_mb'), '.0f')} | {f(r.get('mean_load_1min'), '.1f')} |")
+    ratio = doc.get("aggregate", {}).get("ratio")
+    if ratio:
+        lines.append(f"\nFastest peer to the target: {ratio['fastest_peer']}, "
+                     f"{ratio['peer_over_rpbt_time']:.2f}x rpbt's time.")
+    return "\n".join(lines) + "\n"
+
+
 def plot(task: str, runs: dict[str, list[dict[str, Any]]], target: float, path: Path) -> None:
     """Best-so-far vs wall-clock and vs env steps, one line per arm (each seed drawn)."""
     import matplotlib
@@ -861,6 +895,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--results", type=Path, default=RESULTS, help="where peers_<task>.json goes")
     p.add_argument("--img", type=Path, default=IMG, help="where peers_<task>.png goes")
     p.add_argument("--setup", action="store_true", help="create the peers' venvs and exit")
+    p.add_argument("--report-only", action="store_true", help="redraw table and plot from the results JSON")
     # worker mode (internal)
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -881,6 +916,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.setup:
         setup(arms)
         return 0
+    if a.report_only:
+        for task in a.tasks.split(","):
+            doc = json.loads((a.results / f"peers_{task}.json").read_text())
+            doc["aggregate"] = aggregate(doc["runs"])
+            (a.results / f"peers_{task}.json").write_text(json.dumps(doc, indent=1))
+            (a.results / f"peers_{task}.md").write_text(table(doc))
+            plot(task, doc["runs"], doc["target"], a.img / f"peers_{task}.png")
+            print(table(doc))
+        return 0
     for task in a.tasks.split(","):
         runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
         for seed in range(a.seeds):
@@ -897,6 +941,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                "aggregate": aggregate(runs), "runs": runs}
         a.results.mkdir(parents=True, exist_ok=True)
         (a.results / f"peers_{task}.json").write_text(json.dumps(doc, indent=1))
+        (a.results / f"peers_{task}.md").write_text(table(doc))
         plot(task, runs, TASKS[task]["target"], a.img / f"peers_{task}.png")
     return 0
 
