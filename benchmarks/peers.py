@@ -149,6 +149,7 @@ def summarize(arm_dir: Path, target: float, usage: dict[str, float]) -> dict[str
     return {
         "status": result.get("status", "failed: no result.json (see log.txt)"),
         "time_to_target_s": t_target, "env_steps_to_target": s_target,
+        "cpu_s_to_target": cpu_at(usage.get("cpu_curve", []), t_target),
         "final_best": curve[-1][2] if curve and math.isfinite(curve[-1][2]) else None,
         "total_env_steps": curve[-1][1] if curve else 0,
         "train_end_s": (result["train_end"] - t0) if "train_end" in result else None,
@@ -209,14 +210,15 @@ def _sample(pid: int) -> Optional[tuple[float, float]]:
 def run_measured(cmd: list[str], env: dict[str, str], log: Path, limit_s: float) -> dict[str, float]:
     """Run ``cmd``; sample its process tree once a second. Returns wall_s, cpu_s (sum over every process seen of
     its last sampled user+system time; a process's last second before it exits can be missed), peak_rss_mb (max
-    over samples of the tree's summed RSS), rc, and mean_load_1min (the machine's 1-minute load average, mean over
-    the samples: how much else ran). The tree is killed after ``limit_s``."""
+    over samples of the tree's summed RSS), rc, cpu_curve (``[(seconds, cpu_s so far)]`` per sample) and
+    mean_load_1min (the machine's 1-minute load average, mean over the samples: how much else ran). The tree is
+    killed after ``limit_s``."""
     t0 = time.time()
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO,
                                 start_new_session=True)
         cpu: dict[int, float] = {}
-        peak, loads = 0.0, []
+        peak, loads, cpu_curve = 0.0, [], []
         while proc.poll() is None:
             loads.append(_loadavg())
             rss = 0.0
@@ -226,13 +228,24 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path, limit_s: float)
                     cpu[pid] = s[0]
                     rss += s[1]
             peak = max(peak, rss)
+            cpu_curve.append((time.time() - t0, sum(cpu.values())))
             if time.time() - t0 > limit_s:
                 os.killpg(proc.pid, 9)
                 break
             time.sleep(1.0)
         rc = proc.wait()
     return {"wall_s": time.time() - t0, "cpu_s": sum(cpu.values()), "peak_rss_mb": peak, "rc": rc,
-            "mean_load_1min": float(np.mean([x for x in loads if x is not None] or [np.nan]))}
+            "mean_load_1min": float(np.mean([x for x in loads if x is not None] or [np.nan])),
+            "cpu_curve": cpu_curve}
+
+
+def cpu_at(cpu_curve: Sequence[tuple[float, float]], t: Optional[float]) -> Optional[float]:
+    """CPU seconds of the arm's process tree at ``t`` seconds after its start, linearly interpolated between the
+    once-a-second samples ``[(seconds, cpu_seconds)]``; None for ``t`` None or no samples."""
+    if t is None or not cpu_curve:
+        return None
+    ts, cs = zip(*cpu_curve)
+    return float(np.interp(t, ts, cs))
 
 
 def _loadavg() -> Optional[float]:
@@ -828,14 +841,15 @@ def table(doc: dict[str, Any]) -> str:
     def f(v: Any, fmt: str) -> str:
         return "n/a" if v is None else format(v, fmt)
 
-    lines = ["| arm | seed | status | time to target (s) | env steps to target | final best (last 100) | "
-             "eval, 100 episodes (+- s.e.) | wall (s) | CPU (s) | peak RSS (MiB) | mean load |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| arm | seed | status | time to target (s) | CPU s to target | env steps to target | final best "
+             "(last 100) | eval, 100 episodes (+- s.e.) | wall (s) | CPU (s) | peak RSS (MiB) | mean load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for arm, rs in doc["runs"].items():
         for k, r in enumerate(rs):
             ev = "n/a" if r.get("eval_mean") is None else \
                 f"{r['eval_mean']:.3f} +- {f(r.get('eval_stderr'), '.3f')}"
             lines.append(f"| {arm} | {k} | {r.get('status', '')[:40]} | {f(r.get('time_to_target_s'), '.1f')} | "
+                         f"{f(r.get('cpu_s_to_target'), '.0f')} | "
                          f"{f(r.get('env_steps_to_target'), ',')} | {f(r.get('final_best'), '.3f')} | {ev} | "
                          f"{f(r.get('wall_s'), '.0f')} | {f(r.get('cpu_s'), '.0f')} | "
                          f"{f(r.get('peak_rss_mb'), '.0f')} | {f(r.get('mean_load_1min'), '.1f')} |")

@@ -112,6 +112,7 @@ def test_run_measured_sees_cpu_time_and_memory_of_the_child_tree(peers, tmp_path
     assert usage["rc"] == 0
     assert usage["peak_rss_mb"] >= 150
     assert 1.5 <= usage["cpu_s"] <= usage["wall_s"] + 1.0
+    assert usage["cpu_curve"] and usage["cpu_curve"][-1][1] <= usage["cpu_s"] + 1e-9
 
 
 def _smoke(peers, tmp_path, arm, budget, overrides=()):
@@ -181,3 +182,11 @@ def test_table_row_and_ratio_line(peers):
     assert lines[2] == "| rpbt | 0 | ok | 12.3 | 40,960 | 1.000 | 0.994 +- 0.001 | 60 | 111 | 1500 | 2.0 |"
     assert lines[3].startswith("| agilerl | 0 | capped at 900 s | n/a | n/a | n/a | n/a |")
     assert lines[-1] == "Fastest peer to the target: agilerl, 3.46x rpbt's time."
+
+
+def test_cpu_at_interpolates_the_sampled_cpu_curve(peers):
+    curve = [(1.0, 0.5), (2.0, 2.5), (3.0, 4.5)]
+    assert peers.cpu_at(curve, 1.5) == pytest.approx(1.5)
+    assert peers.cpu_at(curve, 3.0) == pytest.approx(4.5)
+    assert peers.cpu_at(curve, 0.0) == pytest.approx(0.5)  # before the first sample: its value
+    assert peers.cpu_at(curve, None) is None and peers.cpu_at([], 2.0) is None
