@@ -127,6 +127,25 @@ def time_to_target(curve: Sequence[tuple[float, int, float]], target: float) -> 
     return None, None
 
 
+def window_mean(history: Sequence[tuple[float, int]], window: int = 100) -> Optional[float]:
+    """Mean return of the last ``window`` episodes from per-iteration ``(mean, n_episodes)`` pairs, oldest first.
+
+    RLlib's ``env_runners/episode_return_mean`` with ``num_env_runners=0`` is the mean over the episodes finished
+    in that iteration only (NaN with none), not over the last 100; this rebuilds the last-100 mean every other tool
+    reports: the newest iterations whole, the oldest one needed counted for the episodes still missing, with its
+    own mean (returns inside an iteration are not reported one by one). None before any episode."""
+    total, count = 0.0, 0
+    for mean, n in reversed(history):
+        if n <= 0 or mean is None or not math.isfinite(mean):
+            continue
+        take = min(n, window - count)
+        total += mean * take
+        count += take
+        if count >= window:
+            break
+    return total / count if count else None
+
+
 def mean_stderr(values: Sequence[float]) -> tuple[Optional[float], Optional[float]]:
     """Mean and standard error (sample std / sqrt(n)) of ``values``; stderr None for fewer than 2 values."""
     if not values:
@@ -453,6 +472,11 @@ def worker_ray_tune_pbt(a: argparse.Namespace, out: Path) -> None:
                                                    max_seq_len=ROLLOUT["bptt"]))
         .debugging(seed=tune.randint(0, 2**31 - 1))
     )
+    # CPUs Tune reserves per trial: with 1 (RLlib's default) only `cores` of the 8 trials run at once and PBT pauses
+    # and resumes trials (an Algorithm rebuilt from a checkpoint each time); with cores / population every trial runs
+    # at once and the OS shares the cores, as rpbt's workers share them
+    trial_cpus = a.cores / a.population if a.ray_trial_cpus == "shared" else float(a.ray_trial_cpus)
+    config = config.resources(num_cpus_for_main_process=trial_cpus)
     pbt = PopulationBasedTraining(time_attr="training_iteration",
                                   perturbation_interval=ROLLOUT["perturbation_interval"],
                                   quantile_fraction=ROLLOUT["quantile_fraction"], resample_probability=0.25,
@@ -460,9 +484,13 @@ def worker_ray_tune_pbt(a: argparse.Namespace, out: Path) -> None:
     writer = CurveWriter(out / "curve.jsonl")
 
     class Curve(tune.Callback):
+        history: dict[str, list[tuple[float, int]]] = {}
+
         def on_trial_result(self, iteration, trials, trial, result, **info):
             er = result.get("env_runners", {})
-            writer.row(trial.trial_id, er.get("num_env_steps_sampled", 0), er.get("episode_return_mean"))
+            h = self.history.setdefault(trial.trial_id, [])
+            h.append((er.get("episode_return_mean", float("nan")), int(er.get("num_episodes", 0))))
+            writer.row(trial.trial_id, er.get("num_env_steps_sampled", 0), window_mean(h))
 
     tuner = tune.Tuner(
         PPO, param_space=config,
@@ -517,7 +545,8 @@ def worker_ray_tune_pbt(a: argparse.Namespace, out: Path) -> None:
                 "pbt": {"time_attr": "training_iteration", "perturbation_interval": ROLLOUT["perturbation_interval"],
                         "quantile_fraction": ROLLOUT["quantile_fraction"], "resample_probability": 0.25,
                         "hyperparam_mutations": {k: str(v) for k, v in space.items()}, "num_samples": a.population},
-                "resources": {"ray.init num_cpus": a.cores, "per trial": "1 CPU (local learner and env runner)"},
+                "resources": {"ray.init num_cpus": a.cores, "num_cpus_for_main_process (per trial)": trial_cpus,
+                              "learner and env runner": "inside the trial's process"},
                 "stop": {"num_env_steps_sampled_lifetime": a.budget}, "time_budget_s": a.cap_s}
     _finish(out, status, train_end, {"member": best, "returns": returns}, settings, notes)
 
@@ -731,7 +760,8 @@ WORKERS: dict[str, Callable[[argparse.Namespace, Path], None]] = {
 def _worker_args(a: argparse.Namespace) -> list[str]:
     args = ["--tasks", a.task, "--seed", str(a.seed), "--population", str(a.population), "--budget", str(a.budget),
             "--cap-s", str(a.cap_s), "--cores", str(a.cores), "--eval-episodes", str(a.eval_episodes),
-            "--out-dir", str(a.out_dir), "--t0", str(a.t0), "--ray-env-runners", str(a.ray_env_runners)]
+            "--out-dir", str(a.out_dir), "--t0", str(a.t0), "--ray-env-runners", str(a.ray_env_runners),
+            "--ray-trial-cpus", str(a.ray_trial_cpus)]
     for o in a.override:
         args += ["--override", o]
     return args
@@ -778,7 +808,8 @@ def run_arm(args: argparse.Namespace, task: str, arm: str, seed: int) -> dict[st
     (out / "t0.json").write_text(json.dumps({"t0": t0}))
     ns = argparse.Namespace(task=task, seed=seed, population=args.population, budget=args.budget, cap_s=args.cap_s,
                             cores=args.cores, eval_episodes=args.eval_episodes, out_dir=out, t0=t0,
-                            override=args.override if arm == "rpbt" else [], ray_env_runners=args.ray_env_runners)
+                            override=args.override if arm == "rpbt" else [], ray_env_runners=args.ray_env_runners,
+                            ray_trial_cpus=args.ray_trial_cpus)
     cmd = [str(python), str(Path(__file__).resolve()), "--worker", arm] + _worker_args(ns)
     usage = run_measured(cmd, env, out / "log.txt", args.cap_s + args.grace_s)
     summary = summarize(out, TASKS[task]["target"], usage)
@@ -881,11 +912,11 @@ def plot(task: str, runs: dict[str, list[dict[str, Any]]], target: float, path: 
     for ax, xl in zip(axes, xlabels):
         ax.axhline(target, color="k", ls=":", lw=1)
         ax.set_xlabel(xl)
-        ax.set_ylabel("best member's mean return, last 100 episodes (best so far)")
         ax.grid(alpha=0.3)
+    axes[0].set_ylabel("best member's mean return, last 100 episodes (best so far)")
     axes[0].set_xscale("log")
     axes[0].legend(loc="lower right")
-    fig.suptitle(f"{task}: rpbt vs Ray Tune PBT + RLlib vs AgileRL vs fixed sb3-contrib")
+    fig.suptitle(f"{task}: rpbt vs Ray Tune PBT + RLlib vs AgileRL vs fixed sb3-contrib (dotted: target)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -904,6 +935,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--eval-episodes", type=int, default=100)
     p.add_argument("--ray-env-runners", type=int, default=0, help="RLlib env runners per trial (0: in the trial)")
+    p.add_argument("--ray-trial-cpus", default="shared",
+                   help="CPUs per Tune trial: 'shared' (cores / population: every trial at once) or a number (1: "
+                        "RLlib's default, `cores` trials at a time)")
     p.add_argument("--override", action="append", default=[], help="rpbt key=value (tests: a tiny network)")
     p.add_argument("--out", type=Path, default=RESULTS / "peers")
     p.add_argument("--results", type=Path, default=RESULTS, help="where peers_<task>.json goes")

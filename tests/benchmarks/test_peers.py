@@ -190,3 +190,12 @@ def test_cpu_at_interpolates_the_sampled_cpu_curve(peers):
     assert peers.cpu_at(curve, 3.0) == pytest.approx(4.5)
     assert peers.cpu_at(curve, 0.0) == pytest.approx(0.5)  # before the first sample: its value
     assert peers.cpu_at(curve, None) is None and peers.cpu_at([], 2.0) is None
+
+
+def test_window_mean_rebuilds_the_last_100_episode_mean(peers):
+    nan = float("nan")
+    # newest first: 50 episodes at 1.0, then 50 of the 60 at 0.5 (the rest fall outside the window)
+    assert peers.window_mean([(0.5, 60), (nan, 0), (1.0, 50)]) == pytest.approx(0.75)
+    assert peers.window_mean([(0.2, 3), (0.4, 1)]) == pytest.approx(0.25)  # fewer than 100 episodes: all of them
+    assert peers.window_mean([(0.9, 2)], window=1) == pytest.approx(0.9)
+    assert peers.window_mean([]) is None and peers.window_mean([(nan, 0)]) is None
