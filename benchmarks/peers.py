@@ -13,8 +13,8 @@ hyperparameter ranges (rpbt's default ``pbt.search_space``: learning rate 1e-4..
   stateless_cartpole_ppo_with_lstm.py``, ray-project/ray commit d88e9e9: ``use_lstm``, ``vf_share_layers``, a
   ``MeanStdFilter`` env-to-module connector) and Tune's PBT example (``python/ray/tune/examples/
   pbt_ppo_example.py``); perturbation every 5 training iterations (5 x 1,024 env steps, rpbt's
-  ``pbt.perturbation_interval``), quantile fraction 0.25, resample probability 0.25; one CPU per trial, so as
-  many trials run at once as rpbt has workers.
+  ``pbt.perturbation_interval``), quantile fraction 0.25, resample probability 0.25; the cores shared by all
+  trials (``--ray-trial-cpus shared``: cores / population CPUs per trial, every trial at once) or a fixed number.
 - ``agilerl``: AgileRL's population of PPO agents with its recurrent encoder, tournament selection (size 2,
   elitism) and mutations, after its recurrent PPO tutorial (``docs/tutorials/gymnasium/
   agilerl_recurrent_ppo_tutorial.rst``): ``RSNorm`` observation normalization, ``BPTTSequenceType.CHUNKED``
