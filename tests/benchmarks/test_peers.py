@@ -174,8 +174,8 @@ def test_prev_action_wrapper_one_hots_observation_and_previous_action(peers):
 
 def test_table_row_and_ratio_line(peers):
     run = {"status": "ok", "time_to_target_s": 12.345, "cpu_s_to_target": 20.2, "env_steps_to_target": 40960,
-           "final_best": 1.0, "eval_mean": 0.99425, "eval_stderr": 0.0012, "wall_s": 60.4, "cpu_s": 110.6, "peak_rss_mb": 1500.2,
-           "mean_load_1min": 2.04}
+           "final_best": 1.0, "eval_mean": 0.99425, "eval_stderr": 0.0012, "wall_s": 60.4, "cpu_s": 110.6,
+           "peak_rss_mb": 1500.2, "mean_load_1min": 2.04}
     doc = {"runs": {"rpbt": [run], "agilerl": [{"status": "capped at 900 s", "time_to_target_s": None}]},
            "aggregate": {"ratio": {"fastest_peer": "agilerl", "peer_over_rpbt_time": 3.456}}}
     lines = peers.table(doc).splitlines()
