@@ -221,16 +221,6 @@ class ExportedActor(_ActorParts):
     ``prev_action``/``prev_reward`` (which previous inputs are fed).
     """
 
-    kind: str
-    normalize: bool
-    obs_clip: float
-    raw_clip: bool
-    raw_obs_clip: float
-    prev_action: bool
-    prev_reward: bool
-    nvec: List[int]
-    starts: List[int]
-
     def __init__(self, policy: Any):
         super().__init__(policy)
         self.lstm = nn.ModuleList([_LSTMLayer(w_ih[0], w_hh[0], b[0])
@@ -255,16 +245,6 @@ class ExportedGRUActor(_ActorParts):
     """One member's GRU actor (``agent.network.cell: gru``), standalone: as :class:`ExportedActor` with the state
     ``h`` alone: ``forward(obs, h, episode_start, prev_action=None, prev_reward=None)``, outputs ending in ``h_out``.
     """
-
-    kind: str
-    normalize: bool
-    obs_clip: float
-    raw_clip: bool
-    raw_obs_clip: float
-    prev_action: bool
-    prev_reward: bool
-    nvec: List[int]
-    starts: List[int]
 
     def __init__(self, policy: Any):
         super().__init__(policy)
