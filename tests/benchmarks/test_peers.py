@@ -5,7 +5,6 @@ venv exists (skipped, naming the venv and the setup command, otherwise)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -13,18 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.benchmarks import TINY_BENCH, load_script
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "peers.py"
-TINY_RPBT = ["env.num_envs=2", "agent.num_steps=16", "agent.num_minibatches=1", "agent.update_epochs=1",
-             "agent.network.encoder_sizes=[8]", "agent.network.lstm_hidden_size=8", "agent.critic.kind=scalar",
-             "pbt.perturbation_interval=2", "pbt.burn_in=2", "pbt.score_window=5"]
+TINY_RPBT = TINY_BENCH
 
 
 @pytest.fixture(scope="module")
 def peers():
-    spec = importlib.util.spec_from_file_location("peers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("peers")
 
 
 def test_best_so_far_sums_steps_in_time_order_and_keeps_the_running_max(peers):

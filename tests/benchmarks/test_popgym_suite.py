@@ -4,25 +4,21 @@ the finished runs and a run directory of another budget is refused."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from tests.benchmarks import TINY_BENCH, load_script
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "popgym_suite.py"
 ENV = "RepeatPreviousEasy"
-TINY = ["env.num_envs=2", "agent.num_steps=16", "agent.num_minibatches=1", "agent.update_epochs=1",
-        "agent.network.encoder_sizes=[8]", "agent.network.lstm_hidden_size=8", "agent.critic.kind=scalar",
-        "pbt.perturbation_interval=2", "pbt.burn_in=2", "pbt.score_window=5"]
+TINY = TINY_BENCH
 
 
 @pytest.fixture(scope="module")
 def suite():
-    spec = importlib.util.spec_from_file_location("popgym_suite", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("popgym_suite")
 
 
 def _args(out: Path, steps: int = 320) -> list[str]:

@@ -363,9 +363,7 @@ class EnvConfig(_Strict):
     @field_validator("kwargs")
     @classmethod
     def _finite_kwargs(cls, v: dict[str, Any]) -> dict[str, Any]:
-        v = _plain_data(v, "env.kwargs")  # config.yaml records them
-        _check_finite(v, "env.kwargs")
-        return v
+        return _plain_finite(v, "env.kwargs")
 
     @field_validator("entry_point")
     @classmethod
@@ -479,6 +477,13 @@ def _plain_data(value: Any, where: str) -> Any:
                      "mapping (config.yaml records it)")
 
 
+def _plain_finite(v: dict[str, Any], key: str) -> dict[str, Any]:
+    """Keyword arguments of ``key`` as plain YAML-able data (config.yaml records them) with every number finite."""
+    v = _plain_data(v, key)
+    _check_finite(v, key)
+    return v
+
+
 def _check_finite(value: Any, where: str) -> None:
     """Raise ``ValueError`` naming the dotted key of the first non-finite float nested in ``value``."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -529,9 +534,7 @@ class NetworkConfig(_Strict):
     @field_validator("encoder_kwargs")
     @classmethod
     def _plain_encoder_kwargs(cls, v: dict[str, Any]) -> dict[str, Any]:
-        v = _plain_data(v, "agent.network.encoder_kwargs")  # config.yaml records them
-        _check_finite(v, "agent.network.encoder_kwargs")
-        return v
+        return _plain_finite(v, "agent.network.encoder_kwargs")
 
 
 class CriticConfig(_Strict):
