@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = ["default", "trading_googl",
+SHIPPED = ["default", "trading_googl", "minigrid_memory",
            *(f"popgym/{p.stem}" for p in sorted((REPO / "configs" / "popgym").glob("*.yaml")))]
 
 
