@@ -4,6 +4,7 @@ non-finite values skipped; the population run in its own folder (read back with 
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 
@@ -53,6 +54,9 @@ def test_a_resume_hides_what_the_dropped_rounds_wrote(tmp_path):
     argv = [a for a in TINY if a != "run.tensorboard=false"] + ["run.torch_threads=1", f"run.dir={run}"]
     assert main(["train", *argv]) == 0
     (run / "checkpoints" / "round_000003" / "member_1.pt").write_bytes(b"corrupt")
+    # TensorBoard reads a folder's event files in name order, whose first field is the second a file was opened
+    # (then host, pid and a per-process counter): a resume in the same second of the same process could sort first.
+    time.sleep(1.1)
     assert main(["resume", str(run)]) == 0
     for m in range(4):
         rows = list(csv.DictReader((run / "members" / str(m) / "metrics.csv").open()))

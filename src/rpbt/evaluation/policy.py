@@ -635,9 +635,9 @@ def _restore_newest_member(cfg: Any, rundir: Any, state: dict, member: int, devi
                 f"({first_error}); using the older kept round {name} (as `rpbt resume` would)"), stacklevel=3)
         learner.eval()
         learner.checkpoint_path = path  # which file was loaded (an older kept round after a fallback)
-        inside = kept.local is not None and Path(path).resolve().is_relative_to(Path(run_dir).resolve())
-        learner.checkpoint_name = Path(path).resolve().relative_to(Path(run_dir).resolve()).as_posix() if inside \
-            else path
+        learner.checkpoint_name = path  # relative to the run directory when it lies there
+        if kept.local is not None and Path(path).resolve().is_relative_to(Path(run_dir).resolve()):
+            learner.checkpoint_name = Path(path).resolve().relative_to(Path(run_dir).resolve()).as_posix()
         return learner
     assert first_error is not None
     if older_errors:

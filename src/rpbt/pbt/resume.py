@@ -88,8 +88,9 @@ def load_round(rundir: "RunDirectory", folder: str, latest: dict[str, Any], top:
     """The runner state and member states of a kept round folder; :class:`RunDirError` / :class:`CheckpointError`
     naming the file when one does not load. Loads the scheduler state into ``scheduler``."""
     P = scheduler.population_size
-    kept = rundir.store(latest).folder(folder)
-    state = latest if folder == top else rundir.read_runner_state(folder, store=rundir.store(latest))
+    store = rundir.store(latest)
+    kept = store.folder(folder)
+    state = latest if folder == top else rundir.read_runner_state(folder, store=store)
     where = rundir.runner_state_path if folder == top else kept.url("runner.json")
     match = ROUND_FOLDER.fullmatch(folder)
     if match is None or int(match.group(1)) != state["round"]:
@@ -116,6 +117,7 @@ def restore_newest(rundir: "RunDirectory", latest: dict[str, Any], scheduler: PB
     """
     top, candidates = resume_candidates(latest)
     config_path = rundir.path / "config.yaml"
+    store = rundir.store(latest)
     for folder in candidates:
         match = ROUND_FOLDER.fullmatch(folder)
         r = int(match.group(1)) if match else None
@@ -127,7 +129,7 @@ def restore_newest(rundir: "RunDirectory", latest: dict[str, Any], scheduler: PB
         backend = backend_for(states)
         try:
             for m, s in enumerate(states):
-                with naming_checkpoint(rundir.store(latest).folder(folder).url(f"member_{m}.pt"), config_path):
+                with naming_checkpoint(store.folder(folder).url(f"member_{m}.pt"), config_path):
                     backend.restore(m, s)
         except CheckpointError as err:
             skipped.append({"round": r, "folder": folder, "reason": str(err)})
@@ -138,5 +140,5 @@ def restore_newest(rundir: "RunDirectory", latest: dict[str, Any], scheduler: PB
         return state
     if len(skipped) == 1:
         raise CheckpointError(skipped[0]["reason"])
-    raise CheckpointError(f"{rundir.store(latest).root}: none of the kept rounds can be restored: " +
+    raise CheckpointError(f"{store.root}: none of the kept rounds can be restored: " +
                           "; ".join(f"round {s['round']}: {s['reason']}" for s in skipped))

@@ -15,6 +15,7 @@ file, or the whole new one, never a torn one).
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Union
@@ -27,6 +28,13 @@ __all__ = ["CheckpointStore", "CheckpointFolder", "is_url"]
 def is_url(location: Union[str, Path]) -> bool:
     """Whether ``location`` names a protocol (``s3://...``, ``file://...``) rather than a plain local path."""
     return "://" in str(location)
+
+
+def _local_path(location: str) -> Path | None:
+    """The local path a location names (a plain path or a ``file://`` URL), or None for another protocol."""
+    if is_url(location) and not location.startswith("file://"):
+        return None
+    return Path(location.removeprefix("file://"))
 
 
 def _filesystem(location: str) -> tuple[Any, str]:
@@ -46,12 +54,11 @@ class CheckpointFolder:
 
     def __init__(self, location: Union[str, Path]):
         self.location = str(location)
-        if is_url(self.location) and not self.location.startswith("file://"):
+        self.local = _local_path(self.location)
+        if self.local is None:
             self.fs, self.path = _filesystem(self.location)
-            self.local = None
         else:
-            self.fs, self.path = None, self.location.removeprefix("file://")
-            self.local = Path(self.path)
+            self.fs, self.path = None, str(self.local)
 
     def url(self, name: str) -> str:
         """Where file ``name`` lives, for messages and for :class:`MemberState` sources."""
@@ -69,8 +76,6 @@ class CheckpointFolder:
         """Delete the folder and what it holds (nothing when it does not exist)."""
         if self.local is not None:
             if self.local.is_dir():
-                import shutil
-
                 shutil.rmtree(self.local, ignore_errors=True)
         elif self.fs.exists(self.path):
             self.fs.rm(self.path, recursive=True)
@@ -127,14 +132,14 @@ class CheckpointStore:
 
     def folders(self) -> list[str]:
         """Names of the ``round_*`` folders that exist, sorted."""
-        if is_url(self.root) and not self.root.startswith("file://"):
-            fs, path = _filesystem(self.root)
-            if not fs.exists(path):
-                return []
-            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
-            return sorted(n for n in names if n.startswith("round_") and fs.isdir(f"{path}/{n}"))
-        local = Path(self.root.removeprefix("file://"))
-        return sorted(p.name for p in local.glob("round_*") if p.is_dir()) if local.is_dir() else []
+        local = _local_path(self.root)
+        if local is not None:
+            return sorted(p.name for p in local.glob("round_*") if p.is_dir()) if local.is_dir() else []
+        fs, path = _filesystem(self.root)
+        if not fs.exists(path):
+            return []
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
+        return sorted(n for n in names if n.startswith("round_") and fs.isdir(f"{path}/{n}"))
 
     def keep_only(self, names: list[str]) -> None:
         """Delete every ``round_*`` folder not in ``names``."""
