@@ -397,6 +397,18 @@ def _ray_command(run: Path, rounds: int, address: str, fresh: bool, losses: int)
             f"run.total_env_steps={rounds * INTERVAL * STEPS_PER_UPDATE}", "--overwrite"]
 
 
+def check_live(run: Path) -> tuple[int, list[str]]:
+    """:func:`check_killed` of a run that is still being written: a commit between reading runner.json and loading
+    its kept rounds deletes the oldest of them, as it should, so a check that saw runner.json change meanwhile is
+    made again (up to 5 times)."""
+    for _ in range(5):
+        before = _committed(run)
+        committed, problems = check_killed(run)
+        if not problems or _committed(run) == before:
+            break
+    return committed, problems
+
+
 def _failures(run: Path) -> list[dict]:
     return [e for e in _events(run, allow_torn=True)[0] if e.get("type") == "failure"]
 
@@ -421,7 +433,7 @@ def lose_one_node(cluster: RayCluster, proc: subprocess.Popen, run: Path, delay:
     nodes = cluster.shard_nodes()
     if proc.poll() is not None or not nodes:
         return None
-    before, _ = check_killed(run)
+    before, _ = check_live(run)
     failures = len(_failures(run))
     node = nodes[int(delay * 1e6) % len(nodes)]
     cluster.lose(node)
@@ -430,11 +442,11 @@ def lose_one_node(cluster: RayCluster, proc: subprocess.Popen, run: Path, delay:
         problems.append("no failure event after the node was lost")
     elif not any(node in str(f.get("cause")) for f in _failures(run)[failures:]):
         problems.append(f"the failure events do not name the lost node {node}: {_failures(run)[failures:]}")
-    if not _wait_for(lambda: check_killed(run)[0] > before, proc, 180) and proc.poll() is None:
+    if not _wait_for(lambda: check_live(run)[0] > before, proc, 180) and proc.poll() is None:
         problems.append(f"no round committed after round {before} within 180 s of the loss")
     if proc.poll() not in (None, 0):
         problems.append(f"the driver exited {proc.returncode} after the loss")
-    committed, more = check_killed(run)
+    committed, more = check_live(run)
     if committed < before:
         more.append(f"the committed round went back from {before} to {committed}")
     return {"node": node, "delay_s": round(delay, 3), "committed_before": before, "committed_after": committed,
