@@ -15,6 +15,10 @@ hyperparameter ranges (rpbt's default ``pbt.search_space``: learning rate 1e-4..
   pbt_ppo_example.py``); perturbation every 5 training iterations (5 x 1,024 env steps, rpbt's
   ``pbt.perturbation_interval``), quantile fraction 0.25, resample probability 0.25; the cores shared by all
   trials (``--ray-trial-cpus shared``: cores / population CPUs per trial, every trial at once) or a fixed number.
+- ``ray_tune_pb2``: the same with Tune's ``PB2`` (Parker-Holder et al. 2020, "Provably Efficient Online
+  Hyperparameter Optimization with Population-Based Bandits"): a GP bandit over the same ranges (``hyperparam_bounds``,
+  linear: PB2 has no log scale) picks a recipient's hyperparameters instead of a random perturbation, after Tune's
+  ``python/ray/tune/examples/pb2_ppo_example.py``; rpbt's ``pbt.explore: pb2`` is its counterpart.
 - ``agilerl``: AgileRL's population of PPO agents with its recurrent encoder, tournament selection (size 2,
   elitism) and mutations, after its recurrent PPO tutorial (``docs/tutorials/gymnasium/
   agilerl_recurrent_ppo_tutorial.rst``): ``RSNorm`` observation normalization, ``BPTTSequenceType.CHUNKED``
@@ -62,10 +66,12 @@ IMG = REPO / "docs" / "img"
 REQUIREMENTS = REPO / "benchmarks" / "peers"
 #: Evaluation episode j of every tool is reset with seed EVAL_SEED + j (seeds training never used).
 EVAL_SEED = 1_000_003
-ARMS: tuple[str, ...] = ("rpbt", "ray_tune_pbt", "agilerl", "sb3_fixed")
+ARMS: tuple[str, ...] = ("rpbt", "ray_tune_pbt", "ray_tune_pb2", "agilerl", "sb3_fixed")
 #: Each peer's virtual environment (git-ignored) and its pinned requirements file under benchmarks/peers/.
-VENVS = {"ray_tune_pbt": ".venv-peers-rllib", "agilerl": ".venv-peers-agilerl", "sb3_fixed": ".venv-peers-sb3"}
-REQUIREMENT_FILES = {"ray_tune_pbt": "requirements-rllib.txt", "agilerl": "requirements-agilerl.txt",
+VENVS = {"ray_tune_pbt": ".venv-peers-rllib", "ray_tune_pb2": ".venv-peers-rllib", "agilerl": ".venv-peers-agilerl",
+         "sb3_fixed": ".venv-peers-sb3"}
+REQUIREMENT_FILES = {"ray_tune_pbt": "requirements-rllib.txt", "ray_tune_pb2": "requirements-rllib.txt",
+                     "agilerl": "requirements-agilerl.txt",
                      "sb3_fixed": "requirements-sb3.txt"}
 #: Packages whose versions each arm records in its result.
 VERSION_PACKAGES = ("torch", "numpy", "gymnasium", "popgym", "ray", "agilerl", "sb3-contrib", "stable-baselines3")
@@ -80,12 +86,25 @@ SEARCH_SPACE = {"learning_rate": (1e-4, 3e-3, "log"), "ent_coef": (1e-4, 3e-2, "
                 "clip_range": (0.1, 0.3, "linear"), "gae_lambda": (0.8, 0.99, "linear")}
 
 #: task name -> gymnasium id, target (best member's last-100 mean return), rpbt config file (None: default job),
-#: whether the networks see the previous action (rpbt's configs/popgym files feed it, as POPGym's baselines do).
+#: whether the networks see the previous action (rpbt's configs/popgym files feed it, as POPGym's baselines do),
+#: and the task's own values of DEFAULT_HP (``hp``: where every arm starts or, for gamma, what every arm uses).
 TASKS: dict[str, dict[str, Any]] = {
     "PositionOnlyCartPoleEasy": {"env_id": "popgym-PositionOnlyCartPoleEasy-v0", "target": 0.95, "config": None},
     "RepeatPreviousEasy": {"env_id": "popgym-RepeatPreviousEasy-v0", "target": 0.95,
                            "config": "configs/popgym/RepeatPreviousEasy.yaml", "prev_action": True},
+    # AgileRL's recurrent PPO tutorial task: Gymnasium Pendulum-v1 with the angular velocity zeroed (RL Zoo's
+    # MaskVelocityWrapper; observation (cos, sin, 0), torque in [-2, 2], 200 steps, return about -1,500..0). The
+    # tutorial's gamma 0.9 and entropy coefficient 0 (also the RL Zoo's for PendulumNoVel-v1) are every arm's start;
+    # the tutorial's TARGET_SCORE (200) is not a Pendulum return, so the target is stated: -400, the pendulum swung
+    # up and held in most episodes (set before any arm was run on it).
+    "PendulumNoVel": {"env_id": "peers_envs:PendulumNoVel-v1", "target": -400.0, "config": None,
+                      "hp": {"gamma": 0.9, "ent_coef": 0.0}},
 }
+
+
+def task_hp(task: str) -> dict[str, float]:
+    """DEFAULT_HP with the task's own values (``TASKS[task]["hp"]``)."""
+    return DEFAULT_HP | TASKS[task].get("hp", {})
 
 
 class PeersError(RuntimeError):
@@ -319,6 +338,9 @@ def make_env(task: str):
     import gymnasium as gym
     import popgym  # noqa: F401  (registers popgym-* ids)
 
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:  # peers_envs (registers PendulumNoVel-v1); run_arm also puts it on PYTHONPATH
+        sys.path.insert(0, here)
     env = gym.make(TASKS[task]["env_id"])
     return _prev_action_wrapper(env) if TASKS[task].get("prev_action") else env
 
@@ -351,6 +373,17 @@ def _prev_action_wrapper(env: Any) -> Any:
             return self._obs(obs, action), reward, terminated, truncated, info
 
     return PrevActionOneHot(env)
+
+
+def env_action(action: Any, space: Any) -> Any:
+    """An action for ``space``: an int for Discrete, a float32 array of the space's shape clipped to its bounds for
+    Box (a Gaussian's mean can lie outside them)."""
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Box):
+        a = np.asarray(action, dtype=np.float32).reshape(space.shape)
+        return np.clip(a, space.low, space.high)
+    return int(np.asarray(action).reshape(-1)[0])
 
 
 def evaluate(act: Callable[[Any, Any, bool], tuple[Any, Any]], env: Any, episodes: int) -> list[float]:
@@ -399,6 +432,8 @@ def worker_rpbt(a: argparse.Namespace, out: Path) -> None:
     values = {"env.id": task["env_id"], "run.total_env_steps": a.budget, "pbt.population_size": a.population,
               "run.seed": a.seed, "run.dir": str(out / "run"), "run.progress": False, "run.tensorboard": False,
               "run.torch_threads": 1}
+    # gamma is not searched: every arm uses the task's; rpbt's searched values start from its search space
+    values |= {f"agent.{k}": v for k, v in task.get("hp", {}).items() if k == "gamma"}
     cfg = resolve_config(REPO / task["config"] if task["config"] else None, list(a.override), values)
     t_start = time.time()
     run = train(cfg, overwrite=True, announce=False)
@@ -430,7 +465,8 @@ def worker_rpbt(a: argparse.Namespace, out: Path) -> None:
 
 
 def worker_ray_tune_pbt(a: argparse.Namespace, out: Path) -> None:
-    """Ray Tune PopulationBasedTraining over RLlib PPO with RLlib's default LSTM module (see the module docstring)."""
+    """Ray Tune PopulationBasedTraining (arm ray_tune_pbt) or PB2 (arm ray_tune_pb2) over RLlib PPO with RLlib's
+    default LSTM module (see the module docstring)."""
     import random
 
     import ray
@@ -446,7 +482,11 @@ def worker_ray_tune_pbt(a: argparse.Namespace, out: Path) -> None:
 
     random.seed(a.seed)
     np.random.seed(a.seed)
-    task = a.task
+    task, hp = a.task, task_hp(a.task)
+    # an iteration in which no episode ended reports no episode_return_mean (Pendulum's 200-step episodes end in
+    # every other iteration of 128 steps per env); Tune's own advice: no strict metric check, and PBT
+    # (require_attrs=False) skips such a result and decides at the trial's next result that has the metric
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     register_env("peers_task", lambda cfg: make_env(task))
     ray.init(address="local", num_cpus=a.cores, include_dashboard=False, log_to_driver=False,
              _temp_dir=f"/tmp/rpbt-peers-ray-{os.getpid()}")
@@ -465,8 +505,8 @@ def worker_ray_tune_pbt(a: argparse.Namespace, out: Path) -> None:
                      env_to_module_connector=lambda env, spaces, device: MeanStdFilter())
         .training(train_batch_size=batch, minibatch_size=batch // ROLLOUT["num_minibatches"],
                   num_epochs=ROLLOUT["update_epochs"], lr=space["lr"], entropy_coeff=space["entropy_coeff"],
-                  clip_param=space["clip_param"], lambda_=space["lambda"], gamma=DEFAULT_HP["gamma"],
-                  vf_loss_coeff=DEFAULT_HP["vf_coef"], grad_clip=DEFAULT_HP["max_grad_norm"], use_kl_loss=False)
+                  clip_param=space["clip_param"], lambda_=space["lambda"], gamma=hp["gamma"],
+                  vf_loss_coeff=hp["vf_coef"], grad_clip=hp["max_grad_norm"], use_kl_loss=False)
         .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[ROLLOUT["encoder"]], vf_share_layers=True,
                                                    use_lstm=True, lstm_cell_size=ROLLOUT["lstm"],
                                                    max_seq_len=ROLLOUT["bptt"]))
@@ -477,10 +517,21 @@ def worker_ray_tune_pbt(a: argparse.Namespace, out: Path) -> None:
     # at once and the OS shares the cores, as rpbt's workers share them
     trial_cpus = a.cores / a.population if a.ray_trial_cpus == "shared" else float(a.ray_trial_cpus)
     config = config.resources(num_cpus_for_main_process=trial_cpus)
-    pbt = PopulationBasedTraining(time_attr="training_iteration",
-                                  perturbation_interval=ROLLOUT["perturbation_interval"],
-                                  quantile_fraction=ROLLOUT["quantile_fraction"], resample_probability=0.25,
-                                  hyperparam_mutations=space)
+    if a.worker == "ray_tune_pb2":
+        from ray.tune.schedulers.pb2 import PB2  # imported apart: it needs scikit-learn
+
+        bounds = {"lr": [lo["learning_rate"], hi["learning_rate"]], "entropy_coeff": [lo["ent_coef"], hi["ent_coef"]],
+                  "clip_param": [lo["clip_range"], hi["clip_range"]], "lambda": [lo["gae_lambda"], hi["gae_lambda"]]}
+        pbt = PB2(time_attr="training_iteration", perturbation_interval=ROLLOUT["perturbation_interval"],
+                  quantile_fraction=ROLLOUT["quantile_fraction"], hyperparam_bounds=bounds, require_attrs=False)
+        schedule = {"scheduler": "PB2", "hyperparam_bounds": bounds}
+    else:
+        pbt = PopulationBasedTraining(time_attr="training_iteration",
+                                      perturbation_interval=ROLLOUT["perturbation_interval"],
+                                      quantile_fraction=ROLLOUT["quantile_fraction"], resample_probability=0.25,
+                                      hyperparam_mutations=space, require_attrs=False)
+        schedule = {"scheduler": "PopulationBasedTraining", "resample_probability": 0.25,
+                    "hyperparam_mutations": {k: str(v) for k, v in space.items()}}
     writer = CurveWriter(out / "curve.jsonl")
 
     class Curve(tune.Callback):
@@ -519,6 +570,7 @@ def worker_ray_tune_pbt(a: argparse.Namespace, out: Path) -> None:
         module = algo.get_module()
         filt = [c for c in algo.env_runner._env_to_module.connectors if isinstance(c, MeanStdFilter)][0]._filters[None]
         env = make_env(task)
+        continuous = env.action_space.shape != ()
 
         def act(obs, state, first):
             if state is None:
@@ -527,7 +579,13 @@ def worker_ray_tune_pbt(a: argparse.Namespace, out: Path) -> None:
             with torch.no_grad():
                 o = module.forward_inference({Columns.OBS: torch.as_tensor(x, dtype=torch.float32)[:, None],
                                               Columns.STATE_IN: state})
-            return int(o[Columns.ACTION_DIST_INPUTS][0, 0].argmax()), o[Columns.STATE_OUT]
+            inputs = o[Columns.ACTION_DIST_INPUTS][0, 0]
+            if continuous:  # a diagonal Gaussian's (mean, log std); RLlib unsquashes [-1, 1] to the bounds
+                mean = inputs[: inputs.shape[0] // 2].numpy()
+                low, high = env.action_space.low, env.action_space.high
+                return env_action(low + (np.clip(mean, -1.0, 1.0) + 1.0) * (high - low) / 2.0, env.action_space), \
+                    o[Columns.STATE_OUT]
+            return int(inputs.argmax()), o[Columns.STATE_OUT]
 
         returns = evaluate(act, env, a.eval_episodes)
         notes.append(f"evaluated the best trial's last checkpoint ({Path(ckpt.path).name}; checkpoints every "
@@ -539,12 +597,12 @@ def worker_ray_tune_pbt(a: argparse.Namespace, out: Path) -> None:
                 "env_runners": {"num_env_runners": a.ray_env_runners, "num_envs_per_env_runner": ROLLOUT["num_envs"],
                                 "rollout_fragment_length": ROLLOUT["num_steps"], "connector": "MeanStdFilter"},
                 "training": {"train_batch_size": batch, "minibatch_size": batch // ROLLOUT["num_minibatches"],
-                             "num_epochs": ROLLOUT["update_epochs"], "gamma": DEFAULT_HP["gamma"],
-                             "vf_loss_coeff": DEFAULT_HP["vf_coef"], "grad_clip": DEFAULT_HP["max_grad_norm"],
+                             "num_epochs": ROLLOUT["update_epochs"], "gamma": hp["gamma"],
+                             "vf_loss_coeff": hp["vf_coef"], "grad_clip": hp["max_grad_norm"],
                              "use_kl_loss": False},
                 "pbt": {"time_attr": "training_iteration", "perturbation_interval": ROLLOUT["perturbation_interval"],
-                        "quantile_fraction": ROLLOUT["quantile_fraction"], "resample_probability": 0.25,
-                        "hyperparam_mutations": {k: str(v) for k, v in space.items()}, "num_samples": a.population},
+                        "quantile_fraction": ROLLOUT["quantile_fraction"], **schedule, "num_samples": a.population,
+                        "initial values": {k: str(v) for k, v in space.items()}},
                 "resources": {"ray.init num_cpus": a.cores, "num_cpus_for_main_process (per trial)": trial_cpus,
                               "learner and env runner": "inside the trial's process"},
                 "stop": {"num_env_steps_sampled_lifetime": a.budget}, "time_budget_s": a.cap_s}
@@ -569,7 +627,7 @@ def worker_agilerl(a: argparse.Namespace, out: Path) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
     np.random.seed(a.seed)
-    task, n_envs = a.task, ROLLOUT["num_envs"]
+    task, n_envs, hp = a.task, ROLLOUT["num_envs"], task_hp(a.task)
     env = make_vect_envs(make_env=lambda: make_env(task), num_envs=n_envs, should_async_vector=False)
     ranges = {"lr": "learning_rate", "ent_coef": "ent_coef", "clip_coef": "clip_range", "gae_lambda": "gae_lambda"}
     hp_config = HyperparameterConfig(**{k: RLParameter(min=SEARCH_SPACE[v][0], max=SEARCH_SPACE[v][1])
@@ -578,10 +636,10 @@ def worker_agilerl(a: argparse.Namespace, out: Path) -> None:
                                                                      "num_layers": 1},
                   "head_config": {"hidden_size": [ROLLOUT["encoder"]]}}
     learn_step = n_envs * ROLLOUT["num_steps"]
-    init_hp = {"batch_size": learn_step // ROLLOUT["num_minibatches"], "lr": DEFAULT_HP["learning_rate"],
-               "learn_step": learn_step, "gamma": DEFAULT_HP["gamma"], "gae_lambda": DEFAULT_HP["gae_lambda"],
-               "clip_coef": DEFAULT_HP["clip_range"], "ent_coef": DEFAULT_HP["ent_coef"],
-               "vf_coef": DEFAULT_HP["vf_coef"], "max_grad_norm": DEFAULT_HP["max_grad_norm"],
+    init_hp = {"batch_size": learn_step // ROLLOUT["num_minibatches"], "lr": hp["learning_rate"],
+               "learn_step": learn_step, "gamma": hp["gamma"], "gae_lambda": hp["gae_lambda"],
+               "clip_coef": hp["clip_range"], "ent_coef": hp["ent_coef"],
+               "vf_coef": hp["vf_coef"], "max_grad_norm": hp["max_grad_norm"],
                "share_encoders": True, "recurrent": True, "target_kl": None,
                "update_epochs": ROLLOUT["update_epochs"], "bptt_sequence_type": BPTTSequenceType.CHUNKED,
                "max_seq_len": ROLLOUT["bptt"], "num_envs": n_envs}
@@ -639,6 +697,8 @@ def worker_agilerl(a: argparse.Namespace, out: Path) -> None:
             _, _, _, _, state = inner._get_action_and_values(inner.preprocess_observation(x), None, state,
                                                              sample=False)
         dist = next(mod.dist for mod in inner.actor.modules() if getattr(mod, "dist", None) is not None)
+        if dist.mu is not None:  # Box: the Gaussian's mean, clipped as AgileRL's get_action clips in inference
+            return env_action(dist.mu.reshape(-1).numpy(), inner.action_space), state
         return int(dist.logits.reshape(-1, dist.logits.shape[-1])[0].argmax()), state
 
     returns = evaluate(act, make_env(task), a.eval_episodes)
@@ -659,14 +719,15 @@ def worker_agilerl(a: argparse.Namespace, out: Path) -> None:
 # ------------------------------------------------------------------------------------------------ arm: sb3_fixed
 
 
-def _sb3_settings() -> dict[str, Any]:
+def _sb3_settings(task: str) -> dict[str, Any]:
+    hp = task_hp(task)
     batch = ROLLOUT["num_envs"] * ROLLOUT["num_steps"]
     return {"n_envs": ROLLOUT["num_envs"], "n_steps": ROLLOUT["num_steps"],
             "batch_size": batch // ROLLOUT["num_minibatches"], "n_epochs": ROLLOUT["update_epochs"],
-            "learning_rate": DEFAULT_HP["learning_rate"], "ent_coef": DEFAULT_HP["ent_coef"],
-            "clip_range": DEFAULT_HP["clip_range"], "gae_lambda": DEFAULT_HP["gae_lambda"],
-            "gamma": DEFAULT_HP["gamma"], "vf_coef": DEFAULT_HP["vf_coef"],
-            "max_grad_norm": DEFAULT_HP["max_grad_norm"],
+            "learning_rate": hp["learning_rate"], "ent_coef": hp["ent_coef"],
+            "clip_range": hp["clip_range"], "gae_lambda": hp["gae_lambda"],
+            "gamma": hp["gamma"], "vf_coef": hp["vf_coef"],
+            "max_grad_norm": hp["max_grad_norm"],
             "policy_kwargs": {"lstm_hidden_size": ROLLOUT["lstm"], "n_lstm_layers": 1, "shared_lstm": True,
                               "enable_critic_lstm": False,
                               "net_arch": {"pi": [ROLLOUT["encoder"]], "vf": [ROLLOUT["encoder"]]}}}
@@ -681,9 +742,8 @@ def worker_sb3_member(a: argparse.Namespace, out: Path) -> None:
 
     torch.set_num_threads(1)
     task, m = a.task, a.member
-    venv = VecNormalize(VecMonitor(DummyVecEnv([lambda: make_env(task)] * ROLLOUT["num_envs"])),
-                        gamma=DEFAULT_HP["gamma"])
-    s = _sb3_settings()
+    s = _sb3_settings(task)
+    venv = VecNormalize(VecMonitor(DummyVecEnv([lambda: make_env(task)] * ROLLOUT["num_envs"])), gamma=s["gamma"])
     model = RecurrentPPO("MlpLstmPolicy", venv, n_steps=s["n_steps"], batch_size=s["batch_size"],
                          n_epochs=s["n_epochs"], learning_rate=s["learning_rate"], ent_coef=s["ent_coef"],
                          clip_range=s["clip_range"], gae_lambda=s["gae_lambda"], gamma=s["gamma"],
@@ -739,12 +799,13 @@ def worker_sb3_fixed(a: argparse.Namespace, out: Path) -> None:
     def act(obs, state, first):
         x = norm.normalize_obs(np.asarray(obs, dtype=np.float32)[None])
         action, state = model.predict(x, state=state, episode_start=np.array([first]), deterministic=True)
-        return int(np.asarray(action).reshape(-1)[0]), state
+        return env_action(action, norm.action_space), state
 
     returns = evaluate(act, make_env(a.task), a.eval_episodes)
     capped = any(d["steps"] < a.budget for d in done.values()) or len(done) < a.population
     settings = {"algorithm": "sb3_contrib.RecurrentPPO('MlpLstmPolicy'), VecNormalize(obs and reward), VecMonitor",
-                **_sb3_settings(), "members": f"{a.population} independent runs, {a.cores} at a time (one per CPU)",
+                **_sb3_settings(a.task),
+                "members": f"{a.population} independent runs, {a.cores} at a time (one per CPU)",
                 "torch threads": 1}
     _finish(out, f"capped at {a.cap_s} s" if capped else "ok", train_end, {"member": best, "returns": returns},
             settings, notes)
@@ -753,7 +814,8 @@ def worker_sb3_fixed(a: argparse.Namespace, out: Path) -> None:
 # ------------------------------------------------------------------------------------------------ orchestrator
 
 WORKERS: dict[str, Callable[[argparse.Namespace, Path], None]] = {
-    "rpbt": worker_rpbt, "ray_tune_pbt": worker_ray_tune_pbt, "agilerl": worker_agilerl,
+    "rpbt": worker_rpbt, "ray_tune_pbt": worker_ray_tune_pbt, "ray_tune_pb2": worker_ray_tune_pbt,
+    "agilerl": worker_agilerl,
     "sb3_fixed": worker_sb3_fixed, "sb3_member": worker_sb3_member}
 
 
@@ -802,8 +864,10 @@ def run_arm(args: argparse.Namespace, task: str, arm: str, seed: int) -> dict[st
     out.mkdir(parents=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", RAY_USAGE_STATS_ENABLED="0",
                PYTHONUNBUFFERED="1")
-    if arm == "rpbt":
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    # benchmarks/ for peers_envs (a task's env.id can name it: rpbt's worker processes import it by that name)
+    paths = [str(REPO / "src")] if arm == "rpbt" else []
+    paths += [str(REPO / "benchmarks"), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(paths).rstrip(os.pathsep)
     t0 = time.time()
     (out / "t0.json").write_text(json.dumps({"t0": t0}))
     ns = argparse.Namespace(task=task, seed=seed, population=args.population, budget=args.budget, cap_s=args.cap_s,
@@ -855,16 +919,29 @@ def aggregate(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 def merge_runs(path: Path, runs: dict[str, list[dict[str, Any]]], a: argparse.Namespace
                ) -> dict[str, list[dict[str, Any]]]:
-    """``runs`` plus the arms an earlier invocation wrote to ``path`` and this one did not run, when that file has
-    the same budget, population and seeds (so one arm can be rerun alone)."""
+    """``runs`` plus the runs an earlier invocation wrote to ``path`` for an (arm, seed) this one did not run, when
+    that file has the same budget and population (so one arm, or more seeds, can be run later). Each arm's runs are
+    ordered by seed; a run without a ``seed`` key (written before seeds were recorded) counts as seed 0."""
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         return runs
     o = old.get("options", {})
-    if (o.get("budget"), o.get("population"), o.get("seeds")) != (a.budget, a.population, a.seeds):
+    if (o.get("budget"), o.get("population")) != (a.budget, a.population):
         return runs
-    return {**{k: v for k, v in old.get("runs", {}).items() if k not in runs}, **runs}
+    merged: dict[str, list[dict[str, Any]]] = {}
+    for arm in {**old.get("runs", {}), **runs}:
+        by_seed = {int(r.get("seed", 0)): r for r in old.get("runs", {}).get(arm, [])}
+        by_seed.update({int(r.get("seed", 0)): r for r in runs.get(arm, [])})
+        merged[arm] = [by_seed[k] for k in sorted(by_seed)]
+    return merged
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds``: ``N`` means seeds 0..N-1, ``a,b,...`` those seeds. Raises ValueError for anything else."""
+    if "," in text:
+        return [int(x) for x in text.split(",") if x.strip()]
+    return list(range(int(text)))
 
 
 def table(doc: dict[str, Any]) -> str:
@@ -876,7 +953,8 @@ def table(doc: dict[str, Any]) -> str:
              "(last 100) | eval, 100 episodes (+- s.e.) | wall (s) | CPU (s) | peak RSS (MiB) | mean load |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for arm, rs in doc["runs"].items():
-        for k, r in enumerate(rs):
+        for r in rs:
+            k = r.get("seed", 0)
             ev = "n/a" if r.get("eval_mean") is None else \
                 f"{r['eval_mean']:.3f} +- {f(r.get('eval_stderr'), '.3f')}"
             lines.append(f"| {arm} | {k} | {r.get('status', '')[:40]} | {f(r.get('time_to_target_s'), '.1f')} | "
@@ -899,7 +977,7 @@ def plot(task: str, runs: dict[str, list[dict[str, Any]]], target: float, path: 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    colors = {"rpbt": "C0", "ray_tune_pbt": "C1", "agilerl": "C2", "sb3_fixed": "C7"}
+    colors = {"rpbt": "C0", "ray_tune_pbt": "C1", "ray_tune_pb2": "C3", "agilerl": "C2", "sb3_fixed": "C7"}
     for arm, rs in runs.items():
         for k, r in enumerate(rs):
             c = np.asarray(r.get("curve") or [], dtype=np.float64)
@@ -927,7 +1005,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tasks", default="PositionOnlyCartPoleEasy", help=f"comma-separated, of {', '.join(TASKS)}")
     p.add_argument("--arms", default=",".join(ARMS))
-    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per arm")
+    p.add_argument("--seeds", type=parse_seeds, default=[0], help="N: seeds 0..N-1 per arm; or a list: 1,2")
     p.add_argument("--population", type=int, default=8)
     p.add_argument("--budget", type=int, default=150_000, help="env steps per member (rpbt's run.total_env_steps)")
     p.add_argument("--cap-s", type=float, default=900.0, help="wall-clock cap per arm (training), seconds")
@@ -975,10 +1053,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     for task in a.tasks.split(","):
         runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
-        for seed in range(a.seeds):
+        for seed in a.seeds:
             for arm in arms:
                 print(f"[peers] {task} {arm} seed {seed} ...", flush=True)
-                r = run_arm(a, task, arm, seed)
+                r = run_arm(a, task, arm, seed) | {"seed": seed}
                 print(f"[peers]   {r.get('status')}: time to target {r.get('time_to_target_s')} s, eval "
                       f"{r.get('eval_mean')}, wall {r.get('wall_s')}", flush=True)
                 runs[arm].append(r)

@@ -111,21 +111,23 @@ def test_run_measured_sees_cpu_time_and_memory_of_the_child_tree(peers, tmp_path
     assert usage["cpu_curve"] and usage["cpu_curve"][-1][1] <= usage["cpu_s"] + 1e-9
 
 
-def _smoke(peers, tmp_path, arm, budget, overrides=()):
-    argv = ["--arms", arm, "--population", "2", "--budget", str(budget), "--eval-episodes", "2", "--cap-s", "300",
-            "--out", str(tmp_path / "out"), "--results", str(tmp_path), "--img", str(tmp_path / "img")]
+def _smoke(peers, tmp_path, arm, budget, overrides=(), task="PositionOnlyCartPoleEasy"):
+    argv = ["--tasks", task, "--arms", arm, "--population", "2", "--budget", str(budget), "--eval-episodes", "2",
+            "--cap-s", "300", "--out", str(tmp_path / "out"), "--results", str(tmp_path), "--img",
+            str(tmp_path / "img")]
     for o in overrides:
         argv += ["--override", o]
     assert peers.main(argv) == 0
-    doc = json.loads((tmp_path / "peers_PositionOnlyCartPoleEasy.json").read_text())
-    assert doc["target"] == 0.95 and doc["machine"]["cores"] >= 1
+    doc = json.loads((tmp_path / f"peers_{task}.json").read_text())
+    assert doc["target"] == peers.TASKS[task]["target"] and doc["machine"]["cores"] >= 1
     (r,) = doc["runs"][arm]
     assert r["status"] == "ok", r["status"]
+    assert r["seed"] == 0
     assert r["eval_episodes"] == 2 and r["eval_mean"] is not None
     assert r["total_env_steps"] >= 2 * budget
     assert r["curve"] and r["wall_s"] > 0 and r["cpu_s"] > 0 and r["peak_rss_mb"] > 0
     assert r["versions"]["torch"].startswith("2.13.0")
-    assert (tmp_path / "img" / "peers_PositionOnlyCartPoleEasy.png").stat().st_size > 0
+    assert (tmp_path / "img" / f"peers_{task}.png").stat().st_size > 0
     return r
 
 
@@ -134,12 +136,85 @@ def test_smoke_rpbt_arm(peers, tmp_path):
     assert r["settings"]["config"] == "shipped default job"
 
 
-@pytest.mark.parametrize("arm", ["ray_tune_pbt", "agilerl", "sb3_fixed"])
-def test_smoke_peer_arm(peers, tmp_path, arm):
+def test_smoke_rpbt_arm_on_the_continuous_pendulum(peers, tmp_path):
+    r = _smoke(peers, tmp_path, "rpbt", 640, TINY_RPBT, task="PendulumNoVel")  # 320 steps per env: an episode
+    assert r["settings"]["overrides"]["agent.gamma"] == 0.9  # the task's gamma, as every arm uses
+    assert -1700.0 <= r["eval_mean"] <= 0.0  # Pendulum-v1's return range over 200 steps
+
+
+@pytest.mark.parametrize("arm,task", [(arm, task) for arm in ("ray_tune_pbt", "agilerl", "sb3_fixed")
+                                      for task in ("PositionOnlyCartPoleEasy", "PendulumNoVel")]
+                         + [("ray_tune_pb2", "PositionOnlyCartPoleEasy")])
+def test_smoke_peer_arm(peers, tmp_path, arm, task):
     python = peers.venv_python(arm)
     if not python.exists():
         pytest.skip(f"{arm}: its venv {python.parent.parent.name} is missing (python benchmarks/peers.py --setup)")
-    _smoke(peers, tmp_path, arm, 2048)
+    r = _smoke(peers, tmp_path, arm, 2048, task=task)
+    if task == "PendulumNoVel":
+        assert -1700.0 <= r["eval_mean"] <= 0.0
+
+
+def test_merge_runs_keeps_other_seeds_and_arms_and_replaces_a_rerun(peers, tmp_path):
+    import argparse
+
+    path = tmp_path / "peers_T.json"
+    old = {"options": {"budget": 100, "population": 8}, "runs": {
+        "rpbt": [{"seed": 0, "v": "old0"}, {"seed": 1, "v": "old1"}],
+        "agilerl": [{"v": "no seed key: seed 0"}]}}
+    path.write_text(json.dumps(old))
+    a = argparse.Namespace(budget=100, population=8)
+    merged = peers.merge_runs(path, {"rpbt": [{"seed": 1, "v": "new1"}, {"seed": 2, "v": "new2"}]}, a)
+    assert [r["v"] for r in merged["rpbt"]] == ["old0", "new1", "new2"]
+    assert merged["agilerl"] == [{"v": "no seed key: seed 0"}]
+    other = argparse.Namespace(budget=200, population=8)  # another budget: nothing of the old file is kept
+    assert peers.merge_runs(path, {"rpbt": [{"seed": 1}]}, other) == {"rpbt": [{"seed": 1}]}
+
+
+def test_parse_seeds(peers):
+    assert peers.parse_seeds("3") == [0, 1, 2]
+    assert peers.parse_seeds("1,2") == [1, 2]
+    with pytest.raises(ValueError):
+        peers.parse_seeds("x")
+
+
+def test_env_action_clips_box_actions_and_makes_discrete_ones_ints(peers):
+    import gymnasium as gym
+    import numpy as np
+
+    box = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+    a = peers.env_action(np.array([[3.5]]), box)
+    assert a.shape == (1,) and a.dtype == np.float32 and a[0] == 2.0
+    assert peers.env_action([-0.25], box)[0] == -0.25
+    d = peers.env_action(np.array([3]), gym.spaces.Discrete(4))
+    assert d == 3 and isinstance(d, int)
+
+
+def test_pendulum_no_vel_is_pendulum_with_the_velocity_zeroed():
+    import gymnasium as gym
+    import numpy as np
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import peers_envs  # noqa: F401  (registers PendulumNoVel-v1)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    masked, full = gym.make("PendulumNoVel-v1"), gym.make("Pendulum-v1")
+    o_m, _ = masked.reset(seed=7)
+    o_f, _ = full.reset(seed=7)
+    assert o_m.dtype == np.float32 and masked.observation_space.contains(o_m)
+    np.testing.assert_array_equal(o_m, [o_f[0], o_f[1], 0.0])
+    steps = 0
+    for t in range(300):
+        action = np.array([np.sin(t / 5.0)], np.float32)
+        o_m, r_m, term_m, trunc_m, _ = masked.step(action)
+        o_f, r_f, term_f, trunc_f, _ = full.step(action)
+        steps += 1
+        assert r_m == r_f and o_f[2] != 0.0
+        np.testing.assert_array_equal(o_m, [o_f[0], o_f[1], 0.0])
+        if trunc_m or term_m:
+            assert (trunc_f, term_f) == (trunc_m, term_m)
+            break
+    assert steps == 200  # Pendulum-v1's time limit is kept
 
 
 def test_prev_action_wrapper_one_hots_observation_and_previous_action(peers):
