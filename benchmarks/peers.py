@@ -331,16 +331,14 @@ def versions() -> dict[str, str]:
 
 
 def make_env(task: str):
-    """The task's Gymnasium environment as the peers see it (POPGym registered on import). For a task whose rpbt
-    config feeds the previous action (``prev_action``), the observation becomes one-hot(observation) concatenated
-    with one-hot(previous action) (zeros at an episode's first step): the information rpbt's
-    ``agent.network.prev_action`` gives its network, as POPGym's baselines' ``PreviousAction`` wrapper does."""
+    """The task's Gymnasium environment as the peers see it (POPGym registered on import; ``peers_envs`` found on the
+    PYTHONPATH that ``run_arm`` gives every arm). For a task whose rpbt config feeds the previous action
+    (``prev_action``), the observation becomes one-hot(observation) concatenated with one-hot(previous action) (zeros
+    at an episode's first step): the information rpbt's ``agent.network.prev_action`` gives its network, as POPGym's
+    baselines' ``PreviousAction`` wrapper does."""
     import gymnasium as gym
     import popgym  # noqa: F401  (registers popgym-* ids)
 
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:  # peers_envs (registers PendulumNoVel-v1); run_arm also puts it on PYTHONPATH
-        sys.path.insert(0, here)
     env = gym.make(TASKS[task]["env_id"])
     return _prev_action_wrapper(env) if TASKS[task].get("prev_action") else env
 
